@@ -186,6 +186,26 @@ ctx.test('ws: a client close frame gets a close frame back, then the TCP close',
   await observersWork();
 });
 
+ctx.test('ws: a close frame without a status gets a close frame back (never status 1005 on the wire)', async () => {
+  const { host, port, path } = wsAddr();
+  const { conn, res } = await rawUpgrade(host, port, path);
+  try {
+    assert.equal(res.status, 101, res.head);
+    conn.write(encodeFrame(0x8));
+    const f = await conn.waitFrame(2000);
+    assert.equal(f.opcode, 0x8, `expected a close frame, got ${hex(f.header)}`);
+    assert.notEqual(f.payload.length, 1, 'a close payload of 1 byte is invalid');
+    if (f.payload.length >= 2) {
+      const code = f.payload.readUInt16BE(0);
+      assert.ok(![1005, 1006, 1015].includes(code), `close code ${code} must not be sent`);
+    }
+    await conn.waitClosed(2000);
+  } finally {
+    conn.destroy();
+  }
+  await observersWork();
+});
+
 ctx.test('SIGTERM with observers connected: exit code 0', async () => {
   await observersWork();
   const res = await ctx.srv.stop(10000);
