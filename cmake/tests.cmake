@@ -1,0 +1,53 @@
+# Every test goes through CTest. Tests are found by name so that adding one touches no list:
+#   core/tests/test_*.c     C unit tests (one executable each; check.h prints "N passed, N failed")
+#   spec/e2e/*.test.js      end-to-end tests: the real nano-host against Node clients
+#                           (pomelo-protocol + ws, installed by scripts/setup into spec/e2e)
+#   spec/*_spec.lua         busted specs, run by `nano-host test`
+#   examples/*/spec         each example's specs, run by `nano-host test` in the example folder
+
+find_program(NODE_EXECUTABLE node)
+set(NH_NODE_MODULES "${CMAKE_SOURCE_DIR}/spec/e2e/node_modules")
+
+if(EXISTS "${NH_NODE_MODULES}/pomelo-protocol" AND NODE_EXECUTABLE)
+  add_test(NAME codec_vectors_generate
+    COMMAND ${NODE_EXECUTABLE} ${CMAKE_SOURCE_DIR}/spec/e2e/vectors.js ${CMAKE_BINARY_DIR}/pomelo_vectors.txt)
+  set_tests_properties(codec_vectors_generate PROPERTIES FIXTURES_SETUP pomelo_vectors)
+  set(NH_HAVE_VECTORS ON)
+endif()
+
+file(GLOB NH_C_TESTS CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/core/tests/test_*.c")
+foreach(src ${NH_C_TESTS})
+  get_filename_component(name ${src} NAME_WE)
+  add_executable(${name} ${src})
+  target_link_libraries(${name} PRIVATE nanocore)
+  add_test(NAME unit_${name} COMMAND ${name} ${CMAKE_BINARY_DIR}/pomelo_vectors.txt)
+  set_tests_properties(unit_${name} PROPERTIES TIMEOUT 60)
+  if(name STREQUAL "test_codec" AND NH_HAVE_VECTORS)
+    set_tests_properties(unit_${name} PROPERTIES FIXTURES_REQUIRED pomelo_vectors)
+  endif()
+endforeach()
+
+if(NODE_EXECUTABLE)
+  file(GLOB NH_E2E_TESTS CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/spec/e2e/*.test.js")
+  foreach(src ${NH_E2E_TESTS})
+    get_filename_component(name ${src} NAME_WE)
+    add_test(NAME e2e_${name} COMMAND ${NODE_EXECUTABLE} ${src})
+    set_tests_properties(e2e_${name} PROPERTIES TIMEOUT 180
+      ENVIRONMENT "NANO_HOST=$<TARGET_FILE:nano-host>;NH_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+  endforeach()
+endif()
+
+file(GLOB NH_SPECS CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/spec/*_spec.lua")
+if(NH_SPECS)
+  add_test(NAME busted_spec COMMAND nano-host test ${CMAKE_SOURCE_DIR}/spec
+    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(busted_spec PROPERTIES TIMEOUT 300)
+endif()
+
+file(GLOB NH_EXAMPLE_SPECS CONFIGURE_DEPENDS LIST_DIRECTORIES true "${CMAKE_SOURCE_DIR}/examples/*/spec")
+foreach(dir ${NH_EXAMPLE_SPECS})
+  get_filename_component(exdir ${dir} DIRECTORY)
+  get_filename_component(exname ${exdir} NAME)
+  add_test(NAME example_${exname}_spec COMMAND nano-host test WORKING_DIRECTORY ${exdir})
+  set_tests_properties(example_${exname}_spec PROPERTIES TIMEOUT 300)
+endforeach()

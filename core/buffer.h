@@ -1,0 +1,73 @@
+/* buffer — refcounted byte buffers and the per-connection output queue.
+ *
+ * nh_buf_t: a fixed-capacity block with a reference count. The creator holds one reference;
+ * whoever queues it for writing takes another. It is freed when the last reference goes.
+ * A broadcast encodes its message once into one nh_buf_t and every member's queue references it.
+ *
+ * nh_outq_t: what a connection still has to write, as a list of (buffer, offset, length) segments.
+ * Small writes are copied into a "tail" chunk taken from a chunk pool; consecutive copies into the
+ * same chunk extend one segment, so one loop turn's messages leave in one writev. Chunks never move
+ * or grow, so bytes already handed to the kernel (in flight) stay valid while more are appended.
+ * An idle connection holds no chunk: an emptied queue returns its chunk to the pool.
+ */
+#ifndef NH_BUFFER_H
+#define NH_BUFFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct nh_buf {
+    uint32_t refs;
+    uint32_t len; /* bytes used */
+    uint32_t cap;
+    uint8_t data[];
+} nh_buf_t;
+
+/* Returns a buffer with one reference, len 0, or NULL when out of memory. */
+nh_buf_t *nh_buf_new(size_t cap);
+static inline nh_buf_t *nh_buf_ref(nh_buf_t *b) {
+    b->refs++;
+    return b;
+}
+void nh_buf_unref(nh_buf_t *b);
+
+#define NH_CHUNK_SIZE 16384
+
+/* A bounded free list of NH_CHUNK_SIZE chunks shared by all queues of one loop. */
+typedef struct nh_chunk_pool {
+    nh_buf_t **free;
+    uint32_t n, max;
+} nh_chunk_pool_t;
+
+int nh_chunk_pool_init(nh_chunk_pool_t *p, uint32_t max);
+void nh_chunk_pool_free(nh_chunk_pool_t *p);
+
+typedef struct nh_outseg {
+    nh_buf_t *buf;
+    uint32_t off, len;
+} nh_outseg_t;
+
+typedef struct nh_outq {
+    nh_outseg_t *segs; /* ring would be overkill: segments are consumed from the front, compacted */
+    uint32_t head, n, cap; /* live segments are segs[head .. head+n) */
+    size_t bytes;          /* total queued, including in flight */
+    nh_buf_t *tail;        /* chunk that small copies go into, or NULL */
+    nh_chunk_pool_t *pool;
+} nh_outq_t;
+
+void nh_outq_init(nh_outq_t *q, nh_chunk_pool_t *pool);
+void nh_outq_free(nh_outq_t *q);
+
+/* Copies len bytes to the end of the queue. Returns 0 or UV_ENOMEM. */
+int nh_outq_copy(nh_outq_t *q, const void *data, size_t len);
+/* Queues b->data[off, off+len) by reference. Returns 0 or UV_ENOMEM. */
+int nh_outq_share(nh_outq_t *q, nh_buf_t *b, size_t off, size_t len);
+
+/* Fills iov with up to max segments starting `skip` bytes into the queue (skip must fall on a
+ * segment boundary or inside one). Returns the number of entries filled. */
+unsigned nh_outq_iov(const nh_outq_t *q, size_t skip, uv_buf_t *iov, unsigned max);
+/* Drops n bytes from the front (written by the kernel). */
+void nh_outq_consume(nh_outq_t *q, size_t n);
+
+#endif

@@ -1,0 +1,363 @@
+#include "conn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host.h"
+#include "log.h"
+#include "session.h"
+
+/* ---- addresses ---- */
+
+static int parse_addr(const char *addr, struct sockaddr_storage *ss) {
+    char host[128];
+    const char *colon = strrchr(addr, ':');
+    if (!colon) return UV_EINVAL;
+    size_t hlen = (size_t)(colon - addr);
+    if (hlen >= sizeof host) return UV_EINVAL;
+    memcpy(host, addr, hlen);
+    host[hlen] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535 || colon[1] == '\0') return UV_EINVAL;
+    if (host[0] == '[') { /* [v6]:port */
+        size_t n = strlen(host);
+        if (n < 2 || host[n - 1] != ']') return UV_EINVAL;
+        host[n - 1] = '\0';
+        return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)ss);
+    }
+    if (host[0] == '\0') strcpy(host, "0.0.0.0");
+    if (strcmp(host, "localhost") == 0) strcpy(host, "127.0.0.1");
+    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss);
+}
+
+static int format_addr(const struct sockaddr *sa, char *out, size_t len) {
+    char ip[64];
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        uv_ip6_name(s6, ip, sizeof ip);
+        snprintf(out, len, "[%s]:%d", ip, ntohs(s6->sin6_port));
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        uv_ip4_name(s4, ip, sizeof ip);
+        snprintf(out, len, "%s:%d", ip, ntohs(s4->sin_port));
+    }
+    return 0;
+}
+
+int nh_conn_peer(const nh_conn_t *c, char *out, size_t len) {
+    struct sockaddr_storage ss;
+    int n = sizeof ss;
+    int r = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &n);
+    if (r) return r;
+    return format_addr((struct sockaddr *)&ss, out, len);
+}
+
+/* ---- closing ---- */
+
+static void on_conn_closed(uv_handle_t *handle) {
+    nh_conn_t *c = (nh_conn_t *)handle;
+    nh_host_t *h = c->host;
+    if (c->flags & NH_CONN_COUNTED) h->nconns--;
+    if (c->session) nh_session_on_conn_gone(c->session);
+    if (c->transport->on_free) c->transport->on_free(c);
+    nh_outq_free(&c->out);
+    free(c);
+}
+
+static void unlink_dirty(nh_conn_t *c) {
+    if (!(c->flags & NH_CONN_DIRTY)) return;
+    for (nh_conn_t **p = &c->host->dirty; *p; p = &(*p)->dirty_next) {
+        if (*p == c) {
+            *p = c->dirty_next;
+            break;
+        }
+    }
+    c->flags &= ~(uint32_t)NH_CONN_DIRTY;
+}
+
+static void conn_close_now(nh_conn_t *c) {
+    unlink_dirty(c);
+    if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void flush(nh_conn_t *c);
+
+void nh_conn_close(nh_conn_t *c, const char *reason) {
+    if (c->flags & NH_CONN_CLOSING) return;
+    c->flags |= NH_CONN_CLOSING;
+    if (reason) {
+        char peer[80] = "?";
+        nh_conn_peer(c, peer, sizeof peer);
+        nh_log(NH_LOG_DEBUG, "%s %s session %llu closed: %s", c->transport->name, peer,
+               c->session ? (unsigned long long)c->session->id : 0ULL, reason);
+    }
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->session) nh_session_on_conn_closing(c->session);
+    if (c->transport->on_closing) c->transport->on_closing(c);
+    /* One last non-blocking try for what is queued (a kick, a close frame, an HTTP error): a
+     * client that stops reading must not keep a closed connection alive. */
+    if (!(c->flags & NH_CONN_WRITING)) flush(c);
+    conn_close_now(c);
+}
+
+void nh_conn_close_after_flush(nh_conn_t *c) {
+    if (c->flags & NH_CONN_CLOSING) return;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->close_after_flush = 1;
+    if (c->out.bytes == 0) nh_conn_close(c, NULL);
+}
+
+/* ---- writing ---- */
+
+static void mark_dirty(nh_conn_t *c) {
+    if (c->flags & (NH_CONN_DIRTY | NH_CONN_WRITING)) return; /* write_cb flushes the rest */
+    c->flags |= NH_CONN_DIRTY;
+    c->dirty_next = c->host->dirty;
+    c->host->dirty = c;
+}
+
+static void on_write(uv_write_t *req, int status) {
+    nh_conn_t *c = req->data;
+    c->flags &= ~(uint32_t)NH_CONN_WRITING;
+    nh_outq_consume(&c->out, c->inflight);
+    c->inflight = 0;
+    if (status < 0) {
+        if (status != UV_ECANCELED) nh_conn_close(c, uv_strerror(status));
+        return;
+    }
+    if (c->flags & NH_CONN_CLOSING) return;
+    if (c->out.bytes)
+        mark_dirty(c);
+    else if (c->close_after_flush)
+        nh_conn_close(c, NULL);
+}
+
+#define NH_MAX_IOV 64
+
+static void flush(nh_conn_t *c) {
+    while (c->out.bytes && !(c->flags & NH_CONN_WRITING)) {
+        uv_buf_t iov[NH_MAX_IOV];
+        unsigned n = nh_outq_iov(&c->out, 0, iov, NH_MAX_IOV);
+        size_t total = 0;
+        for (unsigned i = 0; i < n; i++)
+            total += iov[i].len;
+        int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
+        if (r == UV_EAGAIN) r = 0;
+        if (r < 0) {
+            /* The peer is gone; drop what is queued. */
+            nh_outq_consume(&c->out, c->out.bytes);
+            if (!(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, uv_strerror(r));
+            return;
+        }
+        nh_outq_consume(&c->out, (size_t)r);
+        if ((size_t)r == total) continue;       /* more segments than one writev took */
+        if (c->flags & NH_CONN_CLOSING) return; /* no waiting on a closing socket */
+        /* The kernel buffer is full: hand the rest of this batch to libuv and wait. */
+        n = nh_outq_iov(&c->out, 0, iov, NH_MAX_IOV);
+        size_t rest = 0;
+        for (unsigned i = 0; i < n; i++)
+            rest += iov[i].len;
+        c->wreq.data = c;
+        r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, iov, n, on_write);
+        if (r < 0) {
+            nh_outq_consume(&c->out, c->out.bytes);
+            nh_conn_close(c, uv_strerror(r));
+            return;
+        }
+        c->inflight = rest;
+        c->flags |= NH_CONN_WRITING;
+        return;
+    }
+    if (!c->out.bytes && c->close_after_flush && !(c->flags & NH_CONN_CLOSING))
+        nh_conn_close(c, NULL);
+}
+
+void nh_conn_flush_all(nh_host_t *h) {
+    while (h->dirty) {
+        nh_conn_t *c = h->dirty;
+        h->dirty = c->dirty_next;
+        c->flags &= ~(uint32_t)NH_CONN_DIRTY;
+        flush(c);
+    }
+}
+
+static int over_limit(nh_conn_t *c) {
+    if (c->out.bytes <= c->host->cfg.send_limit) return 0;
+    char peer[80] = "?";
+    nh_conn_peer(c, peer, sizeof peer);
+    nh_log(NH_LOG_WARN,
+           "%s %s session %llu: send buffer over %zu bytes (client not reading); closing",
+           c->transport->name, peer, c->session ? (unsigned long long)c->session->id : 0ULL,
+           c->host->cfg.send_limit);
+    nh_conn_close(c, "send buffer limit");
+    return 1;
+}
+
+/* Bodies at least this big are referenced rather than copied when the caller shares them. */
+#define NH_SHARE_MIN 256
+
+int nh_conn_send(nh_conn_t *c, const uint8_t *head, size_t head_len, nh_buf_t *shared,
+                 const uint8_t *body, size_t body_len) {
+    if (c->flags & (NH_CONN_CLOSING)) return UV_EPIPE;
+    if (c->close_after_flush) return UV_EPIPE;
+    uint8_t pre[16 + NH_PKT_HEADER_LEN + NH_MSG_MAX_HEADER];
+    size_t n = 0;
+    if (c->transport->frame_header) n = c->transport->frame_header(c, pre, head_len + body_len);
+    if (head_len > sizeof pre - n) return UV_EINVAL;
+    memcpy(pre + n, head, head_len);
+    n += head_len;
+    int r;
+    if (shared && body_len >= NH_SHARE_MIN) {
+        r = nh_outq_copy(&c->out, pre, n);
+        if (!r) r = nh_outq_share(&c->out, shared, (size_t)(body - shared->data), body_len);
+    } else if (n + body_len <= sizeof pre) {
+        memcpy(pre + n, body, body_len);
+        r = nh_outq_copy(&c->out, pre, n + body_len);
+    } else {
+        r = nh_outq_copy(&c->out, pre, n);
+        if (!r) r = nh_outq_copy(&c->out, body, body_len);
+    }
+    if (r) {
+        nh_conn_close(c, "out of memory");
+        return r;
+    }
+    if (over_limit(c)) return UV_ENOBUFS;
+    mark_dirty(c);
+    return 0;
+}
+
+int nh_conn_send_raw(nh_conn_t *c, const void *data, size_t len) {
+    if (uv_is_closing((uv_handle_t *)&c->tcp)) return UV_EPIPE;
+    int r = nh_outq_copy(&c->out, data, len);
+    if (r) return r;
+    mark_dirty(c);
+    return 0;
+}
+
+/* ---- reading ---- */
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+    (void)suggested;
+    /* One read buffer for the whole host: the loop is single-threaded and each read is consumed
+     * (decoded or copied into a partial-packet buffer) before the next alloc. */
+    nh_conn_t *c = (nh_conn_t *)handle;
+    *buf = uv_buf_init((char *)c->host->readbuf, sizeof c->host->readbuf);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+    nh_conn_t *c = (nh_conn_t *)stream;
+    if (nread == 0) return;
+    if (nread < 0) {
+        nh_conn_close(c, nread == UV_EOF ? "peer closed" : uv_strerror((int)nread));
+        return;
+    }
+    if (c->flags & NH_CONN_CLOSING) return;
+    if (c->transport->on_read(c, (uint8_t *)buf->base, (size_t)nread) < 0)
+        nh_conn_close(c, "bad input");
+}
+
+/* ---- accepting ---- */
+
+static void on_connection(uv_stream_t *server, int status) {
+    nh_listener_t *l = (nh_listener_t *)server;
+    nh_host_t *h = l->host;
+    if (status < 0) {
+        nh_log(NH_LOG_WARN, "accept on %s://%s: %s", l->transport->name, l->bound,
+               uv_strerror(status));
+        return;
+    }
+    nh_conn_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        nh_log(NH_LOG_ERROR, "accept: out of memory");
+        return;
+    }
+    c->host = h;
+    c->listener = l;
+    c->transport = l->transport;
+    nh_outq_init(&c->out, &h->pool);
+    uv_tcp_init(h->loop, &c->tcp);
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+        return;
+    }
+    if (h->stopping || (h->cfg.max_conns && h->nconns >= h->cfg.max_conns)) {
+        if (!h->stopping)
+            nh_log(NH_LOG_WARN, "%s://%s: %u connections (max_conns); refusing a new one",
+                   l->transport->name, l->bound, h->nconns);
+        c->flags |= NH_CONN_CLOSING;
+        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+        return;
+    }
+    h->nconns++;
+    c->flags |= NH_CONN_COUNTED;
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (c->transport->on_open(c) < 0) {
+        nh_conn_close(c, "open failed");
+        return;
+    }
+    int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (r) nh_conn_close(c, uv_strerror(r));
+}
+
+static void on_listener_closed(uv_handle_t *handle) {
+    nh_listener_t *l = (nh_listener_t *)handle;
+    free(l->statics);
+    free(l);
+}
+
+int nh_listener_start(nh_host_t *h, nh_listener_t *l, const char *addr) {
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    int r = parse_addr(addr, &ss);
+    if (r) return r;
+    l->host = h;
+    snprintf(l->addr, sizeof l->addr, "%s", addr);
+    r = uv_tcp_init(h->loop, &l->tcp);
+    if (r) {
+        free(l);
+        return r;
+    }
+    r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+    if (!r) r = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
+    if (r) {
+        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+        return r;
+    }
+    int n = sizeof ss;
+    uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &n);
+    format_addr((struct sockaddr *)&ss, l->bound, sizeof l->bound);
+    l->id = ++h->next_listener_id;
+    l->next = h->listeners;
+    h->listeners = l;
+    return 0;
+}
+
+void nh_listener_close(nh_listener_t *l) {
+    nh_host_t *h = l->host;
+    for (nh_listener_t **p = &h->listeners; *p; p = &(*p)->next) {
+        if (*p == l) {
+            *p = l->next;
+            break;
+        }
+    }
+    if (!uv_is_closing((uv_handle_t *)&l->tcp))
+        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+}
+
+/* ---- raw TCP transport: the socket carries the packet stream as is ---- */
+
+static int tcp_open(nh_conn_t *c) {
+    return nh_session_open(c);
+}
+
+static int tcp_read(nh_conn_t *c, uint8_t *data, size_t len) {
+    return nh_session_on_bytes(c->session, data, len);
+}
+
+const nh_transport_t nh_transport_tcp = {
+    .name = "tcp",
+    .on_open = tcp_open,
+    .on_read = tcp_read,
+};

@@ -1,0 +1,115 @@
+/* conn — listening sockets and client connections on libuv TCP, with batched writes.
+ *
+ * A listener accepts connections and gives each the listener's transport (raw TCP packet stream,
+ * or WebSocket). The transport turns socket bytes into the packet stream for the session and
+ * frames outgoing packets; everything else (reading, the output queue, flushing, limits, closing)
+ * is here, shared by all transports.
+ *
+ * Writes never go straight to the socket: they are queued and every dirty connection is flushed
+ * once per loop turn (before the loop blocks and after I/O callbacks), so one turn's messages
+ * leave in one writev. A connection whose queue exceeds the send limit is closed.
+ *
+ * Ownership: the host owns listeners and connections. nh_conn_close() is idempotent; the memory
+ * is freed in the uv close callback, after the session has been told (nh_session_on_conn_gone).
+ */
+#ifndef NH_CONN_H
+#define NH_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "buffer.h"
+
+typedef struct nh_host nh_host_t;
+typedef struct nh_conn nh_conn_t;
+typedef struct nh_listener nh_listener_t;
+typedef struct nh_session nh_session_t;
+
+typedef struct nh_transport {
+    const char *name; /* "tcp", "ws": also the URL scheme in log lines */
+    /* After accept. Returns 0 or a negative error (the connection is closed). */
+    int (*on_open)(nh_conn_t *c);
+    /* Bytes from the socket; data may be modified in place. Returns 0, or negative to close. */
+    int (*on_read)(nh_conn_t *c, uint8_t *data, size_t len);
+    /* Writes the bytes that must precede a packet of `len` bytes into out (<= 16 bytes);
+     * returns their count. NULL when packets go out bare. */
+    size_t (*frame_header)(nh_conn_t *c, uint8_t *out, size_t len);
+    /* Called once when closing starts; may queue a last frame (WebSocket close). */
+    void (*on_closing)(nh_conn_t *c);
+    /* Frees transport state; called from the close callback. */
+    void (*on_free)(nh_conn_t *c);
+} nh_transport_t;
+
+extern const nh_transport_t nh_transport_tcp;
+extern const nh_transport_t nh_transport_ws;
+
+typedef struct nh_static_dir {
+    char prefix[128]; /* URL prefix, e.g. "/web/" */
+    char dir[1024];   /* filesystem folder */
+} nh_static_dir_t;
+
+struct nh_listener {
+    uv_tcp_t tcp; /* first: the handle's address is the listener's */
+    nh_host_t *host;
+    const nh_transport_t *transport;
+    nh_listener_t *next;
+    int id;
+    char addr[128];   /* as given to nh_listener_start, e.g. "127.0.0.1:3250" */
+    char bound[128];  /* the address actually bound (port 0 resolved) */
+    char path[256];   /* WebSocket path */
+    int check_origin; /* ask Lua whether to accept an Origin */
+    nh_static_dir_t *statics;
+    int nstatics;
+};
+
+enum nh_conn_flags {
+    NH_CONN_CLOSING = 1,
+    NH_CONN_DIRTY = 2,
+    NH_CONN_WRITING = 4, /* a uv_write is in flight */
+    NH_CONN_COUNTED = 8, /* counted in host->nconns */
+};
+
+struct nh_conn {
+    uv_tcp_t tcp; /* first: uv handle → conn by cast */
+    nh_host_t *host;
+    nh_listener_t *listener;
+    const nh_transport_t *transport;
+    nh_session_t *session; /* NULL until the transport opens one */
+    void *tstate;          /* transport state */
+    nh_outq_t out;
+    size_t inflight; /* bytes of `out` handed to uv_write */
+    uv_write_t wreq;
+    nh_conn_t *dirty_next;
+    uint32_t flags;
+    uint32_t close_after_flush; /* close once everything queued is written (kick, HTTP replies) */
+};
+
+/* Parses "host:port", ":port", "[v6]:port" and binds + listens. `l` is malloc'd by the caller
+ * (zeroed, transport/path/statics filled in); from here on the host owns it: on success it is
+ * linked into the host, on failure it is freed. Returns 0 or a negative uv error. */
+int nh_listener_start(nh_host_t *h, nh_listener_t *l, const char *addr);
+void nh_listener_close(nh_listener_t *l);
+
+/* Queues one packet: head (copied) followed by body (copied, or referenced from `shared` when it
+ * is not NULL and the body is large enough to be worth sharing). Returns 0, UV_EPIPE when the
+ * connection is closing, or UV_ENOBUFS when the send limit was exceeded (the connection is then
+ * being closed). */
+int nh_conn_send(nh_conn_t *c, const uint8_t *head, size_t head_len, nh_buf_t *shared,
+                 const uint8_t *body, size_t body_len);
+/* Queues raw bytes with no framing (HTTP responses, WebSocket control frames). */
+int nh_conn_send_raw(nh_conn_t *c, const void *data, size_t len);
+
+/* Starts closing: the transport may queue a last frame, what is queued gets one last try to
+ * leave, then the socket closes. `reason` is logged at debug level (NULL: nothing). */
+void nh_conn_close(nh_conn_t *c, const char *reason);
+/* Close once the queue has drained (or right away if it is empty). */
+void nh_conn_close_after_flush(nh_conn_t *c);
+
+/* Flushes every dirty connection of the host (called by the host each loop turn). */
+void nh_conn_flush_all(nh_host_t *h);
+
+/* "ip:port" of the peer into out; returns 0 or a negative uv error. */
+int nh_conn_peer(const nh_conn_t *c, char *out, size_t len);
+
+#endif

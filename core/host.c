@@ -1,0 +1,195 @@
+#include "host.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "log.h"
+#include "session.h"
+
+static const char host_key = 'h'; /* registry key: its address is unique */
+
+nh_host_t *nh_host_from_lua(lua_State *L) {
+    lua_pushlightuserdata(L, (void *)&host_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    nh_host_t *h = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return h;
+}
+
+static int traceback(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    lua_getglobal(L, "debug");
+    lua_getfield(L, -1, "traceback");
+    lua_pushstring(L, msg);
+    lua_pushinteger(L, 2);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
+int nh_host_call_lua(nh_host_t *h, int nargs, int nres, const char *what) {
+    lua_State *L = h->L;
+    int base = lua_gettop(L) - nargs; /* the function's index */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
+    lua_insert(L, base);
+    int r = lua_pcall(L, nargs, nres, base);
+    if (r != 0) {
+        const char *err = lua_tostring(L, -1);
+        nh_log(NH_LOG_ERROR, "%s: %s", what, err ? err : "(no message)");
+        lua_settop(L, base - 1);
+        return -1;
+    }
+    lua_remove(L, base);
+    return 0;
+}
+
+/* Flush what the previous callbacks queued: before the loop blocks (prepare) and after I/O
+ * callbacks (check). One writev per connection per turn, however many messages it got. */
+static void on_prepare(uv_prepare_t *p) {
+    nh_conn_flush_all(p->data);
+}
+static void on_check(uv_check_t *c) {
+    nh_conn_flush_all(c->data);
+}
+
+static void on_sweep(nh_timer_t *t) {
+    nh_host_t *h = t->data;
+    nh_session_sweep(h, nh_timers_now(&h->timers));
+}
+
+static uint64_t sweep_period(const nh_host_t *h) {
+    /* Fine enough that timeouts land within a few percent of 2x the interval, coarse enough that
+     * 10k idle sessions cost nothing: at most once a second. */
+    uint64_t p = h->cfg.heartbeat_ms / 4;
+    if (p > 1000) p = 1000;
+    if (p < 10) p = 10;
+    return p;
+}
+
+void nh_host_config_changed(nh_host_t *h) {
+    uint64_t p = sweep_period(h);
+    if (p != h->sweep_period || !nh_timer_active(&h->sweep)) {
+        h->sweep_period = p;
+        if (!h->stopping) nh_timer_start(&h->timers, &h->sweep, p, p);
+    }
+}
+
+int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
+    memset(h, 0, sizeof *h);
+    h->loop = loop;
+    h->L = L;
+    h->cfg = (nh_config_t){
+        .heartbeat_ms = 30000,
+        .handshake_timeout_ms = 10000,
+        .max_packet = 64 * 1024,
+        .max_ws_frame = 256 * 1024,
+        .send_limit = 1024 * 1024,
+        .max_conns = 100000,
+        .debug = 0,
+    };
+    for (int i = 0; i < NH_HOOK_COUNT; i++)
+        h->hooks[i] = LUA_NOREF;
+    int r = nh_chunk_pool_init(&h->pool, 256);
+    if (r) return r;
+    if ((r = nh_timers_init(&h->timers, loop))) return r;
+    h->sweep.cb = on_sweep;
+    h->sweep.data = h;
+    uv_prepare_init(loop, &h->prepare);
+    h->prepare.data = h;
+    uv_prepare_start(&h->prepare, on_prepare);
+    uv_unref((uv_handle_t *)&h->prepare); /* flushing alone is no reason to keep the loop alive */
+    uv_check_init(loop, &h->check);
+    h->check.data = h;
+    uv_check_start(&h->check, on_check);
+    uv_unref((uv_handle_t *)&h->check);
+    nh_host_config_changed(h);
+    uv_unref((uv_handle_t *)&h->timers.uv); /* sessions and listeners keep the loop alive */
+
+    lua_pushlightuserdata(L, (void *)&host_key);
+    lua_pushlightuserdata(L, h);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pushcfunction(L, traceback);
+    h->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+static void signal_hook(nh_host_t *h, const char *name) {
+    if (h->hooks[NH_HOOK_SIGNAL] == LUA_NOREF) {
+        if (strcmp(name, "shutdown") == 0) nh_host_stop(h);
+        return;
+    }
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_SIGNAL]);
+    lua_pushstring(h->L, name);
+    if (nh_host_call_lua(h, 1, 0, name) != 0 && strcmp(name, "shutdown") == 0) nh_host_stop(h);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+    nh_host_t *h = s->data;
+    if (signum == SIGHUP) {
+        nh_log(NH_LOG_INFO, "SIGHUP: reloading scripts");
+        signal_hook(h, "reload");
+        return;
+    }
+    if (h->stopping) {
+        nh_log(NH_LOG_WARN, "second %s while stopping: exiting now", strsignal(signum));
+        exit(1);
+    }
+    nh_log(NH_LOG_INFO, "%s: shutting down", strsignal(signum));
+    signal_hook(h, "shutdown");
+}
+
+int nh_host_watch_signals(nh_host_t *h) {
+    uv_signal_t *sigs[] = {&h->sigint, &h->sigterm, &h->sighup};
+    int nums[] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(h->loop, sigs[i]);
+        sigs[i]->data = h;
+        uv_signal_start(sigs[i], on_signal, nums[i]);
+        uv_unref((uv_handle_t *)sigs[i]);
+    }
+    h->signals_on = 1;
+    return 0;
+}
+
+int nh_host_run(nh_host_t *h) {
+    return uv_run(h->loop, UV_RUN_DEFAULT);
+}
+
+void nh_host_stop(nh_host_t *h) {
+    if (h->stopping) return;
+    h->stopping = 1;
+    while (h->listeners)
+        nh_listener_close(h->listeners);
+    nh_timer_stop(&h->timers, &h->sweep);
+    for (nh_session_t *s = h->sessions.head; s; s = s->next)
+        if (s->conn) nh_conn_close(s->conn, "server shutdown");
+    /* Every connection has a session from accept on, so none is left open. The loop now ends
+     * once the close callbacks have run: the host's own handles are unreferenced. */
+}
+
+static void close_if_open(uv_handle_t *hd) {
+    if (!uv_is_closing(hd)) uv_close(hd, NULL);
+}
+
+void nh_host_free(nh_host_t *h) {
+    nh_conn_flush_all(h);
+    nh_timers_close(&h->timers, NULL);
+    close_if_open((uv_handle_t *)&h->prepare);
+    close_if_open((uv_handle_t *)&h->check);
+    if (h->signals_on) {
+        close_if_open((uv_handle_t *)&h->sigint);
+        close_if_open((uv_handle_t *)&h->sigterm);
+        close_if_open((uv_handle_t *)&h->sighup);
+    }
+    uv_run(h->loop, UV_RUN_DEFAULT); /* runs the close callbacks */
+    nh_chunk_pool_free(&h->pool);
+    luaL_unref(h->L, LUA_REGISTRYINDEX, h->traceback_ref);
+    for (int i = 0; i < NH_HOOK_COUNT; i++)
+        luaL_unref(h->L, LUA_REGISTRYINDEX, h->hooks[i]);
+}

@@ -1,0 +1,93 @@
+/* host — the one struct that holds a running server: the loop, the Lua state, configuration,
+ * listeners, sessions, timers and the per-turn flush. Everything mutable lives here.
+ *
+ * Life: nh_host_init() → Lua script registers and listens → nh_host_run() → (signal or
+ * nano.shutdown) nh_host_stop() → the loop ends when every handle is closed → nh_host_free().
+ * Tests (nano.test) drive the same loop one turn at a time instead of nh_host_run().
+ */
+#ifndef NH_HOST_H
+#define NH_HOST_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include <lua.h>
+
+#include "buffer.h"
+#include "conn.h"
+#include "timer.h"
+
+typedef struct nh_config {
+    uint64_t heartbeat_ms;         /* server heartbeat interval; timeout is twice this */
+    uint64_t handshake_timeout_ms; /* from accept to handshake ack */
+    uint32_t max_packet;           /* largest packet body accepted */
+    uint64_t max_ws_frame;         /* largest WebSocket frame payload accepted */
+    size_t send_limit;             /* bytes queued per connection before it is cut off */
+    uint32_t max_conns;            /* connections beyond this are refused (closed at accept) */
+    int debug;                     /* log every message; error text to clients */
+} nh_config_t;
+
+/* Lua functions the core calls (registry refs; LUA_NOREF when unset). See lua_host.c. */
+enum nh_hook {
+    NH_HOOK_DISPATCH,  /* (session, type, id, route, payload, flags) */
+    NH_HOOK_HANDSHAKE, /* (session, body) -> response_json, accepted */
+    NH_HOOK_CLOSED,    /* (session) */
+    NH_HOOK_ORIGIN,    /* (listener_id, origin) -> bool */
+    NH_HOOK_SIGNAL,    /* ("shutdown" | "reload") */
+    NH_HOOK_COUNT
+};
+
+typedef struct nh_session_list {
+    nh_session_t *head;
+    uint32_t count;
+} nh_session_list_t;
+
+#define NH_READ_BUF_SIZE 65536
+
+struct nh_host {
+    uv_loop_t *loop;
+    lua_State *L;
+    nh_config_t cfg;
+    nh_timers_t timers;
+    nh_timer_t sweep; /* heartbeats, heartbeat and handshake timeouts */
+    uv_prepare_t prepare;
+    uv_check_t check;
+    uv_signal_t sigint, sigterm, sighup;
+    nh_chunk_pool_t pool;
+    nh_conn_t *dirty;
+    nh_listener_t *listeners;
+    nh_session_list_t sessions;
+    uint32_t nconns;
+    uint64_t next_session_id;
+    int next_listener_id;
+    int hooks[NH_HOOK_COUNT];
+    int traceback_ref;
+    int stopping;
+    int signals_on;
+    uint64_t sweep_period;
+    uint8_t readbuf[NH_READ_BUF_SIZE];
+};
+
+/* Fills defaults and opens the loop handles. The caller owns L (created before). */
+int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L);
+/* Installs SIGINT/SIGTERM (shutdown) and SIGHUP (reload) handlers; the host binary does,
+ * in-process tests don't. */
+int nh_host_watch_signals(nh_host_t *h);
+/* Applies cfg.heartbeat_ms to the sweep timer (call after changing it). */
+void nh_host_config_changed(nh_host_t *h);
+/* Runs the loop until it has nothing left to do. */
+int nh_host_run(nh_host_t *h);
+/* Stops accepting, closes every connection and the host's own handles; the loop then ends. */
+void nh_host_stop(nh_host_t *h);
+/* After the loop ended: frees what is left. */
+void nh_host_free(nh_host_t *h);
+
+/* Calls the function on top of the Lua stack with nargs arguments below it, protected, with a
+ * traceback; on error logs "<what>: <error>" and returns -1 (stack balanced), else 0 with nres
+ * results on the stack. The one path by which the core calls Lua. */
+int nh_host_call_lua(nh_host_t *h, int nargs, int nres, const char *what);
+
+/* nh_host_t from the Lua state (stored in the registry at init). */
+nh_host_t *nh_host_from_lua(lua_State *L);
+
+#endif

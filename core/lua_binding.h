@@ -1,0 +1,30 @@
+/* lua_binding — the C↔Lua boundary, in one place.
+ *
+ * lua_host.c    the `nano.core` module: listen, configure, send, timers, loop control, hooks.
+ * lua_session.c session userdata (methods in C; the Lua side adds push/response on top).
+ * lua_codec.c   the wire codec for Lua (nano.client, tests): Lua never re-implements it.
+ *
+ * Every call from C into Lua goes through nh_host_call_lua() (host.c): pcall + traceback + log.
+ */
+#ifndef NH_LUA_BINDING_H
+#define NH_LUA_BINDING_H
+
+#include <lua.h>
+
+#include "session.h"
+
+/* Registers `nano.core` (and `nano.codec`) in package.preload. */
+void nh_lua_open(lua_State *L);
+
+/* Pushes the session's userdata, creating it (and its registry ref) on first use. */
+void nh_lua_push_session(lua_State *L, nh_session_t *s);
+/* The session is gone: its userdata now answers "session closed"; the registry ref is dropped. */
+void nh_lua_session_detach(lua_State *L, nh_session_t *s);
+/* The session behind the userdata at idx (raises a Lua error if idx is not a session);
+ * NULL when the session is closed. */
+nh_session_t *nh_lua_to_session(lua_State *L, int idx);
+
+int nh_lua_open_session(lua_State *L); /* leaves the methods table on the stack */
+int nh_lua_open_codec(lua_State *L);   /* leaves the module table on the stack */
+
+#endif

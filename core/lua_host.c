@@ -1,0 +1,458 @@
+/* The `nano.core` module: what the Lua side of the API (lua/nano/) is built on. Mechanism only:
+ * which handler runs, serialization and the public names are Lua's business. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "host.h"
+#include "log.h"
+#include "lua_binding.h"
+
+static nh_host_t *host(lua_State *L) {
+    nh_host_t *h = nh_host_from_lua(L);
+    if (!h) luaL_error(L, "nano.core: no host in this Lua state");
+    return h;
+}
+
+static uint64_t secs_to_ms(lua_State *L, int idx, double min_secs) {
+    double s = luaL_checknumber(L, idx);
+    if (!(s >= min_secs) || s > 1e9) luaL_argerror(L, idx, "duration out of range");
+    return (uint64_t)llround(s * 1000.0);
+}
+
+/* Expected failures become nil + message (push to a closed session); see STYLE.md. */
+static int push_send_result(lua_State *L, int r) {
+    if (r == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    switch (r) {
+    case UV_EPIPE:
+        lua_pushliteral(L, "session closed");
+        break;
+    case UV_ENOBUFS:
+        lua_pushliteral(L, "send buffer exceeded");
+        break;
+    case UV_E2BIG:
+        lua_pushliteral(L, "message too big");
+        break;
+    case NH_ECODEC_ROUTE_TOO_LONG:
+        lua_pushliteral(L, "route longer than 255 bytes");
+        break;
+    default:
+        lua_pushstring(L, uv_strerror(r));
+    }
+    return 2;
+}
+
+/* ---- listening ---- */
+
+static int field_bool(lua_State *L, int t, const char *k) {
+    lua_getfield(L, t, k);
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* listen(addr, {websocket=, path=, check_origin=bool, static={{prefix=, dir=}, ...}})
+ *   -> id, bound_address | nil, err */
+static int c_listen(lua_State *L) {
+    nh_host_t *h = host(L);
+    const char *addr = luaL_checkstring(L, 1);
+    int ws = 0;
+    nh_listener_t *l = calloc(1, sizeof *l);
+    if (!l) return luaL_error(L, "out of memory");
+    strcpy(l->path, "/");
+    if (lua_istable(L, 2)) {
+        ws = field_bool(L, 2, "websocket");
+        l->check_origin = field_bool(L, 2, "check_origin");
+        lua_getfield(L, 2, "path");
+        if (lua_isstring(L, -1)) {
+            const char *p = lua_tostring(L, -1);
+            if (p[0] != '/' || strlen(p) >= sizeof l->path) {
+                free(l);
+                return luaL_error(L, "listen: path must start with '/' and be under 256 bytes");
+            }
+            strcpy(l->path, p);
+        }
+        lua_pop(L, 1);
+        lua_getfield(L, 2, "static");
+        if (lua_istable(L, -1)) {
+            int n = (int)lua_objlen(L, -1);
+            l->statics = calloc((size_t)(n ? n : 1), sizeof *l->statics);
+            for (int i = 1; i <= n && l->statics; i++) {
+                lua_rawgeti(L, -1, i);
+                lua_getfield(L, -1, "prefix");
+                lua_getfield(L, -2, "dir");
+                const char *prefix = lua_tostring(L, -2), *dir = lua_tostring(L, -1);
+                if (prefix && dir && prefix[0] == '/' &&
+                    strlen(prefix) < sizeof l->statics[0].prefix &&
+                    strlen(dir) < sizeof l->statics[0].dir) {
+                    nh_static_dir_t *sd = &l->statics[l->nstatics++];
+                    strcpy(sd->prefix, prefix);
+                    strcpy(sd->dir, dir);
+                }
+                lua_pop(L, 3);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    l->transport = ws ? &nh_transport_ws : &nh_transport_tcp;
+    int r = nh_listener_start(h, l, addr); /* frees l on failure */
+    if (r) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "listen %s: %s", addr, uv_strerror(r));
+        return 2;
+    }
+    if (ws)
+        nh_log(NH_LOG_INFO, "listening ws://%s%s", l->bound, l->path);
+    else
+        nh_log(NH_LOG_INFO, "listening tcp://%s", l->bound);
+    lua_pushinteger(L, l->id);
+    lua_pushstring(L, l->bound);
+    return 2;
+}
+
+static int c_unlisten(lua_State *L) {
+    nh_host_t *h = host(L);
+    int id = (int)luaL_checkinteger(L, 1);
+    for (nh_listener_t *l = h->listeners; l; l = l->next) {
+        if (l->id == id) {
+            nh_listener_close(l);
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+    }
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
+/* ---- configuration ---- */
+
+static int c_configure(lua_State *L) {
+    nh_host_t *h = host(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    nh_config_t *c = &h->cfg;
+    lua_getfield(L, 1, "heartbeat");
+    if (!lua_isnil(L, -1)) c->heartbeat_ms = secs_to_ms(L, -1, 0.01);
+    lua_getfield(L, 1, "handshake_timeout");
+    if (!lua_isnil(L, -1)) c->handshake_timeout_ms = secs_to_ms(L, -1, 0.01);
+    lua_getfield(L, 1, "max_packet");
+    if (!lua_isnil(L, -1)) {
+        lua_Integer v = luaL_checkinteger(L, -1);
+        luaL_argcheck(L, v >= 64 && v <= (lua_Integer)NH_PKT_MAX_BODY, 1,
+                      "max_packet out of range");
+        c->max_packet = (uint32_t)v;
+    }
+    lua_getfield(L, 1, "max_ws_frame");
+    if (!lua_isnil(L, -1)) {
+        lua_Number v = luaL_checknumber(L, -1);
+        luaL_argcheck(L, v >= 125, 1, "max_ws_frame out of range");
+        c->max_ws_frame = (uint64_t)v;
+    }
+    lua_getfield(L, 1, "send_limit");
+    if (!lua_isnil(L, -1)) {
+        lua_Number v = luaL_checknumber(L, -1);
+        luaL_argcheck(L, v >= 1024, 1, "send_limit out of range");
+        c->send_limit = (size_t)v;
+    }
+    lua_getfield(L, 1, "max_conns");
+    if (!lua_isnil(L, -1)) c->max_conns = (uint32_t)luaL_checkinteger(L, -1);
+    lua_getfield(L, 1, "debug");
+    if (!lua_isnil(L, -1)) c->debug = lua_toboolean(L, -1);
+    lua_settop(L, 1);
+    nh_host_config_changed(h);
+    return 0;
+}
+
+static int c_config(lua_State *L) {
+    const nh_config_t *c = &host(L)->cfg;
+    lua_createtable(L, 0, 8);
+    lua_pushnumber(L, (lua_Number)c->heartbeat_ms / 1000.0);
+    lua_setfield(L, -2, "heartbeat");
+    lua_pushnumber(L, (lua_Number)c->handshake_timeout_ms / 1000.0);
+    lua_setfield(L, -2, "handshake_timeout");
+    lua_pushnumber(L, c->max_packet);
+    lua_setfield(L, -2, "max_packet");
+    lua_pushnumber(L, (lua_Number)c->max_ws_frame);
+    lua_setfield(L, -2, "max_ws_frame");
+    lua_pushnumber(L, (lua_Number)c->send_limit);
+    lua_setfield(L, -2, "send_limit");
+    lua_pushnumber(L, c->max_conns);
+    lua_setfield(L, -2, "max_conns");
+    lua_pushboolean(L, c->debug);
+    lua_setfield(L, -2, "debug");
+    return 1;
+}
+
+static int c_set_hook(lua_State *L) {
+    static const char *const names[] = {"dispatch", "handshake", "closed",
+                                        "origin",   "signal",    NULL};
+    nh_host_t *h = host(L);
+    int which = luaL_checkoption(L, 1, NULL, names);
+    if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+    luaL_unref(L, LUA_REGISTRYINDEX, h->hooks[which]);
+    lua_settop(L, 2);
+    h->hooks[which] = lua_isnil(L, 2) ? LUA_NOREF : luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* ---- sending ---- */
+
+/* respond(session, id, payload, is_error) -> true | nil, err */
+static int c_respond(lua_State *L) {
+    nh_session_t *s = nh_lua_to_session(L, 1);
+    nh_msg_t m = {0};
+    m.type = NH_MSG_RESPONSE;
+    m.id = (uint64_t)luaL_checknumber(L, 2);
+    m.payload = (const uint8_t *)luaL_checklstring(L, 3, &m.payload_len);
+    if (lua_toboolean(L, 4)) m.flags = NH_MSG_FLAG_ERROR;
+    if (!s) return push_send_result(L, UV_EPIPE);
+    return push_send_result(L, nh_session_send_msg(s, &m));
+}
+
+static void route_arg(lua_State *L, int idx, nh_msg_t *m) {
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        lua_Integer code = lua_tointeger(L, idx);
+        luaL_argcheck(L, code >= 0 && code <= 0xFFFF, idx, "route code out of range");
+        m->route_compressed = 1;
+        m->route_code = (uint16_t)code;
+    } else {
+        m->route = luaL_checklstring(L, idx, &m->route_len);
+    }
+}
+
+/* push(session, route_or_code, payload) -> true | nil, err */
+static int c_push(lua_State *L) {
+    nh_session_t *s = nh_lua_to_session(L, 1);
+    nh_msg_t m = {0};
+    m.type = NH_MSG_PUSH;
+    route_arg(L, 2, &m);
+    m.payload = (const uint8_t *)luaL_checklstring(L, 3, &m.payload_len);
+    if (!s) return push_send_result(L, UV_EPIPE);
+    return push_send_result(L, nh_session_send_msg(s, &m));
+}
+
+/* push_many(sessions, route_or_code, payload [, filter_out]) -> delivered, failed_list
+ * The message is encoded once into one shared buffer that every member's queue references.
+ * Sessions that are closed or over their send limit are skipped (and listed in failed). */
+static int c_push_many(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    nh_msg_t m = {0};
+    m.type = NH_MSG_PUSH;
+    route_arg(L, 2, &m);
+    m.payload = (const uint8_t *)luaL_checklstring(L, 3, &m.payload_len);
+    uint8_t head[NH_MSG_MAX_HEADER];
+    int hn = nh_msg_write_header(head, &m);
+    if (hn < 0) return push_send_result(L, hn);
+    nh_buf_t *b = nh_buf_new((size_t)hn + m.payload_len);
+    if (!b) return luaL_error(L, "out of memory");
+    memcpy(b->data, head, (size_t)hn);
+    memcpy(b->data + hn, m.payload, m.payload_len);
+    b->len = (uint32_t)(hn + m.payload_len);
+    lua_settop(L, 3);
+    lua_pushnil(L); /* slot 4: the failed list, made on the first failure */
+    int n = (int)lua_objlen(L, 1), delivered = 0, failed = 0;
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        nh_session_t *s = lua_isuserdata(L, -1) ? nh_lua_to_session(L, -1) : NULL;
+        int r = s ? nh_session_send_shared(s, b) : UV_EPIPE;
+        if (r == 0) {
+            delivered++;
+            lua_pop(L, 1);
+        } else {
+            if (!failed) {
+                lua_newtable(L);
+                lua_replace(L, 4);
+            }
+            lua_rawseti(L, 4, ++failed);
+        }
+    }
+    nh_buf_unref(b);
+    lua_pushinteger(L, delivered);
+    if (failed)
+        lua_pushvalue(L, 4);
+    else
+        lua_pushnil(L);
+    return 2;
+}
+
+/* ---- time and timers ---- */
+
+static int c_now(lua_State *L) {
+    lua_pushnumber(L, (lua_Number)nh_timers_now(&host(L)->timers) / 1000.0);
+    return 1;
+}
+
+static int c_advance(lua_State *L) {
+    nh_host_t *h = host(L);
+    nh_timers_advance(&h->timers, secs_to_ms(L, 1, 0));
+    nh_conn_flush_all(h);
+    return 0;
+}
+
+#define TIMER_MT "nano.core.timer"
+
+typedef struct ltimer {
+    nh_timer_t t;
+    nh_host_t *h;
+    int fn_ref;   /* the callback */
+    int self_ref; /* keeps the userdata alive while the timer runs */
+} ltimer_t;
+
+static void timer_release(lua_State *L, ltimer_t *lt) {
+    luaL_unref(L, LUA_REGISTRYINDEX, lt->self_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, lt->fn_ref);
+    lt->self_ref = lt->fn_ref = LUA_NOREF;
+}
+
+static void on_timer(nh_timer_t *t) {
+    ltimer_t *lt = t->data;
+    nh_host_t *h = lt->h;
+    lua_State *L = h->L;
+    int fn_ref = lt->fn_ref, self_ref = lt->self_ref;
+    /* Hold the userdata on the stack: the callback may stop (and so release) it. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, self_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
+    lua_pushvalue(L, -2);
+    nh_host_call_lua(h, 1, 0, "timer");
+    if (!nh_timer_active(&lt->t) && lt->self_ref == self_ref) timer_release(L, lt);
+    lua_pop(L, 1);
+}
+
+/* timer(delay, repeat, fn) -> timer; fn(timer) runs after delay, then every repeat (0: once) */
+static int c_timer(lua_State *L) {
+    nh_host_t *h = host(L);
+    uint64_t delay = secs_to_ms(L, 1, 0);
+    uint64_t repeat = secs_to_ms(L, 2, 0);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    ltimer_t *lt = lua_newuserdata(L, sizeof *lt);
+    memset(lt, 0, sizeof *lt);
+    lt->h = h;
+    lt->t.cb = on_timer;
+    lt->t.data = lt;
+    luaL_getmetatable(L, TIMER_MT);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, 3);
+    lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    lt->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    int r = nh_timer_start(&h->timers, &lt->t, delay, repeat);
+    if (r) {
+        timer_release(L, lt);
+        return luaL_error(L, "timer: %s", uv_strerror(r));
+    }
+    return 1;
+}
+
+static int t_stop(lua_State *L) {
+    ltimer_t *lt = luaL_checkudata(L, 1, TIMER_MT);
+    nh_timer_stop(&lt->h->timers, &lt->t);
+    timer_release(L, lt);
+    return 0;
+}
+
+static int t_active(lua_State *L) {
+    ltimer_t *lt = luaL_checkudata(L, 1, TIMER_MT);
+    lua_pushboolean(L, nh_timer_active(&lt->t));
+    return 1;
+}
+
+/* ---- loop control ---- */
+
+/* run("once" | "nowait" | "default") -> true while the loop has work left */
+static int c_run(lua_State *L) {
+    static const char *const modes[] = {"default", "once", "nowait", NULL};
+    static const uv_run_mode uv_modes[] = {UV_RUN_DEFAULT, UV_RUN_ONCE, UV_RUN_NOWAIT};
+    nh_host_t *h = host(L);
+    int m = luaL_checkoption(L, 1, "once", modes);
+    int alive = uv_run(h->loop, uv_modes[m]);
+    nh_conn_flush_all(h);
+    lua_pushboolean(L, alive);
+    return 1;
+}
+
+static int c_stop(lua_State *L) {
+    nh_host_stop(host(L));
+    return 0;
+}
+
+/* restart(): after stop() and the loop has drained, accept listen() calls again (nano.test). */
+static int c_restart(lua_State *L) {
+    nh_host_t *h = host(L);
+    h->stopping = 0;
+    nh_host_config_changed(h);
+    return 0;
+}
+
+static int c_stats(lua_State *L) {
+    nh_host_t *h = host(L);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, h->nconns);
+    lua_setfield(L, -2, "connections");
+    lua_pushinteger(L, h->sessions.count);
+    lua_setfield(L, -2, "sessions");
+    int n = 0;
+    for (nh_listener_t *l = h->listeners; l; l = l->next)
+        n++;
+    lua_pushinteger(L, n);
+    lua_setfield(L, -2, "listeners");
+    return 1;
+}
+
+/* ---- logging ---- */
+
+static int c_log(lua_State *L) {
+    int level = (int)luaL_checkinteger(L, 1);
+    nh_log_line(level, luaL_checkstring(L, 2));
+    return 0;
+}
+
+static int c_log_level(lua_State *L) {
+    if (lua_gettop(L) >= 1) nh_log_set_level((int)luaL_checkinteger(L, 1));
+    lua_pushinteger(L, nh_log_get_level());
+    return 1;
+}
+
+static int open_core(lua_State *L) {
+    static const luaL_Reg fns[] = {
+        {"listen", c_listen},   {"unlisten", c_unlisten},   {"configure", c_configure},
+        {"config", c_config},   {"set_hook", c_set_hook},   {"respond", c_respond},
+        {"push", c_push},       {"push_many", c_push_many}, {"now", c_now},
+        {"advance", c_advance}, {"timer", c_timer},         {"run", c_run},
+        {"stop", c_stop},       {"restart", c_restart},     {"stats", c_stats},
+        {"log", c_log},         {"log_level", c_log_level}, {NULL, NULL},
+    };
+    static const luaL_Reg timer_methods[] = {{"stop", t_stop}, {"active", t_active}, {NULL, NULL}};
+    luaL_newmetatable(L, TIMER_MT);
+    lua_newtable(L);
+    luaL_register(L, NULL, timer_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+
+    lua_newtable(L);
+    luaL_register(L, NULL, fns);
+    nh_lua_open_session(L);
+    lua_setfield(L, -2, "session_methods");
+    lua_pushstring(L, NH_VERSION);
+    lua_setfield(L, -2, "version");
+    static const char *const levels[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+    for (int i = 0; i < 4; i++) {
+        lua_pushinteger(L, i);
+        lua_setfield(L, -2, levels[i]);
+    }
+    return 1;
+}
+
+void nh_lua_open(lua_State *L) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, open_core);
+    lua_setfield(L, -2, "nano.core");
+    lua_pushcfunction(L, nh_lua_open_codec);
+    lua_setfield(L, -2, "nano.codec");
+    lua_pop(L, 2);
+}

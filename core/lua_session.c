@@ -1,0 +1,254 @@
+/* Session userdata. The userdata outlives the session safely: its pointer is cleared when the
+ * connection is gone (nh_lua_session_detach). Key/value state lives in the userdata's
+ * environment table, so it stays readable after close (e.g. in on_session_closed). */
+#include <stdio.h>
+
+#include <lauxlib.h>
+
+#include "host.h"
+#include "lua_binding.h"
+
+#define SESSION_MT "nano.session"
+
+typedef struct lsession {
+    nh_session_t *s;
+    lua_Number id;
+    lua_Number uid;
+} lsession_t;
+
+static lsession_t *check(lua_State *L, int idx) {
+    return (lsession_t *)luaL_checkudata(L, idx, SESSION_MT);
+}
+
+nh_session_t *nh_lua_to_session(lua_State *L, int idx) {
+    return check(L, idx)->s;
+}
+
+void nh_lua_push_session(lua_State *L, nh_session_t *s) {
+    if (s->lua_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->lua_ref);
+        return;
+    }
+    lsession_t *u = lua_newuserdata(L, sizeof *u);
+    u->s = s;
+    u->id = (lua_Number)s->id;
+    u->uid = (lua_Number)s->uid;
+    luaL_getmetatable(L, SESSION_MT);
+    lua_setmetatable(L, -2);
+    lua_createtable(L, 0, 0);
+    lua_setfenv(L, -2);
+    lua_pushvalue(L, -1);
+    s->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void nh_lua_session_detach(lua_State *L, nh_session_t *s) {
+    if (s->lua_ref == LUA_NOREF) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->lua_ref);
+    lsession_t *u = lua_touserdata(L, -1);
+    if (u) u->s = NULL;
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, s->lua_ref);
+    s->lua_ref = LUA_NOREF;
+}
+
+static int s_id(lua_State *L) {
+    lua_pushnumber(L, check(L, 1)->id);
+    return 1;
+}
+
+static int s_uid(lua_State *L) {
+    lua_pushnumber(L, check(L, 1)->uid);
+    return 1;
+}
+
+/* bind(uid): uid must be a positive integer, as in nano (ErrIllegalUID). */
+static int s_bind(lua_State *L) {
+    lsession_t *u = check(L, 1);
+    lua_Number uid = luaL_checknumber(L, 2);
+    if (uid <= 0 || uid != (lua_Number)(int64_t)uid) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "illegal uid: must be a positive integer");
+        return 2;
+    }
+    if (!u->s) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "session closed");
+        return 2;
+    }
+    u->uid = uid;
+    u->s->uid = (int64_t)uid;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int s_last_mid(lua_State *L) {
+    lsession_t *u = check(L, 1);
+    lua_pushnumber(L, u->s ? (lua_Number)u->s->last_mid : 0);
+    return 1;
+}
+
+static int s_remote_addr(lua_State *L) {
+    lsession_t *u = check(L, 1);
+    char buf[80];
+    if (!u->s || !u->s->conn || nh_conn_peer(u->s->conn, buf, sizeof buf) != 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+static int s_transport(lua_State *L) {
+    lsession_t *u = check(L, 1);
+    if (!u->s || !u->s->conn)
+        lua_pushnil(L);
+    else
+        lua_pushstring(L, u->s->conn->transport->name);
+    return 1;
+}
+
+static int s_is_closed(lua_State *L) {
+    lsession_t *u = check(L, 1);
+    lua_pushboolean(L, !u->s || u->s->state == NH_SS_CLOSED);
+    return 1;
+}
+
+static int s_close(lua_State *L) {
+    lsession_t *u = check(L, 1);
+    if (!u->s || u->s->state == NH_SS_CLOSED) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "session already closed");
+        return 2;
+    }
+    nh_session_close(u->s, "closed by the server");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int s_kick(lua_State *L) {
+    lsession_t *u = check(L, 1);
+    if (!u->s || u->s->state == NH_SS_CLOSED) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "session already closed");
+        return 2;
+    }
+    nh_session_kick(u->s);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- key/value state ---- */
+
+static void push_state(lua_State *L) {
+    check(L, 1);
+    lua_getfenv(L, 1);
+}
+
+static int s_set(lua_State *L) {
+    luaL_checkany(L, 2);
+    push_state(L);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, -3);
+    return 0;
+}
+
+static int s_get(lua_State *L) {
+    luaL_checkany(L, 2);
+    push_state(L);
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    return 1;
+}
+
+static int s_has(lua_State *L) {
+    luaL_checkany(L, 2);
+    push_state(L);
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    lua_pushboolean(L, !lua_isnil(L, -1));
+    return 1;
+}
+
+static int s_remove(lua_State *L) {
+    luaL_checkany(L, 2);
+    push_state(L);
+    lua_pushvalue(L, 2);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    return 0;
+}
+
+static int s_clear(lua_State *L) {
+    check(L, 1);
+    lua_createtable(L, 0, 0);
+    lua_setfenv(L, 1);
+    return 0;
+}
+
+/* state(): a copy of the key/value state. */
+static int s_state(lua_State *L) {
+    push_state(L);
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, -3)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+    }
+    return 1;
+}
+
+/* restore(t): replaces the state with a copy of t. */
+static int s_restore(lua_State *L) {
+    check(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+    }
+    lua_setfenv(L, 1);
+    return 0;
+}
+
+static int s_tostring(lua_State *L) {
+    lsession_t *u = check(L, 1);
+    lua_pushfstring(L, "session %d (uid %d%s)", (int)u->id, (int)u->uid, u->s ? "" : ", closed");
+    return 1;
+}
+
+int nh_lua_open_session(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"id", s_id},
+        {"uid", s_uid},
+        {"bind", s_bind},
+        {"last_mid", s_last_mid},
+        {"remote_addr", s_remote_addr},
+        {"transport", s_transport},
+        {"is_closed", s_is_closed},
+        {"close", s_close},
+        {"kick", s_kick},
+        {"set", s_set},
+        {"get", s_get},
+        {"value", s_get},
+        {"has", s_has},
+        {"has_key", s_has},
+        {"remove", s_remove},
+        {"clear", s_clear},
+        {"state", s_state},
+        {"restore", s_restore},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, SESSION_MT);
+    lua_newtable(L);
+    luaL_register(L, NULL, methods);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "__index");
+    lua_pushcfunction(L, s_tostring);
+    lua_setfield(L, -3, "__tostring");
+    lua_remove(L, -2); /* leave the methods table: the Lua side adds push/response to it */
+    return 1;
+}

@@ -1,0 +1,270 @@
+#include "session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "host.h"
+#include "log.h"
+#include "lua_binding.h"
+
+static const char *peer_of(const nh_session_t *s, char *buf, size_t len) {
+    if (!s->conn || nh_conn_peer(s->conn, buf, len) != 0) snprintf(buf, len, "?");
+    return buf;
+}
+
+/* Logs why a session is being closed for bad input, then closes it. Returns -1. */
+static int reject(nh_session_t *s, const char *why) {
+    char peer[80];
+    nh_log(NH_LOG_WARN, "%s %s session %llu: %s; closing", s->conn->transport->name,
+           peer_of(s, peer, sizeof peer), (unsigned long long)s->id, why);
+    nh_conn_close(s->conn, why);
+    return -1;
+}
+
+int nh_session_open(nh_conn_t *c) {
+    nh_host_t *h = c->host;
+    nh_session_t *s = calloc(1, sizeof *s);
+    if (!s) return UV_ENOMEM;
+    s->id = ++h->next_session_id;
+    s->host = h;
+    s->conn = c;
+    s->lua_ref = LUA_NOREF;
+    s->state = NH_SS_HANDSHAKE;
+    s->created_ms = s->last_recv_ms = nh_timers_now(&h->timers);
+    nh_pkt_decoder_init(&s->dec, h->cfg.max_packet);
+    s->next = h->sessions.head;
+    if (s->next) s->next->prev = s;
+    h->sessions.head = s;
+    h->sessions.count++;
+    c->session = s;
+    return 0;
+}
+
+void nh_session_on_conn_closing(nh_session_t *s) {
+    s->state = NH_SS_CLOSED;
+}
+
+void nh_session_on_conn_gone(nh_session_t *s) {
+    nh_host_t *h = s->host;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        h->sessions.head = s->next;
+    if (s->next) s->next->prev = s->prev;
+    h->sessions.count--;
+    s->conn = NULL;
+    s->state = NH_SS_CLOSED;
+    nh_pkt_decoder_free(&s->dec);
+    if (s->lua_ref != LUA_NOREF) {
+        lua_State *L = h->L;
+        if (h->hooks[NH_HOOK_CLOSED] != LUA_NOREF) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_CLOSED]);
+            nh_lua_push_session(L, s);
+            char what[64];
+            snprintf(what, sizeof what, "session %llu closed hook", (unsigned long long)s->id);
+            nh_host_call_lua(h, 1, 0, what);
+        }
+        nh_lua_session_detach(L, s);
+    }
+    free(s);
+}
+
+/* ---- sending ---- */
+
+int nh_session_send_packet(nh_session_t *s, int type, const uint8_t *body, size_t len) {
+    if (!s->conn || s->state == NH_SS_CLOSED) return UV_EPIPE;
+    uint8_t hdr[NH_PKT_HEADER_LEN];
+    nh_pkt_write_header(hdr, type, len);
+    return nh_conn_send(s->conn, hdr, sizeof hdr, NULL, body, len);
+}
+
+int nh_session_send_msg(nh_session_t *s, const nh_msg_t *m) {
+    if (!s->conn || s->state == NH_SS_CLOSED) return UV_EPIPE;
+    uint8_t head[NH_PKT_HEADER_LEN + NH_MSG_MAX_HEADER];
+    int n = nh_msg_write_header(head + NH_PKT_HEADER_LEN, m);
+    if (n < 0) return n;
+    size_t body = (size_t)n + m->payload_len;
+    if (body > NH_PKT_MAX_BODY) return UV_E2BIG;
+    nh_pkt_write_header(head, NH_PKT_DATA, body);
+    return nh_conn_send(s->conn, head, NH_PKT_HEADER_LEN + (size_t)n, NULL, m->payload,
+                        m->payload_len);
+}
+
+int nh_session_send_shared(nh_session_t *s, nh_buf_t *msg) {
+    if (!s->conn || s->state == NH_SS_CLOSED) return UV_EPIPE;
+    if (msg->len > NH_PKT_MAX_BODY) return UV_E2BIG;
+    uint8_t hdr[NH_PKT_HEADER_LEN];
+    nh_pkt_write_header(hdr, NH_PKT_DATA, msg->len);
+    return nh_conn_send(s->conn, hdr, sizeof hdr, msg, msg->data, msg->len);
+}
+
+void nh_session_kick(nh_session_t *s) {
+    if (!s->conn || s->state == NH_SS_CLOSED) return;
+    nh_session_send_packet(s, NH_PKT_KICK, NULL, 0);
+    if (s->conn) nh_conn_close_after_flush(s->conn);
+    s->state = NH_SS_CLOSED;
+}
+
+void nh_session_close(nh_session_t *s, const char *reason) {
+    if (s->conn) nh_conn_close(s->conn, reason);
+}
+
+/* ---- receiving ---- */
+
+static int on_handshake(nh_session_t *s, const uint8_t *body, size_t len) {
+    nh_host_t *h = s->host;
+    if (s->state != NH_SS_HANDSHAKE) return reject(s, "second handshake");
+    lua_State *L = h->L;
+    if (h->hooks[NH_HOOK_HANDSHAKE] == LUA_NOREF) {
+        char resp[128];
+        int n = snprintf(resp, sizeof resp, "{\"code\":200,\"sys\":{\"heartbeat\":%g}}",
+                         (double)h->cfg.heartbeat_ms / 1000.0);
+        s->state = NH_SS_ACK;
+        return nh_session_send_packet(s, NH_PKT_HANDSHAKE, (const uint8_t *)resp, (size_t)n) < 0
+                   ? -1
+                   : 0;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_HANDSHAKE]);
+    nh_lua_push_session(L, s);
+    lua_pushlstring(L, (const char *)body, len);
+    if (nh_host_call_lua(h, 2, 2, "handshake") != 0) return reject(s, "handshake hook failed");
+    size_t rlen = 0;
+    const char *resp = lua_tolstring(L, -2, &rlen);
+    int accepted = lua_toboolean(L, -1);
+    if (!resp) {
+        lua_pop(L, 2);
+        return reject(s, "handshake hook returned no response");
+    }
+    if (s->state == NH_SS_CLOSED) { /* the hook closed it */
+        lua_pop(L, 2);
+        return -1;
+    }
+    int r = nh_session_send_packet(s, NH_PKT_HANDSHAKE, (const uint8_t *)resp, rlen);
+    lua_pop(L, 2);
+    if (r < 0) return -1;
+    if (!accepted) {
+        char peer[80];
+        nh_log(NH_LOG_INFO, "%s %s session %llu: handshake refused", s->conn->transport->name,
+               peer_of(s, peer, sizeof peer), (unsigned long long)s->id);
+        nh_conn_close_after_flush(s->conn);
+        s->state = NH_SS_CLOSED;
+        return -1;
+    }
+    s->state = NH_SS_ACK;
+    return 0;
+}
+
+static void log_message(nh_session_t *s, const nh_msg_t *m) {
+    static const char *const names[] = {"request", "notify", "response", "push"};
+    if (m->route_compressed)
+        nh_log(NH_LOG_DEBUG, "session %llu <- %s id=%llu route=#%u payload=%.*s",
+               (unsigned long long)s->id, names[m->type], (unsigned long long)m->id, m->route_code,
+               (int)(m->payload_len > 200 ? 200 : m->payload_len), (const char *)m->payload);
+    else
+        nh_log(NH_LOG_DEBUG, "session %llu <- %s id=%llu route=%.*s payload=%.*s",
+               (unsigned long long)s->id, names[m->type], (unsigned long long)m->id,
+               (int)m->route_len, m->route, (int)(m->payload_len > 200 ? 200 : m->payload_len),
+               (const char *)m->payload);
+}
+
+static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
+    nh_host_t *h = s->host;
+    if (s->state != NH_SS_WORKING) return reject(s, "data before handshake ack");
+    nh_msg_t m;
+    int r = nh_msg_decode(body, len, &m);
+    if (r < 0) return reject(s, nh_codec_strerror(r));
+    if (m.type != NH_MSG_REQUEST && m.type != NH_MSG_NOTIFY)
+        return reject(s, "client sent a response or push message");
+    if (m.type == NH_MSG_REQUEST) s->last_mid = m.id;
+    if (h->cfg.debug) log_message(s, &m);
+    if (h->hooks[NH_HOOK_DISPATCH] == LUA_NOREF) return 0;
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_DISPATCH]);
+    nh_lua_push_session(L, s);
+    lua_pushinteger(L, m.type);
+    lua_pushnumber(L, (lua_Number)m.id);
+    if (m.route_compressed)
+        lua_pushinteger(L, m.route_code);
+    else
+        lua_pushlstring(L, m.route, m.route_len);
+    lua_pushlstring(L, (const char *)m.payload, m.payload_len);
+    lua_pushinteger(L, m.flags);
+    /* The Lua dispatcher protects each handler itself and answers with an error response; this
+     * pcall only catches a failure of the dispatcher. */
+    nh_host_call_lua(h, 6, 0, "dispatch");
+    return s->state == NH_SS_CLOSED ? 1 : 0;
+}
+
+static int on_packet(void *ud, int type, const uint8_t *body, size_t len) {
+    nh_session_t *s = ud;
+    switch (type) {
+    case NH_PKT_HANDSHAKE:
+        return on_handshake(s, body, len);
+    case NH_PKT_HANDSHAKE_ACK:
+        if (s->state != NH_SS_ACK) return reject(s, "handshake ack out of order");
+        s->state = NH_SS_WORKING;
+        s->next_heartbeat_ms = s->last_recv_ms + s->host->cfg.heartbeat_ms;
+        return 0;
+    case NH_PKT_HEARTBEAT:
+        return 0; /* receiving anything refreshed the deadline; nano-host sends its own */
+    case NH_PKT_DATA:
+        return on_data(s, body, len);
+    default:
+        return reject(s, "client sent a kick packet");
+    }
+}
+
+int nh_session_on_bytes(nh_session_t *s, const uint8_t *data, size_t len) {
+    if (s->state == NH_SS_CLOSED || !s->conn) return 0;
+    s->last_recv_ms = nh_timers_now(&s->host->timers);
+    int r = nh_pkt_decoder_feed(&s->dec, data, len, on_packet, s);
+    if (r < 0 && r != -1 && s->conn && s->state != NH_SS_CLOSED) {
+        if (r == NH_ECODEC_PKT_TOO_BIG) {
+            char why[96];
+            snprintf(why, sizeof why, "packet over the %u-byte limit", s->host->cfg.max_packet);
+            return reject(s, why);
+        }
+        return reject(s, nh_codec_strerror(r));
+    }
+    return 0;
+}
+
+/* ---- timeouts and heartbeats ---- */
+
+void nh_session_sweep(nh_host_t *h, uint64_t now) {
+    static const uint8_t heartbeat[NH_PKT_HEADER_LEN] = {NH_PKT_HEARTBEAT, 0, 0, 0};
+    uint64_t hb = h->cfg.heartbeat_ms;
+    nh_session_t *next;
+    for (nh_session_t *s = h->sessions.head; s; s = next) {
+        next = s->next; /* closing only starts here; the session is freed in a later phase */
+        if (!s->conn || s->state == NH_SS_CLOSED) continue;
+        if (s->state != NH_SS_WORKING) {
+            if (now - s->created_ms >= h->cfg.handshake_timeout_ms) {
+                char peer[80];
+                nh_log(NH_LOG_INFO, "%s %s session %llu: no handshake within %.1f s; closing",
+                       s->conn->transport->name, peer_of(s, peer, sizeof peer),
+                       (unsigned long long)s->id, (double)h->cfg.handshake_timeout_ms / 1000.0);
+                nh_conn_close(s->conn, "handshake timeout");
+            }
+            continue;
+        }
+        /* Twice the interval, plus one sweep period of grace: a client that answers our heartbeat
+         * one interval late (as pomelo's clients do) first speaks exactly 2x after the ack, and
+         * must not lose that race to this check. */
+        if (now - s->last_recv_ms > 2 * hb + h->sweep_period) {
+            char peer[80];
+            nh_log(NH_LOG_INFO, "%s %s session %llu: nothing received for %.1f s; closing",
+                   s->conn->transport->name, peer_of(s, peer, sizeof peer),
+                   (unsigned long long)s->id, (double)(now - s->last_recv_ms) / 1000.0);
+            nh_conn_close(s->conn, "heartbeat timeout");
+            continue;
+        }
+        if (now >= s->next_heartbeat_ms) {
+            nh_conn_send(s->conn, heartbeat, sizeof heartbeat, NULL, NULL, 0);
+            s->next_heartbeat_ms = now + hb;
+        }
+    }
+}

@@ -1,0 +1,64 @@
+/* session — one client's protocol state on top of a connection: handshake, ack, heartbeats,
+ * message decoding and dispatch to Lua, and sending packets and messages.
+ *
+ * A session is created by its transport once the byte stream starts (TCP: at accept; WebSocket:
+ * after the upgrade). It lives until its connection is gone; then Lua is told (closed hook) and
+ * the struct is freed. Lua sees a session as a userdata (lua_session.c) whose pointer is cleared
+ * when the connection goes, so a Lua reference that outlives the connection is harmless.
+ */
+#ifndef NH_SESSION_H
+#define NH_SESSION_H
+
+#include <stdint.h>
+
+#include "buffer.h"
+#include "codec.h"
+#include "conn.h"
+
+enum nh_session_state {
+    NH_SS_HANDSHAKE, /* waiting for the client's handshake */
+    NH_SS_ACK,       /* handshake answered, waiting for the ack */
+    NH_SS_WORKING,   /* data flows */
+    NH_SS_CLOSED,    /* connection gone or going */
+};
+
+struct nh_session {
+    uint64_t id;
+    int64_t uid;
+    uint64_t last_mid; /* id of the last request received */
+    uint64_t created_ms, last_recv_ms, next_heartbeat_ms;
+    nh_host_t *host;
+    nh_conn_t *conn;           /* NULL once closed */
+    nh_session_t *prev, *next; /* host->sessions */
+    nh_pkt_decoder_t dec;
+    int lua_ref; /* registry ref to the userdata; LUA_NOREF until Lua first sees it */
+    uint8_t state;
+};
+
+/* Creates the session of a connection (c->session). Returns 0 or UV_ENOMEM. */
+int nh_session_open(nh_conn_t *c);
+/* Bytes of the packet stream. Returns 0, or negative when the connection must close
+ * (already logged). */
+int nh_session_on_bytes(nh_session_t *s, const uint8_t *data, size_t len);
+/* The connection is closing: no more sends. */
+void nh_session_on_conn_closing(nh_session_t *s);
+/* The connection is gone: tell Lua, free the session. */
+void nh_session_on_conn_gone(nh_session_t *s);
+
+/* Sends a packet with this body (handshake, heartbeat, kick). 0 or a negative uv error. */
+int nh_session_send_packet(nh_session_t *s, int type, const uint8_t *body, size_t len);
+/* Sends a message (response or push). payload is copied. 0 or a negative error. */
+int nh_session_send_msg(nh_session_t *s, const nh_msg_t *m);
+/* Sends a message already encoded (header + payload) in `msg`, by reference: used to encode a
+ * broadcast once. */
+int nh_session_send_shared(nh_session_t *s, nh_buf_t *msg);
+
+/* Sends the kick packet and closes once it has left. */
+void nh_session_kick(nh_session_t *s);
+/* Closes the connection (queued output gets one try to leave first). */
+void nh_session_close(nh_session_t *s, const char *reason);
+
+/* Called by the host's sweep: heartbeats and timeouts for every session. */
+void nh_session_sweep(nh_host_t *h, uint64_t now);
+
+#endif

@@ -1,0 +1,20 @@
+-- What `nano-host` does with a script: load it, run the loop, shut down in order.
+-- Called from core/main.c; the C side only creates the Lua state and the host.
+local core = require "nano.core"
+local nano = require "nano"
+
+local M = {}
+
+function M.main(opts)
+  if not nano._load_main(opts.script, opts.script_dir, opts.args) then return 1 end
+  nano._start({ watch = opts.watch })
+  core.run("default")
+  nano._stopped()
+  return 0
+end
+
+function M.test(opts)
+  return require("nano.test_runner").run(opts)
+end
+
+return M

@@ -1,0 +1,579 @@
+-- nano: the game developer's API. Policy lives here (which handler runs, serialization, error
+-- replies, lifecycle); mechanism (sockets, codec, sessions, timers) is the C core, `nano.core`.
+-- See docs/api.md for every function with an example.
+local core = require "nano.core"
+
+local type, pairs, ipairs, tostring, select = type, pairs, ipairs, tostring, select
+local xpcall, pcall, traceback = xpcall, pcall, debug.traceback
+local str_format, str_match = string.format, string.match
+
+local MSG_REQUEST, MSG_NOTIFY = 0, 1
+local FLAG_GZIP = 0x10
+
+local nano = { version = core.version }
+
+-- All of nano's state is in this one table, so that a reload of game scripts (which re-runs
+-- main.lua but never reloads this module) keeps it, and nano.test can reset it.
+local S = {
+  components = {},      -- in registration order: { name=, comp=, opts= }
+  by_name = {},         -- name -> entry above
+  handlers = {},        -- route -> { fn=, comp=, raw=, route= }
+  dict = {},            -- route -> code
+  route_of = {},        -- code -> route
+  serializer = require "nano.json",
+  validator = nil,      -- handshake validator
+  check_origin = nil,   -- default origin check for WebSocket listeners
+  listeners = {},       -- "addr transport path" -> { { id=, addr=, bound=, opts= }, ... }
+  listen_seen = {},     -- same key -> listen calls in this run of the main script
+  listener_origin = {}, -- listener id -> fn
+  closed_cbs = {},      -- nano.on_session_closed
+  session_close_cbs = setmetatable({}, { __mode = "k" }), -- session -> { fn, ... }
+  debug = false,
+  started = false,
+  stopping = false,
+  logger = nil,
+  script = nil,
+  script_dir = nil,
+  handshake_cache = nil,
+  handshake_time = -1,
+}
+nano._state = S
+
+-- ---------------------------------------------------------------------------------------------
+-- logging
+
+local LEVELS = { debug = core.DEBUG, info = core.INFO, warn = core.WARN, error = core.ERROR }
+
+local function emit(level, name, fmt, ...)
+  if level < core.log_level() then return end
+  local msg = select("#", ...) > 0 and str_format(fmt, ...) or tostring(fmt)
+  if S.logger then
+    local ok, err = pcall(S.logger, name, msg)
+    if ok then return end
+    core.log(core.ERROR, "logger failed: " .. tostring(err))
+  end
+  core.log(level, msg)
+end
+
+nano.log = {}
+for name, level in pairs(LEVELS) do
+  nano.log[name] = function(fmt, ...) return emit(level, name, fmt, ...) end
+end
+local log = nano.log
+
+--- nano.set_logger(fn): fn(level_name, message) receives every log line from Lua; nil restores
+--- the default (stderr, through the core).
+function nano.set_logger(fn)
+  assert(fn == nil or type(fn) == "function", "set_logger: expected a function or nil")
+  S.logger = fn
+end
+
+function nano.set_log_level(name)
+  local level = LEVELS[name] or (name == "off" and 4) or error("set_log_level: unknown level " .. tostring(name), 2)
+  core.log_level(level)
+end
+
+function nano.enable_debug()
+  S.debug = true
+  core.configure({ debug = true })
+  if core.log_level() > core.DEBUG then core.log_level(core.DEBUG) end
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- serialization
+
+local function marshal(v) return S.serializer.marshal(v) end
+
+--- nano.set_serializer("json" | "msgpack" | { name=, marshal=, unmarshal= })
+function nano.set_serializer(s)
+  if type(s) == "string" then
+    local ok, mod = pcall(require, "nano." .. s)
+    if not ok then error("set_serializer: unknown serializer '" .. s .. "'", 2) end
+    s = mod
+  end
+  if type(s) ~= "table" or type(s.marshal) ~= "function" or type(s.unmarshal) ~= "function" then
+    error("set_serializer: expected a name or a table with marshal and unmarshal", 2)
+  end
+  S.serializer = s
+  S.handshake_cache = nil
+end
+
+function nano.serializer() return S.serializer end
+
+-- ---------------------------------------------------------------------------------------------
+-- sending: the session methods that serialize (the rest of the session is C, lua_session.c)
+
+local session = core.session_methods
+nano.session_methods = session
+
+local function send_error(s, id, code, msg)
+  local ok, payload = pcall(marshal, { code = code, msg = msg })
+  if not ok then payload = str_format('{"code":%d,"msg":"internal error"}', code) end
+  return core.respond(s, id, payload, true)
+end
+
+local function route_code(route)
+  return S.dict[route] or route
+end
+
+--- s:push(route, v) -> true | nil, err
+function session.push(s, route, v)
+  local ok, payload = pcall(marshal, v)
+  if not ok then return nil, "cannot serialize: " .. tostring(payload) end
+  if S.debug then log.debug("session %d -> push %s %s", s:id(), route, payload) end
+  return core.push(s, route_code(route), payload)
+end
+
+-- The request being handled, so that s:response() inside a handler answers it and a notify
+-- handler calling s:response() gets nano's ErrSessionOnNotify.
+local cur_session, cur_type, cur_id, cur_answered = nil, nil, nil, false
+
+--- s:response_mid(mid, v) -> true | nil, err
+function session.response_mid(s, mid, v)
+  local ok, payload = pcall(marshal, v)
+  if not ok then return nil, "cannot serialize: " .. tostring(payload) end
+  if s == cur_session and mid == cur_id then cur_answered = true end
+  if S.debug then log.debug("session %d -> response id=%d %s", s:id(), mid, payload) end
+  return core.respond(s, mid, payload, false)
+end
+
+--- s:response(v): answers the last request of this session.
+function session.response(s, v)
+  if s == cur_session and cur_type == MSG_NOTIFY then
+    return nil, "response called while handling a notify"
+  end
+  local mid = s:last_mid()
+  if mid == 0 then return nil, "no request to respond to" end
+  return session.response_mid(s, mid, v)
+end
+
+--- s:on_close(fn): fn(s) once, after the connection is gone.
+function session.on_close(s, fn)
+  assert(type(fn) == "function", "on_close: expected a function")
+  local list = S.session_close_cbs[s]
+  if not list then
+    list = {}
+    S.session_close_cbs[s] = list
+  end
+  list[#list + 1] = fn
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- components and handlers
+
+local LIFECYCLE = { init = true, after_init = true, before_shutdown = true, shutdown = true,
+                    on_reload = true }
+
+local function call_hook(entry, hook, ...)
+  local fn = entry.comp[hook]
+  if type(fn) ~= "function" then return true end
+  local ok, err = xpcall(fn, traceback, entry.comp, ...)
+  if not ok then log.error("%s.%s failed: %s", entry.name, hook, tostring(err)) end
+  return ok, err
+end
+nano._call_hook = call_hook
+
+-- Rebuilds the route table from every registered component's current functions.
+local function build_handlers()
+  local handlers = {}
+  for _, e in ipairs(S.components) do
+    local raw, name_func = e.opts.raw, e.opts.name_func
+    for k, fn in pairs(e.comp) do
+      if type(k) == "string" and type(fn) == "function" and not LIFECYCLE[k]
+          and k:sub(1, 1) ~= "_" then
+        local hname = name_func and name_func(k) or k
+        local route = e.name .. "." .. hname
+        handlers[route] = {
+          fn = fn, comp = e.comp, route = route,
+          raw = raw == true or (type(raw) == "table" and raw[k] == true),
+        }
+      end
+    end
+  end
+  S.handlers = handlers
+end
+nano._build_handlers = build_handlers
+
+--- nano.register(component, { name=, name_func=, raw= })
+--- Every function of the table becomes a handler at route "<name>.<function>", except lifecycle
+--- hooks (init, after_init, before_shutdown, shutdown, on_reload) and names starting with "_".
+function nano.register(comp, opts)
+  if type(comp) ~= "table" then error("register: component must be a table", 2) end
+  opts = opts or {}
+  local name = opts.name or comp.__name
+  if type(name) ~= "string" or name == "" or name:find("%.") then
+    error("register: give the component a name without dots: nano.register(t, { name = \"Room\" })", 2)
+  end
+  if opts.name_func ~= nil and type(opts.name_func) ~= "function" then
+    error("register: name_func must be a function", 2)
+  end
+  local existing = S.by_name[name]
+  if existing then
+    if S.reload_register then return S.reload_register(existing, comp, opts) end
+    if existing.comp ~= comp then error("register: a component named '" .. name .. "' exists", 2) end
+    existing.opts = opts
+    build_handlers()
+    return existing.comp
+  end
+  local entry = { name = name, comp = comp, opts = opts }
+  S.components[#S.components + 1] = entry
+  S.by_name[name] = entry
+  build_handlers()
+  if S.started then -- registered while running: its lifecycle starts now
+    call_hook(entry, "init")
+    call_hook(entry, "after_init")
+  end
+  return comp
+end
+
+function nano.routes()
+  local list = {}
+  for route in pairs(S.handlers) do list[#list + 1] = route end
+  table.sort(list)
+  return list
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- dictionary, heartbeat, limits
+
+--- nano.set_dictionary({ ["Room.join"] = 1, onMessage = 2, ... }): route compression codes
+function nano.set_dictionary(map)
+  if type(map) ~= "table" then error("set_dictionary: expected a table of route = code", 2) end
+  local dict, route_of = {}, {}
+  for route, code in pairs(map) do
+    if type(route) ~= "string" or #route > 255 then
+      error("set_dictionary: routes must be strings of at most 255 bytes", 2)
+    end
+    if type(code) ~= "number" or code < 1 or code > 65535 or code % 1 ~= 0 then
+      error("set_dictionary: code for '" .. route .. "' must be an integer in 1..65535", 2)
+    end
+    if route_of[code] then
+      error(str_format("set_dictionary: code %d used for both '%s' and '%s'", code, route_of[code], route), 2)
+    end
+    dict[route], route_of[code] = code, route
+  end
+  S.dict, S.route_of = dict, route_of
+  S.handshake_cache = nil
+end
+
+function nano.dictionary()
+  local copy = {}
+  for k, v in pairs(S.dict) do copy[k] = v end
+  return copy
+end
+
+--- nano.set_heartbeat_interval(secs): default 30; a session silent for twice this is closed.
+function nano.set_heartbeat_interval(secs)
+  if type(secs) ~= "number" or secs < 0.01 then
+    error("set_heartbeat_interval: expected seconds (>= 0.01)", 2)
+  end
+  core.configure({ heartbeat = secs })
+  S.handshake_cache = nil
+end
+
+--- nano.configure{ max_packet=, send_limit=, max_conns=, handshake_timeout=, max_ws_frame= }
+function nano.configure(t)
+  core.configure(t)
+  S.handshake_cache = nil
+end
+
+function nano.config() return core.config() end
+
+function nano.set_handshake_validator(fn)
+  assert(fn == nil or type(fn) == "function", "set_handshake_validator: expected a function")
+  S.validator = fn
+end
+
+function nano.set_check_origin(fn)
+  assert(fn == nil or type(fn) == "function", "set_check_origin: expected a function")
+  S.check_origin = fn
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- listening
+
+local function resolve_dir(dir)
+  if dir:sub(1, 1) == "/" or not S.script_dir then return dir end
+  return S.script_dir .. "/" .. dir
+end
+
+--- nano.listen(addr, { websocket=, path=, check_origin=, static= })
+--- static: { ["/web/"] = "web" } serves files of the folder (relative to the main script) over
+--- HTTP on the same port. When the main script runs again (hot reload), the same listen call
+--- finds the listener it made the first time and keeps it.
+function nano.listen(addr, opts)
+  if type(addr) ~= "string" then error("listen: expected an address like \"127.0.0.1:3250\"", 2) end
+  opts = opts or {}
+  -- the n-th call with the same address, transport and path in a run of the script is the same
+  -- listener (port 0 is a new port each time it is bound, so the address alone can't say)
+  local key = addr .. (opts.websocket and (" ws " .. (opts.path or "/")) or " tcp")
+  local seen = (S.listen_seen[key] or 0) + 1
+  S.listen_seen[key] = seen
+  local same = S.listeners[key]
+  local existing = same and same[seen]
+  if existing then
+    if opts.check_origin then S.listener_origin[existing.id] = opts.check_origin end
+    return existing.bound
+  end
+  local statics = {}
+  if opts.static then
+    for prefix, dir in pairs(opts.static) do
+      if type(prefix) == "number" then prefix, dir = dir.prefix, dir.dir end
+      if prefix:sub(-1) ~= "/" then prefix = prefix .. "/" end
+      statics[#statics + 1] = { prefix = prefix, dir = resolve_dir(dir) }
+    end
+  end
+  local id, bound = core.listen(addr, {
+    websocket = opts.websocket and true or false,
+    path = opts.path,
+    check_origin = opts.websocket and true or false,
+    static = statics,
+  })
+  if not id then error(bound, 2) end
+  same = same or {}
+  same[seen] = { id = id, addr = addr, bound = bound, opts = opts }
+  S.listeners[key] = same
+  if opts.check_origin then S.listener_origin[id] = opts.check_origin end
+  return bound
+end
+
+function nano.listeners()
+  local list = {}
+  for _, same in pairs(S.listeners) do
+    for _, l in ipairs(same) do
+      list[#list + 1] = { id = l.id, addr = l.addr, bound = l.bound, websocket = l.opts.websocket and true or false }
+    end
+  end
+  return list
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- the core's hooks
+
+local function build_handshake()
+  local now = os.time()
+  if S.handshake_cache and S.handshake_time == now then return S.handshake_cache end
+  local sys = {
+    heartbeat = core.config().heartbeat,
+    servertime = now,
+    serializer = S.serializer.name,
+  }
+  if next(S.dict) then sys.dict = S.dict end
+  local ok, json = pcall(require("nano.json").marshal, { code = 200, sys = sys })
+  if not ok then json = '{"code":500}' end
+  S.handshake_cache, S.handshake_time = json, now
+  return json
+end
+
+local json_unmarshal = require("nano.json").unmarshal
+
+local function on_handshake(s, body)
+  local ok, hs = pcall(json_unmarshal, body)
+  if not ok or (hs ~= nil and type(hs) ~= "table") then
+    log.warn("session %d: handshake is not JSON; refusing", s:id())
+    return '{"code":500}', false
+  end
+  if S.validator then
+    local vok, verr, reason = xpcall(S.validator, traceback, s, hs or {})
+    if not vok or verr == false or (verr == nil and reason) then
+      log.info("session %d: handshake refused by the validator: %s", s:id(), tostring(reason or verr))
+      return '{"code":500}', false
+    end
+  end
+  return build_handshake(), true
+end
+
+-- Why a handler failed, as the client sees it: a table error({code=, msg=}) as given; anything
+-- else "internal error" (the text only in debug mode; it is always in the log).
+local function error_reply(err)
+  if type(err) == "table" then
+    return tonumber(err.code) or 500, tostring(err.msg or err.message or "error")
+  end
+  return 500, S.debug and tostring(err) or "internal error"
+end
+
+local function handler_traceback(e)
+  if type(e) == "table" then return e end
+  return traceback(tostring(e), 2)
+end
+
+local inbound -- pipeline hook (nano.pipeline), set by nano.pipeline when used
+
+local function dispatch(s, mtype, id, route, payload, flags)
+  if type(route) == "number" then
+    local r = S.route_of[route]
+    if not r then
+      log.warn("session %d: unknown route code %d", s:id(), route)
+      if mtype == MSG_REQUEST then send_error(s, id, 404, "unknown route code " .. route) end
+      return
+    end
+    route = r
+  end
+  local h = S.handlers[route]
+  if not h then
+    -- nano's cluster form: server.Component.handler
+    local short = str_match(route, "([^.]+%.[^.]+)$")
+    h = short and S.handlers[short]
+    if not h then
+      log.warn("session %d: handler not found: %s", s:id(), route)
+      if mtype == MSG_REQUEST then send_error(s, id, 404, "handler not found: " .. route) end
+      return
+    end
+  end
+  if inbound then
+    local ok, res, why = pcall(inbound, s, mtype, id, route, payload)
+    if not ok or res == nil then
+      local err = ok and why or res
+      log.warn("session %d %s: dropped by the inbound pipeline: %s", s:id(), route, tostring(err))
+      if mtype == MSG_REQUEST then send_error(s, id, error_reply(err)) end
+      return
+    end
+    payload = res
+  end
+  local msg = payload
+  if not h.raw then
+    if flags and flags % 32 >= FLAG_GZIP then
+      if mtype == MSG_REQUEST then send_error(s, id, 400, "gzip payloads are not supported") end
+      return
+    end
+    local ok, decoded = pcall(S.serializer.unmarshal, payload)
+    if not ok then
+      log.warn("session %d %s: payload does not decode: %s", s:id(), route, tostring(decoded))
+      if mtype == MSG_REQUEST then send_error(s, id, 400, "payload does not decode") end
+      return
+    end
+    msg = decoded
+  end
+  local ps, pt, pi, pa = cur_session, cur_type, cur_id, cur_answered
+  cur_session, cur_type, cur_id, cur_answered = s, mtype, id, false
+  local ok, res = xpcall(h.fn, handler_traceback, h.comp, s, msg)
+  local answered = cur_answered
+  cur_session, cur_type, cur_id, cur_answered = ps, pt, pi, pa
+  if not ok then
+    if type(res) == "table" then
+      log.info("session %d %s: handler refused: %s %s", s:id(), route, tostring(res.code), tostring(res.msg))
+    else
+      log.error("session %d %s: handler error: %s", s:id(), route, tostring(res))
+    end
+    if mtype == MSG_REQUEST and not answered then send_error(s, id, error_reply(res)) end
+    return
+  end
+  if mtype == MSG_REQUEST and res ~= nil and not answered then
+    local mok, out = pcall(marshal, res)
+    if not mok then
+      log.error("session %d %s: response does not serialize: %s", s:id(), route, tostring(out))
+      send_error(s, id, 500, S.debug and tostring(out) or "internal error")
+      return
+    end
+    if S.debug then log.debug("session %d -> response id=%d %s", s:id(), id, out) end
+    core.respond(s, id, out, false)
+  end
+end
+nano._dispatch = dispatch
+
+function nano._set_inbound(fn) inbound = fn end
+
+local function on_closed(s)
+  local list = S.session_close_cbs[s]
+  if list then
+    S.session_close_cbs[s] = nil
+    for _, fn in ipairs(list) do
+      local ok, err = xpcall(fn, traceback, s)
+      if not ok then log.error("session %d on_close callback: %s", s:id(), tostring(err)) end
+    end
+  end
+  for _, fn in ipairs(S.closed_cbs) do
+    local ok, err = xpcall(fn, traceback, s)
+    if not ok then log.error("session %d on_session_closed callback: %s", s:id(), tostring(err)) end
+  end
+end
+
+local function on_origin(listener_id, origin)
+  local fn = S.listener_origin[listener_id] or S.check_origin
+  if not fn then return true end
+  local ok, res = xpcall(fn, traceback, origin)
+  if not ok then
+    log.error("check_origin: %s", tostring(res))
+    return false
+  end
+  return res and true or false
+end
+
+local function on_signal(name)
+  if name == "shutdown" then
+    nano.shutdown()
+  elseif name == "reload" then
+    if nano.reload then nano.reload() else log.warn("reload is not available") end
+  end
+end
+
+--- nano.on_session_closed(fn): fn(session) after any session's connection is gone.
+function nano.on_session_closed(fn)
+  assert(type(fn) == "function", "on_session_closed: expected a function")
+  S.closed_cbs[#S.closed_cbs + 1] = fn
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- loop, lifecycle
+
+--- nano.invoke(fn): runs fn on the next loop turn.
+function nano.invoke(fn)
+  assert(type(fn) == "function", "invoke: expected a function")
+  core.timer(0, 0, function()
+    local ok, err = xpcall(fn, traceback)
+    if not ok then log.error("invoke: %s", tostring(err)) end
+  end)
+end
+
+function nano.now() return core.now() end
+
+--- nano.shutdown(): before_shutdown hooks, stop accepting, close every session; when the loop
+--- has drained, shutdown hooks run and nano-host exits 0.
+function nano.shutdown()
+  if S.stopping then return end
+  S.stopping = true
+  for _, e in ipairs(S.components) do call_hook(e, "before_shutdown") end
+  core.stop()
+end
+
+function nano.stats() return core.stats() end
+
+local function install_hooks()
+  core.set_hook("dispatch", dispatch)
+  core.set_hook("handshake", on_handshake)
+  core.set_hook("closed", on_closed)
+  core.set_hook("origin", on_origin)
+  core.set_hook("signal", on_signal)
+end
+install_hooks()
+nano._install_hooks = install_hooks
+
+-- Runs the main script (first load). Returns true, or false after logging the error.
+function nano._load_main(script, script_dir, args)
+  S.script, S.script_dir = script, script_dir
+  S.listen_seen = {}
+  local chunk, err = loadfile(script)
+  if not chunk then
+    log.error("%s", err)
+    return false
+  end
+  local ok, rerr = xpcall(chunk, traceback, unpack(args or {}))
+  if not ok then
+    log.error("%s", tostring(rerr))
+    return false
+  end
+  return true
+end
+
+function nano._start(opts)
+  S.started = true
+  for _, e in ipairs(S.components) do call_hook(e, "init") end
+  for _, e in ipairs(S.components) do call_hook(e, "after_init") end
+  if opts and opts.watch and nano.watch then nano.watch() end
+end
+
+function nano._stopped()
+  for _, e in ipairs(S.components) do call_hook(e, "shutdown") end
+end
+
+return nano
