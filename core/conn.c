@@ -213,7 +213,7 @@ int nh_conn_send(nh_conn_t *c, const uint8_t *head, size_t head_len, nh_buf_t *s
         r = nh_outq_copy(&c->out, pre, n);
         if (!r) r = nh_outq_share(&c->out, shared, (size_t)(body - shared->data), body_len);
     } else if (n + body_len <= sizeof pre) {
-        memcpy(pre + n, body, body_len);
+        if (body_len) memcpy(pre + n, body, body_len);
         r = nh_outq_copy(&c->out, pre, n + body_len);
     } else {
         r = nh_outq_copy(&c->out, pre, n);
