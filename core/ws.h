@@ -1,0 +1,145 @@
+/* ws — WebSocket (RFC 6455) server-side protocol logic, without I/O.
+ *
+ * Four pieces, each incremental and allocation-free after init:
+ *  - nh_http_req_*: parses the HTTP/1.1 request that opens a connection (http-parser underneath),
+ *    keeping only what the server needs: method, path, and the upgrade headers.
+ *  - nh_ws_accept_key: Sec-WebSocket-Accept from the client key (SHA-1 + base64, libcrypto).
+ *  - nh_ws_parser_*: the client→server frame parser. Unmasks payload in place and hands it out in
+ *    chunks as it arrives, so a frame never has to be buffered whole.
+ *  - nh_ws_frame_header: server→client frame header (FIN, no mask).
+ *
+ * Why not wslay: its frame context embeds a 4 KiB input buffer per connection and copies every
+ * queued message; we need a few hundred bytes per idle connection and one shared buffer per
+ * broadcast. The frame format is small; this parser is fuzzed.
+ *
+ * Errors are negative NH_EWS_* values; nh_ws_strerror() names them and
+ * nh_ws_error_close_code() gives the close status to send (1002 protocol error, 1009 too big, ...).
+ */
+#ifndef NH_WS_H
+#define NH_WS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <http_parser.h>
+
+enum {
+    NH_EWS_HTTP = -4001,         /* malformed HTTP request */
+    NH_EWS_HTTP_TOO_BIG = -4002, /* request head over NH_HTTP_MAX_HEAD bytes */
+    NH_EWS_UNMASKED = -4003,     /* client frame without mask */
+    NH_EWS_RSV = -4004,          /* reserved bits set (no extensions negotiated) */
+    NH_EWS_OPCODE = -4005,       /* reserved opcode */
+    NH_EWS_TOO_BIG = -4006,      /* frame payload over max_frame */
+    NH_EWS_CONTROL = -4007,      /* control frame fragmented or over 125 bytes */
+    NH_EWS_CONTINUATION = -4008, /* continuation without start, or new data frame mid-message */
+    NH_EWS_CLOSE_CODE = -4009,   /* close payload of 1 byte or an invalid status code */
+    NH_EWS_CLOSE_UTF8 = -4010,   /* close reason not valid UTF-8 */
+    NH_EWS_LENGTH = -4011,       /* 64-bit payload length with the most significant bit set */
+};
+
+const char *nh_ws_strerror(int err);
+int nh_ws_error_close_code(int err);
+
+/* ---- HTTP request head ---- */
+
+#define NH_HTTP_MAX_HEAD 8192
+#define NH_HTTP_MAX_PATH 256
+#define NH_HTTP_MAX_ORIGIN 256
+
+typedef struct nh_http_req {
+    http_parser parser;
+    size_t head_bytes;
+    int complete;                    /* 1 once the head is complete */
+    int method;                      /* enum http_method */
+    char path[NH_HTTP_MAX_PATH];     /* URL path only (no query), NUL-terminated; "" if too long */
+    char origin[NH_HTTP_MAX_ORIGIN]; /* Origin header or "" */
+    char key[64];                    /* Sec-WebSocket-Key or "" */
+    int version;                     /* Sec-WebSocket-Version, 0 if absent, -1 if not a number */
+    int upgrade_websocket;           /* Upgrade: websocket (case-insensitive) */
+    int connection_upgrade; /* Connection header lists "upgrade" (case-insensitive token) */
+    int bad_header;         /* Origin, key or version repeated or too long: never a valid upgrade */
+    /* parser scratch: which header is being read, partial values. A *len counts every byte
+     * offered, so a length >= the buffer's size means the text was too long (and truncated). */
+    int cur_header;
+    int seen_headers; /* bit per single-valued header already read */
+    char hbuf[32];
+    size_t hlen;
+    char vbuf[NH_HTTP_MAX_ORIGIN];
+    size_t vlen;
+    int value_in_progress;
+    char urlbuf[NH_HTTP_MAX_PATH * 2]; /* request target up to the first '?' or '#' */
+    size_t urllen;
+    int url_done;
+} nh_http_req_t;
+
+void nh_http_req_init(nh_http_req_t *r);
+
+/* Feeds bytes. Stops at the end of the head; *consumed tells how many bytes belonged to it
+ * (bytes after it are the first WebSocket frames and must be given to the frame parser).
+ * While 0 is returned *consumed == len; once complete, further calls return 1 and consume 0.
+ * Any request body (Content-Length) is not read: it is left with the bytes after the head.
+ * Returns 1 when the head is complete, 0 when more bytes are needed, or a negative NH_EWS_*. */
+int nh_http_req_feed(nh_http_req_t *r, const char *data, size_t len, size_t *consumed);
+
+/* Is this a valid WebSocket upgrade (complete head, GET, HTTP/1.1 or later, Upgrade: websocket,
+ * Connection: upgrade, version 13, a 16-byte base64 key, no repeated or overlong Origin, key or
+ * version)? Returns 1 or 0. */
+int nh_http_req_is_upgrade(const nh_http_req_t *r);
+
+/* out receives 28 base64 chars + NUL. Returns 0 or NH_EWS_HTTP. */
+int nh_ws_accept_key(const char *client_key, char out[29]);
+
+/* ---- frames ---- */
+
+enum nh_ws_opcode {
+    NH_WS_CONT = 0x0,
+    NH_WS_TEXT = 0x1,
+    NH_WS_BINARY = 0x2,
+    NH_WS_CLOSE = 0x8,
+    NH_WS_PING = 0x9,
+    NH_WS_PONG = 0xA,
+};
+
+typedef struct nh_ws_callbacks {
+    /* payload bytes of a data message (text, binary and their continuations), unmasked,
+     * in order; `fin` is 1 on the last chunk of the last frame of the message. */
+    int (*on_data)(void *ud, const uint8_t *data, size_t len, int fin);
+    /* complete control frames (payload <= 125 bytes, unmasked) */
+    int (*on_ping)(void *ud, const uint8_t *data, size_t len);
+    int (*on_pong)(void *ud, const uint8_t *data, size_t len);
+    /* code is 1005 when the close frame had no status; reason not NUL-terminated */
+    int (*on_close)(void *ud, int code, const uint8_t *reason, size_t len);
+} nh_ws_callbacks_t;
+
+typedef struct nh_ws_parser {
+    uint8_t state;
+    uint8_t hdr[14];
+    uint8_t hdr_have, hdr_need;
+    uint8_t opcode; /* of the frame in progress */
+    uint8_t fin;
+    uint8_t in_message; /* a fragmented data message is in progress */
+    uint8_t msg_opcode; /* NH_WS_TEXT or NH_WS_BINARY of the current message (read in on_data) */
+    uint8_t mask[4];
+    uint64_t remaining; /* payload bytes left in the current frame */
+    uint8_t mask_off;   /* payload offset mod 4, for the mask index */
+    uint8_t ctl[125];   /* control frame payload being collected */
+    uint8_t ctl_len;
+    uint64_t max_frame;
+} nh_ws_parser_t;
+
+/* max_frame limits the payload of each data frame (not of a whole fragmented message: the
+ * caller counts what on_data delivers). Control frames are limited to 125 bytes by RFC 6455. */
+void nh_ws_parser_init(nh_ws_parser_t *p, uint64_t max_frame);
+
+/* Unmasks `data` in place. Callbacks returning non-zero stop parsing; that value is returned.
+ * Any callback may be NULL. Returns 0, a callback's stop value, or a negative NH_EWS_* error;
+ * after a non-zero return the rest of `data` was not parsed and the parser must not be fed
+ * again. Text payload is not checked for UTF-8 (the caller can, using msg_opcode). */
+int nh_ws_parser_feed(nh_ws_parser_t *p, uint8_t *data, size_t len, const nh_ws_callbacks_t *cb,
+                      void *ud);
+
+/* Header of an unmasked, final server frame. out needs 10 bytes. Returns its length (2, 4 or 10).
+ */
+size_t nh_ws_frame_header(uint8_t out[10], int opcode, uint64_t payload_len);
+
+#endif
