@@ -106,10 +106,30 @@ function nano.serializer() return S.serializer end
 local session = core.session_methods
 nano.session_methods = session
 
+-- Outbound pipeline hook (nano.pipeline.outbound), set only while that chain has stages:
+-- fn(s, mtype, id, route, payload, is_error) -> payload | nil, err
+local outbound
+local MSG_RESPONSE, MSG_PUSH = 2, 3
+
+function nano._set_outbound(fn) outbound = fn end
+
+-- The payload to write after the outbound pipeline, or nil, err when a stage dropped it.
+local function outgoing(s, mtype, id, route, payload, is_error)
+  if not outbound then return payload end
+  local ok, res, why = pcall(outbound, s, mtype, id, route, payload, is_error)
+  if ok and res ~= nil then return res end
+  local err = ok and why or res
+  if type(err) == "table" then err = err.msg or err.message or "dropped" end
+  log.debug("session %d: dropped by the outbound pipeline: %s", s:id(), tostring(err))
+  return nil, "dropped by the outbound pipeline: " .. tostring(err)
+end
+
 local function send_error(s, id, code, msg)
   local ok, payload = pcall(marshal, { code = code, msg = msg })
   if not ok then payload = str_format('{"code":%d,"msg":"internal error"}', code) end
-  return core.respond(s, id, payload, true)
+  local out, err = outgoing(s, MSG_RESPONSE, id, nil, payload, true)
+  if not out then return nil, err end
+  return core.respond(s, id, out, true)
 end
 
 local function route_code(route)
@@ -121,7 +141,9 @@ function session.push(s, route, v)
   local ok, payload = pcall(marshal, v)
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   if S.debug then log.debug("session %d -> push %s %s", s:id(), route, payload) end
-  return core.push(s, route_code(route), payload)
+  local out, err = outgoing(s, MSG_PUSH, nil, route, payload)
+  if not out then return nil, err end
+  return core.push(s, route_code(route), out)
 end
 
 -- The request being handled, so that s:response() inside a handler answers it and a notify
@@ -134,7 +156,9 @@ function session.response_mid(s, mid, v)
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   if s == cur_session and mid == cur_id then cur_answered = true end
   if S.debug then log.debug("session %d -> response id=%d %s", s:id(), mid, payload) end
-  return core.respond(s, mid, payload, false)
+  local out, err = outgoing(s, MSG_RESPONSE, mid, nil, payload)
+  if not out then return nil, err end
+  return core.respond(s, mid, out, false)
 end
 
 --- s:response(v): answers the last request of this session.
@@ -466,7 +490,8 @@ local function dispatch(s, mtype, id, route, payload, flags)
       return
     end
     if S.debug then log.debug("session %d -> response id=%d %s", s:id(), id, out) end
-    core.respond(s, id, out, false)
+    out = outgoing(s, MSG_RESPONSE, id, route, out)
+    if out then core.respond(s, id, out, false) end
   end
 end
 nano._dispatch = dispatch
@@ -474,6 +499,7 @@ nano._dispatch = dispatch
 function nano._set_inbound(fn) inbound = fn end
 
 local function on_closed(s)
+  if nano._leave_groups then nano._leave_groups(s) end -- first: callbacks see the groups without s
   local list = S.session_close_cbs[s]
   if list then
     S.session_close_cbs[s] = nil
@@ -575,5 +601,11 @@ end
 function nano._stopped()
   for _, e in ipairs(S.components) do call_hook(e, "shutdown") end
 end
+
+-- nano.new_group (group.lua), nano.new_timer / new_count_timer / new_after_timer /
+-- new_cond_timer / set_timer_precision (timer.lua), nano.pipeline (pipeline.lua)
+require("nano.group").attach(nano)
+require("nano.timer").attach(nano)
+require("nano.pipeline").attach(nano)
 
 return nano

@@ -1,0 +1,261 @@
+-- nano.new_group(name): a set of sessions that receive the same pushes, as nano's Group.
+--
+-- Members are kept in one array (plus a session -> position index), so a broadcast is a single
+-- core.push_many(array, route, payload): the payload is serialized once, the message encoded once
+-- into one shared buffer, and each member's send queue takes a reference to it. A member that is
+-- closed or over its send limit misses that broadcast only (the core closes an over-limit
+-- session) and is listed in the second result.
+--
+-- Differences from nano, on purpose: membership is by session, not by uid, so several sessions
+-- that have not bound a uid yet can be members (nano keys its map by uid: a second unbound session
+-- is a "duplicate"); and a closed session leaves its groups by itself, before the
+-- on_session_closed callbacks run.
+--
+-- Errors follow the house rule: expected failures return nil, "message" (adding a session twice,
+-- a member not found, any change or send on a closed group); programming mistakes raise (wrong
+-- argument types, closing a group twice). Queries on a closed group (count, contains, members)
+-- see an empty group, as in nano.
+local core = require "nano.core"
+
+local type, tostring, setmetatable, getmetatable, pairs, ipairs, pcall =
+  type, tostring, setmetatable, getmetatable, pairs, ipairs, pcall
+local push_many, push = core.push_many, core.push
+
+local M = {}
+
+function M.attach(nano)
+  local log = nano.log
+  local session_mt = debug.getregistry()["nano.session"]
+
+  -- session -> { [group] = true }: which groups to leave when the session closes. Weak both ways:
+  -- neither a closed session nor a dropped group is kept alive by it.
+  local function registry()
+    local S = nano._state
+    local r = S.session_groups
+    if not r then
+      r = setmetatable({}, { __mode = "k" })
+      S.session_groups = r
+    end
+    return r
+  end
+
+  local Group = {}
+  Group.__index = Group
+
+  local function check_session(s, what)
+    if getmetatable(s) ~= session_mt then error(what .. ": expected a session", 3) end
+  end
+
+  local function check_group(g, what)
+    if getmetatable(g) ~= Group then error(what .. ": call it as group:" .. what .. "(...)", 3) end
+  end
+
+  local function forget(g, s)
+    local mine = registry()[s]
+    if mine then mine[g] = nil end
+  end
+
+  --- g:name() -> the name given to nano.new_group
+  function Group:name() return self._name end
+
+  --- g:add(s) -> true | nil, err ("session already in group", "session closed", "group closed")
+  function Group:add(s)
+    check_group(self, "add")
+    check_session(s, "add")
+    if self._closed then return nil, "group closed" end
+    if self._index[s] then return nil, "session already in group" end
+    if s:is_closed() then return nil, "session closed" end
+    local list = self._list
+    local n = #list + 1
+    list[n] = s
+    self._index[s] = n
+    local r = registry()
+    local mine = r[s]
+    if not mine then
+      mine = setmetatable({}, { __mode = "k" })
+      r[s] = mine
+    end
+    mine[self] = true
+    return true
+  end
+
+  -- Swap-remove: O(1), so members() has no particular order.
+  local function remove(g, s)
+    local index, list = g._index, g._list
+    local i = index[s]
+    if not i then return false end
+    local n = #list
+    local last = list[n]
+    list[i], index[last] = last, i
+    list[n], index[s] = nil, nil
+    forget(g, s)
+    return true
+  end
+
+  --- g:leave(s) -> true (it was a member) | false (it was not) | nil, "group closed"
+  function Group:leave(s)
+    check_group(self, "leave")
+    check_session(s, "leave")
+    if self._closed then return nil, "group closed" end
+    return remove(self, s)
+  end
+
+  --- g:leave_all() -> true | nil, "group closed"
+  function Group:leave_all()
+    check_group(self, "leave_all")
+    if self._closed then return nil, "group closed" end
+    for _, s in ipairs(self._list) do forget(self, s) end
+    self._list, self._index = {}, {}
+    return true
+  end
+
+  --- g:count() -> number of members
+  function Group:count() return #self._list end
+
+  --- g:member(uid) -> session | nil, "member not found"
+  --- The member bound to uid (the first found when several are).
+  function Group:member(uid)
+    check_group(self, "member")
+    if type(uid) ~= "number" then error("member: expected a uid (number)", 2) end
+    local list = self._list
+    for i = 1, #list do
+      local s = list[i]
+      if s:uid() == uid then return s end
+    end
+    return nil, "member not found"
+  end
+
+  --- g:contains(uid) -> boolean
+  function Group:contains(uid)
+    return (self:member(uid)) ~= nil
+  end
+
+  --- g:has(s) -> boolean: whether this session is a member
+  function Group:has(s)
+    return self._index[s] ~= nil
+  end
+
+  --- g:members() -> { uid, ... } of every member (0 for a session that has not bound a uid)
+  function Group:members()
+    local uids, list = {}, self._list
+    for i = 1, #list do uids[i] = list[i]:uid() end
+    return uids
+  end
+
+  --- g:sessions() -> { session, ... }: a copy of the member list
+  function Group:sessions()
+    local copy, list = {}, self._list
+    for i = 1, #list do copy[i] = list[i] end
+    return copy
+  end
+
+  --- g:find_member(filter) -> session | nil, "member not found": the first member for which
+  --- filter(session) returns true (nano 0.5's FindMember)
+  function Group:find_member(filter)
+    check_group(self, "find_member")
+    if type(filter) ~= "function" then error("find_member: expected a function(session)", 2) end
+    local list = self._list
+    for i = 1, #list do
+      if filter(list[i]) then return list[i] end
+    end
+    return nil, "member not found"
+  end
+
+  -- Sends one push to `targets`: one shared buffer; with an outbound pipeline, each member's
+  -- message goes through it and only those the pipeline left unchanged share the buffer.
+  local function send(g, targets, route, v, what)
+    if type(route) ~= "string" then error(what .. ": route must be a string", 3) end
+    if g._closed then return nil, "group closed" end
+    local S = nano._state
+    local ok, payload = pcall(S.serializer.marshal, v)
+    if not ok then return nil, "cannot serialize: " .. tostring(payload) end
+    local code = S.dict[route] or route
+    if S.debug then
+      log.debug("group %s -> %s %s to %d members %s", g._name, what, route, #targets, payload)
+    end
+    local chain = nano._outbound_chain and nano._outbound_chain()
+    if not chain then return push_many(targets, code, payload) end
+    local shared, failed, delivered = {}, nil, 0
+    for i = 1, #targets do
+      local s = targets[i]
+      local msg = { type = "push", route = route, data = payload }
+      local pok, err = chain:process(s, msg)
+      local sent = false
+      if not pok then
+        log.debug("session %d %s: push dropped by the outbound pipeline: %s", s:id(), route, tostring(err))
+      elseif msg.data == payload then
+        shared[#shared + 1] = s
+      else
+        sent = push(s, code, msg.data)
+        if sent then delivered = delivered + 1 end
+      end
+      if not pok or (msg.data ~= payload and not sent) then
+        failed = failed or {}
+        failed[#failed + 1] = s
+      end
+    end
+    local n, more = push_many(shared, code, payload)
+    if more then
+      failed = failed or {}
+      for i = 1, #more do failed[#failed + 1] = more[i] end
+    end
+    return delivered + n, failed
+  end
+
+  --- g:broadcast(route, v) -> delivered, failed | nil, err
+  --- Pushes v to every member. delivered counts the members whose send queue took it; failed
+  --- (nil when empty) lists the others (closed, over their send limit, or dropped by the
+  --- outbound pipeline).
+  function Group:broadcast(route, v)
+    check_group(self, "broadcast")
+    return send(self, self._list, route, v, "broadcast")
+  end
+
+  --- g:multicast(route, v, filter) -> delivered, failed | nil, err
+  --- Like broadcast, to the members for which filter(session) returns true.
+  function Group:multicast(route, v, filter)
+    check_group(self, "multicast")
+    if type(filter) ~= "function" then error("multicast: expected a filter function(session)", 2) end
+    if self._closed then return nil, "group closed" end
+    local targets, list = {}, self._list
+    for i = 1, #list do
+      if filter(list[i]) then targets[#targets + 1] = list[i] end
+    end
+    return send(self, targets, route, v, "multicast")
+  end
+
+  --- g:close() -> true: every member leaves; later changes and sends return nil, "group closed".
+  --- Closing a closed group raises (nano's ErrCloseClosedGroup).
+  function Group:close()
+    check_group(self, "close")
+    if self._closed then error("close: group '" .. self._name .. "' is already closed", 2) end
+    for _, s in ipairs(self._list) do forget(self, s) end
+    self._closed = true
+    self._list, self._index = {}, {}
+    return true
+  end
+
+  --- g:is_closed() -> boolean
+  function Group:is_closed() return self._closed end
+
+  function Group:__tostring()
+    return "group " .. self._name .. " (" .. #self._list .. " members" .. (self._closed and ", closed)" or ")")
+  end
+
+  --- nano.new_group(name) -> group
+  function nano.new_group(name)
+    if type(name) ~= "string" then error("new_group: expected a name (string)", 2) end
+    return setmetatable({ _name = name, _list = {}, _index = {}, _closed = false }, Group)
+  end
+
+  -- The closed hook (init.lua's on_closed) calls this first: the session leaves every group.
+  function nano._leave_groups(s)
+    local r = nano._state.session_groups
+    local mine = r and r[s]
+    if not mine then return end
+    r[s] = nil
+    for g in pairs(mine) do remove(g, s) end
+  end
+end
+
+return M
