@@ -6,12 +6,48 @@ cjson.decode_max_depth(128)
 cjson.encode_max_depth(128)
 
 local encode, decode = cjson.encode, cjson.decode
+local find, sub = string.find, string.sub
+
+-- cjson encodes every empty table as {}: it cannot know that a table was meant as a list. Put
+-- json.empty_array (or json.array(t), which returns it for an empty t) where [] must go; marshal
+-- turns its encoding into []. The marker carries a per-process random token, so a string from a
+-- client can never imitate it.
+local function token()
+  local f = io.open("/dev/urandom", "rb")
+  local bytes = f and f:read(8)
+  if f then f:close() end
+  if not bytes or #bytes < 8 then bytes = tostring({}) .. os.time() .. os.clock() end
+  return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+local EMPTY_ARRAY = "\0nano.empty_array." .. token() .. "\0"
+local EMPTY_ARRAY_JSON = encode(EMPTY_ARRAY)
+
+local function replace_empty_arrays(s)
+  local out, at = {}, 1
+  while true do
+    local i, j = find(s, EMPTY_ARRAY_JSON, at, true)
+    if not i then break end
+    out[#out + 1] = sub(s, at, i - 1)
+    out[#out + 1] = "[]"
+    at = j + 1
+  end
+  out[#out + 1] = sub(s, at)
+  return table.concat(out)
+end
 
 return {
   name = "json",
   marshal = function(v)
     if v == nil then return "" end
-    return encode(v)
+    local s = encode(v)
+    if find(s, EMPTY_ARRAY_JSON, 1, true) then s = replace_empty_arrays(s) end
+    return s
+  end,
+  empty_array = EMPTY_ARRAY,
+  --- json.array(t) -> t, or json.empty_array when t is empty: a list that encodes as [] even empty
+  array = function(t)
+    if next(t) == nil then return EMPTY_ARRAY end
+    return t
   end,
   unmarshal = function(s)
     if s == "" then return nil end
