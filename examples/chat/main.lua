@@ -1,0 +1,20 @@
+-- nano's chat demo on nano-host. Run it, then open http://127.0.0.1:3250/web/ in two tabs:
+--   nano-host examples/chat/main.lua
+-- NANO_CHAT_ADDR changes the address (default ":3250", every interface, as nano's demo).
+local nano = require "nano"
+
+local room = require "room"
+local stats = require "stats"
+
+-- As nano's demo registers it: component name "room", handler names lower-cased by a name
+-- function (ours are lower case already; a handler named Join would still be room.join).
+-- join takes any payload, so it gets the raw bytes instead of decoded JSON.
+nano.register(room, { name = "room", name_func = string.lower, raw = { join = true } })
+nano.register(stats, { name = "stats" })
+
+-- One port for both: WebSocket clients upgrade on /nano, browsers get the page at /web/.
+nano.listen(os.getenv("NANO_CHAT_ADDR") or ":3250", {
+  websocket = true,
+  path = "/nano",
+  static = { ["/web/"] = "web" }, -- relative to this file
+})

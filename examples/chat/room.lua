@@ -1,0 +1,62 @@
+-- The chat room: nano's chat demo, in Lua. Same routes and payloads, so nano's own web client
+-- (and any pomelo/nano client that uses JSON) works against it unchanged:
+--   request room.join    (any payload) -> push onMembers {members = {uids already here}} to the
+--                         joiner, push onNewUser {content = "New user: <id>"} to the others,
+--                         response {code = 0, result = "success"}
+--   notify  room.message {name, content} -> push onMessage {name, content} to everyone
+local nano = require "nano"
+local json = require "nano.json"
+local stats = require "stats"
+
+local Room = {}
+
+-- How often the room logs its member count and traffic (nano's demo: every minute).
+Room.report_interval = 60
+
+-- Lifecycle hooks (not handlers): init runs when the loop starts, after_init once every
+-- component's init has run. Fields set on the component survive a hot reload; only the
+-- functions are replaced.
+function Room:init()
+  self.group = nano.new_group("room")
+end
+
+function Room:after_init()
+  -- A closed session leaves its groups by itself: no on_session_closed needed for that.
+  -- The timer calls through `self`, so after a reload it runs the new report function.
+  self.reporter = nano.new_timer(self.report_interval, function() self:_report() end)
+end
+
+function Room:_report()
+  nano.log.info("room: %d members, %d bytes in, %d bytes out", self.group:count(),
+                stats.inbound_bytes, stats.outbound_bytes)
+end
+
+-- room.join: registered as a raw handler (see main.lua), so `payload` is the undecoded string
+-- and any payload is accepted, as in nano's demo.
+function Room:join(s, payload)
+  s:bind(s:id()) -- the demo has no login: the session id is the uid
+  if self.group:has(s) then
+    return { code = 0, result = "success" } -- joining twice changes nothing
+  end
+  -- The joiner learns who is already here (json.array: an empty list is [] on the wire, not {});
+  -- then the others learn about the joiner.
+  s:push("onMembers", { members = json.array(self.group:members()) })
+  self.group:broadcast("onNewUser", { content = "New user: " .. s:id() })
+  self.group:add(s)
+  return { code = 0, result = "success" } -- a request handler's return value is its response
+end
+
+-- room.message: only members may talk; like nano's demo, only name and content go out.
+function Room:message(s, msg)
+  if not self.group:has(s) then
+    error({ code = 403, msg = "join the room first" })
+  end
+  if type(msg) ~= "table" then error({ code = 400, msg = "expected {name, content}" }) end
+  local name, content = msg.name, msg.content
+  if (name ~= nil and type(name) ~= "string") or (content ~= nil and type(content) ~= "string") then
+    error({ code = 400, msg = "name and content must be strings" })
+  end
+  self.group:broadcast("onMessage", { name = name or "", content = content or "" })
+end
+
+return Room
