@@ -448,7 +448,8 @@ local function dispatch(s, mtype, id, route, payload, flags)
     local ok, res, why = pcall(inbound, s, mtype, id, route, payload)
     if not ok or res == nil then
       local err = ok and why or res
-      log.warn("session %d %s: dropped by the inbound pipeline: %s", s:id(), route, tostring(err))
+      log.warn("session %d %s: dropped by the inbound pipeline: %s", s:id(), route,
+               type(err) == "table" and tostring(err.code) .. " " .. tostring(err.msg) or tostring(err))
       if mtype == MSG_REQUEST then send_error(s, id, error_reply(err)) end
       return
     end
