@@ -287,6 +287,12 @@ static int c_now(lua_State *L) {
     return 1;
 }
 
+/* hrtime() -> seconds of a monotonic real clock (not moved by advance): bounded waits in tests. */
+static int c_hrtime(lua_State *L) {
+    lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
+    return 1;
+}
+
 static int c_advance(lua_State *L) {
     nh_host_t *h = host(L);
     nh_timers_advance(&h->timers, secs_to_ms(L, 1, 0));
@@ -355,6 +361,33 @@ static int t_stop(lua_State *L) {
     return 0;
 }
 
+/* The Lua timers (core.timer) on the host's heap; the sweep is the host's own. */
+static int count_lua_timers(nh_host_t *h) {
+    int n = 0;
+    for (uint32_t i = 0; i < h->timers.n; i++)
+        if (h->timers.heap[i]->cb == on_timer) n++;
+    return n;
+}
+
+/* stop_timers() -> count: stops every Lua timer, so that nano.test can start the next spec with
+ * none left from the last. */
+static int c_stop_timers(lua_State *L) {
+    nh_host_t *h = host(L);
+    int n = 0;
+    /* Stopping reorders the heap: take the first Lua timer found each time. */
+    for (;;) {
+        ltimer_t *lt = NULL;
+        for (uint32_t i = 0; i < h->timers.n && !lt; i++)
+            if (h->timers.heap[i]->cb == on_timer) lt = h->timers.heap[i]->data;
+        if (!lt) break;
+        nh_timer_stop(&h->timers, &lt->t);
+        timer_release(L, lt);
+        n++;
+    }
+    lua_pushinteger(L, n);
+    return 1;
+}
+
 static int t_active(lua_State *L) {
     ltimer_t *lt = luaL_checkudata(L, 1, TIMER_MT);
     lua_pushboolean(L, nh_timer_active(&lt->t));
@@ -363,13 +396,30 @@ static int t_active(lua_State *L) {
 
 /* ---- loop control ---- */
 
-/* run("once" | "nowait" | "default") -> true while the loop has work left */
+static const char running_key = 'r'; /* registry: true while c_run is inside uv_run */
+
+static void set_running(lua_State *L, int on) {
+    lua_pushlightuserdata(L, (void *)&running_key);
+    lua_pushboolean(L, on);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+/* run("once" | "nowait" | "default") -> true while the loop has work left.
+ * uv_run is not reentrant: a handler or timer (called from inside the loop) that calls run()
+ * gets an error instead of a corrupted loop. */
 static int c_run(lua_State *L) {
     static const char *const modes[] = {"default", "once", "nowait", NULL};
     static const uv_run_mode uv_modes[] = {UV_RUN_DEFAULT, UV_RUN_ONCE, UV_RUN_NOWAIT};
     nh_host_t *h = host(L);
     int m = luaL_checkoption(L, 1, "once", modes);
+    lua_pushlightuserdata(L, (void *)&running_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    int nested = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (nested) return luaL_error(L, "nano.core.run: called from inside the loop (a callback)");
+    set_running(L, 1);
     int alive = uv_run(h->loop, uv_modes[m]);
+    set_running(L, 0);
     nh_conn_flush_all(h);
     lua_pushboolean(L, alive);
     return 1;
@@ -400,6 +450,29 @@ static int c_stats(lua_State *L) {
         n++;
     lua_pushinteger(L, n);
     lua_setfield(L, -2, "listeners");
+    lua_pushinteger(L, count_lua_timers(h));
+    lua_setfield(L, -2, "timers");
+    return 1;
+}
+
+/* running() -> true inside a loop callback (blocking helpers such as nano.client's must not
+ * run the loop from there) */
+static int c_running(lua_State *L) {
+    lua_pushlightuserdata(L, (void *)&running_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushboolean(L, lua_toboolean(L, -1));
+    return 1;
+}
+
+/* sessions() -> { session, ... }: every session of the host (nano.test finds a client's). */
+static int c_sessions(lua_State *L) {
+    nh_host_t *h = host(L);
+    lua_createtable(L, (int)h->sessions.count, 0);
+    int i = 0;
+    for (nh_session_t *s = h->sessions.head; s; s = s->next) {
+        nh_lua_push_session(L, s);
+        lua_rawseti(L, -2, ++i);
+    }
     return 1;
 }
 
@@ -419,12 +492,28 @@ static int c_log_level(lua_State *L) {
 
 static int open_core(lua_State *L) {
     static const luaL_Reg fns[] = {
-        {"listen", c_listen},   {"unlisten", c_unlisten},   {"configure", c_configure},
-        {"config", c_config},   {"set_hook", c_set_hook},   {"respond", c_respond},
-        {"push", c_push},       {"push_many", c_push_many}, {"now", c_now},
-        {"advance", c_advance}, {"timer", c_timer},         {"run", c_run},
-        {"stop", c_stop},       {"restart", c_restart},     {"stats", c_stats},
-        {"log", c_log},         {"log_level", c_log_level}, {NULL, NULL},
+        {"listen", c_listen},
+        {"unlisten", c_unlisten},
+        {"configure", c_configure},
+        {"config", c_config},
+        {"set_hook", c_set_hook},
+        {"respond", c_respond},
+        {"push", c_push},
+        {"push_many", c_push_many},
+        {"now", c_now},
+        {"advance", c_advance},
+        {"timer", c_timer},
+        {"run", c_run},
+        {"stop", c_stop},
+        {"restart", c_restart},
+        {"stats", c_stats},
+        {"log", c_log},
+        {"log_level", c_log_level},
+        {"hrtime", c_hrtime},
+        {"sessions", c_sessions},
+        {"stop_timers", c_stop_timers},
+        {"running", c_running},
+        {NULL, NULL},
     };
     static const luaL_Reg timer_methods[] = {{"stop", t_stop}, {"active", t_active}, {NULL, NULL}};
     luaL_newmetatable(L, TIMER_MT);
@@ -454,5 +543,7 @@ void nh_lua_open(lua_State *L) {
     lua_setfield(L, -2, "nano.core");
     lua_pushcfunction(L, nh_lua_open_codec);
     lua_setfield(L, -2, "nano.codec");
+    lua_pushcfunction(L, nh_lua_open_tcp);
+    lua_setfield(L, -2, "nano.tcp");
     lua_pop(L, 2);
 }

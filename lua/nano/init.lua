@@ -13,8 +13,8 @@ local FLAG_GZIP = 0x10
 local nano = { version = core.version }
 
 -- All of nano's state is in this one table, so that a reload of game scripts (which re-runs
--- main.lua but never reloads this module) keeps it, and nano.test can reset it.
-local S = {
+-- main.lua but never reloads this module) keeps it, and nano.test can reset it (nano._reset).
+local function fresh_state() return {
   components = {},      -- in registration order: { name=, comp=, opts= }
   by_name = {},         -- name -> entry above
   handlers = {},        -- route -> { fn=, comp=, raw=, route= }
@@ -36,7 +36,8 @@ local S = {
   script_dir = nil,
   handshake_cache = nil,
   handshake_time = -1,
-}
+} end
+local S = fresh_state()
 nano._state = S
 
 -- ---------------------------------------------------------------------------------------------
@@ -608,5 +609,30 @@ end
 require("nano.group").attach(nano)
 require("nano.timer").attach(nano)
 require("nano.pipeline").attach(nano)
+
+-- nano.test: back to the state of a fresh process, between specs. Closes every listener and
+-- session, stops every timer, drains the loop, empties S in place (other modules hold S) and
+-- restores the configuration nano-host started with.
+local DEFAULT_CONFIG = core.config()
+function nano._reset()
+  core.stop()
+  local deadline = core.hrtime() + 5
+  repeat
+    core.run("nowait") -- close callbacks: sessions are told (on_session_closed) and freed
+    local st = core.stats()
+    local open = st.connections + st.sessions + st.listeners
+    if open > 0 and core.hrtime() > deadline then
+      error("nano._reset: connections still open after 5 s", 2)
+    end
+  until open == 0
+  core.stop_timers()
+  for k in pairs(S) do S[k] = nil end
+  for k, v in pairs(fresh_state()) do S[k] = v end
+  cur_session, cur_type, cur_id, cur_answered = nil, nil, nil, false
+  inbound = nil
+  core.configure(DEFAULT_CONFIG)
+  install_hooks()
+  core.restart()
+end
 
 return nano
