@@ -150,13 +150,13 @@ static int c_configure(lua_State *L) {
     lua_getfield(L, 1, "max_ws_frame");
     if (!lua_isnil(L, -1)) {
         lua_Number v = luaL_checknumber(L, -1);
-        luaL_argcheck(L, v >= 125, 1, "max_ws_frame out of range");
+        luaL_argcheck(L, v >= 125 && v <= 9e15, 1, "max_ws_frame out of range");
         c->max_ws_frame = (uint64_t)v;
     }
     lua_getfield(L, 1, "send_limit");
     if (!lua_isnil(L, -1)) {
         lua_Number v = luaL_checknumber(L, -1);
-        luaL_argcheck(L, v >= 1024, 1, "send_limit out of range");
+        luaL_argcheck(L, v >= 1024 && v <= 9e15, 1, "send_limit out of range");
         c->send_limit = (size_t)v;
     }
     lua_getfield(L, 1, "max_conns");
@@ -207,7 +207,12 @@ static int c_respond(lua_State *L) {
     nh_session_t *s = nh_lua_to_session(L, 1);
     nh_msg_t m = {0};
     m.type = NH_MSG_RESPONSE;
-    m.id = (uint64_t)luaL_checknumber(L, 2);
+    lua_Number id = luaL_checknumber(L, 2);
+    /* Ids arrive as doubles: one over 2^53 may have rounded up to 2^64, which no cast may take
+     * (undefined behaviour, found by fuzz_session). */
+    luaL_argcheck(L, id >= 0 && id < 18446744073709551616.0 && id == floor(id), 2,
+                  "message id out of range");
+    m.id = (uint64_t)id;
     m.payload = (const uint8_t *)luaL_checklstring(L, 3, &m.payload_len);
     if (lua_toboolean(L, 4)) m.flags = NH_MSG_FLAG_ERROR;
     if (!s) return push_send_result(L, UV_EPIPE);

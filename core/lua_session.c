@@ -65,7 +65,8 @@ static int s_uid(lua_State *L) {
 static int s_bind(lua_State *L) {
     lsession_t *u = check(L, 1);
     lua_Number uid = luaL_checknumber(L, 2);
-    if (uid <= 0 || uid != (lua_Number)(int64_t)uid) {
+    /* Range first: casting a double outside int64's range is undefined (found by fuzz_session). */
+    if (!(uid > 0 && uid <= 9007199254740992.0) || uid != (lua_Number)(int64_t)uid) {
         lua_pushnil(L);
         lua_pushliteral(L, "illegal uid: must be a positive integer");
         return 2;
