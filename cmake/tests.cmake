@@ -39,9 +39,26 @@ endif()
 
 file(GLOB NH_SPECS CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/spec/*_spec.lua")
 if(NH_SPECS)
-  add_test(NAME busted_spec COMMAND nano-host test ${CMAKE_SOURCE_DIR}/spec
+  # --no-recursive: spec/fixtures/ holds user-style projects with specs of their own (below)
+  add_test(NAME busted_spec COMMAND nano-host test --no-recursive ${CMAKE_SOURCE_DIR}/spec
     WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
   set_tests_properties(busted_spec PROPERTIES TIMEOUT 300)
+endif()
+
+# A user-style project (main.lua + a module + spec/) through `nano-host test`: its specs pass,
+# a wrong expectation (its wrong/ folder) fails the run, and plain `busted` runs the same specs
+# after `nano-host test --init`.
+set(NH_USERPROJECT "${CMAKE_SOURCE_DIR}/spec/fixtures/userproject")
+add_test(NAME userproject_specs_pass COMMAND nano-host test WORKING_DIRECTORY ${NH_USERPROJECT})
+add_test(NAME userproject_wrong_expectation_fails
+  COMMAND ${CMAKE_SOURCE_DIR}/spec/fixtures/userproject.sh fail $<TARGET_FILE:nano-host> ${NH_USERPROJECT})
+set_tests_properties(userproject_specs_pass userproject_wrong_expectation_fails PROPERTIES TIMEOUT 120)
+find_program(NH_BUSTED busted)
+if(NH_BUSTED)
+  add_test(NAME userproject_plain_busted
+    COMMAND ${CMAKE_SOURCE_DIR}/spec/fixtures/userproject.sh busted $<TARGET_FILE:nano-host>
+      ${NH_USERPROJECT} ${CMAKE_BINARY_DIR}/userproject-busted)
+  set_tests_properties(userproject_plain_busted PROPERTIES TIMEOUT 120)
 endif()
 
 file(GLOB NH_EXAMPLE_SPECS CONFIGURE_DEPENDS LIST_DIRECTORIES true "${CMAKE_SOURCE_DIR}/examples/*/spec")
