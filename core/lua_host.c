@@ -9,6 +9,7 @@
 #include "host.h"
 #include "log.h"
 #include "lua_binding.h"
+#include "lua_fs.h"
 
 static nh_host_t *host(lua_State *L) {
     nh_host_t *h = nh_host_from_lua(L);
@@ -529,6 +530,7 @@ static int open_core(lua_State *L) {
 
     lua_newtable(L);
     luaL_register(L, NULL, fns);
+    nh_lua_open_fs(L); /* watch, scandir: lua_fs.c */
     nh_lua_open_session(L);
     lua_setfield(L, -2, "session_methods");
     lua_pushstring(L, NH_VERSION);

@@ -233,8 +233,9 @@ function nano.register(comp, opts)
     error("register: name_func must be a function", 2)
   end
   local existing = S.by_name[name]
+  -- during a hot reload (reload.lua) registrations are staged, then swapped in all at once
+  if S.reload_register then return S.reload_register(existing, comp, opts, name) end
   if existing then
-    if S.reload_register then return S.reload_register(existing, comp, opts) end
     if existing.comp ~= comp then error("register: a component named '" .. name .. "' exists", 2) end
     existing.opts = opts
     build_handlers()
@@ -609,6 +610,9 @@ end
 require("nano.group").attach(nano)
 require("nano.timer").attach(nano)
 require("nano.pipeline").attach(nano)
+-- nano.reload / watch / unwatch / persist (reload.lua). Attached last: it wraps new_*timer,
+-- new_group, on_session_closed and the pipeline so a reload can replace what main.lua made.
+require("nano.reload").attach(nano)
 
 -- nano.test: back to the state of a fresh process, between specs. Closes every listener and
 -- session, stops every timer, drains the loop, empties S in place (other modules hold S) and
