@@ -36,7 +36,8 @@ static void raise_nofile(void) {
     }
 }
 
-/* Where lua/nano/ lives: $NANO_HOST_LUA, next to an installed binary, or the source tree. */
+/* Where lua/nano/ lives: $NANO_HOST_LUA, next to an installed binary, the source tree (a binary in
+ * its build tree must not pick up an older installed copy), or the configured install folder. */
 static const char *lua_dir(char *buf, size_t len) {
     const char *env = getenv("NANO_HOST_LUA");
     if (env && *env) return env;
@@ -55,6 +56,7 @@ static const char *lua_dir(char *buf, size_t len) {
             if (access(probe, R_OK) == 0) return buf;
         }
     }
+    if (access(NH_LUA_SOURCE_DIR "/nano/init.lua", R_OK) == 0) return NH_LUA_SOURCE_DIR;
     if (access(NH_LUA_INSTALL_DIR "/nano/init.lua", R_OK) == 0) return NH_LUA_INSTALL_DIR;
     return NH_LUA_SOURCE_DIR;
 }
