@@ -634,6 +634,7 @@ function nano._reset()
   for k, v in pairs(fresh_state()) do S[k] = v end
   cur_session, cur_type, cur_id, cur_answered = nil, nil, nil, false
   inbound = nil
+  nano._reset_pipeline() -- empties nano.pipeline's chains (and so unsets both pipeline hooks)
   core.configure(DEFAULT_CONFIG)
   install_hooks()
   core.restart()
