@@ -83,7 +83,7 @@ local function wait(self, what, done, timeout, level, closing)
     error(str_format("timed out after %s s waiting for %s", fmt_secs(timeout), what), level)
   elseif why == "closed" then
     error(str_format("connection closed (%s) while waiting for %s",
-      self.closed_reason or "closed", what), level)
+      self._why or "closed", what), level)
   end
   error(str_format("nano.client: waiting for %s would block inside a loop callback (a handler, "
     .. "timer or push callback); use the callback form", what), level)
@@ -101,7 +101,7 @@ end
 local function set_closed(self, reason)
   if self.state == "closed" then return end
   self.state = "closed"
-  self.closed_reason = self.closed_reason or reason or "closed by the client"
+  self._why = self._why or reason or "closed by the client"
   open_clients[self] = nil
   if self.hb_timer then
     self.hb_timer:stop()
@@ -110,19 +110,19 @@ local function set_closed(self, reason)
   local pending = self.pending
   self.pending = {}
   for _, p in pairs(pending) do
-    p.done, p.failed = true, "connection closed (" .. self.closed_reason .. ")"
+    p.done, p.failed = true, "connection closed (" .. self._why .. ")"
     if p.cb then call_safely("request callback", p.cb, nil, { code = "closed", msg = p.failed }) end
   end
   if self.on_ready then
     local cb = self.on_ready
     self.on_ready = nil
-    call_safely("open callback", cb, nil, self.closed_reason)
+    call_safely("open callback", cb, nil, self._why)
   end
-  for _, fn in ipairs(self.close_handlers) do call_safely("on_close callback", fn, self, self.closed_reason) end
+  for _, fn in ipairs(self.close_handlers) do call_safely("on_close callback", fn, self, self._why) end
 end
 
 local function fail(self, why)
-  self.closed_reason = self.closed_reason or why
+  self._why = self._why or why
   self.stream:close()
 end
 
@@ -308,7 +308,7 @@ function M.connect(host, port, opts)
   if ok then return self end
   local target = str_format("%s:%s", tostring(host), tostring(port))
   if why == "closed" then
-    why = self.closed_reason
+    why = self._why
   elseif why == "timeout" then
     why = str_format("no handshake within %s s (state: %s)", fmt_secs(self.timeout), self.state)
   else
@@ -337,7 +337,7 @@ end
 local function check_working(self, what, level)
   if self.state ~= "working" then
     error(str_format("%s: the client is %s%s", what, self.state == "closed" and "closed" or "not connected yet",
-      self.closed_reason and (" (" .. self.closed_reason .. ")") or ""), level + 1)
+      self._why and (" (" .. self._why .. ")") or ""), level + 1)
   end
 end
 
@@ -373,7 +373,7 @@ function Client:request(route, msg, timeout)
   end
   local p = send_request(self, route, msg)
   wait(self, "the response to '" .. route .. "'", function() return p.done end, timeout, 2)
-  if p.failed then error(p.failed, 2) end
+  if p.failed then error(str_format("%s while waiting for the response to '%s'", p.failed, route), 2) end
   if p.err then error(str_format("request '%s' failed: %s", route, error_text(p.err)), 2) end
   return p.resp
 end
@@ -385,7 +385,7 @@ function Client:try_request(route, msg, timeout)
   check_working(self, "request '" .. route .. "'", 2)
   local p = send_request(self, route, msg)
   wait(self, "the response to '" .. route .. "'", function() return p.done end, timeout, 2)
-  if p.failed then error(p.failed, 2) end
+  if p.failed then error(str_format("%s while waiting for the response to '%s'", p.failed, route), 2) end
   if p.err then return nil, p.err end
   return p.resp
 end
@@ -407,7 +407,7 @@ function Client:sync(timeout)
   check_working(self, "sync", 2)
   local p = send_request(self, M.SYNC_ROUTE, {})
   wait(self, "the server to answer sync", function() return p.done end, timeout, 2)
-  if p.failed then error(p.failed, 2) end
+  if p.failed then error(p.failed .. " while waiting for the server to answer sync", 2) end
   return true
 end
 
@@ -516,7 +516,7 @@ function Client:close(timeout)
       if cand:remote_addr() == self.local_address then s = cand end
     end
   end
-  self.closed_reason = self.closed_reason or "closed by the client"
+  self._why = self._why or "closed by the client"
   self.stream:close()
   if core.running() then return end
   wait(self, "the connection to close", function()
@@ -526,7 +526,7 @@ end
 
 --- c:is_closed() -> bool; c:closed_reason() -> why ("kicked by the server", ...), nil while open
 function Client:is_closed() return self.state == "closed" end
-function Client:closed_reason() return self.state == "closed" and self.closed_reason or nil end
+function Client:closed_reason() return self.state == "closed" and self._why or nil end
 function Client:was_kicked() return self.kicked == true end
 function Client:local_addr() return self.local_address end
 
@@ -539,7 +539,7 @@ function M.close_all(timeout)
   local list = {}
   for c in pairs(open_clients) do list[#list + 1] = c end
   for _, c in ipairs(list) do
-    c.closed_reason = c.closed_reason or "closed by the client"
+    c._why = c._why or "closed by the client"
     c.stream:close()
   end
   if core.running() then return end

@@ -56,18 +56,29 @@ end
 local baseline = {}
 for name in pairs(package.loaded) do baseline[name] = true end
 
--- Drops the modules whose file is under `dir` from package.loaded, so that the next require
--- loads them fresh: module-level game state (a members table) starts empty in every spec.
+local function under(file, dir)
+  return dir and file:sub(1, #dir + 1) == dir .. "/"
+end
+
+-- Drops the modules whose file is under one of `dirs` (the script's folder, the current one)
+-- from package.loaded, so that the next require loads them fresh: module-level game state (a
+-- members table) starts empty in every spec. nano's own modules stay.
 local function drop_project_modules(dirs)
+  local search = ""
+  for _, dir in ipairs(dirs) do search = search .. dir .. "/?.lua;" .. dir .. "/?/init.lua;" end
+  search = search .. package.path
+  local nano_dir = package.nano_lua_dir and absolute(package.nano_lua_dir)
   for name in pairs(package.loaded) do
     if not baseline[name] and type(name) == "string" then
-      local file = package.searchpath and package.searchpath(name, package.path)
+      local file = package.searchpath(name, search)
       if file then
         file = absolute(file)
-        for _, dir in ipairs(dirs) do
-          if file:sub(1, #dir + 1) == dir .. "/" then
-            package.loaded[name] = nil
-            break
+        if not under(file, nano_dir) then
+          for _, dir in ipairs(dirs) do
+            if under(file, dir) then
+              package.loaded[name] = nil
+              break
+            end
           end
         end
       end
@@ -99,8 +110,11 @@ local function load_script(path, dir, args)
   local S = nano._state
   local why
   local capture = function(level, msg)
-    if level == "error" then why = why and (why .. "\n" .. msg) or msg end
-    core.log(core[level:upper()] or core.INFO, msg)
+    if level == "error" then -- goes into nt.start's error instead
+      why = why and (why .. "\n" .. msg) or msg
+    else
+      core.log(core[level:upper()] or core.INFO, msg)
+    end
   end
   S.logger = capture
   local ok = nano._load_main(path, dir, args)
