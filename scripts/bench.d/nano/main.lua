@@ -1,0 +1,54 @@
+-- The nano-host side of scripts/bench: the same four routes as the floor (scripts/bench.d/floor.c)
+-- and the pomelo peer, written the way a game developer would, with a Lua handler and JSON.
+local nano = require "nano"
+
+local Bench = {}
+
+-- ping-pong: the request's payload is the response
+function Bench:ping(s, msg) return msg end
+
+-- notify + push: the notify's payload comes back as a push
+function Bench:note(s, msg) s:push("onNote", msg) end
+
+-- broadcast: one group; a request to Bench.bcast pushes its payload to every member
+local group
+if nano.new_group then
+  group = nano.new_group("bench")
+else
+  -- before nano.new_group (issue 3) landed: the core primitive it is built on
+  local core = require "nano.core"
+  local list, index = {}, {}
+  group = {
+    add = function(_, s)
+      if index[s] then return end
+      list[#list + 1] = s
+      index[s] = #list
+    end,
+    leave = function(_, s)
+      local i = index[s]
+      if not i then return end
+      local last = list[#list]
+      list[i], index[last] = last, i
+      list[#list], index[s] = nil, nil
+    end,
+    broadcast = function(_, route, v)
+      return core.push_many(list, route, nano.serializer().marshal(v))
+    end,
+  }
+  nano.on_session_closed(function(s) group:leave(s) end)
+end
+
+function Bench:join(s, msg)
+  group:add(s)
+  return {}
+end
+
+function Bench:bcast(s, msg)
+  group:broadcast("onBcast", msg)
+  return {}
+end
+
+nano.set_heartbeat_interval(tonumber(os.getenv("NH_BENCH_HEARTBEAT")) or 10)
+nano.register(Bench, { name = "Bench" })
+nano.listen("127.0.0.1:0")
+nano.listen("127.0.0.1:0", { websocket = true, path = "/nano" })

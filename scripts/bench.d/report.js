@@ -1,0 +1,147 @@
+'use strict';
+// Turns scripts/bench's raw results (one "label result k=v ..." line per load generator run) into
+// the markdown that goes into docs/benchmarks.md: figures as ratios beside their targets.
+//   node report.js results.txt <json of run facts>
+const fs = require('node:fs');
+
+const [, , resultsPath, factsJson] = process.argv;
+const facts = JSON.parse(factsJson);
+const runs = [];
+let reloadMs = null;
+for (const line of fs.readFileSync(resultsPath, 'utf8').split('\n')) {
+  if (!line.trim()) continue;
+  if (line.startsWith('reload_ms ')) {
+    reloadMs = line.split(' ')[1];
+    continue;
+  }
+  const [label, , ...kv] = line.split(' ');
+  const r = { label };
+  for (const p of kv) {
+    const i = p.indexOf('=');
+    if (i > 0) r[p.slice(0, i)] = Number.isNaN(Number(p.slice(i + 1))) ? p.slice(i + 1) : Number(p.slice(i + 1));
+  }
+  const [kind, server, transport, round] = label.split('/');
+  Object.assign(r, { kind, server, transport, round });
+  runs.push(r);
+}
+
+const ok = (r) => r && !r.failed && r.count > 0;
+const cpuPer = (r) => (ok(r) && r.srv_cpu > 0 ? (r.srv_cpu * 1e6) / r.count : null); // us/op
+const fmt = (v, d = 0) => (v == null || !Number.isFinite(v) ? '—' : v.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
+const ratio = (a, b) => (a != null && b != null && b > 0 ? a / b : null);
+const mark = (v, target, higherIsBetter = true) => {
+  if (v == null) return '—';
+  const met = higherIsBetter ? v >= target : v <= target;
+  return met ? 'met' : '**not met**';
+};
+
+// best round per server/transport: the highest rate (least disturbed by other work)
+function best(kind, server, transport) {
+  const c = runs.filter((r) => r.kind === kind && r.server === server && r.transport === transport && ok(r));
+  if (!c.length) return null;
+  const b = c.reduce((a, r) => (r.rate > a.rate ? r : a));
+  const cpus = c.map(cpuPer).filter((v) => v != null);
+  return { ...b, cpu_us: cpus.length ? Math.min(...cpus) : null, rounds: c.length };
+}
+
+const out = [];
+const p = (s = '') => out.push(s);
+const servers = ['floor', 'nano', 'pomelo'].filter((s) => runs.some((r) => r.server === s));
+const names = { floor: 'floor (bare epoll, C, no Lua/JSON)', nano: 'nano-host (Lua handler, JSON)', pomelo: `pomelo ${facts.pomelo || ''} (hybridconnector)` };
+
+p(`## Results (written by \`scripts/bench${facts.quick ? ' --quick' : ''}\`)`);
+p();
+p(`- Run: ${facts.date}, commit ${facts.commit}; ${facts.rounds} round(s) of ${facts.secs} s per ping-pong figure after warm-up, servers alternating.`);
+p(`- Machine: ${facts.machine}; Node ${facts.node}; load average before the run: ${facts.load}.`);
+p(`- Pinning: every server on CPU ${facts.srv_cpu} (taskset; pomelo's master and connector too), the load generator on CPU ${facts.lg_cpu}.`);
+p('- "server CPU/op": the server process\'s own CPU time (user + system, /proc/PID/stat) over the measured window divided by the operations completed. On a shared 2-core machine this is the steadiest figure: the rate can be capped by the load generator or by other work on the machine, the CPU spent per request much less so. "CPU ratio" = floor\'s CPU/op ÷ this server\'s: the share of the floor\'s throughput it would reach were it the bottleneck.');
+p();
+
+p('### 1–2. Ping-pong, 1,000 connections (closed loop, one request in flight per connection)');
+p();
+p('| server | transport | responses/s | p50 ms | p99 ms | max ms | server CPU/op µs | load gen CPU/op µs | errors |');
+p('|---|---|---|---|---|---|---|---|---|');
+for (const tr of ['tcp', 'ws']) {
+  for (const s of servers) {
+    const b = best('pp', s, tr);
+    if (!b) {
+      p(`| ${names[s]} | ${tr} | failed | | | | | | |`);
+      continue;
+    }
+    p(`| ${names[s]} | ${tr.toUpperCase()} | ${fmt(b.rate)} | ${fmt(b.p50_us / 1000, 1)} | ${fmt(b.p99_us / 1000, 1)} | ${fmt(b.max_us / 1000, 1)} | ${fmt(b.cpu_us, 1)} | ${fmt((b.lg_cpu * 1e6) / b.count, 1)} | ${b.errors + b.closed + b.unanswered} |`);
+  }
+}
+p();
+p('| figure | TCP | WS | target |');
+p('|---|---|---|---|');
+const pp = {};
+for (const s of servers) for (const tr of ['tcp', 'ws']) pp[`${s}/${tr}`] = best('pp', s, tr);
+const g = (s, tr) => pp[`${s}/${tr}`] || {};
+const row = (label, f, target, tgt, higher = true) => {
+  const vt = f('tcp'), vw = f('ws');
+  const tt = typeof tgt === 'function' ? tgt('tcp') : tgt, tw = typeof tgt === 'function' ? tgt('ws') : tgt;
+  p(`| ${label} | ${fmt(vt, 2)} (${mark(vt, tt, higher)}) | ${fmt(vw, 2)} (${mark(vw, tw, higher)}) | ${target} |`);
+};
+row('nano-host ÷ floor, responses/s', (tr) => ratio(g('nano', tr).rate, g('floor', tr).rate), '≥ 0.75 TCP, ≥ 0.65 WS', (tr) => (tr === 'tcp' ? 0.75 : 0.65));
+row('nano-host ÷ floor, CPU ratio', (tr) => ratio(g('floor', tr).cpu_us, g('nano', tr).cpu_us), '≥ 0.75 TCP, ≥ 0.65 WS', (tr) => (tr === 'tcp' ? 0.75 : 0.65));
+row('nano-host p99 ÷ floor p99', (tr) => ratio(g('nano', tr).p99_us, g('floor', tr).p99_us), '≤ 2', 2, false);
+if (servers.includes('pomelo')) {
+  row('nano-host ÷ pomelo, responses/s', (tr) => ratio(g('nano', tr).rate, g('pomelo', tr).rate), '≥ 2', 2);
+  row('nano-host ÷ pomelo, CPU ratio', (tr) => ratio(g('pomelo', tr).cpu_us, g('nano', tr).cpu_us), '≥ 2', 2);
+  row('pomelo ÷ floor, responses/s', (tr) => ratio(g('pomelo', tr).rate, g('floor', tr).rate), '(reference)', 0);
+}
+p();
+
+p('### 3. Memory per idle handshaken connection, 10,000 connections');
+p();
+p('RSS of the server process after every connection has handshaken and the server has had 2 s to settle, minus its RSS before the first connect, divided by the connections. Heartbeats run (10 s) and are answered one interval late.');
+p();
+p('| server | TCP KiB/conn | WS KiB/conn | target |');
+p('|---|---|---|---|');
+const idle = (s, tr) => {
+  const r = runs.find((x) => x.kind === 'idle' && x.server === s && x.transport === tr);
+  if (!r || r.failed || !(r.up > 0) || !(r.rss_up_kb > 0)) return { v: null, r };
+  return { v: (r.rss_up_kb - r.rss0_kb) / r.up, r };
+};
+for (const s of servers) {
+  const t = idle(s, 'tcp'), w = idle(s, 'ws');
+  const up = (x) => (x.r && x.r.up !== x.r.conns ? ` (${x.r.up} up)` : '');
+  const tgt = s === 'nano' ? `≤ 4: TCP ${mark(t.v, 4, false)}, WS ${mark(w.v, 4, false)}` : '';
+  p(`| ${names[s]} | ${fmt(t.v, 2)}${up(t)} | ${fmt(w.v, 2)}${up(w)} | ${tgt} |`);
+}
+p();
+
+p('### 4. Broadcast: one group of 5,000 members (TCP)');
+p();
+p('Connection 0 asks for broadcasts (a request per broadcast) with 4 in flight; a broadcast is complete when all 5,000 members have it; every member checks the sequence.');
+p();
+p('| server | pushes delivered/s | broadcasts/s | server CPU/push µs | ÷ floor | errors |');
+p('|---|---|---|---|---|---|');
+const bf = best('bcast', 'floor', 'tcp');
+for (const s of servers) {
+  const b = best('bcast', s, 'tcp');
+  if (!b) {
+    p(`| ${names[s]} | failed | | | | |`);
+    continue;
+  }
+  p(`| ${names[s]} | ${fmt(b.rate)} | ${fmt(b.bcasts / b.secs, 1)} | ${fmt(b.cpu_us, 2)} | ${fmt(ratio(b.rate, bf && bf.rate), 2)} | ${b.errors + b.closed} |`);
+}
+p();
+
+p('### 5. Hot reload with 10,000 sessions under load');
+p();
+if (facts.reload_note) {
+  p(facts.reload_note + '.');
+} else {
+  const r = runs.find((x) => x.kind === 'reload');
+  if (!r || r.failed) p('The run failed; see the bench log.');
+  else {
+    p('SIGHUP half-way through a ping-pong run over 10,000 TCP connections.');
+    p();
+    p('| reload time (server log) | responses/s over the run | p99 ms | max ms | requests lost (unanswered + error responses + closed) |');
+    p('|---|---|---|---|---|');
+    p(`| ${reloadMs && reloadMs !== 'none' ? reloadMs + ' ms' : 'no "reloaded in" line'} | ${fmt(r.rate)} | ${fmt(r.p99_us / 1000, 1)} | ${fmt(r.max_us / 1000, 1)} | ${r.unanswered + r.errors + r.closed} |`);
+  }
+}
+p();
+process.stdout.write(out.join('\n') + '\n');
