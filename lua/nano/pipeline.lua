@@ -95,8 +95,8 @@ function M.attach(nano)
   -- The dispatcher's hook: fn(session, mtype, id, route, payload) -> payload | nil, err
   local function hook_for(chain)
     return function(s, mtype, id, route, payload, is_error)
-      local msg = { type = TYPES[mtype], id = id, route = route, data = payload,
-                    error = is_error or nil }
+      local msg = { type = TYPES[mtype], route = route, data = payload, error = is_error or nil,
+                    id = (mtype == 0 or mtype == 2) and id or nil } -- notifies and pushes have none
       local ok, err = chain:process(s, msg)
       if not ok then return nil, err end
       return msg.data
