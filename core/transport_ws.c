@@ -265,7 +265,10 @@ static int check_origin(nh_conn_t *c, const char *origin) {
 static int upgrade(nh_conn_t *c, uint8_t *rest, size_t rest_len) {
     ws_state_t *w = c->tstate;
     nh_http_req_t *req = w->req;
-    if (req->method == HTTP_GET && serve_static(c, req->path)) return 0;
+    /* The WebSocket path is never a file, even under a static prefix such as "/". */
+    if (req->method == HTTP_GET && strcmp(req->path, c->listener->path) != 0 &&
+        serve_static(c, req->path))
+        return 0;
     if (strcmp(req->path, c->listener->path) != 0) {
         http_error(c, 404, "Not Found");
         return 0;

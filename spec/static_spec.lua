@@ -1,0 +1,75 @@
+-- The static files option of nano.listen, over raw HTTP on the real listener: a folder served at
+-- the root must not hide the WebSocket path, and nothing outside the folder is reachable.
+local nt = require "nano.test"
+local tcp = require "nano.tcp"
+
+local FIXTURE = "spec/fixtures/static/main.lua"
+local UPGRADE = "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+  .. "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+
+describe("static files served at /", function()
+  local server, port
+  before_each(function()
+    server = nt.start(FIXTURE)
+    for _, l in ipairs(server:listeners()) do
+      if l.websocket then port = tonumber(l.bound:match(":(%d+)$")) end
+    end
+  end)
+  after_each(function() server:stop() end)
+
+  -- Sends one raw request; returns the status code, the head and the body once the server has
+  -- answered (closed the connection, or switched protocols).
+  local function http(path, extra_headers)
+    local got, done = {}, false
+    local s = tcp.connect("127.0.0.1", port, function(st, event, arg)
+      if event == "connect" then
+        assert(st:write("GET " .. path .. " HTTP/1.1\r\nHost: 127.0.0.1\r\n" .. (extra_headers or "") .. "\r\n"))
+      elseif event == "data" then
+        got[#got + 1] = arg
+      elseif event == "close" then
+        done = true
+      end
+    end)
+    server:wait_until(function()
+      local text = table.concat(got)
+      return done or text:match("^HTTP/1.1 101 ") and text:find("\r\n\r\n", 1, true)
+    end, nil, "the answer to GET " .. path)
+    s:close()
+    server:wait_until(function() return s:state() == "closed" end, nil, "the stream to close")
+    local text = table.concat(got)
+    local head, body = text:match("^(.-\r\n)\r\n(.*)$")
+    return tonumber(text:match("^HTTP/1.1 (%d+)")), head, body
+  end
+
+  it("serves index.html at /", function()
+    local status, head, body = http("/")
+    assert.equal(200, status)
+    assert.truthy(head:find("Content-Type: text/html; charset=utf-8", 1, true))
+    assert.truthy(body:find("served from public/", 1, true))
+  end)
+
+  it("serves other files with their content type", function()
+    local status, head, body = http("/style.css")
+    assert.equal(200, status)
+    assert.truthy(head:find("Content-Type: text/css; charset=utf-8", 1, true))
+    assert.equal("body { color: #123; }\n", body)
+  end)
+
+  it("still upgrades the WebSocket path", function()
+    local status, head = http("/nano", UPGRADE)
+    assert.equal(101, status, head)
+    assert.truthy(head:find("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", 1, true))
+  end)
+
+  it("answers a plain GET on the WebSocket path as a bad upgrade, not as a missing file", function()
+    assert.equal(400, (http("/nano")))
+  end)
+
+  it("keeps everything outside the folder out of reach", function()
+    for _, path in ipairs({ "/../main.lua", "/%2e%2e/main.lua", "/..%2fmain.lua", "/public/../main.lua" }) do
+      local status, _, body = http(path)
+      assert.equal(404, status, path)
+      assert.is_nil(body:find("nano.listen", 1, true), path)
+    end
+  end)
+end)
