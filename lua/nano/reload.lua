@@ -174,7 +174,7 @@ function M.attach(nano)
     local chain = nano.pipeline and nano.pipeline.inbound
     local Chain = chain and raw_getmt(chain)
     if Chain and Chain.remove then
-      local function staged(self, fn) record(function() self:remove(fn) end, true) end
+      local function staged(_, chain_, fn) record(function() chain_:remove(fn) end, true) end
       wrap(Chain, "push_back", recording(staged))
       wrap(Chain, "push_front", recording(staged))
       -- clear() in a load that then fails: the stages come back (only on failure).
@@ -257,6 +257,8 @@ function M.attach(nano)
   -- ---------------------------------------------------------------------------------------------
   -- reload
 
+  -- A module of the game: its file is in the script's folder (nano's own modules never are
+  -- reloaded, even when the script's folder holds them).
   local function script_module_test()
     local dir = S.script_dir
     local prefix = dir and (dir:sub(-1) == "/" and dir or dir .. "/")
@@ -320,13 +322,6 @@ function M.attach(nano)
       if S.dict[route] ~= code then
         return nil, str_format("the dictionary changes route '%s' (code %d -> %s) while sessions are connected",
                                route, code, tostring(S.dict[route]))
-      end
-    end
-    for code, route in pairs(S.route_of or {}) do
-      local was = old.route_of and old.route_of[code]
-      if was and was ~= route then
-        return nil, str_format("the dictionary gives code %d to '%s' (was '%s') while sessions are connected",
-                               code, route, was)
       end
     end
     return true
@@ -527,17 +522,18 @@ function M.attach(nano)
   -- --watch: fs events on the script's folder and its subfolders that hold .lua files
 
   local MAX_DEPTH, MAX_DIRS = 8, 256
-  local W = { watchers = {}, timer = nil, lua_changed = false, rescan = false, debounce = 0.15 }
+  local W = { watchers = {}, timer = nil, lua_changed = false, debounce = 0.15 }
 
   local function skip_dir(name) return name:sub(1, 1) == "." or name == "node_modules" end
   local function lua_file(name) return name:sub(1, 1) ~= "." and name:sub(-4) == ".lua" end
 
   -- Folders to watch: the script's, and every folder below it with a .lua file in it or below it
-  -- (a new file there is a new module).
+  -- (a new file there is a new module), and empty ones (made to hold modules: a file written
+  -- there right after the folder was made is seen).
   local function lua_dirs(dir, depth, out)
     local entries = core.scandir(dir)
     if not entries then return false end
-    local any = false
+    local any = next(entries) == nil
     for name, kind in pairs(entries) do
       if kind == "file" and lua_file(name) then
         any = true
@@ -571,12 +567,10 @@ function M.attach(nano)
     end
   end
 
+  -- A few directory reads per save: the folders may have changed with the files.
   local function fire()
     W.timer = nil
-    if W.rescan then
-      W.rescan = false
-      sync_watchers()
-    end
+    sync_watchers()
     if W.lua_changed then
       W.lua_changed = false
       nano.reload()
@@ -588,11 +582,7 @@ function M.attach(nano)
       log.warn("watch: %s", tostring(msg))
       return
     end
-    if name == nil or lua_file(name) then
-      W.lua_changed = true
-    end
-    if name == nil or not lua_file(name) then W.rescan = true end
-    if not W.lua_changed and not W.rescan then return end
+    if name == nil or lua_file(name) then W.lua_changed = true end
     -- Debounce: an editor's save is several events; reload once they have stopped.
     if W.timer then W.timer:stop() end
     W.timer = core.timer(W.debounce, 0, fire)
@@ -628,7 +618,7 @@ function M.attach(nano)
       W.timer:stop()
       W.timer = nil
     end
-    W.lua_changed, W.rescan = false, false
+    W.lua_changed = false
   end
 
   -- Watchers do not keep the loop alive; close them before the host stops for good.
