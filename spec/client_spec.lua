@@ -6,6 +6,14 @@ local nano = require "nano"
 
 local FIXTURE = "spec/fixtures/testing/main.lua"
 
+-- This process's nano-host binary, to run scripts in other processes.
+local function self_exe()
+  local ffi = require "ffi"
+  pcall(ffi.cdef, "long readlink(const char *path, char *buf, size_t size);")
+  local buf = ffi.new("char[4096]")
+  return ffi.string(buf, ffi.C.readlink("/proc/self/exe", buf, 4095))
+end
+
 describe("nano.client", function()
   local server
   before_each(function() server = nt.start(FIXTURE) end)
@@ -152,13 +160,24 @@ describe("nano.client", function()
       assert.matches("called from inside the loop", err, 1, true)
     end)
 
+    it("runs a bot script whose clients close when nano-host is told to stop", function()
+      local p = io.popen("sh -c 'timeout 10 \"$0\" spec/fixtures/testing/bot.lua \"$1\" 2>&1; "
+        .. "echo exit=$?' '" .. self_exe() .. "' " .. server.port)
+      local pid = assert(tonumber(p:read("*l"):match("^pid (%d+)")))
+      local state = require "state"
+      local ok, err = pcall(server.wait_until, server, function() return state.calls >= 3 end)
+      os.execute("kill -INT " .. pid)
+      local out = p:read("*a")
+      p:close()
+      assert(ok, err)
+      assert.matches("calls 1\ncalls 2\ncalls 3\n", out, 1, true)
+      assert.matches("closed: closed by the client", out, 1, true)
+      assert.matches("exit=0", out, 1, true)
+    end)
+
     it("talks to a nano-host in another process", function()
-      -- nano-host is this process's binary; the server is the end-to-end tests' fixture.
-      local ffi = require "ffi"
-      pcall(ffi.cdef, "long readlink(const char *path, char *buf, size_t size);")
-      local buf = ffi.new("char[4096]")
-      local exe = ffi.string(buf, ffi.C.readlink("/proc/self/exe", buf, 4095))
-      local p = io.popen("exec sh -c 'echo $$; exec \"$0\" \"$1\" 2>&1' '" .. exe
+      -- the server is the end-to-end tests' fixture
+      local p = io.popen("exec sh -c 'echo $$; exec \"$0\" \"$1\" 2>&1' '" .. self_exe()
         .. "' spec/e2e/fixtures/basic.lua")
       local pid = assert(tonumber(p:read("*l")))
       local port

@@ -200,7 +200,7 @@ describe("nano.test", function()
       ok, err = pcall(server.wait_until, server, function() return false end, 0.2, "godot")
       assert.matches("timed out after 0.2 s waiting for godot", err, 1, true)
       local took = core.hrtime() - t0
-      assert.is_true(took >= 0.6 and took < 1.5, "three waits of 0.2 s took " .. took .. " s")
+      assert.is_true(took >= 0.6 and took < 3, "three waits of 0.2 s took " .. took .. " s")
     end)
 
     it("points the error at the spec's line", function()

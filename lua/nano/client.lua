@@ -547,6 +547,17 @@ function M.close_all(timeout)
   while tcp.count() > 0 and core.hrtime() < deadline do core.run("nowait") end
 end
 
+-- A script's clients end with the host: nano.shutdown (SIGINT, SIGTERM) closes them too, or a
+-- bot's open connections would keep nano-host running after it was asked to stop.
+do
+  local nano = require "nano"
+  local shutdown = nano.shutdown
+  nano.shutdown = function(...)
+    shutdown(...)
+    M.close_all()
+  end
+end
+
 --- client.count() -> clients not yet closed
 function M.count()
   local n = 0

@@ -63,16 +63,27 @@ end
 -- Drops the modules whose file is under one of `dirs` (the script's folder, the current one)
 -- from package.loaded, so that the next require loads them fresh: module-level game state (a
 -- members table) starts empty in every spec. nano's own modules stay.
+local located = {} -- search path -> module name -> absolute file (found files don't move)
+
 local function drop_project_modules(dirs)
   local search = ""
   for _, dir in ipairs(dirs) do search = search .. dir .. "/?.lua;" .. dir .. "/?/init.lua;" end
   search = search .. package.path
+  local cache = located[search]
+  if not cache then
+    cache = {}
+    located[search] = cache
+  end
   local nano_dir = package.nano_lua_dir and absolute(package.nano_lua_dir)
   for name in pairs(package.loaded) do
     if not baseline[name] and type(name) == "string" then
-      local file = package.searchpath(name, search)
+      local file = cache[name]
+      if not file then -- not found is not cached: the file may appear (a spec writing a project)
+        file = package.searchpath(name, search)
+        file = file and absolute(file)
+        cache[name] = file
+      end
       if file then
-        file = absolute(file)
         if not under(file, nano_dir) then
           for _, dir in ipairs(dirs) do
             if under(file, dir) then
