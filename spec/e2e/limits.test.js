@@ -30,6 +30,10 @@ const BAD = [
   { name: 'data packet before the handshake ack', ack: false, bytes: () => pingRequest() },
   { name: 'data packet before any handshake', handshake: false, bytes: () => pingRequest() },
   { name: 'header declaring a 1 MiB body (body never sent)', bytes: () => Buffer.from([0x04, 0x10, 0x00, 0x00]) },
+  {
+    name: 'a 70,000-byte packet sent in full (over the 64 KiB limit)',
+    bytes: () => packet(PKG.DATA, Buffer.concat([Buffer.from([0x00, 0x01, 0x0a]), Buffer.from('Bench.ping'), Buffer.from(JSON.stringify({ s: 'x'.repeat(69980) }))])),
+  },
   { name: 'invalid packet type 9', bytes: () => Buffer.from([0x09, 0x00, 0x00, 0x00]) },
   { name: 'invalid packet type 0', bytes: () => Buffer.from([0x00, 0x00, 0x00, 0x00]) },
   { name: 'route length past the end of the message', bytes: () => packet(PKG.DATA, [0x00, 0x01, 0x0a, ...ascii('Be')]) },
@@ -95,6 +99,30 @@ ctx.test('ws: plain GET without Upgrade on the endpoint path is answered with HT
   await observersWork();
 });
 
+ctx.test('ws: a query string on the endpoint path and browser-style headers are accepted', async () => {
+  const c = await ctx.connect('ws', { path: `${wsAddr().path}?token=abc&v=1` });
+  await ctx.ping(c, 1);
+  await c.close();
+  // Firefox sends "Connection: keep-alive, Upgrade"; header names and values vary in case.
+  const { host, port, path } = wsAddr();
+  const conn = await RawConn.open(host, port);
+  try {
+    const key = wsKey();
+    conn.write(
+      `GET ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nUser-Agent: e2e\r\nupgrade: WebSocket\r\n` +
+        `CONNECTION: keep-alive, Upgrade\r\nsec-websocket-key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
+        `Origin: http://example.com\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n`,
+    );
+    const res = await conn.waitHttpHead(2000);
+    assert.equal(res.status, 101, res.head);
+    assert.equal(res.headers['sec-websocket-accept'], acceptFor(key));
+    assert.equal(res.headers['sec-websocket-extensions'], undefined, 'no extension was negotiated');
+  } finally {
+    conn.destroy();
+  }
+  await observersWork();
+});
+
 ctx.test('ws: upgrade response and binary frames carry the pomelo packets', async () => {
   const { host, port, path } = wsAddr();
   const { conn, res, key } = await rawUpgrade(host, port, path);
@@ -120,6 +148,30 @@ ctx.test('ws: upgrade response and binary frames carry the pomelo packets', asyn
     conn.write(encodeFrame(0x0, p2.subarray(5), { fin: true }));
     const r2 = await conn.waitFrame(2000);
     assert.equal(r2.payload.toString('hex'), '0400000404027b7d', 'response to id 2 (fragmented request)');
+  } finally {
+    conn.destroy();
+  }
+  await observersWork();
+});
+
+ctx.test('ws: upgrade and first frame in one write; then a frame dribbled one byte at a time', async () => {
+  const { host, port, path } = wsAddr();
+  const conn = await RawConn.open(host, port);
+  try {
+    const key = wsKey();
+    const hs = packet(PKG.HANDSHAKE, Buffer.from('{"sys":{"type":"js-websocket","version":"0.0.1"},"user":{}}'));
+    conn.write(Buffer.concat([Buffer.from(upgradeRequest(path, `${host}:${port}`, key)), encodeFrame(0x2, hs)]));
+    const res = await conn.waitHttpHead(2000);
+    assert.equal(res.status, 101, res.head);
+    const f = await conn.waitFrame(2000);
+    assert.equal(f.payload[0], PKG.HANDSHAKE, `handshake response expected, got ${hex(f.payload.subarray(0, 8))}`);
+    const frame = encodeFrame(0x2, Buffer.concat([packet(PKG.HANDSHAKE_ACK), pingRequest(7)]));
+    for (const b of frame) {
+      conn.write(Buffer.from([b]));
+      await new Promise((r) => setTimeout(r, 3));
+    }
+    const r = await conn.waitFrame(2000);
+    assert.equal(r.payload.toString('hex'), '0400000404077b7d', 'response to id 7');
   } finally {
     conn.destroy();
   }

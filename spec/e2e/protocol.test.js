@@ -6,7 +6,7 @@
 
 const assert = require('node:assert/strict');
 const { setup, TRANSPORTS, sleep } = require('./lib/harness');
-const { Client, packet, PKG, MSG, FLAG, Protocol } = require('./lib/client');
+const { Client, packet, encodeRequest, varint, readVarint, closeAll, PKG, MSG, FLAG, Protocol } = require('./lib/client');
 
 const { Message } = Protocol;
 const ctx = setup();
@@ -20,6 +20,13 @@ ctx.test('client codec matches the byte examples in PROTOCOL.md', () => {
   const creq = packet(PKG.DATA, Message.encode(1, MSG.REQUEST, 1, 1, Protocol.strencode('{"n":1}')));
   assert.deepEqual(creq, hexBytes('04 00 00 0B 01 01 00 01 7B 22 6E 22 3A 31 7D'));
   assert.deepEqual(packet(PKG.HANDSHAKE_ACK), hexBytes('02 00 00 00'));
+  // the client's own request encoder (ids of any size)
+  assert.deepEqual(packet(PKG.DATA, encodeRequest(1, 'Bench.ping', Buffer.from('{"n":1}'), false)), req);
+  assert.deepEqual(packet(PKG.DATA, encodeRequest(1, 1, Buffer.from('{"n":1}'), true)), creq);
+  assert.deepEqual(varint(300), hexBytes('AC 02'));
+  assert.deepEqual(varint(2 ** 32 - 1), hexBytes('FF FF FF FF 0F'));
+  assert.deepEqual(readVarint(hexBytes('04 AC 02'), 1), { value: 300, size: 2 });
+  assert.deepEqual(readVarint(varint('18446744073709551615'), 0), { value: 18446744073709551615n, size: 10 });
   const chunks = [];
   const sp = new (require('./lib/client').PacketSplitter)((p) => chunks.push(p));
   const stream = Buffer.concat([hexBytes('03 00 00 00 04 00 00 05 04 AC 02 7B 7D'), hexBytes('05 00 00 00')]);
@@ -81,6 +88,65 @@ for (const tr of TRANSPORTS) {
     await c.close();
   });
 
+  ctx.test(`${tr}: request ids are echoed exactly (1 to 5 varint bytes)`, async () => {
+    const c = await ctx.connect(tr);
+    for (const id of [127, 128, 300, 16383, 16384, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1]) {
+      const r = await c.request('Bench.ping', {}, { id });
+      assert.equal(r.id, id);
+      assert.deepEqual(r.raw, Buffer.concat([Buffer.from([0x04]), varint(id), Buffer.from('{}')]), `response bytes for id ${id}`);
+    }
+    await c.close();
+  });
+
+  ctx.test(`${tr}: ids above 2^53 are echoed exactly or refused (never a different id)`, async () => {
+    const c = await ctx.connect(tr);
+    for (const id of [2n ** 53n + 1n, 2n ** 63n - 1n]) {
+      const from = c.packets.length;
+      c.sendPacket(PKG.DATA, encodeRequest(id, 'Bench.ping', Buffer.from('{}'), false));
+      const got = await c.waitFor(
+        () => (c.closed ? null : c.packets.slice(from).find((p) => p.type === PKG.DATA)),
+        2000,
+        `a response to id ${id}`,
+      ).catch(() => undefined);
+      if (got === null) return; // refused: the connection was closed, which is acceptable
+      assert.ok(got, `id ${id}: no response and the connection is still open (request left hanging)`);
+      const echoed = readVarint(got.body, 1).value;
+      assert.equal(BigInt(echoed), id, `id ${id} (${varint(id).toString('hex')}) answered as id ${echoed}: ${got.raw.toString('hex')}`);
+    }
+    await c.close();
+  });
+
+  ctx.test(`${tr}: the nano cluster route form server.Component.handler is accepted`, async () => {
+    const c = await ctx.connect(tr);
+    const r = await c.request('game.Bench.ping', { cluster: true });
+    assert.equal(r.error, false, r.text);
+    assert.deepEqual(r.body, { cluster: true });
+    await c.close();
+  });
+
+  ctx.test(`${tr}: client heartbeats are not answered at once`, async () => {
+    const c = await ctx.connect(tr);
+    for (let i = 0; i < 20; i++) c.sendHeartbeat();
+    await sleep(300);
+    assert.equal(c.heartbeatsReceived.length, 0, 'the server bounced heartbeats back');
+    await ctx.ping(c, 1);
+    await c.close();
+  });
+
+  ctx.test(`${tr}: notifies to unknown or failing handlers get nothing back and keep the connection`, async () => {
+    const c = await ctx.connect(tr);
+    c.notify('Bench.nope', {});
+    c.notify('Nope.x', {});
+    c.notify('Bench.boom', {});
+    c.notify('Bench.deny', {});
+    c.notify('Bench.ping', { x: 1 });
+    await ctx.ping(c, 2);
+    await sleep(100);
+    assert.deepEqual(c.responses.map((r) => r.text), ['{"n":2}'], 'only the ping is answered');
+    assert.equal(c.pushes.length, 0);
+    await c.close();
+  });
+
   ctx.test(`${tr}: notify is answered by a compressed onNote push`, async () => {
     const c = await ctx.connect(tr);
     const sent = { a: 1, text: 'note ✓', list: [true, false] };
@@ -130,10 +196,11 @@ for (const tr of TRANSPORTS) {
       ['Nope.ping', {}, 404],
       ['Bench.boom', {}, 500],
       ['Bench.deny', {}, 403, 'not in room'],
+      [99, {}, 404], // a compressed route code that is not in the dictionary
     ];
     let n = 0;
     for (const [route, body, code, msg] of cases) {
-      const r = await c.request(route, body);
+      const r = await c.request(route, body, { compress: typeof route === 'number' });
       assert.equal(r.type, MSG.RESPONSE, route);
       assert.equal(r.error, true, `${route}: error flag (0x20) not set, flag 0x${r.flag.toString(16)}`);
       assert.equal(r.flag, 0x24, `${route}: flag`);
@@ -227,6 +294,16 @@ for (const tr of TRANSPORTS) {
     assert.deepEqual(after, [], 'nothing after the kick packet');
   });
 }
+
+ctx.test('100 clients on each transport at once', async () => {
+  const clients = await Promise.all(Array.from({ length: 200 }, (_, i) => ctx.connect(TRANSPORTS[i % 2])));
+  const res = await Promise.all(clients.map((c, i) => c.request('Bench.state', { set: `c${i}` })));
+  res.forEach((r, i) => assert.equal(r.body.k, `c${i}`));
+  assert.equal(new Set(res.map((r) => r.body.id)).size, 200, 'distinct session ids');
+  const again = await Promise.all(clients.map((c) => c.request('Bench.state', {})));
+  again.forEach((r, i) => assert.deepEqual(r.body, res[i].body));
+  await closeAll();
+});
 
 // Last: SIGTERM with clients on both transports connected → exit code 0, clients closed.
 ctx.test('SIGTERM with clients connected: exit code 0, clients disconnected', async () => {

@@ -24,6 +24,39 @@ const FLAG = { ROUTE_COMPRESSED: 0x01, GZIP: 0x10, ERROR: 0x20 };
 
 const DEFAULT_HANDSHAKE = { sys: { type: 'js-websocket', version: '0.0.1' }, user: {} };
 
+// pomelo-protocol 0.1.6 sizes and decodes ids with 32-bit shifts, so ids >= 2^31 come out wrong
+// (Message.encode allocates one id byte and truncates the route). Ids are therefore encoded and
+// decoded here, as BigInt varints; a Number is used while it is exact.
+function varint(id) {
+  let v = BigInt(id);
+  const out = [];
+  do {
+    let b = Number(v & 0x7fn);
+    v >>= 7n;
+    if (v) b |= 0x80;
+    out.push(b);
+  } while (v);
+  return Buffer.from(out);
+}
+
+function readVarint(buf, off) {
+  let v = 0n;
+  for (let i = 0; i < 10 && off + i < buf.length; i++) {
+    const b = buf[off + i];
+    v |= BigInt(b & 0x7f) << BigInt(7 * i);
+    if (!(b & 0x80)) return { value: v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v, size: i + 1 };
+  }
+  throw new Error(`bad varint id at ${off}: ${buf.subarray(off, off + 11).toString('hex')}`);
+}
+
+const idKey = (id) => BigInt(id).toString();
+
+// A request message: pomelo-protocol writes flag, route and payload; the id bytes are ours.
+function encodeRequest(id, route, payload, compress) {
+  const noId = Message.encode(0, MSG.NOTIFY, compress ? 1 : 0, route, payload);
+  return Buffer.concat([Buffer.from([noId[0] & ~0x0e]), varint(id), noId.subarray(1)]);
+}
+
 // Splits a byte stream into packets (4-byte header: type, 3-byte big-endian body length).
 // Bytes may arrive in any split; one chunk may hold many packets.
 class PacketSplitter {
@@ -258,7 +291,7 @@ class Client extends EventEmitter {
     const timeoutMs = opts.timeoutMs || this.opts.requestTimeoutMs;
     let msg;
     try {
-      msg = Message.encode(id, MSG.REQUEST, compress ? 1 : 0, this._routeArg(route, compress), Client.payload(obj));
+      msg = encodeRequest(id, this._routeArg(route, compress), Client.payload(obj), compress);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -269,13 +302,13 @@ class Client extends EventEmitter {
     }
     const p = new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.pending.delete(id);
-        this.timedOut.add(id);
+        this.pending.delete(idKey(id));
+        this.timedOut.add(idKey(id));
         const err = new Error(`no response to request ${id} (${route}) within ${timeoutMs} ms`);
         err.code = 'ETIMEDOUT';
         reject(err);
       }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer, route });
+      this.pending.set(idKey(id), { resolve, reject, timer, route });
     });
     this.sendPacket(PKG.DATA, msg);
     return p;
@@ -341,7 +374,7 @@ class Client extends EventEmitter {
     const msg = {
       type: m.type,
       flag,
-      id: m.id,
+      id: m.type === MSG.REQUEST || m.type === MSG.RESPONSE ? readVarint(body, 1).value : 0,
       route: m.route,
       routeCompressed: !!(flag & FLAG.ROUTE_COMPRESSED),
       routeCode: undefined,
@@ -358,9 +391,9 @@ class Client extends EventEmitter {
     }
     if (m.type === MSG.RESPONSE) {
       this.responses.push(msg);
-      const p = this.pending.get(m.id);
+      const p = this.pending.get(idKey(msg.id));
       if (p) {
-        this.pending.delete(m.id);
+        this.pending.delete(idKey(msg.id));
         clearTimeout(p.timer);
         p.resolve(msg);
       } else {
@@ -489,4 +522,4 @@ function packet(type, body) {
   return Buffer.from(Package.encode(type, body ? Buffer.from(body) : null));
 }
 
-module.exports = { connect, Client, PacketSplitter, closeAll, packet, PKG, MSG, FLAG, DEFAULT_HANDSHAKE, Protocol };
+module.exports = { connect, Client, PacketSplitter, closeAll, packet, varint, readVarint, encodeRequest, PKG, MSG, FLAG, DEFAULT_HANDSHAKE, Protocol };
