@@ -33,12 +33,16 @@ static int traceback(lua_State *L) {
     return 1;
 }
 
-int nh_host_call_lua(nh_host_t *h, int nargs, int nres, const char *what) {
+int nh_host_call_handler(nh_host_t *h, int nargs, int nres, const char *what, uint64_t session,
+                         const char *route, size_t route_len) {
     lua_State *L = h->L;
     int base = lua_gettop(L) - nargs; /* the function's index */
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
     lua_insert(L, base);
+    nh_watchdog_mark_t mark;
+    nh_watchdog_enter(h->watchdog, &mark, what, session, route, route_len);
     int r = lua_pcall(L, nargs, nres, base);
+    nh_watchdog_leave(h->watchdog, &mark);
     if (r != 0) {
         const char *err = lua_tostring(L, -1);
         nh_log(NH_LOG_ERROR, "%s: %s", what, err ? err : "(no message)");
@@ -49,13 +53,21 @@ int nh_host_call_lua(nh_host_t *h, int nargs, int nres, const char *what) {
     return 0;
 }
 
+int nh_host_call_lua(nh_host_t *h, int nargs, int nres, const char *what) {
+    return nh_host_call_handler(h, nargs, nres, what, 0, NULL, 0);
+}
+
 /* Flush what the previous callbacks queued: before the loop blocks (prepare) and after I/O
  * callbacks (check). One writev per connection per turn, however many messages it got. */
 static void on_prepare(uv_prepare_t *p) {
-    nh_conn_flush_all(p->data);
+    nh_host_t *h = p->data;
+    nh_conn_flush_all(h);
+    nh_watchdog_tick(h->watchdog); /* the loop turns */
 }
 static void on_check(uv_check_t *c) {
-    nh_conn_flush_all(c->data);
+    nh_host_t *h = c->data;
+    nh_conn_flush_all(h);
+    nh_watchdog_tick(h->watchdog);
 }
 
 static void on_sweep(nh_timer_t *t) {
@@ -73,6 +85,7 @@ static uint64_t sweep_period(const nh_host_t *h) {
 }
 
 void nh_host_config_changed(nh_host_t *h) {
+    nh_watchdog_configure(h->watchdog, &h->cfg.watchdog);
     uint64_t p = sweep_period(h);
     if (p != h->sweep_period || !nh_timer_active(&h->sweep)) {
         h->sweep_period = p;
@@ -92,6 +105,8 @@ int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
         .send_limit = 1024 * 1024,
         .max_conns = 100000,
         .debug = 0,
+        /* On by default: a stuck handler stalls every player; 5 s is long for a game. */
+        .watchdog = {.stall_ms = 5000, .abort = 1},
     };
     for (int i = 0; i < NH_HOOK_COUNT; i++)
         h->hooks[i] = LUA_NOREF;
@@ -116,6 +131,7 @@ int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
     lua_rawset(L, LUA_REGISTRYINDEX);
     lua_pushcfunction(L, traceback);
     h->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    h->watchdog = nh_watchdog_start(L, &h->cfg.watchdog); /* NULL: runs without (logged) */
     return 0;
 }
 
@@ -192,4 +208,6 @@ void nh_host_free(nh_host_t *h) {
     luaL_unref(h->L, LUA_REGISTRYINDEX, h->traceback_ref);
     for (int i = 0; i < NH_HOOK_COUNT; i++)
         luaL_unref(h->L, LUA_REGISTRYINDEX, h->hooks[i]);
+    nh_watchdog_stop(h->watchdog); /* before the caller closes the Lua state it watches */
+    h->watchdog = NULL;
 }

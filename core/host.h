@@ -16,6 +16,7 @@
 #include "buffer.h"
 #include "conn.h"
 #include "timer.h"
+#include "watchdog.h"
 
 typedef struct nh_config {
     uint64_t heartbeat_ms;         /* server heartbeat interval; timeout is twice this */
@@ -25,6 +26,7 @@ typedef struct nh_config {
     size_t send_limit;             /* bytes queued per connection before it is cut off */
     uint32_t max_conns;            /* connections beyond this are refused (closed at accept) */
     int debug;                     /* log every message; error text to clients */
+    nh_watchdog_config_t watchdog; /* stuck calls and the Lua memory limit (watchdog.h) */
 } nh_config_t;
 
 /* Lua functions the core calls (registry refs; LUA_NOREF when unset). See lua_host.c. */
@@ -65,6 +67,7 @@ struct nh_host {
     int stopping;
     int signals_on;
     uint64_t sweep_period;
+    nh_watchdog_t *watchdog; /* NULL if its thread could not start */
     uint8_t readbuf[NH_READ_BUF_SIZE];
 };
 
@@ -86,6 +89,10 @@ void nh_host_free(nh_host_t *h);
  * traceback; on error logs "<what>: <error>" and returns -1 (stack balanced), else 0 with nres
  * results on the stack. The one path by which the core calls Lua. */
 int nh_host_call_lua(nh_host_t *h, int nargs, int nres, const char *what);
+/* The same for a handler: the watchdog names the session and route (route_len bytes) if the
+ * call gets stuck. */
+int nh_host_call_handler(nh_host_t *h, int nargs, int nres, const char *what, uint64_t session,
+                         const char *route, size_t route_len);
 
 /* nh_host_t from the Lua state (stored in the registry at init). */
 nh_host_t *nh_host_from_lua(lua_State *L);

@@ -12,6 +12,7 @@
 #include "lua_fs.h"
 
 static nh_host_t *host(lua_State *L) {
+    nh_watchdog_check(L); /* a compiled loop calling nano.core is stopped here */
     nh_host_t *h = nh_host_from_lua(L);
     if (!h) luaL_error(L, "nano.core: no host in this Lua state");
     return h;
@@ -164,6 +165,23 @@ static int c_configure(lua_State *L) {
     if (!lua_isnil(L, -1)) c->max_conns = (uint32_t)luaL_checkinteger(L, -1);
     lua_getfield(L, 1, "debug");
     if (!lua_isnil(L, -1)) c->debug = lua_toboolean(L, -1);
+    /* watchdog.h: stall time (0 or false: off), abort, exit time (0: never), Lua heap cap */
+    lua_getfield(L, 1, "watchdog");
+    if (lua_isboolean(L, -1) && !lua_toboolean(L, -1))
+        c->watchdog.stall_ms = 0;
+    else if (!lua_isnil(L, -1))
+        c->watchdog.stall_ms = secs_to_ms(L, -1, 0);
+    lua_getfield(L, 1, "watchdog_abort");
+    if (!lua_isnil(L, -1)) c->watchdog.abort = lua_toboolean(L, -1);
+    lua_getfield(L, 1, "watchdog_exit");
+    if (!lua_isnil(L, -1)) c->watchdog.exit_ms = secs_to_ms(L, -1, 0);
+    lua_getfield(L, 1, "lua_memory_limit");
+    if (!lua_isnil(L, -1)) {
+        lua_Number v = luaL_checknumber(L, -1);
+        luaL_argcheck(L, v == 0 || (v >= 1048576 && v <= 9e15), 1,
+                      "lua_memory_limit: 0 or at least 1 MiB");
+        c->watchdog.memory_limit = (size_t)v;
+    }
     lua_settop(L, 1);
     nh_host_config_changed(h);
     return 0;
@@ -186,6 +204,14 @@ static int c_config(lua_State *L) {
     lua_setfield(L, -2, "max_conns");
     lua_pushboolean(L, c->debug);
     lua_setfield(L, -2, "debug");
+    lua_pushnumber(L, (lua_Number)c->watchdog.stall_ms / 1000.0);
+    lua_setfield(L, -2, "watchdog");
+    lua_pushboolean(L, c->watchdog.abort);
+    lua_setfield(L, -2, "watchdog_abort");
+    lua_pushnumber(L, (lua_Number)c->watchdog.exit_ms / 1000.0);
+    lua_setfield(L, -2, "watchdog_exit");
+    lua_pushnumber(L, (lua_Number)c->watchdog.memory_limit);
+    lua_setfield(L, -2, "lua_memory_limit");
     return 1;
 }
 
@@ -205,6 +231,7 @@ static int c_set_hook(lua_State *L) {
 
 /* respond(session, id, payload, is_error) -> true | nil, err */
 static int c_respond(lua_State *L) {
+    nh_watchdog_check(L);
     nh_session_t *s = nh_lua_to_session(L, 1);
     nh_msg_t m = {0};
     m.type = NH_MSG_RESPONSE;
@@ -233,6 +260,7 @@ static void route_arg(lua_State *L, int idx, nh_msg_t *m) {
 
 /* push(session, route_or_code, payload) -> true | nil, err */
 static int c_push(lua_State *L) {
+    nh_watchdog_check(L);
     nh_session_t *s = nh_lua_to_session(L, 1);
     nh_msg_t m = {0};
     m.type = NH_MSG_PUSH;
@@ -246,6 +274,7 @@ static int c_push(lua_State *L) {
  * The message is encoded once into one shared buffer that every member's queue references.
  * Sessions that are closed or over their send limit are skipped (and listed in failed). */
 static int c_push_many(lua_State *L) {
+    nh_watchdog_check(L);
     luaL_checktype(L, 1, LUA_TTABLE);
     nh_msg_t m = {0};
     m.type = NH_MSG_PUSH;
@@ -424,7 +453,10 @@ static int c_run(lua_State *L) {
     lua_pop(L, 1);
     if (nested) return luaL_error(L, "nano.core.run: called from inside the loop (a callback)");
     set_running(L, 1);
+    nh_watchdog_mark_t mark; /* waiting for events is not a stuck call */
+    nh_watchdog_loop_begin(h->watchdog, &mark);
     int alive = uv_run(h->loop, uv_modes[m]);
+    nh_watchdog_loop_end(h->watchdog, &mark);
     set_running(L, 0);
     nh_conn_flush_all(h);
     lua_pushboolean(L, alive);
@@ -444,6 +476,25 @@ static int c_restart(lua_State *L) {
     return 0;
 }
 
+/* Registry references in use (luaL_ref): integer keys minus luaL_ref's free list, which it keeps
+ * in the same table from key 0. Leak tests watch this return to its baseline. */
+static int count_registry_refs(lua_State *L) {
+    int keys = 0, free_slots = 0;
+    lua_pushnil(L);
+    while (lua_next(L, LUA_REGISTRYINDEX)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) >= 1) keys++;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, 0);
+    for (int ref = (int)lua_tointeger(L, -1); ref > 0 && free_slots <= keys; free_slots++) {
+        lua_pop(L, 1);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        ref = (int)lua_tointeger(L, -1);
+    }
+    lua_pop(L, 1);
+    return keys - free_slots;
+}
+
 static int c_stats(lua_State *L) {
     nh_host_t *h = host(L);
     lua_createtable(L, 0, 3);
@@ -458,6 +509,18 @@ static int c_stats(lua_State *L) {
     lua_setfield(L, -2, "listeners");
     lua_pushinteger(L, count_lua_timers(h));
     lua_setfield(L, -2, "timers");
+    lua_pushnumber(L, (lua_Number)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0));
+    lua_setfield(L, -2, "lua_memory");
+    lua_pushinteger(L, count_registry_refs(L));
+    lua_setfield(L, -2, "lua_refs");
+    nh_watchdog_stats_t ws;
+    nh_watchdog_get_stats(h->watchdog, &ws);
+    lua_pushnumber(L, (lua_Number)ws.stalls);
+    lua_setfield(L, -2, "watchdog_stalls");
+    lua_pushnumber(L, (lua_Number)ws.aborts);
+    lua_setfield(L, -2, "watchdog_aborts");
+    lua_pushnumber(L, (lua_Number)ws.memory_errors);
+    lua_setfield(L, -2, "lua_memory_errors");
     return 1;
 }
 

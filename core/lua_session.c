@@ -17,6 +17,7 @@ typedef struct lsession {
 } lsession_t;
 
 static lsession_t *check(lua_State *L, int idx) {
+    nh_watchdog_check(L); /* every session method: a compiled loop calling one is stopped here */
     return (lsession_t *)luaL_checkudata(L, idx, SESSION_MT);
 }
 

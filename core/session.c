@@ -193,8 +193,15 @@ static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
     lua_pushlstring(L, (const char *)m.payload, m.payload_len);
     lua_pushinteger(L, m.flags);
     /* The Lua dispatcher protects each handler itself and answers with an error response; this
-     * pcall only catches a failure of the dispatcher. */
-    nh_host_call_lua(h, 6, 0, "dispatch");
+     * pcall only catches a failure of the dispatcher. The route is for the watchdog's log. */
+    char code[8];
+    const char *route = m.route;
+    size_t route_len = m.route_len;
+    if (m.route_compressed) {
+        route_len = (size_t)snprintf(code, sizeof code, "#%u", m.route_code);
+        route = code;
+    }
+    nh_host_call_handler(h, 6, 0, "dispatch", s->id, route, route_len);
     return s->state == NH_SS_CLOSED ? 1 : 0;
 }
 

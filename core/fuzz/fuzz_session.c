@@ -12,6 +12,7 @@
  * the rest is what the client sends, delivered in reads of 1..~4 KiB with a loop turn between
  * reads, the way the loop would deliver them.
  *
+ * NH_FUZZ_LUA=dir takes nano's Lua side from dir instead of the source tree's lua/.
  * NH_FUZZ_LOG=debug|info|... sets the log level (default off: logging is slow and noisy; run
  * with NH_FUZZ_LOG=debug and libFuzzer's -close_fd_mask=2 to exercise the log formatting too).
  */
@@ -109,8 +110,10 @@ static void init_once(void) {
     luaL_openlibs(L);
     nh_lua_open(L);
     if (nh_host_init(&host, &loop, L) != 0) die("nh_host_init");
+    const char *lua_dir = getenv("NH_FUZZ_LUA"); /* e.g. lua/ of another checkout */
+    if (!lua_dir) lua_dir = NH_SOURCE_DIR "/lua";
     lua_getglobal(L, "package");
-    lua_pushstring(L, NH_SOURCE_DIR "/lua/?.lua;" NH_SOURCE_DIR "/lua/?/init.lua");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", lua_dir, lua_dir);
     lua_setfield(L, -2, "path");
     lua_pop(L, 1);
     if (luaL_loadbuffer(L, script, sizeof script - 1, "fuzz_session") != 0 ||

@@ -1,0 +1,349 @@
+#include "watchdog.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+
+#include "log.h"
+
+enum { WD_NONE, WD_STALL, WD_MEMORY };
+
+struct nh_watchdog {
+    lua_State *L;
+    pthread_t thread;
+    pthread_mutex_t mu; /* everything below; every lua_sethook call */
+    pthread_cond_t cond;
+    nh_watchdog_config_t cfg;
+    int stop;
+    uint64_t seq;  /* moves at every enter, leave and loop turn */
+    int depth;     /* Lua calls in progress since the loop (or the program) started */
+    int in_loop;   /* the running loop made these calls: they may be aborted */
+    char what[96]; /* the innermost call */
+    uint64_t session;
+    char route[256];
+    size_t route_len;
+    int pending; /* WD_STALL or WD_MEMORY: the hook is installed for this */
+    uint64_t pending_seq;
+    nh_watchdog_stats_t stats;
+    uint64_t last_gc_warn_ms;
+    uint64_t last_memory_request_ms;
+};
+
+static const char registry_key = 'w'; /* the hook finds its watchdog here */
+
+/* "Some watchdog wants an abort": a process-wide hint so that nh_watchdog_check costs one load.
+ * The decision itself (which call, is it still running) is made under the watchdog's mutex. */
+static atomic_int abort_hint;
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static size_t heap_bytes(lua_State *L) {
+    return (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024u + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+}
+
+/* "session 7 Room.spin" or "timer"; called with mu held. */
+static void describe(const nh_watchdog_t *w, char *out, size_t len) {
+    if (w->session && w->route_len)
+        snprintf(out, len, "session %llu %.*s", (unsigned long long)w->session, (int)w->route_len,
+                 w->route);
+    else if (w->session)
+        snprintf(out, len, "session %llu %s", (unsigned long long)w->session, w->what);
+    else
+        snprintf(out, len, "%s", w->what);
+}
+
+/* ---- the hook: runs on the loop thread, inside the Lua call ---- */
+
+static void guard_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_pushlightuserdata(L, (void *)&registry_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    nh_watchdog_t *w = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (!w) {
+        lua_sethook(L, NULL, 0, 0);
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    lua_sethook(L, NULL, 0, 0); /* one shot */
+    int reason = w->pending;
+    int current = w->pending_seq == w->seq;
+    int abortable = w->in_loop && w->depth > 0;
+    size_t limit = w->cfg.memory_limit;
+    char what[400];
+    describe(w, what, sizeof what);
+    w->pending = WD_NONE;
+    atomic_store_explicit(&abort_hint, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&w->mu);
+    if (!abortable) return; /* the call it was meant for returned already */
+    if (reason == WD_STALL && current) {
+        pthread_mutex_lock(&w->mu);
+        w->stats.aborts++;
+        pthread_mutex_unlock(&w->mu);
+        luaL_error(L, "aborted by the watchdog: %s ran longer than %.1f s (endless loop?)", what,
+                   (double)w->cfg.stall_ms / 1000.0);
+    }
+    if (reason == WD_MEMORY && limit) {
+        if (heap_bytes(L) <= limit) return;
+        lua_gc(L, LUA_GCCOLLECT, 0); /* garbage is not a reason to fail a call */
+        size_t used = heap_bytes(L);
+        if (used <= limit) return;
+        pthread_mutex_lock(&w->mu);
+        w->stats.memory_errors++;
+        pthread_mutex_unlock(&w->mu);
+        luaL_error(L, "Lua memory limit exceeded: %d KB in use, the limit is %d KB (%s)",
+                   (int)(used / 1024), (int)(limit / 1024), what);
+    }
+}
+
+/* Called with mu held. */
+static void request(nh_watchdog_t *w, int reason) {
+    w->pending = reason;
+    w->pending_seq = w->seq;
+    /* Count 1: at the very next instruction the interpreter runs. */
+    lua_sethook(w->L, guard_hook, LUA_MASKCOUNT, 1);
+    atomic_store_explicit(&abort_hint, 1, memory_order_relaxed);
+}
+
+void nh_watchdog_check(lua_State *L) {
+    if (atomic_load_explicit(&abort_hint, memory_order_relaxed)) guard_hook(L, NULL);
+}
+
+/* ---- the watchdog thread ---- */
+
+static uint64_t period(const nh_watchdog_config_t *c) {
+    uint64_t p = 0;
+    if (c->stall_ms) {
+        p = c->stall_ms / 8;
+        if (p < 10) p = 10;
+        if (p > 250) p = 250;
+    }
+    if (c->memory_limit && (!p || p > 10)) p = 10; /* the heap can grow fast */
+    return p;
+}
+
+static void *run(void *arg) {
+    nh_watchdog_t *w = arg;
+    pthread_mutex_lock(&w->mu);
+    uint64_t last_seq = w->seq, since = now_ms();
+    unsigned reported = 0;
+    while (!w->stop) {
+        uint64_t p = period(&w->cfg);
+        if (!p) {
+            pthread_cond_wait(&w->cond, &w->mu); /* nothing to watch until reconfigured */
+            since = now_ms();
+            continue;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += (time_t)(p / 1000);
+        until.tv_nsec += (long)(p % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        int r = pthread_cond_timedwait(&w->cond, &w->mu, &until);
+        if (w->stop) break;
+        if (r != 0 && r != ETIMEDOUT) continue;
+        uint64_t t = now_ms();
+        if (w->seq != last_seq) {
+            last_seq = w->seq;
+            since = t;
+            reported = 0;
+        }
+        if (w->depth == 0) continue; /* waiting for events, not stuck */
+        uint64_t stuck = t - since;
+        int can_abort = w->cfg.abort && w->in_loop;
+
+        /* Over the limit: the hook collects and fails the call only if that did not help. At most
+         * every 50 ms, so that live data near the limit cannot keep the loop in full collections.
+         */
+        if (w->cfg.memory_limit && w->in_loop && w->pending == WD_NONE &&
+            t - w->last_memory_request_ms >= 50 &&
+            heap_bytes(w->L) > w->cfg.memory_limit) { /* racy read of one counter: see the header */
+            w->last_memory_request_ms = t;
+            request(w, WD_MEMORY);
+        }
+
+        char msg[600] = "";
+        int level = NH_LOG_WARN, exiting = 0;
+        /* Reported at 1, 2, 4, 8, ... stall periods: a stuck call is news, not a log flood. */
+        if (w->cfg.stall_ms && reported < 32 && stuck >= w->cfg.stall_ms << reported) {
+            char what[400];
+            describe(w, what, sizeof what);
+            w->stats.stalls++;
+            if (can_abort && reported == 0) {
+                request(w, WD_STALL);
+                snprintf(msg, sizeof msg,
+                         "watchdog: %s has run for %.1f s without returning; aborting it", what,
+                         (double)stuck / 1000.0);
+            } else if (can_abort) {
+                level = NH_LOG_ERROR;
+                snprintf(msg, sizeof msg,
+                         "watchdog: %s has run for %.1f s and cannot be aborted: JIT-compiled code "
+                         "never runs the hook (see docs/hardening.md)",
+                         what, (double)stuck / 1000.0);
+            } else {
+                snprintf(msg, sizeof msg, "watchdog: %s has run for %.1f s without returning%s",
+                         what, (double)stuck / 1000.0,
+                         w->in_loop ? "" : " (before the loop runs: not aborted)");
+            }
+            reported++;
+        }
+        if (w->cfg.exit_ms && stuck >= w->cfg.exit_ms) exiting = 1;
+        pthread_mutex_unlock(&w->mu);
+        /* Log with the lock released: stderr may block, and the loop thread must not wait. */
+        if (msg[0]) nh_log(level, "%s", msg);
+        if (exiting) {
+            nh_log(NH_LOG_ERROR, "watchdog: a Lua call has been stuck for %.1f s: exiting (%d)",
+                   (double)stuck / 1000.0, NH_WATCHDOG_EXIT);
+            fflush(stderr);
+            _exit(NH_WATCHDOG_EXIT); /* the loop thread is stuck: nothing can shut down cleanly */
+        }
+        pthread_mutex_lock(&w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* ---- the loop thread's side ---- */
+
+nh_watchdog_t *nh_watchdog_start(lua_State *L, const nh_watchdog_config_t *cfg) {
+    nh_watchdog_t *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->L = L;
+    w->cfg = *cfg;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    lua_pushlightuserdata(L, (void *)&registry_key);
+    lua_pushlightuserdata(L, w);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    int r = pthread_create(&w->thread, NULL, run, w);
+    if (r != 0) {
+        nh_log(NH_LOG_ERROR, "watchdog: cannot start its thread: %s", strerror(r));
+        lua_pushlightuserdata(L, (void *)&registry_key);
+        lua_pushnil(L);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+        pthread_cond_destroy(&w->cond);
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void nh_watchdog_configure(nh_watchdog_t *w, const nh_watchdog_config_t *cfg) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->cfg = *cfg;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void nh_watchdog_stop(nh_watchdog_t *w) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    lua_State *L = w->L;
+    lua_sethook(L, NULL, 0, 0);
+    lua_pushlightuserdata(L, (void *)&registry_key);
+    lua_pushnil(L);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+void nh_watchdog_enter(nh_watchdog_t *w, nh_watchdog_mark_t *mark, const char *what,
+                       uint64_t session, const char *route, size_t route_len) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    mark->depth = w->depth;
+    memcpy(mark->what, w->what, sizeof mark->what);
+    snprintf(w->what, sizeof w->what, "%s", what ? what : "Lua");
+    w->session = session;
+    if (route_len > sizeof w->route) route_len = sizeof w->route;
+    if (route) memcpy(w->route, route, route_len);
+    w->route_len = route ? route_len : 0;
+    w->depth++;
+    w->seq++;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void nh_watchdog_leave(nh_watchdog_t *w, const nh_watchdog_mark_t *mark) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->depth = mark->depth;
+    memcpy(w->what, mark->what, sizeof w->what);
+    w->session = 0;
+    w->route_len = 0;
+    w->seq++;
+    size_t limit = w->cfg.memory_limit;
+    int outermost = w->depth == 0 && w->in_loop;
+    pthread_mutex_unlock(&w->mu);
+    if (!limit || !outermost) return;
+    /* After each call from the loop: garbage over the limit is collected now rather than when
+     * the collector gets round to it; live data over it is worth a warning. */
+    if (heap_bytes(w->L) <= limit) return;
+    lua_gc(w->L, LUA_GCCOLLECT, 0);
+    size_t used = heap_bytes(w->L);
+    uint64_t t = now_ms();
+    if (used > limit && t - w->last_gc_warn_ms >= 10000) {
+        w->last_gc_warn_ms = t;
+        nh_log(NH_LOG_WARN,
+               "Lua heap at %d KB after a full collection: live data is over lua_memory_limit "
+               "(%d KB), so every handler that allocates will fail",
+               (int)(used / 1024), (int)(limit / 1024));
+    }
+}
+
+void nh_watchdog_loop_begin(nh_watchdog_t *w, nh_watchdog_mark_t *mark) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    mark->depth = w->depth;
+    mark->in_loop = w->in_loop;
+    memcpy(mark->what, w->what, sizeof mark->what);
+    w->depth = 0;
+    w->in_loop = 1;
+    w->seq++;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void nh_watchdog_loop_end(nh_watchdog_t *w, const nh_watchdog_mark_t *mark) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->depth = mark->depth;
+    w->in_loop = mark->in_loop;
+    memcpy(w->what, mark->what, sizeof w->what);
+    w->seq++;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void nh_watchdog_tick(nh_watchdog_t *w) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->seq++;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void nh_watchdog_get_stats(nh_watchdog_t *w, nh_watchdog_stats_t *out) {
+    memset(out, 0, sizeof *out);
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    *out = w->stats;
+    pthread_mutex_unlock(&w->mu);
+}

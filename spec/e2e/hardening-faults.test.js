@@ -1,0 +1,136 @@
+'use strict';
+// Handler faults: an error, a deep recursion, endless loops (interpreted, through a C function,
+// JIT-compiled) and a handler that allocates without bound. Each fails only its own call: an
+// error response and a log line naming the session and route; the session and every other
+// client keep working, and the host exits cleanly at the end.
+// Run by hand: NANO_HOST=build/nano-host node spec/e2e/hardening-faults.test.js
+
+const assert = require('node:assert/strict');
+const { test } = require('node:test');
+const { setup, TRANSPORTS } = require('./lib/harness');
+const { startServer, fixture } = require('./lib/server');
+const { connect } = require('./lib/client');
+
+const WATCHDOG = 0.5; // seconds without returning before the watchdog acts
+const ctx = setup({
+  script: 'hardening.lua',
+  env: { NH_WATCHDOG: String(WATCHDOG), NH_LUA_MEMORY_LIMIT: String(64 << 20) },
+});
+const clients = {};
+let n = 0;
+
+// The server's log from `from` on, once it contains `re` (bounded wait).
+async function logMatch(srv, re, from, timeoutMs = 5000) {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const m = re.exec(srv.stderr.slice(from));
+    if (m) return m;
+    if (Date.now() > until) assert.fail(`no log line matching ${re} within ${timeoutMs} ms\n${srv.logTail()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function othersWork() {
+  for (const tr of TRANSPORTS) await ctx.ping(clients[tr], ++n, { timeoutMs: 3000 });
+}
+
+async function expectFailedCall(c, route, body, logRe, timeoutMs = 10000) {
+  const from = ctx.srv.stderr.length;
+  const r = await c.request(route, body, { timeoutMs });
+  assert.equal(r.error, true, `${route} must answer with an error response, got ${r.text}`);
+  assert.equal(r.body.code, 500, r.text);
+  const sid = (await c.request('Stats.get', {})).body; // the session still works
+  assert.ok(sid, 'the session answers after the failed call');
+  await logMatch(ctx.srv, logRe, from);
+  await ctx.ping(c, ++n);
+  await othersWork();
+  return r;
+}
+
+ctx.test('clients on both transports', async () => {
+  for (const tr of TRANSPORTS) clients[tr] = await ctx.connect(tr);
+  await othersWork();
+});
+
+for (const tr of TRANSPORTS) {
+  ctx.test(`${tr}: a handler error fails that call, logged with session and route`, async () => {
+    const c = await ctx.connect(tr);
+    await expectFailedCall(c, 'Fault.boom', {}, /session \d+ Fault\.boom: handler error: .*kaboom/);
+    await c.close();
+  });
+
+  ctx.test(`${tr}: a deep recursion fails that call (stack overflow)`, async () => {
+    const c = await ctx.connect(tr);
+    await expectFailedCall(c, 'Fault.recurse', {}, /session \d+ Fault\.recurse: handler error: .*stack overflow/);
+    await c.close();
+  });
+
+  ctx.test(`${tr}: an endless interpreted loop is aborted by the watchdog`, async () => {
+    const c = await ctx.connect(tr);
+    const from = ctx.srv.stderr.length;
+    const t0 = Date.now();
+    await expectFailedCall(c, 'Fault.spin', {}, /session \d+ Fault\.spin: handler error: .*aborted by the watchdog/);
+    const ms = Date.now() - t0;
+    assert.ok(ms >= WATCHDOG * 1000 * 0.9, `aborted after ${ms} ms, before the stall time`);
+    await logMatch(ctx.srv, /watchdog: session \d+ Fault\.spin has run for [\d.]+ s without returning; aborting it/, from);
+    await c.close();
+  });
+
+  ctx.test(`${tr}: an endless loop calling a C function is aborted by the watchdog`, async () => {
+    const c = await ctx.connect(tr);
+    await expectFailedCall(c, 'Fault.spin_cfunc', {}, /session \d+ Fault\.spin_cfunc: handler error: .*aborted by the watchdog/);
+    await c.close();
+  });
+}
+
+for (const tr of TRANSPORTS) {
+  ctx.test(`${tr}: a handler allocating without bound fails at the Lua memory limit`, async () => {
+    const c = await ctx.connect(tr);
+    const before = (await c.request('Stats.get', { gc: true })).body.lua_memory;
+    await expectFailedCall(c, 'Fault.hog', {}, /session \d+ Fault\.hog: handler error: .*Lua memory limit exceeded/, 20000);
+    const after = (await c.request('Stats.get', { gc: true })).body;
+    assert.ok(after.lua_memory < before + (8 << 20), `Lua heap back near ${before} after the failed call: ${after.lua_memory}`);
+    assert.ok(after.lua_memory_errors >= 1);
+    await c.close();
+  });
+}
+
+ctx.test('live data under the limit and garbage over it fail nothing', async () => {
+  const c = clients.ws;
+  // 32 MiB kept alive (under the 64 MiB limit), then dropped, three times: the garbage that goes
+  // over the limit is collected rather than failing a call
+  for (let i = 0; i < 3; i++) {
+    const r = await c.request('Fault.keep', { mb: 32 });
+    assert.equal(r.error, false, r.text);
+    assert.equal((await c.request('Fault.release', {})).error, false);
+  }
+  await othersWork();
+});
+
+ctx.test('SIGTERM: exit code 0', async () => {
+  await othersWork();
+  const res = await ctx.srv.stop(10000);
+  assert.equal(res.code, 0);
+  assert.doesNotMatch(ctx.srv.stderr, /handles still open/);
+});
+
+// A compiled endless loop never returns: with watchdog_exit the process ends (status 70) so a
+// supervisor can restart it, after the watchdog has logged which handler was stuck.
+test('a JIT-compiled endless loop: logged, then watchdog_exit ends the process with status 70', { timeout: 30000 }, async () => {
+  const srv = await startServer(fixture('hardening.lua'), [], {
+    env: { NH_WATCHDOG: '0.2', NH_WATCHDOG_EXIT: '1.5' },
+  });
+  try {
+    const c = await connect({ transport: 'tcp', host: srv.tcp.host, port: srv.tcp.port });
+    c.request('Fault.spin_jit_forever', {}, { timeoutMs: 20000 }).catch(() => {});
+    const exited = await srv.waitExit(15000);
+    assert.ok(exited, `nano-host still running 15 s after a compiled endless loop\n${srv.logTail()}`);
+    assert.equal(srv.exitCode, 70, srv.logTail());
+    assert.match(srv.stderr, /watchdog: session \d+ Fault\.spin_jit_forever has run for [\d.]+ s/);
+    assert.match(srv.stderr, /cannot be aborted: JIT-compiled code/);
+    assert.match(srv.stderr, /watchdog: a Lua call has been stuck for [\d.]+ s: exiting \(70\)/);
+    await c.waitClose(3000);
+  } finally {
+    await srv.kill();
+  }
+});
