@@ -247,7 +247,7 @@ describe("a failed reload", function()
     write(dir .. "/main.lua", [[
       local nano = require "nano"
       local p = nano.persist("ran")
-      nano.new_timer(0.01, function() p.timer = true end)
+      p.timer_id = nano.new_timer(0.01, function() p.timer = true end):id()
       require("nano.core").timer(0.01, 0.01, function() p.core_timer = true end)
       nano.invoke(function() p.invoke = true end)
       nano.on_session_closed(function() p.closed = true end)
@@ -264,7 +264,11 @@ describe("a failed reload", function()
     c:close()
     server:wait_until(function() return #server:sessions() == 0 end)
     server:advance(1)
-    assert.same({}, nano.persist("ran"))
+    local id = nano.persist("ran").timer_id
+    assert.same({ timer_id = id }, nano.persist("ran"))
+    local t = nano.new_timer(1, function() end) -- timer ids still only grow
+    assert.is_true(t:id() > id)
+    t:stop()
   end)
 
   it("restores pipeline stages a failed script cleared", function()

@@ -155,7 +155,7 @@ function M.attach(nano)
         if type(name) == "string" then
           local n = (scope.group_seen[name] or 0) + 1
           scope.group_seen[name] = n
-          local old = reloading and S.load_groups and S.load_groups[name]
+          local old = scope.reuse_groups and S.load_groups and S.load_groups[name]
           prev = old and old[n]
           if prev and prev.is_closed and prev:is_closed() then prev = nil end
         end
@@ -193,8 +193,10 @@ function M.attach(nano)
     end
   end
 
-  local function new_scope()
-    return { list = {}, groups = {}, group_seen = {} }
+  -- reuse_groups: a reload's run of the script (not the first load, not hooks) gets the groups
+  -- of the previous load back.
+  local function new_scope(reuse_groups)
+    return { list = {}, groups = {}, group_seen = {}, reuse_groups = reuse_groups }
   end
 
   -- ---------------------------------------------------------------------------------------------
@@ -272,6 +274,10 @@ function M.attach(nano)
     end
   end
 
+  -- Fields of S a failed reload leaves as they are: counters that must only grow (timer ids),
+  -- and the persistent tables (documented as not undone).
+  local KEEP = { timer_seq = true, persist = true }
+
   -- What the main script may change in S, to put back if the reload fails.
   local function snapshot()
     local listeners = {}
@@ -298,9 +304,11 @@ function M.attach(nano)
     refill(S.listeners, snap.listeners)
     refill(S.listener_origin, snap.origin)
     for k in pairs(copy(S)) do
-      if snap.top[k] == nil then S[k] = nil end
+      if snap.top[k] == nil and not KEEP[k] then S[k] = nil end
     end
-    for k, v in pairs(snap.top) do S[k] = v end
+    for k, v in pairs(snap.top) do
+      if not KEEP[k] then S[k] = v end
+    end
     local now, changed = core.config(), {}
     for k, v in pairs(snap.config) do
       if now[k] ~= v then changed[k] = v end
@@ -451,7 +459,7 @@ function M.attach(nano)
     end
     S.listen_seen = {}
 
-    local load = new_scope()
+    local load = new_scope(true)
     scope = load
     local ok, err
     local chunk, lerr = loadfile(S.script)
