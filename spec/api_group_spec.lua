@@ -10,7 +10,10 @@ describe("nano.new_group", function()
     server = nt.start(U.FIXTURE)
     g = nano.new_group("room")
   end)
-  after_each(function() server:stop() end)
+  after_each(function()
+    server:stop()
+    U.restore_log_level()
+  end)
 
   -- n clients, each bound to uid 100+i and added to g; returns clients and their sessions
   local function members(n)

@@ -9,7 +9,10 @@ local function since(t0) return math.floor((nano.now() - t0) * 1000 + 0.5) / 100
 
 describe("timers", function()
   local server
-  after_each(function() server:stop() end)
+  after_each(function()
+    server:stop()
+    U.restore_log_level()
+  end)
 
   describe("with the default precision (1 s)", function()
     before_each(function() server = nt.start(U.FIXTURE) end)
