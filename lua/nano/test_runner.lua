@@ -170,9 +170,11 @@ function M.run(opts)
   args[0] = "nano-host test"
   _G.arg = args
   local runner = require "busted.runner"
-  -- Called from a Lua function (not straight from pcall) so that busted sees a script file and,
-  -- on failures, raises instead of calling os.exit: our cleanup below still runs.
-  local ok, err = pcall(function() runner({ standalone = false }) end)
+  -- Busted names itself after its caller's file and, when that caller is a file, raises on
+  -- failures instead of calling os.exit: so call it from a chunk "file" named "nano-host test",
+  -- and our cleanup below still runs.
+  local call = loadstring("(...)({ standalone = false })", "@nano-host test")
+  local ok, err = pcall(call, runner)
 
   local cok, cerr = pcall(nt.stop)
   if not cok then io.stderr:write("nano-host test: stopping the last server: ", tostring(cerr), "\n") end
