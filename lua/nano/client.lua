@@ -544,7 +544,14 @@ function M.close_all(timeout)
   end
   if core.running() then return end
   local deadline = core.hrtime() + (timeout or M.timeout)
-  while tcp.count() > 0 and core.hrtime() < deadline do core.run("nowait") end
+  local function gone()
+    for _, c in ipairs(list) do
+      if c.stream:state() ~= "closed" then return false end
+    end
+    return true
+  end
+  -- closing takes one loop turn (the close callbacks); no waiting on anything else
+  while not gone() and core.hrtime() < deadline do core.run("nowait") end
 end
 
 -- A script's clients end with the host: nano.shutdown (SIGINT, SIGTERM) closes them too, or a
