@@ -2,7 +2,8 @@
 -- fish wander on their own, players steer towards a point, and ten times a second every player
 -- gets the state of what is near them. Shows groups, timers, multicast filters and hot reload.
 --
---   request World.enter {name}   -> {id, x, y, size, view, tick}; you are in the world
+--   request World.enter {name}   -> {id, name, x, y, size, view, tick}; you are in the world
+--                                   (a name already taken gets "#<id>" added)
 --   notify  World.move  {x, y}   -> your player swims towards (x, y)
 --   notify  World.say   {text}   -> onSay {id, name, text} to the players who can see you
 --   push    onState {tick, entities = {{id, kind, x, y, name}, ...}}  every tick, what you can see
@@ -22,6 +23,11 @@ World.fish_speed = 40 -- units per second
 World.player_speed = 120
 
 local floor, min, max, abs, sqrt, random = math.floor, math.min, math.max, math.abs, math.sqrt, math.random
+
+-- Module-local state that must survive a hot reload lives in nano.persist: the same table every
+-- time this file is loaded (a plain `local names = {}` would start empty after each reload, and
+-- two players could then share a name). Component fields (self.x) survive without it.
+local names = nano.persist("world.names") -- name -> id of the player who has it
 
 -- ---------------------------------------------------------------------------------------------
 -- lifecycle
@@ -57,13 +63,16 @@ function World:enter(s, msg)
   if not p then
     local name = type(msg) == "table" and type(msg.name) == "string" and msg.name:sub(1, 24) or ""
     p = self:_new_entity("player", random() * self.size, random() * self.size)
-    p.name = name ~= "" and name or ("player" .. p.id)
+    if name == "" or names[name] then name = (name ~= "" and name or "player") .. "#" .. p.id end
+    p.name = name
+    names[name] = p.id
     p.tx, p.ty = p.x, p.y
     s:bind(p.id)
     self.players[s] = p
     self.group:add(s)
   end
-  return { id = p.id, x = floor(p.x), y = floor(p.y), size = self.size, view = self.view, tick = self.tick }
+  return { id = p.id, name = p.name, x = floor(p.x), y = floor(p.y), size = self.size, view = self.view,
+           tick = self.tick }
 end
 
 function World:move(s, msg)
@@ -181,6 +190,7 @@ function World:_remove_player(s)
   if not p then return end
   self.players[s] = nil
   self.entities[p.id] = nil
+  names[p.name] = nil
   self.group:broadcast("onLeave", { id = p.id })
 end
 

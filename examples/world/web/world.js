@@ -119,7 +119,7 @@
     .then((res) => {
       state.me = res.id;
       state.world = res;
-      setStatus('online', 'online — you are ' + (params.get('name') || 'player' + res.id));
+      setStatus('online', 'online — you are ' + res.name);
     })
     .catch((err) => setStatus('offline', 'offline: ' + err.message));
 })();
