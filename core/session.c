@@ -178,6 +178,9 @@ static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
     if (r < 0) return reject(s, nh_codec_strerror(r));
     if (m.type != NH_MSG_REQUEST && m.type != NH_MSG_NOTIFY)
         return reject(s, "client sent a response or push message");
+    /* Lua sees ids as doubles: one over 2^53 could only be answered with a different id. */
+    if (m.type == NH_MSG_REQUEST && m.id > ((uint64_t)1 << 53))
+        return reject(s, "request id over 2^53");
     if (m.type == NH_MSG_REQUEST) s->last_mid = m.id;
     if (h->cfg.debug) log_message(s, &m);
     if (h->hooks[NH_HOOK_DISPATCH] == LUA_NOREF) return 0;
