@@ -236,6 +236,9 @@ for (const tr of TRANSPORTS) {
     assert.ok(r.body.s === s, 'payload came back intact');
     const r2 = await c.request('Bench.ping', { s }, { compress: true });
     assert.ok(r2.body.s === s, 'payload came back intact (compressed route)');
+    c.notify('Bench.note', { s });
+    const p = await c.waitPush('onNote', 3000);
+    assert.ok(p.body.s === s, 'a 60 KB push came back intact');
     await ctx.ping(c, 9);
     await c.close();
   });

@@ -95,7 +95,8 @@ class Client extends EventEmitter {
       handshakeTimeoutMs: 3000,
       requestTimeoutMs: 5000,
       answerHeartbeat: true,
-      ...opts,
+      // options given as undefined keep their defaults
+      ...Object.fromEntries(Object.entries(opts || {}).filter(([, v]) => v !== undefined)),
     };
     this.transport = this.opts.transport;
     this.packets = []; // every packet received: { type, body (Buffer|null), at (ms) }

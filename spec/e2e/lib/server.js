@@ -147,7 +147,8 @@ function startServer(scriptPath, args = [], opts = {}) {
         const m = LISTEN_RE.exec(line);
         if (!m) continue;
         const host = m[2].replace(/^\[|\]$/g, '');
-        const entry = { host, port: Number(m[3]), path: m[4] || '/' };
+        const entry = { host, port: Number(m[3]) };
+        if (m[1] === 'ws') entry.path = m[4] || '/';
         if (!server.listening[m[1]]) server.listening[m[1]] = entry;
         if (m[1] === 'tcp' && !server.tcp) server.tcp = entry;
         if (m[1] === 'ws' && !server.ws) server.ws = entry;
