@@ -1,6 +1,7 @@
 -- nano's chat demo on nano-host. Run it, then open http://127.0.0.1:3250/web/ in two tabs:
 --   nano-host examples/chat/main.lua
--- NANO_CHAT_ADDR changes the address (default ":3250", every interface, as nano's demo).
+-- NANO_CHAT_ADDR changes the address (default ":3250", every interface, as nano's demo);
+-- NANO_CHAT_HEARTBEAT the heartbeat interval in seconds (default 30).
 local nano = require "nano"
 
 local room = require "room"
@@ -11,6 +12,8 @@ local stats = require "stats"
 -- join takes any payload, so it gets the raw bytes instead of decoded JSON.
 nano.register(room, { name = "room", name_func = string.lower, raw = { join = true } })
 nano.register(stats, { name = "stats" })
+
+nano.set_heartbeat_interval(tonumber(os.getenv("NANO_CHAT_HEARTBEAT")) or 30)
 
 -- One port for both: WebSocket clients upgrade on /nano, browsers get the page at /web/.
 nano.listen(os.getenv("NANO_CHAT_ADDR") or ":3250", {

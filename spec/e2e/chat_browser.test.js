@@ -38,7 +38,8 @@ let base = null; // http://127.0.0.1:PORT
 before(async () => {
   srv = await startServer(path.join(SOURCE_DIR, 'examples', 'chat', 'main.lua'), [], {
     expect: ['ws'],
-    env: { NANO_CHAT_ADDR: '127.0.0.1:0' },
+    // a one-second heartbeat, so that the test sees the page's heartbeats keep it connected
+    env: { NANO_CHAT_ADDR: '127.0.0.1:0', NANO_CHAT_HEARTBEAT: '1' },
   });
   base = `http://${srv.ws.host}:${srv.ws.port}`;
 });
@@ -205,6 +206,20 @@ test('two browser tabs join the room and chat', { timeout: 90000 }, async (t) =>
     const convB = await lines(bob, '#messages li.message');
     assert.deepEqual(convA, ['alicehi bob, this is alice', 'bobhello alice <b>not bold</b>']);
     assert.deepEqual(convB, convA);
+
+    // Idle for more than twice the heartbeat interval: without the page's heartbeats the server
+    // would close both connections (it allows 2 x 1 s of silence, plus a little grace).
+    const idleMs = 3500;
+    const before = await alice.evaluate(() => window.chatClient.lastSent);
+    await new Promise((r) => setTimeout(r, idleMs));
+    for (const page of [alice, bob]) {
+      assert.equal(await page.getAttribute('#status', 'data-state'), 'online', 'still online after idling');
+    }
+    assert.ok((await alice.evaluate(() => window.chatClient.lastSent)) > before, 'the page sent heartbeats');
+    await alice.fill('#text', 'still here');
+    await alice.press('#text', 'Enter');
+    await bob.waitForFunction(() =>
+      [...document.querySelectorAll('#messages li.message')].some((li) => li.textContent === 'alicestill here'));
 
     const dir = screenshotDir();
     fs.mkdirSync(dir, { recursive: true });
