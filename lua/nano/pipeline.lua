@@ -63,7 +63,7 @@ function Chain:remove(fn)
   return false
 end
 
---- chain:clear(): removes every stage (e.g. at the top of a script that hot reload re-runs).
+--- chain:clear(): removes every stage.
 function Chain:clear()
   self._fns = {}
   self._on_change(self)
