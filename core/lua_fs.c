@@ -71,15 +71,20 @@ static int c_watch(lua_State *L) {
     if (!h) return luaL_error(L, "nano.core: no host in this Lua state");
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
+    /* The userdata first: once the handle is open, nothing below raises before __gc owns it. */
+    lwatch_t *u = lua_newuserdata(L, sizeof *u);
+    u->w = NULL;
+    luaL_getmetatable(L, WATCH_MT);
+    lua_setmetatable(L, -2);
     watch_t *w = calloc(1, sizeof *w);
     if (!w) return luaL_error(L, "out of memory");
+    w->h = h;
+    w->fn_ref = w->self_ref = LUA_NOREF;
     int r = uv_fs_event_init(h->loop, &w->ev);
     if (r == 0) {
         w->ev.data = w;
         r = uv_fs_event_start(&w->ev, on_watch_event, path, 0);
-        if (r != 0) {
-            uv_close((uv_handle_t *)&w->ev, on_watch_closed);
-        }
+        if (r != 0) uv_close((uv_handle_t *)&w->ev, on_watch_closed); /* frees w */
     } else {
         free(w);
     }
@@ -89,11 +94,7 @@ static int c_watch(lua_State *L) {
         return 2;
     }
     uv_unref((uv_handle_t *)&w->ev);
-    w->h = h;
-    lwatch_t *u = lua_newuserdata(L, sizeof *u);
     u->w = w;
-    luaL_getmetatable(L, WATCH_MT);
-    lua_setmetatable(L, -2);
     lua_pushvalue(L, 2);
     w->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, -1);
