@@ -12,7 +12,7 @@
 -- condition once per tick.
 local core = require "nano.core"
 
-local type, tostring, setmetatable, pairs, ipairs = type, tostring, setmetatable, pairs, ipairs
+local type, tostring, setmetatable = type, tostring, setmetatable
 local xpcall, traceback = xpcall, debug.traceback
 local floor, ceil, max = math.floor, math.ceil, math.max
 
@@ -24,14 +24,11 @@ local M = {}
 function M.attach(nano)
   local log = nano.log
 
-  -- Lives in nano._state (so a reload keeps it): timer_precision (secs), timer_seq (last id),
-  -- timers (id -> live timer).
+  -- Lives in nano._state, so a reload keeps it and nano._reset clears it: timer_precision
+  -- (secs), timer_seq (the last id given). A running timer is kept alive by its core timer.
   local function state()
     local S = nano._state
-    if not S.timers then
-      S.timers = {}
-      S.timer_seq = S.timer_seq or 0
-    end
+    S.timer_seq = S.timer_seq or 0
     S.timer_precision = S.timer_precision or DEFAULT_PRECISION
     return S
   end
@@ -53,8 +50,6 @@ function M.attach(nano)
       self._ct:stop()
       self._ct = nil
     end
-    local timers = nano._state.timers
-    if timers and timers[self._id] == self then timers[self._id] = nil end
   end
 
   function Timer:__tostring()
@@ -103,7 +98,6 @@ function M.attach(nano)
       _id = S.timer_seq, _fn = fn, _n = 0, _k = 0, _left = count,
       _p = p, _interval = ims, _created = now_ms(),
     }, Timer)
-    S.timers[t._id] = t
     if ims % p == 0 or ims < p then
       -- every call lands on a fixed period: one repeating core timer
       local period = max(ims, p) / 1000
@@ -142,7 +136,6 @@ function M.attach(nano)
     local S = state()
     S.timer_seq = S.timer_seq + 1
     local t = setmetatable({ _id = S.timer_seq, _fn = fn, _n = 0 }, Timer)
-    S.timers[t._id] = t
     local tick = S.timer_precision
     t._ct = core.timer(tick, tick, function()
       if t._stopped then return end
@@ -175,17 +168,6 @@ function M.attach(nano)
 
   --- nano.timer_precision() -> secs
   function nano.timer_precision() return state().timer_precision end
-
-  -- Stops every timer and forgets the precision (nano.test between servers).
-  function nano._reset_timers()
-    local S = nano._state
-    if S.timers then
-      local list = {}
-      for _, t in pairs(S.timers) do list[#list + 1] = t end
-      for _, t in ipairs(list) do t:stop() end
-    end
-    S.timers, S.timer_precision = {}, DEFAULT_PRECISION
-  end
 end
 
 return M
