@@ -6,7 +6,7 @@
 
 const assert = require('node:assert/strict');
 const { setup, TRANSPORTS, sleep } = require('./lib/harness');
-const { Client, packet, encodeRequest, varint, readVarint, closeAll, PKG, MSG, FLAG, Protocol } = require('./lib/client');
+const { packet, encodeRequest, varint, readVarint, closeAll, PKG, MSG, FLAG, Protocol } = require('./lib/client');
 
 const { Message } = Protocol;
 const ctx = setup();
@@ -309,7 +309,7 @@ ctx.test('100 clients on each transport at once', async () => {
 });
 
 // Last: SIGTERM with clients on both transports connected → exit code 0, clients closed.
-ctx.test('SIGTERM with clients connected: exit code 0, clients disconnected', async () => {
+ctx.test('SIGTERM with clients connected: exit code 0, clients disconnected', async (t) => {
   const clients = [];
   for (const tr of TRANSPORTS) {
     const c = await ctx.connect(tr);
@@ -320,8 +320,6 @@ ctx.test('SIGTERM with clients connected: exit code 0, clients disconnected', as
   clients.push(half);
   const res = await ctx.srv.stop(10000);
   assert.equal(res.code, 0);
+  t.diagnostic(`nano-host exited ${res.ms} ms after SIGTERM`);
   for (const c of clients) await c.waitClose(2000);
 });
-
-// `Client` is exported for ad-hoc debugging from this file.
-module.exports = { Client };
