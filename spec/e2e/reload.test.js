@@ -286,14 +286,15 @@ test('--watch: edits reload without a signal, broken edits are refused, new subf
   fs.writeFileSync(path.join(staging, 'lib', 'greeting.lua'), 'return "hello"\n');
   fs.renameSync(path.join(staging, 'lib'), path.join(dir, 'lib'));
   mark = srv.stderr.length;
-  fs.writeFileSync(room(dir), VERSIONS.v3(true).text);
+  fs.writeFileSync(room(dir), VERSIONS.v3(true).text); // in place: seen half-written, it fails to load
   await waitLog(srv, RELOADED, mark);
   r = await hit(a);
   assert.deepEqual([r.version, r.counter, r.greeting, r.reloads], [3, 4, 'hello', 2]);
 
-  // editing only the module in the new subfolder reloads too
+  // editing only the module in the new subfolder reloads too (saved through a rename: a save
+  // in place could be seen half-written, as an empty module, which would load)
   mark = srv.stderr.length;
-  fs.writeFileSync(path.join(dir, 'lib', 'greeting.lua'), 'return "bonjour"\n');
+  writeViaRename(path.join(dir, 'lib', 'greeting.lua'), 'return "bonjour"\n');
   await waitLog(srv, RELOADED, mark);
   r = await hit(a);
   assert.deepEqual([r.version, r.counter, r.greeting, r.reloads], [3, 5, 'bonjour', 3]);
