@@ -38,7 +38,7 @@ function M.attach(nano)
   local Timer = {}
   Timer.__index = Timer
 
-  --- t:id() -> the timer's id (unique in this process, increasing)
+  --- t:id() -> the timer's id (unique while the server runs, increasing)
   function Timer:id() return self._id end
 
   --- t:stop(): the timer never fires again (also when called inside its own callback).
