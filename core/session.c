@@ -274,7 +274,10 @@ void nh_session_sweep(nh_host_t *h, uint64_t now) {
         }
         if (now >= s->next_heartbeat_ms) {
             nh_conn_send(s->conn, heartbeat, sizeof heartbeat, NULL, NULL, 0);
-            s->next_heartbeat_ms = now + hb;
+            /* Keep the schedule rather than restarting it from a sweep that ran late, or the
+             * interval would drift by up to one sweep period each time. */
+            s->next_heartbeat_ms += hb;
+            if (s->next_heartbeat_ms <= now) s->next_heartbeat_ms = now + hb;
         }
     }
 }
