@@ -173,23 +173,21 @@ function M.attach(nano)
     if S.debug then
       log.debug("group %s -> %s %s to %d members %s", g._name, what, route, #targets, payload)
     end
-    local chain = nano._outbound_chain and nano._outbound_chain()
+    local chain = nano._outbound_chain()
     if not chain then return push_many(targets, code, payload) end
     local shared, failed, delivered = {}, nil, 0
     for i = 1, #targets do
       local s = targets[i]
       local msg = { type = "push", route = route, data = payload }
       local pok, err = chain:process(s, msg)
-      local sent = false
-      if not pok then
-        log.debug("session %d %s: push dropped by the outbound pipeline: %s", s:id(), route, tostring(err))
-      elseif msg.data == payload then
+      if pok and msg.data == payload then
         shared[#shared + 1] = s
+      elseif pok and push(s, code, msg.data) then
+        delivered = delivered + 1
       else
-        sent = push(s, code, msg.data)
-        if sent then delivered = delivered + 1 end
-      end
-      if not pok or (msg.data ~= payload and not sent) then
+        if not pok then
+          log.debug("session %d %s: push dropped by the outbound pipeline: %s", s:id(), route, tostring(err))
+        end
         failed = failed or {}
         failed[#failed + 1] = s
       end
