@@ -165,6 +165,27 @@ describe("nano.reload", function()
   end)
 end)
 
+describe("nano.reload from a handler", function()
+  it("answers that request, and the next one runs the new code", function()
+    local dir = start({
+      ["main.lua"] = MAIN,
+      ["room.lua"] = [[
+        local nano = require "nano"
+        return { v = function() return { v = 1 } end,
+                 reload = function() local ok, err = nano.reload(); return { ok = ok, err = err, v = 1 } end }
+      ]],
+    })
+    local c = server:connect()
+    write(dir .. "/room.lua", [[
+      local nano = require "nano"
+      return { v = function() return { v = 2 } end,
+               reload = function() local ok, err = nano.reload(); return { ok = ok, err = err, v = 2 } end }
+    ]])
+    assert.same({ ok = true, v = 1 }, c:request("Room.reload", {}))
+    assert.same({ v = 2 }, c:request("Room.v", {}))
+  end)
+end)
+
 describe("a failed reload", function()
   it("changes nothing: settings, listeners, modules, components", function()
     local dir = start({
