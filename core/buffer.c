@@ -20,6 +20,7 @@ int nh_chunk_pool_init(nh_chunk_pool_t *p, uint32_t max) {
     p->free = calloc(max ? max : 1, sizeof *p->free);
     p->n = 0;
     p->max = max;
+    p->arena = NULL;
     return p->free ? 0 : UV_ENOMEM;
 }
 
@@ -29,6 +30,8 @@ void nh_chunk_pool_free(nh_chunk_pool_t *p) {
     free(p->free);
     p->free = NULL;
     p->n = 0;
+    nh_buf_unref(p->arena); /* queues still holding it free it with their last segment */
+    p->arena = NULL;
 }
 
 static nh_buf_t *chunk_get(nh_chunk_pool_t *p) {
@@ -41,14 +44,15 @@ static nh_buf_t *chunk_get(nh_chunk_pool_t *p) {
     return nh_buf_new(NH_CHUNK_SIZE);
 }
 
-/* Drops the queue's own reference to a chunk; a chunk nobody else references goes back to the
- * pool instead of to free(). */
-static void chunk_release(nh_chunk_pool_t *p, nh_buf_t *b) {
-    if (b->refs == 1 && p && p->n < p->max && b->cap == NH_CHUNK_SIZE) {
+/* Drops one reference; a chunk nobody references any more goes back to the pool's free list
+ * (while it has room) instead of to free(). */
+static void buf_release(nh_chunk_pool_t *p, nh_buf_t *b) {
+    if (--b->refs) return;
+    if (p && p->free && p->n < p->max && b->cap == NH_CHUNK_SIZE) {
         p->free[p->n++] = b;
         return;
     }
-    nh_buf_unref(b);
+    free(b);
 }
 
 void nh_outq_init(nh_outq_t *q, nh_chunk_pool_t *pool) {
@@ -58,11 +62,12 @@ void nh_outq_init(nh_outq_t *q, nh_chunk_pool_t *pool) {
 
 void nh_outq_free(nh_outq_t *q) {
     for (uint32_t i = 0; i < q->n; i++) {
-        nh_buf_unref(q->segs[q->head + i].buf);
+        buf_release(q->pool, q->segs[q->head + i].buf);
     }
-    if (q->tail) chunk_release(q->pool, q->tail);
     free(q->segs);
+    nh_chunk_pool_t *pool = q->pool;
     memset(q, 0, sizeof *q);
+    q->pool = pool;
 }
 
 static int seg_push(nh_outq_t *q, nh_buf_t *b, size_t off, size_t len) {
@@ -83,37 +88,42 @@ static int seg_push(nh_outq_t *q, nh_buf_t *b, size_t off, size_t len) {
     return 0;
 }
 
+/* A block of its own for one copy (big messages, or no pool). */
+static int copy_own(nh_outq_t *q, const void *data, size_t len) {
+    nh_buf_t *b = nh_buf_new(len);
+    if (!b) return UV_ENOMEM;
+    memcpy(b->data, data, len);
+    b->len = (uint32_t)len;
+    int r = nh_outq_share(q, b, 0, len);
+    nh_buf_unref(b);
+    return r;
+}
+
 int nh_outq_copy(nh_outq_t *q, const void *data, size_t len) {
     if (len == 0) return 0;
-    if (len > NH_CHUNK_SIZE / 2) {
-        /* Big messages get a block of their own rather than wasting most of a chunk. */
-        nh_buf_t *b = nh_buf_new(len);
-        if (!b) return UV_ENOMEM;
-        memcpy(b->data, data, len);
-        b->len = (uint32_t)len;
-        int r = nh_outq_share(q, b, 0, len);
-        nh_buf_unref(b);
-        return r;
-    }
-    if (!q->tail || q->tail->cap - q->tail->len < len) {
-        nh_buf_t *c = chunk_get(q->pool);
+    nh_chunk_pool_t *p = q->pool;
+    /* Big messages get a block of their own rather than crowding the arena. */
+    if (!p || len > NH_CHUNK_SIZE / 2) return copy_own(q, data, len);
+    nh_buf_t *a = p->arena;
+    if (a && a->refs == 1) a->len = 0; /* nothing queued anywhere points into it: start over */
+    if (!a || a->cap - a->len < len) {
+        nh_buf_t *c = chunk_get(p);
         if (!c) return UV_ENOMEM;
-        if (q->tail) chunk_release(q->pool, q->tail);
-        q->tail = c;
+        if (a) buf_release(p, a); /* its segments keep it until they are written */
+        p->arena = a = c;
     }
-    nh_buf_t *t = q->tail;
-    uint32_t at = t->len;
-    memcpy(t->data + at, data, len);
-    t->len += (uint32_t)len;
+    uint32_t at = a->len;
+    memcpy(a->data + at, data, len);
+    a->len += (uint32_t)len;
     if (q->n) {
         nh_outseg_t *last = &q->segs[q->head + q->n - 1];
-        if (last->buf == t && last->off + last->len == at) {
+        if (last->buf == a && last->off + last->len == at) {
             last->len += (uint32_t)len;
             q->bytes += len;
             return 0;
         }
     }
-    return seg_push(q, t, at, len);
+    return seg_push(q, a, at, len);
 }
 
 int nh_outq_share(nh_outq_t *q, nh_buf_t *b, size_t off, size_t len) {
@@ -145,18 +155,13 @@ void nh_outq_consume(nh_outq_t *q, size_t n) {
             return;
         }
         n -= s->len;
-        nh_buf_unref(s->buf); /* never the last reference to the tail: the queue holds one */
+        buf_release(q->pool, s->buf);
         q->head++;
         q->n--;
     }
     if (q->n == 0) {
         q->head = 0;
-        /* Nothing left to write: give the chunk back so an idle connection holds none. */
-        if (q->tail) {
-            chunk_release(q->pool, q->tail);
-            q->tail = NULL;
-        }
-        if (q->cap > 16) {
+        if (q->cap > 16) { /* a burst's segment array is not kept by an idle connection */
             free(q->segs);
             q->segs = NULL;
             q->cap = 0;

@@ -5,10 +5,16 @@
  * A broadcast encodes its message once into one nh_buf_t and every member's queue references it.
  *
  * nh_outq_t: what a connection still has to write, as a list of (buffer, offset, length) segments.
- * Small writes are copied into a "tail" chunk taken from a chunk pool; consecutive copies into the
- * same chunk extend one segment, so one loop turn's messages leave in one writev. Chunks never move
- * or grow, so bytes already handed to the kernel (in flight) stay valid while more are appended.
- * An idle connection holds no chunk: an emptied queue returns its chunk to the pool.
+ * Small writes are copied into the pool's arena: one chunk that the queues of every connection
+ * append to, each queued segment holding a reference. Consecutive copies for one connection extend
+ * one segment, so one loop turn's messages leave in one writev. Chunks never move or grow, so bytes
+ * already handed to the kernel (in flight) stay valid while more are appended; once no segment
+ * references the arena (everything written) it is reused from its start. A full arena still
+ * referenced is left to its segments and a fresh chunk becomes the arena.
+ * Why one arena rather than a chunk per connection: a turn that answers a thousand connections
+ * would take (and, past the pool's bound, malloc and free) a thousand 16 KiB chunks for a few
+ * dozen bytes each; the arena touches a few cache-warm chunks instead. An idle connection holds
+ * no chunk at all.
  */
 #ifndef NH_BUFFER_H
 #define NH_BUFFER_H
@@ -34,10 +40,12 @@ void nh_buf_unref(nh_buf_t *b);
 
 #define NH_CHUNK_SIZE 16384
 
-/* A bounded free list of NH_CHUNK_SIZE chunks shared by all queues of one loop. */
+/* A bounded free list of NH_CHUNK_SIZE chunks shared by all queues of one loop, and the arena
+ * (the chunk small copies go into; the pool holds one reference to it, NULL until first used). */
 typedef struct nh_chunk_pool {
     nh_buf_t **free;
     uint32_t n, max;
+    nh_buf_t *arena;
 } nh_chunk_pool_t;
 
 int nh_chunk_pool_init(nh_chunk_pool_t *p, uint32_t max);
@@ -52,8 +60,7 @@ typedef struct nh_outq {
     nh_outseg_t *segs; /* ring would be overkill: segments are consumed from the front, compacted */
     uint32_t head, n, cap; /* live segments are segs[head .. head+n) */
     size_t bytes;          /* total queued, including in flight */
-    nh_buf_t *tail;        /* chunk that small copies go into, or NULL */
-    nh_chunk_pool_t *pool;
+    nh_chunk_pool_t *pool; /* arena and free chunks; NULL: every copy gets a block of its own */
 } nh_outq_t;
 
 void nh_outq_init(nh_outq_t *q, nh_chunk_pool_t *pool);

@@ -1,0 +1,178 @@
+/* test_buffer — the output queue and its shared arena: what queues hand to writev is exactly what
+ * was queued, in order, whatever the interleaving between connections; bytes in flight stay put
+ * while more is appended; the arena is reused once nothing points into it, left to its segments
+ * when it fills while still referenced; idle queues hold nothing; chunks go back to the pool. */
+#include "buffer.h"
+#include "check.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Concatenates what nh_outq_iov hands out (skipping `skip` bytes) into out; returns its length. */
+static size_t gather(const nh_outq_t *q, size_t skip, uint8_t *out, size_t cap) {
+    uv_buf_t iov[64];
+    unsigned n = nh_outq_iov(q, skip, iov, 64);
+    size_t len = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (len + iov[i].len > cap) return (size_t)-1;
+        memcpy(out + len, iov[i].base, iov[i].len);
+        len += iov[i].len;
+    }
+    return len;
+}
+
+static int queued_equals(const nh_outq_t *q, const char *want) {
+    uint8_t buf[4096];
+    size_t n = gather(q, 0, buf, sizeof buf);
+    return n == strlen(want) && memcmp(buf, want, n) == 0 && q->bytes == n;
+}
+
+static void interleaved_queues_keep_their_own_bytes_in_order(void) {
+    nh_chunk_pool_t pool;
+    CHECK(nh_chunk_pool_init(&pool, 8) == 0);
+    nh_outq_t a, b;
+    nh_outq_init(&a, &pool);
+    nh_outq_init(&b, &pool);
+    CHECK(nh_outq_copy(&a, "one ", 4) == 0);
+    CHECK(nh_outq_copy(&a, "two ", 4) == 0); /* contiguous: extends the segment */
+    CHECK(nh_outq_copy(&b, "ALPHA ", 6) == 0);
+    CHECK(nh_outq_copy(&a, "three", 5) == 0); /* after b's bytes: a second segment */
+    CHECK(nh_outq_copy(&b, "BETA", 4) == 0);
+    CHECK(queued_equals(&a, "one two three"));
+    CHECK(queued_equals(&b, "ALPHA BETA"));
+    CHECK(a.n == 2);
+    CHECK(a.segs[a.head].buf == pool.arena && b.segs[b.head].buf == pool.arena);
+    nh_outq_free(&a);
+    nh_outq_free(&b);
+    nh_chunk_pool_free(&pool);
+}
+
+static void arena_is_reused_once_everything_is_written(void) {
+    nh_chunk_pool_t pool;
+    CHECK(nh_chunk_pool_init(&pool, 8) == 0);
+    nh_outq_t a, b;
+    nh_outq_init(&a, &pool);
+    nh_outq_init(&b, &pool);
+    nh_outq_copy(&a, "hello", 5);
+    nh_outq_copy(&b, "world", 5);
+    nh_buf_t *arena = pool.arena;
+    CHECK(arena && arena->len == 10 && arena->refs == 3);
+    nh_outq_consume(&a, 5);
+    CHECK(a.bytes == 0 && a.n == 0);
+    nh_outq_copy(&a, "again", 5); /* b still points into the arena: append after its bytes */
+    CHECK(pool.arena == arena && a.segs[a.head].off == 10);
+    nh_outq_consume(&a, 5);
+    nh_outq_consume(&b, 5);
+    CHECK(arena->refs == 1); /* only the pool's own reference is left */
+    nh_outq_copy(&b, "xy", 2);
+    CHECK(pool.arena == arena && b.segs[b.head].off == 0 && arena->len == 2);
+    CHECK(queued_equals(&b, "xy"));
+    nh_outq_free(&a);
+    nh_outq_free(&b);
+    nh_chunk_pool_free(&pool);
+}
+
+static void bytes_in_flight_stay_valid_while_the_arena_moves_on(void) {
+    nh_chunk_pool_t pool;
+    CHECK(nh_chunk_pool_init(&pool, 8) == 0);
+    nh_outq_t a, b;
+    nh_outq_init(&a, &pool);
+    nh_outq_init(&b, &pool);
+    /* a's bytes are "in flight": handed out by iov, not consumed yet */
+    nh_outq_copy(&a, "inflight", 8);
+    uv_buf_t iov[4];
+    CHECK(nh_outq_iov(&a, 0, iov, 4) == 1);
+    nh_buf_t *first = pool.arena;
+    /* b fills the arena past its end many times over */
+    char block[1000];
+    memset(block, 'b', sizeof block);
+    size_t total = 0;
+    for (int i = 0; i < 40; i++) {
+        CHECK(nh_outq_copy(&b, block, sizeof block) == 0);
+        total += sizeof block;
+    }
+    CHECK(pool.arena != first); /* a full arena still referenced was left behind */
+    CHECK(iov[0].len == 8 && memcmp(iov[0].base, "inflight", 8) == 0);
+    CHECK(b.bytes == total);
+    static uint8_t got[64 * 1024];
+    CHECK(gather(&b, 0, got, sizeof got) == total);
+    int all_b = 1;
+    for (size_t i = 0; i < total; i++)
+        all_b &= got[i] == 'b';
+    CHECK(all_b);
+    /* partial consume inside a segment, then the rest */
+    nh_outq_consume(&b, 1500);
+    CHECK(b.bytes == total - 1500);
+    CHECK(gather(&b, 0, got, sizeof got) == total - 1500);
+    nh_outq_consume(&b, b.bytes);
+    nh_outq_consume(&a, 8);
+    CHECK(a.bytes == 0 && b.bytes == 0 && a.n == 0 && b.n == 0);
+    /* the chunks b filled went back to the pool, not to free() */
+    CHECK(pool.n >= 2);
+    nh_outq_free(&a);
+    nh_outq_free(&b);
+    nh_chunk_pool_free(&pool);
+}
+
+static void big_copies_and_shared_buffers_are_segments_of_their_own(void) {
+    nh_chunk_pool_t pool;
+    CHECK(nh_chunk_pool_init(&pool, 8) == 0);
+    nh_outq_t q;
+    nh_outq_init(&q, &pool);
+    static char big[NH_CHUNK_SIZE];
+    memset(big, 'x', sizeof big);
+    CHECK(nh_outq_copy(&q, "hd", 2) == 0);
+    CHECK(nh_outq_copy(&q, big, sizeof big) == 0);
+    CHECK(q.n == 2 && q.segs[q.head + 1].buf != pool.arena);
+    nh_buf_t *shared = nh_buf_new(300);
+    memset(shared->data, 's', 300);
+    shared->len = 300;
+    CHECK(nh_outq_share(&q, shared, 0, 300) == 0);
+    CHECK(shared->refs == 2);
+    CHECK(q.bytes == 2 + sizeof big + 300);
+    nh_outq_consume(&q, q.bytes);
+    CHECK(shared->refs == 1);
+    nh_buf_unref(shared);
+    nh_outq_free(&q);
+    nh_chunk_pool_free(&pool);
+}
+
+static void closing_a_queue_with_bytes_left_releases_them(void) {
+    nh_chunk_pool_t pool;
+    CHECK(nh_chunk_pool_init(&pool, 8) == 0);
+    nh_outq_t a, b;
+    nh_outq_init(&a, &pool);
+    nh_outq_init(&b, &pool);
+    nh_outq_copy(&a, "left behind", 11);
+    nh_outq_copy(&b, "kept", 4);
+    nh_outq_free(&a); /* connection closed with output queued */
+    CHECK(pool.arena->refs == 2);
+    CHECK(queued_equals(&b, "kept"));
+    nh_outq_free(&b);
+    CHECK(pool.arena->refs == 1);
+    /* the pool outliving no queue: freeing it frees the arena (ASan checks the leak) */
+    nh_chunk_pool_free(&pool);
+    CHECK(pool.arena == NULL);
+}
+
+static void a_queue_without_a_pool_still_works(void) {
+    nh_outq_t q;
+    nh_outq_init(&q, NULL);
+    CHECK(nh_outq_copy(&q, "abc", 3) == 0);
+    CHECK(nh_outq_copy(&q, "def", 3) == 0);
+    CHECK(queued_equals(&q, "abcdef"));
+    nh_outq_consume(&q, 4);
+    CHECK(queued_equals(&q, "ef"));
+    nh_outq_free(&q);
+}
+
+int main(void) {
+    interleaved_queues_keep_their_own_bytes_in_order();
+    arena_is_reused_once_everything_is_written();
+    bytes_in_flight_stay_valid_while_the_arena_moves_on();
+    big_copies_and_shared_buffers_are_segments_of_their_own();
+    closing_a_queue_with_bytes_left_releases_them();
+    a_queue_without_a_pool_still_works();
+    return check_done();
+}
