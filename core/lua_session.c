@@ -127,14 +127,18 @@ static int s_close(lua_State *L) {
     return 1;
 }
 
+/* kick([body]): body is the kick packet's body as serialized by the Lua side (nano.kick wraps
+ * this with the serializer). */
 static int s_kick(lua_State *L) {
     lsession_t *u = check(L, 1);
+    size_t len = 0;
+    const char *body = luaL_optlstring(L, 2, "", &len);
     if (!u->s || u->s->state == NH_SS_CLOSED) {
         lua_pushnil(L);
         lua_pushliteral(L, "session already closed");
         return 2;
     }
-    nh_session_kick(u->s);
+    nh_session_kick(u->s, (const uint8_t *)body, len);
     lua_pushboolean(L, 1);
     return 1;
 }

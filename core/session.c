@@ -101,9 +101,9 @@ int nh_session_send_shared(nh_session_t *s, nh_buf_t *msg) {
     return nh_conn_send(s->conn, hdr, sizeof hdr, msg, msg->data, msg->len);
 }
 
-void nh_session_kick(nh_session_t *s) {
+void nh_session_kick(nh_session_t *s, const uint8_t *body, size_t len) {
     if (!s->conn || s->state == NH_SS_CLOSED) return;
-    nh_session_send_packet(s, NH_PKT_KICK, NULL, 0);
+    nh_session_send_packet(s, NH_PKT_KICK, body, len);
     if (s->conn) nh_conn_close_after_flush(s->conn);
     s->state = NH_SS_CLOSED;
 }

@@ -53,8 +53,9 @@ int nh_session_send_msg(nh_session_t *s, const nh_msg_t *m);
  * broadcast once. */
 int nh_session_send_shared(nh_session_t *s, nh_buf_t *msg);
 
-/* Sends the kick packet and closes once it has left. */
-void nh_session_kick(nh_session_t *s);
+/* Sends the kick packet (body: the serialized reason; nano's and pomelo's browser clients parse
+ * it as JSON, so it should not be empty) and closes once it has left. */
+void nh_session_kick(nh_session_t *s, const uint8_t *body, size_t len);
 /* Closes the connection (queued output gets one try to leave first). */
 void nh_session_close(nh_session_t *s, const char *reason);
 

@@ -172,6 +172,17 @@ function session.response(s, v)
   return session.response_mid(s, mid, v)
 end
 
+--- s:kick([reason]): sends the kick packet, then closes. The body is the serialized reason
+--- ({} by default; a string becomes { reason = "..." }): nano's and pomelo's browser clients
+--- JSON-parse it, and an empty body would throw in their onKick.
+local c_kick = session.kick
+function session.kick(s, reason)
+  if type(reason) ~= "table" then reason = { reason = reason } end
+  local ok, body = pcall(marshal, reason)
+  if not ok then body = "{}" end
+  return c_kick(s, body)
+end
+
 --- s:on_close(fn): fn(s) once, after the connection is gone.
 function session.on_close(s, fn)
   assert(type(fn) == "function", "on_close: expected a function")
