@@ -1,6 +1,7 @@
 /* nano-host: the command line. Loads the main script into a fresh Lua state, runs the loop, and
  * shuts down cleanly on SIGINT/SIGTERM. `nano-host test` runs busted in-process instead. */
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,9 @@ int main(int argc, char **argv) {
     }
     if (debug) nh_log_set_level(NH_LOG_DEBUG);
     raise_nofile();
+    /* A write to a connection the peer has reset must fail with EPIPE, not kill the host with
+     * SIGPIPE (libuv leaves the signal alone). Found by the soak test. */
+    signal(SIGPIPE, SIG_IGN);
 
     const char *script = test ? NULL : argv[i];
     char script_dir[PATH_MAX] = ".";

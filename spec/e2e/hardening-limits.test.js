@@ -81,6 +81,26 @@ for (const tr of TRANSPORTS) {
   });
 }
 
+// ---- peers that vanish while the server writes ----
+
+// Found by the soak: writing to a connection the peer has reset raised SIGPIPE, which killed
+// nano-host (libuv leaves SIGPIPE alone; the host must ignore it).
+for (const tr of TRANSPORTS) {
+  ctx.test(`${tr}: clients that reset the connection while responses are on their way never take the server down`, async () => {
+    for (let round = 0; round < 30; round++) {
+      const c = await ctx.connect(tr).catch((e) => {
+        assert.fail(`round ${round}: ${e.message}; nano-host exited: ${ctx.srv.exited} (signal ${ctx.srv.exitSignal})`);
+      });
+      for (let i = 0; i < 50; i++) c.request('Bench.ping', { pad: 'x'.repeat(2000), i }, { timeoutMs: 5000 }).catch(() => {});
+      const sock = tr === 'tcp' ? c.sock : c.ws._socket;
+      sock.resetAndDestroy(); // RST, not FIN: the server's next write fails
+      await c.waitClose(5000);
+    }
+    assert.ok(!ctx.srv.exited, `nano-host died (signal ${ctx.srv.exitSignal})\n${ctx.srv.logTail()}`);
+    await observersWork();
+  });
+}
+
 // ---- slowloris: handshake timeout ----
 
 // Connections that never complete the handshake are closed after handshake_timeout (the sweep
