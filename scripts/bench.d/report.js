@@ -46,7 +46,8 @@ function best(kind, server, transport) {
 
 const out = [];
 const p = (s = '') => out.push(s);
-const servers = ['floor', 'nano', 'pomelo'].filter((s) => runs.some((r) => r.server === s));
+const serversOf = (kind) => ['floor', 'nano', 'pomelo'].filter((s) => runs.some((r) => r.server === s && r.kind === kind));
+let servers = serversOf('pp');
 const names = { floor: 'floor (bare epoll, C, no Lua/JSON)', nano: 'nano-host (Lua handler, JSON)', pomelo: `pomelo ${facts.pomelo || ''} (hybridconnector)` };
 
 p(`## Results (written by \`scripts/bench${facts.quick ? ' --quick' : ''}\`)`);
@@ -92,6 +93,7 @@ if (servers.includes('pomelo')) {
 }
 p();
 
+servers = serversOf('idle');
 p('### 3. Memory per idle handshaken connection, 10,000 connections');
 p();
 p('RSS of the server process after every connection has handshaken and the server has had 2 s to settle, minus its RSS before the first connect, divided by the connections. Heartbeats run (10 s) and are answered one interval late.');
@@ -111,6 +113,7 @@ for (const s of servers) {
 }
 p();
 
+servers = serversOf('bcast');
 p('### 4. Broadcast: one group of 5,000 members (TCP)');
 p();
 p('Connection 0 asks for broadcasts (a request per broadcast) with 4 in flight; a broadcast is complete when all 5,000 members have it; every member checks the sequence.');
