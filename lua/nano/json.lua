@@ -35,14 +35,29 @@ local function replace_empty_arrays(s)
   return table.concat(out)
 end
 
-return {
-  name = "json",
+-- nano-host's own encoder (core/lua_json.c) writes what cjson writes, byte for byte, without
+-- glibc's slow "%.14g" for integers, and writes the marker as [] itself; cjson stays the fallback
+-- where the module is missing (plain LuaJIT).
+local has_fast, fast = pcall(require, "nano.json_encoder")
+local marshal
+if has_fast then
+  local fast_encode = fast.encode
+  marshal = function(v)
+    if v == nil then return "" end
+    return fast_encode(v, EMPTY_ARRAY)
+  end
+else
   marshal = function(v)
     if v == nil then return "" end
     local s = encode(v)
     if find(s, EMPTY_ARRAY_JSON, 1, true) then s = replace_empty_arrays(s) end
     return s
-  end,
+  end
+end
+
+return {
+  name = "json",
+  marshal = marshal,
   empty_array = EMPTY_ARRAY,
   --- json.array(t) -> t, or json.empty_array when t is empty: a list that encodes as [] even empty
   array = function(t)

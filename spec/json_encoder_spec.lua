@@ -1,0 +1,123 @@
+-- nano.json_encoder (core/lua_json.c) must write exactly what the JSON serializer's lua-cjson
+-- instance writes: every case here is encoded by both and compared byte for byte.
+local fast = require("nano.json_encoder").encode
+local cjson = require("cjson").new()
+cjson.encode_sparse_array(true)
+cjson.encode_max_depth(128)
+
+local function same_as_cjson(v)
+  local want = cjson.encode(v)
+  local got = fast(v)
+  assert.equal(want, got)
+end
+
+describe("nano.json_encoder", function()
+  it("escapes every byte value as lua-cjson does", function()
+    for c = 0, 255 do
+      same_as_cjson(string.char(c))
+      same_as_cjson("a" .. string.char(c) .. "b")
+    end
+    local all = {}
+    for c = 0, 255 do all[#all + 1] = string.char(c) end
+    same_as_cjson(table.concat(all))
+    same_as_cjson({ [table.concat(all)] = table.concat(all) }) -- keys are escaped the same way
+  end)
+
+  it("writes numbers as lua-cjson's %.14g, integers included", function()
+    local nums = { 0, 1, -1, 7, 10, 99, 100, 123456, -123456, 2 ^ 31, -2 ^ 31, 2 ^ 32, 2 ^ 53,
+      -2 ^ 53, 1e13, 99999999999999, -99999999999999, 1e14, -1e14, 100000000000001, 1e15, 1e16,
+      1e20, 1e300, -1e300, 0.1, 0.5, -0.5, 1 / 3, 2 / 3, 1.5e-7, 1e-300, 5e-324, 123.456,
+      3.14159265358979, 1e14 - 0.5, 12345678901234.5, -0.0, 4503599627370496.5 }
+    for _, n in ipairs(nums) do
+      same_as_cjson(n)
+      same_as_cjson({ n = n })
+      same_as_cjson({ n })
+      same_as_cjson({ [n ~= 0 and n or 1] = true })
+    end
+    -- a sweep of integers across digit counts and signs
+    local x = 1
+    for _ = 1, 60 do
+      same_as_cjson(x)
+      same_as_cjson(-x)
+      same_as_cjson(x + 1)
+      x = x * 3
+    end
+  end)
+
+  it("tells arrays from objects, sparse arrays included", function()
+    local cases = {
+      {}, { 1, 2, 3 }, { "a", nil, "c" }, { [1] = 1, [3] = 3 }, { [2] = "x" }, { [10] = 1 },
+      { [11] = 1 }, { [20] = 1, [19] = 2, [18] = 3, [17] = 4, [16] = 5, [15] = 6, [14] = 7,
+      [13] = 8, [12] = 9, [11] = 10 }, { [21] = 1, [1] = 2 }, { [0] = 1 }, { [-1] = 1 },
+      { [1.5] = 1 }, { [1] = 1, x = 2 }, { x = 1 }, { [1] = { [1] = { [1] = {} } } },
+      { true, false, cjson.null }, { a = cjson.null }, { [1] = 1, [1e6] = 1 },
+    }
+    for _, t in ipairs(cases) do same_as_cjson(t) end
+  end)
+
+  it("encodes objects in the same key order with the same number keys", function()
+    local t = {}
+    for i = 1, 50 do t["k" .. i] = i end
+    t[2.5] = "two and a half"
+    t[-3] = "minus three"
+    same_as_cjson(t)
+    same_as_cjson({ nested = t, list = { t, t } })
+  end)
+
+  it("encodes the shapes game messages have", function()
+    same_as_cjson({ code = 0, result = "success" })
+    same_as_cjson({ name = "Zoë", content = "héllo \"wörld\" / \\ \n\t", ts = 1732492800 })
+    same_as_cjson({ members = { "ann", "bob" }, room = { id = 7, pos = { x = 1.25, y = -3 } } })
+    same_as_cjson({ seq = 123456789, hp = 99.5, alive = true, items = {} })
+    same_as_cjson("plain string")
+    same_as_cjson(true)
+    same_as_cjson(false)
+  end)
+
+  it("refuses what lua-cjson refuses", function()
+    local bad = { 0 / 0, 1 / 0, -1 / 0, { n = 1 / 0 }, function() end, { f = print },
+      coroutine.create(function() end), { [true] = 1 }, { [{}] = 1 } }
+    for _, v in ipairs(bad) do
+      assert.is_false((pcall(cjson.encode, v)))
+      local ok, err = pcall(fast, v)
+      assert.is_false(ok)
+      assert.matches("^Cannot serialise", err)
+    end
+  end)
+
+  it("refuses nesting deeper than 128, as lua-cjson does", function()
+    local function nest(n)
+      local t = {}
+      for _ = 1, n - 1 do t = { t } end
+      return t
+    end
+    same_as_cjson(nest(128))
+    assert.is_false((pcall(cjson.encode, nest(129))))
+    local ok, err = pcall(fast, nest(129))
+    assert.is_false(ok)
+    assert.matches("excessive nesting", err)
+    -- the encoder is still usable after an error
+    same_as_cjson({ after = "error" })
+  end)
+
+  it("ignores metatables", function()
+    local t = setmetatable({ a = 1 }, { __index = function() return "x" end, __len = function() return 9 end })
+    same_as_cjson(t)
+  end)
+
+  it("encodes big values", function()
+    local long = string.rep("0123456789\"/", 20000)
+    same_as_cjson(long)
+    local list = {}
+    for i = 1, 20000 do list[i] = { id = i, name = "n" .. i } end
+    same_as_cjson(list)
+  end)
+
+  it("writes the empty-array marker as []", function()
+    local marker = "\0marker\0"
+    assert.equal('{"a":[]}', fast({ a = marker }, marker))
+    assert.equal('["\\u0000marker",[]]', fast({ "\0marker", marker }, marker))
+    assert.equal("[]", fast(marker, marker))
+    assert.equal('"\\u0000marker\\u0000"', fast(marker))
+  end)
+end)
