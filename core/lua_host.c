@@ -485,10 +485,13 @@ static int count_registry_refs(lua_State *L) {
         lua_pop(L, 1);
         if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) >= 1) keys++;
     }
+    /* The free list: t[0] is its head, each free slot holds the next one; the last free slot
+     * holds nil (t[0] was empty when it was freed), so it is not a key and does not count. */
     lua_rawgeti(L, LUA_REGISTRYINDEX, 0);
-    for (int ref = (int)lua_tointeger(L, -1); ref > 0 && free_slots <= keys; free_slots++) {
+    for (int ref = (int)lua_tointeger(L, -1), n = 0; ref > 0 && n <= keys; n++) {
         lua_pop(L, 1);
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        if (!lua_isnil(L, -1)) free_slots++;
         ref = (int)lua_tointeger(L, -1);
     }
     lua_pop(L, 1);

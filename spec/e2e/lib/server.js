@@ -17,6 +17,10 @@ const LISTEN_RE = /listening (tcp|ws):\/\/([0-9.]+|\[[0-9a-f:]+\]|localhost):(\d
 
 const running = new Set();
 
+// NH_E2E_SLOW=N multiplies the server's start, stop and per-file time limits (nano-host under
+// valgrind starts and stops several times slower; spec/e2e/valgrind/).
+const SLOW = Math.max(1, Number(process.env.NH_E2E_SLOW) || 1);
+
 function binaryPath() {
   return process.env.NANO_HOST || path.join(SOURCE_DIR, 'build', 'nano-host');
 }
@@ -47,7 +51,7 @@ function startServer(scriptPath, args = [], opts = {}) {
   const bin = binaryPath();
   if (!fs.existsSync(bin)) throw new Error(`nano-host binary not found at ${bin} (set NANO_HOST)`);
   const expect = opts.expect || ['tcp', 'ws'];
-  const startTimeoutMs = opts.startTimeoutMs || 10000;
+  const startTimeoutMs = (opts.startTimeoutMs || 10000) * SLOW;
   const proc = spawn(bin, [...args, scriptPath], {
     cwd: opts.cwd || SOURCE_DIR,
     env: { ...process.env, ...(opts.env || {}) },
@@ -88,6 +92,7 @@ function startServer(scriptPath, args = [], opts = {}) {
     },
     // SIGTERM, then wait up to timeoutMs for the exit; asserts a clean exit (code 0).
     async stop(timeoutMs = 10000) {
+      timeoutMs *= SLOW;
       if (!this.exited) {
         const t0 = Date.now();
         proc.kill('SIGTERM');
@@ -172,6 +177,7 @@ function startServer(scriptPath, args = [], opts = {}) {
 
 // Aborts the whole test file after `ms` (kills the servers; exit code 1) so nothing can hang.
 function watchdog(ms = 115000) {
+  ms *= SLOW;
   const t = setTimeout(() => {
     console.error(`# watchdog: test file exceeded ${ms} ms, killing nano-host and exiting`);
     for (const s of running) console.error(s.logTail());
