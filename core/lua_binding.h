@@ -31,4 +31,8 @@ int nh_lua_open_codec(lua_State *L);   /* leaves the module table on the stack *
 int nh_lua_open_tcp(lua_State *L);     /* leaves the module table on the stack */
 int nh_lua_open_json(lua_State *L);    /* `nano.json_encoder` (lua_json.c): the module table */
 
+/* Registry references in use (luaL_ref), for leak checks: core.stats().lua_refs, and main.c at
+ * exit, where anything above zero is logged. */
+int nh_lua_registry_refs(lua_State *L);
+
 #endif

@@ -478,7 +478,7 @@ static int c_restart(lua_State *L) {
 
 /* Registry references in use (luaL_ref): integer keys minus luaL_ref's free list, which it keeps
  * in the same table from key 0. Leak tests watch this return to its baseline. */
-static int count_registry_refs(lua_State *L) {
+int nh_lua_registry_refs(lua_State *L) {
     int keys = 0, free_slots = 0;
     lua_pushnil(L);
     while (lua_next(L, LUA_REGISTRYINDEX)) {
@@ -514,7 +514,7 @@ static int c_stats(lua_State *L) {
     lua_setfield(L, -2, "timers");
     lua_pushnumber(L, (lua_Number)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0));
     lua_setfield(L, -2, "lua_memory");
-    lua_pushinteger(L, count_registry_refs(L));
+    lua_pushinteger(L, nh_lua_registry_refs(L));
     lua_setfield(L, -2, "lua_refs");
     nh_watchdog_stats_t ws;
     nh_watchdog_get_stats(h->watchdog, &ws);

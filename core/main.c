@@ -193,6 +193,10 @@ int main(int argc, char **argv) {
     nh_host_stop(h);
     uv_run(&loop, UV_RUN_DEFAULT); /* finish closing connections; Lua still sees closed hooks */
     nh_host_free(h);
+    /* Everything that took a registry reference (sessions, timers, hooks) has released it by now;
+     * one still held is a leak that lua_close would hide. */
+    int refs = nh_lua_registry_refs(L);
+    if (refs) nh_log(NH_LOG_WARN, "%d Lua registry reference(s) still held at exit", refs);
     lua_close(L);
     if (uv_loop_close(&loop) != 0) nh_log(NH_LOG_WARN, "loop closed with handles still open");
     free(h);

@@ -22,12 +22,14 @@ struct nh_watchdog {
     pthread_cond_t cond;
     nh_watchdog_config_t cfg;
     int stop;
-    uint64_t seq;  /* moves at every enter, leave and loop turn */
-    int depth;     /* Lua calls in progress since the loop (or the program) started */
-    int in_loop;   /* the running loop made these calls: they may be aborted */
-    char what[96]; /* the innermost call */
+    uint64_t seq; /* moves at every enter, leave and loop turn */
+    int depth;    /* Lua calls in progress since the loop (or the program) started */
+    int in_loop;  /* the running loop made these calls: they may be aborted */
+    /* The innermost call. Pointers, not copies: they stay valid while that call runs (they are
+     * its caller's), and they are only read under mu while depth says it runs. */
+    const char *what;
     uint64_t session;
-    char route[256];
+    const char *route;
     size_t route_len;
     int pending; /* WD_STALL or WD_MEMORY: the hook is installed for this */
     uint64_t pending_seq;
@@ -54,13 +56,14 @@ static size_t heap_bytes(lua_State *L) {
 
 /* "session 7 Room.spin" or "timer"; called with mu held. */
 static void describe(const nh_watchdog_t *w, char *out, size_t len) {
-    if (w->session && w->route_len)
-        snprintf(out, len, "session %llu %.*s", (unsigned long long)w->session, (int)w->route_len,
-                 w->route);
+    const char *what = w->what ? w->what : "Lua";
+    if (w->session && w->route)
+        snprintf(out, len, "session %llu %.*s", (unsigned long long)w->session,
+                 (int)(w->route_len > 255 ? 255 : w->route_len), w->route);
     else if (w->session)
-        snprintf(out, len, "session %llu %s", (unsigned long long)w->session, w->what);
+        snprintf(out, len, "session %llu %s", (unsigned long long)w->session, what);
     else
-        snprintf(out, len, "%s", w->what);
+        snprintf(out, len, "%s", what);
 }
 
 /* ---- the hook: runs on the loop thread, inside the Lua call ---- */
@@ -272,18 +275,17 @@ void nh_watchdog_enter(nh_watchdog_t *w, nh_watchdog_mark_t *mark, const char *w
                        uint64_t session, const char *route, size_t route_len) {
     if (!w) return;
     pthread_mutex_lock(&w->mu);
+    /* Every request passes here: no formatting and no copies (a tenth of a ping-pong's own
+     * instructions once went to formatting the name, see docs/benchmarks.md). */
     mark->depth = w->depth;
-    memcpy(mark->what, w->what, sizeof mark->what);
-    /* Every request passes here: a bounded copy, not snprintf (a tenth of a ping-pong's own
-     * instructions went to formatting "%s", see docs/benchmarks.md). */
-    if (!what) what = "Lua";
-    size_t n = strnlen(what, sizeof w->what - 1);
-    memcpy(w->what, what, n);
-    w->what[n] = '\0';
+    mark->what = w->what;
+    mark->session = w->session;
+    mark->route = w->route;
+    mark->route_len = w->route_len;
+    w->what = what;
     w->session = session;
-    if (route_len > sizeof w->route) route_len = sizeof w->route;
-    if (route) memcpy(w->route, route, route_len);
-    w->route_len = route ? route_len : 0;
+    w->route = route;
+    w->route_len = route_len;
     w->depth++;
     w->seq++;
     pthread_mutex_unlock(&w->mu);
@@ -293,9 +295,10 @@ void nh_watchdog_leave(nh_watchdog_t *w, const nh_watchdog_mark_t *mark) {
     if (!w) return;
     pthread_mutex_lock(&w->mu);
     w->depth = mark->depth;
-    memcpy(w->what, mark->what, sizeof w->what);
-    w->session = 0;
-    w->route_len = 0;
+    w->what = mark->what; /* the outer call's again */
+    w->session = mark->session;
+    w->route = mark->route;
+    w->route_len = mark->route_len;
     w->seq++;
     size_t limit = w->cfg.memory_limit;
     int outermost = w->depth == 0 && w->in_loop;
@@ -321,7 +324,10 @@ void nh_watchdog_loop_begin(nh_watchdog_t *w, nh_watchdog_mark_t *mark) {
     pthread_mutex_lock(&w->mu);
     mark->depth = w->depth;
     mark->in_loop = w->in_loop;
-    memcpy(mark->what, w->what, sizeof mark->what);
+    mark->what = w->what;
+    mark->session = w->session;
+    mark->route = w->route;
+    mark->route_len = w->route_len;
     w->depth = 0;
     w->in_loop = 1;
     w->seq++;
@@ -333,7 +339,10 @@ void nh_watchdog_loop_end(nh_watchdog_t *w, const nh_watchdog_mark_t *mark) {
     pthread_mutex_lock(&w->mu);
     w->depth = mark->depth;
     w->in_loop = mark->in_loop;
-    memcpy(w->what, mark->what, sizeof w->what);
+    w->what = mark->what;
+    w->session = mark->session;
+    w->route = mark->route;
+    w->route_len = mark->route_len;
     w->seq++;
     pthread_mutex_unlock(&w->mu);
 }

@@ -57,10 +57,14 @@ void nh_watchdog_configure(nh_watchdog_t *w, const nh_watchdog_config_t *cfg);
 void nh_watchdog_stop(nh_watchdog_t *w);
 
 /* Around a call into Lua. `what` names it in the log; session/route (route_len bytes, NULL when
- * none) say which handler it is. Returns what nh_watchdog_leave needs to restore the outer call. */
+ * none) say which handler it is. The strings are not copied: they must stay valid until
+ * nh_watchdog_leave (the caller's own, for the length of the call). `mark` keeps what
+ * nh_watchdog_leave needs to restore the outer call. */
 typedef struct nh_watchdog_mark {
     int depth, in_loop;
-    char what[96];
+    const char *what, *route;
+    uint64_t session;
+    size_t route_len;
 } nh_watchdog_mark_t;
 void nh_watchdog_enter(nh_watchdog_t *w, nh_watchdog_mark_t *mark, const char *what,
                        uint64_t session, const char *route, size_t route_len);

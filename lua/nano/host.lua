@@ -10,6 +10,7 @@ function M.main(opts)
   nano._start({ watch = opts.watch })
   core.run("default")
   nano._stopped()
+  core.stop_timers() -- timers still running hold registry references: release them before exit
   return 0
 end
 
