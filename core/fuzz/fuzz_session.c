@@ -80,12 +80,16 @@ static const char script[] =
     "end)\n"
     "nano.set_check_origin(function(origin) return origin ~= 'http://evil' end)\n"
     "nano.configure({ heartbeat = 5, handshake_timeout = 10, max_packet = 4096,\n"
-    "                 max_ws_frame = 8192, send_limit = 65536 })\n";
+    "                 max_ws_frame = 8192, send_limit = 65536 })\n"
+    /* Real listeners (bound to ephemeral loopback ports, never connected to): the fuzzer hands
+     * its connections their settings, as accept would. */
+    "nano.listen('127.0.0.1:0')\n"
+    "nano.listen('127.0.0.1:0', { websocket = true, path = '/nano',\n"
+    "                             static = { ['/web/'] = FUZZ_STATIC_DIR } })\n";
 
 static uv_loop_t loop;
 static nh_host_t host;
-static nh_listener_t listener_tcp, listener_ws;
-static nh_static_dir_t statics[1];
+static nh_listener_t *listener_tcp, *listener_ws;
 
 static void die(const char *what) {
     fprintf(stderr, "fuzz_session: %s\n", what);
@@ -116,22 +120,19 @@ static void init_once(void) {
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", lua_dir, lua_dir);
     lua_setfield(L, -2, "path");
     lua_pop(L, 1);
+    lua_pushstring(L, NH_SOURCE_DIR "/core/fuzz/corpus/http"); /* a few small files to serve */
+    lua_setglobal(L, "FUZZ_STATIC_DIR");
     if (luaL_loadbuffer(L, script, sizeof script - 1, "fuzz_session") != 0 ||
         nh_host_call_lua(&host, 0, 0, "fuzz_session script") != 0)
         die("the game script failed");
 
-    /* Listeners as nano.listen would make them, without binding a port. */
-    listener_tcp.host = listener_ws.host = &host;
-    listener_tcp.transport = &nh_transport_tcp;
-    listener_ws.transport = &nh_transport_ws;
-    listener_tcp.id = 1;
-    listener_ws.id = 2;
-    strcpy(listener_ws.path, "/nano");
-    listener_ws.check_origin = 1;
-    strcpy(statics[0].prefix, "/web/");
-    snprintf(statics[0].dir, sizeof statics[0].dir, "%s/core/fuzz/corpus/http", NH_SOURCE_DIR);
-    listener_ws.statics = statics;
-    listener_ws.nstatics = 1;
+    for (nh_listener_t *l = host.listeners; l; l = l->next) {
+        if (l->transport == &nh_transport_ws)
+            listener_ws = l;
+        else
+            listener_tcp = l;
+    }
+    if (!listener_tcp || !listener_ws) die("the game script did not listen");
     atexit(shutdown_host);
     const char *lvl = getenv("NH_FUZZ_LOG");
     int level = lvl ? nh_log_parse_level(lvl) : NH_LOG_OFF;
@@ -162,7 +163,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     nh_conn_t *c = calloc(1, sizeof *c);
     if (!c) die("out of memory");
     c->host = &host;
-    c->listener = ws ? &listener_ws : &listener_tcp;
+    c->listener = ws ? listener_ws : listener_tcp;
     c->transport = c->listener->transport;
     nh_outq_init(&c->out, &host.pool);
     uv_tcp_init(&loop, &c->tcp);
