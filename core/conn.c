@@ -283,9 +283,15 @@ static void on_connection(uv_stream_t *server, int status) {
         return;
     }
     if (h->stopping || (h->cfg.max_conns && h->nconns >= h->cfg.max_conns)) {
-        if (!h->stopping)
-            nh_log(NH_LOG_WARN, "%s://%s: %u connections (max_conns); refusing a new one",
-                   l->transport->name, l->bound, h->nconns);
+        /* A flood of connections at the limit must not flood the log as well: one line, then at
+         * most one a second with the count since. */
+        uint64_t now = uv_now(h->loop);
+        if (!h->stopping && ++h->refused && now - h->refused_logged_ms >= 1000) {
+            nh_log(NH_LOG_WARN, "%s://%s: %u connections (max_conns); refused %llu new one(s)",
+                   l->transport->name, l->bound, h->nconns, (unsigned long long)h->refused);
+            h->refused = 0;
+            h->refused_logged_ms = now;
+        }
         c->flags |= NH_CONN_CLOSING;
         uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
         return;

@@ -68,6 +68,8 @@ struct nh_host {
     int signals_on;
     uint64_t sweep_period;
     nh_watchdog_t *watchdog; /* NULL if its thread could not start */
+    /* max_conns refusals since the last log line about them, and when that was (loop ms) */
+    uint64_t refused, refused_logged_ms;
     uint8_t readbuf[NH_READ_BUF_SIZE];
 };
 

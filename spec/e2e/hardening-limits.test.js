@@ -262,7 +262,13 @@ test('max_conns: connections beyond it are refused at once; the others are unaff
         (e) => !/timed out/.test(e.message) || assert.fail(`${tr}: the refused connection was not closed: ${e.message}`));
       assert.ok(Date.now() - t0 < 2500, `${tr}: refused within ${Date.now() - t0} ms`);
     }
-    await logMatch(srv, /\d+ connections \(max_conns\); refusing a new one/, from);
+    await logMatch(srv, /\d+ connections \(max_conns\); refused \d+ new one\(s\)/, from);
+    // A burst of refused connections is logged once, not once per connection.
+    const burst = await Promise.all(Array.from({ length: 40 }, () => RawConn.open(srv.tcp.host, srv.tcp.port)));
+    await Promise.all(burst.map((c) => c.waitClosed(3000)));
+    for (const c of burst) c.destroy();
+    const lines = srv.stderr.slice(from).match(/\(max_conns\); refused/g) || [];
+    assert.ok(lines.length <= 3, `${lines.length} log lines for 42 refused connections`);
     for (const [i, c] of clients.entries()) {
       const r = await c.request('Bench.ping', { i });
       assert.deepEqual(r.body, { i }, `existing client ${i} still works`);
