@@ -44,6 +44,8 @@ typedef struct nh_transport {
 extern const nh_transport_t nh_transport_tcp;
 extern const nh_transport_t nh_transport_ws;
 
+#define NH_WS_MAX_PATHS 8
+
 typedef struct nh_static_dir {
     char prefix[128]; /* URL prefix, e.g. "/web/" */
     char dir[1024];   /* filesystem folder */
@@ -55,9 +57,10 @@ struct nh_listener {
     const nh_transport_t *transport;
     nh_listener_t *next;
     int id;
-    char addr[128];   /* as given to nh_listener_start, e.g. "127.0.0.1:3250" */
-    char bound[128];  /* the address actually bound (port 0 resolved) */
-    char path[256];   /* WebSocket path */
+    char addr[128];                   /* as given to nh_listener_start, e.g. "127.0.0.1:3250" */
+    char bound[128];                  /* the address actually bound (port 0 resolved) */
+    char paths[NH_WS_MAX_PATHS][128]; /* WebSocket paths (pomelo's web client can only use "/") */
+    int npaths;
     int check_origin; /* ask Lua whether to accept an Origin */
     nh_static_dir_t *statics;
     int nstatics;

@@ -67,18 +67,30 @@ static int c_listen(lua_State *L) {
     int ws = 0;
     nh_listener_t *l = calloc(1, sizeof *l);
     if (!l) return luaL_error(L, "out of memory");
-    strcpy(l->path, "/");
+    strcpy(l->paths[0], "/");
+    l->npaths = 1;
     if (lua_istable(L, 2)) {
         ws = field_bool(L, 2, "websocket");
         l->check_origin = field_bool(L, 2, "check_origin");
-        lua_getfield(L, 2, "path");
-        if (lua_isstring(L, -1)) {
+        lua_getfield(L, 2, "path"); /* a string, or a list of them */
+        int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : lua_isstring(L, -1) ? 1 : 0;
+        if (n > NH_WS_MAX_PATHS || (lua_istable(L, -1) && n == 0)) {
+            free(l);
+            return luaL_error(L, "listen: path: one to %d paths", NH_WS_MAX_PATHS);
+        }
+        if (n) l->npaths = 0;
+        for (int i = 1; i <= n; i++) {
+            if (lua_istable(L, -1))
+                lua_rawgeti(L, -1, i);
+            else
+                lua_pushvalue(L, -1);
             const char *p = lua_tostring(L, -1);
-            if (p[0] != '/' || strlen(p) >= sizeof l->path) {
+            if (!p || p[0] != '/' || strlen(p) >= sizeof l->paths[0]) {
                 free(l);
-                return luaL_error(L, "listen: path must start with '/' and be under 256 bytes");
+                return luaL_error(L, "listen: a path must start with '/' and be under 128 bytes");
             }
-            strcpy(l->path, p);
+            strcpy(l->paths[l->npaths++], p);
+            lua_pop(L, 1);
         }
         lua_pop(L, 1);
         lua_getfield(L, 2, "static");
@@ -109,10 +121,17 @@ static int c_listen(lua_State *L) {
         lua_pushfstring(L, "listen %s: %s", addr, uv_strerror(r));
         return 2;
     }
-    if (ws)
-        nh_log(NH_LOG_INFO, "listening ws://%s%s", l->bound, l->path);
-    else
+    if (ws) {
+        char also[NH_WS_MAX_PATHS * 130] = "";
+        for (int i = 1; i < l->npaths; i++) {
+            size_t at = strlen(also);
+            snprintf(also + at, sizeof also - at, "%s%s%s", i == 1 ? " (also " : ", ", l->paths[i],
+                     i == l->npaths - 1 ? ")" : "");
+        }
+        nh_log(NH_LOG_INFO, "listening ws://%s%s%s", l->bound, l->paths[0], also);
+    } else {
         nh_log(NH_LOG_INFO, "listening tcp://%s", l->bound);
+    }
     lua_pushinteger(L, l->id);
     lua_pushstring(L, l->bound);
     return 2;

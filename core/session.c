@@ -261,10 +261,12 @@ void nh_session_sweep(nh_host_t *h, uint64_t now) {
             }
             continue;
         }
-        /* Twice the interval, plus one sweep period of grace: a client that answers our heartbeat
-         * one interval late (as pomelo's clients do) first speaks exactly 2x after the ack, and
-         * must not lose that race to this check. */
-        if (now - s->last_recv_ms > 2 * hb + h->sweep_period) {
+        /* Clients answer our heartbeat one interval late, so a settled client is silent for up to
+         * 2x the interval (also between the ack and its first heartbeat). A session silent for
+         * more than 2.5x is closed: nano closes between 2x and 3x (it checks on its heartbeat
+         * ticks); half an interval of slack keeps a late client timer (a throttled browser tab, a
+         * GC pause) from costing the player the session. */
+        if (now - s->last_recv_ms > 2 * hb + hb / 2) {
             char peer[80];
             nh_log(NH_LOG_INFO, "%s %s session %llu: nothing received for %.1f s; closing",
                    s->conn->transport->name, peer_of(s, peer, sizeof peer),
@@ -272,12 +274,11 @@ void nh_session_sweep(nh_host_t *h, uint64_t now) {
             nh_conn_close(s->conn, "heartbeat timeout");
             continue;
         }
-        if (now >= s->next_heartbeat_ms) {
-            nh_conn_send(s->conn, heartbeat, sizeof heartbeat, NULL, NULL, 0);
-            /* Keep the schedule rather than restarting it from a sweep that ran late, or the
-             * interval would drift by up to one sweep period each time. */
-            s->next_heartbeat_ms += hb;
-            if (s->next_heartbeat_ms <= now) s->next_heartbeat_ms = now + hb;
-        }
+        if (now < s->next_heartbeat_ms) continue;
+        nh_conn_send(s->conn, heartbeat, sizeof heartbeat, NULL, NULL, 0);
+        /* Keep the schedule rather than restarting it from a sweep that ran late, or the interval
+         * would drift by up to one sweep period each time. */
+        s->next_heartbeat_ms += hb;
+        if (s->next_heartbeat_ms <= now) s->next_heartbeat_ms = now + hb;
     }
 }

@@ -73,6 +73,7 @@ static size_t ws_frame_header(nh_conn_t *c, uint8_t *out, size_t len) {
 
 /* ---- HTTP replies ---- */
 
+/* body NULL: a HEAD reply (the length of what GET would send, no bytes). */
 static void http_reply(nh_conn_t *c, int status, const char *reason, const char *type,
                        const void *body, size_t len) {
     char head[512];
@@ -81,7 +82,7 @@ static void http_reply(nh_conn_t *c, int status, const char *reason, const char 
                      "Connection: close\r\n\r\n",
                      status, reason, type, len);
     nh_conn_send_raw(c, head, (size_t)n);
-    if (len) nh_conn_send_raw(c, body, len);
+    if (body && len) nh_conn_send_raw(c, body, len);
     nh_conn_close_after_flush(c);
 }
 
@@ -152,7 +153,7 @@ static int safe_relative(const char *rel) {
 
 /* Serves a file below a static folder. Small files of a demo page are read synchronously: this
  * is a convenience for examples and tools, not a CDN (docs/deployment.md). */
-static int serve_static(nh_conn_t *c, const char *url_path) {
+static int serve_static(nh_conn_t *c, const char *url_path, int head_only) {
     const nh_listener_t *l = c->listener;
     for (int i = 0; i < l->nstatics; i++) {
         const nh_static_dir_t *sd = &l->statics[i];
@@ -200,7 +201,7 @@ static int serve_static(nh_conn_t *c, const char *url_path) {
             http_error(c, 404, "Not Found");
             return 1;
         }
-        http_reply(c, 200, "OK", content_type(file), data, (size_t)size);
+        http_reply(c, 200, "OK", content_type(file), head_only ? NULL : data, (size_t)size);
         free(data);
         return 1;
     }
@@ -262,14 +263,27 @@ static int check_origin(nh_conn_t *c, const char *origin) {
     return ok;
 }
 
+/* Is this one of the listener's WebSocket paths? A single trailing slash does not count:
+ * "/nano/" is "/nano". */
+static int has_path(const nh_listener_t *l, const char *path) {
+    size_t n = strlen(path);
+    if (n > 1 && path[n - 1] == '/') n--;
+    for (int i = 0; i < l->npaths; i++) {
+        size_t m = strlen(l->paths[i]);
+        if (m > 1 && l->paths[i][m - 1] == '/') m--;
+        if (m == n && strncmp(l->paths[i], path, n) == 0) return 1;
+    }
+    return 0;
+}
+
 static int upgrade(nh_conn_t *c, uint8_t *rest, size_t rest_len) {
     ws_state_t *w = c->tstate;
     nh_http_req_t *req = w->req;
-    /* The WebSocket path is never a file, even under a static prefix such as "/". */
-    if (req->method == HTTP_GET && strcmp(req->path, c->listener->path) != 0 &&
-        serve_static(c, req->path))
-        return 0;
-    if (strcmp(req->path, c->listener->path) != 0) {
+    /* A WebSocket path is never a file, even under a static prefix such as "/". */
+    if (!has_path(c->listener, req->path)) {
+        if ((req->method == HTTP_GET || req->method == HTTP_HEAD) &&
+            serve_static(c, req->path, req->method == HTTP_HEAD))
+            return 0;
         http_error(c, 404, "Not Found");
         return 0;
     }

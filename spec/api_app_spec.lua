@@ -88,7 +88,7 @@ describe("application", function()
     end)
 
     it("raises on a bad component, name or option", function()
-      assert.has_error(function() nano.register("x") end, "register: component must be a table")
+      assert.has_error(function() nano.register("x") end, "register: component must be a table, got string")
       assert.has_error(function() nano.register({}) end)
       assert.has_error(function() nano.register({}, { name = "a.b" }) end)
       assert.has_error(function() nano.register({}, { name = "N", name_func = "lower" }) end,

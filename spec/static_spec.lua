@@ -19,11 +19,11 @@ describe("static files served at /", function()
 
   -- Sends one raw request; returns the status code, the head and the body once the server has
   -- answered (closed the connection, or switched protocols).
-  local function http(path, extra_headers)
+  local function http(path, extra_headers, method)
     local got, done = {}, false
     local s = tcp.connect("127.0.0.1", port, function(st, event, arg)
       if event == "connect" then
-        assert(st:write("GET " .. path .. " HTTP/1.1\r\nHost: 127.0.0.1\r\n" .. (extra_headers or "") .. "\r\n"))
+        assert(st:write((method or "GET") .. " " .. path .. " HTTP/1.1\r\nHost: 127.0.0.1\r\n" .. (extra_headers or "") .. "\r\n"))
       elseif event == "data" then
         got[#got + 1] = arg
       elseif event == "close" then
@@ -59,6 +59,21 @@ describe("static files served at /", function()
     local status, head = http("/nano", UPGRADE)
     assert.equal(101, status, head)
     assert.truthy(head:find("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", 1, true))
+  end)
+
+  it("upgrades every path of the listener, with or without a trailing slash", function()
+    for _, path in ipairs({ "/game", "/nano/", "/game/" }) do
+      local status, head = http(path, UPGRADE)
+      assert.equal(101, status, path .. ": " .. tostring(head))
+    end
+    assert.equal(404, (http("/other", UPGRADE)))
+  end)
+
+  it("answers HEAD with the headers GET would send and no body", function()
+    local status, head, body = http("/style.css", nil, "HEAD")
+    assert.equal(200, status)
+    assert.truthy(head:find("Content-Length: 22", 1, true), head)
+    assert.equal("", body)
   end)
 
   it("answers a plain GET on the WebSocket path as a bad upgrade, not as a missing file", function()

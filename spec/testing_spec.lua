@@ -150,7 +150,7 @@ describe("nano.test", function()
       local silent = server:connect({ heartbeat = false })
       local alive = server:connect()
       local id = silent:session():id()
-      server:advance(25)
+      server:advance(30) -- silent for more than 2.5x the 10 s interval
       server:wait_until(function() return silent:is_closed() end, 2, "the silent client to close")
       assert.same({ id }, require("state").closed)
       assert.is_false(alive:is_closed())

@@ -41,6 +41,10 @@ static const char script[] =
     "local nano = require 'nano'\n"
     "local core = require 'nano.core'\n"
     "local all = nano.new_group and nano.new_group('all')\n"
+    /* Load what handlers load lazily (the JSON modules) now: memory they own lives in Lua's heap,
+     * which LeakSanitizer does not scan, so allocating it during an input reads as a leak. */
+    "local json = require 'nano.json'\n"
+    "json.unmarshal(json.marshal({ warm = { 1 } }))\n"
     "local Room = {}\n"
     "function Room:ping(s, msg) return msg end\n"
     "function Room:boom(s, msg) error('boom') end\n"

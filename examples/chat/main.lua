@@ -15,9 +15,10 @@ nano.register(stats, { name = "stats" })
 
 nano.set_heartbeat_interval(tonumber(os.getenv("NANO_CHAT_HEARTBEAT")) or 30)
 
--- One port for both: WebSocket clients upgrade on /nano, browsers get the page at /web/.
+-- One port for both: WebSocket clients upgrade on /nano (nano's web client) or / (pomelo's web
+-- client, which cannot choose a path), browsers get the page at /web/.
 nano.listen(os.getenv("NANO_CHAT_ADDR") or ":3250", {
   websocket = true,
-  path = "/nano",
+  path = { "/nano", "/" },
   static = { ["/web/"] = "web" }, -- relative to this file
 })

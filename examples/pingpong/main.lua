@@ -18,6 +18,6 @@ nano.set_dictionary({ ["Bench.ping"] = 1, onNote = 2 })
 local tcp = os.getenv("NANO_PINGPONG_TCP") or "127.0.0.1:3250"
 local ws = os.getenv("NANO_PINGPONG_WS") or "127.0.0.1:3251"
 if tcp ~= "off" then nano.listen(tcp) end
-if ws ~= "off" then nano.listen(ws, { websocket = true, path = "/nano" }) end
+if ws ~= "off" then nano.listen(ws, { websocket = true, path = { "/nano", "/" } }) end
 
 bench.report_every = tonumber(os.getenv("NANO_PINGPONG_REPORT"))

@@ -14,7 +14,7 @@ nano.register(world, { name = "World" })
 
 nano.listen(os.getenv("NANO_WORLD_ADDR") or "127.0.0.1:3252", {
   websocket = true,
-  path = "/nano",
+  path = { "/nano", "/" },
   static = { ["/web/"] = "web", ["/lib/"] = "../chat/web" }, -- the page, and the shared JS client
 })
 local tcp = os.getenv("NANO_WORLD_TCP")

@@ -6,6 +6,9 @@ local nano = require "nano"
 local M = {}
 
 function M.main(opts)
+  -- `nano-host --debug` set the core's flag; the Lua side (outbound logging, error text to
+  -- clients) follows the same switch as nano.enable_debug().
+  if core.config().debug then nano.enable_debug() end
   if not nano._load_main(opts.script, opts.script_dir, opts.args) then return 1 end
   nano._start({ watch = opts.watch })
   core.run("default")

@@ -234,7 +234,10 @@ nano._build_handlers = build_handlers
 --- Every function of the table becomes a handler at route "<name>.<function>", except lifecycle
 --- hooks (init, after_init, before_shutdown, shutdown, on_reload) and names starting with "_".
 function nano.register(comp, opts)
-  if type(comp) ~= "table" then error("register: component must be a table", 2) end
+  if type(comp) ~= "table" then
+    error("register: component must be a table, got " .. type(comp)
+      .. (comp == nil and " (does the module end with `return` of its table?)" or ""), 2)
+  end
   opts = opts or {}
   local name = opts.name or comp.__name
   if type(name) ~= "string" or name == "" or name:find("%.") then
@@ -343,7 +346,9 @@ function nano.listen(addr, opts)
   opts = opts or {}
   -- the n-th call with the same address, transport and path in a run of the script is the same
   -- listener (port 0 is a new port each time it is bound, so the address alone can't say)
-  local key = addr .. (opts.websocket and (" ws " .. (opts.path or "/")) or " tcp")
+  local path = opts.path or "/"
+  if type(path) == "table" then path = table.concat(path, " ") end
+  local key = addr .. (opts.websocket and (" ws " .. path) or " tcp")
   local seen = (S.listen_seen[key] or 0) + 1
   S.listen_seen[key] = seen
   local same = S.listeners[key]
@@ -396,7 +401,7 @@ local function build_handshake()
     serializer = S.serializer.name,
   }
   if next(S.dict) then sys.dict = S.dict end
-  local ok, json = pcall(require("nano.json").marshal, { code = 200, sys = sys })
+  local ok, json = pcall(require("nano.json").marshal, { code = 200, sys = sys, user = {} })
   if not ok then json = '{"code":500}' end
   S.handshake_cache, S.handshake_time = json, now
   return json

@@ -87,7 +87,9 @@ test('nothing outside web/ can be reached', { timeout: 30000 }, async () => {
   for (const url of ['/web/../main.lua', '/web/%2e%2e/main.lua', '/web/..%2fmain.lua', '/web/.%2e/room.lua',
     '/web/%2E%2E/%2E%2E/examples/chat/main.lua', '/web/..\\main.lua', '/web/missing.html', '/main.lua', '/']) {
     const res = await get(url);
-    assert.equal(res.status, 404, `GET ${url} -> ${res.status}`);
+    // "/" is also a WebSocket path of the example (pomelo's web client always opens it): a plain
+    // GET there is a bad upgrade, 400.
+    assert.equal(res.status, url === '/' ? 400 : 404, `GET ${url} -> ${res.status}`);
     assert.ok(!res.body.toString().includes('nano.register'), `GET ${url} leaked a script`);
   }
 });

@@ -293,6 +293,8 @@ for (const tr of TRANSPORTS) {
     const kick = c.packets.findIndex((p) => p.type === PKG.KICK);
     assert.ok(kick >= 0, `no kick packet before the close (${c.describe()})`);
     assert.ok(c.packets[kick].at <= info.at);
+    // nano's and pomelo's web clients JSON-parse the kick body in onKick: it must be JSON.
+    assert.deepEqual(JSON.parse(Protocol.strdecode(c.packets[kick].body)), {});
     const after = c.packets.slice(kick + 1).map((p) => p.type);
     assert.deepEqual(after, [], 'nothing after the kick packet');
   });
