@@ -15,6 +15,14 @@
  * lua-cjson does ('/' and DEL too). nil and the null lightuserdata are null. NaN, Inf, other types
  * and nesting deeper than 128 raise an error. Metatables are ignored (raw access).
  * `empty_array` (optional): a string value equal to it is written as [] (json.empty_array).
+ *
+ * decode(text) -> true, value | false: the same values lua-cjson's decode makes (objects and
+ * arrays as tables, null as the NULL lightuserdata cjson.null, numbers as strtod reads them) for
+ * text that is plain RFC 8259 JSON nested at most 128 deep; for anything else (malformed or
+ * lenient input, lone surrogates, deeper nesting) it returns false and the caller asks lua-cjson,
+ * so errors and leniency stay exactly lua-cjson's. Client payloads are untrusted: this parser
+ * allocates nothing of its own but a string buffer for escapes, checks every bound, and is
+ * fuzzed (core/fuzz/fuzz_json.c).
  */
 #include <math.h>
 #include <stdint.h>
@@ -277,6 +285,312 @@ static int l_encode(lua_State *L) {
     return 1;
 }
 
+/* ---- decoding ---- */
+
+typedef struct dec {
+    lua_State *L;
+    const unsigned char *p, *end;
+    jbuf_t *b; /* unescaped strings */
+    int depth;
+} dec_t;
+
+static inline void skip_ws(dec_t *d) {
+    while (d->p < d->end && (*d->p == ' ' || *d->p == '\n' || *d->p == '\r' || *d->p == '\t'))
+        d->p++;
+}
+
+static int hex4(const unsigned char *p, unsigned *out) {
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = p[i], x;
+        if (c >= '0' && c <= '9')
+            x = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            x = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            x = c - 'A' + 10;
+        else
+            return -1;
+        v = v << 4 | x;
+    }
+    *out = v;
+    return 0;
+}
+
+static size_t utf8_put(char *o, unsigned cp) {
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xC0 | cp >> 6);
+        o[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | cp >> 12);
+        o[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | cp >> 18);
+    o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    o[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+    o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* A string (d->p at the opening quote) pushed onto the stack. */
+static int d_string(dec_t *d) {
+    const unsigned char *s = ++d->p, *p = s;
+    while (p < d->end && *p != '"' && *p != '\\' && *p >= 0x20)
+        p++;
+    if (p >= d->end || *p < 0x20) return -1;
+    if (*p == '"') { /* no escapes: the common case */
+        lua_pushlstring(d->L, (const char *)s, (size_t)(p - s));
+        d->p = p + 1;
+        return 0;
+    }
+    /* escapes: unescaped text is never longer than the escaped one */
+    jbuf_t *b = d->b;
+    size_t room = (size_t)(d->end - s);
+    if (b->cap < room) {
+        char *n = realloc(b->data, room);
+        if (!n) return -1;
+        b->data = n;
+        b->cap = room;
+    }
+    char *o = b->data;
+    memcpy(o, s, (size_t)(p - s));
+    o += p - s;
+    for (;;) {
+        if (p >= d->end || *p < 0x20) return -1;
+        unsigned char c = *p++;
+        if (c == '"') break;
+        if (c != '\\') {
+            *o++ = (char)c;
+            continue;
+        }
+        if (p >= d->end) return -1;
+        c = *p++;
+        switch (c) {
+        case '"':
+        case '\\':
+        case '/':
+            *o++ = (char)c;
+            break;
+        case 'b':
+            *o++ = '\b';
+            break;
+        case 'f':
+            *o++ = '\f';
+            break;
+        case 'n':
+            *o++ = '\n';
+            break;
+        case 'r':
+            *o++ = '\r';
+            break;
+        case 't':
+            *o++ = '\t';
+            break;
+        case 'u': {
+            unsigned cp, lo;
+            if (d->end - p < 4 || hex4(p, &cp)) return -1;
+            p += 4;
+            if (cp >= 0xDC00 && cp <= 0xDFFF) return -1; /* lone low surrogate */
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (d->end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) ||
+                    lo < 0xDC00 || lo > 0xDFFF)
+                    return -1;
+                p += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            /* at most 4 bytes for at least 6 read: stays within room */
+            o += utf8_put(o, cp);
+            break;
+        }
+        default:
+            return -1;
+        }
+    }
+    lua_pushlstring(d->L, b->data, (size_t)(o - b->data));
+    d->p = p;
+    return 0;
+}
+
+/* RFC 8259 number; integers of up to 15 digits exactly, the rest as strtod reads them. */
+static int d_number(dec_t *d) {
+    const unsigned char *s = d->p, *p = s;
+    int neg = 0;
+    if (p < d->end && *p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p >= d->end || *p < '0' || *p > '9') return -1;
+    const unsigned char *digits = p;
+    if (*p == '0') {
+        p++;
+    } else {
+        while (p < d->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    size_t ndigits = (size_t)(p - digits);
+    int plain_int = 1;
+    if (p < d->end && *p == '.') {
+        plain_int = 0;
+        p++;
+        if (p >= d->end || *p < '0' || *p > '9') return -1;
+        while (p < d->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < d->end && (*p == 'e' || *p == 'E')) {
+        plain_int = 0;
+        p++;
+        if (p < d->end && (*p == '+' || *p == '-')) p++;
+        if (p >= d->end || *p < '0' || *p > '9') return -1;
+        while (p < d->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < d->end && *p >= '0' && *p <= '9') return -1; /* "01" */
+    if (plain_int && ndigits <= 15) {
+        int64_t v = 0;
+        for (const unsigned char *q = digits; q < p; q++)
+            v = v * 10 + (*q - '0');
+        lua_pushnumber(d->L, neg ? (v ? -(lua_Number)v : -0.0) : (lua_Number)v);
+    } else {
+        char tmp[64];
+        size_t n = (size_t)(p - s);
+        if (n >= sizeof tmp) return -1; /* lua-cjson reads it */
+        memcpy(tmp, s, n);
+        tmp[n] = '\0';
+        lua_pushnumber(d->L, strtod(tmp, NULL));
+    }
+    d->p = p;
+    return 0;
+}
+
+static int d_literal(dec_t *d, const char *word, size_t n) {
+    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0) return -1;
+    d->p += n;
+    return 0;
+}
+
+static int d_value(dec_t *d);
+
+static int d_object(dec_t *d) {
+    lua_State *L = d->L;
+    d->p++;
+    lua_newtable(L);
+    skip_ws(d);
+    if (d->p < d->end && *d->p == '}') {
+        d->p++;
+        return 0;
+    }
+    for (;;) {
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != '"' || d_string(d)) return -1;
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != ':') return -1;
+        d->p++;
+        skip_ws(d);
+        if (d_value(d)) return -1;
+        lua_rawset(L, -3);
+        skip_ws(d);
+        if (d->p >= d->end) return -1;
+        if (*d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (*d->p != '}') return -1;
+        d->p++;
+        return 0;
+    }
+}
+
+static int d_array(dec_t *d) {
+    lua_State *L = d->L;
+    d->p++;
+    lua_newtable(L);
+    skip_ws(d);
+    if (d->p < d->end && *d->p == ']') {
+        d->p++;
+        return 0;
+    }
+    for (int i = 1;; i++) {
+        skip_ws(d);
+        if (d_value(d)) return -1;
+        lua_rawseti(L, -2, i);
+        skip_ws(d);
+        if (d->p >= d->end) return -1;
+        if (*d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (*d->p != ']') return -1;
+        d->p++;
+        return 0;
+    }
+}
+
+/* One value at d->p (no leading whitespace) pushed; -1: not plain JSON (stack left to caller). */
+static int d_value(dec_t *d) {
+    if (d->p >= d->end) return -1;
+    switch (*d->p) {
+    case '{':
+    case '[': {
+        if (++d->depth > JSON_MAX_DEPTH || !lua_checkstack(d->L, 4)) return -1;
+        int r = *d->p == '{' ? d_object(d) : d_array(d);
+        d->depth--;
+        return r;
+    }
+    case '"':
+        return d_string(d);
+    case 't':
+        if (d_literal(d, "true", 4)) return -1;
+        lua_pushboolean(d->L, 1);
+        return 0;
+    case 'f':
+        if (d_literal(d, "false", 5)) return -1;
+        lua_pushboolean(d->L, 0);
+        return 0;
+    case 'n':
+        if (d_literal(d, "null", 4)) return -1;
+        lua_pushlightuserdata(d->L, NULL); /* cjson.null */
+        return 0;
+    default:
+        return d_number(d);
+    }
+}
+
+/* decode(text) -> true, value | false (not plain JSON: ask lua-cjson) */
+static int l_decode(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    dec_t d = {L, (const unsigned char *)s, (const unsigned char *)s + len,
+               lua_touserdata(L, lua_upvalueindex(1)), 0};
+    lua_settop(L, 1);
+    skip_ws(&d);
+    int r = d_value(&d);
+    if (r == 0) {
+        skip_ws(&d);
+        if (d.p != d.end) r = -1;
+    }
+    if (d.b->cap > JBUF_KEEP) {
+        free(d.b->data);
+        d.b->data = NULL;
+        d.b->cap = 0;
+    }
+    if (r != 0) {
+        lua_settop(L, 1);
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    lua_pushboolean(L, 1);
+    lua_insert(L, -2);
+    return 2;
+}
+
 int nh_lua_open_json(lua_State *L) {
     for (int c = 0; c < 256; c++) {
         char tmp[8];
@@ -291,5 +605,11 @@ int nh_lua_open_json(lua_State *L) {
     lua_setmetatable(L, -2);
     lua_pushcclosure(L, l_encode, 1);
     lua_setfield(L, -2, "encode");
+    b = lua_newuserdata(L, sizeof *b);
+    memset(b, 0, sizeof *b);
+    luaL_getmetatable(L, JBUF_MT);
+    lua_setmetatable(L, -2);
+    lua_pushcclosure(L, l_decode, 1);
+    lua_setfield(L, -2, "decode");
     return 1;
 }

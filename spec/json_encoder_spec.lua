@@ -4,6 +4,7 @@ local fast = require("nano.json_encoder").encode
 local cjson = require("cjson").new()
 cjson.encode_sparse_array(true)
 cjson.encode_max_depth(128)
+cjson.decode_max_depth(128) -- as lua/nano/json.lua sets them
 
 local function same_as_cjson(v)
   local want = cjson.encode(v)
@@ -119,5 +120,87 @@ describe("nano.json_encoder", function()
     assert.equal('["\\u0000marker",[]]', fast({ "\0marker", marker }, marker))
     assert.equal("[]", fast(marker, marker))
     assert.equal('"\\u0000marker\\u0000"', fast(marker))
+  end)
+end)
+
+-- decode: where nano-host's parser answers, its value must be the one lua-cjson makes; where it
+-- declines, nano.json's unmarshal must give lua-cjson's own answer (value or error).
+describe("nano.json_encoder decode", function()
+  local fast_decode = require("nano.json_encoder").decode
+  local unmarshal = require("nano.json").unmarshal
+  local cdecode = cjson.decode
+
+  -- deep equality that tells -0 from 0 and keeps cjson.null's identity
+  local function same(a, b)
+    if type(a) ~= type(b) then return false end
+    if type(a) == "number" then
+      if a ~= a then return b ~= b end -- NaN (lua-cjson reads "NaN")
+      return a == b and (a ~= 0 or 1 / a == 1 / b)
+    end
+    if type(a) ~= "table" then return a == b end
+    for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+    for k in pairs(b) do if a[k] == nil then return false end end
+    return true
+  end
+
+  local function check(text, must_be_fast)
+    local cok, want = pcall(cdecode, text)
+    local ok, got = fast_decode(text)
+    if ok then
+      assert.is_true(cok, "nano-host decoded what lua-cjson refuses: " .. text)
+      assert.is_true(same(want, got), "different value for " .. text)
+    else
+      assert.is_false(must_be_fast == true, "declined plain JSON: " .. text)
+    end
+    local uok, u = pcall(unmarshal, text)
+    assert.equal(cok, uok, "unmarshal and lua-cjson disagree on " .. text)
+    if cok then assert.is_true(same(want, u), "unmarshal's value differs for " .. text) else assert.equal(want, u) end
+  end
+
+  it("reads plain JSON into lua-cjson's values", function()
+    local plain = { '{"n":123}', '{"n":-7}', '[]', '{}', '[1,2,3]', '[1,[2,[3,[]]],{}]', 'null',
+      'true', 'false', '"str"', '0', '-0', '1.5', '-1.5e3', '1E-7', '2e+2', '123456789012345',
+      '1234567890123456', '-999999999999999', '12345678901234567890', '9007199254740993',
+      '0.1', '3.14159265358979323846', '1e308', '1e-320', ' {"a" : [ 1 , "x" , null ] } \n',
+      '{"a":1,"a":2}', '{"nested":{"deep":{"list":[{"k":"v"}]}}}', '[null,null]',
+      '{"":""}', '"\\"\\\\\\/\\b\\f\\n\\r\\t"', '"\\u0000"', '"\\u00e9\\u4e2d\\uffff"',
+      '"\\ud83d\\ude00"', '"h\\u00e9llo w\\u00f6rld"', '"caf\195\169"', '{"name":"Zo\195\171"}' }
+    for _, t in ipairs(plain) do check(t, true) end
+  end)
+
+  it("leaves everything else to lua-cjson", function()
+    local other = { ' ', '{', '}', '[1,]', '{"a":1,}', '{"a"}', '{a:1}', "{'a':1}", '01', '-',
+      '+1', '.5', '1.', '1e', '1e+', '0x10', 'NaN', 'nan', 'inf', '-Infinity', 'tru', 'nul',
+      'null x', '[1] [2]', '"unterminated', '"bad \\x escape"', '"\\u12"', '"\\ud83d"',
+      '"\\ude00"', '"\\ud83d\\u0041"', '"raw\ttab"', '"raw\nline"', '\0\0', '\0{}', '"a"\0',
+      string.rep("[", 129) .. string.rep("]", 129), string.rep('{"a":', 129) .. "1" .. string.rep("}", 129),
+      "1" .. string.rep("0", 80), "[" .. string.rep("1,", 1000) .. "1]" }
+    for _, t in ipairs(other) do check(t) end
+    -- 128 deep is still plain JSON
+    check(string.rep("[", 128) .. string.rep("]", 128), true)
+  end)
+
+  it("agrees with lua-cjson on random mutations of game messages", function()
+    local seeds = { '{"n":123}', '{"name":"ann","pos":{"x":1.5,"y":-2},"items":[1,2,3],"ok":true}',
+      '[{"id":1,"t":"a\\u00e9"},null,false,"x\\ny"]' }
+    local alphabet = '{}[]",:.-+eE0123456789 \\u/abtnrfx\0\t'
+    math.randomseed(7)
+    for _ = 1, 3000 do
+      local s = seeds[math.random(#seeds)]
+      for _ = 1, math.random(1, 3) do
+        local i = math.random(1, #s + 1)
+        local op = math.random(3)
+        local c = alphabet:sub(math.random(#alphabet), math.random(#alphabet) > 0 and nil or 1)
+        c = c:sub(1, 1)
+        if op == 1 then
+          s = s:sub(1, i - 1) .. c .. s:sub(i)
+        elseif op == 2 then
+          s = s:sub(1, i - 1) .. s:sub(i + 1)
+        else
+          s = s:sub(1, i - 1) .. c .. s:sub(i + 1)
+        end
+      end
+      check(s)
+    end
   end)
 end)

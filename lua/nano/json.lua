@@ -35,12 +35,14 @@ local function replace_empty_arrays(s)
   return table.concat(out)
 end
 
--- nano-host's own encoder (core/lua_json.c) writes what cjson writes, byte for byte, without
--- glibc's slow "%.14g" for integers, and writes the marker as [] itself; cjson stays the fallback
--- where the module is missing (plain LuaJIT).
+-- nano-host's own codec (core/lua_json.c) writes what cjson writes, byte for byte, without
+-- glibc's slow "%.14g" for integers, and writes the marker as [] itself; it reads plain JSON into
+-- the values cjson makes and leaves everything else to cjson. cjson alone where the module is
+-- missing (plain LuaJIT).
 local has_fast, fast = pcall(require, "nano.json_encoder")
-local marshal
+local marshal, fast_decode
 if has_fast then
+  fast_decode = fast.decode
   local fast_encode = fast.encode
   marshal = function(v)
     if v == nil then return "" end
@@ -64,7 +66,13 @@ return {
     if next(t) == nil then return EMPTY_ARRAY end
     return t
   end,
-  unmarshal = function(s)
+  unmarshal = has_fast and function(s)
+    if s == "" then return nil end
+    -- plain JSON is decoded by nano-host's parser; anything else gets lua-cjson's own answer
+    local ok, v = fast_decode(s)
+    if ok then return v end
+    return decode(s)
+  end or function(s)
     if s == "" then return nil end
     return decode(s)
   end,

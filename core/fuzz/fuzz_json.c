@@ -1,0 +1,68 @@
+/* fuzz_json — the JSON codec (core/lua_json.c) against lua-cjson, on untrusted text.
+ *
+ * The input is JSON text from a client. nano-host's decoder either declines (lua-cjson then
+ * answers) or returns a value, and then lua-cjson must accept the same text and make the same
+ * value. Every value decoded is encoded again by both encoders, which must write the same bytes.
+ * Any disagreement aborts.
+ *
+ *   cmake -DNH_FUZZ=ON -DCMAKE_C_COMPILER=clang ... ; see cmake/fuzz.cmake and scripts/fuzz
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "lua_binding.h"
+
+static const char check_lua[] =
+    "local fast = ...\n"
+    "local cjson = require('cjson').new()\n"
+    "cjson.encode_sparse_array(true); cjson.encode_max_depth(128); cjson.decode_max_depth(128)\n"
+    "local function same(a, b)\n"
+    "  if type(a) ~= type(b) then return false end\n"
+    "  if type(a) == 'number' then\n"
+    "    if a ~= a then return b ~= b end\n"
+    "    return a == b and (a ~= 0 or 1 / a == 1 / b)\n"
+    "  end\n"
+    "  if type(a) ~= 'table' then return a == b end\n"
+    "  for k, v in pairs(a) do if not same(v, b[k]) then return false end end\n"
+    "  for k in pairs(b) do if a[k] == nil then return false end end\n"
+    "  return true\n"
+    "end\n"
+    "return function(s)\n"
+    "  local ok, v = fast.decode(s)\n"
+    "  local cok, cv = pcall(cjson.decode, s)\n"
+    "  if ok then\n"
+    "    assert(cok, 'decoded what lua-cjson refuses')\n"
+    "    assert(same(v, cv), 'decoded a different value')\n"
+    "  end\n"
+    "  if cok then\n"
+    "    local eok, e = pcall(cjson.encode, cv)\n"
+    "    local fok, f = pcall(fast.encode, cv)\n"
+    "    assert(eok == fok, 'one encoder refused')\n"
+    "    assert(not eok or e == f, 'encoded differently')\n"
+    "  end\n"
+    "end\n";
+
+/* A fresh Lua state per input: inputs stay independent, and everything (lua-cjson's buffers
+ * included, which LeakSanitizer cannot see through LuaJIT's own allocator) is freed. */
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    lua_State *L = luaL_newstate();
+    if (!L) abort();
+    luaL_openlibs(L);
+    if (luaL_loadbuffer(L, check_lua, sizeof check_lua - 1, "fuzz_json") != 0) abort();
+    nh_lua_open_json(L);
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        fprintf(stderr, "fuzz_json: %s\n", lua_tostring(L, -1));
+        abort();
+    }
+    lua_pushlstring(L, (const char *)data, size);
+    if (lua_pcall(L, 1, 0, 0) != 0) {
+        fprintf(stderr, "fuzz_json: %s\n", lua_tostring(L, -1));
+        abort();
+    }
+    lua_close(L);
+    return 0;
+}
