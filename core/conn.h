@@ -5,9 +5,11 @@
  * frames outgoing packets; everything else (reading, the output queue, flushing, limits, closing)
  * is here, shared by all transports.
  *
- * Writes never go straight to the socket: they are queued and every dirty connection is flushed
- * once per loop turn (before the loop blocks and after I/O callbacks), so one turn's messages
- * leave in one writev. A connection whose queue exceeds the send limit is closed.
+ * Writes never go straight to the socket: they are queued, and a connection's queue is written
+ * after the read that produced it has been handled (its responses), and for every dirty
+ * connection once per loop turn (before the loop blocks and after I/O callbacks: pushes and
+ * broadcasts), so the messages of one read or one turn leave in one writev. A connection whose
+ * queue exceeds the send limit is closed.
  *
  * Ownership: the host owns listeners and connections. nh_conn_close() is idempotent; the memory
  * is freed in the uv close callback, after the session has been told (nh_session_on_conn_gone).
