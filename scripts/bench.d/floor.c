@@ -27,6 +27,8 @@
 
 typedef struct fconn {
     int fd;
+    int dirty;    /* on the dirty list: pushes queued in out, written after this epoll batch */
+    int want_out; /* EPOLLOUT armed: the kernel took only part of out */
     int ws;       /* listener kind */
     int upgraded; /* ws: past the HTTP upgrade */
     int in_group;
@@ -43,6 +45,10 @@ static volatile sig_atomic_t stop;
 static uint8_t rbuf[65536];
 static fconn_t **group;
 static size_t group_n, group_cap;
+/* connections with broadcast pushes queued: written once per epoll batch, so that the pushes of
+ * several broadcasts to one member leave in one send (nano-host's per-turn flush does the same) */
+static fconn_t **dirty;
+static size_t dirty_n, dirty_cap;
 /* what one read's answers add up to; written once per read, like a per-turn flush */
 static uint8_t wbuf[1 << 20];
 static size_t wlen;
@@ -84,6 +90,12 @@ static int port_of(int fd) {
 }
 
 static void conn_free(fconn_t *c) {
+    if (c->dirty)
+        for (size_t i = 0; i < dirty_n; i++)
+            if (dirty[i] == c) {
+                dirty[i] = dirty[--dirty_n];
+                break;
+            }
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     if (c->in_group)
@@ -98,6 +110,13 @@ static void conn_free(fconn_t *c) {
     free(c);
 }
 
+static void want_out(fconn_t *c, int on) {
+    if (c->want_out == on) return;
+    c->want_out = on;
+    struct epoll_event ev = {.events = on ? EPOLLIN | EPOLLOUT : EPOLLIN, .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
 /* Writes bytes now, or keeps them and waits for EPOLLOUT. Returns -1 when the peer is gone. */
 static int conn_write(fconn_t *c, const uint8_t *d, size_t n) {
     if (c->out_len == 0) {
@@ -107,8 +126,7 @@ static int conn_write(fconn_t *c, const uint8_t *d, size_t n) {
         if ((size_t)w == n) return 0;
         d += w;
         n -= (size_t)w;
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+        want_out(c, 1);
     }
     if (grow(&c->out, &c->out_cap, c->out_len + n)) return -1;
     memcpy(c->out + c->out_len, d, n);
@@ -118,13 +136,11 @@ static int conn_write(fconn_t *c, const uint8_t *d, size_t n) {
 
 static int conn_flush_out(fconn_t *c) {
     ssize_t w = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL);
-    if (w < 0) return errno == EAGAIN ? 0 : -1;
+    if (w < 0 && errno != EAGAIN) return -1;
+    if (w < 0) w = 0;
     memmove(c->out, c->out + w, c->out_len - (size_t)w);
     c->out_len -= (size_t)w;
-    if (c->out_len == 0) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
-    }
+    want_out(c, c->out_len > 0);
     return 0;
 }
 
@@ -168,7 +184,26 @@ static void broadcast(const uint8_t *payload, size_t plen) {
     for (size_t i = 0; i < group_n; i++) {
         fconn_t *m = group[i];
         size_t n = frame(m, out, 4, msg, mn, payload, plen);
-        conn_write(m, out, n);
+        if (grow(&m->out, &m->out_cap, m->out_len + n)) continue;
+        memcpy(m->out + m->out_len, out, n);
+        m->out_len += n;
+        if (!m->dirty) {
+            if (dirty_n == dirty_cap) {
+                dirty_cap = dirty_cap ? dirty_cap * 2 : 1024;
+                dirty = realloc(dirty, dirty_cap * sizeof *dirty);
+            }
+            dirty[dirty_n++] = m;
+            m->dirty = 1;
+        }
+    }
+}
+
+/* After each epoll batch: write what broadcasts queued. */
+static void flush_dirty(void) {
+    while (dirty_n) {
+        fconn_t *c = dirty[--dirty_n];
+        c->dirty = 0;
+        if (c->out_len && conn_flush_out(c) < 0) conn_free(c);
     }
 }
 
@@ -414,6 +449,7 @@ int main(void) {
                 if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(c);
             }
         }
+        flush_dirty();
     }
     return 0;
 }

@@ -118,16 +118,16 @@ p('### 4. Broadcast: one group of 5,000 members (TCP)');
 p();
 p('Connection 0 asks for broadcasts (a request per broadcast) with 4 in flight; a broadcast is complete when all 5,000 members have it; every member checks the sequence.');
 p();
-p('| server | pushes delivered/s | broadcasts/s | server CPU/push µs | ÷ floor | errors |');
-p('|---|---|---|---|---|---|');
+p('| server | pushes delivered/s | broadcasts/s | server CPU/push µs | ÷ floor, pushes/s | ÷ floor, CPU ratio | errors |');
+p('|---|---|---|---|---|---|---|');
 const bf = best('bcast', 'floor', 'tcp');
 for (const s of servers) {
   const b = best('bcast', s, 'tcp');
   if (!b) {
-    p(`| ${names[s]} | failed | | | | |`);
+    p(`| ${names[s]} | failed | | | | | |`);
     continue;
   }
-  p(`| ${names[s]} | ${fmt(b.rate)} | ${fmt(b.bcasts / b.secs, 1)} | ${fmt(b.cpu_us, 2)} | ${fmt(ratio(b.rate, bf && bf.rate), 2)} | ${b.errors + b.closed} |`);
+  p(`| ${names[s]} | ${fmt(b.rate)} | ${fmt(b.bcasts / b.secs, 1)} | ${fmt(b.cpu_us, 2)} | ${fmt(ratio(b.rate, bf && bf.rate), 2)} | ${fmt(ratio(bf && bf.cpu_us, b.cpu_us), 2)} | ${b.errors + b.closed} |`);
 }
 p();
 
