@@ -18,7 +18,8 @@ if(VALGRIND_EXECUTABLE AND NH_E2E_READY AND NOT NH_SANITIZE)
   foreach(name protocol limits hardening-faults hardening-limits)
     add_test(NAME valgrind_e2e_${name}
       COMMAND ${NODE_EXECUTABLE} ${CMAKE_SOURCE_DIR}/spec/e2e/${name}.test.js)
-    set_tests_properties(valgrind_e2e_${name} PROPERTIES TIMEOUT 900
+    # RUN_SERIAL: memcheck is slow enough without another test competing for the two cores.
+    set_tests_properties(valgrind_e2e_${name} PROPERTIES TIMEOUT 900 RUN_SERIAL ON
       ENVIRONMENT "NANO_HOST=${CMAKE_SOURCE_DIR}/spec/e2e/valgrind/nano-host.sh;NH_VALGRIND_TARGET=$<TARGET_FILE:nano-host>;NH_SOURCE_DIR=${CMAKE_SOURCE_DIR};NH_E2E_SLOW=4")
   endforeach()
 endif()

@@ -204,7 +204,17 @@ static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
         route_len = (size_t)snprintf(code, sizeof code, "#%u", m.route_code);
         route = code;
     }
-    nh_host_call_handler(h, 6, 0, "dispatch", s->id, route, route_len);
+    int failed = nh_host_call_handler(h, 6, 0, "dispatch", s->id, route, route_len) != 0;
+    /* The dispatcher itself failed (the watchdog and the Lua memory limit can strike outside a
+     * handler's protection): a request still gets an error response rather than none. JSON, as
+     * the serializer may be what failed. */
+    if (failed && m.type == NH_MSG_REQUEST && s->answered_mid != m.id) {
+        static const char body[] = "{\"code\":500,\"msg\":\"internal error\"}";
+        nh_msg_t r = {.type = NH_MSG_RESPONSE, .flags = NH_MSG_FLAG_ERROR, .id = m.id};
+        r.payload = (const uint8_t *)body;
+        r.payload_len = sizeof body - 1;
+        nh_session_send_msg(s, &r);
+    }
     return s->state == NH_SS_CLOSED ? 1 : 0;
 }
 

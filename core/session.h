@@ -25,7 +25,8 @@ enum nh_session_state {
 struct nh_session {
     uint64_t id;
     int64_t uid;
-    uint64_t last_mid; /* id of the last request received */
+    uint64_t last_mid;     /* id of the last request received */
+    uint64_t answered_mid; /* id of the last response sent (core.respond) */
     uint64_t created_ms, last_recv_ms, next_heartbeat_ms;
     nh_host_t *host;
     nh_conn_t *conn;           /* NULL once closed */

@@ -36,6 +36,8 @@ struct nh_watchdog {
     nh_watchdog_stats_t stats;
     uint64_t last_gc_warn_ms;
     uint64_t last_memory_request_ms;
+    uint64_t memory_error_seq; /* the call that last failed for memory, and its heap then */
+    size_t memory_error_used;
 };
 
 static const char registry_key = 'w'; /* the hook finds its watchdog here */
@@ -102,9 +104,20 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
         lua_gc(L, LUA_GCCOLLECT, 0); /* garbage is not a reason to fail a call */
         size_t used = heap_bytes(L);
         if (used <= limit) return;
+        /* Once per call: after the error, the failed handler's data stays reachable from dead
+         * stack slots until nano's dispatcher returns (LuaJIT marks whole frames), so the heap is
+         * still over the limit while the dispatcher answers; failing that too would leave the
+         * client without its error response. The same call fails again only if it grows a
+         * quarter past where it failed (a handler that catches the error and goes on). */
         pthread_mutex_lock(&w->mu);
-        w->stats.memory_errors++;
+        int again = w->memory_error_seq == w->seq && used < w->memory_error_used / 4 * 5;
+        if (!again) {
+            w->stats.memory_errors++;
+            w->memory_error_seq = w->seq;
+            w->memory_error_used = used;
+        }
         pthread_mutex_unlock(&w->mu);
+        if (again) return;
         luaL_error(L, "Lua memory limit exceeded: %d KB in use, the limit is %d KB (%s)",
                    (int)(used / 1024), (int)(limit / 1024), what);
     }
@@ -204,13 +217,22 @@ static void *run(void *arg) {
             }
             reported++;
         }
-        if (w->cfg.exit_ms && stuck >= w->cfg.exit_ms) exiting = 1;
+        char exit_msg[600] = "";
+        if (w->cfg.exit_ms && stuck >= w->cfg.exit_ms) {
+            char what[400];
+            describe(w, what, sizeof what);
+            snprintf(
+                exit_msg, sizeof exit_msg, "watchdog: %s has been stuck for %.1f s%s: exiting (%d)",
+                what, (double)stuck / 1000.0,
+                can_abort ? " and cannot be aborted (JIT-compiled code never runs the hook)" : "",
+                NH_WATCHDOG_EXIT);
+            exiting = 1;
+        }
         pthread_mutex_unlock(&w->mu);
         /* Log with the lock released: stderr may block, and the loop thread must not wait. */
         if (msg[0]) nh_log(level, "%s", msg);
         if (exiting) {
-            nh_log(NH_LOG_ERROR, "watchdog: a Lua call has been stuck for %.1f s: exiting (%d)",
-                   (double)stuck / 1000.0, NH_WATCHDOG_EXIT);
+            nh_log(NH_LOG_ERROR, "%s", exit_msg);
             fflush(stderr);
             _exit(NH_WATCHDOG_EXIT); /* the loop thread is stuck: nothing can shut down cleanly */
         }
