@@ -104,6 +104,27 @@ for (const tr of TRANSPORTS) {
   });
 }
 
+ctx.test('sessions release every Lua registry reference when they close', async () => {
+  const mon = clients.tcp;
+  const refs = async () => (await mon.request('Stats.get', { gc: true })).body;
+  const before = await refs();
+  const many = [];
+  for (let i = 0; i < 40; i++) many.push(await ctx.connect(TRANSPORTS[i % 2]));
+  for (const [i, c] of many.entries()) {
+    await c.request('Soak.join', {}); // a group member
+    c.notify('Bench.note', { i }); // a push
+    await c.waitPush('onNote', 3000);
+    if (i % 3 === 0) await c.request('Fault.boom', {}); // a failed call
+  }
+  assert.ok((await refs()).lua_refs >= before.lua_refs + many.length, 'each open session holds a reference');
+  await Promise.all(many.map((c, i) => (i % 2 ? c.close() : (c._destroy(), c.waitClose(3000)))));
+  const deadline = Date.now() + 5000;
+  let after = await refs();
+  while (after.sessions !== before.sessions && Date.now() < deadline) after = await refs();
+  assert.equal(after.sessions, before.sessions);
+  assert.equal(after.lua_refs, before.lua_refs, 'registry references back to where they were');
+});
+
 ctx.test('SIGTERM: exit code 0', async () => {
   await othersWork();
   const res = await ctx.srv.stop(10000);
