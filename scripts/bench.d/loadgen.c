@@ -377,7 +377,7 @@ static void on_data(conn_t *c, const uint8_t *b, size_t len) {
             error_note(c, "response payload differs from the request");
         }
         c->outstanding = 0;
-        if (phase == P_RUN || phase == P_DRAIN) {
+        if (phase == P_RUN) { /* answers during the drain are waited for, not counted */
             st.responses++;
             lat_record(now - c->sent_ns);
         }
@@ -410,7 +410,7 @@ static void on_data(conn_t *c, const uint8_t *b, size_t len) {
         if (len - i != c->payload_len || memcmp(b + i, c->payload, c->payload_len) != 0)
             error_note(c, "push payload differs from the notify");
         c->outstanding = 0;
-        if (phase == P_RUN || phase == P_DRAIN) {
+        if (phase == P_RUN) { /* answers during the drain are waited for, not counted */
             st.responses++;
             lat_record(now - c->sent_ns);
         }

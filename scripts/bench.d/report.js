@@ -52,7 +52,7 @@ const names = { floor: 'floor (bare epoll, C, no Lua/JSON)', nano: 'nano-host (L
 
 p(`## Results (written by \`scripts/bench${facts.quick ? ' --quick' : ''}\`)`);
 p();
-p(`- Run: ${facts.date}, commit ${facts.commit}; ${facts.rounds} round(s) of ${facts.secs} s per ping-pong figure after warm-up, servers alternating.`);
+p(`- Run: ${facts.date}, commit ${facts.commit}; ${facts.rounds} round(s) of ${facts.secs} s per ping-pong figure after warm-up, servers alternating; each ping-pong row is the round with the highest rate (its latencies with it) and the lowest server CPU/op of all rounds.`);
 p(`- Machine: ${facts.machine}; Node ${facts.node}; load average before the run: ${facts.load}.`);
 p(`- Pinning: every server on CPU ${facts.srv_cpu} (taskset; pomelo's master and connector too), the load generator on CPU ${facts.lg_cpu}.`);
 p('- "server CPU/op": the server process\'s own CPU time (user + system, /proc/PID/stat) over the measured window divided by the operations completed. On a shared 2-core machine this is the steadiest figure: the rate can be capped by the load generator or by other work on the machine, the CPU spent per request much less so. "CPU ratio" = floor\'s CPU/op ÷ this server\'s: the share of the floor\'s throughput it would reach were it the bottleneck.');
