@@ -57,6 +57,7 @@ for (const tr of TRANSPORTS) {
     ctx.test(`${tr}: ${bad.name} closes only that connection`, async () => {
       const c = await ctx.connect(tr, { handshake: bad.handshake === false ? false : undefined, ack: bad.ack });
       const before = c.packets.length;
+      const logFrom = ctx.srv.stderr.length;
       const bytes = bad.bytes();
       c.rawSend(bytes);
       await c.waitClose(2000).catch((e) => {
@@ -64,6 +65,10 @@ for (const tr of TRANSPORTS) {
       });
       const data = c.packets.slice(before).filter((p) => p.type === PKG.DATA);
       assert.deepEqual(data.map((p) => p.raw.toString('hex')), [], 'no data packet (no response) for bad input');
+      // ... and the server says why, in one log line (stderr may arrive after the close)
+      const logRe = new RegExp(`${tr} \\S+ session \\d+: .+; closing`);
+      for (let i = 0; i < 100 && !logRe.test(ctx.srv.stderr.slice(logFrom)); i++) await new Promise((r) => setTimeout(r, 20));
+      assert.match(ctx.srv.stderr.slice(logFrom), logRe, 'a log line names the offending connection and why');
       await observersWork();
     });
   }
