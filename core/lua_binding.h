@@ -4,7 +4,7 @@
  * lua_session.c session userdata (methods in C; the Lua side adds push/response on top).
  * lua_codec.c   the wire codec for Lua (nano.client, tests): Lua never re-implements it.
  * lua_tcp.c     `nano.tcp`: outgoing TCP streams on the host's loop (nano.client).
- * lua_json.c    `nano.json_encoder`: the JSON serializer's encoder (lua-cjson's output, faster).
+ * lua_json.c    `nano.json_codec`: the JSON serializer's codec (lua-cjson's output, faster).
  *
  * Every call from C into Lua goes through nh_host_call_lua() (host.c): pcall + traceback + log.
  */
@@ -29,7 +29,7 @@ nh_session_t *nh_lua_to_session(lua_State *L, int idx);
 int nh_lua_open_session(lua_State *L); /* leaves the methods table on the stack */
 int nh_lua_open_codec(lua_State *L);   /* leaves the module table on the stack */
 int nh_lua_open_tcp(lua_State *L);     /* leaves the module table on the stack */
-int nh_lua_open_json(lua_State *L);    /* `nano.json_encoder` (lua_json.c): the module table */
+int nh_lua_open_json(lua_State *L);    /* `nano.json_codec` (lua_json.c): the module table */
 
 /* Registry references in use (luaL_ref), for leak checks: core.stats().lua_refs, and main.c at
  * exit, where anything above zero is logged. */

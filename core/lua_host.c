@@ -640,6 +640,6 @@ void nh_lua_open(lua_State *L) {
     lua_pushcfunction(L, nh_lua_open_tcp);
     lua_setfield(L, -2, "nano.tcp");
     lua_pushcfunction(L, nh_lua_open_json);
-    lua_setfield(L, -2, "nano.json_encoder");
+    lua_setfield(L, -2, "nano.json_codec");
     lua_pop(L, 2);
 }

@@ -1,12 +1,15 @@
-/* `nano.json_encoder`: encode(value [, empty_array]) -> JSON text, byte for byte what the JSON
- * serializer's lua-cjson instance (lua/nano/json.lua: sparse arrays converted, depth 128) writes,
- * only faster. Decoding stays with lua-cjson.
+/* `nano.json_codec`: the JSON serializer's codec (lua/nano/json.lua), lua-cjson's behaviour but
+ * faster.
  *
- * Why: lua-cjson formats every number with snprintf("%.14g"), glibc's exact multi-precision path;
- * a ping-pong with one integer in its payload spent a fifth of nano-host's own instructions there
- * (docs/benchmarks.md). Integers below 1e14 — what "%.14g" prints as plain digits — are written
- * here directly; every other number still goes through "%.14g", so the text never differs.
- * spec/json_encoder_spec.lua compares the two on every byte value and shape that matters.
+ * encode(value [, empty_array]) -> JSON text, byte for byte what the serializer's lua-cjson
+ * instance (sparse arrays converted, depth 128) writes.
+ *
+ * Why: lua-cjson formats every number with snprintf("%.14g"), glibc's exact multi-precision path
+ * (a ping-pong with one integer in its payload spent a fifth of nano-host's own instructions
+ * there), and its decoder allocates and frees a buffer per call (docs/benchmarks.md). Integers
+ * below 1e14 (what "%.14g" prints as plain digits) are written here directly; every other number
+ * still goes through "%.14g", so the text never differs. spec/json_codec_spec.lua compares the
+ * two on every byte value and shape that matters.
  *
  * Rules (lua-cjson 2.1.0's): a table whose keys are all integers >= 1 is an array up to its
  * largest key (holes are null) unless it is excessively sparse (largest key over 10 and over
@@ -257,7 +260,7 @@ static void put_value(enc_t *e, int depth) {
     }
 }
 
-#define JBUF_MT "nano.json_encoder.buffer"
+#define JBUF_MT "nano.json_codec.buffer"
 #define JBUF_KEEP (64 * 1024) /* a buffer grown past this by one big message is not kept */
 
 static int jbuf_gc(lua_State *L) {

@@ -39,7 +39,7 @@ end
 -- glibc's slow "%.14g" for integers, and writes the marker as [] itself; it reads plain JSON into
 -- the values cjson makes and leaves everything else to cjson. cjson alone where the module is
 -- missing (plain LuaJIT).
-local has_fast, fast = pcall(require, "nano.json_encoder")
+local has_fast, fast = pcall(require, "nano.json_codec")
 local marshal, fast_decode
 if has_fast then
   fast_decode = fast.decode

@@ -1,6 +1,6 @@
--- nano.json_encoder (core/lua_json.c) must write exactly what the JSON serializer's lua-cjson
+-- nano.json_codec (core/lua_json.c) must write exactly what the JSON serializer's lua-cjson
 -- instance writes: every case here is encoded by both and compared byte for byte.
-local fast = require("nano.json_encoder").encode
+local fast = require("nano.json_codec").encode
 local cjson = require("cjson").new()
 cjson.encode_sparse_array(true)
 cjson.encode_max_depth(128)
@@ -12,7 +12,7 @@ local function same_as_cjson(v)
   assert.equal(want, got)
 end
 
-describe("nano.json_encoder", function()
+describe("nano.json_codec", function()
   it("escapes every byte value as lua-cjson does", function()
     for c = 0, 255 do
       same_as_cjson(string.char(c))
@@ -125,8 +125,8 @@ end)
 
 -- decode: where nano-host's parser answers, its value must be the one lua-cjson makes; where it
 -- declines, nano.json's unmarshal must give lua-cjson's own answer (value or error).
-describe("nano.json_encoder decode", function()
-  local fast_decode = require("nano.json_encoder").decode
+describe("nano.json_codec decode", function()
+  local fast_decode = require("nano.json_codec").decode
   local unmarshal = require("nano.json").unmarshal
   local cdecode = cjson.decode
 
