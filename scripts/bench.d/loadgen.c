@@ -3,6 +3,7 @@
  *
  * Modes:
  *   pingpong  closed loop: each connection sends a request, waits for its response, sends the next
+ *             (with --rate R: no sooner than one interval after its previous one, R/s in all)
  *   push      closed loop of notify + push: a notify whose handler pushes the payload back
  *   idle      handshake and hold (for memory); prints "ready N" once every connection is up
  *   bcast     every connection joins one group (request), then connection 0 asks for broadcasts
@@ -45,6 +46,7 @@ typedef struct opts {
     int window;          /* bcast: broadcasts in flight */
     int connect_batch;   /* connects in flight at once */
     double connect_secs; /* give up connecting after this */
+    double rate;         /* pingpong/push: requests per second over all connections; 0: no pacing */
 } opts_t;
 
 struct conn {
@@ -65,6 +67,8 @@ struct conn {
     uint64_t hb_interval_ns;
     uint64_t bcast_next; /* next broadcast sequence this member expects */
     uint32_t mask;
+    uint64_t next_ns; /* --rate: the earliest time of this connection's next request */
+    int waiting;      /* --rate: the answer came before next_ns; the pacer sends */
 };
 
 typedef struct stats {
@@ -80,7 +84,8 @@ static int phase = P_CONNECT;
 static int started, finished_connect, handshaken, connect_failed, live;
 static uint64_t t_phase_ns, t_run_start, t_run_end;
 static stats_t st;
-static uv_timer_t tick;
+static uv_timer_t tick, pacer;
+static uint64_t pace_ns; /* --rate: the interval between two requests of one connection */
 static uv_signal_t sigint_h, sigterm_h;
 static uint8_t readbuf[65536];
 static uint64_t bcast_sent, bcast_done;
@@ -224,6 +229,17 @@ static void send_msg(conn_t *c, int mtype, uint32_t id, const char *route, const
 static void send_next(conn_t *c) {
     if (c->state != S_WORKING || c->outstanding) return;
     if (phase != P_WARMUP && phase != P_RUN) return;
+    if (pace_ns) {
+        /* Paced: one request per interval per connection, never two at once; a connection whose
+         * answer came late sends at once (the closed loop again, when the server can't keep up). */
+        uint64_t now = uv_hrtime();
+        if (now < c->next_ns) {
+            c->waiting = 1;
+            return;
+        }
+        c->waiting = 0;
+        c->next_ns = c->next_ns + pace_ns > now ? c->next_ns + pace_ns : now;
+    }
     if (O.mode == M_PINGPONG) {
         c->want_id = ++c->next_id;
         c->payload_len = (size_t)snprintf(c->payload, sizeof c->payload, "{\"n\":%u}", c->want_id);
@@ -646,6 +662,13 @@ static void start_connects(void) {
 
 /* ---- phases ---- */
 
+static void on_pace(uv_timer_t *t) {
+    (void)t;
+    uint64_t now = uv_hrtime();
+    for (int i = 0; i < O.conns; i++)
+        if (conns[i].waiting && now >= conns[i].next_ns) send_next(&conns[i]);
+}
+
 static void set_phase(int p) {
     phase = p;
     t_phase_ns = uv_hrtime();
@@ -655,6 +678,11 @@ static void set_phase(int p) {
         if (O.mode == M_IDLE) {
             printf("ready %d\n", handshaken);
             fflush(stdout);
+        }
+        if (pace_ns) { /* spread the connections' first requests over one interval */
+            for (int i = 0; i < O.conns; i++)
+                conns[i].next_ns = t_phase_ns + pace_ns * (uint64_t)i / (uint64_t)O.conns;
+            uv_timer_start(&pacer, on_pace, 1, 1);
         }
         for (int i = 0; i < O.conns; i++)
             send_next(&conns[i]);
@@ -790,7 +818,8 @@ static void usage(void) {
             "               [--route R] [--push-route R] [--join-route R] [--bcast-route R]\n"
             "               [--window W] [--connect-batch N] [--connect-timeout secs]\n"
             "               [--server-pid PID]   report its CPU time over the run and its RSS\n"
-            "               [--hup-at secs]      SIGHUP the server that far into the run\n");
+            "               [--hup-at secs]      SIGHUP the server that far into the run\n"
+            "               [--rate R]           pace pingpong/push at R requests/s in all\n");
     exit(2);
 }
 
@@ -838,6 +867,8 @@ int main(int argc, char **argv) {
             O.window = atoi(v);
         else if (!strcmp(a, "--connect-batch"))
             O.connect_batch = atoi(v);
+        else if (!strcmp(a, "--rate"))
+            O.rate = atof(v);
         else if (!strcmp(a, "--hup-at"))
             hup_at = atof(v);
         else if (!strcmp(a, "--server-pid"))
@@ -879,6 +910,9 @@ int main(int argc, char **argv) {
     loop = uv_default_loop();
     uv_timer_init(loop, &tick);
     uv_timer_start(&tick, on_tick, 50, 50);
+    uv_timer_init(loop, &pacer);
+    if (O.rate > 0 && (O.mode == M_PINGPONG || O.mode == M_PUSH))
+        pace_ns = (uint64_t)(1e9 * O.conns / O.rate);
     uv_signal_init(loop, &sigint_h);
     uv_signal_start(&sigint_h, on_signal, SIGINT);
     uv_signal_init(loop, &sigterm_h);

@@ -35,6 +35,14 @@ const mark = (v, target, higherIsBetter = true) => {
   return met ? 'met' : '**not met**';
 };
 
+// the least disturbed of the equal-load rounds: the lowest server CPU per request
+function calmest(kind, server, transport) {
+  const c = runs.filter((r) => r.kind === kind && r.server === server && r.transport === transport && ok(r) && cpuPer(r) != null);
+  if (!c.length) return null;
+  const b = c.reduce((a, r) => (cpuPer(r) < cpuPer(a) ? r : a));
+  return { ...b, cpu_us: cpuPer(b), rounds: c.length };
+}
+
 // best round per server/transport: the highest rate (least disturbed by other work)
 function best(kind, server, transport) {
   const c = runs.filter((r) => r.kind === kind && r.server === server && r.transport === transport && ok(r));
@@ -92,6 +100,35 @@ if (servers.includes('pomelo')) {
   row('pomelo ÷ floor, responses/s', (tr) => ratio(g('pomelo', tr).rate, g('floor', tr).rate), '(reference)', 0);
 }
 p();
+
+servers = serversOf('eq');
+if (servers.length) {
+  p(`### 1b. Ping-pong at an equal load: ${fmt(facts.eq_rate)} requests/s offered over 1,000 connections`);
+  p();
+  p('Each connection sends its next request one interval after its previous one (or at once, if the answer came later than that). Every server does the same work per second, so CPU per request and latency compare like for like. The round shown is the one with the lowest server CPU per request.');
+  p();
+  p('| server | transport | responses/s | p50 ms | p99 ms | max ms | server CPU/op µs | CPU ratio (floor ÷ server) | errors |');
+  p('|---|---|---|---|---|---|---|---|---|');
+  for (const tr of ['tcp', 'ws']) {
+    const f = calmest('eq', 'floor', tr);
+    for (const s of servers) {
+      const b = calmest('eq', s, tr);
+      if (!b) {
+        p(`| ${names[s]} | ${tr.toUpperCase()} | failed | | | | | | |`);
+        continue;
+      }
+      p(`| ${names[s]} | ${tr.toUpperCase()} | ${fmt(b.rate)} | ${fmt(b.p50_us / 1000, 2)} | ${fmt(b.p99_us / 1000, 2)} | ${fmt(b.max_us / 1000, 1)} | ${fmt(b.cpu_us, 1)} | ${fmt(ratio(f && f.cpu_us, b.cpu_us), 2)} | ${b.errors + b.closed + b.unanswered} |`);
+    }
+  }
+  p();
+  const e = (s, tr) => calmest('eq', s, tr) || {};
+  p('| figure | TCP | WS | target |');
+  p('|---|---|---|---|');
+  row('nano-host ÷ floor, CPU ratio at equal load', (tr) => ratio(e('floor', tr).cpu_us, e('nano', tr).cpu_us), '≥ 0.75 TCP, ≥ 0.65 WS', (tr) => (tr === 'tcp' ? 0.75 : 0.65));
+  row('nano-host p99 ÷ floor p99 at equal load', (tr) => ratio(e('nano', tr).p99_us, e('floor', tr).p99_us), '≤ 2', 2, false);
+  if (servers.includes('pomelo')) row('nano-host ÷ pomelo, CPU ratio at equal load', (tr) => ratio(e('pomelo', tr).cpu_us, e('nano', tr).cpu_us), '≥ 2', 2);
+  p();
+}
 
 servers = serversOf('idle');
 p('### 3. Memory per idle handshaken connection, 10,000 connections');
