@@ -76,8 +76,8 @@ static void on_sweep(nh_timer_t *t) {
 }
 
 static uint64_t sweep_period(const nh_host_t *h) {
-    /* Fine enough that timeouts land within a few percent of 2x the interval, coarse enough that
-     * 10k idle sessions cost nothing: at most once a second. */
+    /* Fine enough that timeouts land within a few percent of 2.5x the interval, coarse enough
+     * that 10k idle sessions cost nothing: a quarter interval, at most once a second. */
     uint64_t p = h->cfg.heartbeat_ms / 4;
     if (p > 1000) p = 1000;
     if (p < 10) p = 10;

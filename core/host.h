@@ -19,7 +19,7 @@
 #include "watchdog.h"
 
 typedef struct nh_config {
-    uint64_t heartbeat_ms;         /* server heartbeat interval; timeout is twice this */
+    uint64_t heartbeat_ms;         /* server heartbeat interval; silent > 2.5x this: closed */
     uint64_t handshake_timeout_ms; /* from accept to handshake ack */
     uint32_t max_packet;           /* largest packet body accepted */
     uint64_t max_ws_frame;         /* largest WebSocket frame payload accepted */

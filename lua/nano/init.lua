@@ -302,7 +302,7 @@ function nano.dictionary()
   return copy
 end
 
---- nano.set_heartbeat_interval(secs): default 30; a session silent for twice this is closed.
+--- nano.set_heartbeat_interval(secs): default 30; a session silent for more than 2.5x this is closed.
 function nano.set_heartbeat_interval(secs)
   if type(secs) ~= "number" or secs < 0.01 then
     error("set_heartbeat_interval: expected seconds (>= 0.01)", 2)

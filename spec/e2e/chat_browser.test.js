@@ -209,8 +209,9 @@ test('two browser tabs join the room and chat', { timeout: 90000 }, async (t) =>
     assert.deepEqual(convA, ['alicehi bob, this is alice', 'bobhello alice <b>not bold</b>']);
     assert.deepEqual(convB, convA);
 
-    // Idle for more than twice the heartbeat interval: without the page's heartbeats the server
-    // would close both connections (it allows 2 x 1 s of silence, plus a little grace).
+    // Idle for more than 2.5 times the heartbeat interval: without the page's heartbeats the server
+    // would close both connections (it closes a session silent for more than 2.5 x 1 s, checked
+    // every 250 ms, so by 2.75 s).
     const idleMs = 3500;
     const before = await alice.evaluate(() => window.chatClient.lastSent);
     await new Promise((r) => setTimeout(r, idleMs));

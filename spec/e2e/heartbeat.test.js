@@ -1,6 +1,7 @@
 'use strict';
 // Heartbeats with a 1 s interval (NH_HEARTBEAT=1): the server sends one every interval, closes a
-// client that sends nothing for 2 intervals, and keeps clients that answer (or send anything).
+// client that sends nothing for more than 2.5 intervals (its sweep checks every 250 ms), and keeps
+// clients that answer (or send anything).
 // Both transports run at the same time, so the whole file takes about 5 s.
 // Run by hand: NANO_HOST=build/nano-host node spec/e2e/heartbeat.test.js
 
