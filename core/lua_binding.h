@@ -15,7 +15,7 @@
 
 #include "session.h"
 
-/* Registers `nano.core` (and `nano.codec`) in package.preload. */
+/* Registers `nano.core`, `nano.codec`, `nano.tcp` and `nano.json_codec` in package.preload. */
 void nh_lua_open(lua_State *L);
 
 /* Pushes the session's userdata, creating it (and its registry ref) on first use. */
