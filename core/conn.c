@@ -106,6 +106,9 @@ void nh_conn_close_after_flush(nh_conn_t *c) {
     if (c->flags & NH_CONN_CLOSING) return;
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->close_after_flush = 1;
+    /* A peer that stops reading must not keep a closing connection (and its queue and its
+     * max_conns slot) forever: the sweep closes it after this. */
+    c->close_deadline_ms = nh_timers_now(&c->host->timers) + c->host->cfg.handshake_timeout_ms;
     if (c->out.bytes == 0) nh_conn_close(c, NULL);
 }
 
@@ -315,24 +318,27 @@ static void on_connection(uv_stream_t *server, int status) {
     if (r) nh_conn_close(c, uv_strerror(r));
 }
 
-static void on_listener_closed(uv_handle_t *handle) {
-    nh_listener_t *l = (nh_listener_t *)handle;
+static void listener_free(nh_listener_t *l) {
     free(l->statics);
     free(l);
+}
+
+static void on_listener_closed(uv_handle_t *handle) {
+    nh_listener_t *l = (nh_listener_t *)handle;
+    listener_free(l);
 }
 
 int nh_listener_start(nh_host_t *h, nh_listener_t *l, const char *addr) {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     int r = parse_addr(addr, &ss);
-    if (r) return r;
-    l->host = h;
-    snprintf(l->addr, sizeof l->addr, "%s", addr);
-    r = uv_tcp_init(h->loop, &l->tcp);
-    if (r) {
-        free(l);
+    if (!r) r = uv_tcp_init(h->loop, &l->tcp);
+    if (r) { /* no handle yet: nothing to close */
+        listener_free(l);
         return r;
     }
+    l->host = h;
+    snprintf(l->addr, sizeof l->addr, "%s", addr);
     r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
     if (!r) r = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
     if (r) {

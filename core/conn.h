@@ -88,6 +88,7 @@ struct nh_conn {
     nh_conn_t *dirty_next;
     uint32_t flags;
     uint32_t close_after_flush; /* close once everything queued is written (kick, HTTP replies) */
+    uint64_t close_deadline_ms; /* ... or at this time (nh_timers_now), whichever comes first */
 };
 
 /* Parses "host:port", ":port", "[v6]:port" and binds + listens. `l` is malloc'd by the caller
@@ -108,7 +109,8 @@ int nh_conn_send_raw(nh_conn_t *c, const void *data, size_t len);
 /* Starts closing: the transport may queue a last frame, what is queued gets one last try to
  * leave, then the socket closes. `reason` is logged at debug level (NULL: nothing). */
 void nh_conn_close(nh_conn_t *c, const char *reason);
-/* Close once the queue has drained (or right away if it is empty). */
+/* Close once the queue has drained (or right away if it is empty), or after handshake_timeout
+ * if the peer does not read it (the host's sweep enforces that). */
 void nh_conn_close_after_flush(nh_conn_t *c);
 
 /* Flushes every dirty connection of the host (called by the host each loop turn). */

@@ -25,6 +25,14 @@ void nh_lua_session_detach(lua_State *L, nh_session_t *s);
 /* The session behind the userdata at idx (raises a Lua error if idx is not a session);
  * NULL when the session is closed. */
 nh_session_t *nh_lua_to_session(lua_State *L, int idx);
+/* The same, but never raises: NULL also when idx is not a session. For loops that hold C
+ * resources a Lua error would leak (core.push_many). */
+nh_session_t *nh_lua_test_session(lua_State *L, int idx);
+
+/* Argument checks shared by nano.core and nano.codec (raise on a bad value): a message id
+ * (0..2^64, integral; nil is 0) and a route (a string, or a 16-bit dictionary code). */
+uint64_t nh_lua_check_msg_id(lua_State *L, int idx);
+void nh_lua_check_route(lua_State *L, int idx, nh_msg_t *m);
 
 int nh_lua_open_session(lua_State *L); /* leaves the methods table on the stack */
 int nh_lua_open_codec(lua_State *L);   /* leaves the module table on the stack */

@@ -1,5 +1,6 @@
 /* `nano.codec`: the C wire codec for Lua code that speaks the protocol as a client (nano.client,
  * bots, tests). Strings in, strings out. */
+#include <math.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -69,18 +70,34 @@ static int l_decode_packets(lua_State *L) {
     return 2;
 }
 
+uint64_t nh_lua_check_msg_id(lua_State *L, int idx) {
+    lua_Number id = luaL_optnumber(L, idx, 0);
+    /* Ids arrive as doubles: one over 2^53 may have rounded up to 2^64, which no cast may take
+     * (undefined behaviour, found by fuzz_session). */
+    luaL_argcheck(L, id >= 0 && id < 18446744073709551616.0 && id == floor(id), idx,
+                  "message id out of range");
+    return (uint64_t)id;
+}
+
+void nh_lua_check_route(lua_State *L, int idx, nh_msg_t *m) {
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        lua_Number code = lua_tonumber(L, idx);
+        luaL_argcheck(L, code >= 0 && code <= 0xFFFF && code == floor(code), idx,
+                      "route code out of range");
+        m->route_compressed = 1;
+        m->route_code = (uint16_t)code;
+    } else {
+        m->route = luaL_checklstring(L, idx, &m->route_len);
+    }
+}
+
 /* encode_message(type, id, route_or_code, payload [, flags]) -> body string */
 static int l_encode_message(lua_State *L) {
     nh_msg_t m = {0};
     m.type = (int)luaL_checkinteger(L, 1);
     luaL_argcheck(L, m.type >= 0 && m.type <= 3, 1, "bad message type");
-    m.id = (uint64_t)luaL_optnumber(L, 2, 0);
-    if (lua_type(L, 3) == LUA_TNUMBER) {
-        m.route_compressed = 1;
-        m.route_code = (uint16_t)lua_tointeger(L, 3);
-    } else if (!lua_isnil(L, 3)) {
-        m.route = luaL_checklstring(L, 3, &m.route_len);
-    }
+    m.id = nh_lua_check_msg_id(L, 2);
+    if (!lua_isnil(L, 3)) nh_lua_check_route(L, 3, &m);
     m.payload = (const uint8_t *)luaL_optlstring(L, 4, "", &m.payload_len);
     m.flags = (uint8_t)luaL_optinteger(L, 5, 0);
     uint8_t head[NH_MSG_MAX_HEADER];

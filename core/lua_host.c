@@ -254,12 +254,8 @@ static int c_respond(lua_State *L) {
     nh_session_t *s = nh_lua_to_session(L, 1);
     nh_msg_t m = {0};
     m.type = NH_MSG_RESPONSE;
-    lua_Number id = luaL_checknumber(L, 2);
-    /* Ids arrive as doubles: one over 2^53 may have rounded up to 2^64, which no cast may take
-     * (undefined behaviour, found by fuzz_session). */
-    luaL_argcheck(L, id >= 0 && id < 18446744073709551616.0 && id == floor(id), 2,
-                  "message id out of range");
-    m.id = (uint64_t)id;
+    luaL_checknumber(L, 2);
+    m.id = nh_lua_check_msg_id(L, 2);
     m.payload = (const uint8_t *)luaL_checklstring(L, 3, &m.payload_len);
     if (lua_toboolean(L, 4)) m.flags = NH_MSG_FLAG_ERROR;
     if (!s) return push_send_result(L, UV_EPIPE);
@@ -268,24 +264,13 @@ static int c_respond(lua_State *L) {
     return push_send_result(L, r);
 }
 
-static void route_arg(lua_State *L, int idx, nh_msg_t *m) {
-    if (lua_type(L, idx) == LUA_TNUMBER) {
-        lua_Integer code = lua_tointeger(L, idx);
-        luaL_argcheck(L, code >= 0 && code <= 0xFFFF, idx, "route code out of range");
-        m->route_compressed = 1;
-        m->route_code = (uint16_t)code;
-    } else {
-        m->route = luaL_checklstring(L, idx, &m->route_len);
-    }
-}
-
 /* push(session, route_or_code, payload) -> true | nil, err */
 static int c_push(lua_State *L) {
     nh_watchdog_check(L);
     nh_session_t *s = nh_lua_to_session(L, 1);
     nh_msg_t m = {0};
     m.type = NH_MSG_PUSH;
-    route_arg(L, 2, &m);
+    nh_lua_check_route(L, 2, &m);
     m.payload = (const uint8_t *)luaL_checklstring(L, 3, &m.payload_len);
     if (!s) return push_send_result(L, UV_EPIPE);
     return push_send_result(L, nh_session_send_msg(s, &m));
@@ -299,31 +284,29 @@ static int c_push_many(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     nh_msg_t m = {0};
     m.type = NH_MSG_PUSH;
-    route_arg(L, 2, &m);
+    nh_lua_check_route(L, 2, &m);
     m.payload = (const uint8_t *)luaL_checklstring(L, 3, &m.payload_len);
     uint8_t head[NH_MSG_MAX_HEADER];
     int hn = nh_msg_write_header(head, &m);
     if (hn < 0) return push_send_result(L, hn);
+    lua_settop(L, 3);
+    lua_newtable(L); /* slot 4: the failed list; made before the buffer so no error can leak it */
     nh_buf_t *b = nh_buf_new((size_t)hn + m.payload_len);
     if (!b) return luaL_error(L, "out of memory");
     memcpy(b->data, head, (size_t)hn);
     memcpy(b->data + hn, m.payload, m.payload_len);
     b->len = (uint32_t)(hn + m.payload_len);
-    lua_settop(L, 3);
-    lua_pushnil(L); /* slot 4: the failed list, made on the first failure */
+    /* From here to the unref nothing may raise: members are looked up without checks that
+     * throw (a non-session member simply fails). */
     int n = (int)lua_objlen(L, 1), delivered = 0, failed = 0;
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, 1, i);
-        nh_session_t *s = lua_isuserdata(L, -1) ? nh_lua_to_session(L, -1) : NULL;
+        nh_session_t *s = nh_lua_test_session(L, -1);
         int r = s ? nh_session_send_shared(s, b) : UV_EPIPE;
         if (r == 0) {
             delivered++;
             lua_pop(L, 1);
         } else {
-            if (!failed) {
-                lua_newtable(L);
-                lua_replace(L, 4);
-            }
             lua_rawseti(L, 4, ++failed);
         }
     }
@@ -572,6 +555,7 @@ static int c_sessions(lua_State *L) {
 /* ---- logging ---- */
 
 static int c_log(lua_State *L) {
+    nh_watchdog_check(L); /* a compiled loop calling only nano.log.* is stopped here */
     int level = (int)luaL_checkinteger(L, 1);
     nh_log_line(level, luaL_checkstring(L, 2));
     return 0;

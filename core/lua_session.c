@@ -25,6 +25,15 @@ nh_session_t *nh_lua_to_session(lua_State *L, int idx) {
     return check(L, idx)->s;
 }
 
+nh_session_t *nh_lua_test_session(lua_State *L, int idx) {
+    lsession_t *u = lua_touserdata(L, idx);
+    if (!u || !lua_getmetatable(L, idx)) return NULL;
+    luaL_getmetatable(L, SESSION_MT);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same ? u->s : NULL;
+}
+
 void nh_lua_push_session(lua_State *L, nh_session_t *s) {
     if (s->lua_ref != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, s->lua_ref);
@@ -222,7 +231,7 @@ static int s_restore(lua_State *L) {
 
 static int s_tostring(lua_State *L) {
     lsession_t *u = check(L, 1);
-    lua_pushfstring(L, "session %d (uid %d%s)", (int)u->id, (int)u->uid, u->s ? "" : ", closed");
+    lua_pushfstring(L, "session %f (uid %f%s)", u->id, u->uid, u->s ? "" : ", closed");
     return 1;
 }
 

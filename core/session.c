@@ -260,7 +260,12 @@ void nh_session_sweep(nh_host_t *h, uint64_t now) {
     nh_session_t *next;
     for (nh_session_t *s = h->sessions.head; s; s = next) {
         next = s->next; /* closing only starts here; the session is freed in a later phase */
-        if (!s->conn || s->state == NH_SS_CLOSED) continue;
+        nh_conn_t *c = s->conn;
+        if (c && c->close_after_flush && !(c->flags & NH_CONN_CLOSING)) {
+            if (now >= c->close_deadline_ms) nh_conn_close(c, "peer did not read its last packets");
+            continue;
+        }
+        if (!c || s->state == NH_SS_CLOSED) continue;
         if (s->state != NH_SS_WORKING) {
             if (now - s->created_ms >= h->cfg.handshake_timeout_ms) {
                 char peer[80];

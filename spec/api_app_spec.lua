@@ -160,6 +160,19 @@ describe("application", function()
       end
     end
 
+    -- nano.test moves every nano.listen to 127.0.0.1:0, so this goes to the core's listen itself.
+    -- Under ASan, a listener (or its static folders) not freed on failure fails the run.
+    it("a listen that cannot parse or bind its address fails and leaves nothing behind", function()
+      local core = require "nano.core"
+      local before = nano.stats().listeners
+      for _, addr in ipairs({ "nonsense", "127.0.0.1:99999", "[::1", "999.0.0.1:0" }) do
+        local id, err = core.listen(addr, { websocket = true, static = { { prefix = "/web/", dir = "web" } } })
+        assert.is_nil(id, addr)
+        assert.truthy(err:find(addr, 1, true), err)
+      end
+      assert.equal(before, nano.stats().listeners)
+    end)
+
     it("set_check_origin decides WebSocket upgrades; a listener's own check_origin wins", function()
       local seen
       local fixture_ws = ws_addr()
