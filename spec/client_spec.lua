@@ -176,8 +176,9 @@ describe("nano.client", function()
     end)
 
     it("talks to a nano-host in another process", function()
-      -- the server is the end-to-end tests' fixture
-      local p = io.popen("exec sh -c 'echo $$; exec \"$0\" \"$1\" 2>&1' '" .. self_exe()
+      -- the server is the end-to-end tests' fixture; under timeout (its pid is the one killed: it
+      -- passes the signal on), so that reading its output below ends even if it never listens
+      local p = io.popen("exec sh -c 'echo $$; exec timeout -k 2 10 \"$0\" \"$1\" 2>&1' '" .. self_exe()
         .. "' spec/e2e/fixtures/basic.lua")
       local pid = assert(tonumber(p:read("*l")))
       local port
