@@ -578,7 +578,9 @@ function nano.shutdown()
   if S.stopping then return end
   S.stopping = true
   for _, e in ipairs(S.components) do call_hook(e, "before_shutdown") end
-  core.stop()
+  -- Inside a handler, the handler's response is not sent yet: stop on the next loop turn, so
+  -- that it is queued first (and gets the last flush every closing connection gets).
+  if cur_session then core.timer(0, 0, core.stop) else core.stop() end
 end
 
 function nano.stats() return core.stats() end
