@@ -68,3 +68,9 @@ foreach(dir ${NH_EXAMPLE_SPECS})
   add_test(NAME example_${exname}_spec COMMAND nano-host test WORKING_DIRECTORY ${exdir})
   set_tests_properties(example_${exname}_spec PROPERTIES TIMEOUT 300)
 endforeach()
+
+# A main script that loads another through nano.test: the loads nest (hot reload's bookkeeping
+# must give the outer load its scope back).
+add_test(NAME nested_load COMMAND nano-host ${CMAKE_SOURCE_DIR}/spec/fixtures/nested/outer.lua)
+set_tests_properties(nested_load PROPERTIES TIMEOUT 60
+  PASS_REGULAR_EXPRESSION "answer\t1" FAIL_REGULAR_EXPRESSION "traceback|error")

@@ -237,10 +237,12 @@ function M.attach(nano)
     install_wrappers()
     local before = {}
     for _, e in ipairs(S.components) do before[e] = true end
-    scope = new_scope()
+    -- A load can nest (a script run by nano-host that starts a nano.test server): keep this
+    -- load's scope in a local and give the outer one back afterwards.
+    local sc, outer = new_scope(), scope
+    scope = sc
     local ok, ran = pcall(load_main, script, script_dir, args)
-    local sc = scope
-    scope = nil
+    scope = outer
     if ok and ran then
       S.load_owned, S.load_groups = {}, sc.groups
       for _, e in ipairs(sc.list) do
