@@ -97,18 +97,29 @@ static int c_listen(lua_State *L) {
         if (lua_istable(L, -1)) {
             int n = (int)lua_objlen(L, -1);
             l->statics = calloc((size_t)(n ? n : 1), sizeof *l->statics);
-            for (int i = 1; i <= n && l->statics; i++) {
+            if (!l->statics) {
+                free(l);
+                return luaL_error(L, "out of memory");
+            }
+            for (int i = 1; i <= n; i++) {
                 lua_rawgeti(L, -1, i);
                 lua_getfield(L, -1, "prefix");
                 lua_getfield(L, -2, "dir");
                 const char *prefix = lua_tostring(L, -2), *dir = lua_tostring(L, -1);
-                if (prefix && dir && prefix[0] == '/' &&
-                    strlen(prefix) < sizeof l->statics[0].prefix &&
-                    strlen(dir) < sizeof l->statics[0].dir) {
-                    nh_static_dir_t *sd = &l->statics[l->nstatics++];
-                    strcpy(sd->prefix, prefix);
-                    strcpy(sd->dir, dir);
+                if (!prefix || !dir || prefix[0] != '/' ||
+                    strlen(prefix) >= sizeof l->statics[0].prefix ||
+                    strlen(dir) >= sizeof l->statics[0].dir) {
+                    free(l->statics);
+                    free(l);
+                    return luaL_error(L,
+                                      "listen: static: a prefix starts with '/' (under %d "
+                                      "bytes) and names a folder (under %d bytes)",
+                                      (int)sizeof l->statics[0].prefix,
+                                      (int)sizeof l->statics[0].dir);
                 }
+                nh_static_dir_t *sd = &l->statics[l->nstatics++];
+                strcpy(sd->prefix, prefix);
+                strcpy(sd->dir, dir);
                 lua_pop(L, 3);
             }
         }
@@ -153,55 +164,63 @@ static int c_unlisten(lua_State *L) {
 
 /* ---- configuration ---- */
 
+/* Reads t[key] (t at index 1) as a number in [min, max] into *out; nil keeps *out. Raises
+ * "configure: key: ..." on a wrong type or value. Returns whether the key was given. */
+static int cfg_number(lua_State *L, const char *key, double min, double max, double *out) {
+    lua_getfield(L, 1, key);
+    int given = !lua_isnil(L, -1);
+    if (given) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "configure: %s: expected a number, got %s", key, luaL_typename(L, -1));
+        double v = lua_tonumber(L, -1);
+        if (!(v >= min && v <= max))
+            luaL_error(L, "configure: %s: %f is out of range (%f to %f)", key, v, min, max);
+        *out = v;
+    }
+    lua_pop(L, 1);
+    return given;
+}
+
+static int cfg_bool(lua_State *L, const char *key, int *out) {
+    lua_getfield(L, 1, key);
+    int given = !lua_isnil(L, -1);
+    if (given) *out = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return given;
+}
+
+/* configure{key = value, ...}: every key is checked before any is applied, so a bad value
+ * changes nothing. */
 static int c_configure(lua_State *L) {
     nh_host_t *h = host(L);
     luaL_checktype(L, 1, LUA_TTABLE);
-    nh_config_t *c = &h->cfg;
-    lua_getfield(L, 1, "heartbeat");
-    if (!lua_isnil(L, -1)) c->heartbeat_ms = secs_to_ms(L, -1, 0.01);
-    lua_getfield(L, 1, "handshake_timeout");
-    if (!lua_isnil(L, -1)) c->handshake_timeout_ms = secs_to_ms(L, -1, 0.01);
-    lua_getfield(L, 1, "max_packet");
-    if (!lua_isnil(L, -1)) {
-        lua_Integer v = luaL_checkinteger(L, -1);
-        luaL_argcheck(L, v >= 64 && v <= (lua_Integer)NH_PKT_MAX_BODY, 1,
-                      "max_packet out of range");
-        c->max_packet = (uint32_t)v;
-    }
-    lua_getfield(L, 1, "max_ws_frame");
-    if (!lua_isnil(L, -1)) {
-        lua_Number v = luaL_checknumber(L, -1);
-        luaL_argcheck(L, v >= 125 && v <= 9e15, 1, "max_ws_frame out of range");
-        c->max_ws_frame = (uint64_t)v;
-    }
-    lua_getfield(L, 1, "send_limit");
-    if (!lua_isnil(L, -1)) {
-        lua_Number v = luaL_checknumber(L, -1);
-        luaL_argcheck(L, v >= 1024 && v <= 9e15, 1, "send_limit out of range");
-        c->send_limit = (size_t)v;
-    }
-    lua_getfield(L, 1, "max_conns");
-    if (!lua_isnil(L, -1)) c->max_conns = (uint32_t)luaL_checkinteger(L, -1);
-    lua_getfield(L, 1, "debug");
-    if (!lua_isnil(L, -1)) c->debug = lua_toboolean(L, -1);
+    nh_config_t c = h->cfg;
+    double v;
+    if (cfg_number(L, "heartbeat", 0.01, 1e9, &v)) c.heartbeat_ms = (uint64_t)llround(v * 1000);
+    if (cfg_number(L, "handshake_timeout", 0.01, 1e9, &v))
+        c.handshake_timeout_ms = (uint64_t)llround(v * 1000);
+    if (cfg_number(L, "max_packet", 64, NH_PKT_MAX_BODY, &v)) c.max_packet = (uint32_t)v;
+    if (cfg_number(L, "max_ws_frame", 125, 9e15, &v)) c.max_ws_frame = (uint64_t)v;
+    if (cfg_number(L, "send_limit", 1024, 9e15, &v)) c.send_limit = (size_t)v;
+    if (cfg_number(L, "max_conns", 0, 4294967295.0, &v)) c.max_conns = (uint32_t)v;
+    cfg_bool(L, "debug", &c.debug);
     /* watchdog.h: stall time (0 or false: off), abort, exit time (0: never), Lua heap cap */
     lua_getfield(L, 1, "watchdog");
-    if (lua_isboolean(L, -1) && !lua_toboolean(L, -1))
-        c->watchdog.stall_ms = 0;
-    else if (!lua_isnil(L, -1))
-        c->watchdog.stall_ms = secs_to_ms(L, -1, 0);
-    lua_getfield(L, 1, "watchdog_abort");
-    if (!lua_isnil(L, -1)) c->watchdog.abort = lua_toboolean(L, -1);
-    lua_getfield(L, 1, "watchdog_exit");
-    if (!lua_isnil(L, -1)) c->watchdog.exit_ms = secs_to_ms(L, -1, 0);
-    lua_getfield(L, 1, "lua_memory_limit");
-    if (!lua_isnil(L, -1)) {
-        lua_Number v = luaL_checknumber(L, -1);
-        luaL_argcheck(L, v == 0 || (v >= 1048576 && v <= 9e15), 1,
-                      "lua_memory_limit: 0 or at least 1 MiB");
-        c->watchdog.memory_limit = (size_t)v;
+    int watchdog_off = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (watchdog_off)
+        c.watchdog.stall_ms = 0;
+    else if (cfg_number(L, "watchdog", 0, 1e9, &v))
+        c.watchdog.stall_ms = (uint64_t)llround(v * 1000);
+    cfg_bool(L, "watchdog_abort", &c.watchdog.abort);
+    if (cfg_number(L, "watchdog_exit", 0, 1e9, &v))
+        c.watchdog.exit_ms = (uint64_t)llround(v * 1000);
+    if (cfg_number(L, "lua_memory_limit", 0, 9e15, &v)) {
+        if (v != 0 && v < 1048576)
+            luaL_error(L, "configure: lua_memory_limit: 0 or at least 1 MiB");
+        c.watchdog.memory_limit = (size_t)v;
     }
-    lua_settop(L, 1);
+    h->cfg = c;
     nh_host_config_changed(h);
     return 0;
 }

@@ -160,6 +160,27 @@ describe("application", function()
       end
     end
 
+    it("static prefixes get their slashes; a bad static entry raises", function()
+      local core = require "nano.core"
+      local id = core.listen("127.0.0.1:0", { websocket = true, static = { { prefix = "/ok/", dir = "." } } })
+      assert.truthy(id)
+      core.unlisten(id)
+      local bad, err = pcall(core.listen, "127.0.0.1:0", { websocket = true, static = { { prefix = "web/", dir = "." } } })
+      assert.is_false(bad)
+      assert.truthy(err:find("static", 1, true))
+      assert.has_error(function() nano.listen("127.0.0.1:0", { websocket = true, static = { ["/w/"] = 5 } }) end)
+    end)
+
+    it("configure names the key it refuses and changes nothing then", function()
+      local before = nano.config()
+      local ok, err = pcall(nano.configure, { heartbeat = 5, max_conns = -1 })
+      assert.is_false(ok)
+      assert.truthy(err:find("configure: max_conns:", 1, true), err)
+      assert.same(before, nano.config())
+      ok, err = pcall(nano.configure, { max_packet = "big" })
+      assert.truthy(err:find("configure: max_packet: expected a number, got string", 1, true), err)
+    end)
+
     -- nano.test moves every nano.listen to 127.0.0.1:0, so this goes to the core's listen itself.
     -- Under ASan, a listener (or its static folders) not freed on failure fails the run.
     it("a listen that cannot parse or bind its address fails and leaves nothing behind", function()

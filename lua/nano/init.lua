@@ -65,7 +65,7 @@ local log = nano.log
 --- nano.set_logger(fn): fn(level_name, message) receives every log line from Lua; nil restores
 --- the default (stderr, through the core).
 function nano.set_logger(fn)
-  assert(fn == nil or type(fn) == "function", "set_logger: expected a function or nil")
+  if not (fn == nil or type(fn) == "function") then error("set_logger: expected a function or nil", 2) end
   S.logger = fn
 end
 
@@ -185,7 +185,7 @@ end
 
 --- s:on_close(fn): fn(s) once, after the connection is gone.
 function session.on_close(s, fn)
-  assert(type(fn) == "function", "on_close: expected a function")
+  if not (type(fn) == "function") then error("on_close: expected a function", 2) end
   local list = S.session_close_cbs[s]
   if not list then
     list = {}
@@ -313,19 +313,20 @@ end
 
 --- nano.configure{ max_packet=, send_limit=, max_conns=, handshake_timeout=, max_ws_frame= }
 function nano.configure(t)
-  core.configure(t)
+  local ok, err = pcall(core.configure, t)
+  if not ok then error(err, 2) end -- the caller's line, not this one
   S.handshake_cache = nil
 end
 
 function nano.config() return core.config() end
 
 function nano.set_handshake_validator(fn)
-  assert(fn == nil or type(fn) == "function", "set_handshake_validator: expected a function")
+  if not (fn == nil or type(fn) == "function") then error("set_handshake_validator: expected a function", 2) end
   S.validator = fn
 end
 
 function nano.set_check_origin(fn)
-  assert(fn == nil or type(fn) == "function", "set_check_origin: expected a function")
+  if not (fn == nil or type(fn) == "function") then error("set_check_origin: expected a function", 2) end
   S.check_origin = fn
 end
 
@@ -361,6 +362,10 @@ function nano.listen(addr, opts)
   if opts.static then
     for prefix, dir in pairs(opts.static) do
       if type(prefix) == "number" then prefix, dir = dir.prefix, dir.dir end
+      if type(prefix) ~= "string" or type(dir) ~= "string" then
+        error("listen: static: expected { [\"/web/\"] = \"folder\" }", 2)
+      end
+      if prefix:sub(1, 1) ~= "/" then prefix = "/" .. prefix end
       if prefix:sub(-1) ~= "/" then prefix = prefix .. "/" end
       statics[#statics + 1] = { prefix = prefix, dir = resolve_dir(dir) }
     end
@@ -554,7 +559,7 @@ end
 
 --- nano.on_session_closed(fn): fn(session) after any session's connection is gone.
 function nano.on_session_closed(fn)
-  assert(type(fn) == "function", "on_session_closed: expected a function")
+  if not (type(fn) == "function") then error("on_session_closed: expected a function", 2) end
   S.closed_cbs[#S.closed_cbs + 1] = fn
 end
 
@@ -563,7 +568,7 @@ end
 
 --- nano.invoke(fn): runs fn on the next loop turn.
 function nano.invoke(fn)
-  assert(type(fn) == "function", "invoke: expected a function")
+  if not (type(fn) == "function") then error("invoke: expected a function", 2) end
   core.timer(0, 0, function()
     local ok, err = xpcall(fn, traceback)
     if not ok then log.error("invoke: %s", tostring(err)) end
