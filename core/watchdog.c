@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,11 @@ enum { WD_NONE, WD_STALL, WD_MEMORY };
 struct nh_watchdog {
     lua_State *L;
     pthread_t thread;
-    pthread_mutex_t mu; /* everything below; every lua_sethook call */
+    pthread_t loop_thread;       /* runs L; the hook is installed there, by the signal handler */
+    int signal_owner;            /* this watchdog installed the handler (one per process) */
+    struct sigaction old_action; /* what it replaced, restored by nh_watchdog_stop */
+    uint64_t last_leave_gc_ms;   /* loop thread only, like last_gc_warn_ms */
+    pthread_mutex_t mu;          /* everything below; the loop thread's lua_sethook calls */
     pthread_cond_t cond;
     nh_watchdog_config_t cfg;
     int stop;
@@ -45,6 +50,17 @@ static const char registry_key = 'w'; /* the hook finds its watchdog here */
 /* "Some watchdog wants an abort": a process-wide hint so that nh_watchdog_check costs one load.
  * The decision itself (which call, is it still running) is made under the watchdog's mutex. */
 static atomic_int abort_hint;
+
+/* lua_sethook rewrites LuaJIT's dispatch table, as the loop thread itself does when a trace starts
+ * or stops recording, so it must not be called from the watchdog thread. LuaJIT supports it
+ * asynchronously only from a signal handler on the thread that runs Lua (luajit.c's SIGINT): the
+ * watchdog thread sends this signal to the loop thread, and the handler installs the hook there. */
+#define WD_SIGNAL SIGRTMIN
+/* The state the handler hooks: set while a watchdog owns the handler, NULL otherwise. A lock-free
+ * atomic, so that reading it in the handler is async-signal-safe. */
+static _Atomic(lua_State *) signal_L;
+_Static_assert(ATOMIC_POINTER_LOCK_FREE == 2 && ATOMIC_INT_LOCK_FREE == 2,
+               "the signal handler reads atomics");
 
 static uint64_t now_ms(void) {
     struct timespec ts;
@@ -123,13 +139,61 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
     }
 }
 
-/* Called with mu held. */
+/* Runs on the loop thread, interrupting whatever it does: two atomic loads and lua_sethook,
+ * nothing else (no lock, no allocation). The hook itself runs later, outside the handler. */
+static void on_signal(int sig) {
+    (void)sig;
+    int saved = errno;
+    lua_State *L = atomic_load(&signal_L);
+    /* Count 1: at the very next instruction the interpreter runs. */
+    if (L && atomic_load(&abort_hint)) lua_sethook(L, guard_hook, LUA_MASKCOUNT, 1);
+    errno = saved;
+}
+
+/* Called with mu held, on the watchdog thread. */
 static void request(nh_watchdog_t *w, int reason) {
     w->pending = reason;
     w->pending_seq = w->seq;
-    /* Count 1: at the very next instruction the interpreter runs. */
-    lua_sethook(w->L, guard_hook, LUA_MASKCOUNT, 1);
-    atomic_store_explicit(&abort_hint, 1, memory_order_relaxed);
+    atomic_store(&abort_hint, 1); /* before the signal: the handler checks it */
+    if (w->signal_owner) (void)pthread_kill(w->loop_thread, WD_SIGNAL);
+}
+
+static void signal_install(nh_watchdog_t *w) {
+    lua_State *none = NULL;
+    if (!atomic_compare_exchange_strong(&signal_L, &none, w->L)) {
+        nh_log(NH_LOG_WARN, "watchdog: another watchdog owns the signal; stuck calls in this Lua "
+                            "state are aborted only where nano's C functions check");
+        return;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART; /* libuv retries what is interrupted anyway */
+    if (sigaction(WD_SIGNAL, &sa, &w->old_action) != 0) {
+        nh_log(NH_LOG_WARN, "watchdog: cannot install its signal handler: %s", strerror(errno));
+        atomic_store(&signal_L, NULL);
+        return;
+    }
+    w->signal_owner = 1;
+}
+
+/* On the loop thread, once the watchdog thread has been joined (it sends no more signals). */
+static void signal_remove(nh_watchdog_t *w) {
+    if (!w->signal_owner) return;
+    atomic_store(&signal_L, NULL); /* a signal still on its way finds nothing to do */
+    /* One the loop thread has not taken yet must not meet the old action (SIG_DFL ends the
+     * process): take it here, with the signal blocked, before restoring. */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, WD_SIGNAL);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&set, NULL, &zero) == WD_SIGNAL) {
+    }
+    sigaction(WD_SIGNAL, &w->old_action, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    w->signal_owner = 0;
 }
 
 void nh_watchdog_check(lua_State *L) {
@@ -187,7 +251,7 @@ static void *run(void *arg) {
          */
         if (w->cfg.memory_limit && w->in_loop && w->pending == WD_NONE &&
             t - w->last_memory_request_ms >= 50 &&
-            heap_bytes(w->L) > w->cfg.memory_limit) { /* racy read of one counter: see the header */
+            heap_bytes(w->L) > w->cfg.memory_limit) { /* a benign racy read: see the header */
             w->last_memory_request_ms = t;
             request(w, WD_MEMORY);
         }
@@ -248,15 +312,18 @@ nh_watchdog_t *nh_watchdog_start(lua_State *L, const nh_watchdog_config_t *cfg) 
     nh_watchdog_t *w = calloc(1, sizeof *w);
     if (!w) return NULL;
     w->L = L;
+    w->loop_thread = pthread_self(); /* called on the loop thread (watchdog.h) */
     w->cfg = *cfg;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cond, NULL);
     lua_pushlightuserdata(L, (void *)&registry_key);
     lua_pushlightuserdata(L, w);
     lua_rawset(L, LUA_REGISTRYINDEX);
+    signal_install(w); /* before the thread that sends it */
     int r = pthread_create(&w->thread, NULL, run, w);
     if (r != 0) {
         nh_log(NH_LOG_ERROR, "watchdog: cannot start its thread: %s", strerror(r));
+        signal_remove(w);
         lua_pushlightuserdata(L, (void *)&registry_key);
         lua_pushnil(L);
         lua_rawset(L, LUA_REGISTRYINDEX);
@@ -283,6 +350,7 @@ void nh_watchdog_stop(nh_watchdog_t *w) {
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
+    signal_remove(w);
     lua_State *L = w->L;
     lua_sethook(L, NULL, 0, 0);
     lua_pushlightuserdata(L, (void *)&registry_key);
@@ -329,9 +397,13 @@ void nh_watchdog_leave(nh_watchdog_t *w, const nh_watchdog_mark_t *mark) {
     /* After each call from the loop: garbage over the limit is collected now rather than when
      * the collector gets round to it; live data over it is worth a warning. */
     if (heap_bytes(w->L) <= limit) return;
+    /* At most every 50 ms, as the watchdog thread's requests: with live data over the limit, a
+     * full collection after every message would cost every message one. */
+    uint64_t t = now_ms();
+    if (t - w->last_leave_gc_ms < 50) return;
+    w->last_leave_gc_ms = t;
     lua_gc(w->L, LUA_GCCOLLECT, 0);
     size_t used = heap_bytes(w->L);
-    uint64_t t = now_ms();
     if (used > limit && t - w->last_gc_warn_ms >= 10000) {
         w->last_gc_warn_ms = t;
         nh_log(NH_LOG_WARN,

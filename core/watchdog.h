@@ -8,25 +8,33 @@
  * periods while the call goes on.
  *
  * Aborting: for calls made from the running loop (handlers, timers, hooks — not the main script
- * or lifecycle hooks, which run before it) the watchdog installs a Lua hook with lua_sethook, the
- * one Lua API function meant to be called asynchronously (luajit.c does it from a signal
- * handler). The hook runs on the loop thread at the next instruction the interpreter executes and
- * raises an error in the stuck call: the handler fails like any handler error (error response,
- * log line with route and session). A hook never runs inside JIT-compiled code (traces do not
- * check hooks, and LuaJIT 2.1 compiles loops that call C functions too, by trace stitching), so
- * nano's own C functions check for a pending abort as well (nh_watchdog_check). A compiled loop
- * that calls none of them is only logged; with `exit_ms` set the watchdog then ends the process
- * (exit status 70) so that a supervisor can restart it. See docs/hardening.md.
+ * or lifecycle hooks, which run before it) the watchdog installs a Lua hook with lua_sethook. That
+ * rewrites LuaJIT's dispatch table, which the loop thread also does when a trace starts or stops
+ * recording, so it is never called from the watchdog thread: that thread sends a real-time signal
+ * (SIGRTMIN, SA_RESTART) to the loop thread, whose handler calls lua_sethook there, the one
+ * asynchronous use LuaJIT supports (luajit.c does the same for SIGINT). The handler takes no lock
+ * and allocates nothing. nh_watchdog_start installs it and nh_watchdog_stop restores the previous
+ * action; one watchdog per process owns the signal (a second one logs that it aborts only through
+ * nh_watchdog_check). The hook runs on the loop thread at the next instruction the interpreter
+ * executes and raises an error in the stuck call: the handler fails like any handler error
+ * (error response, log line with route and session). A hook never runs inside JIT-compiled code
+ * (traces do not check hooks, and LuaJIT 2.1 compiles loops that call C functions too, by trace
+ * stitching), so nano's own C functions check for a pending abort as well (nh_watchdog_check).
+ * A compiled loop that calls none of them is only logged; with `exit_ms` set the watchdog then
+ * ends the process (exit status 70) so that a supervisor can restart it. See docs/hardening.md.
  *
  * Lua memory limit: LuaJIT's allocator cannot be replaced safely here, so the heap size
  * (collectgarbage("count")) is checked at safe points: by the watchdog thread every few
  * milliseconds while a call runs (over the limit: the same hook, which collects garbage first and
  * raises "Lua memory limit exceeded" only if that did not help), and after each outermost call
- * returns (a full collection when over the limit, and a warning if live data stays over it).
+ * returns (a full collection when over the limit, at most every 50 ms, and a warning if live data
+ * stays over it).
  *
- * Threads: the watchdog thread never runs Lua. It reads the counter, the call description (under
- * a mutex) and the heap size, and calls lua_sethook; hook changes from either thread take the
- * mutex. All functions here but nh_watchdog_stop are called on the loop thread.
+ * Threads: the watchdog thread never runs Lua and never changes the Lua state. It reads the
+ * counter and the call description under a mutex, and the heap size without one: a benign racy
+ * read of one counter (LuaJIT's gc.total, an aligned word) that is at worst a little stale. It
+ * asks for an abort with the signal. All functions here, nh_watchdog_start and nh_watchdog_stop
+ * included, are called on the loop thread: the one that runs Lua and receives the signal.
  */
 #ifndef NH_WATCHDOG_H
 #define NH_WATCHDOG_H

@@ -1,9 +1,11 @@
 /* test_watchdog — the watchdog on its own: stuck calls are reported and aborted (interpreted code
  * through the hook, compiled code through nh_watchdog_check in a C function), only calls made from
  * the loop are aborted, a request never outlives its call, and the Lua memory limit fails a call
- * that keeps live data over it but not one that only makes garbage. */
+ * that keeps live data over it but not one that only makes garbage. The hook is installed by a
+ * signal handler on the thread that runs Lua, owned by one watchdog, and removed when it stops. */
 #include "watchdog.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -43,6 +45,12 @@ static int call(lua_State *L, nh_watchdog_t *w, int from_loop, const char *code)
     return r;
 }
 
+static int signal_is_default(void) {
+    struct sigaction sa;
+    sigaction(SIGRTMIN, NULL, &sa);
+    return sa.sa_handler == SIG_DFL;
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -55,8 +63,10 @@ int main(void) {
     luaL_openlibs(L);
     lua_register(L, "tick", c_tick);
     nh_watchdog_config_t cfg = {.stall_ms = 50, .abort = 1};
+    CHECK(signal_is_default());
     nh_watchdog_t *w = nh_watchdog_start(L, &cfg);
     CHECK(w != NULL);
+    CHECK(!signal_is_default()); /* the watchdog's handler asks for the hook on this thread */
     nh_watchdog_stats_t st;
 
     /* an interpreted endless loop, from the loop: aborted after the stall time */
@@ -73,6 +83,19 @@ int main(void) {
     nh_watchdog_get_stats(w, &st);
     CHECK(st.aborts == 2);
 
+    /* a second watchdog (another Lua state) does not take the signal over, and stopping it leaves
+     * the first one's handler in place: the first still aborts an interpreted loop */
+    lua_State *L2 = luaL_newstate();
+    nh_watchdog_t *w2 = nh_watchdog_start(L2, &cfg);
+    CHECK(w2 != NULL);
+    nh_watchdog_stop(w2);
+    lua_close(L2);
+    CHECK(!signal_is_default());
+    CHECK(call(L, w, 1, "local function f() while true do end end jit.off(f) f()") != 0);
+    CHECK(strstr(err, "aborted by the watchdog") != NULL);
+    nh_watchdog_get_stats(w, &st);
+    CHECK(st.aborts == 3);
+
     /* calls that return in time are never touched, before or after an abort */
     for (int i = 0; i < 100; i++)
         CHECK(call(L, w, 1, "local s = 0 for i = 1, 1000 do s = s + tick() end") == 0);
@@ -84,7 +107,7 @@ int main(void) {
                "local t = os.clock() local function f() while os.clock() - t < 0.2 do end end "
                "jit.off(f) f()") == 0);
     nh_watchdog_get_stats(w, &st);
-    CHECK(st.stalls > stalls && st.aborts == 2);
+    CHECK(st.stalls > stalls && st.aborts == 3);
 
     /* nested calls: the inner one stuck is aborted, the outer one goes on */
     CHECK(call(L, w, 1,
@@ -123,6 +146,7 @@ int main(void) {
     CHECK(st.memory_errors == 1);
 
     nh_watchdog_stop(w);
+    CHECK(signal_is_default()); /* the previous action is back */
     lua_close(L);
     return check_done();
 }
