@@ -231,6 +231,14 @@ int nh_conn_send(nh_conn_t *c, const uint8_t *head, size_t head_len, nh_buf_t *s
     return 0;
 }
 
+int nh_conn_send_raw_shared(nh_conn_t *c, nh_buf_t *b, size_t off, size_t len) {
+    if (uv_is_closing((uv_handle_t *)&c->tcp)) return UV_EPIPE;
+    int r = nh_outq_share(&c->out, b, off, len);
+    if (r) return r;
+    mark_dirty(c);
+    return 0;
+}
+
 int nh_conn_send_raw(nh_conn_t *c, const void *data, size_t len) {
     if (uv_is_closing((uv_handle_t *)&c->tcp)) return UV_EPIPE;
     int r = nh_outq_copy(&c->out, data, len);

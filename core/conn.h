@@ -105,6 +105,8 @@ int nh_conn_send(nh_conn_t *c, const uint8_t *head, size_t head_len, nh_buf_t *s
                  const uint8_t *body, size_t body_len);
 /* Queues raw bytes with no framing (HTTP responses, WebSocket control frames). */
 int nh_conn_send_raw(nh_conn_t *c, const void *data, size_t len);
+/* The same by reference: b->data[off, off+len) is queued, b gets a reference. */
+int nh_conn_send_raw_shared(nh_conn_t *c, nh_buf_t *b, size_t off, size_t len);
 
 /* Starts closing: the transport may queue a last frame, what is queued gets one last try to
  * leave, then the socket closes. `reason` is logged at debug level (NULL: nothing). */

@@ -73,23 +73,29 @@ static size_t ws_frame_header(nh_conn_t *c, uint8_t *out, size_t len) {
 
 /* ---- HTTP replies ---- */
 
-/* body NULL: a HEAD reply (the length of what GET would send, no bytes). */
+/* body NULL: a HEAD reply (the length of what GET would send, no bytes). shared: the body is
+ * queued by reference from this buffer instead of copied. */
 static void http_reply(nh_conn_t *c, int status, const char *reason, const char *type,
-                       const void *body, size_t len) {
+                       const void *body, size_t len, nh_buf_t *shared) {
     char head[512];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "Connection: close\r\n\r\n",
                      status, reason, type, len);
     nh_conn_send_raw(c, head, (size_t)n);
-    if (body && len) nh_conn_send_raw(c, body, len);
+    if (body && len) {
+        if (shared)
+            nh_conn_send_raw_shared(c, shared, (size_t)((const uint8_t *)body - shared->data), len);
+        else
+            nh_conn_send_raw(c, body, len);
+    }
     nh_conn_close_after_flush(c);
 }
 
 static void http_error(nh_conn_t *c, int status, const char *reason) {
     char body[128];
     int n = snprintf(body, sizeof body, "%d %s\n", status, reason);
-    http_reply(c, status, reason, "text/plain; charset=utf-8", body, (size_t)n);
+    http_reply(c, status, reason, "text/plain; charset=utf-8", body, (size_t)n, NULL);
 }
 
 static const char *content_type(const char *path) {
@@ -186,13 +192,16 @@ static int serve_static(nh_conn_t *c, const char *url_path, int head_only) {
             http_error(c, 404, "Not Found");
             return 1;
         }
-        char *data = NULL;
+        /* Read into one refcounted buffer that the queue references: no second copy. A file
+         * bigger than the send limit would be a way around it, so it is not served. */
+        nh_buf_t *data = NULL;
         long size = -1;
         if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
-        if (size >= 0 && (unsigned long)size <= NH_STATIC_MAX_FILE && fseek(f, 0, SEEK_SET) == 0) {
-            data = malloc((size_t)size + 1);
-            if (data && fread(data, 1, (size_t)size, f) != (size_t)size) {
-                free(data);
+        if (size >= 0 && (unsigned long)size <= NH_STATIC_MAX_FILE &&
+            (size_t)size <= c->host->cfg.send_limit && fseek(f, 0, SEEK_SET) == 0) {
+            data = nh_buf_new((size_t)size);
+            if (data && fread(data->data, 1, (size_t)size, f) != (size_t)size) {
+                nh_buf_unref(data);
                 data = NULL;
             }
         }
@@ -201,8 +210,10 @@ static int serve_static(nh_conn_t *c, const char *url_path, int head_only) {
             http_error(c, 404, "Not Found");
             return 1;
         }
-        http_reply(c, 200, "OK", content_type(file), head_only ? NULL : data, (size_t)size);
-        free(data);
+        data->len = (uint32_t)size;
+        http_reply(c, 200, "OK", content_type(file), head_only ? NULL : data->data, (size_t)size,
+                   data);
+        nh_buf_unref(data);
         return 1;
     }
     return 0;

@@ -80,6 +80,13 @@ describe("static files served at /", function()
     assert.equal(400, (http("/nano")))
   end)
 
+  it("does not serve a file bigger than the send limit (the limit holds for files too)", function()
+    assert.equal(200, (http("/big.txt")))
+    require("nano").configure({ send_limit = 1024 })
+    assert.equal(404, (http("/big.txt")))
+    assert.equal(200, (http("/style.css")))
+  end)
+
   it("keeps everything outside the folder out of reach", function()
     for _, path in ipairs({ "/../main.lua", "/%2e%2e/main.lua", "/..%2fmain.lua", "/public/../main.lua" }) do
       local status, _, body = http(path)
