@@ -56,9 +56,12 @@ int nh_conn_peer(const nh_conn_t *c, char *out, size_t len) {
 
 /* ---- closing ---- */
 
+static void listener_release(nh_listener_t *l);
+
 static void on_conn_closed(uv_handle_t *handle) {
     nh_conn_t *c = (nh_conn_t *)handle;
     nh_host_t *h = c->host;
+    if (c->listener) listener_release(c->listener);
     if (c->flags & NH_CONN_COUNTED) h->nconns--;
     if (c->session) nh_session_on_conn_gone(c->session);
     if (c->transport->on_free) c->transport->on_free(c);
@@ -294,6 +297,7 @@ static void on_connection(uv_stream_t *server, int status) {
     }
     c->host = h;
     c->listener = l;
+    l->conns++;
     c->transport = l->transport;
     nh_outq_init(&c->out, &h->pool);
     uv_tcp_init(h->loop, &c->tcp);
@@ -331,9 +335,14 @@ static void listener_free(nh_listener_t *l) {
     free(l);
 }
 
+static void listener_release(nh_listener_t *l) {
+    if (--l->conns == 0 && l->handle_closed) listener_free(l);
+}
+
 static void on_listener_closed(uv_handle_t *handle) {
     nh_listener_t *l = (nh_listener_t *)handle;
-    listener_free(l);
+    l->handle_closed = 1;
+    if (l->conns == 0) listener_free(l);
 }
 
 int nh_listener_start(nh_host_t *h, nh_listener_t *l, const char *addr) {

@@ -66,6 +66,11 @@ struct nh_listener {
     int check_origin; /* ask Lua whether to accept an Origin */
     nh_static_dir_t *statics;
     int nstatics;
+    /* Connections accepted here that are still open, and whether the handle has closed: the
+     * listener is freed when both are done, because a connection still reads its path, statics
+     * and origin check until it has upgraded (nh_listener_close may come first). */
+    uint32_t conns;
+    int handle_closed;
 };
 
 enum nh_conn_flags {

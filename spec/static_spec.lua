@@ -87,6 +87,27 @@ describe("static files served at /", function()
     assert.equal(200, (http("/style.css")))
   end)
 
+  it("a connection still upgrading when its listener closes finishes safely", function()
+    local core, nano = require "nano.core", require "nano"
+    local id
+    for _, l in ipairs(nano.listeners()) do if l.websocket then id = l.id end end
+    local got, done = {}, false
+    local st = tcp.connect("127.0.0.1", port, function(st, event, arg)
+      if event == "connect" then assert(st:write("GET /nano HTTP/1.1\r\n"))
+      elseif event == "data" then got[#got + 1] = arg
+      elseif event == "close" then done = true end
+    end)
+    server:wait_until(function() return nano.stats().connections >= 1 end, nil, "the connection")
+    assert.is_true(core.unlisten(id))
+    core.run("nowait") -- the listener's handle closes; the connection keeps reading it
+    assert(st:write("Host: x\r\n" .. UPGRADE .. "\r\n"))
+    server:wait_until(function() return table.concat(got):find("\r\n\r\n", 1, true) or done end,
+      nil, "the answer")
+    assert.truthy(table.concat(got):match("^HTTP/1.1 101 "))
+    st:close()
+    server:wait_until(function() return st:state() == "closed" end, nil, "the stream to close")
+  end)
+
   it("keeps everything outside the folder out of reach", function()
     for _, path in ipairs({ "/../main.lua", "/%2e%2e/main.lua", "/..%2fmain.lua", "/public/../main.lua" }) do
       local status, _, body = http(path)
