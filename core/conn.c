@@ -90,7 +90,7 @@ static void flush(nh_conn_t *c);
 void nh_conn_close(nh_conn_t *c, const char *reason) {
     if (c->flags & NH_CONN_CLOSING) return;
     c->flags |= NH_CONN_CLOSING;
-    if (reason) {
+    if (reason && nh_log_enabled(NH_LOG_DEBUG)) { /* getpeername only for a line that is kept */
         char peer[80] = "?";
         nh_conn_peer(c, peer, sizeof peer);
         nh_log(NH_LOG_DEBUG, "%s %s session %llu closed: %s", c->transport->name, peer,

@@ -200,8 +200,17 @@ static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
     char code[8];
     const char *route = m.route;
     size_t route_len = m.route_len;
-    if (m.route_compressed) {
-        route_len = (size_t)snprintf(code, sizeof code, "#%u", m.route_code);
+    if (m.route_compressed) { /* "#<code>", without snprintf's cost on every message */
+        char digits[5];
+        size_t n = 0;
+        unsigned v = m.route_code;
+        do
+            digits[n++] = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        code[0] = '#';
+        for (size_t i = 0; i < n; i++)
+            code[1 + i] = digits[n - 1 - i];
+        route_len = n + 1;
         route = code;
     }
     int failed = nh_host_call_handler(h, 6, 0, "dispatch", s->id, route, route_len) != 0;
