@@ -26,18 +26,8 @@ local unpack = unpack or table.unpack
 local M = {}
 
 -- A monotonic clock in ms for the "reloaded in" figure (os.clock is CPU time, and the loop's
--- clock stands still while Lua runs): core.hrtime when the core has it, else libuv's through FFI.
-local function clock_ms()
-  if core.hrtime then return core.hrtime() * 1000 end
-  local ok, ffi = pcall(require, "ffi")
-  if ok and pcall(ffi.cdef, "uint64_t uv_hrtime(void);") and pcall(function() return ffi.C.uv_hrtime end) then
-    local C = ffi.C
-    clock_ms = function() return tonumber(C.uv_hrtime()) / 1e6 end
-  else
-    clock_ms = function() return os.clock() * 1000 end
-  end
-  return clock_ms()
-end
+-- clock stands still while Lua runs).
+local function clock_ms() return core.hrtime() * 1000 end
 
 local function copy(t)
   local c = {}
