@@ -581,6 +581,7 @@ static int c_log(lua_State *L) {
 }
 
 static int c_log_level(lua_State *L) {
+    nh_watchdog_check(L); /* nano.log.* calls this first, also for lines that are filtered out */
     if (lua_gettop(L) >= 1) nh_log_set_level((int)luaL_checkinteger(L, 1));
     lua_pushinteger(L, nh_log_get_level());
     return 1;
