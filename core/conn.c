@@ -32,7 +32,7 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss) {
     return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss);
 }
 
-static int format_addr(const struct sockaddr *sa, char *out, size_t len) {
+int nh_format_addr(const struct sockaddr *sa, char *out, size_t len) {
     char ip[64];
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
@@ -51,7 +51,7 @@ int nh_conn_peer(const nh_conn_t *c, char *out, size_t len) {
     int n = sizeof ss;
     int r = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &n);
     if (r) return r;
-    return format_addr((struct sockaddr *)&ss, out, len);
+    return nh_format_addr((struct sockaddr *)&ss, out, len);
 }
 
 /* ---- closing ---- */
@@ -364,7 +364,7 @@ int nh_listener_start(nh_host_t *h, nh_listener_t *l, const char *addr) {
     }
     int n = sizeof ss;
     uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &n);
-    format_addr((struct sockaddr *)&ss, l->bound, sizeof l->bound);
+    nh_format_addr((struct sockaddr *)&ss, l->bound, sizeof l->bound);
     l->id = ++h->next_listener_id;
     l->next = h->listeners;
     h->listeners = l;

@@ -123,6 +123,9 @@ void nh_conn_close_after_flush(nh_conn_t *c);
 /* Flushes every dirty connection of the host (called by the host each loop turn). */
 void nh_conn_flush_all(nh_host_t *h);
 
+/* "ip:port" or "[ip6]:port" of an address into out; returns 0. */
+int nh_format_addr(const struct sockaddr *sa, char *out, size_t len);
+
 /* "ip:port" of the peer into out; returns 0 or a negative uv error. */
 int nh_conn_peer(const nh_conn_t *c, char *out, size_t len);
 

@@ -280,20 +280,13 @@ static int s_state(lua_State *L) {
 }
 
 static int push_addr(lua_State *L, const struct sockaddr_storage *ss, int r) {
-    char ip[64];
+    char addr[96];
     if (r != 0) {
         lua_pushnil(L);
         return 1;
     }
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
-        uv_ip6_name(s6, ip, sizeof ip);
-        lua_pushfstring(L, "[%s]:%d", ip, (int)ntohs(s6->sin6_port));
-    } else {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
-        uv_ip4_name(s4, ip, sizeof ip);
-        lua_pushfstring(L, "%s:%d", ip, (int)ntohs(s4->sin_port));
-    }
+    nh_format_addr((const struct sockaddr *)ss, addr, sizeof addr);
+    lua_pushstring(L, addr);
     return 1;
 }
 
