@@ -242,6 +242,9 @@ static int c_config(lua_State *L) {
     lua_setfield(L, -2, "max_conns");
     lua_pushboolean(L, c->debug);
     lua_setfield(L, -2, "debug");
+    /* derived, read-only: how often heartbeats and timeouts are checked (nano.test steps by it) */
+    lua_pushnumber(L, (lua_Number)host(L)->sweep_period / 1000.0);
+    lua_setfield(L, -2, "sweep");
     lua_pushnumber(L, (lua_Number)c->watchdog.stall_ms / 1000.0);
     lua_setfield(L, -2, "watchdog");
     lua_pushboolean(L, c->watchdog.abort);

@@ -210,8 +210,7 @@ function Server:poll() poll() end
 function Server:advance(secs)
   if type(secs) ~= "number" or secs < 0 then error("advance: expected seconds >= 0", 2) end
   local total = floor(secs * 1000 + 0.5)
-  local sweep = min(max(core.config().heartbeat * 1000 / 4, 10), 1000)
-  local step = max(1, floor(sweep / 2))
+  local step = max(1, floor(core.config().sweep * 1000 / 2))
   poll()
   while total > 0 do
     local d = min(step, total)
