@@ -211,9 +211,10 @@ describe("sessions", function()
       local qs = quiet:session()
       local alive = server:connect() -- answers heartbeats
       watch(qs)
-      server:advance(1.5)
+      server:advance(2.25) -- silent for more than 2x the interval: still open (2x would close it)
       assert.same({}, calls)
-      server:advance(1.5)
+      assert.is_false(quiet:is_closed())
+      server:advance(0.5) -- past 2.5x, and the sweep (every 0.25 s here) has looked
       server:wait_until(function() return #calls == 2 end)
       settle()
       assert_once_after_gone(qs)
