@@ -32,10 +32,7 @@ struct nh_watchdog {
     int in_loop;  /* the running loop made these calls: they may be aborted */
     /* The innermost call. Pointers, not copies: they stay valid while that call runs (they are
      * its caller's), and they are only read under mu while depth says it runs. */
-    const char *what;
-    uint64_t session;
-    const char *route;
-    size_t route_len;
+    nh_watchdog_call_t call;
     int pending; /* WD_STALL or WD_MEMORY: the hook is installed for this */
     uint64_t pending_seq;
     nh_watchdog_stats_t stats;
@@ -74,12 +71,13 @@ static size_t heap_bytes(lua_State *L) {
 
 /* "session 7 Room.spin" or "timer"; called with mu held. */
 static void describe(const nh_watchdog_t *w, char *out, size_t len) {
-    const char *what = w->what ? w->what : "Lua";
-    if (w->session && w->route)
-        snprintf(out, len, "session %llu %.*s", (unsigned long long)w->session,
-                 (int)(w->route_len > 255 ? 255 : w->route_len), w->route);
-    else if (w->session)
-        snprintf(out, len, "session %llu %s", (unsigned long long)w->session, what);
+    const nh_watchdog_call_t *c = &w->call;
+    const char *what = c->what ? c->what : "Lua";
+    if (c->session && c->route)
+        snprintf(out, len, "session %llu %.*s", (unsigned long long)c->session,
+                 (int)(c->route_len > 255 ? 255 : c->route_len), c->route);
+    else if (c->session)
+        snprintf(out, len, "session %llu %s", (unsigned long long)c->session, what);
     else
         snprintf(out, len, "%s", what);
 }
@@ -368,14 +366,8 @@ void nh_watchdog_enter(nh_watchdog_t *w, nh_watchdog_mark_t *mark, const char *w
     /* Every request passes here: no formatting and no copies (a tenth of a ping-pong's own
      * instructions once went to formatting the name, see docs/benchmarks.md). */
     mark->depth = w->depth;
-    mark->what = w->what;
-    mark->session = w->session;
-    mark->route = w->route;
-    mark->route_len = w->route_len;
-    w->what = what;
-    w->session = session;
-    w->route = route;
-    w->route_len = route_len;
+    mark->call = w->call;
+    w->call = (nh_watchdog_call_t){what, route, session, route_len};
     w->depth++;
     w->seq++;
     pthread_mutex_unlock(&w->mu);
@@ -385,10 +377,7 @@ void nh_watchdog_leave(nh_watchdog_t *w, const nh_watchdog_mark_t *mark) {
     if (!w) return;
     pthread_mutex_lock(&w->mu);
     w->depth = mark->depth;
-    w->what = mark->what; /* the outer call's again */
-    w->session = mark->session;
-    w->route = mark->route;
-    w->route_len = mark->route_len;
+    w->call = mark->call; /* the outer call's again */
     w->seq++;
     size_t limit = w->cfg.memory_limit;
     int outermost = w->depth == 0 && w->in_loop;
@@ -418,10 +407,7 @@ void nh_watchdog_loop_begin(nh_watchdog_t *w, nh_watchdog_mark_t *mark) {
     pthread_mutex_lock(&w->mu);
     mark->depth = w->depth;
     mark->in_loop = w->in_loop;
-    mark->what = w->what;
-    mark->session = w->session;
-    mark->route = w->route;
-    mark->route_len = w->route_len;
+    mark->call = w->call;
     w->depth = 0;
     w->in_loop = 1;
     w->seq++;
@@ -433,10 +419,7 @@ void nh_watchdog_loop_end(nh_watchdog_t *w, const nh_watchdog_mark_t *mark) {
     pthread_mutex_lock(&w->mu);
     w->depth = mark->depth;
     w->in_loop = mark->in_loop;
-    w->what = mark->what;
-    w->session = mark->session;
-    w->route = mark->route;
-    w->route_len = mark->route_len;
+    w->call = mark->call;
     w->seq++;
     pthread_mutex_unlock(&w->mu);
 }

@@ -68,11 +68,15 @@ void nh_watchdog_stop(nh_watchdog_t *w);
  * none) say which handler it is. The strings are not copied: they must stay valid until
  * nh_watchdog_leave (the caller's own, for the length of the call). `mark` keeps what
  * nh_watchdog_leave needs to restore the outer call. */
-typedef struct nh_watchdog_mark {
-    int depth, in_loop;
+/* The call in progress, as the log names it. */
+typedef struct nh_watchdog_call {
     const char *what, *route;
     uint64_t session;
     size_t route_len;
+} nh_watchdog_call_t;
+typedef struct nh_watchdog_mark {
+    int depth, in_loop;
+    nh_watchdog_call_t call;
 } nh_watchdog_mark_t;
 void nh_watchdog_enter(nh_watchdog_t *w, nh_watchdog_mark_t *mark, const char *what,
                        uint64_t session, const char *route, size_t route_len);
