@@ -577,6 +577,17 @@ end
 
 function nano.now() return core.now() end
 
+-- ---------------------------------------------------------------------------------------------
+-- waiting (task.lua): code that waits without blocking the loop
+
+local task = require "nano.task"
+task._set_log_error(function(msg) log.error("%s", msg) end)
+
+--- nano.spawn(fn, ...) -> task: runs fn now in a new coroutine; task:wait([timeout]) -> results.
+nano.spawn = task.spawn
+--- nano.sleep(secs): suspends the calling task (a handler, hook, timer callback or spawned task).
+nano.sleep = task.sleep
+
 --- nano.shutdown(): before_shutdown hooks, stop accepting, close every session; when the loop
 --- has drained, shutdown hooks run and nano-host exits 0.
 function nano.shutdown()

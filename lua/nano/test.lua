@@ -241,6 +241,23 @@ function Server:wait_until(fn, timeout, what)
 end
 
 --- server:sessions() -> the sessions open now
+--- server:run(fn, ...) -> fn's results: runs fn as a task (it may wait: nano.sleep, queries,
+--- HTTP) and drives the loop until it finishes; raises fn's error, or after `nt.timeout` s.
+function Server:run(fn, ...)
+  if type(fn) ~= "function" then error("run: expected a function", 2) end
+  local t = nano.spawn(fn, ...)
+  local ok, why = client._wait_raw(nil, function() return t:state() ~= "running" end, self.timeout)
+  if not ok then
+    t:cancel()
+    if why == "timeout" then
+      error(str_format("timed out after %s s waiting for the task", str_format("%g", self.timeout)), 2)
+    end
+    error("run cannot drive the loop inside a loop callback", 2)
+  end
+  if t:state() ~= "done" then error(t.err, 2) end
+  return unpack(t.results, 1, t.results.n)
+end
+
 function Server:sessions()
   local list = {}
   for _, s in ipairs(core.sessions()) do
