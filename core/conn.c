@@ -66,6 +66,8 @@ static void on_conn_closed(uv_handle_t *handle) {
     if (c->session) nh_session_on_conn_gone(c->session);
     if (c->transport->on_free) c->transport->on_free(c);
     nh_outq_free(&c->out);
+    nh_outq_free(&c->wire);
+    nh_tls_free(c->tls);
     free(c);
 }
 
@@ -87,6 +89,16 @@ static void conn_close_now(nh_conn_t *c) {
 
 static void flush(nh_conn_t *c);
 
+/* Bytes a connection holds for its peer: the transport's queue and, over TLS, the ciphertext. */
+static size_t queued(const nh_conn_t *c) {
+    return c->out.bytes + c->wire.bytes;
+}
+
+/* The queue the socket is written from. */
+static nh_outq_t *wire_queue(nh_conn_t *c) {
+    return c->tls ? &c->wire : &c->out;
+}
+
 void nh_conn_close(nh_conn_t *c, const char *reason) {
     if (c->flags & NH_CONN_CLOSING) return;
     c->flags |= NH_CONN_CLOSING;
@@ -99,6 +111,7 @@ void nh_conn_close(nh_conn_t *c, const char *reason) {
     uv_read_stop((uv_stream_t *)&c->tcp);
     if (c->session) nh_session_on_conn_closing(c->session);
     if (c->transport->on_closing) c->transport->on_closing(c);
+    if (c->tls) nh_tls_shutdown(c->tls); /* close_notify after the transport's last frame */
     /* One last non-blocking try for what is queued (a kick, a close frame, an HTTP error): a
      * client that stops reading must not keep a closed connection alive. */
     if (!(c->flags & NH_CONN_WRITING)) flush(c);
@@ -112,7 +125,7 @@ void nh_conn_close_after_flush(nh_conn_t *c) {
     /* A peer that stops reading must not keep a closing connection (and its queue and its
      * max_conns slot) forever: the sweep closes it after this. */
     c->close_deadline_ms = nh_timers_now(&c->host->timers) + c->host->cfg.handshake_timeout_ms;
-    if (c->out.bytes == 0) nh_conn_close(c, NULL);
+    if (queued(c) == 0) nh_conn_close(c, NULL);
 }
 
 /* ---- writing ---- */
@@ -127,14 +140,14 @@ static void mark_dirty(nh_conn_t *c) {
 static void on_write(uv_write_t *req, int status) {
     nh_conn_t *c = req->data;
     c->flags &= ~(uint32_t)NH_CONN_WRITING;
-    nh_outq_consume(&c->out, c->inflight);
+    nh_outq_consume(wire_queue(c), c->inflight);
     c->inflight = 0;
     if (status < 0) {
         if (status != UV_ECANCELED) nh_conn_close(c, uv_strerror(status));
         return;
     }
     if (c->flags & NH_CONN_CLOSING) return;
-    if (c->out.bytes)
+    if (queued(c))
         mark_dirty(c);
     else if (c->close_after_flush)
         nh_conn_close(c, NULL);
@@ -142,10 +155,63 @@ static void on_write(uv_write_t *req, int status) {
 
 #define NH_MAX_IOV 64
 
+/* Moves the TLS layer's output (handshake records, alerts, encrypted data) to the wire queue. */
+static int take_tls_output(nh_conn_t *c) {
+    size_t pending;
+    while ((pending = nh_tls_out_pending(c->tls)) > 0) {
+        nh_buf_t *b = nh_buf_new(pending);
+        if (!b) return UV_ENOMEM;
+        b->len = (uint32_t)nh_tls_out_take(c->tls, b->data, pending);
+        int r = b->len ? nh_outq_share(&c->wire, b, 0, b->len) : 0;
+        nh_buf_unref(b);
+        if (r) return r;
+    }
+    return 0;
+}
+
+/* TLS: encrypts what the transport queued (once the handshake is done; until then it waits),
+ * small segments gathered so that a turn's messages make few records. 0, or negative when the
+ * connection must close (the reason is in nh_tls_error or out of memory). */
+static int seal(nh_conn_t *c) {
+    if (nh_tls_handshake_done(c->tls)) {
+        uint8_t *stage = c->host->sealbuf;
+        size_t staged = 0;
+        while (c->out.bytes) {
+            uv_buf_t iov[NH_MAX_IOV];
+            unsigned n = nh_outq_iov(&c->out, 0, iov, NH_MAX_IOV);
+            size_t done = 0;
+            for (unsigned i = 0; i < n; i++) {
+                const uint8_t *p = (const uint8_t *)iov[i].base;
+                size_t len = iov[i].len;
+                if (staged && staged + len > sizeof c->host->sealbuf) {
+                    if (nh_tls_write(c->tls, stage, staged) < 0) return -1;
+                    staged = 0;
+                }
+                if (len >= sizeof c->host->sealbuf) {
+                    if (nh_tls_write(c->tls, p, len) < 0) return -1;
+                } else {
+                    memcpy(stage + staged, p, len);
+                    staged += len;
+                }
+                done += len;
+            }
+            nh_outq_consume(&c->out, done);
+        }
+        if (staged && nh_tls_write(c->tls, stage, staged) < 0) return -1;
+    }
+    return take_tls_output(c);
+}
+
 static void flush(nh_conn_t *c) {
-    while (c->out.bytes && !(c->flags & NH_CONN_WRITING)) {
+    if (c->tls && seal(c) < 0) {
+        nh_outq_consume(&c->out, c->out.bytes);
+        if (!(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, "tls: cannot encrypt");
+        return;
+    }
+    nh_outq_t *q = wire_queue(c);
+    while (q->bytes && !(c->flags & NH_CONN_WRITING)) {
         uv_buf_t iov[NH_MAX_IOV];
-        unsigned n = nh_outq_iov(&c->out, 0, iov, NH_MAX_IOV);
+        unsigned n = nh_outq_iov(q, 0, iov, NH_MAX_IOV);
         size_t total = 0;
         for (unsigned i = 0; i < n; i++)
             total += iov[i].len;
@@ -154,14 +220,15 @@ static void flush(nh_conn_t *c) {
         if (r < 0) {
             /* The peer is gone; drop what is queued. */
             nh_outq_consume(&c->out, c->out.bytes);
+            nh_outq_consume(&c->wire, c->wire.bytes);
             if (!(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, uv_strerror(r));
             return;
         }
-        nh_outq_consume(&c->out, (size_t)r);
+        nh_outq_consume(q, (size_t)r);
         if ((size_t)r == total) continue;       /* more segments than one writev took */
         if (c->flags & NH_CONN_CLOSING) return; /* no waiting on a closing socket */
         /* The kernel buffer is full: hand the rest of this batch to libuv and wait. */
-        n = nh_outq_iov(&c->out, 0, iov, NH_MAX_IOV);
+        n = nh_outq_iov(q, 0, iov, NH_MAX_IOV);
         size_t rest = 0;
         for (unsigned i = 0; i < n; i++)
             rest += iov[i].len;
@@ -169,6 +236,7 @@ static void flush(nh_conn_t *c) {
         r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, iov, n, on_write);
         if (r < 0) {
             nh_outq_consume(&c->out, c->out.bytes);
+            nh_outq_consume(&c->wire, c->wire.bytes);
             nh_conn_close(c, uv_strerror(r));
             return;
         }
@@ -176,8 +244,7 @@ static void flush(nh_conn_t *c) {
         c->flags |= NH_CONN_WRITING;
         return;
     }
-    if (!c->out.bytes && c->close_after_flush && !(c->flags & NH_CONN_CLOSING))
-        nh_conn_close(c, NULL);
+    if (!queued(c) && c->close_after_flush && !(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, NULL);
 }
 
 void nh_conn_flush_all(nh_host_t *h) {
@@ -190,7 +257,7 @@ void nh_conn_flush_all(nh_host_t *h) {
 }
 
 static int over_limit(nh_conn_t *c) {
-    if (c->out.bytes <= c->host->cfg.send_limit) return 0;
+    if (queued(c) <= c->host->cfg.send_limit) return 0;
     char peer[80] = "?";
     nh_conn_peer(c, peer, sizeof peer);
     nh_log(NH_LOG_WARN,
@@ -260,6 +327,39 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
     *buf = uv_buf_init((char *)c->host->readbuf, sizeof c->host->readbuf);
 }
 
+static void tls_failed(nh_conn_t *c, const char *what) {
+    char peer[80] = "?";
+    nh_conn_peer(c, peer, sizeof peer);
+    nh_log(NH_LOG_INFO, "%s %s session %llu: tls: %s; closing", c->transport->name, peer,
+           c->session ? (unsigned long long)c->session->id : 0ULL, what);
+    nh_conn_close(c, "tls");
+}
+
+/* Ciphertext from the socket: into the TLS layer, and what it decrypts to the transport. The
+ * host's read buffer is free again once fed (the TLS layer copied it), so plaintext goes there. */
+static void tls_read(nh_conn_t *c, const uint8_t *data, size_t len) {
+    if (nh_tls_feed(c->tls, data, len) < 0) {
+        tls_failed(c, nh_tls_error(c->tls));
+        return;
+    }
+    long n;
+    while (!(c->flags & NH_CONN_CLOSING) &&
+           (n = nh_tls_read(c->tls, c->host->readbuf, sizeof c->host->readbuf)) != 0) {
+        if (n == NH_TLS_CLOSED) {
+            nh_conn_close(c, "peer closed (close_notify)");
+            return;
+        }
+        if (n < 0) {
+            tls_failed(c, nh_tls_error(c->tls));
+            return;
+        }
+        if (c->transport->on_read(c, c->host->readbuf, (size_t)n) < 0) {
+            nh_conn_close(c, "bad input");
+            return;
+        }
+    }
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     nh_conn_t *c = (nh_conn_t *)stream;
     if (nread == 0) return;
@@ -268,7 +368,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
         return;
     }
     if (c->flags & NH_CONN_CLOSING) return;
-    if (c->transport->on_read(c, (uint8_t *)buf->base, (size_t)nread) < 0) {
+    if (c->tls) {
+        tls_read(c, (const uint8_t *)buf->base, (size_t)nread);
+    } else if (c->transport->on_read(c, (uint8_t *)buf->base, (size_t)nread) < 0) {
         nh_conn_close(c, "bad input");
         return;
     }
@@ -277,7 +379,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
      * work on it meanwhile (on 2 cores the per-turn batch made client and server take turns; see
      * docs/benchmarks.md). The connection stays on the dirty list; the turn's flush finds it
      * empty or writes what later callbacks queued for it. */
-    if (c->out.bytes && !(c->flags & (NH_CONN_CLOSING | NH_CONN_WRITING))) flush(c);
+    if (!(c->flags & (NH_CONN_CLOSING | NH_CONN_WRITING)) &&
+        (queued(c) || (c->tls && nh_tls_out_pending(c->tls))))
+        flush(c);
 }
 
 /* ---- accepting ---- */
@@ -300,6 +404,7 @@ static void on_connection(uv_stream_t *server, int status) {
     l->conns++;
     c->transport = l->transport;
     nh_outq_init(&c->out, &h->pool);
+    nh_outq_init(&c->wire, &h->pool);
     uv_tcp_init(h->loop, &c->tcp);
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
@@ -322,6 +427,10 @@ static void on_connection(uv_stream_t *server, int status) {
     h->nconns++;
     c->flags |= NH_CONN_COUNTED;
     uv_tcp_nodelay(&c->tcp, 1);
+    if (l->tls && !(c->tls = nh_tls_new(l->tls, NULL))) {
+        nh_conn_close(c, "out of memory");
+        return;
+    }
     if (c->transport->on_open(c) < 0) {
         nh_conn_close(c, "open failed");
         return;
@@ -331,6 +440,7 @@ static void on_connection(uv_stream_t *server, int status) {
 }
 
 static void listener_free(nh_listener_t *l) {
+    nh_tls_ctx_unref(l->tls);
     free(l->statics);
     free(l);
 }

@@ -11,6 +11,10 @@
  * broadcasts), so the messages of one read or one turn leave in one writev. A connection whose
  * queue exceeds the send limit is closed.
  *
+ * TLS (a listener with a context) sits under every transport: what arrives is decrypted before
+ * the transport sees it, and the transport's queue is encrypted when it is flushed, so limits,
+ * batching and closing work the same (the send limit counts both queues).
+ *
  * Ownership: the host owns listeners and connections. nh_conn_close() is idempotent; the memory
  * is freed in the uv close callback, after the session has been told (nh_session_on_conn_gone).
  */
@@ -22,6 +26,7 @@
 #include <uv.h>
 
 #include "buffer.h"
+#include "tls.h"
 
 typedef struct nh_host nh_host_t;
 typedef struct nh_conn nh_conn_t;
@@ -71,6 +76,9 @@ struct nh_listener {
      * and origin check until it has upgraded (nh_listener_close may come first). */
     uint32_t conns;
     int handle_closed;
+    /* TLS under the transport (NULL: plain). Swapped by a reload; each connection holds a
+     * reference to the one it was accepted with. */
+    nh_tls_ctx_t *tls;
 };
 
 enum nh_conn_flags {
@@ -87,8 +95,10 @@ struct nh_conn {
     const nh_transport_t *transport;
     nh_session_t *session; /* NULL until the transport opens one */
     void *tstate;          /* transport state */
-    nh_outq_t out;
-    size_t inflight; /* bytes of `out` handed to uv_write */
+    nh_outq_t out;         /* what the transport queued; over TLS, plaintext not yet encrypted */
+    nh_tls_t *tls;         /* NULL on a plain connection */
+    nh_outq_t wire;        /* TLS only: ciphertext waiting for the socket */
+    size_t inflight; /* bytes of the queue being written (out, or wire over TLS) in uv_write */
     uv_write_t wreq;
     nh_conn_t *dirty_next;
     uint32_t flags;

@@ -71,6 +71,7 @@ struct nh_host {
     /* max_conns refusals since the last log line about them, and when that was (loop ms) */
     uint64_t refused, refused_logged_ms;
     uint8_t readbuf[NH_READ_BUF_SIZE];
+    uint8_t sealbuf[16384]; /* TLS: a flush's small segments gathered into one record */
 };
 
 /* Fills defaults and opens the loop handles. The caller owns L (created before). */

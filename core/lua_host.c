@@ -59,8 +59,54 @@ static int field_bool(lua_State *L, int t, const char *k) {
     return v;
 }
 
-/* listen(addr, {websocket=, path=, check_origin=bool, static={{prefix=, dir=}, ...}})
- *   -> id, bound_address | nil, err */
+static const char *field_str(lua_State *L, int t, const char *k) {
+    lua_getfield(L, t, k);
+    const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    lua_pop(L, 1); /* the string stays alive: t holds it */
+    return v;
+}
+
+/* A server TLS context from {cert=, key=, ca=, ciphers=, min_version=} at index t; NULL with
+ * the reason (naming the file) in err. */
+static nh_tls_ctx_t *tls_ctx_from(lua_State *L, int t, int websocket, char *err, size_t errlen) {
+    nh_tls_opts_t o = {
+        .cert = field_str(L, t, "cert"),
+        .key = field_str(L, t, "key"),
+        .ca = field_str(L, t, "ca"),
+        .ciphers = field_str(L, t, "ciphers"),
+        .min_version = field_str(L, t, "min_version"),
+        .alpn_http11 = websocket,
+    };
+    return nh_tls_ctx_server(&o, err, errlen);
+}
+
+/* listener_tls(id, {cert=, key=, ...}) -> true | nil, err: new connections get the new
+ * certificate; live ones keep theirs. On error the listener keeps its old one. */
+static int c_listener_tls(lua_State *L) {
+    nh_host_t *h = host(L);
+    int id = (int)luaL_checkinteger(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    for (nh_listener_t *l = h->listeners; l; l = l->next) {
+        if (l->id != id) continue;
+        char err[512];
+        nh_tls_ctx_t *ctx = tls_ctx_from(L, 2, l->transport == &nh_transport_ws, err, sizeof err);
+        if (!ctx) {
+            lua_pushnil(L);
+            lua_pushstring(L, err);
+            return 2;
+        }
+        nh_tls_ctx_unref(l->tls);
+        l->tls = ctx;
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, "no such listener");
+    return 2;
+}
+
+/* listen(addr, {websocket=, path=, check_origin=bool, static={{prefix=, dir=}, ...},
+ *               tls={cert=, key=, ca=, ciphers=, min_version=}}) -> id, bound_address | nil, err */
 static int c_listen(lua_State *L) {
     nh_host_t *h = host(L);
     const char *addr = luaL_checkstring(L, 1);
@@ -126,6 +172,21 @@ static int c_listen(lua_State *L) {
         lua_pop(L, 1);
     }
     l->transport = ws ? &nh_transport_ws : &nh_transport_tcp;
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "tls");
+        if (lua_istable(L, -1)) {
+            char err[512];
+            l->tls = tls_ctx_from(L, lua_gettop(L), ws, err, sizeof err);
+            if (!l->tls) {
+                free(l->statics);
+                free(l);
+                lua_pushnil(L);
+                lua_pushfstring(L, "listen %s: tls: %s", addr, err);
+                return 2;
+            }
+        }
+        lua_pop(L, 1);
+    }
     int r = nh_listener_start(h, l, addr); /* frees l on failure */
     if (r) {
         lua_pushnil(L);
@@ -139,9 +200,10 @@ static int c_listen(lua_State *L) {
             snprintf(also + at, sizeof also - at, "%s%s%s", i == 1 ? " (also " : ", ", l->paths[i],
                      i == l->npaths - 1 ? ")" : "");
         }
-        nh_log(NH_LOG_INFO, "listening ws://%s%s%s", l->bound, l->paths[0], also);
+        nh_log(NH_LOG_INFO, "listening %s://%s%s%s", l->tls ? "wss" : "ws", l->bound, l->paths[0],
+               also);
     } else {
-        nh_log(NH_LOG_INFO, "listening tcp://%s", l->bound);
+        nh_log(NH_LOG_INFO, "listening %s://%s", l->tls ? "tls" : "tcp", l->bound);
     }
     lua_pushinteger(L, l->id);
     lua_pushstring(L, l->bound);
@@ -594,6 +656,7 @@ static int open_core(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"listen", c_listen},
         {"unlisten", c_unlisten},
+        {"listener_tls", c_listener_tls},
         {"configure", c_configure},
         {"config", c_config},
         {"set_hook", c_set_hook},

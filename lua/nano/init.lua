@@ -338,7 +338,9 @@ local function resolve_dir(dir)
   return S.script_dir .. "/" .. dir
 end
 
---- nano.listen(addr, { websocket=, path=, check_origin=, static= })
+--- nano.listen(addr, { websocket=, path=, check_origin=, static=, tls= })
+--- tls: { cert=, key= [, ca=, ciphers=, min_version=] } (PEM files, relative to the main script)
+--- serves TCP over TLS, or wss:// with websocket = true.
 --- static: { ["/web/"] = "web" } serves files of the folder (relative to the main script) over
 --- HTTP on the same port. When the main script runs again (hot reload), the same listen call
 --- finds the listener it made the first time and keeps it.
@@ -354,7 +356,26 @@ function nano.listen(addr, opts)
   S.listen_seen[key] = seen
   local same = S.listeners[key]
   local existing = same and same[seen]
+  local tls = opts.tls
+  if tls ~= nil then
+    if type(tls) ~= "table" or type(tls.cert) ~= "string" or type(tls.key) ~= "string" then
+      error("listen: tls: expected { cert = \"cert.pem\", key = \"key.pem\" } (PEM files)", 2)
+    end
+    local files = {}
+    for k, v in pairs(tls) do files[k] = v end
+    for _, k in ipairs({ "cert", "key", "ca" }) do
+      if files[k] then files[k] = resolve_dir(files[k]) end
+    end
+    tls = files
+  end
   if existing then
+    if (tls ~= nil) ~= (existing.opts.tls ~= nil) then
+      error("listen " .. addr .. ": turning TLS on or off needs a restart", 2)
+    end
+    if tls then -- certificates are read again: a reload rotates them for new connections
+      local ok, err = core.listener_tls(existing.id, tls)
+      if not ok then error("listen " .. addr .. ": tls: " .. err, 2) end
+    end
     if opts.check_origin then S.listener_origin[existing.id] = opts.check_origin end
     return existing.bound
   end
@@ -375,6 +396,7 @@ function nano.listen(addr, opts)
     path = opts.path,
     check_origin = opts.websocket and true or false,
     static = statics,
+    tls = tls,
   })
   if not id then error(bound, 2) end
   same = same or {}

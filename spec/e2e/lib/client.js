@@ -11,6 +11,7 @@
 //   await c.close();
 
 const net = require('node:net');
+const tls = require('node:tls');
 const zlib = require('node:zlib');
 const { EventEmitter } = require('node:events');
 const WebSocket = require('ws');
@@ -149,11 +150,12 @@ class Client extends EventEmitter {
         clearTimeout(timer);
         reject(err);
       };
+      const { tls: tlsOpts } = this.opts; // { ca, servername, ... }: node's tls options
       if (transport === 'tcp') {
-        const sock = net.connect({ host, port });
+        const sock = tlsOpts ? tls.connect({ host, port, ...tlsOpts }) : net.connect({ host, port });
         this.sock = sock;
         sock.setNoDelay(true);
-        sock.on('connect', ok);
+        sock.on(tlsOpts ? 'secureConnect' : 'connect', ok);
         sock.on('data', (d) => {
           this.bytesReceived += d.length;
           this.splitter.push(d);
@@ -164,7 +166,8 @@ class Client extends EventEmitter {
         });
         sock.on('close', (hadError) => this._onClose({ hadError }));
       } else if (transport === 'ws') {
-        const ws = new WebSocket(`ws://${host}:${port}${path}`, { handshakeTimeout: connectTimeoutMs });
+        const ws = new WebSocket(`${tlsOpts ? 'wss' : 'ws'}://${host}:${port}${path}`,
+          { handshakeTimeout: connectTimeoutMs, ...(tlsOpts || {}) });
         this.ws = ws;
         ws.binaryType = 'nodebuffer';
         ws.on('open', () => {

@@ -13,7 +13,7 @@ const { spawn } = require('node:child_process');
 
 const SOURCE_DIR = process.env.NH_SOURCE_DIR || path.resolve(__dirname, '..', '..', '..');
 const LOG_LIMIT = 4 * 1024 * 1024;
-const LISTEN_RE = /listening (tcp|ws):\/\/([0-9.]+|\[[0-9a-f:]+\]|localhost):(\d+)(\/[^\s"']*)?/;
+const LISTEN_RE = /listening (tcp|ws|tls|wss):\/\/([0-9.]+|\[[0-9a-f:]+\]|localhost):(\d+)(\/[^\s"']*)?/;
 
 const running = new Set();
 
@@ -153,7 +153,7 @@ function startServer(scriptPath, args = [], opts = {}) {
         if (!m) continue;
         const host = m[2].replace(/^\[|\]$/g, '');
         const entry = { host, port: Number(m[3]) };
-        if (m[1] === 'ws') entry.path = m[4] || '/';
+        if (m[1] === 'ws' || m[1] === 'wss') entry.path = m[4] || '/';
         if (!server.listening[m[1]]) server.listening[m[1]] = entry;
         if (m[1] === 'tcp' && !server.tcp) server.tcp = entry;
         if (m[1] === 'ws' && !server.ws) server.ws = entry;
