@@ -2,8 +2,11 @@
  * server (nano.client: tests, bots, load scripts). Mechanism only: bytes in, bytes out, events
  * into one Lua callback. The protocol (packets, handshake, heartbeats) is Lua's, on nano.codec.
  *
- *   local s = tcp.connect(host, port, function(s, event, arg) end)
- *     event "connect": connected (a failed connect is only a "close" event with the reason)
+ *   local s = tcp.connect(host, port, function(s, event, arg) end [, tls])
+ *     tls: nil (plain), or { ca = "file.pem", verify = true|false, server_name = "name" }: TLS
+ *          over the stream (verify defaults to true; false accepts any certificate: tests)
+ *     event "connect": connected (over TLS: once the handshake is done; a failed connect or
+ *                      handshake is only a "close" event with the reason)
  *     event "data":    arg is the bytes received
  *     event "close":   arg is the reason (nil when closed by s:close()); always the last event
  *   s:write(bytes) -> true | nil, err      s:close()      s:state()
@@ -24,6 +27,7 @@
 
 #include "host.h"
 #include "lua_binding.h"
+#include "tls.h"
 
 #define TCP_MT "nano.tcp.stream"
 
@@ -41,6 +45,7 @@ typedef struct stream {
     int gai_pending; /* getaddrinfo has not called back yet: keep the struct */
     int handle_gone; /* close callback ran */
     int port;
+    nh_tls_t *tls; /* NULL: plain */
     char reason[128]; /* why it closed; empty: closed by s:close() */
 } stream_t;
 
@@ -78,6 +83,7 @@ static void emit(stream_t *st, const char *event, const char *arg, size_t len) {
 
 static void maybe_free(stream_t *st) {
     if (!st->handle_gone || st->gai_pending) return;
+    nh_tls_free(st->tls);
     free(st);
 }
 
@@ -109,6 +115,64 @@ static void stream_close(stream_t *st, const char *reason) {
     if (!uv_is_closing((uv_handle_t *)&st->tcp)) uv_close((uv_handle_t *)&st->tcp, on_closed);
 }
 
+typedef struct wreq {
+    uv_write_t req;
+    char data[];
+} wreq_t;
+
+static void on_write(uv_write_t *req, int status) {
+    stream_t *st = (stream_t *)req->handle;
+    free(req);
+    if (status < 0 && status != UV_ECANCELED) stream_close(st, uv_strerror(status));
+}
+
+/* Writes len bytes (copied). 0 or a negative uv error. */
+static int write_copy(stream_t *st, const void *data, size_t len) {
+    wreq_t *w = malloc(sizeof *w + (len ? len : 1));
+    if (!w) return UV_ENOMEM;
+    memcpy(w->data, data, len);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+    int r = uv_write(&w->req, (uv_stream_t *)&st->tcp, &b, 1, on_write);
+    if (r < 0) free(w);
+    return r;
+}
+
+/* Sends what the TLS layer has for the server (handshake records, encrypted data). */
+static int tls_flush(stream_t *st) {
+    uint8_t buf[16384];
+    size_t n;
+    while ((n = nh_tls_out_take(st->tls, buf, sizeof buf)) > 0) {
+        int r = write_copy(st, buf, n);
+        if (r < 0) return r;
+    }
+    return 0;
+}
+
+/* Ciphertext from the server: the handshake first ("connect" when it is done), then data. */
+static void tls_on_read(stream_t *st, const uint8_t *data, size_t len) {
+    char why[160];
+    uint8_t plain[16384];
+    if (nh_tls_feed(st->tls, data, len) < 0) goto failed;
+    long n;
+    while (st->state < ST_CLOSING && (n = nh_tls_read(st->tls, plain, sizeof plain)) != 0) {
+        if (n == NH_TLS_CLOSED) {
+            stream_close(st, "closed by the server");
+            return;
+        }
+        if (n < 0) goto failed;
+        if (st->state == ST_OPEN) emit(st, "data", (const char *)plain, (size_t)n);
+    }
+    if (st->state == ST_CONNECTING && nh_tls_handshake_done(st->tls)) {
+        st->state = ST_OPEN;
+        emit(st, "connect", NULL, 0);
+    }
+    if (st->state < ST_CLOSING && tls_flush(st) < 0) stream_close(st, "write failed");
+    return;
+failed:
+    snprintf(why, sizeof why, "tls: %s", nh_tls_error(st->tls));
+    stream_close(st, why);
+}
+
 static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
     (void)hd;
     buf->base = malloc(suggested);
@@ -117,7 +181,10 @@ static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     stream_t *st = (stream_t *)s;
-    if (nread > 0 && st->state == ST_OPEN) emit(st, "data", buf->base, (size_t)nread);
+    if (nread > 0 && st->tls && st->state < ST_CLOSING)
+        tls_on_read(st, (const uint8_t *)buf->base, (size_t)nread);
+    else if (nread > 0 && st->state == ST_OPEN)
+        emit(st, "data", buf->base, (size_t)nread);
     free(buf->base);
     if (nread < 0) stream_close(st, nread == UV_EOF ? "closed by the server" : uv_strerror(nread));
 }
@@ -131,13 +198,15 @@ static void on_connect(uv_connect_t *req, int status) {
         stream_close(st, why);
         return;
     }
-    st->state = ST_OPEN;
     uv_tcp_nodelay(&st->tcp, 1);
     int r = uv_read_start((uv_stream_t *)&st->tcp, on_alloc, on_read);
+    if (!r && st->tls) r = tls_flush(st); /* the ClientHello; "connect" when the handshake ends */
     if (r < 0) {
         stream_close(st, uv_strerror(r));
         return;
     }
+    if (st->tls) return;
+    st->state = ST_OPEN;
     emit(st, "connect", NULL, 0);
 }
 
@@ -178,15 +247,35 @@ static int l_connect(lua_State *L) {
     lua_Integer port = luaL_checkinteger(L, 2);
     luaL_argcheck(L, port > 0 && port <= 65535, 2, "port out of range");
     luaL_checktype(L, 3, LUA_TFUNCTION);
+    nh_tls_t *tls = NULL;
+    if (lua_istable(L, 4)) {
+        lua_getfield(L, 4, "ca");
+        lua_getfield(L, 4, "verify");
+        lua_getfield(L, 4, "server_name");
+        const char *ca = lua_tostring(L, -3), *name = lua_tostring(L, -1);
+        int verify = lua_isnil(L, -2) || lua_toboolean(L, -2);
+        char err[512];
+        nh_tls_ctx_t *ctx = nh_tls_ctx_client(ca, verify, err, sizeof err);
+        if (!ctx) return luaL_error(L, "nano.tcp: tls: %s", err);
+        tls = nh_tls_new(ctx, name ? name : host); /* holds its own reference to ctx */
+        nh_tls_ctx_unref(ctx);
+        lua_pop(L, 3);
+        if (!tls) return luaL_error(L, "out of memory");
+    }
     if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
 
     stream_t *st = calloc(1, sizeof *st);
-    if (!st) return luaL_error(L, "out of memory");
+    if (!st) {
+        nh_tls_free(tls);
+        return luaL_error(L, "out of memory");
+    }
+    st->tls = tls;
     st->h = h;
     st->port = (int)port;
     st->self_ref = st->cb_ref = LUA_NOREF;
     int r = uv_tcp_init(h->loop, &st->tcp);
     if (r < 0) {
+        nh_tls_free(st->tls);
         free(st);
         return luaL_error(L, "nano.tcp: %s", uv_strerror(r));
     }
@@ -232,17 +321,6 @@ static stream_t *check_stream(lua_State *L) {
     return ((ustream_t *)luaL_checkudata(L, 1, TCP_MT))->st;
 }
 
-typedef struct wreq {
-    uv_write_t req;
-    char data[];
-} wreq_t;
-
-static void on_write(uv_write_t *req, int status) {
-    stream_t *st = (stream_t *)req->handle;
-    free(req);
-    if (status < 0 && status != UV_ECANCELED) stream_close(st, uv_strerror(status));
-}
-
 static int s_write(lua_State *L) {
     stream_t *st = check_stream(L);
     size_t len;
@@ -252,15 +330,15 @@ static int s_write(lua_State *L) {
         lua_pushstring(L, st && st->state < ST_OPEN ? "not connected yet" : "stream closed");
         return 2;
     }
-    wreq_t *w = malloc(sizeof *w + (len ? len : 1));
-    if (!w) return luaL_error(L, "out of memory");
-    memcpy(w->data, data, len);
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-    int r = uv_write(&w->req, (uv_stream_t *)&st->tcp, &b, 1, on_write);
+    int r;
+    if (st->tls) {
+        r = nh_tls_write(st->tls, (const uint8_t *)data, len) < 0 ? UV_EPROTO : tls_flush(st);
+    } else {
+        r = write_copy(st, data, len);
+    }
     if (r < 0) {
-        free(w);
         lua_pushnil(L);
-        lua_pushstring(L, uv_strerror(r));
+        lua_pushstring(L, r == UV_EPROTO ? nh_tls_error(st->tls) : uv_strerror(r));
         return 2;
     }
     lua_pushboolean(L, 1);

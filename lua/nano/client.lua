@@ -272,7 +272,8 @@ end
 --- handshake is done, or on_ready(nil, err). For scripts whose loop is running (callbacks).
 --- opts: timeout (s, blocking calls), user (the handshake's "user" table), heartbeat (false: never
 --- answer server heartbeats, to test timeouts), serializer ({ marshal=, unmarshal= }; default:
---- what the handshake names), max_pushes.
+--- what the handshake names), max_pushes, tls (true, or { ca = "file.pem", verify = false,
+--- server_name = "name" }: TLS to a listener with tls; true verifies against the system's CAs).
 function M.open(host, port, opts, on_ready)
   if type(host) ~= "string" then error("client.open: expected a host like \"127.0.0.1\"", 2) end
   port = tonumber(port)
@@ -295,7 +296,12 @@ function M.open(host, port, opts, on_ready)
     close_handlers = {},
     on_ready = on_ready,
   }, Client)
-  self.stream = tcp.connect(host, port, function(_, event, arg) on_stream_event(self, event, arg) end)
+  local tls = opts.tls
+  if tls == true then tls = {} end
+  if tls ~= nil and type(tls) ~= "table" then
+    error("client.open: tls: expected true or { ca = \"ca.pem\", verify = false, server_name = }", 2)
+  end
+  self.stream = tcp.connect(host, port, function(_, event, arg) on_stream_event(self, event, arg) end, tls)
   open_clients[self] = true
   return self
 end

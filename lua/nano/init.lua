@@ -410,7 +410,8 @@ function nano.listeners()
   local list = {}
   for _, same in pairs(S.listeners) do
     for _, l in ipairs(same) do
-      list[#list + 1] = { id = l.id, addr = l.addr, bound = l.bound, websocket = l.opts.websocket and true or false }
+      list[#list + 1] = { id = l.id, addr = l.addr, bound = l.bound, websocket = l.opts.websocket and true or false,
+                          tls = l.opts.tls ~= nil }
     end
   end
   return list

@@ -168,14 +168,17 @@ function nt.start(script, opts)
   nano._start()
   install_sync_hook()
 
-  -- The clients' listener: the script's first TCP one, else one of ours.
-  local addr
+  -- The clients' listener: the script's first plain TCP one, else one of ours; connect{ tls = }
+  -- uses its first TCP listener with TLS.
+  local addr, tls_addr
   for _, l in ipairs(nano.listeners()) do
-    if not l.websocket and (not addr or l.id < addr.id) then addr = l end
+    if not l.websocket and not l.tls and (not addr or l.id < addr.id) then addr = l end
+    if not l.websocket and l.tls and (not tls_addr or l.id < tls_addr.id) then tls_addr = l end
   end
   server.address = addr and addr.bound or real_listen("127.0.0.1:0")
   server.host, server.port = server.address:match("^(.*):(%d+)$")
   server.port = tonumber(server.port)
+  if tls_addr then server.tls_port = tonumber(tls_addr.bound:match(":(%d+)$")) end
   return server
 end
 
@@ -183,12 +186,17 @@ end
 function nt.current() return current end
 
 --- server:connect([opts]) -> a nano.client connected to the server, handshake done. opts as in
---- client.connect (user =, heartbeat = false, timeout =, serializer =).
+--- client.connect (user =, heartbeat = false, timeout =, serializer =, tls = : then the script's
+--- first TCP listener with tls).
 function Server:connect(opts)
   if current ~= self then error("connect: this server was stopped", 2) end
   local o = { timeout = self.timeout, serializer = nano._state.serializer }
   for k, v in pairs(opts or {}) do o[k] = v end
-  local ok, c = pcall(client.connect, self.host, self.port, o)
+  local port = self.port
+  if o.tls then
+    port = self.tls_port or error("connect: tls: the script has no TCP listener with tls", 2)
+  end
+  local ok, c = pcall(client.connect, self.host, port, o)
   if not ok then error(c, 2) end
   self.clients[#self.clients + 1] = c
   return c
