@@ -36,8 +36,7 @@ if(NH_FUZZ)
   add_library(nanocore_fuzz STATIC ${NH_CORE_SOURCES})
   target_include_directories(nanocore_fuzz PUBLIC core)
   target_compile_options(nanocore_fuzz PRIVATE ${NH_FUZZ_FLAGS} -fsanitize=fuzzer-no-link)
-  target_link_libraries(nanocore_fuzz PUBLIC PkgConfig::LUAJIT PkgConfig::LIBUV OpenSSL::Crypto
-    ${HTTP_PARSER_LIB} m)
+  target_link_libraries(nanocore_fuzz PUBLIC ${NH_CORE_LIBS})
   target_compile_definitions(nanocore_fuzz PRIVATE
     NH_VERSION="${PROJECT_VERSION}"
     NH_LUA_SOURCE_DIR="${CMAKE_SOURCE_DIR}/lua"
