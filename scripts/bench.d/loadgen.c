@@ -10,6 +10,9 @@
  *             (request) with a window of W in flight; a broadcast is complete when every member
  *             has received it; pushes delivered per second is the figure
  *
+ * --tls: every connection runs TLS (core/tls.c as a client, certificate not verified) under
+ * either transport, so the same figures can be read over TLS.
+ *
  * Every response is checked (id and payload equal to what was sent; a push's route and sequence).
  * Server heartbeats are answered one interval late, as pomelo's clients do, never at once.
  * The result is one line of key=value pairs on stdout, starting with "result".
@@ -23,6 +26,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
+
+#include "tls.h"
 
 enum { M_PINGPONG, M_PUSH, M_IDLE, M_BCAST };
 enum { S_CONNECTING, S_HTTP, S_HANDSHAKE, S_JOIN, S_WORKING, S_CLOSED };
@@ -67,6 +72,8 @@ struct conn {
     uint64_t hb_interval_ns;
     uint64_t bcast_next; /* next broadcast sequence this member expects */
     uint32_t mask;
+    nh_tls_t *tls;   /* --tls */
+    int proto_begun; /* --tls: the HTTP upgrade or handshake was sent (after the TLS handshake) */
     uint64_t next_ns; /* --rate: the earliest time of this connection's next request */
     int waiting;      /* --rate: the answer came before next_ns; the pacer sends */
 };
@@ -96,6 +103,7 @@ static double srv_cpu0, srv_cpu1, own_cpu0, own_cpu1;
 static long rss0_kb, rss_up_kb;
 static double hup_at = -1; /* --hup-at: SIGHUP to the server this many seconds into the run */
 static int hup_sent;
+static nh_tls_ctx_t *tls_ctx; /* --tls */
 
 /* utime + stime of a process, in seconds (from /proc/PID/stat), or -1 */
 static double proc_cpu(int pid) {
@@ -154,8 +162,27 @@ static void on_written(uv_write_t *req, int status) {
     free(req);
 }
 
+static void send_wire(conn_t *c, const uint8_t *data, size_t len);
+
+/* Sends what the TLS layer has for the server. */
+static void send_tls_output(conn_t *c) {
+    uint8_t buf[16384];
+    size_t n;
+    while ((n = nh_tls_out_take(c->tls, buf, sizeof buf)) > 0)
+        send_wire(c, buf, n);
+}
+
 static void send_bytes(conn_t *c, const uint8_t *data, size_t len) {
     if (c->state == S_CLOSED) return;
+    if (c->tls) {
+        if (nh_tls_write(c->tls, data, len) < 0) return; /* the read side reports the close */
+        send_tls_output(c);
+        return;
+    }
+    send_wire(c, data, len);
+}
+
+static void send_wire(conn_t *c, const uint8_t *data, size_t len) {
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
     int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (r == (int)len) return;
@@ -277,6 +304,8 @@ static void bcast_pump(void) {
 
 static void on_closed(uv_handle_t *h) {
     conn_t *c = (conn_t *)h;
+    nh_tls_free(c->tls);
+    c->tls = NULL;
     free(c->pend);
     free(c->pkt);
     c->pend = c->pkt = NULL;
@@ -602,11 +631,38 @@ static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b) {
     *b = uv_buf_init((char *)readbuf, sizeof readbuf);
 }
 
+static void begin_protocol(conn_t *c);
+
+/* --tls: ciphertext in; the protocol starts once the TLS handshake is done; plaintext goes on to
+ * the transport parser. */
+static void tls_read(conn_t *c, const uint8_t *data, size_t len) {
+    static uint8_t plain[65536];
+    if (nh_tls_feed(c->tls, data, len) < 0) {
+        conn_close(c, nh_tls_error(c->tls));
+        return;
+    }
+    long n;
+    while (c->state != S_CLOSED && (n = nh_tls_read(c->tls, plain, sizeof plain)) != 0) {
+        if (n < 0) {
+            conn_close(c, n == NH_TLS_CLOSED ? "server closed the connection" : nh_tls_error(c->tls));
+            return;
+        }
+        feed_stream(c, &c->pend, &c->pend_len, &c->pend_cap, plain, (size_t)n, parse_transport);
+    }
+    if (c->state == S_CLOSED) return;
+    if (!c->proto_begun && nh_tls_handshake_done(c->tls)) begin_protocol(c);
+    send_tls_output(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
     conn_t *c = (conn_t *)s;
     if (nread == 0) return;
     if (nread < 0) {
         conn_close(c, nread == UV_EOF ? "server closed the connection" : uv_strerror((int)nread));
+        return;
+    }
+    if (c->tls) {
+        tls_read(c, (const uint8_t *)b->base, (size_t)nread);
         return;
     }
     feed_stream(c, &c->pend, &c->pend_len, &c->pend_cap, (const uint8_t *)b->base, (size_t)nread,
@@ -625,6 +681,19 @@ static void on_connect(uv_connect_t *req, int status) {
     }
     uv_tcp_nodelay(&c->tcp, 1);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (tls_ctx) {
+        c->tls = nh_tls_new(tls_ctx, NULL);
+        if (!c->tls) abort();
+        c->state = S_HANDSHAKE; /* a failed TLS handshake counts as a failed connect */
+        send_tls_output(c);     /* the ClientHello */
+        return;
+    }
+    begin_protocol(c);
+}
+
+/* The WebSocket upgrade or the pomelo handshake: right after connect, or after TLS's handshake. */
+static void begin_protocol(conn_t *c) {
+    c->proto_begun = 1;
     if (O.ws_path) {
         c->state = S_HTTP;
         char req_s[512];
@@ -797,7 +866,7 @@ static void finish(void) {
            "count=%" PRIu64 " rate=%.1f p50_us=%" PRIu64 " p99_us=%" PRIu64 " max_us=%" PRIu64
            " errors=%" PRIu64 " closed=%" PRIu64 " unanswered=%d bcasts=%" PRIu64
            " lg_cpu=%.2f srv_cpu=%.2f rss0_kb=%ld rss_up_kb=%ld\n",
-           O.ws_path ? "ws" : "tcp", names[O.mode], O.conns, handshaken, connect_failed, secs,
+           O.ws_path ? (tls_ctx ? "wss" : "ws") : (tls_ctx ? "tls" : "tcp"), names[O.mode], O.conns, handshaken, connect_failed, secs,
            count, secs > 0 ? (double)count / secs : 0.0, percentile(0.50), percentile(0.99),
            st.max_us, st.errors, st.closed, lost, bcast_done, own_cpu1 - own_cpu0,
            server_pid ? srv_cpu1 - srv_cpu0 : 0.0, rss0_kb, rss_up_kb);
@@ -819,7 +888,8 @@ static void usage(void) {
             "               [--window W] [--connect-batch N] [--connect-timeout secs]\n"
             "               [--server-pid PID]   report its CPU time over the run and its RSS\n"
             "               [--hup-at secs]      SIGHUP the server that far into the run\n"
-            "               [--rate R]           pace pingpong/push at R requests/s in all\n");
+            "               [--rate R]           pace pingpong/push at R requests/s in all\n"
+            "               [--tls 1]            TLS under the transport (not verified)\n");
     exit(2);
 }
 
@@ -873,7 +943,14 @@ int main(int argc, char **argv) {
             hup_at = atof(v);
         else if (!strcmp(a, "--server-pid"))
             server_pid = atoi(v);
-        else if (!strcmp(a, "--connect-timeout"))
+        else if (!strcmp(a, "--tls")) {
+            char err[300];
+            tls_ctx = atoi(v) ? nh_tls_ctx_client(NULL, 0, err, sizeof err) : NULL;
+            if (atoi(v) && !tls_ctx) {
+                fprintf(stderr, "loadgen: %s\n", err);
+                return 2;
+            }
+        } else if (!strcmp(a, "--connect-timeout"))
             O.connect_secs = atof(v);
         else if (!strcmp(a, "--mode")) {
             if (!strcmp(v, "pingpong"))
@@ -924,5 +1001,6 @@ int main(int argc, char **argv) {
     uv_loop_close(loop);
     free(st.hist);
     free(conns);
+    nh_tls_ctx_unref(tls_ctx);
     return st.errors || st.closed ? 1 : 0;
 }

@@ -52,3 +52,10 @@ nano.set_heartbeat_interval(tonumber(os.getenv("NH_BENCH_HEARTBEAT")) or 10)
 nano.register(Bench, { name = "Bench" })
 nano.listen("127.0.0.1:0")
 nano.listen("127.0.0.1:0", { websocket = true, path = "/nano" })
+-- the TLS figures: the same routes over TLS and wss (scripts/bench makes the certificate)
+local tls_dir = os.getenv("NH_BENCH_TLS_DIR")
+if tls_dir then
+  local tls = { cert = tls_dir .. "/cert.pem", key = tls_dir .. "/key.pem" }
+  nano.listen("127.0.0.1:0", { tls = tls })
+  nano.listen("127.0.0.1:0", { websocket = true, path = "/nano", tls = tls })
+end
