@@ -17,18 +17,8 @@ const http = require('node:http');
 const { test, before, after } = require('node:test');
 const { startServer, watchdog, binaryPath, SOURCE_DIR } = require('./lib/server');
 const { connect, closeAll } = require('./lib/client');
+const { launchChromium } = require('./lib/browser');
 
-const CHROMIUM = process.env.NH_CHROMIUM || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const WAIT_MS = 15000;
 
 watchdog(115000);
@@ -127,26 +117,6 @@ test("the demo's routes and payloads, as nano's web client sees them", { timeout
   await a.close();
   await b.close();
 });
-
-async function launchChromium() {
-  if (!fs.existsSync(CHROMIUM)) return { skip: `${CHROMIUM} not found (scripts/setup installs Debian's chromium)` };
-  // Not a reason to skip: scripts/setup installs it (npm, spec/e2e/package.json).
-  const { chromium } = require('playwright-core');
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'nh-chat-chromium-'));
-  try {
-    const context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      viewport: { width: 760, height: 520 },
-      timeout: 30000,
-    });
-    return { context, userDataDir };
-  } catch (e) {
-    fs.rmSync(userDataDir, { recursive: true, force: true });
-    return { skip: `Chromium cannot start here: ${e.message.split('\n')[0]}` };
-  }
-}
 
 function screenshotDir() {
   if (process.env.NH_SCREENSHOT_DIR) return process.env.NH_SCREENSHOT_DIR;
