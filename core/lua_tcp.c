@@ -45,7 +45,7 @@ typedef struct stream {
     int gai_pending; /* getaddrinfo has not called back yet: keep the struct */
     int handle_gone; /* close callback ran */
     int port;
-    nh_tls_t *tls; /* NULL: plain */
+    nh_tls_t *tls;    /* NULL: plain */
     char reason[128]; /* why it closed; empty: closed by s:close() */
 } stream_t;
 
