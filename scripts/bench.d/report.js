@@ -190,22 +190,30 @@ if (runs.some((r) => r.kind === 'tlspp')) {
   p();
   p('One nano-host with plaintext and TLS listeners side by side (TLS 1.3, ECDSA P-256, the load generator runs TLS through the same core/tls.c as a client), 1,000 connections flat out, rounds alternating; idle memory at 10,000 handshaken connections as in section 3.');
   p();
-  p('| transport | responses/s | p99 ms | server CPU/req µs | TLS ÷ plain, responses/s | TLS ÷ plain, CPU ratio |');
-  p('|---|---|---|---|---|---|');
+  p('| server | transport | responses/s | p99 ms | server CPU/req µs | TLS ÷ plain, responses/s | TLS ÷ plain, CPU ratio |');
+  p('|---|---|---|---|---|---|---|');
   for (const [plain, sec] of [['tcp', 'tls'], ['ws', 'wss']]) {
-    const a = best('tlspp', 'nano', plain), b = best('tlspp', 'nano', sec);
-    for (const [tr, x] of [[plain, a], [sec, b]]) {
+    const a = best('tlspp', 'nano', plain);
+    for (const [s, tr] of [['nano', plain], ['nano', sec], ['pomelo', sec]]) {
+      const x = best('tlspp', s, tr);
       if (!x) {
-        p(`| ${tr} | failed | | | | |`);
+        if (s === 'nano') p(`| ${names[s]} | ${tr.toUpperCase()} | failed | | | | |`);
         continue;
       }
-      const rel = tr === sec && a ? `${fmt(ratio(x.rate, a.rate), 2)} | ${fmt(ratio(a.cpu_us, x.cpu_us), 2)}` : ' | ';
-      p(`| ${tr.toUpperCase()} | ${fmt(x.rate)} | ${fmt(x.p99_us / 1000, 2)} | ${fmt(x.cpu_us, 1)} | ${rel} |`);
+      const rel = s === 'nano' && tr === sec && a ? `${fmt(ratio(x.rate, a.rate), 2)} | ${fmt(ratio(a.cpu_us, x.cpu_us), 2)}` : ' | ';
+      p(`| ${names[s]} | ${tr.toUpperCase()} | ${fmt(x.rate)} | ${fmt(x.p99_us / 1000, 2)} | ${fmt(x.cpu_us, 1)} | ${rel} |`);
     }
   }
+  const pn = best('tlspp', 'nano', 'tls'), pp = best('tlspp', 'pomelo', 'tls');
+  if (pn && pp) p(`\nnano-host ÷ pomelo over TLS (TCP): ${fmt(ratio(pn.rate, pp.rate), 2)}× the responses/s, ${fmt(ratio(pp.cpu_us, pn.cpu_us), 2)}× less CPU per request.`);
   p();
-  const t = idle('nano', 'tls'), w = idle('nano', 'wss');
-  p(`Idle memory per connection over TLS: ${fmt(t.v, 2)} KiB (TLS), ${fmt(w.v, 2)} KiB (wss) — against ${fmt(idle('nano', 'tcp').v, 2)} / ${fmt(idle('nano', 'ws').v, 2)} KiB plaintext in section 3.`);
+  p('| server | TLS KiB/conn | wss KiB/conn | plaintext TCP / WS (section 3) |');
+  p('|---|---|---|---|');
+  for (const s of ['nano', 'pomelo']) {
+    const t = idle(s, 'tls'), w = idle(s, 'wss');
+    if (t.v == null && w.v == null) continue;
+    p(`| ${names[s]} | ${fmt(t.v, 2)} | ${fmt(w.v, 2)} | ${fmt(idle(s, 'tcp').v, 2)} / ${fmt(idle(s, 'ws').v, 2)} |`);
+  }
   p();
 }
 process.stdout.write(out.join('\n') + '\n');

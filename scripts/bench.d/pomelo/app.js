@@ -15,12 +15,19 @@ TcpSocket.prototype.send = function (msg, encode, cb) {
 const app = pomelo.createApp({ base: process.env.NH_POMELO_BASE });
 app.set('name', 'nh-bench');
 app.configure('development', 'connector', function () {
-  app.set('connectorConfig', {
+  const config = {
     connector: pomelo.connectors.hybridconnector,
     heartbeat: Number(process.env.NH_BENCH_HEARTBEAT || 10),
     useDict: false,
     useProtobuf: false,
-  });
+  };
+  // The TLS figures: hybridconnector serves TLS (TCP and wss on its one port) with node's tls.
+  const tlsDir = process.env.NH_BENCH_TLS_DIR;
+  if (tlsDir) {
+    const fs = require('fs');
+    config.ssl = { key: fs.readFileSync(tlsDir + '/key.pem'), cert: fs.readFileSync(tlsDir + '/cert.pem') };
+  }
+  app.set('connectorConfig', config);
 });
 app.start();
 
