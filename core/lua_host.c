@@ -711,5 +711,7 @@ void nh_lua_open(lua_State *L) {
     lua_setfield(L, -2, "nano.tcp");
     lua_pushcfunction(L, nh_lua_open_json);
     lua_setfield(L, -2, "nano.json_codec");
+    lua_pushcfunction(L, nh_lua_open_nats);
+    lua_setfield(L, -2, "nano.nats_core");
     lua_pop(L, 2);
 }

@@ -42,8 +42,12 @@ function M.attach(nano)
   local Group = {}
   Group.__index = Group
 
+  -- A session of this process, or (in a cluster) a remote session: a player on a gate, whose
+  -- pushes travel there (cluster.lua).
+  local function is_remote(s) return nano._is_remote_session ~= nil and nano._is_remote_session(s) end
+
   local function check_session(s, what)
-    if getmetatable(s) ~= session_mt then error(what .. ": expected a session", 3) end
+    if getmetatable(s) ~= session_mt and not is_remote(s) then error(what .. ": expected a session", 3) end
   end
 
   local function check_group(g, what)
@@ -69,6 +73,7 @@ function M.attach(nano)
     local n = #list + 1
     list[n] = s
     self._index[s] = n
+    if is_remote(s) then self._nremote = (self._nremote or 0) + 1 end
     local r = registry()
     local mine = r[s]
     if not mine then
@@ -89,6 +94,7 @@ function M.attach(nano)
     list[i], index[last] = last, i
     list[n], index[s] = nil, nil
     forget(g, s)
+    if g._nremote and is_remote(s) then g._nremote = g._nremote - 1 end
     return true
   end
 
@@ -105,7 +111,7 @@ function M.attach(nano)
     check_group(self, "leave_all")
     if self._closed then return nil, "group closed" end
     for _, s in ipairs(self._list) do forget(self, s) end
-    self._list, self._index = {}, {}
+    self._list, self._index, self._nremote = {}, {}, nil
     return true
   end
 
@@ -173,8 +179,26 @@ function M.attach(nano)
     if S.debug then
       log.debug("group %s -> %s %s to %d members %s", g._name, what, route, #targets, payload)
     end
+    local remote -- members on gates: one message per gate (cluster.lua), the rest as usual
+    if g._nremote and g._nremote > 0 then
+      local here = {}
+      for i = 1, #targets do
+        local s = targets[i]
+        if getmetatable(s) == session_mt then
+          here[#here + 1] = s
+        else
+          remote = remote or {}
+          remote[#remote + 1] = s
+        end
+      end
+      targets = here
+    end
     local chain = nano._outbound_chain()
-    if not chain then return push_many(targets, code, payload) end
+    if not chain then
+      local n, failed = push_many(targets, code, payload)
+      if remote then n = n + nano._cluster_group_push(remote, route, payload) end
+      return n, failed
+    end
     local shared, failed, delivered = {}, nil, 0
     for i = 1, #targets do
       local s = targets[i]
@@ -193,6 +217,7 @@ function M.attach(nano)
       end
     end
     local n, more = push_many(shared, code, payload)
+    if remote then n = n + nano._cluster_group_push(remote, route, payload) end
     if more then
       failed = failed or {}
       for i = 1, #more do failed[#failed + 1] = more[i] end
@@ -229,7 +254,7 @@ function M.attach(nano)
     if self._closed then error("close: group '" .. self._name .. "' is already closed", 2) end
     for _, s in ipairs(self._list) do forget(self, s) end
     self._closed = true
-    self._list, self._index = {}, {}
+    self._list, self._index, self._nremote = {}, {}, nil
     return true
   end
 

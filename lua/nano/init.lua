@@ -462,6 +462,8 @@ local function error_reply(err)
   return 500, S.debug and tostring(err) or "internal error"
 end
 
+nano._error_reply = error_reply
+
 local function handler_traceback(e)
   if type(e) == "table" then return e end
   return traceback(tostring(e), 2)
@@ -484,6 +486,7 @@ local function dispatch(s, mtype, id, route, payload, flags)
     -- nano's cluster form: server.Component.handler
     local short = str_match(route, "([^.]+%.[^.]+)$")
     h = short and S.handlers[short]
+    if not h and nano._forward and nano._forward(s, mtype, id, route, payload) then return end
     if not h then
       log.warn("session %d: handler not found: %s", s:id(), route)
       if mtype == MSG_REQUEST then send_error(s, id, 404, "handler not found: " .. route) end
@@ -547,6 +550,7 @@ function nano._set_inbound(fn) inbound = fn end
 
 local function on_closed(s)
   if nano._leave_groups then nano._leave_groups(s) end -- first: callbacks see the groups without s
+  if nano._cluster_session_closed then nano._cluster_session_closed(s) end
   local list = S.session_close_cbs[s]
   if list then
     S.session_close_cbs[s] = nil
@@ -617,6 +621,7 @@ function nano.shutdown()
   if S.stopping then return end
   S.stopping = true
   for _, e in ipairs(S.components) do call_hook(e, "before_shutdown") end
+  if nano._cluster_leave then nano._cluster_leave() end -- goodbye; calls in flight fail
   -- Inside a handler, the handler's response is not sent yet: stop on the next loop turn, so
   -- that it is queued first (and gets the last flush every closing connection gets).
   if cur_session then core.timer(0, 0, core.stop) else core.stop() end
@@ -667,6 +672,8 @@ end
 require("nano.group").attach(nano)
 require("nano.timer").attach(nano)
 require("nano.pipeline").attach(nano)
+-- nano.cluster / rpc / cluster_route / cluster_members (cluster.lua): several processes, one game
+require("nano.cluster").attach(nano)
 -- nano.reload / watch / unwatch / persist (reload.lua). Attached last: it wraps new_*timer,
 -- new_group, on_session_closed and the pipeline so a reload can replace what main.lua made.
 require("nano.reload").attach(nano)
@@ -676,6 +683,7 @@ require("nano.reload").attach(nano)
 -- restores the configuration nano-host started with.
 local DEFAULT_CONFIG = core.config()
 function nano._reset()
+  if nano._cluster_leave then nano._cluster_leave() end
   core.stop()
   local deadline = core.hrtime() + 5
   repeat

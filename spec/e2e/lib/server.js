@@ -158,7 +158,8 @@ function startServer(scriptPath, args = [], opts = {}) {
         if (m[1] === 'tcp' && !server.tcp) server.tcp = entry;
         if (m[1] === 'ws' && !server.ws) server.ws = entry;
       }
-      if (expect.every((k) => server.listening[k])) finish(null);
+      // opts.readyRe: also wait for a line like it (a process with no listener: a cluster backend)
+      if (expect.every((k) => server.listening[k]) && (!opts.readyRe || opts.readyRe.test(server.stderr))) finish(null);
     });
     proc.on('error', (err) => {
       server.exited = true;
