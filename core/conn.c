@@ -459,10 +459,18 @@ int nh_listener_start(nh_host_t *h, nh_listener_t *l, const char *addr) {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     int r = parse_addr(addr, &ss);
-    if (!r) r = uv_tcp_init(h->loop, &l->tcp);
+    if (!r) r = uv_tcp_init_ex(h->loop, &l->tcp, ss.ss_family);
     if (r) { /* no handle yet: nothing to close */
         listener_free(l);
         return r;
+    }
+    /* Several workers (nano-host --workers N) on one port: the kernel spreads connections. */
+    const char *workers = getenv("NANO_WORKERS");
+    if (workers && atoi(workers) > 1) {
+        uv_os_fd_t fd;
+        int one = 1;
+        if (uv_fileno((uv_handle_t *)&l->tcp, &fd) == 0)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     }
     l->host = h;
     snprintf(l->addr, sizeof l->addr, "%s", addr);

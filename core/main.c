@@ -14,6 +14,7 @@
 #include "host.h"
 #include "log.h"
 #include "lua_binding.h"
+#include "workers.h"
 
 static void usage(FILE *out) {
     fprintf(out, "usage: nano-host [options] script.lua [script args...]\n"
@@ -23,6 +24,8 @@ static void usage(FILE *out) {
                  "  --log-level L   debug, info (default), warn, error, off\n"
                  "  --debug         log every message in and out; error text goes to clients\n"
                  "  --watch         reload scripts when a file in the script's folder changes\n"
+                 "  --workers N     run N processes sharing the listening ports (SO_REUSEPORT);\n"
+                 "                  SIGHUP/SIGTERM to this one reach all (docs/cluster.md)\n"
                  "  --help          this text\n"
                  "  --version       print the version\n");
 }
@@ -77,7 +80,35 @@ static void set_paths(lua_State *L, const char *script_dir) {
     lua_pop(L, 1);
 }
 
+/* `--workers N` anywhere before the script: this process supervises N copies of itself,
+ * started with the same arguments less that option (workers.c). */
+static int run_workers(int argc, char **argv) {
+    int n = 0;
+    char **child = calloc((size_t)argc + 1, sizeof *child);
+    if (!child) return 1;
+    int c = 0;
+    for (int k = 0; k < argc; k++) {
+        if (n == 0 && strcmp(argv[k], "--workers") == 0 && k + 1 < argc) {
+            n = atoi(argv[++k]);
+            if (n < 1) {
+                fprintf(stderr, "nano-host: --workers: expected a number of processes\n");
+                free(child);
+                return 2;
+            }
+            continue;
+        }
+        child[c++] = argv[k];
+    }
+    int status = nh_workers_run(n, child);
+    free(child);
+    return status;
+}
+
 int main(int argc, char **argv) {
+    for (int k = 1; k < argc && argv[k][0] == '-'; k++) {
+        if (strcmp(argv[k], "--workers") == 0) return run_workers(argc, argv);
+        if (strcmp(argv[k], "--log-level") == 0) k++;
+    }
     int debug = 0, watch = 0, test = 0, i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];

@@ -571,11 +571,20 @@ function M.attach(nano)
 
   --- nano.cluster{ nats=, type=, id=, heartbeat=1, dead_after=3, timeout=5 }
   function nano.cluster(opts)
-    if C then error("cluster: already joined as " .. C.id, 2) end
     if type(opts) ~= "table" or type(opts.type) ~= "string" or opts.type:find("[.%s*>]") then
       error("cluster: expected { nats = \"nats://host:port\", type = \"name\" } (a type without dots)", 2)
     end
-    local id = opts.id or str_format("%s-%x-%x", opts.type, math.floor(core.hrtime() * 1e6) % 0xffffff, random(0xffffff))
+    if C then -- the main script runs again on a hot reload: the same membership goes on
+      if opts.type ~= C.type or (opts.id and opts.id ~= C.id) or (opts.nats or C.url) ~= C.url then
+        error("cluster: already joined as " .. C.id .. " (" .. C.type .. "); changing the type, id or "
+          .. "NATS address needs a restart", 2)
+      end
+      C.timeout = opts.timeout or C.timeout
+      return C.id
+    end
+    local worker = os.getenv("NANO_WORKER")
+    local id = opts.id or str_format("%s-%s%x", opts.type, worker and ("w" .. worker .. "-") or "",
+      (math.floor(core.hrtime() * 1e6) + random(0xffffff)) % 0xffffffff)
     if type(id) ~= "string" or id:find("[.%s*>]") then error("cluster: an id without dots or spaces", 2) end
     C = {
       id = id, type = opts.type, url = opts.nats or "nats://127.0.0.1:4222",
