@@ -90,7 +90,7 @@ function M.attach(nano)
     if h.id == C.id then return end
     local m = C.members[h.id]
     if h.op == "bye" then
-      if m then fail_member(h.id, "member " .. h.id .. " left the cluster") end
+      if m then fail_member(h.id, "member " .. h.id .. " left the cluster", "info") end
       return
     end
     if not m then
@@ -132,9 +132,9 @@ function M.attach(nano)
     call.done(...)
   end
 
-  function fail_member(id, why)
+  function fail_member(id, why, level)
     C.members[id] = nil
-    log.warn("cluster: %s", why)
+    log[level or "warn"]("cluster: %s", why)
     for cid, call in pairs(C.calls) do
       if call.target == id then finish_call(cid, nil, { code = 503, msg = why }) end
     end
@@ -627,6 +627,17 @@ function M.attach(nano)
   end
 
   function nano.cluster_id() return C and C.id end
+
+  --- nano.cluster_stats() -> { id=, members=, calls=, connected=, delivered=, slow_consumers= }
+  function nano.cluster_stats()
+    if not C then return nil end
+    local members, calls = 0, 0
+    for _ in pairs(C.members) do members = members + 1 end
+    for _ in pairs(C.calls) do calls = calls + 1 end
+    local delivered, slow = C.link:counts()
+    return { id = C.id, type = C.type, members = members, calls = calls, connected = C.link:connected(),
+             delivered = delivered, slow_consumers = math.max(slow, C.slow) }
+  end
 
   -- a gate's session closed: every backend that saw it is told (their on_close runs there)
   function nano._cluster_session_closed(s)
