@@ -216,4 +216,22 @@ if (runs.some((r) => r.kind === 'tlspp')) {
   }
   p();
 }
+if (runs.some((r) => r.kind === 'clpp')) {
+  p('### 7. Cluster: a request through a gate and a backend, against one process');
+  p();
+  p('Ping-pong over TCP, 1,000 connections flat out. nano-host: one process, then a gate that forwards every request over NATS (nats-server 2.9) to a backend and the answer back (gate, backend and nats-server share the server CPU). pomelo: its connector alone, then connector + a backend server over its own RPC.');
+  p();
+  p('| setup | responses/s | p50 ms | p99 ms | server CPU/req µs | ÷ the same on one process |');
+  p('|---|---|---|---|---|---|');
+  const cl = { nano: 'nano-host, one process', gate: 'nano-host, gate → NATS → backend', pomelo: `pomelo ${facts.pomelo || ''}, connector`, 'pomelo-pair': `pomelo ${facts.pomelo || ''}, connector → backend (pomelo RPC)` };
+  for (const s of ['nano', 'gate', 'pomelo', 'pomelo-pair']) {
+    const b = best('clpp', s, 'tcp');
+    if (!b) continue;
+    const base = s === 'gate' ? best('clpp', 'nano', 'tcp') : s === 'pomelo-pair' ? best('clpp', 'pomelo', 'tcp') : null;
+    p(`| ${cl[s]} | ${fmt(b.rate)} | ${fmt(b.p50_us / 1000, 2)} | ${fmt(b.p99_us / 1000, 2)} | ${s === 'gate' ? '(gate only) ' : ''}${fmt(b.cpu_us, 1)} | ${base ? fmt(ratio(b.rate, base.rate), 2) : ''} |`);
+  }
+  const g = best('clpp', 'gate', 'tcp'), pp = best('clpp', 'pomelo-pair', 'tcp');
+  if (g && pp) p(`\nnano-host's gate + backend ÷ pomelo's connector + backend: ${fmt(ratio(g.rate, pp.rate), 2)}× the responses/s.`);
+  p();
+}
 process.stdout.write(out.join('\n') + '\n');
