@@ -10,6 +10,11 @@ const runs = [];
 let reloadMs = null;
 for (const line of fs.readFileSync(resultsPath, 'utf8').split('\n')) {
   if (!line.trim()) continue;
+  if (line.startsWith('instr ')) {
+    const m = /count=(\d+) ir=(\d+)/.exec(line);
+    if (m) facts.instr = { count: +m[1], ir: +m[2] };
+    continue;
+  }
   if (line.startsWith('reload_ms ')) {
     reloadMs = line.split(' ')[1];
     continue;
@@ -232,6 +237,17 @@ if (runs.some((r) => r.kind === 'clpp')) {
   }
   const g = best('clpp', 'gate', 'tcp'), pp = best('clpp', 'pomelo-pair', 'tcp');
   if (g && pp) p(`\nnano-host's gate + backend ÷ pomelo's connector + backend: ${fmt(ratio(g.rate, pp.rate), 2)}× the responses/s.`);
+  p();
+}
+if (facts.instr) {
+  p('### 8. User-space instructions per request (callgrind)');
+  p();
+  p('nano-host under `valgrind --tool=callgrind`, 50 connections of JSON ping-pong over TCP; counters zeroed after a warm-up run, dumped after the measured run. Instructions, unlike time, are the same on a busy machine.');
+  p();
+  const per = facts.instr.count > 0 ? facts.instr.ir / facts.instr.count : null;
+  p(`| requests | instructions | per request | target |`);
+  p('|---|---|---|---|');
+  p(`| ${fmt(facts.instr.count)} | ${fmt(facts.instr.ir)} | ${fmt(per)} | ≤ 4,000: ${mark(per, 4000, false)} |`);
   p();
 }
 process.stdout.write(out.join('\n') + '\n');
