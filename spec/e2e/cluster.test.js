@@ -90,7 +90,7 @@ test('RPC by type and by id from a gate handler', async () => {
   const byId = await c.request('Gate.count', { target: 'room-2' });
   assert.equal(byId.body.server, 'room-2');
   const none = await c.request('Gate.count', { target: 'nobody' });
-  assert.equal(none.error, true);
+  assert.equal(none.body.code, 502);
   assert.match(none.body.msg, /no server of type or id 'nobody'/);
   await c.close();
 });
