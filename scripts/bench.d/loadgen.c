@@ -104,6 +104,7 @@ static long rss0_kb, rss_up_kb;
 static double hup_at = -1; /* --hup-at: SIGHUP to the server this many seconds into the run */
 static int hup_sent;
 static nh_tls_ctx_t *tls_ctx; /* --tls */
+static int passive; /* --passive: bcast members only; another load generator drives */
 
 /* utime + stime of a process, in seconds (from /proc/PID/stat), or -1 */
 static double proc_cpu(int pid) {
@@ -286,6 +287,7 @@ static void send_next(conn_t *c) {
 
 /* bcast: connection 0 keeps `window` broadcasts in flight */
 static void bcast_pump(void) {
+    if (passive) return;
     conn_t *c = &conns[0];
     if (c->state != S_WORKING) return;
     if (phase != P_WARMUP && phase != P_RUN) return;
@@ -404,7 +406,7 @@ static void on_data(conn_t *c, const uint8_t *b, size_t len) {
         if (c->state == S_JOIN) {
             if (id != c->want_id) error_note(c, "join response id");
             c->state = S_WORKING;
-            c->bcast_next = bcast_sent + 1; /* before any broadcast: nothing sent yet */
+            c->bcast_next = passive ? 0 : bcast_sent + 1; /* passive: from the first one seen */
             handshaken++;
             finished_connect++;
             check_all_handshaken();
@@ -465,6 +467,7 @@ static void on_data(conn_t *c, const uint8_t *b, size_t len) {
     if (O.mode == M_BCAST) {
         uint64_t seq;
         if (payload_seq(b + i, len - i, &seq) != 0) return error_note(c, "broadcast payload");
+        if (c->bcast_next == 0) c->bcast_next = seq;
         if (seq != c->bcast_next) {
             char why[80];
             snprintf(why, sizeof why, "broadcast %" PRIu64 " where %" PRIu64 " was due", seq,
@@ -779,7 +782,7 @@ static void check_all_handshaken(void) {
 }
 
 static int outstanding(void) {
-    if (O.mode == M_BCAST) return bcast_done < bcast_sent;
+    if (O.mode == M_BCAST) return passive ? 0 : bcast_done < bcast_sent;
     int n = 0;
     for (int i = 0; i < O.conns; i++)
         if (conns[i].state == S_WORKING && conns[i].outstanding) n++;
@@ -889,7 +892,8 @@ static void usage(void) {
             "               [--server-pid PID]   report its CPU time over the run and its RSS\n"
             "               [--hup-at secs]      SIGHUP the server that far into the run\n"
             "               [--rate R]           pace pingpong/push at R requests/s in all\n"
-            "               [--tls 1]            TLS under the transport (not verified)\n");
+            "               [--tls 1]            TLS under the transport (not verified)\n"
+            "               [--passive 1]        bcast: members only (another process drives)\n");
     exit(2);
 }
 
@@ -943,6 +947,8 @@ int main(int argc, char **argv) {
             hup_at = atof(v);
         else if (!strcmp(a, "--server-pid"))
             server_pid = atoi(v);
+        else if (!strcmp(a, "--passive"))
+            passive = atoi(v);
         else if (!strcmp(a, "--tls")) {
             char err[300];
             tls_ctx = atoi(v) ? nh_tls_ctx_client(NULL, 0, err, sizeof err) : NULL;

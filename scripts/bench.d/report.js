@@ -235,6 +235,14 @@ if (runs.some((r) => r.kind === 'clpp')) {
     const base = s === 'gate' ? best('clpp', 'nano', 'tcp') : s === 'pomelo-pair' ? best('clpp', 'pomelo', 'tcp') : null;
     p(`| ${cl[s]} | ${fmt(b.rate)} | ${fmt(b.p50_us / 1000, 2)} | ${fmt(b.p99_us / 1000, 2)} | ${s === 'gate' ? '(gate only) ' : ''}${fmt(b.cpu_us, 1)} | ${base ? fmt(ratio(b.rate, base.rate), 2) : ''} |`);
   }
+  const one = runs.find((r) => r.kind === 'clbc' && r.server === 'nano');
+  const g1 = runs.find((r) => r.kind === 'clbc' && r.server === 'gate');
+  const g2 = runs.find((r) => r.kind === 'clbc' && r.server === 'gate2');
+  if (one && g1 && g2 && ok(one) && ok(g1)) {
+    const both = g1.rate + (ok(g2) ? g2.rate : 0);
+    p('');
+    p(`Broadcast to 5,000 members: one process ${fmt(one.rate)} pushes delivered/s; a backend's group with 2,500 members on each of two gates ${fmt(both)} pushes/s (${fmt(g1.rate)} + ${fmt(ok(g2) ? g2.rate : 0)}), ${fmt(ratio(both, one.rate), 2)} of one process; errors ${g1.errors + g1.closed + (g2.errors || 0) + (g2.closed || 0)}.`);
+  }
   const g = best('clpp', 'gate', 'tcp'), pp = best('clpp', 'pomelo-pair', 'tcp');
   if (g && pp) p(`\nnano-host's gate + backend ÷ pomelo's connector + backend: ${fmt(ratio(g.rate, pp.rate), 2)}× the responses/s.`);
   p();

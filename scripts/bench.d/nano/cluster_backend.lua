@@ -3,5 +3,9 @@
 local nano = require "nano"
 local Bench = {}
 function Bench:ping(s, msg) return msg end
+-- broadcast: one group whose members sit on the gates (remote sessions)
+local group = nano.new_group("bench")
+function Bench:join(s) group:add(s); return {} end
+function Bench:bcast(s, msg) group:broadcast("onBcast", msg); return {} end
 nano.register(Bench, { name = "Bench" })
 nano.cluster({ nats = os.getenv("NH_BENCH_NATS"), type = "bench", id = "bench-1" })
