@@ -110,17 +110,14 @@ function M.attach(nano)
   -- ---------------------------------------------------------------------------------------------
   -- calls in flight: RPCs and forwarded requests, each waiting for one reply
 
+  -- No timer per call (a forwarded request is one): one repeating check every CALL_TICK s ends
+  -- the calls past their deadline, so a timeout is late by at most that.
+  local CALL_TICK = 0.05
+
   local function new_call(target, done, timeout)
     C.next_cid = C.next_cid + 1
     local cid = C.next_cid
-    local call = { target = target, done = done }
-    call.timer = core.timer(timeout, 0, function()
-      if C and C.calls[cid] then
-        C.calls[cid] = nil
-        done(nil, { code = 503, msg = str_format("no answer from %s within %g s", target, timeout) })
-      end
-    end)
-    C.calls[cid] = call
+    C.calls[cid] = { target = target, done = done, deadline = core.now() + timeout, timeout = timeout }
     return cid
   end
 
@@ -128,8 +125,17 @@ function M.attach(nano)
     local call = C.calls[cid]
     if not call then return end
     C.calls[cid] = nil
-    call.timer:stop()
     call.done(...)
+  end
+
+  local function expire_calls()
+    if not C or not next(C.calls) then return end
+    local now = core.now()
+    for cid, call in pairs(C.calls) do
+      if now >= call.deadline then
+        finish_call(cid, nil, { code = 503, msg = str_format("no answer from %s within %g s", call.target, call.timeout) })
+      end
+    end
   end
 
   function fail_member(id, why, level)
@@ -475,11 +481,7 @@ function M.attach(nano)
 
   local session_ops = {
     resp = function(s, h, body)
-      local call = h.cid and C.calls[h.cid]
-      if call then -- the forwarded request is answered: no timeout for it
-        C.calls[h.cid] = nil
-        call.timer:stop()
-      end
+      if h.cid then C.calls[h.cid] = nil end -- the forwarded request is answered: no timeout for it
       core.respond(s, h.mid, body, h.err and true or false)
     end,
     push = function(s, h, body) core.push(s, route_code(h.r), body) end,
@@ -602,6 +604,7 @@ function M.attach(nano)
     subscribe_all()
     C.members[id] = { id = id, type = C.type, last = core.now() }
     C.timer = core.timer(C.heartbeat, C.heartbeat, sweep)
+    C.call_timer = core.timer(CALL_TICK, CALL_TICK, expire_calls)
     if not link:connected() then
       log.warn("cluster: NATS %s is not reachable yet; retrying in the background", C.url)
     end
@@ -656,6 +659,7 @@ function M.attach(nano)
     announce("bye")
     fail_all("leaving the cluster")
     c.timer:stop()
+    c.call_timer:stop()
     c.link:close()
     C = nil
   end
