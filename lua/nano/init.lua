@@ -615,6 +615,9 @@ nano.spawn = task.spawn
 --- nano.sleep(secs): suspends the calling task (a handler, hook, timer callback or spawned task).
 nano.sleep = task.sleep
 
+--- nano.http.request{...} / nano.http.get(url): an HTTP client that waits (http.lua)
+nano.http = require "nano.http"
+
 --- nano.shutdown(): before_shutdown hooks, stop accepting, close every session; when the loop
 --- has drained, shutdown hooks run and nano-host exits 0.
 function nano.shutdown()
@@ -622,6 +625,7 @@ function nano.shutdown()
   S.stopping = true
   for _, e in ipairs(S.components) do call_hook(e, "before_shutdown") end
   if nano._cluster_leave then nano._cluster_leave() end -- goodbye; calls in flight fail
+  nano.http._close() -- HTTP requests in flight are dropped, kept-alive connections closed
   -- Inside a handler, the handler's response is not sent yet: stop on the next loop turn, so
   -- that it is queued first (and gets the last flush every closing connection gets).
   if cur_session then core.timer(0, 0, core.stop) else core.stop() end
@@ -684,6 +688,7 @@ require("nano.reload").attach(nano)
 local DEFAULT_CONFIG = core.config()
 function nano._reset()
   if nano._cluster_leave then nano._cluster_leave() end
+  nano.http._close()
   core.stop()
   local deadline = core.hrtime() + 5
   repeat
