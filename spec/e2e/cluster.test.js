@@ -168,9 +168,16 @@ test('a backend killed mid-call: the client gets 503 within the timeout, others 
 });
 
 test('NATS not there at start: the gate says so, serves, and joins once NATS is up', async () => {
-  const later = await startNats({ deferStart: true, port: nats.port + 1 });
-  later.port = nats.port + 1;
-  later.url = `nats://127.0.0.1:${later.port}`;
+  // a port nothing listens on now (the system picks it; free again once closed)
+  const port = await new Promise((resolve) => {
+    const s = require('node:net').createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = s.address().port;
+      s.close(() => resolve(p));
+    });
+  });
+  const later = await startNats({ deferStart: true, port });
+  later.url = `nats://127.0.0.1:${port}`;
   const g = await startServer(fixture('cluster/gate.lua'), [], {
     expect: ['tcp'], env: { NH_NATS: later.url, NH_ID: 'gate-late', NH_CLUSTER_HEARTBEAT: '0.25' },
   });
