@@ -9,6 +9,7 @@ nh_buf_t *nh_buf_new(size_t cap) {
     b->refs = 1;
     b->len = 0;
     b->cap = (uint32_t)cap;
+    b->arena = 0;
     return b;
 }
 
@@ -39,6 +40,7 @@ static nh_buf_t *chunk_get(nh_chunk_pool_t *p) {
         nh_buf_t *b = p->free[--p->n];
         b->refs = 1;
         b->len = 0;
+        b->arena = 0;
         return b;
     }
     return nh_buf_new(NH_CHUNK_SIZE);
@@ -60,10 +62,17 @@ void nh_outq_init(nh_outq_t *q, nh_chunk_pool_t *pool) {
     q->pool = pool;
 }
 
+static void drop_own(nh_outq_t *q) {
+    if (q->own) buf_release(q->pool, q->own);
+    q->own = NULL;
+    q->detached = 0;
+}
+
 void nh_outq_free(nh_outq_t *q) {
     for (uint32_t i = 0; i < q->n; i++) {
         buf_release(q->pool, q->segs[q->head + i].buf);
     }
+    drop_own(q);
     free(q->segs);
     nh_chunk_pool_t *pool = q->pool;
     memset(q, 0, sizeof *q);
@@ -99,11 +108,44 @@ static int copy_own(nh_outq_t *q, const void *data, size_t len) {
     return r;
 }
 
+/* Appends to the queue's own chunk (detached queues), taking a fresh one when it is full; bytes
+ * may straddle two chunks. */
+static int copy_detached(nh_outq_t *q, const void *data, size_t len) {
+    const uint8_t *p = data;
+    while (len) {
+        nh_buf_t *o = q->own;
+        if (o && o->refs == 1) o->len = 0; /* nothing queued points into it: start over */
+        if (!o || o->len == o->cap) {
+            nh_buf_t *c = chunk_get(q->pool);
+            if (!c) return UV_ENOMEM;
+            if (o) buf_release(q->pool, o);
+            q->own = o = c;
+        }
+        size_t n = o->cap - o->len;
+        if (n > len) n = len;
+        uint32_t at = o->len;
+        memcpy(o->data + at, p, n);
+        o->len += (uint32_t)n;
+        nh_outseg_t *last = q->n ? &q->segs[q->head + q->n - 1] : NULL;
+        if (last && last->buf == o && last->off + last->len == at) {
+            last->len += (uint32_t)n;
+            q->bytes += n;
+        } else if (seg_push(q, o, at, n) != 0) {
+            o->len = at;
+            return UV_ENOMEM;
+        }
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
 int nh_outq_copy(nh_outq_t *q, const void *data, size_t len) {
     if (len == 0) return 0;
     nh_chunk_pool_t *p = q->pool;
     /* Big messages get a block of their own rather than crowding the arena. */
     if (!p || len > NH_CHUNK_SIZE / 2) return copy_own(q, data, len);
+    if (q->detached) return copy_detached(q, data, len);
     nh_buf_t *a = p->arena;
     if (a && a->refs == 1) a->len = 0; /* nothing queued anywhere points into it: start over */
     if (!a || a->cap - a->len < len) {
@@ -111,6 +153,7 @@ int nh_outq_copy(nh_outq_t *q, const void *data, size_t len) {
         if (!c) return UV_ENOMEM;
         if (a) buf_release(p, a); /* its segments keep it until they are written */
         p->arena = a = c;
+        a->arena = 1;
     }
     uint32_t at = a->len;
     memcpy(a->data + at, data, len);
@@ -129,6 +172,25 @@ int nh_outq_copy(nh_outq_t *q, const void *data, size_t len) {
 int nh_outq_share(nh_outq_t *q, nh_buf_t *b, size_t off, size_t len) {
     if (len == 0) return 0;
     return seg_push(q, b, off, len);
+}
+
+int nh_outq_detach(nh_outq_t *q) {
+    if (q->detached || !q->pool) return 0; /* nothing of the arena was queued since */
+    nh_outq_t d;
+    nh_outq_init(&d, q->pool);
+    d.detached = 1;
+    for (uint32_t i = 0; i < q->n; i++) {
+        const nh_outseg_t *s = &q->segs[q->head + i];
+        int r = s->buf->arena ? copy_detached(&d, s->buf->data + s->off, s->len)
+                              : seg_push(&d, s->buf, s->off, s->len);
+        if (r) {
+            nh_outq_free(&d);
+            return r;
+        }
+    }
+    nh_outq_free(q); /* drops the arena references (the moved bytes have their copies) */
+    *q = d;
+    return 0;
 }
 
 unsigned nh_outq_iov(const nh_outq_t *q, size_t skip, uv_buf_t *iov, unsigned max) {
@@ -161,10 +223,31 @@ void nh_outq_consume(nh_outq_t *q, size_t n) {
     }
     if (q->n == 0) {
         q->head = 0;
+        drop_own(q);       /* drained: back to the shared arena */
         if (q->cap > 16) { /* a burst's segment array is not kept by an idle connection */
             free(q->segs);
             q->segs = NULL;
             q->cap = 0;
         }
     }
+}
+
+void nh_outq_truncate(nh_outq_t *q, size_t keep) {
+    if (keep >= q->bytes) return;
+    if (keep == 0) {
+        nh_outq_consume(q, q->bytes);
+        return;
+    }
+    size_t at = 0;
+    uint32_t i = 0;
+    while (i < q->n && at + q->segs[q->head + i].len <= keep)
+        at += q->segs[q->head + i++].len;
+    if (at < keep) { /* segment i straddles the cut: keep its front */
+        q->segs[q->head + i].len = (uint32_t)(keep - at);
+        i++;
+    }
+    for (uint32_t j = i; j < q->n; j++)
+        buf_release(q->pool, q->segs[q->head + j].buf);
+    q->n = i;
+    q->bytes = keep;
 }

@@ -15,6 +15,11 @@
  * would take (and, past the pool's bound, malloc and free) a thousand 16 KiB chunks for a few
  * dozen bytes each; the arena touches a few cache-warm chunks instead. An idle connection holds
  * no chunk at all.
+ * A queue that cannot drain (its connection's kernel buffer is full) must not keep arena chunks
+ * alive that other connections filled: nh_outq_detach copies its bytes out of the arena into
+ * chunks of its own, and its later copies go there too (until it is empty again), so what a
+ * stalled queue holds is its own bytes plus at most one partly filled chunk: the send limit,
+ * which counts bytes, then bounds memory.
  */
 #ifndef NH_BUFFER_H
 #define NH_BUFFER_H
@@ -27,6 +32,7 @@ typedef struct nh_buf {
     uint32_t refs;
     uint32_t len; /* bytes used */
     uint32_t cap;
+    uint32_t arena; /* 1: a pool arena chunk, which other queues' bytes may share */
     uint8_t data[];
 } nh_buf_t;
 
@@ -61,6 +67,8 @@ typedef struct nh_outq {
     uint32_t head, n, cap; /* live segments are segs[head .. head+n) */
     size_t bytes;          /* total queued, including in flight */
     nh_chunk_pool_t *pool; /* arena and free chunks; NULL: every copy gets a block of its own */
+    nh_buf_t *own;         /* detached: the queue's own chunk small copies go into (one ref) */
+    int detached;          /* set by nh_outq_detach, cleared when the queue is empty */
 } nh_outq_t;
 
 void nh_outq_init(nh_outq_t *q, nh_chunk_pool_t *pool);
@@ -71,10 +79,17 @@ int nh_outq_copy(nh_outq_t *q, const void *data, size_t len);
 /* Queues b->data[off, off+len) by reference. Returns 0 or UV_ENOMEM. */
 int nh_outq_share(nh_outq_t *q, nh_buf_t *b, size_t off, size_t len);
 
+/* Moves every queued byte that lies in a shared arena chunk into chunks of the queue's own and
+ * sends later copies there too, until the queue is next empty. Call it only while nothing of the
+ * queue is in flight (it moves bytes). Returns 0 or UV_ENOMEM (the queue is then unchanged). */
+int nh_outq_detach(nh_outq_t *q);
+
 /* Fills iov with up to max segments starting `skip` bytes into the queue (skip must fall on a
  * segment boundary or inside one). Returns the number of entries filled. */
 unsigned nh_outq_iov(const nh_outq_t *q, size_t skip, uv_buf_t *iov, unsigned max);
 /* Drops n bytes from the front (written by the kernel). */
 void nh_outq_consume(nh_outq_t *q, size_t n);
+/* Drops everything after the first `keep` bytes (what is in flight stays). */
+void nh_outq_truncate(nh_outq_t *q, size_t keep);
 
 #endif

@@ -1,12 +1,21 @@
 #include "conn.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "host.h"
 #include "log.h"
 #include "session.h"
+
+static void take_over_reserve(nh_host_t *h);
 
 /* ---- addresses ---- */
 
@@ -65,6 +74,8 @@ static void on_conn_closed(uv_handle_t *handle) {
     if (c->flags & NH_CONN_COUNTED) h->nconns--;
     if (c->session) nh_session_on_conn_gone(c->session);
     if (c->transport->on_free) c->transport->on_free(c);
+    if (c->peak >= NH_TRIM_AFTER || c->out.bytes + c->wire.bytes >= NH_TRIM_AFTER)
+        h->trim_pending = 1;
     nh_outq_free(&c->out);
     nh_outq_free(&c->wire);
     nh_tls_free(c->tls);
@@ -84,7 +95,10 @@ static void unlink_dirty(nh_conn_t *c) {
 
 static void conn_close_now(nh_conn_t *c) {
     unlink_dirty(c);
-    if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
+    /* Cut off: SO_LINGER 0, so the kernel drops its send buffer too and the peer gets a RST. */
+    if ((c->flags & NH_CONN_CUT) && uv_tcp_close_reset(&c->tcp, on_conn_closed) == 0) return;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
 static void flush(nh_conn_t *c);
@@ -110,11 +124,13 @@ void nh_conn_close(nh_conn_t *c, const char *reason) {
     }
     uv_read_stop((uv_stream_t *)&c->tcp);
     if (c->session) nh_session_on_conn_closing(c->session);
-    if (c->transport->on_closing) c->transport->on_closing(c);
-    if (c->tls) nh_tls_shutdown(c->tls); /* close_notify after the transport's last frame */
-    /* One last non-blocking try for what is queued (a kick, a close frame, an HTTP error): a
-     * client that stops reading must not keep a closed connection alive. */
-    if (!(c->flags & NH_CONN_WRITING)) flush(c);
+    if (!(c->flags & NH_CONN_CUT)) {
+        if (c->transport->on_closing) c->transport->on_closing(c);
+        if (c->tls) nh_tls_shutdown(c->tls); /* close_notify after the transport's last frame */
+        /* One last non-blocking try for what is queued (a kick, a close frame, an HTTP error): a
+         * client that stops reading must not keep a closed connection alive. */
+        if (!(c->flags & NH_CONN_WRITING)) flush(c);
+    }
     conn_close_now(c);
 }
 
@@ -137,6 +153,16 @@ static void mark_dirty(nh_conn_t *c) {
     c->host->dirty = c;
 }
 
+/* The queue is empty: the per-burst bookkeeping starts over; a big queue's memory may go back
+ * to the system. */
+static void drained(nh_conn_t *c) {
+    c->stalled_turn = 0;
+    c->early_flush_at = 0;
+    c->big_msg = 0;
+    if (c->peak >= NH_TRIM_AFTER) c->host->trim_pending = 1;
+    c->peak = 0;
+}
+
 static void on_write(uv_write_t *req, int status) {
     nh_conn_t *c = req->data;
     c->flags &= ~(uint32_t)NH_CONN_WRITING;
@@ -149,8 +175,10 @@ static void on_write(uv_write_t *req, int status) {
     if (c->flags & NH_CONN_CLOSING) return;
     if (queued(c))
         mark_dirty(c);
-    else if (c->close_after_flush)
-        nh_conn_close(c, NULL);
+    else {
+        drained(c);
+        if (c->close_after_flush) nh_conn_close(c, NULL);
+    }
 }
 
 #define NH_MAX_IOV 64
@@ -202,7 +230,9 @@ static int seal(nh_conn_t *c) {
     return take_tls_output(c);
 }
 
-static void flush(nh_conn_t *c) {
+/* Writes what the kernel takes now. `wait`: hand the rest to libuv and wait for the socket (the
+ * turn's flush); otherwise leave it queued (a try while a handler's output grows). */
+static void flush_ex(nh_conn_t *c, int wait) {
     if (c->tls && seal(c) < 0) {
         nh_outq_consume(&c->out, c->out.bytes);
         if (!(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, "tls: cannot encrypt");
@@ -227,7 +257,11 @@ static void flush(nh_conn_t *c) {
         nh_outq_consume(q, (size_t)r);
         if ((size_t)r == total) continue;       /* more segments than one writev took */
         if (c->flags & NH_CONN_CLOSING) return; /* no waiting on a closing socket */
-        /* The kernel buffer is full: hand the rest of this batch to libuv and wait. */
+        if (!wait) break;
+        /* The kernel buffer is full: hand the rest of this batch to libuv and wait. The queue
+         * may wait long: its bytes leave the shared arena so that it pins only its own. */
+        if (!c->stalled_turn) c->stalled_turn = c->host->flush_turns;
+        nh_outq_detach(q); /* out of memory: stays in the arena, still correct */
         n = nh_outq_iov(q, 0, iov, NH_MAX_IOV);
         size_t rest = 0;
         for (unsigned i = 0; i < n; i++)
@@ -244,26 +278,75 @@ static void flush(nh_conn_t *c) {
         c->flags |= NH_CONN_WRITING;
         return;
     }
-    if (!queued(c) && c->close_after_flush && !(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, NULL);
+    if (queued(c)) return;
+    drained(c);
+    if (c->close_after_flush && !(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, NULL);
+}
+
+static void flush(nh_conn_t *c) {
+    flush_ex(c, 1);
 }
 
 void nh_conn_flush_all(nh_host_t *h) {
+    h->flush_turns++;
+    take_over_reserve(h);
     while (h->dirty) {
         nh_conn_t *c = h->dirty;
         h->dirty = c->dirty_next;
         c->flags &= ~(uint32_t)NH_CONN_DIRTY;
         flush(c);
     }
+    if (h->trim_pending) {
+        uint64_t now = uv_now(h->loop);
+        if (now - h->trimmed_ms >= 1000) {
+            h->trim_pending = 0;
+            h->trimmed_ms = now;
+#ifdef __GLIBC__
+            /* glibc keeps freed memory in its arenas (and raises its mmap threshold after big
+             * frees); a queue of a few MiB that drained or closed would stay in RSS for good. */
+            malloc_trim(0);
+#endif
+        }
+    }
 }
 
-static int over_limit(nh_conn_t *c) {
-    if (queued(c) <= c->host->cfg.send_limit) return 0;
+/* Drops every queued byte that is not in flight (libuv still points at those). */
+static void drop_queued(nh_conn_t *c) {
+    if (c->tls) nh_outq_consume(&c->out, c->out.bytes); /* not encrypted yet: never in flight */
+    nh_outq_truncate(wire_queue(c), c->inflight);
+}
+
+/* After `added` bytes were queued: tries to write while a burst grows, then enforces the send
+ * limit. Returns 1 when the connection was cut off. */
+static int after_queue(nh_conn_t *c, size_t added) {
+    if (c->flags & NH_CONN_CLOSING) return 0; /* a last close frame: already going */
+    size_t limit = c->host->cfg.send_limit;
+    /* One message bigger than the limit by itself is not a slow reader: it gets room of its own
+     * (it is bounded by the packet format). */
+    if (added > limit && added > c->big_msg) c->big_msg = added;
+    if (queued(c) > c->peak) c->peak = queued(c);
+    /* A handler producing a lot: let a reading client drain it meanwhile (the kernel takes what
+     * it can; nothing waits), instead of holding it all until the turn ends. */
+    if (queued(c) >= c->early_flush_at + NH_EARLY_FLUSH && !(c->flags & NH_CONN_WRITING)) {
+        flush_ex(c, 0);
+        if (c->flags & NH_CONN_CLOSING) return 1;
+        c->early_flush_at = queued(c);
+    }
+    if (queued(c) <= limit + c->big_msg) return 0;
     char peer[80] = "?";
     nh_conn_peer(c, peer, sizeof peer);
-    nh_log(NH_LOG_WARN,
-           "%s %s session %llu: send buffer over %zu bytes (client not reading); closing",
-           c->transport->name, peer, c->session ? (unsigned long long)c->session->id : 0ULL,
-           c->host->cfg.send_limit);
+    unsigned long long sid = c->session ? (unsigned long long)c->session->id : 0ULL;
+    if (c->stalled_turn && c->stalled_turn != c->host->flush_turns)
+        nh_log(NH_LOG_WARN,
+               "%s %s session %llu: send buffer over %zu bytes (client not reading); closing",
+               c->transport->name, peer, sid, limit);
+    else /* the socket took everything until this turn: the burst itself is too big */
+        nh_log(NH_LOG_WARN,
+               "%s %s session %llu: send buffer over %zu bytes within one handler call or loop "
+               "turn (%zu bytes queued faster than the socket took them); closing",
+               c->transport->name, peer, sid, limit, queued(c));
+    drop_queued(c);
+    c->flags |= NH_CONN_CUT;
     nh_conn_close(c, "send buffer limit");
     return 1;
 }
@@ -296,8 +379,8 @@ int nh_conn_send(nh_conn_t *c, const uint8_t *head, size_t head_len, nh_buf_t *s
         nh_conn_close(c, "out of memory");
         return r;
     }
-    if (over_limit(c)) return UV_ENOBUFS;
     mark_dirty(c);
+    if (after_queue(c, n + body_len)) return UV_ENOBUFS;
     return 0;
 }
 
@@ -306,7 +389,7 @@ int nh_conn_send_raw_shared(nh_conn_t *c, nh_buf_t *b, size_t off, size_t len) {
     int r = nh_outq_share(&c->out, b, off, len);
     if (r) return r;
     mark_dirty(c);
-    return 0;
+    return after_queue(c, len) ? UV_ENOBUFS : 0;
 }
 
 int nh_conn_send_raw(nh_conn_t *c, const void *data, size_t len) {
@@ -314,7 +397,7 @@ int nh_conn_send_raw(nh_conn_t *c, const void *data, size_t len) {
     int r = nh_outq_copy(&c->out, data, len);
     if (r) return r;
     mark_dirty(c);
-    return 0;
+    return after_queue(c, len) ? UV_ENOBUFS : 0;
 }
 
 /* ---- reading ---- */
@@ -386,12 +469,91 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 
 /* ---- accepting ---- */
 
+/* Out of descriptors, the pending connections cannot be accepted, and the listener would stay
+ * readable (a busy loop): free the reserve descriptor, accept and close them (the clients see
+ * the connection closed at once), take the reserve again. libuv does the same silently; the host
+ * does it itself to count and log it. Returns the connections shed. */
+static uint64_t shed_pending(nh_host_t *h, nh_listener_t *l) {
+    uv_os_fd_t lfd;
+    if (uv_fileno((uv_handle_t *)&l->tcp, &lfd) != 0) return 0;
+    if (h->reserve_fd >= 0) close(h->reserve_fd);
+    h->reserve_fd = -1;
+    uint64_t n = 0;
+    for (int i = 0; i < 1024; i++) { /* bounded: a flood is shed over several loop turns */
+        int fd = accept(lfd, NULL, NULL);
+        if (fd < 0) break;
+        close(fd);
+        n++;
+    }
+    h->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return n;
+}
+
+/* Hands the reserve back to libuv: out of descriptors, its accept loop calls us again until an
+ * accept says EAGAIN, which only its own shedding (with the reserve) brings about. The host
+ * takes the reserve back on the next loop turn, so every later drop is reported again. */
+static void give_reserve_to_libuv(nh_host_t *h) {
+#ifndef _WIN32
+    if (h->reserve_fd < 0 || h->loop->emfile_fd >= 0) return;
+    h->loop->emfile_fd = h->reserve_fd;
+    h->reserve_fd = -1;
+#else
+    (void)h;
+#endif
+}
+
+static void accept_failed(nh_listener_t *l, int status) {
+    nh_host_t *h = l->host;
+    uint64_t n = 1;
+    if (status == UV_EMFILE || status == UV_ENFILE) {
+        n = shed_pending(h, l);
+        give_reserve_to_libuv(h);
+        if (!n) return; /* nothing was pending: libuv asked once more before giving up */
+    }
+    h->accept_failed += n;
+    h->accept_failed_unlogged += n;
+    /* A flood must not flood the log as well: one line, then at most one a second. */
+    uint64_t now = uv_now(h->loop);
+    if (h->accept_failed_logged_ms && now - h->accept_failed_logged_ms < 1000) return;
+    nh_log(NH_LOG_WARN, "accept on %s://%s: %s; %llu connection(s) dropped (%llu in all)%s",
+           l->transport->name, l->bound, uv_strerror(status),
+           (unsigned long long)h->accept_failed_unlogged, (unsigned long long)h->accept_failed,
+           status == UV_EMFILE || status == UV_ENFILE
+               ? ": out of file descriptors (raise ulimit -n, or lower max_conns)"
+               : "");
+    h->accept_failed_unlogged = 0;
+    h->accept_failed_logged_ms = now ? now : 1;
+}
+
+void nh_conn_release_reserve(nh_host_t *h) {
+    if (h->reserve_fd >= 0) close(h->reserve_fd);
+    h->reserve_fd = -1;
+}
+
+/* libuv keeps a descriptor in reserve to shed connections when out of descriptors and does it
+ * silently (the connection callback never hears of it). The host takes that reserve over, so
+ * that libuv reports EMFILE and the host sheds, logs and counts (accept_failed). libuv reopens
+ * its reserve whenever it initialises a stream, so this runs after each accept (an open and a
+ * close: cheap next to an accepted connection's own system calls). */
+static void take_over_reserve(nh_host_t *h) {
+#ifndef _WIN32
+    uv_loop_t *loop = h->loop;
+    if (loop->emfile_fd < 0) return;
+    if (h->reserve_fd < 0)
+        h->reserve_fd = loop->emfile_fd;
+    else
+        close(loop->emfile_fd);
+    loop->emfile_fd = -1;
+#else
+    (void)h;
+#endif
+}
+
 static void on_connection(uv_stream_t *server, int status) {
     nh_listener_t *l = (nh_listener_t *)server;
     nh_host_t *h = l->host;
     if (status < 0) {
-        nh_log(NH_LOG_WARN, "accept on %s://%s: %s", l->transport->name, l->bound,
-               uv_strerror(status));
+        accept_failed(l, status);
         return;
     }
     nh_conn_t *c = calloc(1, sizeof *c);
@@ -406,7 +568,10 @@ static void on_connection(uv_stream_t *server, int status) {
     nh_outq_init(&c->out, &h->pool);
     nh_outq_init(&c->wire, &h->pool);
     uv_tcp_init(h->loop, &c->tcp);
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    take_over_reserve(h); /* libuv opens a new one with every handle it initialises */
+    int ar = uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (ar != 0) {
+        accept_failed(l, ar);
         uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
         return;
     }
@@ -476,6 +641,7 @@ int nh_listener_start(nh_host_t *h, nh_listener_t *l, const char *addr) {
     snprintf(l->addr, sizeof l->addr, "%s", addr);
     r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
     if (!r) r = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
+    if (!r) take_over_reserve(h);
     if (r) {
         uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
         return r;

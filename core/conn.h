@@ -8,8 +8,17 @@
  * Writes never go straight to the socket: they are queued, and a connection's queue is written
  * after the read that produced it has been handled (its responses), and for every dirty
  * connection once per loop turn (before the loop blocks and after I/O callbacks: pushes and
- * broadcasts), so the messages of one read or one turn leave in one writev. A connection whose
- * queue exceeds the send limit is closed.
+ * broadcasts), so the messages of one read or one turn leave in one writev. While a handler's
+ * output grows past NH_EARLY_FLUSH bytes the queue is also tried (non-blocking) every further
+ * NH_EARLY_FLUSH bytes, so a reading client drains a burst while it is being produced.
+ *
+ * Send limit: every byte queued counts (packets, pongs, close frames, HTTP replies, kicks). A
+ * queue may hold send_limit bytes, plus one message that is bigger than the limit by itself (so
+ * it can be sent; it is bounded by the packet limit). Past that the connection is cut off at
+ * once: what is queued is dropped, not drained, and the socket is reset (RST), so neither the
+ * queue nor the kernel's send buffer is held for a peer that does not read. A queue the kernel
+ * stopped taking is detached from the shared arena (buffer.h), so the bytes counted are the
+ * memory held.
  *
  * TLS (a listener with a context) sits under every transport: what arrives is decrypted before
  * the transport sees it, and the transport's queue is encrypted when it is flushed, so limits,
@@ -86,7 +95,13 @@ enum nh_conn_flags {
     NH_CONN_DIRTY = 2,
     NH_CONN_WRITING = 4, /* a uv_write is in flight */
     NH_CONN_COUNTED = 8, /* counted in host->nconns */
+    NH_CONN_CUT = 16,    /* over the send limit: queue dropped, socket reset, nothing more sent */
 };
+
+/* Queue growth between two non-blocking write attempts while a handler produces output. */
+#define NH_EARLY_FLUSH (64 * 1024)
+/* A queue that grew this big is followed by a malloc_trim once it has drained or closed. */
+#define NH_TRIM_AFTER (1024 * 1024)
 
 struct nh_conn {
     uv_tcp_t tcp; /* first: uv handle → conn by cast */
@@ -104,6 +119,10 @@ struct nh_conn {
     uint32_t flags;
     uint32_t close_after_flush; /* close once everything queued is written (kick, HTTP replies) */
     uint64_t close_deadline_ms; /* ... or at this time (nh_timers_now), whichever comes first */
+    uint64_t stalled_turn;      /* flush turn since which the kernel has not taken everything; 0 */
+    size_t early_flush_at;      /* queue size at which the next non-blocking write is tried */
+    size_t big_msg;             /* largest single message queued since the queue was last empty */
+    size_t peak;                /* largest queue since the last memory trim check */
 };
 
 /* Parses "host:port", ":port", "[v6]:port" and binds + listens. `l` is malloc'd by the caller
@@ -118,7 +137,9 @@ void nh_listener_close(nh_listener_t *l);
  * being closed). */
 int nh_conn_send(nh_conn_t *c, const uint8_t *head, size_t head_len, nh_buf_t *shared,
                  const uint8_t *body, size_t body_len);
-/* Queues raw bytes with no framing (HTTP responses, WebSocket control frames). */
+/* Queues raw bytes with no framing (HTTP responses, WebSocket control frames). They count
+ * against the send limit like packets: UV_ENOBUFS when it was exceeded (cut off), UV_EPIPE when
+ * the connection is already closed. */
 int nh_conn_send_raw(nh_conn_t *c, const void *data, size_t len);
 /* The same by reference: b->data[off, off+len) is queued, b gets a reference. */
 int nh_conn_send_raw_shared(nh_conn_t *c, nh_buf_t *b, size_t off, size_t len);
@@ -129,6 +150,9 @@ void nh_conn_close(nh_conn_t *c, const char *reason);
 /* Close once the queue has drained (or right away if it is empty), or after handshake_timeout
  * if the peer does not read it (the host's sweep enforces that). */
 void nh_conn_close_after_flush(nh_conn_t *c);
+
+/* Closes the descriptor kept in reserve for shedding connections when out of descriptors. */
+void nh_conn_release_reserve(nh_host_t *h);
 
 /* Flushes every dirty connection of the host (called by the host each loop turn). */
 void nh_conn_flush_all(nh_host_t *h);

@@ -110,6 +110,7 @@ int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
     };
     for (int i = 0; i < NH_HOOK_COUNT; i++)
         h->hooks[i] = LUA_NOREF;
+    h->reserve_fd = -1;
     int r = nh_chunk_pool_init(&h->pool, 256);
     if (r) return r;
     if ((r = nh_timers_init(&h->timers, loop))) return r;
@@ -204,6 +205,7 @@ void nh_host_free(nh_host_t *h) {
         close_if_open((uv_handle_t *)&h->sighup);
     }
     uv_run(h->loop, UV_RUN_DEFAULT); /* runs the close callbacks */
+    nh_conn_release_reserve(h);
     nh_chunk_pool_free(&h->pool);
     luaL_unref(h->L, LUA_REGISTRYINDEX, h->traceback_ref);
     for (int i = 0; i < NH_HOOK_COUNT; i++)

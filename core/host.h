@@ -70,6 +70,14 @@ struct nh_host {
     nh_watchdog_t *watchdog; /* NULL if its thread could not start */
     /* max_conns refusals since the last log line about them, and when that was (loop ms) */
     uint64_t refused, refused_logged_ms;
+    /* accepts that failed (out of file descriptors, ...): in all, since the last log line about
+     * them, and when that was (loop ms) */
+    uint64_t accept_failed, accept_failed_unlogged, accept_failed_logged_ms;
+    int reserve_fd; /* kept open to shed connections when out of descriptors (conn.c); -1 */
+    /* a big queue was freed: give memory back to the system (at most once a second) */
+    int trim_pending;
+    uint64_t trimmed_ms;
+    uint64_t flush_turns; /* nh_conn_flush_all calls: "within one turn" for the send limit */
     uint8_t readbuf[NH_READ_BUF_SIZE];
     uint8_t sealbuf[16384]; /* TLS: a flush's small segments gathered into one record */
 };

@@ -348,6 +348,21 @@ static int c_respond(lua_State *L) {
     return push_send_result(L, r);
 }
 
+/* A push over the packet limit is refused (nil, "message too big"); the operator hears of it
+ * too, since a caller may well ignore the result. */
+static void log_push_too_big(uint64_t session, const nh_msg_t *m, size_t size) {
+    char who[40] = "broadcast"; /* session 0: to a group */
+    if (session) snprintf(who, sizeof who, "session %llu", (unsigned long long)session);
+    if (m->route_compressed)
+        nh_log(NH_LOG_ERROR, "%s: push #%u of %zu bytes is over the %u-byte packet limit; not sent",
+               who, m->route_code, size, (unsigned)NH_PKT_MAX_BODY);
+    else
+        nh_log(NH_LOG_ERROR,
+               "%s: push %.*s of %zu bytes is over the %u-byte packet limit; not sent", who,
+               (int)(m->route_len > 128 ? 128 : m->route_len), m->route, size,
+               (unsigned)NH_PKT_MAX_BODY);
+}
+
 /* push(session, route_or_code, payload) -> true | nil, err */
 static int c_push(lua_State *L) {
     nh_watchdog_check(L);
@@ -357,7 +372,9 @@ static int c_push(lua_State *L) {
     nh_lua_check_route(L, 2, &m);
     m.payload = (const uint8_t *)luaL_checklstring(L, 3, &m.payload_len);
     if (!s) return push_send_result(L, UV_EPIPE);
-    return push_send_result(L, nh_session_send_msg(s, &m));
+    int r = nh_session_send_msg(s, &m);
+    if (r == UV_E2BIG) log_push_too_big(s->id, &m, m.payload_len);
+    return push_send_result(L, r);
 }
 
 /* push_many(sessions, route_or_code, payload [, filter_out]) -> delivered, failed_list
@@ -373,6 +390,7 @@ static int c_push_many(lua_State *L) {
     uint8_t head[NH_MSG_MAX_HEADER];
     int hn = nh_msg_write_header(head, &m);
     if (hn < 0) return push_send_result(L, hn);
+    if ((size_t)hn + m.payload_len > NH_PKT_MAX_BODY) log_push_too_big(0, &m, m.payload_len);
     lua_settop(L, 3);
     lua_newtable(L); /* slot 4: the failed list; made before the buffer so no error can leak it */
     nh_buf_t *b = nh_buf_new((size_t)hn + m.payload_len);
@@ -598,6 +616,8 @@ static int c_stats(lua_State *L) {
         n++;
     lua_pushinteger(L, n);
     lua_setfield(L, -2, "listeners");
+    lua_pushnumber(L, (lua_Number)h->accept_failed); /* out of descriptors and other failures */
+    lua_setfield(L, -2, "accept_failed");
     lua_pushinteger(L, count_lua_timers(h));
     lua_setfield(L, -2, "timers");
     lua_pushnumber(L, (lua_Number)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0));

@@ -229,6 +229,7 @@ static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
 
 static int on_packet(void *ud, int type, const uint8_t *body, size_t len) {
     nh_session_t *s = ud;
+    s->packets_in++;
     switch (type) {
     case NH_PKT_HANDSHAKE:
         return on_handshake(s, body, len);
@@ -248,8 +249,13 @@ static int on_packet(void *ud, int type, const uint8_t *body, size_t len) {
 
 int nh_session_on_bytes(nh_session_t *s, const uint8_t *data, size_t len) {
     if (s->state == NH_SS_CLOSED || !s->conn) return 0;
-    s->last_recv_ms = nh_timers_now(&s->host->timers);
+    uint64_t now = s->last_recv_ms = nh_timers_now(&s->host->timers);
+    uint64_t packets = s->packets_in;
     int r = nh_pkt_decoder_feed(&s->dec, data, len, on_packet, s);
+    if (s->dec.header_have == 0)
+        s->partial_since_ms = 0;
+    else if (!s->partial_since_ms || s->packets_in != packets)
+        s->partial_since_ms = now; /* a packet started in this read */
     if (r < 0 && r != -1 && s->conn && s->state != NH_SS_CLOSED) {
         if (r == NH_ECODEC_PKT_TOO_BIG) {
             char why[96];
@@ -283,6 +289,19 @@ void nh_session_sweep(nh_host_t *h, uint64_t now) {
                        (unsigned long long)s->id, (double)h->cfg.handshake_timeout_ms / 1000.0);
                 nh_conn_close(s->conn, "handshake timeout");
             }
+            continue;
+        }
+        /* Each byte counts as life for the heartbeat; a packet that never completes does not.
+         * (Before the ack the handshake timeout bounds the whole handshake instead.) */
+        if (s->partial_since_ms && now - s->partial_since_ms >= h->cfg.handshake_timeout_ms) {
+            char peer[80];
+            nh_log(NH_LOG_WARN,
+                   "%s %s session %llu: a packet still incomplete after %.1f s (%u bytes of it "
+                   "received); closing",
+                   s->conn->transport->name, peer_of(s, peer, sizeof peer),
+                   (unsigned long long)s->id, (double)(now - s->partial_since_ms) / 1000.0,
+                   (unsigned)s->dec.header_have + s->dec.body_have);
+            nh_conn_close(s->conn, "packet timeout");
             continue;
         }
         /* Clients answer our heartbeat one interval late, so a settled client is silent for up to

@@ -28,6 +28,10 @@ struct nh_session {
     uint64_t last_mid;     /* id of the last request received */
     uint64_t answered_mid; /* id of the last response sent (core.respond) */
     uint64_t created_ms, last_recv_ms, next_heartbeat_ms;
+    /* when the first byte of the packet still incomplete arrived (0: none is): a packet must
+     * complete within handshake_timeout, or a client trickling bytes would stay for ever */
+    uint64_t partial_since_ms;
+    uint64_t packets_in; /* packets received (tells a new partial packet from the same one) */
     nh_host_t *host;
     nh_conn_t *conn;           /* NULL once closed */
     nh_session_t *prev, *next; /* host->sessions */

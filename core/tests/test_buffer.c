@@ -1,7 +1,8 @@
 /* test_buffer — the output queue and its shared arena: what queues hand to writev is exactly what
  * was queued, in order, whatever the interleaving between connections; bytes in flight stay put
  * while more is appended; the arena is reused once nothing points into it, left to its segments
- * when it fills while still referenced; idle queues hold nothing; chunks go back to the pool. */
+ * when it fills while still referenced; idle queues hold nothing; chunks go back to the pool; a
+ * detached (stalled) queue holds only its own bytes; truncating keeps what is in flight. */
 #include "buffer.h"
 #include "check.h"
 
@@ -167,7 +168,98 @@ static void a_queue_without_a_pool_still_works(void) {
     nh_outq_free(&q);
 }
 
+/* Distinct buffers a queue's segments reference: the memory it keeps alive. */
+static unsigned buffers_pinned(const nh_outq_t *q) {
+    unsigned n = 0;
+    for (uint32_t i = 0; i < q->n; i++) {
+        const nh_buf_t *b = q->segs[q->head + i].buf;
+        int seen = 0;
+        for (uint32_t j = 0; j < i && !seen; j++)
+            seen = q->segs[q->head + j].buf == b;
+        n += !seen;
+    }
+    return n;
+}
+
+/* The attack: a slow queue gets a few bytes while busy queues fill the arena between them, so
+ * each of its few bytes kept a whole 16 KiB chunk alive. Detached, it holds its own bytes only. */
+static void a_detached_queue_pins_only_its_own_bytes(void) {
+    nh_chunk_pool_t pool;
+    CHECK(nh_chunk_pool_init(&pool, 512) == 0);
+    nh_outq_t slow, busy;
+    nh_outq_init(&slow, &pool);
+    nh_outq_init(&busy, &pool);
+    static uint8_t fill[8000];
+    char want[2000 * 8 + 1];
+    size_t wl = 0;
+    for (int i = 0; i < 100; i++) {
+        char msg[9];
+        snprintf(msg, sizeof msg, "m%07d", i);
+        CHECK(nh_outq_copy(&slow, msg, 8) == 0);
+        memcpy(want + wl, msg, 8);
+        wl += 8;
+        CHECK(nh_outq_copy(&busy, fill, sizeof fill) == 0); /* busy drains at once */
+        CHECK(nh_outq_copy(&busy, fill, sizeof fill) == 0);
+        nh_outq_consume(&busy, busy.bytes);
+    }
+    want[wl] = '\0';
+    CHECK(buffers_pinned(&slow) >= 40); /* 800 bytes keeping dozens of chunks alive */
+    CHECK(nh_outq_detach(&slow) == 0);
+    CHECK(queued_equals(&slow, want));
+    CHECK(buffers_pinned(&slow) == 1);
+    /* later copies stay out of the arena, however they interleave with other queues */
+    for (int i = 100; i < 200; i++) {
+        char msg[9];
+        snprintf(msg, sizeof msg, "m%07d", i);
+        CHECK(nh_outq_copy(&slow, msg, 8) == 0);
+        memcpy(want + wl, msg, 8);
+        wl += 8;
+        CHECK(nh_outq_copy(&busy, fill, sizeof fill) == 0);
+        CHECK(nh_outq_copy(&busy, fill, sizeof fill) == 0);
+        nh_outq_consume(&busy, busy.bytes);
+    }
+    want[wl] = '\0';
+    CHECK(queued_equals(&slow, want));
+    CHECK(buffers_pinned(&slow) == 1);
+    CHECK(slow.segs[slow.head].buf != pool.arena);
+    /* drained, it goes back to the shared arena */
+    nh_outq_consume(&slow, slow.bytes);
+    CHECK(slow.own == NULL && !slow.detached);
+    CHECK(nh_outq_copy(&slow, "x", 1) == 0);
+    CHECK(slow.segs[slow.head].buf == pool.arena);
+    nh_outq_free(&slow);
+    nh_outq_free(&busy);
+    nh_chunk_pool_free(&pool);
+}
+
+static void truncate_keeps_what_is_in_flight(void) {
+    nh_chunk_pool_t pool;
+    CHECK(nh_chunk_pool_init(&pool, 8) == 0);
+    nh_outq_t q, other;
+    nh_outq_init(&q, &pool);
+    nh_outq_init(&other, &pool);
+    nh_outq_copy(&q, "in flight|", 10);
+    nh_outq_copy(&other, "#", 1); /* splits q into two segments */
+    nh_outq_copy(&q, "queued", 6);
+    nh_buf_t *big = nh_buf_new(10000);
+    memset(big->data, 'b', 10000);
+    big->len = 10000;
+    nh_outq_share(&q, big, 0, 10000);
+    CHECK(big->refs == 2);
+    nh_outq_truncate(&q, 6); /* the cut falls inside the first segment */
+    CHECK(queued_equals(&q, "in fli"));
+    CHECK(big->refs == 1); /* the dropped reference is released */
+    nh_outq_truncate(&q, 0);
+    CHECK(q.bytes == 0 && q.n == 0);
+    nh_buf_unref(big);
+    nh_outq_free(&q);
+    nh_outq_free(&other);
+    nh_chunk_pool_free(&pool);
+}
+
 int main(void) {
+    a_detached_queue_pins_only_its_own_bytes();
+    truncate_keeps_what_is_in_flight();
     interleaved_queues_keep_their_own_bytes_in_order();
     arena_is_reused_once_everything_is_written();
     bytes_in_flight_stay_valid_while_the_arena_moves_on();

@@ -541,7 +541,11 @@ local function dispatch(s, mtype, id, route, payload, flags)
     end
     if S.debug then log.debug("session %d -> response id=%d %s", s:id(), id, out) end
     out = outgoing(s, MSG_RESPONSE, id, route, out)
-    if out then core.respond(s, id, out, false) end
+    if out and select(2, core.respond(s, id, out, false)) == "message too big" then
+      log.error("session %d %s: response of %d bytes is over the packet limit; answered 500",
+                s:id(), route, #out)
+      send_error(s, id, 500, "response too large")
+    end
   end
 end
 nano._dispatch = dispatch
