@@ -6,6 +6,7 @@
  * lua_tcp.c     `nano.tcp`: outgoing TCP streams on the host's loop (nano.client).
  * lua_json.c    `nano.json_codec`: the JSON serializer's codec (lua-cjson's output, faster).
  * lua_nats.c    `nano.nats_core`: a NATS connection for the cluster (lua/nano/cluster.lua).
+ * lua_sqlite.c  `nano.sqlite_core`: SQLite handles whose statements run on libuv's pool.
  * lua_http.c    `nano.http_core`: outgoing HTTP on libcurl's multi interface (lua/nano/http.lua).
  *
  * Every call from C into Lua goes through nh_host_call_lua() (host.c): pcall + traceback + log.
@@ -41,6 +42,7 @@ int nh_lua_open_codec(lua_State *L);   /* leaves the module table on the stack *
 int nh_lua_open_tcp(lua_State *L);     /* leaves the module table on the stack */
 int nh_lua_open_json(lua_State *L);    /* `nano.json_codec` (lua_json.c): the module table */
 int nh_lua_open_nats(lua_State *L);    /* `nano.nats_core` (lua_nats.c): the module table */
+int nh_lua_open_sqlite(lua_State *L);  /* `nano.sqlite_core` (lua_sqlite.c): the module table */
 int nh_lua_open_http(lua_State *L);    /* `nano.http_core` (lua_http.c): the module table */
 
 /* Registry references in use (luaL_ref), for leak checks: core.stats().lua_refs, and main.c at

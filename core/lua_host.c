@@ -733,6 +733,8 @@ void nh_lua_open(lua_State *L) {
     lua_setfield(L, -2, "nano.json_codec");
     lua_pushcfunction(L, nh_lua_open_nats);
     lua_setfield(L, -2, "nano.nats_core");
+    lua_pushcfunction(L, nh_lua_open_sqlite);
+    lua_setfield(L, -2, "nano.sqlite_core");
     lua_pushcfunction(L, nh_lua_open_http);
     lua_setfield(L, -2, "nano.http_core");
     lua_pop(L, 2);

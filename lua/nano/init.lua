@@ -621,6 +621,8 @@ nano.sleep = task.sleep
 
 --- nano.http.request{...} / nano.http.get(url): an HTTP client that waits (http.lua)
 nano.http = require "nano.http"
+--- nano.sqlite.open(path): SQLite, statements off the loop thread (sqlite.lua)
+nano.sqlite = require "nano.sqlite"
 
 --- nano.shutdown(): before_shutdown hooks, stop accepting, close every session; when the loop
 --- has drained, shutdown hooks run and nano-host exits 0.
@@ -673,6 +675,7 @@ end
 function nano._stopped()
   for _, e in ipairs(S.components) do call_hook(e, "shutdown") end
   nano.http._close() -- requests still in flight are dropped, kept-alive connections closed
+  nano.sqlite._close_all()
 end
 
 -- nano.new_group (group.lua), nano.new_timer / new_count_timer / new_after_timer /
@@ -693,6 +696,7 @@ local DEFAULT_CONFIG = core.config()
 function nano._reset()
   if nano._cluster_leave then nano._cluster_leave() end
   nano.http._close()
+  nano.sqlite._close_all()
   core.stop()
   local deadline = core.hrtime() + 5
   repeat

@@ -182,6 +182,16 @@ function nt.start(script, opts)
   return server
 end
 
+--- nt.sqlite([path]) -> a nano.sqlite database for a spec (in memory unless a path is given),
+--- closed when the server stops. Call it after nt.start; use it in server:run or handlers.
+function nt.sqlite(path)
+  if not current then error("nt.sqlite: start a server first (nt.start)", 2) end
+  local db = nano.sqlite.open(path or ":memory:")
+  current._dbs = current._dbs or {}
+  current._dbs[#current._dbs + 1] = db
+  return db
+end
+
 --- nt.current() -> the running server, or nil
 function nt.current() return current end
 
