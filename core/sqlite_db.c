@@ -307,22 +307,18 @@ static void do_close(nh_sqlite_t *db) {
     db->conn = NULL;
 }
 
+/* A batch: the jobs queued when the pool took the first, run in order in one trip to the pool
+ * (one handoff between threads for many statements: under load the queue is long). */
+#define NH_SQLITE_BATCH 64
+
 static void work_cb(uv_work_t *w) {
-    job_t *j = w->data;
-    nh_sqlite_t *db = j->db;
-    switch (j->kind) {
-    case JOB_OPEN:
-        do_open(j);
-        break;
-    case JOB_EXEC:
-        if (db->closing)
-            job_fail(j, "%s", "database closed");
-        else
+    for (job_t *j = w->data; j; j = j->next) {
+        if (j->kind == JOB_OPEN)
+            do_open(j);
+        else if (j->kind == JOB_EXEC)
             do_exec(j);
-        break;
-    default:
-        do_close(db);
-        break;
+        else
+            do_close(j->db);
     }
 }
 
@@ -334,28 +330,38 @@ static void after_cb(uv_work_t *w, int status) {
     job_t *j = w->data;
     nh_sqlite_t *db = j->db;
     db->running = NULL;
-    db->pending--;
-    if (status == UV_ECANCELED && !j->res.error) job_fail(j, "%s", "database closed");
-    if (j->kind == JOB_CLOSE) {
+    int closed = 0;
+    while (j) {
+        job_t *next = j->next;
+        db->pending--;
+        if (status == UV_ECANCELED && !j->res.error) job_fail(j, "%s", "database closed");
+        if (j->kind == JOB_CLOSE)
+            closed = 1; /* always a batch's last */
+        else if (j->cb)
+            j->cb(j->ud, &j->res);
+        free_job(j);
+        j = next;
+    }
+    if (closed) {
         void (*done)(void *) = db->done;
         void *ud = db->done_ud;
         free(db->cache);
         free(db->path);
         free(db);
-        free_job(j);
         if (done) done(ud);
         return;
     }
-    if (j->cb) j->cb(j->ud, &j->res);
-    free_job(j);
     start_next(db);
 }
 
 static void start_next(nh_sqlite_t *db) {
     if (db->running || !db->head) return;
-    job_t *j = db->head;
-    db->head = j->next;
+    job_t *j = db->head, *last = j;
+    for (int n = 1; n < NH_SQLITE_BATCH && last->next && last->kind != JOB_CLOSE; n++)
+        last = last->next;
+    db->head = last->next;
     if (!db->head) db->tail = NULL;
+    last->next = NULL;
     db->running = j;
     j->work.data = j;
     if (uv_queue_work(db->loop, &j->work, work_cb, after_cb) != 0) {
@@ -432,7 +438,7 @@ int nh_sqlite_exec(nh_sqlite_t *db, const char *sql, size_t sql_len, const nh_sq
 
 void nh_sqlite_close(nh_sqlite_t *db, void (*done)(void *ud), void *ud) {
     if (db->closing) return;
-    db->closing = 1; /* queued statements fail on the pool without touching SQLite */
+    db->closing = 1; /* no new statements; the queued ones still run (no write is lost) */
     db->done = done;
     db->done_ud = ud;
     job_t *j = new_job(db, JOB_CLOSE, NULL, NULL);

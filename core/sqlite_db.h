@@ -9,9 +9,9 @@
  * The connection is opened in WAL mode (except ":memory:"), with a busy timeout and a cache of
  * prepared statements (keyed by SQL text). Parameters are bound, never spliced into the SQL.
  *
- * Every job ends with exactly one callback (with an error when the handle was closed before it
- * ran). nh_sqlite_close fails the jobs not started yet, lets the running one finish, closes the
- * connection on the pool and frees the handle after the close callback.
+ * Every job ends with exactly one callback. nh_sqlite_close refuses new statements, lets the ones
+ * already queued run (a write made just before shutdown is not lost), then closes the connection
+ * on the pool and frees the handle.
  */
 #ifndef NH_SQLITE_DB_H
 #define NH_SQLITE_DB_H
@@ -58,8 +58,7 @@ nh_sqlite_t *nh_sqlite_open(uv_loop_t *loop, const char *path, const nh_sqlite_o
  * handle is closing (then no callback). */
 int nh_sqlite_exec(nh_sqlite_t *db, const char *sql, size_t sql_len, const nh_sql_value_t *params,
                    int nparams, nh_sqlite_cb cb, void *ud);
-/* Closes (idempotent): pending jobs get "database closed", then done(ud) once freed (may be
- * NULL). */
+/* Closes (idempotent) after the queued statements; done(ud) once freed (may be NULL). */
 void nh_sqlite_close(nh_sqlite_t *db, void (*done)(void *ud), void *ud);
 /* Jobs queued or running. */
 int nh_sqlite_pending(const nh_sqlite_t *db);

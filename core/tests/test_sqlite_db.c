@@ -1,5 +1,5 @@
 /* sqlite_db.c with no Lua: statements on libuv's pool come back on the loop in order, with their
- * values; errors carry SQLite's message; a handle closed with work queued fails that work and
+ * values; errors carry SQLite's message; a handle closed with work queued runs that work, then
  * frees itself. */
 #include <string.h>
 
@@ -61,7 +61,7 @@ int main(void) {
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK(calls == 1 && strstr(last_error, "syntax error") != NULL);
 
-    /* closed with statements queued: each fails, then the handle is freed */
+    /* closed with statements queued: they still run (nothing lost), then the handle is freed */
     calls = 0;
     for (int i = 0; i < 5; i++)
         CHECK(nh_sqlite_exec(db, sel, strlen(sel), NULL, 0, on_any, NULL) == 0);
@@ -69,7 +69,7 @@ int main(void) {
     CHECK(nh_sqlite_exec(db, sel, strlen(sel), NULL, 0, on_any, NULL) == -1);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK(calls == 5 && closed);
-    CHECK(strcmp(last_error, "database closed") == 0);
+    CHECK(strcmp(last_error, "") == 0);
     CHECK(uv_loop_close(&loop) == 0);
     return check_done();
 }

@@ -8,6 +8,11 @@ local nano = require "nano"
 local room = require "room"
 local stats = require "stats"
 
+-- The history's SQLite file (history.lua; NANO_CHAT_DB overrides): next to this script, or the
+-- script's first argument (the specs pass ":memory:").
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+room.history_path = (...) or here .. "/chat.db"
+
 -- As nano's demo registers it: component name "room", handler names lower-cased by a name
 -- function (ours are lower case already; a handler named Join would still be room.join).
 -- join takes any payload, so it gets the raw bytes instead of decoded JSON.

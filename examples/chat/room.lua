@@ -4,9 +4,12 @@
 --                         joiner, push onNewUser {content = "New user: <id>"} to the others,
 --                         response {code = 0, result = "success"}
 --   notify  room.message {name, content} -> push onMessage {name, content} to everyone
+-- Not in nano's demo: the last 50 messages are kept (history.lua: SQLite by default, Redis or
+-- PostgreSQL when configured) and a joiner gets them first, as onMessage pushes.
 local nano = require "nano"
 local json = require "nano.json"
 local stats = require "stats"
+local history = require "history"
 
 local Room = {}
 
@@ -18,6 +21,23 @@ Room.report_interval = 60
 -- functions are replaced.
 function Room:init()
   self.group = nano.new_group("room")
+  -- The recent messages live in memory too, so that a join never waits for the store; the store
+  -- is opened, and the history read, in a task of its own.
+  self.recent = self.recent or {}
+  nano.spawn(function()
+    local store, what = history.open(self.history_path or "chat.db")
+    if not store then
+      nano.log.error("room: no history: %s", tostring(what))
+      return
+    end
+    self.store = store
+    self.recent = store:last(history.KEEP) or {}
+    nano.log.info("room: history in %s (%d messages)", what, #self.recent)
+  end)
+end
+
+function Room:shutdown()
+  if self.store then self.store:close() end
 end
 
 function Room:after_init()
@@ -41,6 +61,7 @@ function Room:join(s, payload)
   -- The joiner learns who is already here (json.array: an empty list is [] on the wire, not {});
   -- then the others learn about the joiner.
   s:push("onMembers", { members = json.array(self.group:members()) })
+  for _, m in ipairs(self.recent) do s:push("onMessage", m) end -- what was said before
   self.group:broadcast("onNewUser", { content = "New user: " .. s:id() })
   self.group:add(s)
   return { code = 0, result = "success" } -- a request handler's return value is its response
@@ -56,7 +77,18 @@ function Room:message(s, msg)
   if (name ~= nil and type(name) ~= "string") or (content ~= nil and type(content) ~= "string") then
     error({ code = 400, msg = "name and content must be strings" })
   end
-  self.group:broadcast("onMessage", { name = name or "", content = content or "" })
+  local m = { name = name or "", content = content or "" }
+  self.group:broadcast("onMessage", m)
+  local recent = self.recent
+  recent[#recent + 1] = m
+  if #recent > history.KEEP then table.remove(recent, 1) end
+  if self.store then -- written in the background: the sender does not wait for the disk
+    local store = self.store
+    nano.spawn(function()
+      local ok, err = store:add(m)
+      if not ok then nano.log.warn("room: history not saved: %s", tostring(err)) end
+    end)
+  end
 end
 
 return Room

@@ -132,8 +132,8 @@ function DB:transaction(fn)
   return nil, e
 end
 
---- db:close(): statements not started yet fail with "database closed"; the connection closes
---- on the pool. Idempotent.
+--- db:close(): the statements already queued still run (no write is lost), later ones get
+--- nil, "database closed"; the connection closes on the pool. Idempotent.
 function DB:close()
   if not self._h then return end
   local h = self._h

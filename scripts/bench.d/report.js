@@ -258,4 +258,20 @@ if (facts.instr) {
   p(`| ${fmt(facts.instr.count)} | ${fmt(facts.instr.ir)} | ${fmt(per)} | ≤ 4,000: ${mark(per, 4000, false)} |`);
   p();
 }
+if (runs.some((r) => r.kind === 'stpp')) {
+  p('### 9. Storage: a handler that waits for one query per request');
+  p();
+  p('Ping-pong over TCP, 1,000 connections flat out, against the same server\'s plain ping-pong in the same round. The handler starts a task that waits for the query (libuv\'s thread pool for SQLite) and answers with the request\'s payload.');
+  p();
+  p('| handler | responses/s | p50 ms | p99 ms | server CPU/req µs | ÷ plain |');
+  p('|---|---|---|---|---|---|');
+  const plain = best('stpp', 'plain', 'tcp');
+  const label = { plain: 'plain (no query)', sqlite: 'one SQLite primary-key SELECT (:memory:)', redis: 'one Redis GET', pg: 'one PostgreSQL primary-key SELECT' };
+  for (const s of ['plain', 'sqlite', 'redis', 'pg']) {
+    const b = best('stpp', s, 'tcp');
+    if (!b) continue;
+    p(`| ${label[s]} | ${fmt(b.rate)} | ${fmt(b.p50_us / 1000, 2)} | ${fmt(b.p99_us / 1000, 2)} | ${fmt(b.cpu_us, 1)} | ${s === 'plain' ? '' : fmt(ratio(b.rate, plain && plain.rate), 2)} |`);
+  }
+  p();
+}
 process.stdout.write(out.join('\n') + '\n');

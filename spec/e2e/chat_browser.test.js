@@ -29,7 +29,7 @@ before(async () => {
   srv = await startServer(path.join(SOURCE_DIR, 'examples', 'chat', 'main.lua'), [], {
     expect: ['ws'],
     // a one-second heartbeat, so that the test sees the page's heartbeats keep it connected
-    env: { NANO_CHAT_ADDR: '127.0.0.1:0', NANO_CHAT_HEARTBEAT: '1' },
+    env: { NANO_CHAT_ADDR: '127.0.0.1:0', NANO_CHAT_DB: ':memory:', NANO_CHAT_HEARTBEAT: '1' },
   });
   base = `http://${srv.ws.host}:${srv.ws.port}`;
 });

@@ -18,7 +18,7 @@ let nats, backend, gates = [];
 
 before(async () => {
   nats = await startNats();
-  const env = { NANO_NATS: nats.url, NANO_CHAT_ADDR: '127.0.0.1:0' };
+  const env = { NANO_NATS: nats.url, NANO_CHAT_ADDR: '127.0.0.1:0', NANO_CHAT_DB: ':memory:' };
   backend = await startServer(path.join(dir, 'room_server.lua'), [], { expect: [], env, readyRe: /connected to NATS/ });
   for (let i = 0; i < 2; i++) {
     const g = await startServer(path.join(dir, 'gate.lua'), [], { expect: ['ws'], env });

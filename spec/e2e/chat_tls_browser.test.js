@@ -24,7 +24,7 @@ before(async () => {
   srv = await startServer(path.join(SOURCE_DIR, 'examples', 'chat', 'main.lua'), [], {
     expect: ['wss'],
     env: {
-      NANO_CHAT_ADDR: '127.0.0.1:0',
+      NANO_CHAT_ADDR: '127.0.0.1:0', NANO_CHAT_DB: ':memory:',
       NANO_CHAT_TLS_CERT: path.join(dir, 'cert.pem'),
       NANO_CHAT_TLS_KEY: path.join(dir, 'key.pem'),
     },

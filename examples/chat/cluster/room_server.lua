@@ -9,6 +9,7 @@ local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 package.path = here .. "/../?.lua;" .. package.path
 local room = require "room"
 local stats = require "stats"
+room.history_path = here .. "/../chat.db" -- the same file as the one-process example's
 
 nano.register(room, { name = "room", name_func = string.lower, raw = { join = true } })
 nano.register(stats, { name = "stats" })

@@ -5,7 +5,8 @@ local json = require "nano.json"
 
 describe("chat room", function()
   local server
-  before_each(function() server = nt.start("main.lua") end)
+  -- the history in memory: each spec starts with an empty room (main.lua's first argument)
+  before_each(function() server = nt.start("main.lua", { args = { ":memory:" } }) end)
   after_each(function() server:stop() end)
 
   -- Joins and returns the onMembers list the joiner got.

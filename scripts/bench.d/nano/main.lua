@@ -48,6 +48,22 @@ function Bench:bcast(s, msg)
   return {}
 end
 
+-- storage figures: ping-pong through one SQLite primary-key SELECT (a task waits for it; the
+-- response is the request's payload, as for Bench.ping)
+local db
+function Bench:sqlping(s, msg)
+  local mid = s:last_mid()
+  nano.spawn(function()
+    if not db then
+      db = assert(nano.sqlite.open(":memory:"))
+      db:exec("CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)")
+      db:exec("INSERT INTO kv VALUES (1, 'one')")
+    end
+    local rows = db:exec("SELECT v FROM kv WHERE k = ?", 1)
+    if rows and rows[1] then s:response_mid(mid, msg) end
+  end)
+end
+
 nano.set_heartbeat_interval(tonumber(os.getenv("NH_BENCH_HEARTBEAT")) or 10)
 nano.register(Bench, { name = "Bench" })
 nano.listen("127.0.0.1:0")
