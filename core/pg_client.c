@@ -1,0 +1,264 @@
+/* pg_client — see pg_client.h for the contract. */
+#include "pg_client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { PG_CONNECTING, PG_READY, PG_BUSY, PG_CLOSING };
+
+/* libpq may replace the socket while connecting (another host of a list, an SSL retry), so a
+ * poll handle belongs to one socket and lives in its own allocation; the connection is freed
+ * when the last one has closed. */
+typedef struct pg_poll {
+    uv_poll_t poll;
+    nh_pg_t *c;
+} pg_poll_t;
+
+struct nh_pg {
+    uv_loop_t *loop;
+    PGconn *conn;
+    pg_poll_t *p; /* the current socket's poll; NULL when none */
+    int fd;
+    int polls_open;
+    int state;
+    int user_closed;
+    nh_pg_events_t ev;
+    void *data;
+    PGresult *result; /* the result kept for on_result while a query drains */
+    char reason[256];
+};
+
+static void on_poll(uv_poll_t *hd, int status, int events);
+
+/* libpq's messages end with a newline; ours should not. */
+static void copy_msg(char *dst, size_t n, const char *prefix, const char *msg) {
+    snprintf(dst, n, "%s%s", prefix, msg && *msg ? msg : "unknown error");
+    size_t len = strlen(dst);
+    while (len > 0 && (dst[len - 1] == '\n' || dst[len - 1] == ' '))
+        dst[--len] = '\0';
+}
+
+static void maybe_gone(nh_pg_t *c) {
+    if (c->state != PG_CLOSING || c->polls_open > 0) return;
+    if (c->conn) PQfinish(c->conn);
+    c->conn = NULL;
+    if (c->result) PQclear(c->result);
+    c->ev.on_gone(c, c->data, c->reason);
+    free(c);
+}
+
+static void on_poll_closed(uv_handle_t *hd) {
+    pg_poll_t *p = hd->data;
+    nh_pg_t *c = p->c;
+    free(p);
+    c->polls_open--;
+    maybe_gone(c);
+}
+
+static void close_poll(nh_pg_t *c) {
+    if (!c->p) return;
+    uv_close((uv_handle_t *)&c->p->poll, on_poll_closed);
+    c->p = NULL;
+}
+
+/* Ends the connection with a reason; a query in flight is told (unless the owner closed). */
+static void fail(nh_pg_t *c, const char *prefix, const char *msg) {
+    if (c->state == PG_CLOSING) return;
+    int was = c->state;
+    c->state = PG_CLOSING;
+    copy_msg(c->reason, sizeof c->reason, prefix, msg);
+    if (was == PG_CONNECTING && !c->user_closed) c->ev.on_connect(c, c->data, 0, c->reason);
+    if (was == PG_BUSY && !c->user_closed) c->ev.on_result(c, c->data, NULL, c->reason);
+    close_poll(c);
+    maybe_gone(c);
+}
+
+/* Watches the connection's current socket for `events`, opening a poll for a new socket. */
+static int watch(nh_pg_t *c, int events) {
+    int fd = PQsocket(c->conn);
+    if (fd < 0) return -1;
+    if (c->p && fd != c->fd) close_poll(c);
+    if (!c->p) {
+        pg_poll_t *p = calloc(1, sizeof *p);
+        if (!p) return -1;
+        if (uv_poll_init(c->loop, &p->poll, fd) < 0) {
+            free(p);
+            return -1;
+        }
+        p->c = c;
+        p->poll.data = p;
+        c->p = p;
+        c->fd = fd;
+        c->polls_open++;
+    }
+    return uv_poll_start(&c->p->poll, events, on_poll) < 0 ? -1 : 0;
+}
+
+static void connect_step(nh_pg_t *c) {
+    switch (PQconnectPoll(c->conn)) {
+    case PGRES_POLLING_READING:
+        if (watch(c, UV_READABLE) < 0) fail(c, "connect: ", "cannot watch the socket");
+        return;
+    case PGRES_POLLING_WRITING:
+        if (watch(c, UV_WRITABLE) < 0) fail(c, "connect: ", "cannot watch the socket");
+        return;
+    case PGRES_POLLING_OK:
+        if (PQsetnonblocking(c->conn, 1) != 0 || watch(c, UV_READABLE) < 0) {
+            fail(c, "connect: ", PQerrorMessage(c->conn));
+            return;
+        }
+        c->state = PG_READY;
+        c->ev.on_connect(c, c->data, 1, NULL);
+        return;
+    default:
+        fail(c, "connect: ", PQerrorMessage(c->conn));
+    }
+}
+
+/* Reads what arrived; when the query's results are all in, hands them over. */
+static void read_step(nh_pg_t *c) {
+    if (!PQconsumeInput(c->conn)) {
+        fail(c, "connection lost: ", PQerrorMessage(c->conn));
+        return;
+    }
+    PGnotify *n;
+    while ((n = PQnotifies(c->conn)) != NULL)
+        PQfreemem(n); /* LISTEN is not offered */
+    if (c->state == PG_READY) {
+        if (PQstatus(c->conn) == CONNECTION_BAD)
+            fail(c, "connection lost: ", PQerrorMessage(c->conn));
+        return;
+    }
+    while (c->state == PG_BUSY && !PQisBusy(c->conn)) {
+        PGresult *r = PQgetResult(c->conn);
+        if (!r) {
+            PGresult *res = c->result;
+            c->result = NULL;
+            c->state = PG_READY;
+            c->ev.on_result(c, c->data, res, res ? NULL : "no result");
+            if (res) PQclear(res);
+            return;
+        }
+        /* Keep the first error, else the last result. */
+        if (c->result && PQresultStatus(c->result) == PGRES_FATAL_ERROR) {
+            PQclear(r);
+        } else {
+            if (c->result) PQclear(c->result);
+            c->result = r;
+        }
+        if (PQresultStatus(r) == PGRES_COPY_IN || PQresultStatus(r) == PGRES_COPY_OUT) {
+            fail(c, "", "COPY is not supported by nano.pg");
+            return;
+        }
+    }
+    if (PQstatus(c->conn) == CONNECTION_BAD) fail(c, "connection lost: ", PQerrorMessage(c->conn));
+}
+
+static void flush_step(nh_pg_t *c) {
+    int r = PQflush(c->conn);
+    if (r < 0)
+        fail(c, "connection lost: ", PQerrorMessage(c->conn));
+    else if (watch(c, r == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE) < 0)
+        fail(c, "", "cannot watch the socket");
+}
+
+static void on_poll(uv_poll_t *hd, int status, int events) {
+    nh_pg_t *c = ((pg_poll_t *)hd->data)->c;
+    if (c->state == PG_CLOSING || hd->data != c->p) return;
+    if (status < 0) events = UV_READABLE | UV_WRITABLE; /* let libpq meet the error */
+    if (c->state == PG_CONNECTING) {
+        connect_step(c);
+        return;
+    }
+    if (events & UV_WRITABLE) flush_step(c);
+    if (c->state != PG_CLOSING && (events & UV_READABLE)) read_step(c);
+}
+
+static void gone_unseen(nh_pg_t *c, void *data, const char *reason) {
+    (void)c;
+    (void)data;
+    (void)reason;
+}
+
+int nh_pg_connect(uv_loop_t *loop, const char *conninfo, const nh_pg_events_t *events, void *data,
+                  nh_pg_t **out, char *err, size_t errlen) {
+    nh_pg_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    c->loop = loop;
+    c->ev = *events;
+    c->data = data;
+    c->fd = -1;
+    c->conn = PQconnectStart(conninfo);
+    if (!c->conn || PQstatus(c->conn) == CONNECTION_BAD || watch(c, UV_WRITABLE) < 0) {
+        copy_msg(err, errlen, "connect: ", c->conn ? PQerrorMessage(c->conn) : "out of memory");
+        /* The caller never sees this connection: a poll handle already open closes without
+         * telling anyone (on_gone would reach an owner that has given up on it). */
+        c->ev.on_gone = gone_unseen;
+        c->user_closed = 1;
+        c->state = PG_CLOSING;
+        close_poll(c);
+        maybe_gone(c);
+        return -1;
+    }
+    *out = c;
+    return 0;
+}
+
+int nh_pg_query(nh_pg_t *c, const char *sql, int nparams, const char *const *values, char *err,
+                size_t errlen) {
+    if (c->state != PG_READY) {
+        snprintf(err, errlen, "%s",
+                 c->state == PG_BUSY         ? "connection busy with another query"
+                 : c->state == PG_CONNECTING ? "not connected yet"
+                                             : "connection closed");
+        return -1;
+    }
+    if (!PQsendQueryParams(c->conn, sql, nparams, NULL, values, NULL, NULL, 0)) {
+        copy_msg(err, errlen, "", PQerrorMessage(c->conn));
+        return -1;
+    }
+    c->state = PG_BUSY;
+    flush_step(c);
+    return 0;
+}
+
+typedef struct cancel_work {
+    uv_work_t req;
+    PGcancel *cancel;
+} cancel_work_t;
+
+static void cancel_run(uv_work_t *req) {
+    cancel_work_t *w = (cancel_work_t *)req;
+    char buf[256];
+    PQcancel(w->cancel, buf, sizeof buf); /* failing is fine: the query then ends by itself */
+}
+
+static void cancel_done(uv_work_t *req, int status) {
+    (void)status;
+    cancel_work_t *w = (cancel_work_t *)req;
+    PQfreeCancel(w->cancel);
+    free(w);
+}
+
+int nh_pg_cancel(nh_pg_t *c) {
+    if (c->state != PG_BUSY) return 0;
+    cancel_work_t *w = calloc(1, sizeof *w);
+    if (!w) return -1;
+    w->cancel = PQgetCancel(c->conn);
+    if (!w->cancel || uv_queue_work(c->loop, &w->req, cancel_run, cancel_done) < 0) {
+        if (w->cancel) PQfreeCancel(w->cancel);
+        free(w);
+        return -1;
+    }
+    return 0;
+}
+
+void nh_pg_close(nh_pg_t *c) {
+    if (c->state == PG_CLOSING) return;
+    c->user_closed = 1;
+    fail(c, "", "closed by the client");
+}
