@@ -37,6 +37,9 @@ Pool.__index = Pool
 local Tx = {}
 Tx.__index = Tx
 
+-- Through nano.log (the game's logger), loaded late: nano itself loads this module.
+local function warn(msg) require("nano").log.warn("%s", msg) end
+
 local function stop_timer(t)
   if t then t:stop() end
 end
@@ -121,7 +124,7 @@ open_conn = function(pool, got)
       if cb then cb(nil, "pg: connection lost: " .. tostring(a)) end
       tell(nil, prefix(tostring(a)))
       if not was_dead and not pool.closed then
-        core.log(core.WARN, "pg: a pooled connection closed: " .. tostring(a))
+        warn("pg: a pooled connection closed: " .. tostring(a))
         release(pool, conn) -- wakes a waiting acquirer with a new connection
       end
     end

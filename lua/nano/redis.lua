@@ -94,6 +94,9 @@ end
 
 local start_conn
 
+-- Through nano.log (the game's logger), loaded late: nano itself loads this module.
+local function warn(msg) require("nano").log.warn("%s", msg) end
+
 local function stop_timer(t)
   if t then t:stop() end
 end
@@ -122,7 +125,7 @@ local function tell_ready_waiter(self, ok, err)
 end
 
 local function schedule_reconnect(self)
-  if self.state == "closed" or self.retry then return end
+  if self.status == "closed" or self.retry then return end
   local delay = min(0.05 * 2 ^ self.attempts, self.opts.reconnect_max)
   self.attempts = self.attempts + 1
   self.retry = core.timer(delay, 0, function()
@@ -144,7 +147,8 @@ end
 local function became_ready(self)
   stop_timer(self.attempt_timer)
   self.attempt_timer = nil
-  self.state = "ready"
+  self.status = "ready"
+  self.up = true
   self.attempts = 0
   self.last_err = nil
   local waiting = self.waiting
@@ -168,6 +172,11 @@ local function on_event(self, conn, event, a, b, c)
   if event == "reply" then
     local done = self.pending[a]
     self.pending[a] = nil
+    -- A lost connection fails its pending calls before "gone" arrives: calls made meanwhile
+    -- (a task resumed by one of these) wait for the next connection.
+    if b == nil and self.status == "ready" and c and c:find("^redis: connection lost") then
+      self.status = "connecting"
+    end
     if done then done(b, c) end
   elseif event == "push" then
     if self.on_push then self.on_push(a) end
@@ -179,11 +188,12 @@ local function on_event(self, conn, event, a, b, c)
     self.attempt_timer = nil
     local why = self.last_err or ("redis: connection lost: " .. tostring(a))
     fail_pending(self, why:find("^redis: ") and why or ("redis: " .. why))
-    if self.state == "closed" then return end
-    local was_ready = self.state == "ready"
-    self.state = "connecting"
-    if was_ready then
-      core.log(core.WARN, str_format("redis %s: connection lost (%s); reconnecting", where(self), tostring(a)))
+    if self.status == "closed" then return end
+    local was_up = self.up
+    self.up = false
+    self.status = "connecting"
+    if was_up then
+      warn(str_format("redis %s: connection lost (%s); reconnecting", where(self), tostring(a)))
     end
     tell_ready_waiter(self, nil, why)
     schedule_reconnect(self)
@@ -191,7 +201,7 @@ local function on_event(self, conn, event, a, b, c)
 end
 
 start_conn = function(self)
-  if self.state == "closed" then return end
+  if self.status == "closed" then return end
   local u = self.u
   local conn, err
   conn, err = rc.connect(u.host or "", u.port, u.path, function(event, a, b, c)
@@ -204,7 +214,7 @@ start_conn = function(self)
     return
   end
   self.conn = conn
-  self.state = "connecting"
+  self.status = "connecting"
   self.last_err = nil
   if self.opts.connect_timeout then
     self.attempt_timer = core.timer(self.opts.connect_timeout, 0, function()
@@ -243,7 +253,7 @@ local function new_client(u, opts)
   local o = { connect_timeout = 5, timeout = 5, reconnect_max = 5 }
   for k, v in pairs(opts or {}) do o[k] = v end
   if o.timeout == false then o.timeout = nil end
-  return setmetatable({ u = u, opts = o, state = "connecting", pending = {}, waiting = {},
+  return setmetatable({ u = u, opts = o, status = "connecting", pending = {}, waiting = {},
     next_id = 1, attempts = 0 }, Client)
 end
 
@@ -292,7 +302,7 @@ end
 --- r:call(cmd, ...) -> the reply | nil, err
 function Client:call(...)
   local n = select("#", ...)
-  if self.state == "closed" then return nil, "redis: client closed" end
+  if self.status == "closed" then return nil, "redis: client closed" end
   local ok, err = check_args(n, ...)
   if not ok then return nil, err end
   local args = { ... }
@@ -312,28 +322,26 @@ function Client:call(...)
         resume(nil, str_format("redis: %s timed out after %g s", tostring(args[1]), timeout))
       end)
     end
-    if self.state == "ready" then
+    if self.status == "ready" and send(self, args, n, done) then return end
+    -- Down, still connecting, or the connection is going away (hiredis refuses new commands
+    -- before "gone" arrives): sent once a connection is ready.
+    if self.status == "ready" then self.status = "connecting" end
+    w = { resume = done }
+    w.start = function()
       local sok, serr = send(self, args, n, done)
       if not sok then done(nil, serr) end
-    else
-      -- Down or still connecting: sent once the connection is ready.
-      w = { resume = done, timer = nil }
-      w.start = function()
-        local sok, serr = send(self, args, n, done)
-        if not sok then done(nil, serr) end
-      end
-      self.waiting[#self.waiting + 1] = w
     end
+    self.waiting[#self.waiting + 1] = w
   end)
 end
 
 --- r:state() -> "connecting" | "ready" | "closed"
-function Client:state() return self.state end
+function Client:state() return self.status end
 
 --- r:close(): calls in flight get nil, "redis: client closed"; the subscriber connection closes.
 function Client:close()
-  if self.state == "closed" then return end
-  self.state = "closed"
+  if self.status == "closed" then return end
+  self.status = "closed"
   open[self] = nil
   stop_timer(self.retry)
   stop_timer(self.attempt_timer)
@@ -351,7 +359,7 @@ function Client:close()
 end
 
 Client.__tostring = function(self)
-  return str_format("nano.redis client %s (%s)", where(self), self.state)
+  return str_format("nano.redis client %s (%s)", where(self), self.status)
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -382,14 +390,14 @@ end
 --- r:subscribe(channel, fn) -> true | nil, err: fn(payload, channel) runs as a task for every
 --- message. Inside a task, waits until the server has confirmed the subscription.
 function Client:subscribe(channel, fn)
-  if self.state == "closed" then return nil, "redis: client closed" end
+  if self.status == "closed" then return nil, "redis: client closed" end
   if type(channel) ~= "string" then return nil, "redis: subscribe: channel must be a string" end
   if type(fn) ~= "function" then return nil, "redis: subscribe: expected a function(payload, channel)" end
   local sub = subscriber(self)
   local had = self.handlers[channel]
   self.handlers[channel] = fn
   if had then return true end
-  if sub.state == "ready" then -- else on_ready subscribes every channel once connected
+  if sub.status == "ready" then -- else on_ready subscribes every channel once connected
     local ok, err = sub.conn:subscribe("SUBSCRIBE", channel)
     if not ok then return nil, "redis: " .. err end
   end
@@ -417,7 +425,7 @@ end
 function Client:unsubscribe(channel)
   if not self.sub or not self.handlers[channel] then return true end
   self.handlers[channel] = nil
-  if self.sub.state == "ready" then self.sub.conn:subscribe("UNSUBSCRIBE", channel) end
+  if self.sub.status == "ready" then self.sub.conn:subscribe("UNSUBSCRIBE", channel) end
   return true
 end
 

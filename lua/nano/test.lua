@@ -376,6 +376,9 @@ local function free_port()
   return sa[2] * 256 + sa[3]
 end
 
+--- nt.free_port() -> a loopback port nothing listens on right now
+nt.free_port = free_port
+
 local function need_binary(helper, path, package)
   if not file_exists(path) then
     error(str_format("%s: %s is not installed (Debian package %s; scripts/setup installs it)",
