@@ -3,7 +3,8 @@
  *
  *   local c, err = pc.connect(conninfo, function(event, a, b) end)
  *     ("connect", ok, err)     ready, or the attempt failed (then "gone" follows)
- *     ("result", value, err)   the query's result (below), or nil and the error
+ *     ("result", value, err, lost)   the query's result (below), or nil and the error; lost:
+ *                              the connection is gone ("gone" follows)
  *     ("gone", reason)         the last event: the connection is closed and freed
  *   c:query(sql, n, p1, ..., pn) -> true | nil, err    parameters $1..$n (n given, so nil can be
  *       one): nil or the null value → SQL NULL, boolean, number, string (text; no NUL bytes)
@@ -163,7 +164,8 @@ static void ev_result(nh_pg_t *c, void *data, const PGresult *res, const char *e
         lua_pushnil(L);
         lua_pushstring(L, err);
     }
-    nh_host_call_lua(pc->h, 3, 0, "nano.pg result");
+    lua_pushboolean(L, res == NULL);
+    nh_host_call_lua(pc->h, 4, 0, "nano.pg result");
 }
 
 static void ev_gone(nh_pg_t *c, void *data, const char *reason) {
@@ -287,10 +289,11 @@ static int c_query(lua_State *L) {
             free(values);
             free(nums);
             lua_pushnil(L);
-            lua_pushfstring(L,
-                            "parameter $%d is a %s (expected nil, nano.null, a boolean, a number "
-                            "or a string)",
-                            i + 1, luaL_typename(L, idx));
+            lua_pushfstring(
+                L,
+                "parameter $%d is a %s (expected nil, nano.pg.null, a boolean, a number "
+                "or a string)",
+                i + 1, luaL_typename(L, idx));
             return 2;
         }
     }

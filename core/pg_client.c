@@ -68,9 +68,11 @@ static void fail(nh_pg_t *c, const char *prefix, const char *msg) {
     int was = c->state;
     c->state = PG_CLOSING;
     copy_msg(c->reason, sizeof c->reason, prefix, msg);
+    /* The poll goes first: libpq may already have closed the socket, and a callback may open a
+     * new connection at once, which can get the same descriptor number. */
+    close_poll(c);
     if (was == PG_CONNECTING && !c->user_closed) c->ev.on_connect(c, c->data, 0, c->reason);
     if (was == PG_BUSY && !c->user_closed) c->ev.on_result(c, c->data, NULL, c->reason);
-    close_poll(c);
     maybe_gone(c);
 }
 
@@ -93,6 +95,13 @@ static int watch(nh_pg_t *c, int events) {
         c->polls_open++;
     }
     return uv_poll_start(&c->p->poll, events, on_poll) < 0 ? -1 : 0;
+}
+
+/* libpq prints notices (WARNING: ..., NOTICE: ...) on stderr by default; a server's notices are
+ * not errors of the query, so they are dropped. */
+static void drop_notice(void *arg, const char *message) {
+    (void)arg;
+    (void)message;
 }
 
 static void connect_step(nh_pg_t *c) {
@@ -193,6 +202,7 @@ int nh_pg_connect(uv_loop_t *loop, const char *conninfo, const nh_pg_events_t *e
     c->data = data;
     c->fd = -1;
     c->conn = PQconnectStart(conninfo);
+    if (c->conn) PQsetNoticeProcessor(c->conn, drop_notice, NULL);
     if (!c->conn || PQstatus(c->conn) == CONNECTION_BAD || watch(c, UV_WRITABLE) < 0) {
         copy_msg(err, errlen, "connect: ", c->conn ? PQerrorMessage(c->conn) : "out of memory");
         /* The caller never sees this connection: a poll handle already open closes without

@@ -70,6 +70,7 @@ local open_conn
 local function release(pool, conn)
   if conn.dead then
     -- The pool has room again: a waiting acquirer gets a new connection.
+    if pool.closed or pool.nconns >= pool.size then return end
     local w = remove(pool.queue, 1)
     if w then open_conn(pool, w) end
     return
@@ -98,8 +99,10 @@ open_conn = function(pool, got)
     stop_timer(timer)
     got(c, err)
   end
-  local c, err = pc.connect(pool.conninfo, function(event, a, b)
+  local c, err = pc.connect(pool.conninfo, function(event, a, b, lost)
     if event == "result" then
+      -- A lost connection leaves the pool now, before the waiting task resumes and releases it.
+      if lost then drop(pool, conn) end
       conn.busy = false
       local cb = conn.on_result
       conn.on_result = nil
@@ -116,14 +119,13 @@ open_conn = function(pool, got)
         tell(nil, pool.last_err)
       end
     elseif event == "gone" then
-      local was_dead = conn.dead
       drop(pool, conn)
       pool.conns[conn] = nil
       local cb = conn.on_result
       conn.on_result = nil
       if cb then cb(nil, "pg: connection lost: " .. tostring(a)) end
       tell(nil, prefix(tostring(a)))
-      if not was_dead and not pool.closed then
+      if not conn.closed_by_us and not pool.closed then
         warn("pg: a pooled connection closed: " .. tostring(a))
         release(pool, conn) -- wakes a waiting acquirer with a new connection
       end
@@ -140,6 +142,7 @@ open_conn = function(pool, got)
     timer = core.timer(pool.opts.connect_timeout, 0, function()
       timer = nil
       tell(nil, str_format("pg: connecting timed out after %g s", pool.opts.connect_timeout))
+      conn.closed_by_us = true
       c:close()
     end)
   end
