@@ -31,12 +31,20 @@ struct nh_pg {
 
 static void on_poll(uv_poll_t *hd, int status, int events);
 
-/* libpq's messages end with a newline; ours should not. */
+/* libpq's messages span lines ("...unexpectedly\n\tThis probably means...\n"); ours are one
+ * line, for logs. */
 static void copy_msg(char *dst, size_t n, const char *prefix, const char *msg) {
     snprintf(dst, n, "%s%s", prefix, msg && *msg ? msg : "unknown error");
-    size_t len = strlen(dst);
+    size_t len = strlen(dst), w = 0;
     while (len > 0 && (dst[len - 1] == '\n' || dst[len - 1] == ' '))
         dst[--len] = '\0';
+    for (size_t r = 0; r < len; r++) {
+        if (dst[r] != '\n' && dst[r] != '\t')
+            dst[w++] = dst[r];
+        else if (w > 0 && dst[w - 1] != ' ')
+            dst[w++] = ' ';
+    }
+    dst[w] = '\0';
 }
 
 static void maybe_gone(nh_pg_t *c) {
