@@ -235,4 +235,31 @@ describe("nano.redis", function()
     server:wait_until(function() return res end)
     assert.same({ nil, "redis: client closed" }, res)
   end)
+
+  it("keeps a client in nano.persist open across a hot reload, without reconnecting", function()
+    server:stop()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p '" .. dir .. "'") == 0)
+    local f = assert(io.open(dir .. "/main.lua", "w"))
+    f:write((([[
+      local nano = require "nano"
+      local P = nano.persist("db")
+      P.loads = (P.loads or 0) + 1
+      P.redis = P.redis or assert(nano.redis.connect("URL"))
+    ]]):gsub("URL", url)))
+    f:close()
+    server = nt.start(dir .. "/main.lua")
+    local P = nano.persist("db")
+    local r = P.redis
+    server:run(function() assert.equal("OK", r:call("CLIENT", "SETNAME", "persisted")) end)
+    assert.is_true(nano.reload())
+    assert.equal(2, P.loads)
+    assert.equal(r, P.redis)
+    assert.equal(1, nano.redis.count())
+    server:run(function()
+      assert.equal("persisted", r:call("CLIENT", "GETNAME")) -- the same server-side connection
+    end)
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
 end)
