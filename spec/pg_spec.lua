@@ -199,6 +199,28 @@ describe("nano.pg", function()
     assert.same({ { n = 0 } }, res.running)
   end)
 
+  it("ends a transaction whose query timed out: nothing committed, the pool usable", function()
+    local res, calling
+    nano.spawn(function()
+      local pg = connect({ pool = 1, timeout = 5 })
+      pg:query("CREATE TABLE tx_slow (id int)")
+      res = { pg:transaction(function(tx)
+        tx:query("INSERT INTO tx_slow VALUES (1)")
+        calling = true -- the sleep's timer starts now, on virtual time
+        local _, err = tx:query("SELECT pg_sleep(60)")
+        return err
+      end) }
+      res.count = pg:query("SELECT count(*)::int AS n FROM tx_slow")
+      pg:query("DROP TABLE tx_slow")
+      pg:close()
+    end)
+    server:wait_until(function() return calling end)
+    server:advance(5.1)
+    server:wait_until(function() return res and res.count end)
+    assert.same({ nil, "pg: query timed out after 5 s (cancelled on the server)" }, { res[1], res[2] })
+    assert.same({ { n = 0 } }, res.count)
+  end)
+
   it("fails the query in flight when the server dies, and reconnects for later queries", function()
     local lines = U.capture_logs()
     server:run(function()

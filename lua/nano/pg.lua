@@ -21,8 +21,8 @@ local pc = require "nano.pg_core"
 local core = require "nano.core"
 local task = require "nano.task"
 
-local type, select, tostring, pairs, ipairs, error, setmetatable, unpack, pcall =
-  type, select, tostring, pairs, ipairs, error, setmetatable, unpack, pcall
+local type, select, tostring, pairs, ipairs, setmetatable, unpack, pcall =
+  type, select, tostring, pairs, ipairs, setmetatable, unpack, pcall
 local str_format, remove = string.format, table.remove
 
 local M = {
@@ -148,6 +148,18 @@ open_conn = function(pool, got)
   end
 end
 
+-- Closes a connection whose session state is unknown (a transaction that could not end): the
+-- server rolls back what it had open, and the pool opens a fresh connection when it needs one.
+local function discard(pool, conn)
+  if conn.dead then return end
+  drop(pool, conn)
+  conn.closed_by_us = true
+  local cb = conn.on_result
+  conn.on_result = nil
+  if cb then cb(nil, "pg: connection discarded") end
+  conn.c:close()
+end
+
 -- Waits for a free connection: idle, new (under the pool size), or the next one released.
 local function acquire(pool)
   if pool.closed then return nil, "pg: pool closed" end
@@ -258,12 +270,18 @@ function Pool:transaction(fn)
   if ok and tx.failed then ok, res[2] = false, tx.failed end
   if ok then
     local _, cmerr = run(conn, "COMMIT", 0)
+    -- A COMMIT that timed out or could not be sent leaves the transaction's fate to the server:
+    -- the connection is not reused.
+    if cmerr then discard(self, conn) end
     release(self, conn)
     if cmerr then return nil, cmerr end
     if #res == 1 then return true end
     return unpack(res, 2, #res)
   end
-  if not conn.dead then run(conn, "ROLLBACK", 0) end
+  -- A query that timed out is still being cancelled (the connection is busy): ROLLBACK cannot be
+  -- sent, so the connection goes, and the server rolls back with it.
+  local _, rberr = run(conn, "ROLLBACK", 0)
+  if rberr then discard(self, conn) end
   release(self, conn)
   return nil, (type(res[2]) == "string" and res[2]) or ("pg: transaction: " .. tostring(res[2]))
 end

@@ -24,8 +24,8 @@ local rc = require "nano.redis_core"
 local core = require "nano.core"
 local task = require "nano.task"
 
-local type, select, tostring, tonumber, pairs, ipairs, error, setmetatable, unpack =
-  type, select, tostring, tonumber, pairs, ipairs, error, setmetatable, unpack
+local type, select, tostring, tonumber, pairs, ipairs, setmetatable, unpack =
+  type, select, tostring, tonumber, pairs, ipairs, setmetatable, unpack
 local str_format, min = string.format, math.min
 
 local M = {
@@ -152,7 +152,7 @@ local function became_ready(self)
   self.attempts = 0
   self.last_err = nil
   local waiting = self.waiting
-  self.waiting = {}
+  self.waiting, self.waiting_done = {}, 0
   for _, w in ipairs(waiting) do
     if not w.done then w.start() end
   end
@@ -318,7 +318,18 @@ function Client:call(...)
     if timeout then
       timer = core.timer(timeout, 0, function()
         timer = nil
-        if w then w.done = true end
+        if w then
+          w.done = true
+          -- A long outage must not grow the list by every call that timed out in it.
+          self.waiting_done = (self.waiting_done or 0) + 1
+          if self.waiting_done > 64 and self.waiting_done * 2 > #self.waiting then
+            local keep = {}
+            for _, e in ipairs(self.waiting) do
+              if not e.done then keep[#keep + 1] = e end
+            end
+            self.waiting, self.waiting_done = keep, 0
+          end
+        end
         resume(nil, str_format("redis: %s timed out after %g s", tostring(args[1]), timeout))
       end)
     end
