@@ -113,6 +113,13 @@ describe("nano.redis", function()
     end)
   end)
 
+  it("refuses a host name at once, also outside a task (hiredis would resolve it blocking)", function()
+    local r, err = nano.redis.connect("redis://db.example:6379/0")
+    assert.is_nil(r)
+    assert.matches("host must be a numeric address", err)
+    assert.equal(0, nano.redis.count())
+  end)
+
   it("selects the database named in the URL", function()
     server:run(function()
       local r0 = connect()

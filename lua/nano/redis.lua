@@ -272,6 +272,10 @@ function M.connect(url, opts)
   open[self] = true
   if not task.current() then
     start_conn(self)
+    if not self.conn then -- refused before any I/O (a host name): no point retrying
+      self:close()
+      return nil, self.last_err
+    end
     return self
   end
   local ok, cerr = task.await("nano.redis.connect", function(resume)
