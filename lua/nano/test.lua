@@ -433,8 +433,9 @@ function Service:_start_redis()
   for _ = 1, 5 do
     self.port = self.port or free_port()
     local cmd = str_format("%s --bind 127.0.0.1 --port %d --dir %s --daemonize yes --pidfile %s "
-      .. "--logfile %s --save '' --appendonly no%s", REDIS_SERVER, self.port, sh_quote(self.dir),
-      sh_quote(self.dir .. "/redis.pid"), sh_quote(self.dir .. "/redis.log"),
+      .. "--logfile %s --save '' --appendonly no --unixsocket %s --unixsocketperm 700%s", REDIS_SERVER,
+      self.port, sh_quote(self.dir), sh_quote(self.dir .. "/redis.pid"), sh_quote(self.dir .. "/redis.log"),
+      sh_quote(self.dir .. "/redis.sock"),
       self.password and (" --requirepass " .. sh_quote(self.password)) or "")
     if run_cmd(cmd) and wait_for(function() return redis_ping(self) end, 5) then return end
     self:_halt()
@@ -456,7 +457,8 @@ function Service:_halt_redis(signal)
 end
 
 --- nt.redis([opts]) -> url, handle: a throwaway redis-server on 127.0.0.1 (opts.password sets
---- requirepass; the URL carries it). handle: stop(), kill(), start(), port, url.
+--- requirepass; the URL carries it). handle: stop(), kill(), start(), port, url, socket (a unix
+--- socket it also listens on).
 function nt.redis(opts)
   need_binary("nt.redis", REDIS_SERVER, "redis-server")
   opts = opts or {}
@@ -469,6 +471,7 @@ function nt.redis(opts)
   end
   svc.kill = function(self) self:_halt_redis("KILL") end
   svc:_start_redis()
+  svc.socket = svc.dir .. "/redis.sock" -- also listening there: redis+unix://<socket>
   svc.url = str_format("redis://%s127.0.0.1:%d/0", svc.password and (":" .. svc.password .. "@") or "", svc.port)
   return svc.url, track(svc)
 end
