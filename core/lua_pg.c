@@ -153,19 +153,38 @@ static void ev_connect(nh_pg_t *c, void *data, int ok, const char *err) {
     nh_host_call_lua(pc->h, 3, 0, "nano.pg connect");
 }
 
+/* Rows become Lua tables inside the protected call (an allocation can raise): deliver is the
+ * function nh_host_call_lua calls. */
+typedef struct delivery {
+    int cb_ref;
+    const PGresult *res;
+    const char *err;
+} delivery_t;
+
+static int deliver(lua_State *L) {
+    const delivery_t *d = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, d->cb_ref);
+    lua_pushliteral(L, "result");
+    if (d->res) {
+        push_result(L, d->res);
+    } else {
+        lua_pushnil(L);
+        lua_pushstring(L, d->err);
+    }
+    lua_pushboolean(L, d->res == NULL);
+    lua_call(L, 4, 0);
+    return 0;
+}
+
 static void ev_result(nh_pg_t *c, void *data, const PGresult *res, const char *err) {
     (void)c;
     pconn_t *pc = data;
-    if (!begin_event(pc, "result")) return;
+    if (pc->cb_ref == LUA_NOREF) return;
+    delivery_t d = {pc->cb_ref, res, err};
     lua_State *L = pc->h->L;
-    if (res) {
-        push_result(L, res);
-    } else {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-    }
-    lua_pushboolean(L, res == NULL);
-    nh_host_call_lua(pc->h, 4, 0, "nano.pg result");
+    lua_pushcfunction(L, deliver);
+    lua_pushlightuserdata(L, &d);
+    nh_host_call_lua(pc->h, 1, 0, "nano.pg result");
 }
 
 static void ev_gone(nh_pg_t *c, void *data, const char *reason) {

@@ -106,32 +106,62 @@ static void ev_connect(nh_redis_t *c, void *data, int ok, const char *err) {
     nh_host_call_lua(rc->h, 3, 0, "nano.redis connect");
 }
 
+/* Turning a reply into Lua values allocates, and an allocation can raise: the conversion runs
+ * inside the protected call (deliver is the function nh_host_call_lua calls), never bare. */
+typedef struct delivery {
+    int cb_ref;
+    int is_reply; /* "reply" (id, value, err) or "push" (value) */
+    uint64_t id;
+    const redisReply *reply;
+    const char *err;
+} delivery_t;
+
+static int deliver(lua_State *L) {
+    const delivery_t *d = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, d->cb_ref);
+    if (!d->is_reply) {
+        lua_pushliteral(L, "push");
+        push_reply(L, d->reply, 0);
+        lua_call(L, 2, 0);
+        return 0;
+    }
+    lua_pushliteral(L, "reply");
+    lua_pushnumber(L, (lua_Number)d->id);
+    if (!d->reply) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "redis: connection lost: %s", d->err);
+    } else if (d->reply->type == REDIS_REPLY_ERROR) {
+        lua_pushnil(L);
+        lua_pushlstring(L, d->reply->str, d->reply->len);
+    } else {
+        push_reply(L, d->reply, 0);
+        lua_pushnil(L);
+    }
+    lua_call(L, 4, 0);
+    return 0;
+}
+
+static void emit_delivery(rconn_t *rc, const delivery_t *d, const char *what) {
+    lua_State *L = rc->h->L;
+    if (rc->cb_ref == LUA_NOREF) return;
+    lua_pushcfunction(L, deliver);
+    lua_pushlightuserdata(L, (void *)d);
+    nh_host_call_lua(rc->h, 1, 0, what);
+}
+
 static void ev_reply(nh_redis_t *c, void *data, uint64_t id, const redisReply *reply,
                      const char *err) {
     (void)c;
     rconn_t *rc = data;
-    if (!begin_event(rc, "reply")) return;
-    lua_State *L = rc->h->L;
-    lua_pushnumber(L, (lua_Number)id);
-    if (!reply) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "redis: connection lost: %s", err);
-    } else if (reply->type == REDIS_REPLY_ERROR) {
-        lua_pushnil(L);
-        lua_pushlstring(L, reply->str, reply->len);
-    } else {
-        push_reply(L, reply, 0);
-        lua_pushnil(L);
-    }
-    nh_host_call_lua(rc->h, 4, 0, "nano.redis reply");
+    delivery_t d = {rc->cb_ref, 1, id, reply, err};
+    emit_delivery(rc, &d, "nano.redis reply");
 }
 
 static void ev_push(nh_redis_t *c, void *data, const redisReply *reply) {
     (void)c;
     rconn_t *rc = data;
-    if (!begin_event(rc, "push")) return;
-    push_reply(rc->h->L, reply, 0);
-    nh_host_call_lua(rc->h, 2, 0, "nano.redis message");
+    delivery_t d = {rc->cb_ref, 0, 0, reply, NULL};
+    emit_delivery(rc, &d, "nano.redis message");
 }
 
 static void ev_gone(nh_redis_t *c, void *data, const char *reason) {

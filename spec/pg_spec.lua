@@ -178,6 +178,16 @@ describe("nano.pg", function()
     end)
   end)
 
+  it("raises outside a task, before taking a connection from the pool", function()
+    local pg
+    server:run(function() pg = connect({ pool = 1 }) end)
+    assert.has_error(function() pg:query("SELECT 1") end,
+      "pg:query waits, so it can only be called from a task (nano.spawn, or a handler once handlers are tasks); here nothing can wait")
+    assert.same({ size = 1, open = 1, idle = 1, waiting = 0 }, pg:stats())
+    server:run(function() assert.same({ { v = 1 } }, pg:query("SELECT 1 AS v")) end)
+    pg:close()
+  end)
+
   it("times a query out on virtual time and cancels it on the server", function()
     local res, calling
     nano.spawn(function()

@@ -199,6 +199,15 @@ local function run(conn, sql, n, ...)
   end)
 end
 
+-- Raised before anything is taken from the pool: a query cannot wait outside a task, and a
+-- connection must not leave the pool on the way to that error.
+local function need_task(what)
+  if not task.current() then
+    error(what .. " waits, so it can only be called from a task (nano.spawn, or a handler once "
+      .. "handlers are tasks); here nothing can wait", 3)
+  end
+end
+
 local function check_sql(sql)
   if type(sql) ~= "string" then return nil, "pg: query: expected SQL text (a string), got a " .. type(sql) end
   return true
@@ -242,6 +251,7 @@ end
 
 --- pg:query(sql, ...) -> rows | { changes = n } | nil, err
 function Pool:query(sql, ...)
+  need_task("pg:query")
   local ok, err = check_sql(sql)
   if not ok then return nil, err end
   local conn, cerr = acquire(self)
@@ -255,6 +265,7 @@ end
 --- connection pinned: tx:query(sql, ...) as pg:query. Commits when fn returns, rolls back when it
 --- raises (the error is returned) or when a tx:query failed and fn went on.
 function Pool:transaction(fn)
+  need_task("pg:transaction")
   if type(fn) ~= "function" then return nil, "pg: transaction: expected a function(tx)" end
   local conn, cerr = acquire(self)
   if not conn then return nil, cerr end
