@@ -231,6 +231,23 @@ describe("nano.pg", function()
     assert.same({ { n = 0 } }, res.count)
   end)
 
+  it("gives up connecting after connect_timeout, on virtual time", function()
+    local res, calling
+    pgsrv:pause()
+    nano.spawn(function()
+      calling = true
+      res = { nano.pg.connect(info, { connect_timeout = 3 }) }
+    end)
+    server:wait_until(function() return calling end)
+    server:advance(2.9)
+    local early = res
+    server:advance(0.2)
+    server:wait_until(function() return res end)
+    pgsrv:resume()
+    assert.is_nil(early)
+    assert.same({ nil, "pg: connecting timed out after 3 s" }, res)
+  end)
+
   it("fails the query in flight when the server dies, and reconnects for later queries", function()
     local lines = U.capture_logs()
     server:run(function()

@@ -223,6 +223,24 @@ describe("nano.redis", function()
     assert.same({ nil, "redis: BLPOP timed out after 2 s" }, res)
   end)
 
+  it("gives up connecting after connect_timeout, on virtual time", function()
+    local res, calling
+    redis:pause() -- the kernel accepts, nobody answers the handshake
+    nano.spawn(function()
+      calling = true
+      res = { nano.redis.connect(url, { connect_timeout = 3 }) }
+    end)
+    server:wait_until(function() return calling end)
+    server:advance(2.9)
+    local early = res
+    server:advance(0.2)
+    server:wait_until(function() return res end)
+    redis:resume()
+    assert.is_nil(early)
+    assert.is_nil(res[1])
+    assert.matches("^redis: connecting to 127.0.0.1:%d+ timed out after 3 s$", res[2])
+  end)
+
   it("fails the calls in flight when the server dies, then reconnects for later calls", function()
     local lines = U.capture_logs()
     server:run(function()

@@ -412,6 +412,18 @@ function Service:stop()
   run_cmd("rm -rf " .. sh_quote(self.dir))
 end
 
+--- handle:pause() / handle:resume(): SIGSTOP / SIGCONT the server (the kernel still accepts
+--- connections, nothing answers: timeouts).
+function Service:pause()
+  local pid = self:_pid()
+  if pid then run_cmd(str_format("kill -STOP %d", pid)) end
+end
+
+function Service:resume()
+  local pid = self:_pid()
+  if pid then run_cmd(str_format("kill -CONT %d", pid)) end
+end
+
 local function track(svc)
   services[svc] = true
   -- Stopped when the process exits, even if nobody called stop (a spec that raised).
@@ -470,6 +482,12 @@ function nt.redis(opts)
     services[self] = true
   end
   svc.kill = function(self) self:_halt_redis("KILL") end
+  svc._pid = function(self)
+    local f = io.open(self.dir .. "/redis.pid")
+    local pid = f and f:read("*n")
+    if f then f:close() end
+    return pid
+  end
   svc:_start_redis()
   svc.socket = svc.dir .. "/redis.sock" -- also listening there: redis+unix://<socket>
   svc.url = str_format("redis://%s127.0.0.1:%d/0", svc.password and (":" .. svc.password .. "@") or "", svc.port)
@@ -529,6 +547,12 @@ function nt.postgres()
     services[self] = true
   end
   svc.kill = function(self) self:_halt_pg("immediate") end
+  svc._pid = function(self) -- the postmaster's: first line of postmaster.pid
+    local f = io.open(self.dir .. "/data/postmaster.pid")
+    local pid = f and f:read("*n")
+    if f then f:close() end
+    return pid
+  end
   svc:_start_pg()
   svc.url = str_format("host=127.0.0.1 port=%d user=postgres dbname=postgres", svc.port)
   return svc.url, track(svc)
