@@ -195,14 +195,20 @@ describe("nano.redis", function()
       r:call("SET", "k:sub", "set")
       assert.equal(1, r:call("PUBLISH", "news", "hello"))
       assert.equal(0, r:call("PUBLISH", "other", "ignored"))
-      for _ = 1, 100 do
+      for _ = 1, 300 do -- bounded: the message comes over the subscriber's socket
         if #got == 1 then break end
-        nano.sleep(0)
+        nano.sleep(0.01)
       end
       assert.same({ "news=hello/set" }, got)
-      r:unsubscribe("news")
-      r:call("PING") -- the UNSUBSCRIBE is written before the next PUBLISH is answered
-      nano.sleep(0)
+      assert.is_true(r:unsubscribe("news"))
+      local receivers
+      for _ = 1, 300 do -- bounded: the UNSUBSCRIBE goes over the subscriber's socket
+        receivers = r:call("PUBLISH", "news", "unheard")
+        if receivers == 0 then break end
+        nano.sleep(0.01)
+      end
+      assert.equal(0, receivers)
+      assert.same({ "news=hello/set" }, got)
       r:close()
     end)
   end)
@@ -258,6 +264,33 @@ describe("nano.redis", function()
     end)
     U.restore_log_level()
     assert.truthy(U.find(lines, "connection lost"))
+  end)
+
+  it("subscribes again after the server came back", function()
+    local lines = U.capture_logs()
+    server:run(function()
+      local r = connect({ reconnect_max = 0.1 })
+      local got = {}
+      assert.is_true(r:subscribe("after", function(payload) got[#got + 1] = payload end))
+      redis:kill()
+      redis:start()
+      -- bounded: the subscriber reconnects within a few backoff steps
+      local receivers = 0
+      for _ = 1, 200 do
+        receivers = r:call("PUBLISH", "after", "again")
+        if receivers == 1 then break end
+        nano.sleep(0.02)
+      end
+      assert.equal(1, receivers)
+      for _ = 1, 300 do -- bounded: the message comes over the subscriber's socket
+        if #got > 0 then break end
+        nano.sleep(0.01)
+      end
+      assert.same({ "again" }, got)
+      r:close()
+    end)
+    U.restore_log_level()
+    assert.truthy(U.find(lines, "reconnecting"))
   end)
 
   it("closes every client on nano.shutdown, failing calls in flight", function()
