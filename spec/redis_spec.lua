@@ -160,6 +160,18 @@ describe("nano.redis", function()
     psrv:stop()
   end)
 
+  it("authenticates as the ACL user named in the URL (redis://user:password@...)", function()
+    server:run(function()
+      local admin = connect()
+      assert.equal("OK", admin:call("ACL", "SETUSER", "game", "on", ">p%w", "~*", "+@all"))
+      local r = assert(nano.redis.connect((url:gsub("^redis://", "redis://game:p%%25w@"))))
+      assert.equal("game", r:call("ACL", "WHOAMI")) -- "%25" in the URL is "%"
+      r:close()
+      admin:call("ACL", "DELUSER", "game")
+      admin:close()
+    end)
+  end)
+
   it("pipelines 1,000 concurrent calls from 1,000 tasks on one connection", function()
     server:run(function()
       local r = connect()
