@@ -7,15 +7,21 @@
 
 #include <hiredis/async.h>
 
+#include "resolve.h"
+
 struct nh_redis {
     uv_poll_t poll; /* embedded: its close callback frees the connection */
+    uv_loop_t *loop;
+    nh_resolve_t *resolve; /* the host name's lookup, while it runs */
+    int port;
+    char host[256];
     redisAsyncContext *ac;
     nh_redis_events_t ev;
     void *data;
     int events;      /* UV_READABLE | UV_WRITABLE hiredis wants */
     int poll_inited; /* the poll handle exists and must be closed */
     int closing;     /* nh_redis_close() was called: no callbacks but on_gone */
-    char reason[160];
+    char reason[400];
 };
 
 /* ---- the event-library glue hiredis calls (ac->ev) ------------------------------------------ */
@@ -107,42 +113,24 @@ static void on_sub(redisAsyncContext *ac, void *reply, void *privdata) {
 
 /* ---- the API -------------------------------------------------------------------------------- */
 
-int nh_redis_connect(uv_loop_t *loop, const char *host, int port, const char *path,
-                     const nh_redis_events_t *events, void *data, nh_redis_t **out, char *err,
-                     size_t errlen) {
-    if (!path) {
-        struct sockaddr_in6 a6;
-        struct sockaddr_in a4;
-        if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
-        if (uv_ip4_addr(host, port, &a4) != 0 && uv_ip6_addr(host, port, &a6) != 0) {
-            snprintf(err, errlen, "host must be a numeric address (got \"%s\")", host);
-            return -1;
-        }
-    }
-    nh_redis_t *c = calloc(1, sizeof *c);
-    if (!c) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    redisAsyncContext *ac = path ? redisAsyncConnectUnix(path) : redisAsyncConnect(host, port);
+/* Creates the hiredis context for an address (or unix socket) and attaches the glue. */
+static int attach(nh_redis_t *c, uv_loop_t *loop, const char *ip, const char *path, char *err,
+                  size_t errlen) {
+    redisAsyncContext *ac = path ? redisAsyncConnectUnix(path) : redisAsyncConnect(ip, c->port);
     if (!ac || ac->err) {
         snprintf(err, errlen, "connect: %s", ac ? ac->errstr : "out of memory");
         if (ac) redisAsyncFree(ac);
-        free(c);
         return -1;
     }
     int r = uv_poll_init(loop, &c->poll, ac->c.fd);
     if (r < 0) {
         snprintf(err, errlen, "connect: %s", uv_strerror(r));
         redisAsyncFree(ac);
-        free(c);
         return -1;
     }
     c->poll.data = c;
     c->poll_inited = 1;
     c->ac = ac;
-    c->ev = *events;
-    c->data = data;
     ac->data = c;
     ac->ev.data = c;
     ac->ev.addRead = add_read;
@@ -154,6 +142,63 @@ int nh_redis_connect(uv_loop_t *loop, const char *host, int port, const char *pa
     redisAsyncSetDisconnectCallback(ac, on_disconnected);
     /* hiredis asked for write readiness (connect in progress) before the glue was attached. */
     add_write(c);
+    return 0;
+}
+
+/* The connection never got a socket: the last call, then the struct goes. */
+static void end_unattached(nh_redis_t *c, const char *reason) {
+    if (c->reason != reason) snprintf(c->reason, sizeof c->reason, "%.300s", reason);
+    c->ev.on_gone(c, c->data, c->reason);
+    free(c);
+}
+
+static void on_host(void *data, int status, const char *ip) {
+    nh_redis_t *c = data;
+    c->resolve = NULL;
+    if (c->closing) {
+        end_unattached(c, "closed by the client");
+        return;
+    }
+    char err[400];
+    if (status < 0)
+        snprintf(err, sizeof err, "connect: cannot resolve %.255s: %.100s", c->host,
+                 uv_strerror(status));
+    if (status < 0 || attach(c, c->loop, ip, NULL, err, sizeof err) < 0) {
+        c->ev.on_connect(c, c->data, 0, err);
+        end_unattached(c, err);
+    }
+}
+
+int nh_redis_connect(uv_loop_t *loop, const char *host, int port, const char *path,
+                     const nh_redis_events_t *events, void *data, nh_redis_t **out, char *err,
+                     size_t errlen) {
+    if (!path && strlen(host) >= sizeof((nh_redis_t *)0)->host) {
+        snprintf(err, errlen, "host name too long");
+        return -1;
+    }
+    nh_redis_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    c->loop = loop;
+    c->port = port;
+    c->ev = *events;
+    c->data = data;
+    if (!path) snprintf(c->host, sizeof c->host, "%s", host);
+    if (path || nh_resolve_is_numeric(host)) {
+        if (attach(c, loop, host, path, err, errlen) < 0) {
+            free(c);
+            return -1;
+        }
+    } else {
+        int r = nh_resolve_start(loop, host, on_host, c, &c->resolve);
+        if (r < 0) {
+            snprintf(err, errlen, "connect: cannot resolve %s: %s", host, uv_strerror(r));
+            free(c);
+            return -1;
+        }
+    }
     *out = c;
     return 0;
 }
@@ -161,7 +206,8 @@ int nh_redis_connect(uv_loop_t *loop, const char *host, int port, const char *pa
 static int queue_command(nh_redis_t *c, redisCallbackFn *fn, void *privdata, int argc,
                          const char **argv, const size_t *lens, char *err, size_t errlen) {
     if (!c->ac || c->closing) {
-        snprintf(err, errlen, "connection closed");
+        snprintf(err, errlen, "%s",
+                 c->resolve && !c->closing ? "not connected yet" : "connection closed");
         return -1;
     }
     if (redisAsyncCommandArgv(c->ac, fn, privdata, argc, argv, lens) != REDIS_OK) {
@@ -184,6 +230,10 @@ int nh_redis_subscribe(nh_redis_t *c, int argc, const char **argv, const size_t 
 void nh_redis_close(nh_redis_t *c) {
     if (c->closing) return;
     c->closing = 1;
+    if (c->resolve) { /* no socket yet: on_host ends it, from the loop */
+        nh_resolve_cancel(c->resolve);
+        return;
+    }
     /* Inside a hiredis callback this only marks the context; hiredis frees it (and so calls
      * cleanup) when the callback returns. */
     if (c->ac) redisAsyncFree(c->ac);

@@ -17,8 +17,9 @@
  * callback but on_gone runs (the owner fails its pending calls itself), so close may be called
  * from anywhere, including inside a callback.
  *
- * Host names: only numeric addresses (and "localhost", read as 127.0.0.1) are accepted, because
- * hiredis resolves names with a blocking getaddrinfo on the calling thread.
+ * Host names are resolved first on libuv's pool (resolve.c): hiredis would call a blocking
+ * getaddrinfo on the loop thread. A failed lookup is reported like a failed connect. Commands are
+ * refused ("not connected yet") until the lookup is done: send them after on_connect.
  */
 #ifndef NH_REDIS_CLIENT_H
 #define NH_REDIS_CLIENT_H
@@ -51,7 +52,7 @@ int nh_redis_connect(uv_loop_t *loop, const char *host, int port, const char *pa
                      size_t errlen);
 
 /* Queues a command (argv of argc binary-safe strings); its reply goes to on_reply with `id`.
- * May be called before on_connect (hiredis buffers it). 0, or -1 with err filled when the
+ * May be called before on_connect once the host is resolved (hiredis buffers it). 0, or -1 with err filled when the
  * connection is closing (no callback will run for it). */
 int nh_redis_command(nh_redis_t *c, int argc, const char **argv, const size_t *lens, uint64_t id,
                      char *err, size_t errlen);

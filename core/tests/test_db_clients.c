@@ -2,7 +2,8 @@
  * whatever the other side does. A port where nothing listens (connect fails: on_connect(0), then
  * on_gone), a loopback listener that accepts and hangs up at once (a pending Redis command gets
  * no reply and an error; PostgreSQL's startup fails), a close right after connect (no callback
- * but on_gone), refused arguments (no callback at all). Each case runs the loop until it is
+ * but on_gone), a host name that does not resolve, a close while the name is being looked up,
+ * refused arguments (no callback at all). Each case runs the loop until it is
  * empty and checks that uv_loop_close succeeds: every handle closed. The talk with real servers
  * is in spec/redis_spec.lua and spec/pg_spec.lua. */
 #include <stdlib.h>
@@ -160,16 +161,37 @@ static void test_redis_close_at_once(void) {
     CHECK(r.gone == 1);
 }
 
-static void test_redis_refuses_names(void) {
+static void test_redis_unresolvable_name(void) {
     uv_loop_t loop;
     uv_loop_init(&loop);
     record_t r = {0};
     nh_redis_t *c = NULL;
     char err[200];
-    CHECK(nh_redis_connect(&loop, "db.example", 6379, NULL, &rev, &r, &c, err, sizeof err) < 0);
-    CHECK(strstr(err, "numeric address") != NULL);
+    CHECK(nh_redis_connect(&loop, "no-such-host.invalid", 6379, NULL, &rev, &r, &c, err,
+                           sizeof err) == 0);
+    const char *argv[] = {"PING"};
+    size_t lens[] = {4};
+    CHECK(nh_redis_command(c, 1, argv, lens, 1, err, sizeof err) < 0); /* not before the lookup */
+    CHECK(strcmp(err, "not connected yet") == 0);
+    CHECK(r.gone == 0); /* the lookup runs off the loop thread */
     CHECK(run_until_empty(&loop));
+    CHECK(r.connects == 1 && r.connect_ok == 0);
+    CHECK(strstr(r.last_err, "cannot resolve no-such-host.invalid") != NULL);
+    CHECK(r.gone == 1);
+}
+
+static void test_redis_close_while_resolving(void) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    record_t r = {0};
+    nh_redis_t *c = NULL;
+    char err[200];
+    CHECK(nh_redis_connect(&loop, "localhost", closed_port(&loop), NULL, &rev, &r, &c, err,
+                           sizeof err) == 0);
+    nh_redis_close(c);
     CHECK(r.gone == 0);
+    CHECK(run_until_empty(&loop));
+    CHECK(r.connects == 0 && r.gone == 1);
 }
 
 /* ---- postgres -------------------------------------------------------------------------------- */
@@ -264,7 +286,8 @@ int main(void) {
     test_redis_refused();
     test_redis_hang_up_fails_pending();
     test_redis_close_at_once();
-    test_redis_refuses_names();
+    test_redis_unresolvable_name();
+    test_redis_close_while_resolving();
     test_pg_refused();
     test_pg_hang_up();
     test_pg_close_at_once();

@@ -92,7 +92,7 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- one connection at a time; reconnects
 
-local start_conn
+local start_conn, handshake
 
 -- Through nano.log (the game's logger), loaded late: nano itself loads this module.
 local function warn(msg) require("nano").log.warn("%s", msg) end
@@ -181,7 +181,11 @@ local function on_event(self, conn, event, a, b, c)
   elseif event == "push" then
     if self.on_push then self.on_push(a) end
   elseif event == "connect" then
-    if not a then self.last_err = "redis: cannot connect to " .. where(self) .. ": " .. tostring(b) end
+    if a then
+      handshake(self, conn)
+    else
+      self.last_err = "redis: cannot connect to " .. where(self) .. ": " .. tostring(b)
+    end
   elseif event == "gone" then
     self.conn = nil
     stop_timer(self.attempt_timer)
@@ -223,7 +227,11 @@ start_conn = function(self)
         self.opts.connect_timeout))
     end)
   end
-  -- AUTH and SELECT go first (hiredis writes them once connected); PING closes the handshake.
+end
+
+-- Once the socket is up: AUTH and SELECT first, then PING; its answer makes the client ready.
+handshake = function(self, conn)
+  local u = self.u
   local steps = {}
   if u.password then
     steps[#steps + 1] = u.user and { "AUTH", u.user, u.password } or { "AUTH", u.password }
