@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "resolve.h"
+
 enum { PG_CONNECTING, PG_READY, PG_BUSY, PG_CLOSING };
 
 /* libpq may replace the socket while connecting (another host of a list, an SSL retry), so a
@@ -25,7 +27,9 @@ struct nh_pg {
     int user_closed;
     nh_pg_events_t ev;
     void *data;
-    PGresult *result; /* the result kept for on_result while a query drains */
+    PGresult *result;       /* the result kept for on_result while a query drains */
+    nh_resolve_t *resolve;  /* the host name's lookup, while it runs */
+    PQconninfoOption *opts; /* the parsed conninfo, kept for the lookup */
     char reason[256];
 };
 
@@ -48,7 +52,7 @@ static void copy_msg(char *dst, size_t n, const char *prefix, const char *msg) {
 }
 
 static void maybe_gone(nh_pg_t *c) {
-    if (c->state != PG_CLOSING || c->polls_open > 0) return;
+    if (c->state != PG_CLOSING || c->polls_open > 0 || c->resolve) return;
     if (c->conn) PQfinish(c->conn);
     c->conn = NULL;
     if (c->result) PQclear(c->result);
@@ -198,10 +202,83 @@ static void gone_unseen(nh_pg_t *c, void *data, const char *reason) {
     (void)reason;
 }
 
+/* Starts libpq on conninfo, or on the parsed options plus hostaddr=ip once a name is resolved.
+ * 0, or -1 with err filled. */
+static int start_libpq(nh_pg_t *c, const char *conninfo, PQconninfoOption *opts, const char *ip,
+                       char *err, size_t errlen) {
+    if (opts) {
+        const char *keys[64], *vals[64];
+        int n = 0;
+        for (PQconninfoOption *o = opts; o->keyword && n < 62; o++) {
+            if (!o->val || strcmp(o->keyword, "hostaddr") == 0) continue;
+            keys[n] = o->keyword;
+            vals[n++] = o->val;
+        }
+        keys[n] = "hostaddr";
+        vals[n++] = ip;
+        keys[n] = vals[n] = NULL;
+        c->conn = PQconnectStartParams(keys, vals, 0);
+    } else {
+        c->conn = PQconnectStart(conninfo);
+    }
+    if (c->conn) PQsetNoticeProcessor(c->conn, drop_notice, NULL);
+    if (!c->conn || PQstatus(c->conn) == CONNECTION_BAD || watch(c, UV_WRITABLE) < 0) {
+        copy_msg(err, errlen, "connect: ", c->conn ? PQerrorMessage(c->conn) : "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* A host name that libpq would resolve itself, blocking: one name (not a list, a socket folder
+ * or an abstract socket) and no hostaddr given. Returns the name, or NULL. */
+static const char *name_to_resolve(PQconninfoOption *opts) {
+    const char *host = NULL, *hostaddr = NULL;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "host") == 0) host = o->val;
+        if (strcmp(o->keyword, "hostaddr") == 0) hostaddr = o->val;
+    }
+    if (!host || !*host || (hostaddr && *hostaddr)) return NULL;
+    if (host[0] == '/' || host[0] == '@' || strchr(host, ',') || nh_resolve_is_numeric(host))
+        return NULL;
+    return host;
+}
+
+static void on_host(void *data, int status, const char *ip) {
+    nh_pg_t *c = data;
+    c->resolve = NULL;
+    PQconninfoOption *opts = c->opts;
+    c->opts = NULL;
+    if (c->state == PG_CLOSING) { /* closed while resolving */
+        PQconninfoFree(opts);
+        maybe_gone(c);
+        return;
+    }
+    char err[300];
+    if (status < 0) {
+        const char *host = name_to_resolve(opts);
+        snprintf(err, sizeof err, "cannot resolve %.200s: %s", host ? host : "?",
+                 uv_strerror(status));
+        PQconninfoFree(opts);
+        fail(c, "connect: ", err);
+        return;
+    }
+    int r = start_libpq(c, NULL, opts, ip, err, sizeof err);
+    PQconninfoFree(opts);
+    if (r < 0) fail(c, "", err);
+}
+
 int nh_pg_connect(uv_loop_t *loop, const char *conninfo, const nh_pg_events_t *events, void *data,
                   nh_pg_t **out, char *err, size_t errlen) {
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
+    if (!opts) {
+        copy_msg(err, errlen, "connect: ", perr ? perr : "out of memory");
+        if (perr) PQfreemem(perr);
+        return -1;
+    }
     nh_pg_t *c = calloc(1, sizeof *c);
     if (!c) {
+        PQconninfoFree(opts);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -209,10 +286,23 @@ int nh_pg_connect(uv_loop_t *loop, const char *conninfo, const nh_pg_events_t *e
     c->ev = *events;
     c->data = data;
     c->fd = -1;
-    c->conn = PQconnectStart(conninfo);
-    if (c->conn) PQsetNoticeProcessor(c->conn, drop_notice, NULL);
-    if (!c->conn || PQstatus(c->conn) == CONNECTION_BAD || watch(c, UV_WRITABLE) < 0) {
-        copy_msg(err, errlen, "connect: ", c->conn ? PQerrorMessage(c->conn) : "out of memory");
+    const char *host = name_to_resolve(opts);
+    if (host) {
+        /* libpq would resolve it with a blocking getaddrinfo: resolve it on libuv's pool, then
+         * connect with hostaddr (host still names the server for TLS and .pgpass). */
+        c->opts = opts;
+        int r = nh_resolve_start(loop, host, on_host, c, &c->resolve);
+        if (r < 0) {
+            snprintf(err, errlen, "connect: cannot resolve %s: %s", host, uv_strerror(r));
+            PQconninfoFree(opts);
+            free(c);
+            return -1;
+        }
+        *out = c;
+        return 0;
+    }
+    PQconninfoFree(opts);
+    if (start_libpq(c, conninfo, NULL, NULL, err, errlen) < 0) {
         /* The caller never sees this connection: a poll handle already open closes without
          * telling anyone (on_gone would reach an owner that has given up on it). */
         c->ev.on_gone = gone_unseen;
@@ -278,5 +368,6 @@ int nh_pg_cancel(nh_pg_t *c) {
 void nh_pg_close(nh_pg_t *c) {
     if (c->state == PG_CLOSING) return;
     c->user_closed = 1;
+    if (c->resolve) nh_resolve_cancel(c->resolve); /* on_host ends it, from the loop */
     fail(c, "", "closed by the client");
 }

@@ -11,6 +11,10 @@
  * the last call, after which the struct is freed. Callbacks run only from the loop's poll
  * callbacks, never inside an API call.
  *
+ * Host names: a single `host` name (without `hostaddr`) is resolved on libuv's pool first
+ * (resolve.c) and given to libpq as `hostaddr`: libpq would call a blocking getaddrinfo. A host
+ * list is left to libpq. A failed lookup is reported like a failed connect.
+ *
  * Cancelling: libpq's PQcancel opens a new connection to the server and waits for it, so it
  * blocks; nh_pg_cancel runs it on libuv's thread pool (the work item owns its PGcancel and
  * touches nothing else), and the query then ends with the server's "canceling statement" error.

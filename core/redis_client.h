@@ -52,8 +52,8 @@ int nh_redis_connect(uv_loop_t *loop, const char *host, int port, const char *pa
                      size_t errlen);
 
 /* Queues a command (argv of argc binary-safe strings); its reply goes to on_reply with `id`.
- * May be called before on_connect once the host is resolved (hiredis buffers it). 0, or -1 with err filled when the
- * connection is closing (no callback will run for it). */
+ * May be called before on_connect once the host is resolved (hiredis buffers it). 0, or -1 with err
+ * filled when the connection is closing (no callback will run for it). */
 int nh_redis_command(nh_redis_t *c, int argc, const char **argv, const size_t *lens, uint64_t id,
                      char *err, size_t errlen);
 

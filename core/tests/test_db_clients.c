@@ -270,6 +270,35 @@ static void test_pg_close_at_once(void) {
     CHECK(r.gone == 1);
 }
 
+static void test_pg_unresolvable_name(void) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    record_t r = {0};
+    nh_pg_t *c = NULL;
+    char err[300];
+    CHECK(nh_pg_connect(&loop, "host=no-such-host.invalid dbname=x", &pev, &r, &c, err,
+                        sizeof err) == 0);
+    CHECK(r.gone == 0); /* the lookup runs off the loop thread */
+    CHECK(run_until_empty(&loop));
+    CHECK(r.connects == 1 && r.connect_ok == 0);
+    CHECK(strstr(r.last_err, "connect: cannot resolve no-such-host.invalid") != NULL);
+    CHECK(r.gone == 1);
+}
+
+static void test_pg_close_while_resolving(void) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    record_t r = {0};
+    nh_pg_t *c = NULL;
+    char err[300], info[128];
+    snprintf(info, sizeof info, "host=localhost port=%d dbname=x", closed_port(&loop));
+    CHECK(nh_pg_connect(&loop, info, &pev, &r, &c, err, sizeof err) == 0);
+    nh_pg_close(c);
+    CHECK(r.gone == 0);
+    CHECK(run_until_empty(&loop));
+    CHECK(r.connects == 0 && r.gone == 1);
+}
+
 static void test_pg_bad_conninfo(void) {
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -292,5 +321,7 @@ int main(void) {
     test_pg_hang_up();
     test_pg_close_at_once();
     test_pg_bad_conninfo();
+    test_pg_unresolvable_name();
+    test_pg_close_while_resolving();
     return check_done();
 }
