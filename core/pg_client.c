@@ -88,6 +88,16 @@ static void fail(nh_pg_t *c, const char *prefix, const char *msg) {
     maybe_gone(c);
 }
 
+/* The connection keeps the loop alive only while it works (connecting, a query running): an
+ * idle pooled connection does not hold nano-host up at shutdown. */
+static void update_ref(nh_pg_t *c) {
+    if (!c->p) return;
+    if (c->state == PG_READY)
+        uv_unref((uv_handle_t *)&c->p->poll);
+    else
+        uv_ref((uv_handle_t *)&c->p->poll);
+}
+
 /* Watches the connection's current socket for `events`, opening a poll for a new socket. */
 static int watch(nh_pg_t *c, int events) {
     int fd = PQsocket(c->conn);
@@ -106,7 +116,9 @@ static int watch(nh_pg_t *c, int events) {
         c->fd = fd;
         c->polls_open++;
     }
-    return uv_poll_start(&c->p->poll, events, on_poll) < 0 ? -1 : 0;
+    if (uv_poll_start(&c->p->poll, events, on_poll) < 0) return -1;
+    update_ref(c);
+    return 0;
 }
 
 /* libpq prints notices (WARNING: ..., NOTICE: ...) on stderr by default; a server's notices are
@@ -130,6 +142,7 @@ static void connect_step(nh_pg_t *c) {
             return;
         }
         c->state = PG_READY;
+        update_ref(c);
         c->ev.on_connect(c, c->data, 1, NULL);
         return;
     default:
@@ -157,6 +170,7 @@ static void read_step(nh_pg_t *c) {
             PGresult *res = c->result;
             c->result = NULL;
             c->state = PG_READY;
+            update_ref(c);
             c->ev.on_result(c, c->data, res, res ? NULL : "no result");
             if (res) PQclear(res);
             return;

@@ -11,6 +11,9 @@
  * the last call, after which the struct is freed. Callbacks run only from the loop's poll
  * callbacks, never inside an API call.
  *
+ * The poll handle keeps the loop alive only while connecting or running a query: an idle
+ * connection does not hold a stopping nano-host up.
+ *
  * Host names: a single `host` name (without `hostaddr`) is resolved on libuv's pool first
  * (resolve.c) and given to libpq as `hostaddr`: libpq would call a blocking getaddrinfo. A host
  * list is left to libpq. A failed lookup is reported like a failed connect.

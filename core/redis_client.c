@@ -21,6 +21,8 @@ struct nh_redis {
     int events;      /* UV_READABLE | UV_WRITABLE hiredis wants */
     int poll_inited; /* the poll handle exists and must be closed */
     int closing;     /* nh_redis_close() was called: no callbacks but on_gone */
+    int connected;   /* on_connect(ok) came */
+    int pending;     /* commands waiting for their reply */
     char reason[400];
 };
 
@@ -43,6 +45,17 @@ static void set_events(nh_redis_t *c, int events) {
         uv_poll_start(&c->poll, events, on_poll);
     else
         uv_poll_stop(&c->poll);
+}
+
+/* The connection keeps the loop alive only while it works (connecting, replies awaited): an
+ * idle client does not hold nano-host up at shutdown, so it can be closed after the shutdown
+ * hooks, which may still use it. */
+static void update_ref(nh_redis_t *c) {
+    if (!c->poll_inited || uv_is_closing((uv_handle_t *)&c->poll)) return;
+    if (c->pending > 0 || !c->connected)
+        uv_ref((uv_handle_t *)&c->poll);
+    else
+        uv_unref((uv_handle_t *)&c->poll);
 }
 
 static void add_read(void *d) {
@@ -88,6 +101,8 @@ static void on_connected(const redisAsyncContext *ac, int status) {
         c->ev.on_connect(c, c->data, 0, c->reason);
         return;
     }
+    c->connected = 1;
+    update_ref(c);
     c->ev.on_connect(c, c->data, 1, NULL);
 }
 
@@ -98,6 +113,8 @@ static void on_disconnected(const redisAsyncContext *ac, int status) {
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
     nh_redis_t *c = ac->data;
+    c->pending--;
+    update_ref(c);
     if (c->closing) return;
     const char *err = NULL;
     if (!reply) err = ac->err ? ac->errstr : "connection closed before the reply";
@@ -219,7 +236,11 @@ static int queue_command(nh_redis_t *c, redisCallbackFn *fn, void *privdata, int
 
 int nh_redis_command(nh_redis_t *c, int argc, const char **argv, const size_t *lens, uint64_t id,
                      char *err, size_t errlen) {
-    return queue_command(c, on_reply, (void *)(uintptr_t)id, argc, argv, lens, err, errlen);
+    if (queue_command(c, on_reply, (void *)(uintptr_t)id, argc, argv, lens, err, errlen) < 0)
+        return -1;
+    c->pending++;
+    update_ref(c);
+    return 0;
 }
 
 int nh_redis_subscribe(nh_redis_t *c, int argc, const char **argv, const size_t *lens, char *err,

@@ -17,6 +17,9 @@
  * callback but on_gone runs (the owner fails its pending calls itself), so close may be called
  * from anywhere, including inside a callback.
  *
+ * The poll handle keeps the loop alive only while the connection is connecting or awaits
+ * replies: an idle client (or a subscriber) does not hold a stopping nano-host up.
+ *
  * Host names are resolved first on libuv's pool (resolve.c): hiredis would call a blocking
  * getaddrinfo on the loop thread. A failed lookup is reported like a failed connect. Commands are
  * refused ("not connected yet") until the lookup is done: send them after on_connect.

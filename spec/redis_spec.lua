@@ -306,16 +306,19 @@ describe("nano.redis", function()
     assert.truthy(U.find(lines, "reconnecting"))
   end)
 
-  it("closes every client on nano.shutdown, failing calls in flight", function()
-    local res
-    server:run(function()
-      local r = connect()
-      nano.spawn(function() res = { r:call("BLPOP", "k:never", 0) } end)
-      nano.sleep(0)
-    end)
+  it("serves calls made while shutting down, and closes once stopped, failing calls in flight", function()
+    local r, b
+    server:run(function() r, b = connect(), connect() end)
+    local blocked, saved
+    nano.spawn(function() blocked = { b:call("BLPOP", "k:never", 0) } end) -- b is held by it
     nano.shutdown()
-    server:wait_until(function() return res end)
-    assert.same({ nil, "redis: client closed" }, res)
+    -- what a shutdown hook or a closing session does on the way out
+    nano.spawn(function() saved = { r:call("SET", "k:bye", "saved") } end)
+    server:wait_until(function() return saved end)
+    assert.same({ "OK" }, saved)
+    assert.is_nil(blocked)
+    server:stop()
+    assert.same({ nil, "redis: client closed" }, blocked)
   end)
 
   it("keeps a client in nano.persist open across a hot reload, without reconnecting", function()

@@ -629,7 +629,7 @@ function nano.shutdown()
   S.stopping = true
   for _, e in ipairs(S.components) do call_hook(e, "before_shutdown") end
   if nano._cluster_leave then nano._cluster_leave() end -- goodbye; calls in flight fail
-  nano.redis.close_all(); nano.pg.close_all() -- storage clients: calls in flight fail, handles close
+  nano.redis._shutdown() -- storage clients stop reconnecting; they close in nano._stopped
   -- Inside a handler, the handler's response is not sent yet: stop on the next loop turn, so
   -- that it is queued first (and gets the last flush every closing connection gets).
   if cur_session then core.timer(0, 0, core.stop) else core.stop() end
@@ -674,6 +674,7 @@ end
 function nano._stopped()
   for _, e in ipairs(S.components) do call_hook(e, "shutdown") end
   nano.http._close() -- requests still in flight are dropped, kept-alive connections closed
+  nano.redis.close_all(); nano.pg.close_all() -- storage clients (used by the hooks above)
 end
 
 -- nano.new_group (group.lua), nano.new_timer / new_count_timer / new_after_timer /

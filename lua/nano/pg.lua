@@ -29,7 +29,7 @@ local M = {
   null = require("nano.json").null, -- a NULL parameter (nil works too)
 }
 
-local open = {} -- pool -> true while open (nano.shutdown closes them: M.close_all)
+local open = {} -- pool -> true while open (closed once the server has stopped: M.close_all)
 
 local Pool = {}
 Pool.__index = Pool
@@ -334,7 +334,8 @@ Pool.__tostring = function(self)
   return str_format("nano.pg pool (%d/%d connections%s)", self.nconns, self.size, self.closed and ", closed" or "")
 end
 
---- nano.pg.close_all(): closes every open pool (nano.shutdown does).
+--- nano.pg.close_all(): closes every open pool (once the server has stopped, after the shutdown
+--- hooks; idle connections do not keep the loop alive meanwhile).
 function M.close_all()
   for p in pairs(open) do p:close() end
 end

@@ -32,7 +32,8 @@ local M = {
   null = require("nano.json").null, -- a nil inside an array reply
 }
 
-local open = {} -- client -> true while open: nano.shutdown closes them (M.close_all)
+local open = {} -- client -> true while open: closed when the server has stopped (M.close_all)
+local stopping = false -- nano.shutdown() started: no more reconnecting (M._shutdown)
 
 local Client = {}
 Client.__index = Client
@@ -126,6 +127,10 @@ end
 
 local function schedule_reconnect(self)
   if self.status == "closed" or self.retry then return end
+  if stopping then -- shutting down: a connection that is gone stays gone
+    fail_waiting(self, "redis: not connected, and the server is shutting down")
+    return
+  end
   local delay = min(0.05 * 2 ^ self.attempts, self.opts.reconnect_max)
   self.attempts = self.attempts + 1
   self.retry = core.timer(delay, 0, function()
@@ -452,9 +457,27 @@ function Client:unsubscribe(channel)
   return true
 end
 
---- nano.redis.close_all(): closes every open client (nano.shutdown does).
+--- nano.redis._shutdown(): nano.shutdown() started: clients stop reconnecting, and calls wait
+--- no longer for a connection that is down. Open connections go on serving the shutdown hooks
+--- and the handlers still finishing; an idle one does not keep the loop alive.
+function M._shutdown()
+  stopping = true
+  for c in pairs(open) do
+    for _, cl in ipairs({ c, c.sub }) do
+      if cl.retry then
+        cl.retry:stop()
+        cl.retry = nil
+        fail_waiting(cl, "redis: not connected, and the server is shutting down")
+      end
+    end
+  end
+end
+
+--- nano.redis.close_all(): closes every open client (once the server has stopped, after the
+--- shutdown hooks; calls still in flight get "redis: client closed").
 function M.close_all()
   for c in pairs(open) do c:close() end
+  stopping = false
 end
 
 --- nano.redis.count() -> connections not yet freed (leak checks)

@@ -1,6 +1,7 @@
 'use strict';
 // nano.redis and nano.pg in the real nano-host, against real servers this file starts: a profile
-// saved through handlers is still there after nano-host restarts; a database server killed with
+// saved through handlers is still there after nano-host restarts, and so is what closing
+// sessions saved while SIGTERM shut the server down; a database server killed with
 // a call in flight fails that call with an error response, and calls succeed again once it is
 // back; SIGTERM with storage clients open still exits 0.
 const test = require('node:test');
@@ -21,7 +22,7 @@ test.after(() => {
 
 const env = () => ({ env: { NH_E2E_REDIS: redis.url, NH_E2E_PG: pg.conninfo } });
 
-test('a profile saved in Redis and PostgreSQL is there after nano-host restarts', { timeout: 60000 }, async () => {
+test('a profile saved in Redis and PostgreSQL is there after nano-host restarts, and so are the goodbyes sessions wrote while SIGTERM closed them', { timeout: 60000 }, async () => {
   let srv = await startServer(fixture('storage.lua'), [], env());
   try {
     const c = await connect({ transport: 'tcp', ...srv.tcp });
@@ -36,6 +37,9 @@ test('a profile saved in Redis and PostgreSQL is there after nano-host restarts'
     const c = await connect({ transport: 'ws', ...srv.ws });
     const r = await c.request('Store.load', { id: 7 });
     assert.deepEqual(r.body, { code: 0, redis: { name: 'ann', gold: 15 }, pg: { name: 'ann', gold: 15 } }, r.text);
+    // the first run's session said goodbye in both stores during its shutdown
+    const g = await c.request('Store.goodbyes', {});
+    assert.deepEqual(g.body, { code: 0, redis: 1, pg: 1 }, g.text);
     await srv.stop();
   } finally {
     await srv.kill();
