@@ -15,7 +15,7 @@ if(NODE_EXECUTABLE AND EXISTS "${NH_NODE_MODULES}/pomelo-protocol")
 endif()
 
 if(VALGRIND_EXECUTABLE AND NH_E2E_READY AND NOT NH_SANITIZE)
-  foreach(name protocol limits hardening-faults hardening-limits tls)
+  foreach(name protocol limits hardening-faults hardening-limits tls storage)
     add_test(NAME valgrind_e2e_${name}
       COMMAND ${NODE_EXECUTABLE} ${CMAKE_SOURCE_DIR}/spec/e2e/${name}.test.js)
     # RUN_SERIAL: memcheck is slow enough without another test competing for the two cores.

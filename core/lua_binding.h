@@ -8,6 +8,8 @@
  * lua_nats.c    `nano.nats_core`: a NATS connection for the cluster (lua/nano/cluster.lua).
  * lua_sqlite.c  `nano.sqlite_core`: SQLite handles whose statements run on libuv's pool.
  * lua_http.c    `nano.http_core`: outgoing HTTP on libcurl's multi interface (lua/nano/http.lua).
+ * lua_redis.c   `nano.redis_core`: one Redis connection (redis_client.c), under nano.redis.
+ * lua_pg.c      `nano.pg_core`: one PostgreSQL connection (pg_client.c), under nano.pg.
  *
  * Every call from C into Lua goes through nh_host_call_lua() (host.c): pcall + traceback + log.
  */
@@ -18,7 +20,8 @@
 
 #include "session.h"
 
-/* Registers `nano.core`, `nano.codec`, `nano.tcp` and `nano.json_codec` in package.preload. */
+/* Registers `nano.core`, `nano.codec`, `nano.tcp`, `nano.json_codec`, `nano.redis_core` and
+ * `nano.pg_core` in package.preload. */
 void nh_lua_open(lua_State *L);
 
 /* Pushes the session's userdata, creating it (and its registry ref) on first use. */
@@ -44,6 +47,8 @@ int nh_lua_open_json(lua_State *L);    /* `nano.json_codec` (lua_json.c): the mo
 int nh_lua_open_nats(lua_State *L);    /* `nano.nats_core` (lua_nats.c): the module table */
 int nh_lua_open_sqlite(lua_State *L);  /* `nano.sqlite_core` (lua_sqlite.c): the module table */
 int nh_lua_open_http(lua_State *L);    /* `nano.http_core` (lua_http.c): the module table */
+int nh_lua_open_redis(lua_State *L);   /* `nano.redis_core` (lua_redis.c): the module table */
+int nh_lua_open_pg(lua_State *L);      /* `nano.pg_core` (lua_pg.c): the module table */
 
 /* Registry references in use (luaL_ref), for leak checks: core.stats().lua_refs, and main.c at
  * exit, where anything above zero is logged. */

@@ -737,5 +737,9 @@ void nh_lua_open(lua_State *L) {
     lua_setfield(L, -2, "nano.sqlite_core");
     lua_pushcfunction(L, nh_lua_open_http);
     lua_setfield(L, -2, "nano.http_core");
+    lua_pushcfunction(L, nh_lua_open_redis);
+    lua_setfield(L, -2, "nano.redis_core");
+    lua_pushcfunction(L, nh_lua_open_pg);
+    lua_setfield(L, -2, "nano.pg_core");
     lua_pop(L, 2);
 }

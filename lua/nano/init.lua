@@ -631,6 +631,7 @@ function nano.shutdown()
   S.stopping = true
   for _, e in ipairs(S.components) do call_hook(e, "before_shutdown") end
   if nano._cluster_leave then nano._cluster_leave() end -- goodbye; calls in flight fail
+  nano.redis._shutdown() -- storage clients stop reconnecting; they close in nano._stopped
   -- Inside a handler, the handler's response is not sent yet: stop on the next loop turn, so
   -- that it is queued first (and gets the last flush every closing connection gets).
   if cur_session then core.timer(0, 0, core.stop) else core.stop() end
@@ -675,7 +676,8 @@ end
 function nano._stopped()
   for _, e in ipairs(S.components) do call_hook(e, "shutdown") end
   nano.http._close() -- requests still in flight are dropped, kept-alive connections closed
-  nano.sqlite._close_all()
+  nano.sqlite._close_all() -- storage handles (used by the hooks above)
+  nano.redis.close_all(); nano.pg.close_all()
 end
 
 -- nano.new_group (group.lua), nano.new_timer / new_count_timer / new_after_timer /
@@ -685,6 +687,8 @@ require("nano.timer").attach(nano)
 require("nano.pipeline").attach(nano)
 -- nano.cluster / rpc / cluster_route / cluster_members (cluster.lua): several processes, one game
 require("nano.cluster").attach(nano)
+nano.redis = require("nano.redis") -- Redis client (issue 13)
+nano.pg = require("nano.pg") -- PostgreSQL client (issue 13)
 -- nano.reload / watch / unwatch / persist (reload.lua). Attached last: it wraps new_*timer,
 -- new_group, on_session_closed and the pipeline so a reload can replace what main.lua made.
 require("nano.reload").attach(nano)

@@ -329,9 +329,254 @@ function Server:stop()
   end
 end
 
---- nt.stop(): stops the running server, if any (test runner cleanup).
+--- nt.stop(): stops the running server, if any, and the throwaway database servers (test
+--- runner cleanup).
 function nt.stop()
   if current then current:stop() end
+  nt.stop_services()
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- throwaway database servers: nt.redis(), nt.postgres()
+--
+-- Each starts a real server of its own in a fresh temporary folder on a free loopback port and
+-- returns (url, handle). handle:stop() stops it and removes the folder; handle:kill() kills it
+-- (SIGKILL: a crash), handle:start() starts it again on the same port and folder. Servers left
+-- running are stopped by nt.stop() (the test runner calls it at the end) or when the process
+-- exits. Starting a server blocks the process for a moment (it is test set-up, not a handler).
+
+local services = {} -- handle -> true while its server may be running
+
+local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function run_cmd(cmd)
+  local ok = os.execute(cmd)
+  return ok == 0 or ok == true
+end
+
+local function read_cmd(cmd)
+  local f = io.popen(cmd)
+  local out = f:read("*a")
+  f:close()
+  return out
+end
+
+pcall(ffi.cdef, [[
+  int socket(int domain, int type, int protocol);
+  int bind(int fd, const void *addr, unsigned int len);
+  int getsockname(int fd, void *addr, unsigned int *len);
+  int close(int fd);
+  unsigned int getuid(void);
+]])
+
+-- A loopback port nobody listens on now: bound to 127.0.0.1:0, read, released. Another process
+-- could take it before the server does; the start helpers retry with a new port if so.
+local function free_port()
+  local fd = ffi.C.socket(2, 1, 0) -- AF_INET, SOCK_STREAM
+  if fd < 0 then error("nt: socket() failed", 3) end
+  local sa = ffi.new("uint8_t[16]")
+  sa[0] = 2 -- sin_family (little-endian short)
+  sa[4], sa[5], sa[6], sa[7] = 127, 0, 0, 1
+  local len = ffi.new("unsigned int[1]", 16)
+  if ffi.C.bind(fd, sa, 16) ~= 0 or ffi.C.getsockname(fd, sa, len) ~= 0 then
+    ffi.C.close(fd)
+    error("nt: cannot bind a loopback port", 3)
+  end
+  ffi.C.close(fd)
+  return sa[2] * 256 + sa[3]
+end
+
+--- nt.free_port() -> a loopback port nothing listens on right now
+nt.free_port = free_port
+
+local function need_binary(helper, path, package)
+  if not file_exists(path) then
+    error(str_format("%s: %s is not installed (Debian package %s; scripts/setup installs it)",
+      helper, path, package), 3)
+  end
+end
+
+local function temp_dir(tag)
+  local dir = read_cmd("mktemp -d /tmp/nano-test-" .. tag .. ".XXXXXX"):gsub("%s+$", "")
+  if dir == "" then error("nt: mktemp failed", 3) end
+  return dir
+end
+
+-- Waits (bounded) until probe() is true; sleeps between tries with the shell's sleep.
+local function wait_for(probe, secs)
+  local deadline = core.hrtime() + secs
+  while core.hrtime() < deadline do
+    if probe() then return true end
+    os.execute("sleep 0.05")
+  end
+  return probe()
+end
+
+local Service = {}
+Service.__index = Service
+
+function Service:stop()
+  if not services[self] then return end
+  services[self] = nil
+  self:_halt()
+  run_cmd("rm -rf " .. sh_quote(self.dir))
+end
+
+--- handle:pause() / handle:resume(): SIGSTOP / SIGCONT the server (the kernel still accepts
+--- connections, nothing answers: timeouts).
+function Service:pause()
+  local pid = self:_pid()
+  if pid then run_cmd(str_format("kill -STOP %d", pid)) end
+end
+
+function Service:resume()
+  local pid = self:_pid()
+  if pid then run_cmd(str_format("kill -CONT %d", pid)) end
+end
+
+local function track(svc)
+  services[svc] = true
+  -- Stopped when the process exits, even if nobody called stop (a spec that raised).
+  svc._gc = newproxy(true)
+  getmetatable(svc._gc).__gc = function() pcall(Service.stop, svc) end
+  return svc
+end
+
+-- redis ----------------------------------------------------------------------------------------
+
+local REDIS_SERVER = "/usr/bin/redis-server"
+
+local function redis_ping(svc)
+  return read_cmd(str_format("redis-cli -h 127.0.0.1 -p %d %s ping 2>/dev/null", svc.port,
+    svc.password and ("-a " .. sh_quote(svc.password) .. " --no-auth-warning") or "")):find("PONG") ~= nil
+end
+
+function Service:_start_redis()
+  for _ = 1, 5 do
+    self.port = self.port or free_port()
+    local cmd = str_format("%s --bind 127.0.0.1 --port %d --dir %s --daemonize yes --pidfile %s "
+      .. "--logfile %s --save '' --appendonly no --unixsocket %s --unixsocketperm 700%s", REDIS_SERVER,
+      self.port, sh_quote(self.dir), sh_quote(self.dir .. "/redis.pid"), sh_quote(self.dir .. "/redis.log"),
+      sh_quote(self.dir .. "/redis.sock"),
+      self.password and (" --requirepass " .. sh_quote(self.password)) or "")
+    if run_cmd(cmd) and wait_for(function() return redis_ping(self) end, 5) then return end
+    self:_halt()
+    if self.fixed_port then break end
+    self.port = nil -- taken meanwhile: another port
+  end
+  error("nt.redis: redis-server did not start; its log: " .. self.dir .. "/redis.log", 3)
+end
+
+function Service:_halt_redis(signal)
+  local f = io.open(self.dir .. "/redis.pid")
+  local pid = f and f:read("*n")
+  if f then f:close() end
+  if pid then
+    run_cmd(str_format("kill -%s %d 2>/dev/null", signal or "TERM", pid))
+    wait_for(function() return not run_cmd(str_format("kill -0 %d 2>/dev/null", pid)) end, 5)
+    os.remove(self.dir .. "/redis.pid")
+  end
+end
+
+--- nt.redis([opts]) -> url, handle: a throwaway redis-server on 127.0.0.1 (opts.password sets
+--- requirepass; the URL carries it). handle: stop(), kill(), start(), port, url, socket (a unix
+--- socket it also listens on).
+function nt.redis(opts)
+  need_binary("nt.redis", REDIS_SERVER, "redis-server")
+  opts = opts or {}
+  local svc = setmetatable({ kind = "redis", dir = temp_dir("redis"), password = opts.password }, Service)
+  svc._halt = Service._halt_redis
+  svc.start = function(self)
+    self.fixed_port = true
+    self:_start_redis()
+    services[self] = true
+  end
+  svc.kill = function(self) self:_halt_redis("KILL") end
+  svc._pid = function(self)
+    local f = io.open(self.dir .. "/redis.pid")
+    local pid = f and f:read("*n")
+    if f then f:close() end
+    return pid
+  end
+  svc:_start_redis()
+  svc.socket = svc.dir .. "/redis.sock" -- also listening there: redis+unix://<socket>
+  svc.url = str_format("redis://%s127.0.0.1:%d/0", svc.password and (":" .. svc.password .. "@") or "", svc.port)
+  return svc.url, track(svc)
+end
+
+-- postgres -------------------------------------------------------------------------------------
+
+local PG_BIN = "/usr/lib/postgresql/15/bin/"
+
+-- As root (CI) PostgreSQL refuses to run: its commands run as the `postgres` user.
+local function as_pg(cmd)
+  if ffi.C.getuid() == 0 then return "runuser -u postgres -- " .. cmd end
+  return cmd
+end
+
+function Service:_start_pg()
+  for _ = 1, 5 do
+    self.port = self.port or free_port()
+    local cmd = as_pg(str_format("%spg_ctl -D %s -l %s -w -t 30 -o %s start >/dev/null 2>&1", PG_BIN,
+      sh_quote(self.dir .. "/data"), sh_quote(self.dir .. "/log"),
+      sh_quote(str_format("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off "
+        .. "-c synchronous_commit=off -c full_page_writes=off", self.port, self.dir))))
+    if run_cmd(cmd) then return end
+    if self.fixed_port then break end
+    self.port = nil
+  end
+  error("nt.postgres: postgres did not start; its log: " .. self.dir .. "/log", 3)
+end
+
+function Service:_halt_pg(mode)
+  run_cmd(as_pg(str_format("%spg_ctl -D %s -m %s -w -t 30 stop >/dev/null 2>&1", PG_BIN,
+    sh_quote(self.dir .. "/data"), mode or "fast")))
+end
+
+--- nt.postgres() -> conninfo, handle: a throwaway PostgreSQL 15 (initdb + pg_ctl, as the
+--- postgres user when run as root) on 127.0.0.1, database "postgres", user "postgres", trust
+--- authentication. handle: stop(), kill() (immediate shutdown: no clean close), start(), port.
+function nt.postgres()
+  need_binary("nt.postgres", PG_BIN .. "initdb", "postgresql")
+  need_binary("nt.postgres", PG_BIN .. "pg_ctl", "postgresql")
+  local svc = setmetatable({ kind = "postgres", dir = temp_dir("pg") }, Service)
+  if ffi.C.getuid() == 0 and not run_cmd("chown postgres: " .. sh_quote(svc.dir)) then
+    error("nt.postgres: cannot give " .. svc.dir .. " to the postgres user", 2)
+  end
+  local init = as_pg(str_format("%sinitdb -D %s -A trust -U postgres --no-sync -E UTF8 >%s 2>&1",
+    PG_BIN, sh_quote(svc.dir .. "/data"), sh_quote(svc.dir .. "/initdb.log")))
+  if not run_cmd(init) then
+    local log = read_cmd("cat " .. sh_quote(svc.dir .. "/initdb.log"))
+    run_cmd("rm -rf " .. sh_quote(svc.dir))
+    error("nt.postgres: initdb failed:\n" .. log, 2)
+  end
+  svc._halt = Service._halt_pg
+  svc.start = function(self)
+    self.fixed_port = true
+    self:_start_pg()
+    services[self] = true
+  end
+  svc.kill = function(self) self:_halt_pg("immediate") end
+  svc._pid = function(self) -- the postmaster's: first line of postmaster.pid
+    local f = io.open(self.dir .. "/data/postmaster.pid")
+    local pid = f and f:read("*n")
+    if f then f:close() end
+    return pid
+  end
+  svc:_start_pg()
+  svc.url = str_format("host=127.0.0.1 port=%d user=postgres dbname=postgres", svc.port)
+  return svc.url, track(svc)
+end
+
+--- nt.stop_services(): closes every nano.redis / nano.pg client and stops every throwaway server.
+function nt.stop_services()
+  nano.redis.close_all()
+  nano.pg.close_all()
+  local deadline = core.hrtime() + 5
+  while (nano.redis.count() + nano.pg.count()) > 0 and core.hrtime() < deadline do
+    core.run("nowait")
+  end
+  for svc in pairs(services) do svc:stop() end
 end
 
 return nt
