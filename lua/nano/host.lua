@@ -21,4 +21,9 @@ function M.test(opts)
   return require("nano.test_runner").run(opts)
 end
 
+-- `nano-host new NAME` (lua/nano/new.lua)
+function M.new(opts)
+  return require("nano.new").run(opts.args or {})
+end
+
 return M
