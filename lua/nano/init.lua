@@ -2,6 +2,7 @@
 -- replies, lifecycle); mechanism (sockets, codec, sessions, timers) is the C core, `nano.core`.
 -- See docs/api.md for every function with an example.
 local core = require "nano.core"
+local metrics_core = require "nano.metrics_core"
 
 local type, pairs, ipairs, tostring, select = type, pairs, ipairs, tostring, select
 local xpcall, pcall, traceback = xpcall, pcall, debug.traceback
@@ -125,7 +126,9 @@ local function outgoing(s, mtype, id, route, payload, is_error)
   return nil, "dropped by the outbound pipeline: " .. tostring(err)
 end
 
+local last_error_code = 0 -- the code of the last error response, for per-route metrics
 local function send_error(s, id, code, msg)
+  last_error_code = code
   local ok, payload = pcall(marshal, { code = code, msg = msg })
   if not ok then payload = str_format('{"code":%d,"msg":"internal error"}', code) end
   local out, err = outgoing(s, MSG_RESPONSE, id, nil, payload, true)
@@ -227,6 +230,7 @@ local function build_handlers()
     end
   end
   S.handlers = handlers
+  for route in pairs(handlers) do metrics_core.route(route) end -- per-route series (metrics.h)
 end
 nano._build_handlers = build_handlers
 
@@ -636,8 +640,24 @@ end
 
 function nano.stats() return core.stats() end
 
+-- Per-route request metrics (nano.listen_metrics turns them on): outcome and time in the
+-- dispatcher, by the route's name; routes that are not registered count as "unknown" in C.
+local request_metrics = false
+local hrtime, metrics_request = core.hrtime, metrics_core.request
+local function metered_dispatch(s, mtype, id, route, payload, flags)
+  if not request_metrics or mtype ~= MSG_REQUEST then
+    return dispatch(s, mtype, id, route, payload, flags)
+  end
+  last_error_code = 0
+  local t0 = hrtime()
+  dispatch(s, mtype, id, route, payload, flags)
+  if type(route) == "number" then route = S.route_of[route] end
+  metrics_request(route, last_error_code, hrtime() - t0)
+end
+function nano._request_metrics(on) request_metrics = on and true or false end
+
 local function install_hooks()
-  core.set_hook("dispatch", dispatch)
+  core.set_hook("dispatch", metered_dispatch)
   core.set_hook("handshake", on_handshake)
   core.set_hook("closed", on_closed)
   core.set_hook("origin", on_origin)
@@ -678,6 +698,7 @@ end
 -- nano.new_group (group.lua), nano.new_timer / new_count_timer / new_after_timer /
 -- new_cond_timer / set_timer_precision (timer.lua), nano.pipeline (pipeline.lua)
 require("nano.group").attach(nano)
+require("nano.metrics").attach(nano)
 require("nano.timer").attach(nano)
 require("nano.pipeline").attach(nano)
 -- nano.cluster / rpc / cluster_route / cluster_members (cluster.lua): several processes, one game
