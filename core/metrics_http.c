@@ -40,7 +40,7 @@ struct client {
     http_parser parser;
     char url[1024];
     size_t url_len, head_bytes;
-    int url_too_long, has_body, closing, handles;
+    int url_too_long, head_too_big, has_body, closing, handles;
     int writes; /* uv_writes in flight */
     int close_when_written;
 };
@@ -142,13 +142,28 @@ static client_t *client_of(http_parser *p) {
 static int on_message_begin(http_parser *p) {
     client_t *c = client_of(p);
     c->url_len = 0;
+    c->head_bytes = 0;
     c->url_too_long = 0;
     c->has_body = 0;
     return 0;
 }
 
+/* Counts the request head (target and headers); past MAX_HEAD parsing stops (431). */
+static int head_grows(client_t *c, size_t n) {
+    c->head_bytes += n;
+    if (c->head_bytes <= MAX_HEAD) return 0;
+    c->head_too_big = 1;
+    return 1;
+}
+
+static int on_header_part(http_parser *p, const char *at, size_t n) {
+    (void)at;
+    return head_grows(client_of(p), n);
+}
+
 static int on_url(http_parser *p, const char *at, size_t n) {
     client_t *c = client_of(p);
+    if (head_grows(c, n)) return 1;
     if (c->url_len + n >= sizeof c->url) {
         c->url_too_long = 1;
         return 0;
@@ -167,7 +182,6 @@ static int on_body(http_parser *p, const char *at, size_t n) {
 
 static int on_headers_complete(http_parser *p) {
     client_t *c = client_of(p);
-    c->head_bytes = 0; /* the next request's head starts counting after this one's */
     if (p->content_length > 0 && p->content_length != ULLONG_MAX) c->has_body = 1;
     if (c->has_body || (p->flags & F_CHUNKED)) {
         /* Nothing here takes a body: refuse without reading it. */
@@ -229,6 +243,8 @@ static int on_message_complete(http_parser *p) {
 static const http_parser_settings settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
+    .on_header_field = on_header_part,
+    .on_header_value = on_header_part,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
@@ -250,15 +266,12 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     }
     uv_timer_again(&c->idle);
     if (c->close_when_written) return;
-    c->head_bytes += (size_t)nread;
     size_t done = http_parser_execute(&c->parser, &settings, buf->base, (size_t)nread);
     if (c->close_when_written || c->closing) return;
-    if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK || done != (size_t)nread) {
-        respond_text(c, 400, "Bad Request", "malformed HTTP request\n", 0);
-        return;
-    }
-    if (c->head_bytes > MAX_HEAD)
+    if (c->head_too_big)
         respond_text(c, 431, "Request Header Fields Too Large", "request head too large\n", 0);
+    else if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK || done != (size_t)nread)
+        respond_text(c, 400, "Bad Request", "malformed HTTP request\n", 0);
 }
 
 static void on_idle(uv_timer_t *t) {
