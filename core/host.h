@@ -69,9 +69,9 @@ struct nh_host {
     int stopping;
     int signals_on;
     uint64_t sweep_period;
-    nh_watchdog_t *watchdog; /* NULL if its thread could not start */
-    nh_metrics_t metrics;              /* counters for /metrics (metrics.h) */
-    nh_metrics_http_t *metrics_http;   /* nano.listen_metrics' listener, or NULL */
+    nh_watchdog_t *watchdog;         /* NULL if its thread could not start */
+    nh_metrics_t metrics;            /* counters for /metrics (metrics.h) */
+    nh_metrics_http_t *metrics_http; /* nano.listen_metrics' listener, or NULL */
     /* max_conns refusals since the last log line about them, and when that was (loop ms) */
     uint64_t refused, refused_logged_ms;
     /* accepts that failed (out of file descriptors, ...): in all, since the last log line about

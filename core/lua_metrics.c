@@ -57,9 +57,9 @@ static int l_listen(lua_State *L) {
     }
     if (h->stopping) return luaL_error(L, "listen_metrics: the server is shutting down");
     char bound[128];
-    int r = nh_metrics_http_start(h->loop, addr, &h->metrics, collect, h,
-                                  (uint64_t)(drain * 1000.0), &h->metrics_http, bound,
-                                  sizeof bound);
+    int r =
+        nh_metrics_http_start(h->loop, addr, &h->metrics, collect, h, (uint64_t)(drain * 1000.0),
+                              &h->metrics_http, bound, sizeof bound);
     if (r) return luaL_error(L, "listen_metrics %s: %s", addr, uv_strerror(r));
     snprintf(listen_addr, sizeof listen_addr, "%s", addr);
     lua_pushstring(L, bound);
@@ -137,12 +137,14 @@ static int l_family(lua_State *L) {
     nh_metrics_family_t *f;
     int r = nh_metrics_family_add(m, name, help, k, labels, nlabels, bounds, nbounds, &f);
     if (r == -EINVAL)
-        return luaL_error(L, "metric '%s': bad name, label names or bucket bounds (names are "
-                             "[a-zA-Z_:][a-zA-Z0-9_:]*, bounds increase)",
+        return luaL_error(L,
+                          "metric '%s': bad name, label names or bucket bounds (names are "
+                          "[a-zA-Z_:][a-zA-Z0-9_:]*, bounds increase)",
                           name);
     if (r == -EEXIST)
-        return luaL_error(L, "metric '%s' exists with another type, labels or buckets (or uses "
-                             "the reserved nano_ prefix)",
+        return luaL_error(L,
+                          "metric '%s' exists with another type, labels or buckets (or uses "
+                          "the reserved nano_ prefix)",
                           name);
     if (r) return luaL_error(L, "metric '%s': out of memory", name);
     lua_pushlightuserdata(L, f);
@@ -171,8 +173,9 @@ static int l_update(lua_State *L) {
 
 int nh_lua_open_metrics(lua_State *L) {
     static const luaL_Reg fns[] = {
-        {"listen", l_listen}, {"route", l_route},   {"request", l_request}, {"reload", l_reload},
-        {"family", l_family}, {"update", l_update}, {NULL, NULL}};
+        {"listen", l_listen}, {"route", l_route},   {"request", l_request},
+        {"reload", l_reload}, {"family", l_family}, {"update", l_update},
+        {NULL, NULL}};
     lua_newtable(L);
     luaL_register(L, NULL, fns);
     return 1;

@@ -14,9 +14,16 @@ static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02
 static const double reload_bounds[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
 #define NBOUNDS(a) ((int)(sizeof a / sizeof a[0]))
 
-static const char *const close_names[NH_CLOSE_COUNT] = {
-    "unset",         "client",    "kick",      "heartbeat_timeout", "handshake_timeout",
-    "send_limit",    "bad_input", "shutdown",  "http",              "error"};
+static const char *const close_names[NH_CLOSE_COUNT] = {"unset",
+                                                        "client",
+                                                        "kick",
+                                                        "heartbeat_timeout",
+                                                        "handshake_timeout",
+                                                        "send_limit",
+                                                        "bad_input",
+                                                        "shutdown",
+                                                        "http",
+                                                        "error"};
 static const char *const transport_names[NH_MT_COUNT] = {"tcp", "ws"};
 static const char *const dir_names[NH_MD_COUNT] = {"in", "out"};
 static const char *const msg_names[4] = {"request", "notify", "response", "push"};
@@ -99,7 +106,7 @@ struct nh_metrics_family {
         char **values;
         double v;
         nh_histogram_t hg;
-    } *series;
+    } * series;
     int nseries, cap;
 };
 
@@ -238,8 +245,8 @@ static int same_shape(const nh_metrics_family_t *f, int kind, const char *const 
 }
 
 int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
-                          const char *const *labels, int nlabels, const double *bounds,
-                          int nbounds, nh_metrics_family_t **out) {
+                          const char *const *labels, int nlabels, const double *bounds, int nbounds,
+                          nh_metrics_family_t **out) {
     if (!valid_name(name, 0) || nlabels < 0 || nlabels > NH_METRICS_MAX_LABELS) return -EINVAL;
     for (int i = 0; i < nlabels; i++) {
         if (!valid_name(labels[i], 1)) return -EINVAL;
@@ -270,12 +277,15 @@ int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, i
     int failed = !f->name || !f->help;
     for (int i = 0; i < nlabels && !failed; i++) {
         f->labels[i] = strdup(labels[i]);
-        if (!f->labels[i]) failed = 1;
-        else f->nlabels = i + 1;
+        if (!f->labels[i])
+            failed = 1;
+        else
+            f->nlabels = i + 1;
     }
     if (!failed && kind == NH_KIND_HISTOGRAM) {
         f->bounds = malloc((size_t)nbounds * sizeof *f->bounds);
-        if (!f->bounds) failed = 1;
+        if (!f->bounds)
+            failed = 1;
         else {
             memcpy(f->bounds, bounds, (size_t)nbounds * sizeof *bounds);
             f->nbounds = nbounds;
@@ -290,8 +300,7 @@ int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, i
     return 0;
 }
 
-int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, int set,
-                             double v) {
+int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, int set, double v) {
     struct series *s = NULL;
     for (int i = 0; i < f->nseries && !s; i++) {
         int k = 0;
@@ -340,8 +349,8 @@ void nh_strbuf_printf(nh_strbuf_t *b, const char *fmt, ...) {
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
-        int n = vsnprintf(b->data ? b->data + b->len : NULL, b->data ? b->cap - b->len : 0, fmt,
-                          ap);
+        int n =
+            vsnprintf(b->data ? b->data + b->len : NULL, b->data ? b->cap - b->len : 0, fmt, ap);
         va_end(ap);
         if (n < 0) {
             b->failed = 1;
@@ -373,7 +382,10 @@ void nh_strbuf_free(nh_strbuf_t *b) {
 static void put_escaped(nh_strbuf_t *b, const char *s, int quote) {
     const char *start = s;
     for (; *s; s++) {
-        const char *esc = *s == '\\' ? "\\\\" : *s == '\n' ? "\\n" : (quote && *s == '"') ? "\\\"" : NULL;
+        const char *esc = *s == '\\'             ? "\\\\"
+                          : *s == '\n'           ? "\\n"
+                          : (quote && *s == '"') ? "\\\""
+                                                 : NULL;
         if (!esc) continue;
         nh_strbuf_printf(b, "%.*s%s", (int)(s - start), start, esc);
         start = s + 1;

@@ -133,14 +133,13 @@ enum nh_metrics_kind { NH_KIND_COUNTER, NH_KIND_GAUGE, NH_KIND_HISTOGRAM };
  * and labels returns the existing family (hot reload runs definitions twice); a clash is -EEXIST,
  * a bad name -EINVAL. */
 int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
-                          const char *const *labels, int nlabels, const double *bounds,
-                          int nbounds, nh_metrics_family_t **out);
+                          const char *const *labels, int nlabels, const double *bounds, int nbounds,
+                          nh_metrics_family_t **out);
 int nh_metrics_family_kind(const nh_metrics_family_t *f);
 int nh_metrics_family_nlabels(const nh_metrics_family_t *f);
 /* Adds to (counter, gauge), sets (gauge) or observes (histogram) the series with these label
  * values (nlabels of them). -ENOSPC past NH_METRICS_MAX_SERIES series. */
-int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, int set,
-                             double v);
+int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, int set, double v);
 
 /* ---- rendering ---- */
 typedef struct nh_strbuf {
@@ -148,8 +147,7 @@ typedef struct nh_strbuf {
     size_t len, cap;
     int failed; /* out of memory: data is incomplete */
 } nh_strbuf_t;
-void nh_strbuf_printf(nh_strbuf_t *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void nh_strbuf_printf(nh_strbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void nh_strbuf_free(nh_strbuf_t *b);
 
 /* Appends every family in the text format 0.0.4 (HELP, TYPE, samples). */

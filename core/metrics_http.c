@@ -94,15 +94,14 @@ static void on_written(uv_write_t *req, int status) {
 }
 
 /* Queues one response; the body is copied into the same buffer as the head. */
-static void respond(client_t *c, int status, const char *reason, const char *type,
-                    const char *body, size_t body_len, int head_only, int keep_alive) {
+static void respond(client_t *c, int status, const char *reason, const char *type, const char *body,
+                    size_t body_len, int head_only, int keep_alive) {
     if (c->closing) return;
     char headbuf[256];
     int n = snprintf(headbuf, sizeof headbuf,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "Cache-Control: no-store\r\n%s\r\n",
-                     status, reason, type, body_len,
-                     keep_alive ? "" : "Connection: close\r\n");
+                     status, reason, type, body_len, keep_alive ? "" : "Connection: close\r\n");
     write_req_t *w = malloc(sizeof *w);
     size_t total = (size_t)n + (head_only ? 0 : body_len);
     char *data = w ? malloc(total) : NULL;
