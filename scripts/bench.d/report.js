@@ -15,6 +15,11 @@ for (const line of fs.readFileSync(resultsPath, 'utf8').split('\n')) {
     if (m) facts.instr = { count: +m[1], ir: +m[2] };
     continue;
   }
+  if (line.startsWith('instrmx ')) {
+    const m = /^instrmx (\w+) count=(\d+) ir=(\d+)/.exec(line);
+    if (m) (facts.instrmx = facts.instrmx || {})[m[1]] = { count: +m[2], ir: +m[3] };
+    continue;
+  }
   if (line.startsWith('reload_ms ')) {
     reloadMs = line.split(' ')[1];
     continue;
@@ -256,6 +261,19 @@ if (facts.instr) {
   p(`| requests | instructions | per request | target |`);
   p('|---|---|---|---|');
   p(`| ${fmt(facts.instr.count)} | ${fmt(facts.instr.ir)} | ${fmt(per)} | ≤ 4,000: ${mark(per, 4000, false)} |`);
+  p();
+}
+if (facts.instrmx) {
+  p('### 9. The cost of metrics (callgrind)');
+  p();
+  p('As section 8, with `nano.listen_metrics` off and on; while it is on, /metrics is scraped every second (Prometheus scrapes every 15 s). Per request: the counters in C, the dispatcher\'s per-route count and handler time, and the scrapes spread over the requests.');
+  p();
+  const per = (x) => (x && x.count > 0 ? x.ir / x.count : null);
+  const off = per(facts.instrmx.off), on = per(facts.instrmx.on);
+  const cost = off && on ? (on / off - 1) * 100 : null;
+  p('| metrics off, instructions/request | metrics on, instructions/request | cost | target |');
+  p('|---|---|---|---|');
+  p(`| ${fmt(off)} | ${fmt(on)} | ${cost == null ? '—' : fmt(cost, 1) + '%'} | < 3%: ${cost == null ? '—' : mark(cost, 3, false)} |`);
   p();
 }
 process.stdout.write(out.join('\n') + '\n');
