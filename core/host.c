@@ -183,6 +183,7 @@ void nh_host_stop(nh_host_t *h) {
     if (h->stopping) return;
     h->stopping = 1;
     nh_metrics_http_stopping(h->metrics_http); /* /healthz 503, closes after its drain time */
+    nh_console_close(h->console);
     while (h->listeners)
         nh_listener_close(h->listeners);
     nh_timer_stop(&h->timers, &h->sweep);
@@ -202,6 +203,7 @@ void nh_host_free(nh_host_t *h) {
     close_if_open((uv_handle_t *)&h->prepare);
     close_if_open((uv_handle_t *)&h->check);
     nh_metrics_http_close(h->metrics_http);
+    nh_console_close(h->console);
     if (h->signals_on) {
         close_if_open((uv_handle_t *)&h->sigint);
         close_if_open((uv_handle_t *)&h->sigterm);

@@ -43,6 +43,7 @@ int nh_lua_open_json(lua_State *L);    /* `nano.json_codec` (lua_json.c): the mo
 int nh_lua_open_nats(lua_State *L);    /* `nano.nats_core` (lua_nats.c): the module table */
 int nh_lua_open_http(lua_State *L);    /* `nano.http_core` (lua_http.c): the module table */
 int nh_lua_open_metrics(lua_State *L); /* `nano.metrics_core` (lua_metrics.c): the module table */
+int nh_lua_open_console(lua_State *L); /* `nano.console_core` (lua_console.c): the module table */
 
 /* Registry references in use (luaL_ref), for leak checks: core.stats().lua_refs, and main.c at
  * exit, where anything above zero is logged. */

@@ -737,5 +737,7 @@ void nh_lua_open(lua_State *L) {
     lua_setfield(L, -2, "nano.http_core");
     lua_pushcfunction(L, nh_lua_open_metrics);
     lua_setfield(L, -2, "nano.metrics_core");
+    lua_pushcfunction(L, nh_lua_open_console);
+    lua_setfield(L, -2, "nano.console_core");
     lua_pop(L, 2);
 }

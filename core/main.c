@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "console.h"
 #include "host.h"
 #include "log.h"
 #include "lua_binding.h"
@@ -20,6 +21,7 @@ static void usage(FILE *out) {
     fprintf(out, "usage: nano-host [options] script.lua [script args...]\n"
                  "       nano-host test [busted args...]   run specs (see docs/testing.md)\n"
                  "       nano-host new NAME                create a project in NAME/\n"
+                 "       nano-host console [PID|SOCKET]    the admin console of a running host\n"
                  "\n"
                  "options:\n"
                  "  --log-level L   debug, info (default), warn, error, off\n"
@@ -106,6 +108,9 @@ static int run_workers(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    /* `nano-host console`: a client of a running host (console_client.c), no Lua of its own. */
+    if (argc > 1 && strcmp(argv[1], "console") == 0)
+        return nh_console_client_main(argc - 1, argv + 1);
     for (int k = 1; k < argc && argv[k][0] == '-'; k++) {
         if (strcmp(argv[k], "--workers") == 0) return run_workers(argc, argv);
         if (strcmp(argv[k], "--log-level") == 0) k++;

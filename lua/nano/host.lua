@@ -11,7 +11,9 @@ function M.main(opts)
   if core.config().debug then nano.enable_debug() end
   if not nano._load_main(opts.script, opts.script_dir, opts.args) then return 1 end
   nano._start({ watch = opts.watch })
+  nano._console_start()
   core.run("default")
+  nano._console_stop()
   nano._stopped()
   core.stop_timers() -- timers still running hold registry references: release them before exit
   return 0

@@ -699,6 +699,7 @@ end
 -- new_cond_timer / set_timer_precision (timer.lua), nano.pipeline (pipeline.lua)
 require("nano.group").attach(nano)
 require("nano.metrics").attach(nano)
+require("nano.console").attach(nano)
 require("nano.timer").attach(nano)
 require("nano.pipeline").attach(nano)
 -- nano.cluster / rpc / cluster_route / cluster_members (cluster.lua): several processes, one game
