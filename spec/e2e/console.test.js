@@ -191,3 +191,35 @@ test('the socket file is removed when the host stops', async () => {
   await srv.stop();
   assert.ok(!fs.existsSync(sockPath));
 });
+
+test('in a terminal it prompts and edits lines (libedit), through a pty', async (t) => {
+  if (spawnSync('script', ['--version']).status !== 0) return t.skip('util-linux script is missing');
+  const sockPath = path.join(tmp, 'tty.sock');
+  await withHost({ NH_CONSOLE: sockPath }, async (srv) => {
+    await consoleLine(srv);
+    // script(1) gives the client a pty; SHELL=/bin/sh so that no rc file changes the folder
+    const p = spawn('script', ['-qec', `${binaryPath()} console ${sockPath}`, '/dev/null'], {
+      env: { ...process.env, SHELL: '/bin/sh' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    const done = new Promise((resolve) => p.on('close', resolve));
+    const until = async (re) => {
+      for (let i = 0; i < 400 && !re.test(out); i++) await new Promise((r) => setTimeout(r, 25));
+      assert.match(out, re);
+    };
+    try {
+      await until(/nano> /);
+      p.stdin.write('routes\r');
+      await until(/Lobby\.join/);
+      // Ctrl-A then typing inserts at the start of the line: line editing is on
+      p.stdin.write('utes\x01ro\r');
+      await until(/Lobby\.join[^]*Lobby\.join/);
+      p.stdin.write('\x04');
+      assert.equal(await done, 0);
+    } finally {
+      p.kill('SIGKILL');
+    }
+  });
+});
