@@ -41,6 +41,7 @@ int nh_metrics_reason_of(const char *reason) {
         {"handshake timeout", NH_CLOSE_HANDSHAKE_TIMEOUT},
         {"send buffer limit", NH_CLOSE_SEND_LIMIT},
         {"bad input", NH_CLOSE_BAD_INPUT},
+        {"tls", NH_CLOSE_BAD_INPUT}, /* a failed TLS handshake or record (conn.c) */
         {"peer did not read its last packets", NH_CLOSE_SEND_LIMIT},
     };
     if (!reason) return NH_CLOSE_UNSET;
