@@ -3,8 +3,7 @@
  *   listen(addr, drain_secs) -> bound   starts the /metrics + /healthz listener (one per host;
  *                                       the same addr again, as hot reload does, returns it)
  *   route(name)                         registers a route for per-route series
- *   request(route, code, seconds)       one request handled (code 0: ok); an unregistered route
- *                                       counts as "unknown"
+ *   route_code(code, name)              the dictionary's code for a route (compressed routes)
  *   reload(ok, seconds)                 one hot reload
  *   family(name, help, kind, labels, bounds) -> handle   Lua's own counter/gauge/histogram
  *   update(handle, set, value, label values...)          nil, err past the series limit
@@ -62,6 +61,7 @@ static int l_listen(lua_State *L) {
                               &h->metrics_http, bound, sizeof bound);
     if (r) return luaL_error(L, "listen_metrics %s: %s", addr, uv_strerror(r));
     snprintf(listen_addr, sizeof listen_addr, "%s", addr);
+    h->metrics.requests_on = 1; /* session.c times requests, lua_host.c notes error codes */
     lua_pushstring(L, bound);
     return 1;
 }
@@ -73,17 +73,14 @@ static int l_route(lua_State *L) {
     return 1;
 }
 
-static int l_request(lua_State *L) {
+static int l_route_code(lua_State *L) {
     nh_metrics_t *m = &nh_host_from_lua(L)->metrics;
-    uint32_t route = 0;
-    if (lua_type(L, 1) == LUA_TSTRING) {
-        size_t len;
-        const char *name = lua_tolstring(L, 1, &len);
-        route = nh_metrics_route_find(m, name, len);
-    }
-    lua_Number code = luaL_optnumber(L, 2, 0);
-    int icode = code > -1e9 && code < 1e9 ? (int)code : -1;
-    nh_metrics_request(m, route, icode, luaL_optnumber(L, 3, 0));
+    lua_Integer code = luaL_checkinteger(L, 1);
+    size_t len;
+    const char *name = luaL_checklstring(L, 2, &len);
+    if (code < 1 || code > 65535) return luaL_argerror(L, 1, "a dictionary code, 1..65535");
+    if (nh_metrics_route_code(m, (uint16_t)code, nh_metrics_route_find(m, name, len)) != 0)
+        return luaL_error(L, "metrics: out of memory");
     return 0;
 }
 
@@ -173,7 +170,7 @@ static int l_update(lua_State *L) {
 
 int nh_lua_open_metrics(lua_State *L) {
     static const luaL_Reg fns[] = {
-        {"listen", l_listen}, {"route", l_route},   {"request", l_request},
+        {"listen", l_listen}, {"route", l_route},   {"route_code", l_route_code},
         {"reload", l_reload}, {"family", l_family}, {"update", l_update},
         {NULL, NULL}};
     lua_newtable(L);

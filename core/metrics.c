@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Handler latency and loop lag: from half a millisecond (a plain handler) to seconds (a stalled
  * loop); Prometheus' default buckets with 0.5 ms and 1 ms added at the low end. */
@@ -127,6 +128,8 @@ static void family_free(nh_metrics_family_t *f) {
 }
 
 void nh_metrics_free(nh_metrics_t *m) {
+    free(m->route_of_code);
+    m->route_of_code = NULL;
     free(m->routes);
     free(m->route_index);
     m->routes = NULL;
@@ -209,6 +212,40 @@ void nh_metrics_request(nh_metrics_t *m, uint32_t route, int code, double second
     } else {
         rt->other_errors++;
     }
+}
+
+int nh_metrics_route_code(nh_metrics_t *m, uint16_t code, uint32_t route) {
+    if (!m->route_of_code && !(m->route_of_code = calloc(65536, sizeof *m->route_of_code)))
+        return -ENOMEM;
+    m->route_of_code[code] = (uint16_t)(route < m->nroutes ? route : 0);
+    return 0;
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t nh_metrics_dispatch_begin(nh_metrics_t *m, uint64_t sid, uint64_t mid) {
+    m->dispatch_sid = sid;
+    m->dispatch_mid = mid;
+    m->dispatch_code = 0;
+    uint64_t t = now_ns();
+    return t ? t : 1;
+}
+
+void nh_metrics_dispatch_end(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0, int failed) {
+    uint64_t t = now_ns();
+    uint32_t route;
+    if (msg->route_compressed)
+        route = m->route_of_code ? m->route_of_code[msg->route_code] : 0;
+    else
+        route = nh_metrics_route_find(m, msg->route, msg->route_len);
+    int code = m->dispatch_code;
+    if (failed && code == 0) code = 500; /* session.c answers for the failed dispatcher */
+    nh_metrics_request(m, route, code, t > t0 ? (double)(t - t0) / 1e9 : 0.0);
+    m->dispatch_sid = m->dispatch_mid = 0;
 }
 
 /* ---- Lua's families ---- */
@@ -480,7 +517,7 @@ static void render_core(const nh_metrics_t *m, const nh_metrics_gauges_t *g, nh_
 
     head(b, "nano_requests_total", "counter",
          "Requests handled, by route (registered routes; any other is \"unknown\") and outcome "
-         "(ok, an error code, or other).");
+         "(ok, the error response's code, error when it had none, or other).");
     for (uint32_t r = 0; r < m->nroutes; r++) {
         const nh_metrics_route_t *rt = &m->routes[r];
         nh_strbuf_printf(b, "nano_requests_total{route=\"");
@@ -489,8 +526,12 @@ static void render_core(const nh_metrics_t *m, const nh_metrics_gauges_t *g, nh_
         for (int i = 0; i < rt->ncodes; i++) {
             nh_strbuf_printf(b, "nano_requests_total{route=\"");
             put_escaped(b, rt->name, 1);
-            nh_strbuf_printf(b, "\",outcome=\"%d\"} %llu\n", rt->codes[i].code,
-                             (unsigned long long)rt->codes[i].n);
+            if (rt->codes[i].code < 0)
+                nh_strbuf_printf(b, "\",outcome=\"error\"} %llu\n",
+                                 (unsigned long long)rt->codes[i].n);
+            else
+                nh_strbuf_printf(b, "\",outcome=\"%d\"} %llu\n", rt->codes[i].code,
+                                 (unsigned long long)rt->codes[i].n);
         }
         if (rt->other_errors) {
             nh_strbuf_printf(b, "nano_requests_total{route=\"");

@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codec.h"
+
 enum nh_metrics_transport { NH_MT_TCP, NH_MT_WS, NH_MT_COUNT };
 enum nh_metrics_dir { NH_MD_IN, NH_MD_OUT, NH_MD_COUNT };
 
@@ -86,7 +88,14 @@ typedef struct nh_metrics {
     uint32_t nroutes, cap_routes;
     int32_t *route_index;
     uint32_t index_size;
+    uint16_t *route_of_code;       /* dictionary code -> route index (65536 entries), or NULL */
     nh_metrics_family_t *families; /* Lua's own, in registration order */
+    /* Per-request accounting (on once nano.listen_metrics is called): session.c brackets the
+     * dispatch of a request; an error response to that very request (lua_host.c respond) leaves
+     * its code here. */
+    int requests_on;
+    uint64_t dispatch_sid, dispatch_mid;
+    int dispatch_code;
 } nh_metrics_t;
 
 /* Values the core reads when a scrape renders (sessions, Lua memory, watchdog): the caller fills
@@ -120,8 +129,22 @@ static inline void nh_metrics_message(nh_metrics_t *m, int dir, int type) {
 uint32_t nh_metrics_route_add(nh_metrics_t *m, const char *name, size_t len);
 /* The index of a registered route, 0 when it is not one. */
 uint32_t nh_metrics_route_find(const nh_metrics_t *m, const char *name, size_t len);
-/* One request handled: code 0 is "ok", anything else an error code. */
+/* One request handled: code 0 is "ok", anything else an error code (< 0: an error response
+ * without a code, shown as "error"). */
 void nh_metrics_request(nh_metrics_t *m, uint32_t route, int code, double seconds);
+/* The dictionary maps `code` to the route at index `route` (compressed routes are counted by
+ * name). Returns 0 or -ENOMEM. */
+int nh_metrics_route_code(nh_metrics_t *m, uint16_t code, uint32_t route);
+
+/* session.c around the dispatch of request message `msg` of session `sid`: begin returns a
+ * start time (ns, never 0) to hand to end; `failed`: the dispatcher itself failed (500). */
+uint64_t nh_metrics_dispatch_begin(nh_metrics_t *m, uint64_t sid, uint64_t mid);
+void nh_metrics_dispatch_end(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0, int failed);
+/* lua_host.c: an error response to message `mid` of session `sid`, with its code (< 0: none). */
+static inline void nh_metrics_error_response(nh_metrics_t *m, uint64_t sid, uint64_t mid,
+                                             int code) {
+    if (sid == m->dispatch_sid && mid == m->dispatch_mid) m->dispatch_code = code ? code : -1;
+}
 
 /* ---- Lua's own families (nano.metrics.counter / gauge / histogram) ---- */
 enum nh_metrics_kind { NH_KIND_COUNTER, NH_KIND_GAUGE, NH_KIND_HISTOGRAM };

@@ -219,7 +219,11 @@ static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
         route_len = n + 1;
         route = code;
     }
+    uint64_t t0 = h->metrics.requests_on && m.type == NH_MSG_REQUEST
+                      ? nh_metrics_dispatch_begin(&h->metrics, s->id, m.id)
+                      : 0;
     int failed = nh_host_call_handler(h, 6, 0, "dispatch", s->id, route, route_len) != 0;
+    if (t0) nh_metrics_dispatch_end(&h->metrics, &m, t0, failed);
     /* The dispatcher itself failed (the watchdog and the Lua memory limit can strike outside a
      * handler's protection): a request still gets an error response rather than none. JSON, as
      * the serializer may be what failed. */

@@ -126,14 +126,12 @@ local function outgoing(s, mtype, id, route, payload, is_error)
   return nil, "dropped by the outbound pipeline: " .. tostring(err)
 end
 
-local last_error_code = 0 -- the code of the last error response, for per-route metrics
 local function send_error(s, id, code, msg)
-  last_error_code = code
   local ok, payload = pcall(marshal, { code = code, msg = msg })
   if not ok then payload = str_format('{"code":%d,"msg":"internal error"}', code) end
   local out, err = outgoing(s, MSG_RESPONSE, id, nil, payload, true)
   if not out then return nil, err end
-  return core.respond(s, id, out, true)
+  return core.respond(s, id, out, true, code) -- the code: per-route metrics (core/metrics.h)
 end
 
 local function route_code(route)
@@ -231,6 +229,7 @@ local function build_handlers()
   end
   S.handlers = handlers
   for route in pairs(handlers) do metrics_core.route(route) end -- per-route series (metrics.h)
+  for route, code in pairs(S.dict) do metrics_core.route_code(code, route) end
 end
 nano._build_handlers = build_handlers
 
@@ -297,6 +296,7 @@ function nano.set_dictionary(map)
     dict[route], route_of[code] = code, route
   end
   S.dict, S.route_of = dict, route_of
+  for route, code in pairs(dict) do metrics_core.route_code(code, route) end
   S.handshake_cache = nil
 end
 
@@ -640,24 +640,8 @@ end
 
 function nano.stats() return core.stats() end
 
--- Per-route request metrics (nano.listen_metrics turns them on): outcome and time in the
--- dispatcher, by the route's name; routes that are not registered count as "unknown" in C.
-local request_metrics = false
-local hrtime, metrics_request = core.hrtime, metrics_core.request
-local function metered_dispatch(s, mtype, id, route, payload, flags)
-  if not request_metrics or mtype ~= MSG_REQUEST then
-    return dispatch(s, mtype, id, route, payload, flags)
-  end
-  last_error_code = 0
-  local t0 = hrtime()
-  dispatch(s, mtype, id, route, payload, flags)
-  if type(route) == "number" then route = S.route_of[route] end
-  metrics_request(route, last_error_code, hrtime() - t0)
-end
-function nano._request_metrics(on) request_metrics = on and true or false end
-
 local function install_hooks()
-  core.set_hook("dispatch", metered_dispatch)
+  core.set_hook("dispatch", dispatch)
   core.set_hook("handshake", on_handshake)
   core.set_hook("closed", on_closed)
   core.set_hook("origin", on_origin)

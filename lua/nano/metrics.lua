@@ -102,7 +102,6 @@ function M.attach(nano)
     end
     local ok, bound = pcall(mc.listen, addr, drain)
     if not ok then error(bound, 2) end
-    nano._request_metrics(true)
     return bound
   end
 end

@@ -92,26 +92,29 @@ test('counters move by exactly the traffic sent', { timeout: 60000 }, async () =
     assert.equal((await tcp[0].request('No.such', {})).error, true);
     tcp[1].notify('M.note', {});
     await tcp[1].request('M.ping', 'x'); // after the notify on the same connection: it was handled
+    assert.equal((await tcp[2].request('M.ping', { c: 1 }, { compress: true })).error, false);
+    assert.equal((await tcp[2].request('M.boom', {})).error, true);
     const mid = await scrape(addr);
     assert.equal(mid.s.get('nano_sessions{transport="tcp"}'), 3);
     assert.equal(mid.s.get('nano_sessions{transport="ws"}'), 1);
     assert.equal(delta(before, mid, 'nano_connections_accepted_total{transport="tcp"}'), 3);
     assert.equal(delta(before, mid, 'nano_connections_accepted_total{transport="ws"}'), 1);
-    assert.equal(delta(before, mid, 'nano_messages_total{direction="in",type="request"}'), 9);
+    assert.equal(delta(before, mid, 'nano_messages_total{direction="in",type="request"}'), 11);
     assert.equal(delta(before, mid, 'nano_messages_total{direction="in",type="notify"}'), 1);
-    assert.equal(delta(before, mid, 'nano_messages_total{direction="out",type="response"}'), 9);
-    assert.equal(delta(before, mid, 'nano_requests_total{route="M.ping",outcome="ok"}'), 6);
+    assert.equal(delta(before, mid, 'nano_messages_total{direction="out",type="response"}'), 11);
+    assert.equal(delta(before, mid, 'nano_requests_total{route="M.ping",outcome="ok"}'), 7);
+    assert.equal(delta(before, mid, 'nano_requests_total{route="M.boom",outcome="500"}'), 1);
     assert.equal(delta(before, mid, 'nano_requests_total{route="M.deny",outcome="403"}'), 2);
     assert.equal(delta(before, mid, 'nano_requests_total{route="unknown",outcome="404"}'), 1);
-    assert.equal(delta(before, mid, 'nano_request_duration_seconds_count{route="M.ping"}'), 6);
-    assert.equal(delta(before, mid, 'nano_request_duration_seconds_bucket{route="M.ping",le="+Inf"}'), 6);
+    assert.equal(delta(before, mid, 'nano_request_duration_seconds_count{route="M.ping"}'), 7);
+    assert.equal(delta(before, mid, 'nano_request_duration_seconds_bucket{route="M.ping",le="+Inf"}'), 7);
     assert.ok(delta(before, mid, 'nano_bytes_total{direction="in"}') > 0);
     assert.ok(delta(before, mid, 'nano_bytes_total{direction="out"}') > 0);
     // Lua's own metrics, on the same endpoint
-    assert.equal(mid.s.get('game_pings_total{kind="table"}'), 5);
+    assert.equal(mid.s.get('game_pings_total{kind="table"}'), 6);
     assert.equal(mid.s.get('game_pings_total{kind="string"}'), 1);
     assert.equal(mid.s.get('game_queue_depth'), 7);
-    assert.equal(mid.s.get('game_payload_bytes_count'), 6);
+    assert.equal(mid.s.get('game_payload_bytes_count'), 7);
 
     for (const c of tcp) await c.close();
     await ws.close();
