@@ -60,6 +60,7 @@ void nh_histogram_observe(nh_histogram_t *hg, double v);
 
 typedef struct nh_metrics_route {
     char name[NH_METRICS_ROUTE_LEN];
+    size_t len;
     uint64_t ok;
     struct {
         int code;
@@ -88,6 +89,7 @@ typedef struct nh_metrics {
     uint32_t nroutes, cap_routes;
     int32_t *route_index;
     uint32_t index_size;
+    uint32_t last_route; /* the route the last request named: most requests repeat a few routes */
     uint16_t *route_of_code;       /* dictionary code -> route index (65536 entries), or NULL */
     nh_metrics_family_t *families; /* Lua's own, in registration order */
     /* Per-request accounting (on once nano.listen_metrics is called): session.c brackets the

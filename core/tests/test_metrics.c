@@ -127,10 +127,47 @@ static void test_close_reasons(void) {
     nh_metrics_free(&m);
 }
 
+/* session.c's bracket around a request, with lua_host.c's error code in between. */
+static void test_dispatch_accounting(void) {
+    nh_metrics_t m;
+    CHECK(nh_metrics_init(&m) == 0);
+    uint32_t ping = nh_metrics_route_add(&m, "M.ping", 6);
+    CHECK(nh_metrics_route_code(&m, 7, ping) == 0);
+    nh_msg_t msg = {.type = NH_MSG_REQUEST, .id = 3, .route = "M.ping", .route_len = 6};
+    uint64_t t0 = nh_metrics_dispatch_begin(&m, 1, 3);
+    CHECK(t0 != 0);
+    nh_metrics_dispatch_end(&m, &msg, t0, 0);
+    t0 = nh_metrics_dispatch_begin(&m, 1, 4); /* the same route again: the cached lookup */
+    nh_metrics_error_response(&m, 2, 4, 403); /* another session's error: not this request's */
+    nh_metrics_error_response(&m, 1, 4, 403);
+    msg.id = 4;
+    nh_metrics_dispatch_end(&m, &msg, t0, 0);
+    nh_msg_t coded = {.type = NH_MSG_REQUEST, .id = 5, .route_compressed = 1, .route_code = 7};
+    nh_metrics_dispatch_end(&m, &coded, nh_metrics_dispatch_begin(&m, 1, 5), 1); /* failed: 500 */
+    nh_msg_t other = {.type = NH_MSG_REQUEST, .id = 6, .route = "M.pong", .route_len = 6};
+    nh_metrics_dispatch_end(&m, &other, nh_metrics_dispatch_begin(&m, 1, 6), 0);
+    t0 = nh_metrics_dispatch_begin(&m, 1, 7);
+    nh_metrics_error_response(&m, 1, 7, 0); /* an error response without a code */
+    nh_metrics_dispatch_end(&m, &msg, t0, 0);
+    CHECK(m.routes[ping].ok == 1);
+    CHECK(m.routes[ping].latency.count == 4);
+    CHECK(m.routes[ping].ncodes == 3);
+    CHECK(m.routes[ping].codes[0].code == 403 && m.routes[ping].codes[0].n == 1);
+    CHECK(m.routes[ping].codes[1].code == 500 && m.routes[ping].codes[1].n == 1);
+    CHECK(m.routes[ping].codes[2].code == -1);
+    CHECK(m.routes[0].ok == 1); /* M.pong is not registered: "unknown" */
+    nh_strbuf_t b = {0};
+    CHECK(strstr(render(&m, &b), "nano_requests_total{route=\"M.ping\",outcome=\"error\"} 1\n") !=
+          NULL);
+    nh_strbuf_free(&b);
+    nh_metrics_free(&m);
+}
+
 int main(void) {
     test_routes_bounded();
     test_histogram_and_escaping();
     test_families();
     test_close_reasons();
+    test_dispatch_accounting();
     return check_done();
 }
