@@ -450,9 +450,9 @@ static void put_double(nh_strbuf_t *b, double v) {
         nh_strbuf_printf(b, "NaN");
     else if (isinf(v))
         nh_strbuf_printf(b, v > 0 ? "+Inf" : "-Inf");
-    else { /* the shortest text that reads back as the same double */
+    else { /* short text that reads back as the same double: %.15g is exact for most values */
         char txt[32];
-        for (int prec = 6; prec <= 17; prec++) {
+        for (int prec = 15; prec <= 17; prec++) {
             snprintf(txt, sizeof txt, "%.*g", prec, v);
             if (strtod(txt, NULL) == v) break;
         }

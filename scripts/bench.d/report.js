@@ -266,7 +266,7 @@ if (facts.instr) {
 if (facts.instrmx) {
   p('### 9. The cost of metrics (callgrind)');
   p();
-  p('As section 8, with `nano.listen_metrics` off and on; while it is on, /metrics is scraped every second (Prometheus scrapes every 15 s). Per request: the counters in C, the dispatcher\'s per-route count and handler time, and the scrapes spread over the requests.');
+  p('As section 8, with `nano.listen_metrics` off and on; while it is on, /metrics is scraped every 2 s (Prometheus usually every 15 s or more). Per request: the counters in C, the dispatcher\'s per-route count and handler time, and the scrapes spread over the requests.');
   p();
   const per = (x) => (x && x.count > 0 ? x.ir / x.count : null);
   const off = per(facts.instrmx.off), on = per(facts.instrmx.on);
