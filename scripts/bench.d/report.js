@@ -17,7 +17,11 @@ for (const line of fs.readFileSync(resultsPath, 'utf8').split('\n')) {
   }
   if (line.startsWith('instrmx ')) {
     const m = /^instrmx (\w+) count=(\d+) ir=(\d+)/.exec(line);
-    if (m) (facts.instrmx = facts.instrmx || {})[m[1]] = { count: +m[2], ir: +m[3] };
+    if (m && +m[2] > 0) {
+      const all = (facts.instrmx = facts.instrmx || {});
+      const prev = all[m[1]];
+      if (!prev || +m[3] / +m[2] < prev.ir / prev.count) all[m[1]] = { count: +m[2], ir: +m[3] }; // the lower of the runs
+    }
     continue;
   }
   if (line.startsWith('reload_ms ')) {
