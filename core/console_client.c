@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -67,6 +68,17 @@ static int connect_to(const char *path) {
         return -1;
     }
     strcpy(sa.sun_path, path);
+    /* In a shared folder such as /tmp anyone can make a file by that name: talk only to a socket
+     * of our own user (or root's), or the commands (and eval's code) would go to a stranger. */
+    struct stat st;
+    if (lstat(path, &st) == 0 &&
+        (!S_ISSOCK(st.st_mode) || (st.st_uid != geteuid() && st.st_uid != 0))) {
+        fprintf(
+            stderr,
+            "nano-host console: %s is not a socket of this user (owner uid %u); not connecting\n",
+            path, (unsigned)st.st_uid);
+        return -1;
+    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
         int err = errno;

@@ -96,6 +96,16 @@ test('another user cannot connect: the file mode, and the credential check behin
   });
 });
 
+test("the client refuses a socket that is not its user's", async (t) => {
+  if (process.getuid() !== 0) return t.skip('needs root to make a file owned by nobody');
+  const fake = path.join(tmp, 'fake.sock');
+  fs.writeFileSync(fake, '');
+  fs.chownSync(fake, 65534, 65534);
+  const r = await consoleRun(fake, 'stats\n');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /is not a socket of this user/);
+});
+
 test('every command answers, in plain mode', async () => {
   const sockPath = path.join(tmp, 'cmds.sock');
   await withHost({ NH_CONSOLE: sockPath }, async (srv) => {
