@@ -1,6 +1,8 @@
 #include "console.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,6 +238,36 @@ void nh_console_default_path(int pid, char *out, size_t len) {
     if (!dir || !*dir) dir = getenv("XDG_RUNTIME_DIR");
     if (!dir || !*dir) dir = "/tmp";
     snprintf(out, len, "%s/nano-host-%d.sock", dir, pid);
+}
+
+int nh_console_name_pid(const char *name) {
+    int pid, n = 0;
+    if (sscanf(name, "nano-host-%d.sock%n", &pid, &n) != 1 || n == 0 || name[n] != '\0' || pid <= 0)
+        return -1;
+    return pid;
+}
+
+int nh_console_pid_alive(int pid) {
+    return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+int nh_console_sweep(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int pid = nh_console_name_pid(e->d_name);
+        if (pid < 0 || nh_console_pid_alive(pid)) continue;
+        char path[512];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_uid == geteuid() &&
+            unlink(path) == 0)
+            removed++;
+    }
+    closedir(d);
+    return removed;
 }
 
 int nh_console_start(uv_loop_t *loop, const char *path, nh_console_line_fn on_line, void *ud,

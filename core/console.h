@@ -44,6 +44,13 @@ const char *nh_console_path(const nh_console_t *c);
  * then "/nano-host-<pid>.sock". The client uses the same rule to find a host by pid. */
 void nh_console_default_path(int pid, char *out, size_t len);
 
+/* The pid in a default socket name ("nano-host-<pid>.sock"), or -1 for any other name. */
+int nh_console_name_pid(const char *name);
+/* Whether that host process is alive (a host killed with SIGKILL leaves its socket behind). */
+int nh_console_pid_alive(int pid);
+/* Removes sockets of this user left in `dir` by hosts that are gone; returns how many. */
+int nh_console_sweep(const char *dir);
+
 /* `nano-host console [PID|SOCKET]` (console_client.c): the client; returns the exit status. */
 int nh_console_client_main(int argc, char **argv);
 

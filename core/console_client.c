@@ -39,10 +39,7 @@ static int find_only(char *out, size_t len) {
     if (d) {
         struct dirent *e;
         while ((e = readdir(d)) != NULL) {
-            int pid;
-            char tail[8];
-            if (sscanf(e->d_name, "nano-host-%d.so%7s", &pid, tail) == 2 &&
-                strcmp(tail, "ck") == 0) {
+            if (nh_console_pid_alive(nh_console_name_pid(e->d_name))) {
                 if (found++ == 0 &&
                     (size_t)snprintf(out, len, "%.200s/%.50s", probe, e->d_name) >= len)
                     found = 2; /* cannot name it: ask for the pid */

@@ -9,6 +9,7 @@
  * watchdog applies.
  */
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -49,6 +50,12 @@ static int l_start(lua_State *L) {
     if (h->console)
         return luaL_error(L, "console: already listening on %s", nh_console_path(h->console));
     if (h->stopping) return luaL_error(L, "console: the server is shutting down");
+    char def[256];
+    nh_console_default_path((int)getpid(), def, sizeof def);
+    if (strcmp(path, def) == 0) { /* the shared run folder: clear what killed hosts left */
+        *strrchr(def, '/') = '\0';
+        nh_console_sweep(def);
+    }
     int r = nh_console_start(h->loop, path, on_line, h, &h->console);
     if (r) {
         lua_pushnil(L);

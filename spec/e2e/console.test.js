@@ -96,6 +96,28 @@ test('another user cannot connect: the file mode, and the credential check behin
   });
 });
 
+test('a host clears sockets killed hosts left; the client with no argument finds the live one', async () => {
+  const dir = fs.mkdtempSync(path.join(tmp, 'run-'));
+  const dead = spawnSync('true');
+  const stale = path.join(dir, `nano-host-${dead.pid}.sock`);
+  // a socket file whose process is gone, as SIGKILL leaves it
+  const mk = spawnSync('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', stale]);
+  assert.equal(mk.status, 0, String(mk.stderr));
+  assert.ok(fs.existsSync(stale));
+  await withHost({ NANO_HOST_RUN_DIR: dir }, async (srv) => {
+    await consoleLine(srv);
+    assert.ok(!fs.existsSync(stale), 'the stale socket was removed');
+    const r = spawnSync(binaryPath(), ['console'], {
+      input: 'routes\n',
+      encoding: 'utf8',
+      env: { ...process.env, NANO_HOST_RUN_DIR: dir },
+      timeout: 20000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'Lobby.join\n');
+  });
+});
+
 test("the client refuses a socket that is not its user's", async (t) => {
   if (process.getuid() !== 0) return t.skip('needs root to make a file owned by nobody');
   const fake = path.join(tmp, 'fake.sock');
