@@ -7,6 +7,9 @@
  *   reload(ok, seconds)                 one hot reload
  *   family(name, help, kind, labels, bounds) -> handle   Lua's own counter/gauge/histogram
  *   update(handle, set, value, label values...)          nil, err past the series limit
+ *   http_router(fn | nil)               fn(id, method, target, headers, body, remote) for paths
+ *                                       other than /metrics and /healthz (lua/nano/http_server.lua)
+ *   http_respond(id, status, header_lines, body) -> true | nil, err
  *
  * The collect callback fills what a scrape reads from the host: sessions past the handshake by
  * transport, connections, the Lua heap, the watchdog's counts, whether the host is stopping.
@@ -38,6 +41,9 @@ static void collect(void *ud, nh_metrics_gauges_t *g) {
     g->shutting_down = h->stopping;
 }
 
+static int router_ref = LUA_NOREF; /* http_router's function */
+static void on_http_request(void *ud, const nh_http_request_t *req);
+
 /* The address listen() was last asked for, so that a reload's second call is recognised. */
 static char listen_addr[128];
 
@@ -61,7 +67,8 @@ static int l_listen(lua_State *L) {
                               &h->metrics_http, bound, sizeof bound);
     if (r) return luaL_error(L, "listen_metrics %s: %s", addr, uv_strerror(r));
     snprintf(listen_addr, sizeof listen_addr, "%s", addr);
-    h->metrics.requests_on = 1; /* session.c times requests, lua_host.c notes error codes */
+    h->metrics.requests_on = 1;
+    if (router_ref != LUA_NOREF) nh_metrics_http_set_router(h->metrics_http, on_http_request, h); /* session.c times requests, lua_host.c notes error codes */
     lua_pushstring(L, bound);
     return 1;
 }
@@ -168,11 +175,85 @@ static int l_update(lua_State *L) {
     return 1;
 }
 
+static void on_http_request(void *ud, const nh_http_request_t *req) {
+    nh_host_t *h = ud;
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, router_ref);
+    lua_pushnumber(L, (lua_Number)req->id);
+    lua_pushstring(L, req->method);
+    lua_pushlstring(L, req->target, req->target_len);
+    lua_newtable(L);
+    for (size_t off = 0; off < req->headers_len;) {
+        const char *name = req->headers + off;
+        size_t nlen = strlen(name);
+        if (off + nlen + 1 >= req->headers_len) break;
+        const char *value = name + nlen + 1;
+        size_t vlen = strlen(value);
+        lua_getfield(L, -1, name); /* a repeated header: values joined with ", " */
+        if (lua_isstring(L, -1)) {
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, value, vlen);
+            lua_concat(L, 3);
+        } else {
+            lua_pop(L, 1);
+            lua_pushlstring(L, value, vlen);
+        }
+        lua_setfield(L, -2, name);
+        off += nlen + 1 + vlen + 1;
+    }
+    lua_pushlstring(L, req->body, req->body_len);
+    lua_pushstring(L, req->remote);
+    if (nh_host_call_lua(h, 6, 0, "http route") != 0) {
+        static const char msg[] = "internal error\n";
+        static const char hdr[] = "Content-Type: text/plain; charset=utf-8\r\n";
+        nh_metrics_http_respond(h->metrics_http, req->id, 500, hdr, sizeof hdr - 1, msg,
+                                sizeof msg - 1);
+    }
+}
+
+static int l_http_router(lua_State *L) {
+    nh_host_t *h = nh_host_from_lua(L);
+    luaL_unref(L, LUA_REGISTRYINDEX, router_ref);
+    router_ref = LUA_NOREF;
+    if (lua_isfunction(L, 1)) {
+        lua_pushvalue(L, 1);
+        router_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    nh_metrics_http_set_router(h->metrics_http, router_ref == LUA_NOREF ? NULL : on_http_request,
+                               h);
+    return 0;
+}
+
+static int l_http_respond(lua_State *L) {
+    nh_host_t *h = nh_host_from_lua(L);
+    lua_Number id = luaL_checknumber(L, 1);
+    lua_Integer status = luaL_checkinteger(L, 2);
+    size_t hlen, blen;
+    const char *headers = luaL_checklstring(L, 3, &hlen);
+    const char *body = luaL_checklstring(L, 4, &blen);
+    if (status < 100 || status > 599) return luaL_argerror(L, 2, "an HTTP status, 100..599");
+    if (!(id >= 1 && id < 9007199254740992.0)) return luaL_argerror(L, 1, "a request id");
+    int r = nh_metrics_http_respond(h->metrics_http, (uint64_t)id, (int)status, headers, hlen, body,
+                                    blen);
+    if (r) {
+        lua_pushnil(L);
+        lua_pushstring(L, "the client is gone");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 int nh_lua_open_metrics(lua_State *L) {
-    static const luaL_Reg fns[] = {
-        {"listen", l_listen}, {"route", l_route},   {"route_code", l_route_code},
-        {"reload", l_reload}, {"family", l_family}, {"update", l_update},
-        {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"listen", l_listen},
+                                   {"route", l_route},
+                                   {"route_code", l_route_code},
+                                   {"reload", l_reload},
+                                   {"family", l_family},
+                                   {"update", l_update},
+                                   {"http_router", l_http_router},
+                                   {"http_respond", l_http_respond},
+                                   {NULL, NULL}};
     lua_newtable(L);
     luaL_register(L, NULL, fns);
     return 1;

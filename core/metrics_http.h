@@ -25,6 +25,21 @@
 
 typedef struct nh_metrics_http nh_metrics_http_t;
 
+/* A request for a path other than /metrics and /healthz, handed to Lua's routes (lua_metrics.c).
+ * Pointers are valid during the call only. */
+typedef struct nh_http_request {
+    uint64_t id; /* for nh_metrics_http_respond */
+    const char *method;
+    const char *target; /* path and query as sent */
+    size_t target_len;
+    const char *headers; /* "name\0value\0" pairs, names lower-cased */
+    size_t headers_len;
+    const char *body;
+    size_t body_len;
+    const char *remote; /* "ip:port" */
+} nh_http_request_t;
+typedef void (*nh_metrics_http_route_fn)(void *ud, const nh_http_request_t *req);
+
 /* Fills the gauges a scrape shows (sessions, Lua memory, watchdog) just before rendering. */
 typedef void (*nh_metrics_collect_fn)(void *ud, nh_metrics_gauges_t *g);
 
@@ -35,6 +50,13 @@ int nh_metrics_http_start(uv_loop_t *loop, const char *addr, nh_metrics_t *m,
                           nh_metrics_http_t **out, char *bound, size_t bound_len);
 void nh_metrics_http_stopping(nh_metrics_http_t *s); /* NULL: nothing */
 void nh_metrics_http_close(nh_metrics_http_t *s);    /* NULL: nothing */
+/* Routes other paths to fn (NULL: 404 as before). Until the answer, that connection reads
+ * nothing more (pipelined requests wait); a request body is taken up to 1 MiB (more: 413). */
+void nh_metrics_http_set_router(nh_metrics_http_t *s, nh_metrics_http_route_fn fn, void *ud);
+/* Answers request `id`: `headers` are complete "Name: value\r\n" lines (Content-Length and
+ * Connection are added). UV_ENOENT when its connection is gone. */
+int nh_metrics_http_respond(nh_metrics_http_t *s, uint64_t id, int status, const char *headers,
+                            size_t headers_len, const char *body, size_t body_len);
 /* The address it listens on ("" once closing). */
 const char *nh_metrics_http_bound(const nh_metrics_http_t *s);
 

@@ -651,7 +651,9 @@ install_hooks()
 nano._install_hooks = install_hooks
 
 -- Runs the main script (first load). Returns true, or false after logging the error.
+function nano._main_runs() return S.main_runs or 0 end
 function nano._load_main(script, script_dir, args)
+  S.main_runs = (S.main_runs or 0) + 1
   S.script, S.script_dir = script, script_dir
   S.listen_seen = {}
   local chunk, err = loadfile(script)
@@ -691,6 +693,9 @@ require("nano.cluster").attach(nano)
 -- nano.reload / watch / unwatch / persist (reload.lua). Attached last: it wraps new_*timer,
 -- new_group, on_session_closed and the pipeline so a reload can replace what main.lua made.
 require("nano.reload").attach(nano)
+-- nano.http.route (http_server.lua): after reload.lua, whose nano.reload it wraps (a reload that
+-- fails keeps the routes it had).
+require("nano.http_server").attach(nano)
 
 -- nano.test: back to the state of a fresh process, between specs. Closes every listener and
 -- session, stops every timer, drains the loop, empties S in place (other modules hold S) and

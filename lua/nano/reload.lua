@@ -458,6 +458,7 @@ function M.attach(nano)
     if not chunk then
       ok, err = nil, lerr
     else
+      S.main_runs = (S.main_runs or 0) + 1 -- tables rebuilt per run (nano.http.route)
       local rok, rerr = xpcall(chunk, traceback, unpack(S.script_args or {}))
       if rok then ok = true else ok, err = nil, tostring(rerr) end
     end
