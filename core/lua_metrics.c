@@ -67,8 +67,8 @@ static int l_listen(lua_State *L) {
                               &h->metrics_http, bound, sizeof bound);
     if (r) return luaL_error(L, "listen_metrics %s: %s", addr, uv_strerror(r));
     snprintf(listen_addr, sizeof listen_addr, "%s", addr);
-    h->metrics.requests_on = 1;
-    if (router_ref != LUA_NOREF) nh_metrics_http_set_router(h->metrics_http, on_http_request, h); /* session.c times requests, lua_host.c notes error codes */
+    h->metrics.requests_on = 1; /* session.c times requests, lua_host.c notes error codes */
+    if (router_ref != LUA_NOREF) nh_metrics_http_set_router(h->metrics_http, on_http_request, h);
     lua_pushstring(L, bound);
     return 1;
 }
