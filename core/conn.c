@@ -41,6 +41,10 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss) {
     return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss);
 }
 
+int nh_parse_addr(const char *addr, struct sockaddr_storage *ss) {
+    return parse_addr(addr, ss);
+}
+
 int nh_format_addr(const struct sockaddr *sa, char *out, size_t len) {
     char ip[64];
     if (sa->sa_family == AF_INET6) {
@@ -72,6 +76,7 @@ static void on_conn_closed(uv_handle_t *handle) {
     nh_host_t *h = c->host;
     if (c->listener) listener_release(c->listener);
     if (c->flags & NH_CONN_COUNTED) h->nconns--;
+    if (c->flags & NH_CONN_COUNTED) nh_metrics_closed(&h->metrics, c->close_reason);
     if (c->session) nh_session_on_conn_gone(c->session);
     if (c->transport->on_free) c->transport->on_free(c);
     if (c->peak >= NH_TRIM_AFTER || c->out.bytes + c->wire.bytes >= NH_TRIM_AFTER)
@@ -116,6 +121,7 @@ static nh_outq_t *wire_queue(nh_conn_t *c) {
 void nh_conn_close(nh_conn_t *c, const char *reason) {
     if (c->flags & NH_CONN_CLOSING) return;
     c->flags |= NH_CONN_CLOSING;
+    if (!c->close_reason) c->close_reason = (uint8_t)nh_metrics_reason_of(reason);
     if (reason && nh_log_enabled(NH_LOG_DEBUG)) { /* getpeername only for a line that is kept */
         char peer[80] = "?";
         nh_conn_peer(c, peer, sizeof peer);
@@ -347,6 +353,7 @@ static int after_queue(nh_conn_t *c, size_t added) {
                c->transport->name, peer, sid, limit, queued(c));
     drop_queued(c);
     c->flags |= NH_CONN_CUT;
+    c->host->metrics.send_overflows++;
     nh_conn_close(c, "send buffer limit");
     return 1;
 }
@@ -379,6 +386,7 @@ int nh_conn_send(nh_conn_t *c, const uint8_t *head, size_t head_len, nh_buf_t *s
         nh_conn_close(c, "out of memory");
         return r;
     }
+    c->host->metrics.bytes[NH_MD_OUT] += n + body_len;
     mark_dirty(c);
     if (after_queue(c, n + body_len)) return UV_ENOBUFS;
     return 0;
@@ -388,6 +396,7 @@ int nh_conn_send_raw_shared(nh_conn_t *c, nh_buf_t *b, size_t off, size_t len) {
     if (uv_is_closing((uv_handle_t *)&c->tcp)) return UV_EPIPE;
     int r = nh_outq_share(&c->out, b, off, len);
     if (r) return r;
+    c->host->metrics.bytes[NH_MD_OUT] += len;
     mark_dirty(c);
     return after_queue(c, len) ? UV_ENOBUFS : 0;
 }
@@ -396,6 +405,7 @@ int nh_conn_send_raw(nh_conn_t *c, const void *data, size_t len) {
     if (uv_is_closing((uv_handle_t *)&c->tcp)) return UV_EPIPE;
     int r = nh_outq_copy(&c->out, data, len);
     if (r) return r;
+    c->host->metrics.bytes[NH_MD_OUT] += len;
     mark_dirty(c);
     return after_queue(c, len) ? UV_ENOBUFS : 0;
 }
@@ -451,6 +461,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
         return;
     }
     if (c->flags & NH_CONN_CLOSING) return;
+    c->host->metrics.bytes[NH_MD_IN] += (uint64_t)nread;
     if (c->tls) {
         tls_read(c, (const uint8_t *)buf->base, (size_t)nread);
     } else if (c->transport->on_read(c, (uint8_t *)buf->base, (size_t)nread) < 0) {
@@ -591,6 +602,7 @@ static void on_connection(uv_stream_t *server, int status) {
     }
     h->nconns++;
     c->flags |= NH_CONN_COUNTED;
+    nh_metrics_accepted(&h->metrics, c->transport->name);
     uv_tcp_nodelay(&c->tcp, 1);
     if (l->tls && !(c->tls = nh_tls_new(l->tls, NULL))) {
         nh_conn_close(c, "out of memory");

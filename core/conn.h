@@ -118,6 +118,7 @@ struct nh_conn {
     nh_conn_t *dirty_next;
     uint32_t flags;
     uint32_t close_after_flush; /* close once everything queued is written (kick, HTTP replies) */
+    uint8_t close_reason;       /* enum nh_metrics_close_reason: the first reason given wins */
     uint64_t close_deadline_ms; /* ... or at this time (nh_timers_now), whichever comes first */
     uint64_t stalled_turn;      /* flush turn since which the kernel has not taken everything; 0 */
     size_t early_flush_at;      /* queue size at which the next non-blocking write is tried */
@@ -157,6 +158,8 @@ void nh_conn_release_reserve(nh_host_t *h);
 /* Flushes every dirty connection of the host (called by the host each loop turn). */
 void nh_conn_flush_all(nh_host_t *h);
 
+/* "host:port", ":port" (every interface), "[v6]:port" into ss; 0 or UV_EINVAL. */
+int nh_parse_addr(const char *addr, struct sockaddr_storage *ss);
 /* "ip:port" or "[ip6]:port" of an address into out; returns 0. */
 int nh_format_addr(const struct sockaddr *sa, char *out, size_t len);
 

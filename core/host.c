@@ -113,6 +113,7 @@ int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
     h->reserve_fd = -1;
     int r = nh_chunk_pool_init(&h->pool, 256);
     if (r) return r;
+    if ((r = nh_metrics_init(&h->metrics))) return r;
     if ((r = nh_timers_init(&h->timers, loop))) return r;
     h->sweep.cb = on_sweep;
     h->sweep.data = h;
@@ -181,6 +182,8 @@ int nh_host_run(nh_host_t *h) {
 void nh_host_stop(nh_host_t *h) {
     if (h->stopping) return;
     h->stopping = 1;
+    nh_metrics_http_stopping(h->metrics_http); /* /healthz 503, closes after its drain time */
+    nh_console_close(h->console);
     while (h->listeners)
         nh_listener_close(h->listeners);
     nh_timer_stop(&h->timers, &h->sweep);
@@ -199,6 +202,8 @@ void nh_host_free(nh_host_t *h) {
     nh_timers_close(&h->timers, NULL);
     close_if_open((uv_handle_t *)&h->prepare);
     close_if_open((uv_handle_t *)&h->check);
+    nh_metrics_http_close(h->metrics_http);
+    nh_console_close(h->console);
     if (h->signals_on) {
         close_if_open((uv_handle_t *)&h->sigint);
         close_if_open((uv_handle_t *)&h->sigterm);
@@ -207,6 +212,7 @@ void nh_host_free(nh_host_t *h) {
     uv_run(h->loop, UV_RUN_DEFAULT); /* runs the close callbacks */
     nh_conn_release_reserve(h);
     nh_chunk_pool_free(&h->pool);
+    nh_metrics_free(&h->metrics);
     luaL_unref(h->L, LUA_REGISTRYINDEX, h->traceback_ref);
     for (int i = 0; i < NH_HOOK_COUNT; i++)
         luaL_unref(h->L, LUA_REGISTRYINDEX, h->hooks[i]);

@@ -15,6 +15,9 @@
 
 #include "buffer.h"
 #include "conn.h"
+#include "console.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "timer.h"
 #include "watchdog.h"
 
@@ -67,7 +70,10 @@ struct nh_host {
     int stopping;
     int signals_on;
     uint64_t sweep_period;
-    nh_watchdog_t *watchdog; /* NULL if its thread could not start */
+    nh_watchdog_t *watchdog;         /* NULL if its thread could not start */
+    nh_metrics_t metrics;            /* counters for /metrics (metrics.h) */
+    nh_metrics_http_t *metrics_http; /* nano.listen_metrics' listener, or NULL */
+    nh_console_t *console;           /* the admin console's socket (console.h), or NULL */
     /* max_conns refusals since the last log line about them, and when that was (loop ms) */
     uint64_t refused, refused_logged_ms;
     /* accepts that failed (out of file descriptors, ...): in all, since the last log line about

@@ -49,6 +49,8 @@ int nh_lua_open_sqlite(lua_State *L);  /* `nano.sqlite_core` (lua_sqlite.c): the
 int nh_lua_open_http(lua_State *L);    /* `nano.http_core` (lua_http.c): the module table */
 int nh_lua_open_redis(lua_State *L);   /* `nano.redis_core` (lua_redis.c): the module table */
 int nh_lua_open_pg(lua_State *L);      /* `nano.pg_core` (lua_pg.c): the module table */
+int nh_lua_open_metrics(lua_State *L); /* `nano.metrics_core` (lua_metrics.c): the module table */
+int nh_lua_open_console(lua_State *L); /* `nano.console_core` (lua_console.c): the module table */
 
 /* Registry references in use (luaL_ref), for leak checks: core.stats().lua_refs, and main.c at
  * exit, where anything above zero is logged. */

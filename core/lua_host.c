@@ -343,6 +343,8 @@ static int c_respond(lua_State *L) {
     m.payload = (const uint8_t *)luaL_checklstring(L, 3, &m.payload_len);
     if (lua_toboolean(L, 4)) m.flags = NH_MSG_FLAG_ERROR;
     if (!s) return push_send_result(L, UV_EPIPE);
+    if (m.flags)
+        nh_metrics_error_response(&s->host->metrics, s->id, m.id, (int)lua_tointeger(L, 5));
     int r = nh_session_send_msg(s, &m);
     if (r == 0) s->answered_mid = m.id; /* session.c answers a request Lua failed to answer */
     return push_send_result(L, r);
@@ -741,5 +743,9 @@ void nh_lua_open(lua_State *L) {
     lua_setfield(L, -2, "nano.redis_core");
     lua_pushcfunction(L, nh_lua_open_pg);
     lua_setfield(L, -2, "nano.pg_core");
+    lua_pushcfunction(L, nh_lua_open_metrics);
+    lua_setfield(L, -2, "nano.metrics_core");
+    lua_pushcfunction(L, nh_lua_open_console);
+    lua_setfield(L, -2, "nano.console_core");
     lua_pop(L, 2);
 }

@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "console.h"
 #include "host.h"
 #include "log.h"
 #include "lua_binding.h"
@@ -19,6 +20,8 @@
 static void usage(FILE *out) {
     fprintf(out, "usage: nano-host [options] script.lua [script args...]\n"
                  "       nano-host test [busted args...]   run specs (see docs/testing.md)\n"
+                 "       nano-host new NAME                create a project in NAME/\n"
+                 "       nano-host console [PID|SOCKET]    the admin console of a running host\n"
                  "\n"
                  "options:\n"
                  "  --log-level L   debug, info (default), warn, error, off\n"
@@ -105,11 +108,15 @@ static int run_workers(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    /* `nano-host console`: a client of a running host (console_client.c), no Lua of its own. */
+    if (argc > 1 && strcmp(argv[1], "console") == 0)
+        return nh_console_client_main(argc - 1, argv + 1);
     for (int k = 1; k < argc && argv[k][0] == '-'; k++) {
         if (strcmp(argv[k], "--workers") == 0) return run_workers(argc, argv);
         if (strcmp(argv[k], "--log-level") == 0) k++;
     }
     int debug = 0, watch = 0, test = 0, i = 1;
+    const char *command = "test"; /* a subcommand run by nano.host without a script */
     for (; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -129,8 +136,9 @@ int main(int argc, char **argv) {
                 return 2;
             }
             nh_log_set_level(l);
-        } else if (strcmp(a, "test") == 0) {
+        } else if (strcmp(a, "test") == 0 || strcmp(a, "new") == 0) {
             test = 1;
+            command = a;
             i++;
             break;
         } else if (a[0] == '-' && a[1] == '-') {
@@ -199,7 +207,7 @@ int main(int argc, char **argv) {
     lua_getglobal(L, "require");
     lua_pushliteral(L, "nano.host");
     if (nh_host_call_lua(h, 1, 1, "loading nano.host") == 0) {
-        lua_getfield(L, -1, test ? "test" : "main");
+        lua_getfield(L, -1, test ? command : "main");
         lua_remove(L, -2);
         lua_newtable(L);
         if (script) {
@@ -216,7 +224,7 @@ int main(int argc, char **argv) {
             lua_rawseti(L, -2, n++);
         }
         lua_setfield(L, -2, "args");
-        if (nh_host_call_lua(h, 1, 1, script ? script : "nano-host test") == 0) {
+        if (nh_host_call_lua(h, 1, 1, script ? script : command) == 0) {
             status = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : 0;
             lua_pop(L, 1);
         }

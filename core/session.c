@@ -20,6 +20,7 @@ static int reject(nh_session_t *s, const char *why) {
     char peer[80];
     nh_log(NH_LOG_WARN, "%s %s session %llu: %s; closing", s->conn->transport->name,
            peer_of(s, peer, sizeof peer), (unsigned long long)s->id, why);
+    if (!s->conn->close_reason) s->conn->close_reason = NH_CLOSE_BAD_INPUT;
     nh_conn_close(s->conn, why);
     return -1;
 }
@@ -89,6 +90,7 @@ int nh_session_send_msg(nh_session_t *s, const nh_msg_t *m) {
     size_t body = (size_t)n + m->payload_len;
     if (body > NH_PKT_MAX_BODY) return UV_E2BIG;
     nh_pkt_write_header(head, NH_PKT_DATA, body);
+    nh_metrics_message(&s->host->metrics, NH_MD_OUT, m->type);
     return nh_conn_send(s->conn, head, NH_PKT_HEADER_LEN + (size_t)n, NULL, m->payload,
                         m->payload_len);
 }
@@ -98,17 +100,20 @@ int nh_session_send_shared(nh_session_t *s, nh_buf_t *msg) {
     if (msg->len > NH_PKT_MAX_BODY) return UV_E2BIG;
     uint8_t hdr[NH_PKT_HEADER_LEN];
     nh_pkt_write_header(hdr, NH_PKT_DATA, msg->len);
+    nh_metrics_message(&s->host->metrics, NH_MD_OUT, NH_MSG_PUSH);
     return nh_conn_send(s->conn, hdr, sizeof hdr, msg, msg->data, msg->len);
 }
 
 void nh_session_kick(nh_session_t *s, const uint8_t *body, size_t len) {
     if (!s->conn || s->state == NH_SS_CLOSED) return;
     nh_session_send_packet(s, NH_PKT_KICK, body, len);
+    if (s->conn && !s->conn->close_reason) s->conn->close_reason = NH_CLOSE_KICK;
     if (s->conn) nh_conn_close_after_flush(s->conn);
     s->state = NH_SS_CLOSED;
 }
 
 void nh_session_close(nh_session_t *s, const char *reason) {
+    if (s->conn && !s->conn->close_reason) s->conn->close_reason = NH_CLOSE_KICK;
     if (s->conn) nh_conn_close(s->conn, reason);
 }
 
@@ -182,6 +187,7 @@ static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
     if (m.type == NH_MSG_REQUEST && m.id > ((uint64_t)1 << 53))
         return reject(s, "request id over 2^53");
     if (m.type == NH_MSG_REQUEST) s->last_mid = m.id;
+    nh_metrics_message(&h->metrics, NH_MD_IN, m.type);
     if (h->cfg.debug) log_message(s, &m);
     if (h->hooks[NH_HOOK_DISPATCH] == LUA_NOREF) return 0;
     lua_State *L = h->L;
@@ -213,7 +219,11 @@ static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
         route_len = n + 1;
         route = code;
     }
+    uint64_t t0 = h->metrics.requests_on && m.type == NH_MSG_REQUEST
+                      ? nh_metrics_dispatch_begin(&h->metrics, s->id, m.id)
+                      : 0;
     int failed = nh_host_call_handler(h, 6, 0, "dispatch", s->id, route, route_len) != 0;
+    if (t0) nh_metrics_dispatch_end(&h->metrics, &m, t0, failed);
     /* The dispatcher itself failed (the watchdog and the Lua memory limit can strike outside a
      * handler's protection): a request still gets an error response rather than none. JSON, as
      * the serializer may be what failed. */
@@ -239,6 +249,7 @@ static int on_packet(void *ud, int type, const uint8_t *body, size_t len) {
         s->next_heartbeat_ms = s->last_recv_ms + s->host->cfg.heartbeat_ms;
         return 0;
     case NH_PKT_HEARTBEAT:
+        s->host->metrics.heartbeats[NH_MD_IN]++;
         return 0; /* receiving anything refreshed the deadline; nano-host sends its own */
     case NH_PKT_DATA:
         return on_data(s, body, len);
@@ -319,6 +330,7 @@ void nh_session_sweep(nh_host_t *h, uint64_t now) {
         }
         if (now < s->next_heartbeat_ms) continue;
         nh_conn_send(s->conn, heartbeat, sizeof heartbeat, NULL, NULL, 0);
+        h->metrics.heartbeats[NH_MD_OUT]++;
         /* Keep the schedule rather than restarting it from a sweep that ran late, or the interval
          * would drift by up to one sweep period each time. */
         s->next_heartbeat_ms += hb;

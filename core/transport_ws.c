@@ -89,6 +89,7 @@ static void http_reply(nh_conn_t *c, int status, const char *reason, const char 
         else
             nh_conn_send_raw(c, body, len);
     }
+    if (!c->close_reason) c->close_reason = NH_CLOSE_HTTP;
     nh_conn_close_after_flush(c);
 }
 
@@ -174,6 +175,7 @@ static int serve_static(nh_conn_t *c, const char *url_path, int head_only) {
                              "Content-Length: 0\r\nConnection: close\r\n\r\n",
                              sd->prefix);
             nh_conn_send_raw(c, head, (size_t)n);
+            if (!c->close_reason) c->close_reason = NH_CLOSE_HTTP;
             nh_conn_close_after_flush(c);
             return 1;
         }
@@ -242,6 +244,7 @@ static int on_ws_close(void *ud, int code, const uint8_t *reason, size_t len) {
     (void)reason, (void)len;
     nh_conn_t *c = ud;
     send_close(c, code); /* echo the status, as RFC 6455 5.5.1 asks */
+    if (!c->close_reason) c->close_reason = NH_CLOSE_CLIENT;
     nh_conn_close_after_flush(c);
     return 1;
 }
@@ -257,6 +260,7 @@ static int feed_frames(nh_conn_t *c, uint8_t *data, size_t len) {
     nh_log(NH_LOG_WARN, "ws %s session %llu: %s; closing", peer,
            c->session ? (unsigned long long)c->session->id : 0ULL, nh_ws_strerror(r));
     send_close(c, nh_ws_error_close_code(r));
+    if (!c->close_reason) c->close_reason = NH_CLOSE_BAD_INPUT;
     nh_conn_close_after_flush(c);
     return 0;
 }

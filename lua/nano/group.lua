@@ -268,8 +268,14 @@ function M.attach(nano)
   --- nano.new_group(name) -> group
   function nano.new_group(name)
     if type(name) ~= "string" then error("new_group: expected a name (string)", 2) end
-    return setmetatable({ _name = name, _list = {}, _index = {}, _closed = false }, Group)
+    local g = setmetatable({ _name = name, _list = {}, _index = {}, _closed = false }, Group)
+    nano._all_groups()[g] = true
+    return g
   end
+
+  -- Every group not yet collected (weak keys): the admin console's `groups`.
+  local all = setmetatable({}, { __mode = "k" })
+  function nano._all_groups() return all end
 
   -- The closed hook (init.lua's on_closed) calls this first: the session leaves every group.
   function nano._leave_groups(s)

@@ -11,7 +11,9 @@ function M.main(opts)
   if core.config().debug then nano.enable_debug() end
   if not nano._load_main(opts.script, opts.script_dir, opts.args) then return 1 end
   nano._start({ watch = opts.watch })
+  nano._console_start()
   core.run("default")
+  nano._console_stop()
   nano._stopped()
   core.stop_timers() -- timers still running hold registry references: release them before exit
   return 0
@@ -19,6 +21,11 @@ end
 
 function M.test(opts)
   return require("nano.test_runner").run(opts)
+end
+
+-- `nano-host new NAME` (lua/nano/new.lua)
+function M.new(opts)
+  return require("nano.new").run(opts.args or {})
 end
 
 return M

@@ -2,6 +2,7 @@
 -- replies, lifecycle); mechanism (sockets, codec, sessions, timers) is the C core, `nano.core`.
 -- See docs/api.md for every function with an example.
 local core = require "nano.core"
+local metrics_core = require "nano.metrics_core"
 
 local type, pairs, ipairs, tostring, select = type, pairs, ipairs, tostring, select
 local xpcall, pcall, traceback = xpcall, pcall, debug.traceback
@@ -130,7 +131,7 @@ local function send_error(s, id, code, msg)
   if not ok then payload = str_format('{"code":%d,"msg":"internal error"}', code) end
   local out, err = outgoing(s, MSG_RESPONSE, id, nil, payload, true)
   if not out then return nil, err end
-  return core.respond(s, id, out, true)
+  return core.respond(s, id, out, true, code) -- the code: per-route metrics (core/metrics.h)
 end
 
 local function route_code(route)
@@ -227,6 +228,8 @@ local function build_handlers()
     end
   end
   S.handlers = handlers
+  for route in pairs(handlers) do metrics_core.route(route) end -- per-route series (metrics.h)
+  for route, code in pairs(S.dict) do metrics_core.route_code(code, route) end
 end
 nano._build_handlers = build_handlers
 
@@ -293,6 +296,7 @@ function nano.set_dictionary(map)
     dict[route], route_of[code] = code, route
   end
   S.dict, S.route_of = dict, route_of
+  for route, code in pairs(dict) do metrics_core.route_code(code, route) end
   S.handshake_cache = nil
 end
 
@@ -650,7 +654,9 @@ install_hooks()
 nano._install_hooks = install_hooks
 
 -- Runs the main script (first load). Returns true, or false after logging the error.
+function nano._main_runs() return S.main_runs or 0 end
 function nano._load_main(script, script_dir, args)
+  S.main_runs = (S.main_runs or 0) + 1
   S.script, S.script_dir = script, script_dir
   S.listen_seen = {}
   local chunk, err = loadfile(script)
@@ -683,6 +689,8 @@ end
 -- nano.new_group (group.lua), nano.new_timer / new_count_timer / new_after_timer /
 -- new_cond_timer / set_timer_precision (timer.lua), nano.pipeline (pipeline.lua)
 require("nano.group").attach(nano)
+require("nano.metrics").attach(nano)
+require("nano.console").attach(nano)
 require("nano.timer").attach(nano)
 require("nano.pipeline").attach(nano)
 -- nano.cluster / rpc / cluster_route / cluster_members (cluster.lua): several processes, one game
@@ -692,6 +700,9 @@ nano.pg = require("nano.pg") -- PostgreSQL client (issue 13)
 -- nano.reload / watch / unwatch / persist (reload.lua). Attached last: it wraps new_*timer,
 -- new_group, on_session_closed and the pipeline so a reload can replace what main.lua made.
 require("nano.reload").attach(nano)
+-- nano.http.route (http_server.lua): after reload.lua, whose nano.reload it wraps (a reload that
+-- fails keeps the routes it had).
+require("nano.http_server").attach(nano)
 
 -- nano.test: back to the state of a fresh process, between specs. Closes every listener and
 -- session, stops every timer, drains the loop, empties S in place (other modules hold S) and

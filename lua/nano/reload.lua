@@ -458,6 +458,7 @@ function M.attach(nano)
     if not chunk then
       ok, err = nil, lerr
     else
+      S.main_runs = (S.main_runs or 0) + 1 -- tables rebuilt per run (nano.http.route)
       local rok, rerr = xpcall(chunk, traceback, unpack(S.script_args or {}))
       if rok then ok = true else ok, err = nil, tostring(rerr) end
     end
@@ -502,12 +503,14 @@ function M.attach(nano)
     if scope then return nil, "the main script is still loading" end
     if not S.script then return nil, "no main script to reload" end
     install_wrappers()
+    local t_start = clock_ms()
     reloading = true
     local ok, res, info = pcall(do_reload)
     reloading = false
     scope = nil
     S.reload_register = nil
     if not ok then res, info = nil, res end
+    require("nano.metrics_core").reload(res and true or false, (clock_ms() - t_start) / 1000)
     if not res then
       local short, full = where(info), tostring(info)
       log.error("reload failed, the old code keeps running: %s%s", short,

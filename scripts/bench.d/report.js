@@ -15,6 +15,15 @@ for (const line of fs.readFileSync(resultsPath, 'utf8').split('\n')) {
     if (m) facts.instr = { count: +m[1], ir: +m[2] };
     continue;
   }
+  if (line.startsWith('instrmx ')) {
+    const m = /^instrmx (\w+) count=(\d+) ir=(\d+)/.exec(line);
+    if (m && +m[2] > 0) {
+      const all = (facts.instrmx = facts.instrmx || {});
+      const prev = all[m[1]];
+      if (!prev || +m[3] / +m[2] < prev.ir / prev.count) all[m[1]] = { count: +m[2], ir: +m[3] }; // the lower of the runs
+    }
+    continue;
+  }
   if (line.startsWith('reload_ms ')) {
     reloadMs = line.split(' ')[1];
     continue;
@@ -272,6 +281,19 @@ if (runs.some((r) => r.kind === 'stpp')) {
     if (!b) continue;
     p(`| ${label[s]} | ${fmt(b.rate)} | ${fmt(b.p50_us / 1000, 2)} | ${fmt(b.p99_us / 1000, 2)} | ${fmt(b.cpu_us, 1)} | ${s === 'plain' ? '' : fmt(ratio(b.rate, plain && plain.rate), 2)} |`);
   }
+  p();
+}
+if (facts.instrmx) {
+  p('### 10. The cost of metrics (callgrind)');
+  p();
+  p('As section 8, with `nano.listen_metrics` off and on; while it is on, /metrics is scraped every 2 s (Prometheus usually every 15 s or more). Per request: the counters in C, the dispatcher\'s per-route count and handler time, and the scrapes spread over the requests.');
+  p();
+  const per = (x) => (x && x.count > 0 ? x.ir / x.count : null);
+  const off = per(facts.instrmx.off), on = per(facts.instrmx.on);
+  const cost = off && on ? (on / off - 1) * 100 : null;
+  p('| metrics off, instructions/request | metrics on, instructions/request | cost | target |');
+  p('|---|---|---|---|');
+  p(`| ${fmt(off)} | ${fmt(on)} | ${cost == null ? '—' : fmt(cost, 1) + '%'} | < 3%: ${cost == null ? '—' : mark(cost, 3, false)} |`);
   p();
 }
 process.stdout.write(out.join('\n') + '\n');

@@ -75,3 +75,5 @@ if tls_dir then
   nano.listen("127.0.0.1:0", { tls = tls })
   nano.listen("127.0.0.1:0", { websocket = true, path = "/nano", tls = tls })
 end
+-- scripts/bench's metrics figure: the same server with the metrics listener on
+if os.getenv("NH_BENCH_METRICS") == "1" then nano.listen_metrics("127.0.0.1:0") end
