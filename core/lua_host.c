@@ -663,7 +663,9 @@ static int c_sessions(lua_State *L) {
 static int c_log(lua_State *L) {
     nh_watchdog_check(L); /* a compiled loop calling only nano.log.* is stopped here */
     int level = (int)luaL_checkinteger(L, 1);
-    nh_log_line(level, luaL_checkstring(L, 2));
+    size_t len;
+    const char *msg = luaL_checklstring(L, 2, &len);
+    nh_log_text(level, msg, len); /* NULs and control bytes escaped (log.h) */
     return 0;
 }
 

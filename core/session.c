@@ -164,15 +164,14 @@ static int on_handshake(nh_session_t *s, const uint8_t *body, size_t len) {
 
 static void log_message(nh_session_t *s, const nh_msg_t *m) {
     static const char *const names[] = {"request", "notify", "response", "push"};
+    char route[NH_LOG_ESCAPED_MAX], payload[NH_LOG_ESCAPED_MAX];
     if (m->route_compressed)
-        nh_log(NH_LOG_DEBUG, "session %llu <- %s id=%llu route=#%u payload=%.*s",
-               (unsigned long long)s->id, names[m->type], (unsigned long long)m->id, m->route_code,
-               (int)(m->payload_len > 200 ? 200 : m->payload_len), (const char *)m->payload);
+        snprintf(route, sizeof route, "#%u", m->route_code);
     else
-        nh_log(NH_LOG_DEBUG, "session %llu <- %s id=%llu route=%.*s payload=%.*s",
-               (unsigned long long)s->id, names[m->type], (unsigned long long)m->id,
-               (int)m->route_len, m->route, (int)(m->payload_len > 200 ? 200 : m->payload_len),
-               (const char *)m->payload);
+        nh_log_escape(route, sizeof route, m->route, m->route_len);
+    nh_log(NH_LOG_DEBUG, "session %llu <- %s id=%llu route=%s payload=%s",
+           (unsigned long long)s->id, names[m->type], (unsigned long long)m->id, route,
+           nh_log_escape(payload, sizeof payload, m->payload, m->payload_len));
 }
 
 static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {

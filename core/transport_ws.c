@@ -309,7 +309,9 @@ static int upgrade(nh_conn_t *c, uint8_t *rest, size_t rest_len) {
     if (!check_origin(c, req->origin)) {
         char peer[80] = "?";
         nh_conn_peer(c, peer, sizeof peer);
-        nh_log(NH_LOG_INFO, "ws %s: origin '%s' refused", peer, req->origin);
+        char origin[NH_LOG_ESCAPED_MAX];
+        nh_log(NH_LOG_INFO, "ws %s: origin '%s' refused", peer,
+               nh_log_escape(origin, sizeof origin, req->origin, strlen(req->origin)));
         http_error(c, 403, "Forbidden");
         return 0;
     }

@@ -73,10 +73,11 @@ static size_t heap_bytes(lua_State *L) {
 static void describe(const nh_watchdog_t *w, char *out, size_t len) {
     const nh_watchdog_call_t *c = &w->call;
     const char *what = c->what ? c->what : "Lua";
-    if (c->session && c->route)
-        snprintf(out, len, "session %llu %.*s", (unsigned long long)c->session,
-                 (int)(c->route_len > 255 ? 255 : c->route_len), c->route);
-    else if (c->session)
+    if (c->session && c->route) { /* the client chose the route: escaped */
+        char route[NH_LOG_ESCAPED_MAX];
+        snprintf(out, len, "session %llu %s", (unsigned long long)c->session,
+                 nh_log_escape(route, sizeof route, c->route, c->route_len));
+    } else if (c->session)
         snprintf(out, len, "session %llu %s", (unsigned long long)c->session, what);
     else
         snprintf(out, len, "%s", what);
