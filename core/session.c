@@ -15,14 +15,28 @@ static const char *peer_of(const nh_session_t *s, char *buf, size_t len) {
     return buf;
 }
 
-/* Logs why a session is being closed for bad input, then closes it. Returns -1. */
-static int reject(nh_session_t *s, const char *why) {
+/* WebSocket close statuses (RFC 6455 7.4.1) for the reasons a session closes itself. */
+enum {
+    CLOSE_PROTOCOL = 1002, /* a packet or message the protocol does not allow */
+    CLOSE_POLICY = 1008,   /* allowed by the protocol, refused by this server */
+    CLOSE_TOO_BIG = 1009,  /* a packet over max_packet */
+    CLOSE_INTERNAL = 1011, /* the server failed (a handshake hook) */
+};
+
+/* Logs why a session is being closed for bad input, then closes it with that WebSocket status
+ * (TCP clients see the connection close). Returns -1. */
+static int reject_with(nh_session_t *s, int close_code, const char *why) {
     char peer[80];
+    s->close_code = (uint16_t)close_code;
     nh_log(NH_LOG_WARN, "%s %s session %llu: %s; closing", s->conn->transport->name,
            peer_of(s, peer, sizeof peer), (unsigned long long)s->id, why);
     if (!s->conn->close_reason) s->conn->close_reason = NH_CLOSE_BAD_INPUT;
     nh_conn_close(s->conn, why);
     return -1;
+}
+
+static int reject(nh_session_t *s, const char *why) {
+    return reject_with(s, CLOSE_PROTOCOL, why);
 }
 
 int nh_session_open(nh_conn_t *c) {
@@ -135,13 +149,14 @@ static int on_handshake(nh_session_t *s, const uint8_t *body, size_t len) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_HANDSHAKE]);
     nh_lua_push_session(L, s);
     lua_pushlstring(L, (const char *)body, len);
-    if (nh_host_call_lua(h, 2, 2, "handshake") != 0) return reject(s, "handshake hook failed");
+    if (nh_host_call_lua(h, 2, 2, "handshake") != 0)
+        return reject_with(s, CLOSE_INTERNAL, "handshake hook failed");
     size_t rlen = 0;
     const char *resp = lua_tolstring(L, -2, &rlen);
     int accepted = lua_toboolean(L, -1);
     if (!resp) {
         lua_pop(L, 2);
-        return reject(s, "handshake hook returned no response");
+        return reject_with(s, CLOSE_INTERNAL, "handshake hook returned no response");
     }
     if (s->state == NH_SS_CLOSED) { /* the hook closed it */
         lua_pop(L, 2);
@@ -154,6 +169,7 @@ static int on_handshake(nh_session_t *s, const uint8_t *body, size_t len) {
         char peer[80];
         nh_log(NH_LOG_INFO, "%s %s session %llu: handshake refused", s->conn->transport->name,
                peer_of(s, peer, sizeof peer), (unsigned long long)s->id);
+        s->close_code = CLOSE_POLICY;
         nh_conn_close_after_flush(s->conn);
         s->state = NH_SS_CLOSED;
         return -1;
@@ -184,7 +200,7 @@ static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
         return reject(s, "client sent a response or push message");
     /* Lua sees ids as doubles: one over 2^53 could only be answered with a different id. */
     if (m.type == NH_MSG_REQUEST && m.id > ((uint64_t)1 << 53))
-        return reject(s, "request id over 2^53");
+        return reject_with(s, CLOSE_POLICY, "request id over 2^53");
     if (m.type == NH_MSG_REQUEST) s->last_mid = m.id;
     nh_metrics_message(&h->metrics, NH_MD_IN, m.type);
     if (h->cfg.debug) log_message(s, &m);
@@ -270,7 +286,7 @@ int nh_session_on_bytes(nh_session_t *s, const uint8_t *data, size_t len) {
         if (r == NH_ECODEC_PKT_TOO_BIG) {
             char why[96];
             snprintf(why, sizeof why, "packet over the %u-byte limit", s->host->cfg.max_packet);
-            return reject(s, why);
+            return reject_with(s, CLOSE_TOO_BIG, why);
         }
         return reject(s, nh_codec_strerror(r));
     }

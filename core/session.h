@@ -38,6 +38,9 @@ struct nh_session {
     nh_pkt_decoder_t dec;
     int lua_ref; /* registry ref to the userdata; LUA_NOREF until Lua first sees it */
     uint8_t state;
+    /* Why the session itself closed the connection, as a WebSocket close status: 1002 protocol
+     * error, 1008 policy, 1009 too big, 1011 server error; 0 for a normal close (1000). */
+    uint16_t close_code;
 };
 
 /* Creates the session of a connection (c->session). Returns 0 or UV_ENOMEM. */

@@ -32,6 +32,7 @@ static int ws_open(nh_conn_t *c) {
     }
     nh_http_req_init(w->req);
     nh_ws_parser_init(&w->parser, c->host->cfg.max_ws_frame);
+    w->parser.refuse_text = 1; /* binary protocol: text frames close with 1003 (hardening.md) */
     c->tstate = w;
     /* The session exists from accept so that the handshake timeout covers the upgrade too. */
     return nh_session_open(c);
@@ -62,8 +63,11 @@ static void send_close(nh_conn_t *c, int code) {
 }
 
 static void ws_closing(nh_conn_t *c) {
-    /* Server-initiated close (kick, timeout, shutdown): say so in the protocol first. */
-    send_close(c, c->host->stopping ? 1001 : 1000);
+    /* Server-initiated close (kick, timeout, shutdown, a protocol error found by the session):
+     * say so, and why, in the protocol first. */
+    int code = c->host->stopping ? 1001 : 1000;
+    if (c->session && c->session->close_code) code = c->session->close_code;
+    send_close(c, code);
 }
 
 static size_t ws_frame_header(nh_conn_t *c, uint8_t *out, size_t len) {
@@ -76,12 +80,12 @@ static size_t ws_frame_header(nh_conn_t *c, uint8_t *out, size_t len) {
 /* body NULL: a HEAD reply (the length of what GET would send, no bytes). shared: the body is
  * queued by reference from this buffer instead of copied. */
 static void http_reply(nh_conn_t *c, int status, const char *reason, const char *type,
-                       const void *body, size_t len, nh_buf_t *shared) {
+                       const void *body, size_t len, nh_buf_t *shared, const char *extra_headers) {
     char head[512];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\n\r\n",
-                     status, reason, type, len);
+                     "%sConnection: close\r\n\r\n",
+                     status, reason, type, len, extra_headers ? extra_headers : "");
     nh_conn_send_raw(c, head, (size_t)n);
     if (body && len) {
         if (shared)
@@ -93,10 +97,17 @@ static void http_reply(nh_conn_t *c, int status, const char *reason, const char 
     nh_conn_close_after_flush(c);
 }
 
-static void http_error(nh_conn_t *c, int status, const char *reason) {
+/* extra_headers: NULL, or header lines each ending in CRLF. */
+static void http_error_with(nh_conn_t *c, int status, const char *reason,
+                            const char *extra_headers) {
     char body[128];
     int n = snprintf(body, sizeof body, "%d %s\n", status, reason);
-    http_reply(c, status, reason, "text/plain; charset=utf-8", body, (size_t)n, NULL);
+    http_reply(c, status, reason, "text/plain; charset=utf-8", body, (size_t)n, NULL,
+               extra_headers);
+}
+
+static void http_error(nh_conn_t *c, int status, const char *reason) {
+    http_error_with(c, status, reason, NULL);
 }
 
 static const char *content_type(const char *path) {
@@ -214,7 +225,7 @@ static int serve_static(nh_conn_t *c, const char *url_path, int head_only) {
         }
         data->len = (uint32_t)size;
         http_reply(c, 200, "OK", content_type(file), head_only ? NULL : data->data, (size_t)size,
-                   data);
+                   data, NULL);
         nh_buf_unref(data);
         return 1;
     }
@@ -241,8 +252,14 @@ static int on_ws_pong(void *ud, const uint8_t *data, size_t len) {
 }
 
 static int on_ws_close(void *ud, int code, const uint8_t *reason, size_t len) {
-    (void)reason, (void)len;
     nh_conn_t *c = ud;
+    if (nh_log_enabled(NH_LOG_DEBUG)) { /* the client chose the reason: escaped */
+        char peer[80] = "?", why[NH_LOG_ESCAPED_MAX];
+        nh_conn_peer(c, peer, sizeof peer);
+        nh_log(NH_LOG_DEBUG, "ws %s session %llu: close %d '%s' from the client", peer,
+               c->session ? (unsigned long long)c->session->id : 0ULL, code,
+               nh_log_escape(why, sizeof why, reason, len));
+    }
     send_close(c, code); /* echo the status, as RFC 6455 5.5.1 asks */
     if (!c->close_reason) c->close_reason = NH_CLOSE_CLIENT;
     nh_conn_close_after_flush(c);
@@ -302,8 +319,16 @@ static int upgrade(nh_conn_t *c, uint8_t *rest, size_t rest_len) {
         http_error(c, 404, "Not Found");
         return 0;
     }
-    if (!nh_http_req_is_upgrade(req)) {
-        http_error(c, 400, "Bad Request");
+    int check = nh_http_req_check_upgrade(req);
+    if (check != NH_UPGRADE_OK) {
+        char peer[80] = "?", path[NH_LOG_ESCAPED_MAX];
+        nh_conn_peer(c, peer, sizeof peer);
+        nh_log(NH_LOG_INFO, "ws %s: upgrade of '%s' refused: %s", peer,
+               nh_log_escape(path, sizeof path, req->path, strlen(req->path)),
+               nh_http_upgrade_strerror(check));
+        /* RFC 6455 4.2.2: a version refusal names the version this server speaks */
+        http_error_with(c, 400, "Bad Request",
+                        check == NH_UPGRADE_VERSION ? "Sec-WebSocket-Version: 13\r\n" : NULL);
         return 0;
     }
     if (!check_origin(c, req->origin)) {

@@ -30,6 +30,8 @@ const char *nh_ws_strerror(int err) {
         return "close reason not valid UTF-8";
     case NH_EWS_LENGTH:
         return "invalid frame payload length";
+    case NH_EWS_TEXT:
+        return "text frame (the protocol is binary)";
     default:
         return "unknown WebSocket error";
     }
@@ -41,6 +43,8 @@ int nh_ws_error_close_code(int err) {
         return 1009; /* message too big */
     case NH_EWS_CLOSE_UTF8:
         return 1007; /* invalid payload data */
+    case NH_EWS_TEXT:
+        return 1003; /* cannot accept this data type */
     case NH_EWS_HTTP:
     case NH_EWS_HTTP_TOO_BIG:
     case NH_EWS_UNMASKED:
@@ -112,6 +116,7 @@ enum {
     HDR_VERSION,
     HDR_UPGRADE,
     HDR_CONNECTION,
+    HDR_HOST,
 };
 
 static nh_http_req_t *req_of(http_parser *hp) {
@@ -141,6 +146,7 @@ static int classify_header(const nh_http_req_t *r) {
     if (ieq(r->hbuf, r->hlen, "sec-websocket-version")) return HDR_VERSION;
     if (ieq(r->hbuf, r->hlen, "upgrade")) return HDR_UPGRADE;
     if (ieq(r->hbuf, r->hlen, "connection")) return HDR_CONNECTION;
+    if (ieq(r->hbuf, r->hlen, "host")) return HDR_HOST;
     return HDR_OTHER;
 }
 
@@ -199,6 +205,9 @@ static void finish_header(nh_http_req_t *r) {
         break;
     case HDR_CONNECTION:
         if (offered < sizeof(r->vbuf) && list_has_token(v, n, "upgrade")) r->connection_upgrade = 1;
+        break;
+    case HDR_HOST:
+        r->hosts++; /* its value is not used: only that there is exactly one */
         break;
     default:
         break;
@@ -305,17 +314,48 @@ static int is_base64_char(char c) {
            c == '/';
 }
 
-int nh_http_req_is_upgrade(const nh_http_req_t *r) {
-    if (!r->complete || r->bad_header || r->method != HTTP_GET) return 0;
+int nh_http_req_check_upgrade(const nh_http_req_t *r) {
+    if (!r->complete) return NH_UPGRADE_INCOMPLETE;
     const http_parser *hp = &r->parser;
-    if (hp->http_major < 1 || (hp->http_major == 1 && hp->http_minor < 1)) return 0;
-    if (!r->upgrade_websocket || !r->connection_upgrade || r->version != 13) return 0;
+    if (r->method != HTTP_GET || hp->http_major < 1 || (hp->http_major == 1 && hp->http_minor < 1))
+        return NH_UPGRADE_NOT_GET;
+    if (r->hosts != 1) return NH_UPGRADE_HOST;
+    if (r->bad_header) return NH_UPGRADE_BAD_HEADER;
+    if (!r->upgrade_websocket || !r->connection_upgrade) return NH_UPGRADE_NOT_WEBSOCKET;
+    if (r->version != 13) return NH_UPGRADE_VERSION;
     /* 16 bytes in base64: 22 characters and "==" */
-    if (strlen(r->key) != 24 || r->key[22] != '=' || r->key[23] != '=') return 0;
+    if (strlen(r->key) != 24 || r->key[22] != '=' || r->key[23] != '=') return NH_UPGRADE_KEY;
     for (int i = 0; i < 22; i++) {
-        if (!is_base64_char(r->key[i])) return 0;
+        if (!is_base64_char(r->key[i])) return NH_UPGRADE_KEY;
     }
-    return 1;
+    return NH_UPGRADE_OK;
+}
+
+const char *nh_http_upgrade_strerror(int check) {
+    switch (check) {
+    case NH_UPGRADE_OK:
+        return "valid upgrade";
+    case NH_UPGRADE_INCOMPLETE:
+        return "request head incomplete";
+    case NH_UPGRADE_NOT_GET:
+        return "not a GET over HTTP/1.1";
+    case NH_UPGRADE_HOST:
+        return "no Host header, or more than one";
+    case NH_UPGRADE_BAD_HEADER:
+        return "Origin, Sec-WebSocket-Key or Sec-WebSocket-Version repeated or too long";
+    case NH_UPGRADE_NOT_WEBSOCKET:
+        return "not a WebSocket upgrade (Upgrade: websocket, Connection: upgrade)";
+    case NH_UPGRADE_VERSION:
+        return "Sec-WebSocket-Version is not 13";
+    case NH_UPGRADE_KEY:
+        return "Sec-WebSocket-Key is not 16 bytes in base64";
+    default:
+        return "?";
+    }
+}
+
+int nh_http_req_is_upgrade(const nh_http_req_t *r) {
+    return nh_http_req_check_upgrade(r) == NH_UPGRADE_OK;
 }
 
 int nh_ws_accept_key(const char *client_key, char out[29]) {
@@ -427,6 +467,7 @@ static int check_first_two(nh_ws_parser_t *p) {
     if (opcode == NH_WS_CONT && !p->in_message) return NH_EWS_CONTINUATION;
     if ((opcode == NH_WS_TEXT || opcode == NH_WS_BINARY) && p->in_message)
         return NH_EWS_CONTINUATION;
+    if (opcode == NH_WS_TEXT && p->refuse_text) return NH_EWS_TEXT;
 
     p->opcode = (uint8_t)opcode;
     p->fin = (uint8_t)fin;

@@ -35,6 +35,7 @@ enum {
     NH_EWS_CLOSE_CODE = -4009,   /* close payload of 1 byte or an invalid status code */
     NH_EWS_CLOSE_UTF8 = -4010,   /* close reason not valid UTF-8 */
     NH_EWS_LENGTH = -4011,       /* 64-bit payload length with the most significant bit set */
+    NH_EWS_TEXT = -4012,         /* a text frame where refuse_text is set (close 1003) */
 };
 
 const char *nh_ws_strerror(int err);
@@ -57,6 +58,7 @@ typedef struct nh_http_req {
     int version;                     /* Sec-WebSocket-Version, 0 if absent, -1 if not a number */
     int upgrade_websocket;           /* Upgrade: websocket (case-insensitive) */
     int connection_upgrade; /* Connection header lists "upgrade" (case-insensitive token) */
+    int hosts;              /* Host headers seen (RFC 7230 5.4: exactly one, or 400) */
     int bad_header;         /* Origin, key or version repeated or too long: never a valid upgrade */
     /* parser scratch: which header is being read, partial values. A *len counts every byte
      * offered, so a length >= the buffer's size means the text was too long (and truncated). */
@@ -81,9 +83,26 @@ void nh_http_req_init(nh_http_req_t *r);
  * Returns 1 when the head is complete, 0 when more bytes are needed, or a negative NH_EWS_*. */
 int nh_http_req_feed(nh_http_req_t *r, const char *data, size_t len, size_t *consumed);
 
-/* Is this a valid WebSocket upgrade (complete head, GET, HTTP/1.1 or later, Upgrade: websocket,
- * Connection: upgrade, version 13, a 16-byte base64 key, no repeated or overlong Origin, key or
- * version)? Returns 1 or 0. */
+/* Why a complete head is not a valid WebSocket upgrade (each answered 400; NH_UPGRADE_VERSION
+ * with "Sec-WebSocket-Version: 13", as RFC 6455 4.2.2 asks). */
+enum nh_upgrade_check {
+    NH_UPGRADE_OK = 0,
+    NH_UPGRADE_INCOMPLETE,    /* head not complete */
+    NH_UPGRADE_NOT_GET,       /* method other than GET, or before HTTP/1.1 */
+    NH_UPGRADE_HOST,          /* no Host header, or more than one (RFC 7230 5.4) */
+    NH_UPGRADE_BAD_HEADER,    /* Origin, key or version repeated or too long */
+    NH_UPGRADE_NOT_WEBSOCKET, /* no Upgrade: websocket or no Connection: upgrade */
+    NH_UPGRADE_VERSION,       /* Sec-WebSocket-Version absent or not 13 */
+    NH_UPGRADE_KEY,           /* Sec-WebSocket-Key not 16 bytes in base64 */
+};
+
+/* Checks, in the order above: returns NH_UPGRADE_OK or the first reason the upgrade fails. */
+int nh_http_req_check_upgrade(const nh_http_req_t *r);
+const char *nh_http_upgrade_strerror(int check);
+
+/* Is this a valid WebSocket upgrade (complete head, GET, HTTP/1.1 or later, exactly one Host,
+ * Upgrade: websocket, Connection: upgrade, version 13, a 16-byte base64 key, no repeated or
+ * overlong Origin, key or version)? Returns 1 or 0. */
 int nh_http_req_is_upgrade(const nh_http_req_t *r);
 
 /* out receives 28 base64 chars + NUL. Returns 0 or NH_EWS_HTTP. */
@@ -125,6 +144,10 @@ typedef struct nh_ws_parser {
     uint8_t ctl[125];   /* control frame payload being collected */
     uint8_t ctl_len;
     uint64_t max_frame;
+    /* Set by the caller after init: a text message is refused (NH_EWS_TEXT, close 1003 "cannot
+     * accept this data type"). nano's protocol is binary; RFC 6455 8.1 would otherwise ask for
+     * UTF-8 validation of text, which no client of this protocol needs. */
+    uint8_t refuse_text;
 } nh_ws_parser_t;
 
 /* max_frame limits the payload of each data frame (not of a whole fragmented message: the
@@ -134,7 +157,7 @@ void nh_ws_parser_init(nh_ws_parser_t *p, uint64_t max_frame);
 /* Unmasks `data` in place. Callbacks returning non-zero stop parsing; that value is returned.
  * Any callback may be NULL. Returns 0, a callback's stop value, or a negative NH_EWS_* error;
  * after a non-zero return the rest of `data` was not parsed and the parser must not be fed
- * again. Text payload is not checked for UTF-8 (the caller can, using msg_opcode). */
+ * again. Text payload is not checked for UTF-8: set refuse_text, or check it using msg_opcode. */
 int nh_ws_parser_feed(nh_ws_parser_t *p, uint8_t *data, size_t len, const nh_ws_callbacks_t *cb,
                       void *ud);
 

@@ -522,10 +522,40 @@ static void test_frame_header_encoding(void) {
 }
 
 static void test_strerror_names_every_error(void) {
-    for (int e = NH_EWS_LENGTH; e <= NH_EWS_HTTP; e++)
+    for (int e = NH_EWS_TEXT; e <= NH_EWS_HTTP; e++)
         CHECK(strcmp(nh_ws_strerror(e), nh_ws_strerror(1)) != 0);
     CHECK(nh_ws_error_close_code(NH_EWS_UNMASKED) == 1002);
     CHECK(nh_ws_error_close_code(NH_EWS_OPCODE) == 1002);
+}
+
+/* A text message is refused before any of its payload is delivered when refuse_text is set (the
+ * host sets it: close 1003); binary messages and control frames between them are unaffected. */
+static void test_text_frames_refused_when_asked(void) {
+    /* binary "Hi", ping, text "Hello" (RFC 6455 5.7's masked frame) */
+    static const uint8_t stream[] = {0x82, 0x82, 0,    0,    0,    0,    'H',  'i',  0x89,
+                                     0x80, 0,    0,    0,    0,    0x81, 0x85, 0x37, 0xfa,
+                                     0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58};
+    static rec_t r;
+    rec_reset(&r);
+    uint8_t copy[sizeof stream];
+    memcpy(copy, stream, sizeof stream);
+    nh_ws_parser_t p;
+    nh_ws_parser_init(&p, 1024);
+    p.refuse_text = 1;
+    CHECK(nh_ws_parser_feed(&p, copy, sizeof copy, &cbs, &r) == NH_EWS_TEXT);
+    CHECK(rec_is(&r, "Hi|<ping:>"));
+    CHECK(nh_ws_error_close_code(NH_EWS_TEXT) == 1003);
+    /* a text frame split after its first byte is refused as soon as the length byte arrives */
+    nh_ws_parser_init(&p, 1024);
+    p.refuse_text = 1;
+    rec_reset(&r);
+    memcpy(copy, stream, sizeof stream);
+    CHECK(nh_ws_parser_feed(&p, copy, 15, &cbs, &r) == 0);
+    CHECK(nh_ws_parser_feed(&p, copy + 15, 1, &cbs, &r) == NH_EWS_TEXT);
+    /* without the flag, text is delivered as before */
+    rec_reset(&r);
+    CHECK(parse_all(stream, sizeof stream, 1024, &r) == 0);
+    CHECK(rec_is(&r, "Hi|<ping:>Hello|"));
 }
 
 /* ---- HTTP ---- */
@@ -726,6 +756,8 @@ static void test_http_garbage(void) {
     CHECK(nh_ws_error_close_code(NH_EWS_HTTP) == 1002);
 }
 
+static int last_check; /* nh_http_req_check_upgrade() of upgrade_with()'s request */
+
 /* Chrome's request with one header line (matched by prefix) removed or replaced. */
 static int upgrade_with(const char *drop, const char *add) {
     static char buf[4096];
@@ -746,7 +778,32 @@ static int upgrade_with(const char *drop, const char *add) {
     }
     size_t consumed;
     if (http_feed_all(&r, buf, n, &consumed) != 1 || consumed != n) return -1;
+    last_check = nh_http_req_check_upgrade(&r);
     return nh_http_req_is_upgrade(&r);
+}
+
+/* RFC 7230 5.4: exactly one Host header. */
+static void test_http_host_is_required(void) {
+    CHECK(upgrade_with(NULL, NULL) == 1 && last_check == NH_UPGRADE_OK);
+    CHECK(upgrade_with("Host:", NULL) == 0 && last_check == NH_UPGRADE_HOST);
+    CHECK(upgrade_with(NULL, "Host: evil.example\r\n") == 0 && last_check == NH_UPGRADE_HOST);
+    CHECK(upgrade_with("Host:", "hOsT: localhost\r\n") == 1); /* names are case-insensitive */
+    CHECK(upgrade_with("Host:", "Host:\r\n") == 1);           /* empty is allowed (no authority) */
+    CHECK(strstr(nh_http_upgrade_strerror(NH_UPGRADE_HOST), "Host") != NULL);
+}
+
+/* The refusal of an unsupported version is told apart, so the reply can carry the version this
+ * server speaks (RFC 6455 4.2.2). */
+static void test_http_version_refusal_is_told_apart(void) {
+    CHECK(upgrade_with("Sec-WebSocket-Version:", "Sec-WebSocket-Version: 8\r\n") == 0);
+    CHECK(last_check == NH_UPGRADE_VERSION);
+    CHECK(upgrade_with("Sec-WebSocket-Version:", NULL) == 0 && last_check == NH_UPGRADE_VERSION);
+    CHECK(upgrade_with("Sec-WebSocket-Key:", NULL) == 0 && last_check == NH_UPGRADE_KEY);
+    CHECK(upgrade_with("Upgrade:", NULL) == 0 && last_check == NH_UPGRADE_NOT_WEBSOCKET);
+    CHECK(upgrade_with(NULL, "Origin: http://evil.example\r\n") == 0 &&
+          last_check == NH_UPGRADE_BAD_HEADER);
+    for (int c = NH_UPGRADE_OK; c <= NH_UPGRADE_KEY; c++)
+        CHECK(strcmp(nh_http_upgrade_strerror(c), "?") != 0);
 }
 
 static void test_http_upgrade_requirements(void) {
@@ -909,6 +966,7 @@ int main(void) {
     test_null_callbacks_are_skipped();
     test_frame_header_encoding();
     test_strerror_names_every_error();
+    test_text_frames_refused_when_asked();
 
     test_http_chrome_upgrade_request();
     test_http_byte_at_a_time();
@@ -919,6 +977,8 @@ int main(void) {
     test_http_oversize_head();
     test_http_garbage();
     test_http_upgrade_requirements();
+    test_http_host_is_required();
+    test_http_version_refusal_is_told_apart();
     test_http_overlong_values();
     test_http_plain_get_for_a_static_file();
     test_http_paths();
