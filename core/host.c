@@ -3,11 +3,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
 #include "log.h"
 #include "session.h"
+#include "stop_signal.h"
 
 static const char host_key = 'h'; /* registry key: its address is unique */
 
@@ -154,9 +156,10 @@ static void on_signal(uv_signal_t *s, int signum) {
         signal_hook(h, "reload");
         return;
     }
-    if (h->stopping) {
-        nh_log(NH_LOG_WARN, "second %s while stopping: exiting now", strsignal(signum));
-        exit(1);
+    if (h->stopping) { /* a stop begun otherwise (nano.shutdown()), then a signal */
+        nh_log(NH_LOG_WARN, "%s while stopping: exiting now", strsignal(signum));
+        fflush(stderr);
+        _exit(NH_STOP_SIGNAL_EXIT(signum));
     }
     nh_log(NH_LOG_INFO, "%s: shutting down", strsignal(signum));
     signal_hook(h, "shutdown");
@@ -172,6 +175,10 @@ int nh_host_watch_signals(nh_host_t *h) {
         uv_unref((uv_handle_t *)sigs[i]);
     }
     h->signals_on = 1;
+    /* over libuv's handlers, now installed: a second stop signal ends the process even while
+     * Lua holds this thread (stop_signal.h) */
+    int r = nh_stop_signal_install();
+    if (r != 0) nh_log(NH_LOG_WARN, "cannot install the stop signal handler: %s", strerror(-r));
     return 0;
 }
 
