@@ -1,7 +1,8 @@
 /* fuzz_http — the upgrade request parser over random split points.
  *
  * Input: bytes 0-1 seed the split points, the rest is what a client sent. It is parsed whole and
- * split; both must agree on the result, the bytes consumed and every extracted field. Strings
+ * split; both must agree on the result, the bytes consumed, every extracted field and the reason
+ * an upgrade is refused (Host count, version). Strings
  * must stay NUL-terminated inside their arrays, and a valid upgrade must give an accept key.
  */
 #include "ws.h"
@@ -25,6 +26,7 @@ static int same_fields(const nh_http_req_t *a, const nh_http_req_t *b) {
            strcmp(a->origin, b->origin) == 0 && strcmp(a->key, b->key) == 0 &&
            a->version == b->version && a->upgrade_websocket == b->upgrade_websocket &&
            a->connection_upgrade == b->connection_upgrade && a->bad_header == b->bad_header &&
+           a->hosts == b->hosts && nh_http_req_check_upgrade(a) == nh_http_req_check_upgrade(b) &&
            nh_http_req_is_upgrade(a) == nh_http_req_is_upgrade(b);
 }
 
@@ -64,6 +66,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
     check_terminated(b.path, sizeof(b.path));
     if (rca == 1 && !same_fields(&a, &b)) abort();
 
+    int check = nh_http_req_check_upgrade(&a);
+    if (check < NH_UPGRADE_OK || check > NH_UPGRADE_KEY) abort();
+    if ((check == NH_UPGRADE_OK) != nh_http_req_is_upgrade(&a)) abort();
+    if (rca == 1 && check == NH_UPGRADE_INCOMPLETE) abort();
+    /* RFC 7230 5.4: never an upgrade without exactly one Host; version 13 only */
+    if (check == NH_UPGRADE_OK && (a.hosts != 1 || a.version != 13)) abort();
     if (nh_http_req_is_upgrade(&a)) {
         char accept[29];
         if (nh_ws_accept_key(a.key, accept) != 0 || strlen(accept) != 28) abort();
