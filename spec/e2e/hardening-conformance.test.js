@@ -124,6 +124,7 @@ const PACKET_CASES = [
   { name: 'an unknown packet type', bytes: () => Buffer.from([0x09, 0, 0, 0]), code: 1002 },
   { name: 'a second handshake', bytes: () => HANDSHAKE, code: 1002 },
   { name: 'a packet over max_packet (header declares 16 MiB)', bytes: () => Buffer.from([PKG.DATA, 0xff, 0xff, 0xff]), code: 1009 },
+  { name: 'a request id over 2^53 (allowed by the protocol, refused here)', bytes: () => rawRequest(2n ** 53n + 1n, 'Bench.ping'), code: 1008 },
 ];
 
 for (const pc of PACKET_CASES) {
