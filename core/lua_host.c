@@ -423,6 +423,21 @@ static int c_push_many(lua_State *L) {
     return 2;
 }
 
+/* ---- slices the watchdog sees ---- */
+
+/* watch_slice([session [, route]]): task.lua calls it before it resumes a task that waited, so
+ * that each slice of a handler between waits has a stall budget of its own and a stuck slice is
+ * named after the handler it continues, not the timer or completion that resumed it. One C call
+ * and no pcall: the resume itself stays in Lua. */
+static int c_watch_slice(lua_State *L) {
+    nh_host_t *h = host(L);
+    uint64_t session = (uint64_t)luaL_optnumber(L, 1, 0);
+    size_t route_len = 0;
+    const char *route = luaL_optlstring(L, 2, NULL, &route_len);
+    nh_watchdog_slice(h->watchdog, session, route, route_len);
+    return 0;
+}
+
 /* ---- time and timers ---- */
 
 static int c_now(lua_State *L) {
@@ -688,6 +703,7 @@ static int open_core(lua_State *L) {
         {"push", c_push},
         {"push_many", c_push_many},
         {"now", c_now},
+        {"watch_slice", c_watch_slice},
         {"advance", c_advance},
         {"timer", c_timer},
         {"run", c_run},

@@ -33,7 +33,8 @@ struct nh_watchdog {
     /* The innermost call. Pointers, not copies: they stay valid while that call runs (they are
      * its caller's), and they are only read under mu while depth says it runs. */
     nh_watchdog_call_t call;
-    int pending; /* WD_STALL or WD_MEMORY: the hook is installed for this */
+    char slice_route[256]; /* nh_watchdog_slice's copy: its caller's string may not outlive it */
+    int pending;           /* WD_STALL or WD_MEMORY: the hook is installed for this */
     uint64_t pending_seq;
     nh_watchdog_stats_t stats;
     uint64_t last_gc_warn_ms;
@@ -421,6 +422,18 @@ void nh_watchdog_loop_end(nh_watchdog_t *w, const nh_watchdog_mark_t *mark) {
     w->depth = mark->depth;
     w->in_loop = mark->in_loop;
     w->call = mark->call;
+    w->seq++;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void nh_watchdog_slice(nh_watchdog_t *w, uint64_t session, const char *route, size_t route_len) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    if (w->depth > 0) { /* inside a call: its leave restores the outer name */
+        if (route_len > sizeof w->slice_route) route_len = sizeof w->slice_route;
+        if (route) memcpy(w->slice_route, route, route_len);
+        w->call = (nh_watchdog_call_t){"task", route ? w->slice_route : NULL, session, route_len};
+    }
     w->seq++;
     pthread_mutex_unlock(&w->mu);
 }

@@ -94,6 +94,12 @@ void nh_watchdog_loop_end(nh_watchdog_t *w, const nh_watchdog_mark_t *mark);
  * Call it before the function allocates anything (it may not return). */
 void nh_watchdog_check(lua_State *L);
 
+/* A new slice of work starts inside the current call (task.lua resumes a task that waited): the
+ * counter moves, so the slice gets a stall budget of its own, and until the next slice or the
+ * end of the call the log names it "session <session> <route>" ("task" without them). The route
+ * is copied (at most 256 bytes). */
+void nh_watchdog_slice(nh_watchdog_t *w, uint64_t session, const char *route, size_t route_len);
+
 /* One loop turn: moves the counter. */
 void nh_watchdog_tick(nh_watchdog_t *w);
 

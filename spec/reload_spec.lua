@@ -57,6 +57,53 @@ nano.listen("127.0.0.1:0")
 ]]
 
 describe("nano.reload", function()
+  describe("with handlers that wait", function()
+    local OLD_ROOM = [[
+      local nano = require "nano"
+      local Room = {}
+      function Room:slow() nano.sleep(1); return { v = 1 } end
+      function Room:v() return { v = 1 } end
+      return Room
+    ]]
+    local NEW_ROOM = [[
+      local nano = require "nano"
+      local Room = {}
+      function Room:slow() nano.sleep(1); return { v = 2 } end
+      function Room:v() return { v = 2 } end
+      return Room
+    ]]
+
+    it("a waiting handler finishes with the code it started with; new messages get the new code", function()
+      local dir = start({ ["main.lua"] = MAIN, ["room.lua"] = OLD_ROOM })
+      local c, other = server:connect(), server:connect()
+      local got
+      c:request("Room.slow", {}, function(res) got = res end)
+      c:sync()
+      write(dir .. "/room.lua", NEW_ROOM)
+      reload_ok() -- returns while the handler waits
+      assert.is_nil(got)
+      assert.same({ v = 2 }, other:request("Room.v", {}))
+      server:advance(1)
+      server:wait_until(function() return got end)
+      assert.same({ v = 1 }, got)
+    end)
+
+    it("a message queued behind a waiting handler across a reload is handled, with the new code", function()
+      local dir = start({ ["main.lua"] = MAIN, ["room.lua"] = OLD_ROOM })
+      local c = server:connect()
+      local first, queued
+      c:request("Room.slow", {}, function(res) first = res end)
+      c:request("Room.v", {}, function(res) queued = res end)
+      c:sync()
+      write(dir .. "/room.lua", NEW_ROOM)
+      reload_ok()
+      server:advance(1)
+      server:wait_until(function() return first and queued end)
+      assert.same({ v = 1 }, first)
+      assert.same({ v = 2 }, queued)
+    end)
+  end)
+
   it("replaces functions, removes the ones the module dropped, keeps data and adds new fields", function()
     local dir = start({
       ["main.lua"] = MAIN,

@@ -15,6 +15,8 @@ local Room = {}
 
 -- How often the room logs its member count and traffic (nano's demo: every minute).
 Room.report_interval = 60
+-- Seconds after joining when the server greets the newcomer.
+Room.welcome_delay = 1
 
 -- Lifecycle hooks (not handlers): init runs when the loop starts, after_init once every
 -- component's init has run. Fields set on the component survive a hot reload; only the
@@ -64,6 +66,16 @@ function Room:join(s, payload)
   for _, m in ipairs(self.recent) do s:push("onMessage", m) end -- what was said before
   self.group:broadcast("onNewUser", { content = "New user: " .. s:id() })
   self.group:add(s)
+  -- A welcome line a moment after joining. The handler does not wait for it (its response goes
+  -- now, and the session's next message is not held up): a task of its own waits instead.
+  -- nano.sleep suspends only that task; the loop serves everyone meanwhile (docs/async.md).
+  nano.spawn(function()
+    nano.sleep(self.welcome_delay)
+    if not s:is_closed() then
+      s:push("onMessage", { name = "server", content = "Welcome! " .. (self.group:count() - 1)
+        .. " other(s) here." })
+    end
+  end)
   return { code = 0, result = "success" } -- a request handler's return value is its response
 end
 

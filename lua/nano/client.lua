@@ -560,13 +560,14 @@ function M.close_all(timeout)
   while not gone() and core.hrtime() < deadline do core.run("nowait") end
 end
 
--- A script's clients end with the host: nano.shutdown (SIGINT, SIGTERM) closes them too, or a
--- bot's open connections would keep nano-host running after it was asked to stop.
+-- A script's clients end with the host: when nano.shutdown (SIGINT, SIGTERM) closes the sessions
+-- (after the grace period of handlers that wait) it closes them too, or a bot's open connections
+-- would keep nano-host running after it was asked to stop.
 do
   local nano = require "nano"
-  local shutdown = nano.shutdown
-  nano.shutdown = function(...)
-    shutdown(...)
+  local on_stop = nano._on_stop
+  nano._on_stop = function()
+    if on_stop then on_stop() end
     M.close_all()
   end
 end

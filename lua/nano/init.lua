@@ -37,6 +37,13 @@ local function fresh_state() return {
   script_dir = nil,
   handshake_cache = nil,
   handshake_time = -1,
+  -- handlers that wait (task.lua): messages waiting for their session's previous handler,
+  -- requests being handled, and the limits of both (nano.configure)
+  queues = setmetatable({}, { __mode = "k" }),   -- session -> { busy=, head=, tail=, [i]=msg }
+  inflight = setmetatable({}, { __mode = "k" }), -- session -> { [mid] = request being handled }
+  session_queue = 64,   -- messages queued per session behind a running handler
+  shutdown_grace = 5,   -- seconds nano.shutdown gives waiting handlers
+  running = 0,          -- handlers started and not finished (waits included)
 } end
 local S = fresh_state()
 nano._state = S
@@ -148,15 +155,22 @@ function session.push(s, route, v)
   return core.push(s, route_code(route), out)
 end
 
--- The request being handled, so that s:response() inside a handler answers it and a notify
--- handler calling s:response() gets nano's ErrSessionOnNotify.
-local cur_session, cur_type, cur_id, cur_answered = nil, nil, nil, false
+local task = require "nano.task"
+local current_task = task.current
+
+-- The message a task is handling is on the task (t.msg_s, t.msg_type, t.msg_id), so that a
+-- notify handler calling s:response() gets nano's ErrSessionOnNotify. Requests being handled are
+-- in S.inflight (session -> { [mid] = task }), so that an answer from any task (s:response_mid)
+-- tells the handler (t.answered) not to answer again when it returns. Nothing is allocated per
+-- message: the task's fields and one table per session.
 
 --- s:response_mid(mid, v) -> true | nil, err
 function session.response_mid(s, mid, v)
   local ok, payload = pcall(marshal, v)
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
-  if s == cur_session and mid == cur_id then cur_answered = true end
+  local inflight = S.inflight[s]
+  local handling = inflight and inflight[mid]
+  if handling then handling.answered = true end
   if S.debug then log.debug("session %d -> response id=%d %s", s:id(), mid, payload) end
   local out, err = outgoing(s, MSG_RESPONSE, mid, nil, payload)
   if not out then return nil, err end
@@ -165,7 +179,9 @@ end
 
 --- s:response(v): answers the last request of this session.
 function session.response(s, v)
-  if s == cur_session and cur_type == MSG_NOTIFY then
+  if s:is_closed() then return nil, "session closed" end
+  local t = current_task()
+  if t and t.msg_s == s and t.msg_type == MSG_NOTIFY then
     return nil, "response called while handling a notify"
   end
   local mid = s:last_mid()
@@ -201,12 +217,20 @@ end
 local LIFECYCLE = { init = true, after_init = true, before_shutdown = true, shutdown = true,
                     on_reload = true }
 
-local function call_hook(entry, hook, ...)
-  local fn = entry.comp[hook]
-  if type(fn) ~= "function" then return true end
+local function run_hook(entry, hook, fn, ...)
   local ok, err = xpcall(fn, traceback, entry.comp, ...)
   if not ok then log.error("%s.%s failed: %s", entry.name, hook, tostring(err)) end
   return ok, err
+end
+
+-- Runs a lifecycle hook in a task (it may wait). Returns ok, err when it finished without
+-- waiting; true when it waits (its error, if any, is logged when it comes).
+local function call_hook(entry, hook, ...)
+  local fn = entry.comp[hook]
+  if type(fn) ~= "function" then return true end
+  local t = task.spawn(run_hook, entry, hook, fn, ...)
+  if t.status == "done" then return t.results[1], t.results[2] end
+  return true
 end
 nano._call_hook = call_hook
 
@@ -221,7 +245,7 @@ local function build_handlers()
         local hname = name_func and name_func(k) or k
         local route = e.name .. "." .. hname
         handlers[route] = {
-          fn = fn, comp = e.comp, route = route,
+          fn = fn, comp = e.comp, route = route, concurrent = e.opts.concurrent == true,
           raw = raw == true or (type(raw) == "table" and raw[k] == true),
         }
       end
@@ -233,7 +257,7 @@ local function build_handlers()
 end
 nano._build_handlers = build_handlers
 
---- nano.register(component, { name=, name_func=, raw= })
+--- nano.register(component, { name=, name_func=, raw=, concurrent= })
 --- Every function of the table becomes a handler at route "<name>.<function>", except lifecycle
 --- hooks (init, after_init, before_shutdown, shutdown, on_reload) and names starting with "_".
 function nano.register(comp, opts)
@@ -316,13 +340,37 @@ function nano.set_heartbeat_interval(secs)
 end
 
 --- nano.configure{ max_packet=, send_limit=, max_conns=, handshake_timeout=, max_ws_frame= }
+--- Two limits are nano's own (handlers that wait, docs/async.md): session_queue (messages
+--- queued per session behind a running handler; default 64) and shutdown_grace (seconds
+--- nano.shutdown gives waiting handlers; default 5).
+local LUA_LIMITS = { session_queue = { 0, 1e6, true }, shutdown_grace = { 0, 1e6, false } }
+
 function nano.configure(t)
-  local ok, err = pcall(core.configure, t)
+  if type(t) ~= "table" then error("configure: expected a table", 2) end
+  local core_t, mine = {}, {}
+  for k, v in pairs(t) do
+    local lim = LUA_LIMITS[k]
+    if lim then
+      if type(v) ~= "number" or not (v >= lim[1] and v <= lim[2]) or (lim[3] and v % 1 ~= 0) then
+        error(str_format("configure: %s: expected a%s number from %g to %g", k,
+                         lim[3] and "n integer" or "", lim[1], lim[2]), 2)
+      end
+      mine[k] = v
+    else
+      core_t[k] = v
+    end
+  end
+  local ok, err = pcall(core.configure, core_t)
   if not ok then error(err, 2) end -- the caller's line, not this one
+  for k, v in pairs(mine) do S[k] = v end
   S.handshake_cache = nil
 end
 
-function nano.config() return core.config() end
+function nano.config()
+  local c = core.config()
+  c.session_queue, c.shutdown_grace = S.session_queue, S.shutdown_grace
+  return c
+end
 
 function nano.set_handshake_validator(fn)
   if not (fn == nil or type(fn) == "function") then error("set_handshake_validator: expected a function", 2) end
@@ -475,28 +523,41 @@ end
 
 local inbound -- pipeline hook (nano.pipeline), set by nano.pipeline when used
 
-local function dispatch(s, mtype, id, route, payload, flags)
+-- The handler of a route (a number is a dictionary code), and the route's name; nil when none.
+local function resolve(route)
   if type(route) == "number" then
-    local r = S.route_of[route]
-    if not r then
-      log.warn("session %d: unknown route code %d", s:id(), route)
-      if mtype == MSG_REQUEST then send_error(s, id, 404, "unknown route code " .. route) end
-      return
-    end
-    route = r
+    route = S.route_of[route]
+    if not route then return nil end
   end
   local h = S.handlers[route]
-  if not h then
-    -- nano's cluster form: server.Component.handler
-    local short = str_match(route, "([^.]+%.[^.]+)$")
-    h = short and S.handlers[short]
-    if not h and nano._forward and nano._forward(s, mtype, id, route, payload) then return end
-    if not h then
-      log.warn("session %d: handler not found: %s", s:id(), route)
-      if mtype == MSG_REQUEST then send_error(s, id, 404, "handler not found: " .. route) end
-      return
-    end
+  if h then return h, route end
+  -- nano's cluster form: server.Component.handler
+  local short = str_match(route, "([^.]+%.[^.]+)$")
+  return short and S.handlers[short], route
+end
+
+-- Handles one message, inside a task: pipeline, decoding, the handler (which may wait), the
+-- answer. h is the handler resolved on arrival when the message runs at once; a queued message's
+-- (h nil) is looked up now, so that a message queued across a hot reload gets the new code.
+local function handle(h, s, mtype, id, route, payload, flags)
+  local name
+  if h then
+    name = type(route) == "string" and route or h.route
+  else
+    h, name = resolve(route)
   end
+  if not h then
+    if name and nano._forward and nano._forward(s, mtype, id, name, payload) then return end
+    if name then
+      log.warn("session %d: handler not found: %s", s:id(), name)
+      if mtype == MSG_REQUEST then send_error(s, id, 404, "handler not found: " .. name) end
+    else
+      log.warn("session %d: unknown route code %s", s:id(), tostring(route))
+      if mtype == MSG_REQUEST then send_error(s, id, 404, "unknown route code " .. tostring(route)) end
+    end
+    return
+  end
+  route = name
   if inbound then
     local ok, res, why = pcall(inbound, s, mtype, id, route, payload)
     if not ok or res == nil then
@@ -522,11 +583,21 @@ local function dispatch(s, mtype, id, route, payload, flags)
     end
     msg = decoded
   end
-  local ps, pt, pi, pa = cur_session, cur_type, cur_id, cur_answered
-  cur_session, cur_type, cur_id, cur_answered = s, mtype, id, false
+  local t = current_task()
+  t.msg_s, t.msg_type, t.msg_id, t.answered, t.watch_route = s, mtype, id, false, route
+  local inflight
+  if mtype == MSG_REQUEST then
+    inflight = S.inflight[s]
+    if not inflight then
+      inflight = {}
+      S.inflight[s] = inflight
+    end
+    inflight[id] = t
+  end
   local ok, res = xpcall(h.fn, handler_traceback, h.comp, s, msg)
-  local answered = cur_answered
-  cur_session, cur_type, cur_id, cur_answered = ps, pt, pi, pa
+  t.msg_s, t.watch_route = nil, nil
+  if inflight then inflight[id] = nil end
+  local answered = t.answered
   if not ok then
     if type(res) == "table" then
       log.info("session %d %s: handler refused: %s %s", s:id(), route, tostring(res.code), tostring(res.msg))
@@ -552,25 +623,107 @@ local function dispatch(s, mtype, id, route, payload, flags)
     end
   end
 end
+
+local function stop_core()
+  core.stop()
+  if nano._on_stop then nano._on_stop() end -- nano.client closes a script's own clients
+end
+
+-- The end of the grace period: handlers still waiting are cut short (their sessions close;
+-- the tasks are never resumed once the loop stops), and the core closes everything.
+local function stop_now()
+  local grace = S.grace
+  if not grace then return end
+  S.grace = nil
+  if grace.timer then grace.timer:stop() end
+  if S.running > 0 then
+    log.warn("shutdown: %d waiting handler%s cut short after the grace period", S.running,
+             S.running == 1 and "" or "s")
+  end
+  -- Inside a handler, the handler's response is not sent yet: stop on the next loop turn, so
+  -- that it is queued first (and gets the last flush every closing connection gets).
+  if current_task() then core.timer(0, 0, stop_core) else stop_core() end
+end
+nano._stop_now = stop_now
+
+-- Called when a handler finishes: the last one ends the grace period early.
+local function handler_done()
+  S.running = S.running - 1
+  if S.running == 0 and S.grace then stop_now() end
+end
+
+local spawn = task._run -- the task tables of handlers are reused: nobody keeps them
+
+-- A task that handles one message of a concurrent component.
+local function handle_one(h, s, mtype, id, route, payload, flags)
+  S.running = S.running + 1
+  handle(h, s, mtype, id, route, payload, flags)
+  handler_done()
+end
+
+-- A session's worker: handles its message, then the ones queued behind it meanwhile, in order.
+-- One task per busy session; the queue q is the session's (S.queues).
+local function handle_in_order(q, h, s, mtype, id, route, payload, flags)
+  S.running = S.running + 1
+  handle(h, s, mtype, id, route, payload, flags)
+  while q.head < q.tail do
+    q.head = q.head + 1
+    local m = q[q.head]
+    q[q.head] = nil
+    handle(nil, s, m[1], m[2], m[3], m[4], m[5])
+  end
+  q.head, q.tail, q.busy = 0, 0, false
+  handler_done()
+end
+
+-- The core's dispatch hook: one message from a session. By default a session's messages are
+-- handled one after another (the next starts when the previous handler has returned, waits
+-- included); a component registered with { concurrent = true } gets a task per message.
+local function dispatch(s, mtype, id, route, payload, flags)
+  local h = resolve(route)
+  if h and h.concurrent then
+    spawn(handle_one, h, s, mtype, id, route, payload, flags)
+    return
+  end
+  local queues = S.queues
+  local q = queues[s]
+  if not q then
+    q = { busy = false, head = 0, tail = 0 }
+    queues[s] = q
+  end
+  if not q.busy then
+    q.busy = true
+    spawn(handle_in_order, q, h, s, mtype, id, route, payload, flags)
+    return
+  end
+  if q.tail - q.head >= S.session_queue then
+    log.warn("session %d: %d messages already wait for a handler; dropping %s %s", s:id(),
+             q.tail - q.head, mtype == MSG_REQUEST and "request" or "notify", tostring(route))
+    if mtype == MSG_REQUEST then send_error(s, id, 429, "too many requests in flight") end
+    return
+  end
+  q.tail = q.tail + 1
+  q[q.tail] = { mtype, id, route, payload, flags }
+end
 nano._dispatch = dispatch
 
 function nano._set_inbound(fn) inbound = fn end
 
+local function run_close_cb(fn, s, what)
+  local ok, err = xpcall(fn, traceback, s)
+  if not ok then log.error("session %d %s callback: %s", s:id(), what, tostring(err)) end
+end
+
+-- Each callback runs in a task of its own (it may wait, e.g. to save the player).
 local function on_closed(s)
   if nano._leave_groups then nano._leave_groups(s) end -- first: callbacks see the groups without s
   if nano._cluster_session_closed then nano._cluster_session_closed(s) end
   local list = S.session_close_cbs[s]
   if list then
     S.session_close_cbs[s] = nil
-    for _, fn in ipairs(list) do
-      local ok, err = xpcall(fn, traceback, s)
-      if not ok then log.error("session %d on_close callback: %s", s:id(), tostring(err)) end
-    end
+    for _, fn in ipairs(list) do task._run(run_close_cb, fn, s, "on_close") end
   end
-  for _, fn in ipairs(S.closed_cbs) do
-    local ok, err = xpcall(fn, traceback, s)
-    if not ok then log.error("session %d on_session_closed callback: %s", s:id(), tostring(err)) end
-  end
+  for _, fn in ipairs(S.closed_cbs) do task._run(run_close_cb, fn, s, "on_session_closed") end
 end
 
 local function on_origin(listener_id, origin)
@@ -605,8 +758,10 @@ end
 function nano.invoke(fn)
   if not (type(fn) == "function") then error("invoke: expected a function", 2) end
   core.timer(0, 0, function()
-    local ok, err = xpcall(fn, traceback)
-    if not ok then log.error("invoke: %s", tostring(err)) end
+    task._run(function()
+      local ok, err = xpcall(fn, traceback)
+      if not ok then log.error("invoke: %s", tostring(err)) end
+    end)
   end)
 end
 
@@ -615,7 +770,6 @@ function nano.now() return core.now() end
 -- ---------------------------------------------------------------------------------------------
 -- waiting (task.lua): code that waits without blocking the loop
 
-local task = require "nano.task"
 task._set_log_error(function(msg) log.error("%s", msg) end)
 
 --- nano.spawn(fn, ...) -> task: runs fn now in a new coroutine; task:wait([timeout]) -> results.
@@ -628,17 +782,28 @@ nano.http = require "nano.http"
 --- nano.sqlite.open(path): SQLite, statements off the loop thread (sqlite.lua)
 nano.sqlite = require "nano.sqlite"
 
---- nano.shutdown(): before_shutdown hooks, stop accepting, close every session; when the loop
---- has drained, shutdown hooks run and nano-host exits 0.
+--- nano.shutdown(): before_shutdown hooks, stop accepting, give handlers that wait up to
+--- `shutdown_grace` seconds (nano.configure) to finish, close every session; when the loop has
+--- drained, shutdown hooks run and nano-host exits 0.
 function nano.shutdown()
   if S.stopping then return end
   S.stopping = true
   for _, e in ipairs(S.components) do call_hook(e, "before_shutdown") end
   if nano._cluster_leave then nano._cluster_leave() end -- goodbye; calls in flight fail
   nano.redis._shutdown() -- storage clients stop reconnecting; they close in nano._stopped
-  -- Inside a handler, the handler's response is not sent yet: stop on the next loop turn, so
-  -- that it is queued first (and gets the last flush every closing connection gets).
-  if cur_session then core.timer(0, 0, core.stop) else core.stop() end
+  S.grace = {}
+  -- the handler calling shutdown is not one to wait for
+  local own = current_task() and current_task().msg_s and 1 or 0
+  if S.running - own > 0 and S.shutdown_grace > 0 then
+    for _, same in pairs(S.listeners) do
+      for _, l in ipairs(same) do core.unlisten(l.id) end
+    end
+    log.info("shutdown: waiting up to %g s for %d handler%s", S.shutdown_grace,
+             S.running - own, S.running - own == 1 and "" or "s")
+    S.grace.timer = core.timer(S.shutdown_grace, 0, stop_now)
+  else
+    stop_now()
+  end
 end
 
 function nano.stats() return core.stats() end
@@ -723,9 +888,9 @@ function nano._reset()
     end
   until open == 0
   core.stop_timers()
+  task._reset()
   for k in pairs(S) do S[k] = nil end
   for k, v in pairs(fresh_state()) do S[k] = v end
-  cur_session, cur_type, cur_id, cur_answered = nil, nil, nil, false
   inbound = nil
   nano._reset_pipeline() -- empties nano.pipeline's chains (and so unsets both pipeline hooks)
   core.configure(DEFAULT_CONFIG)

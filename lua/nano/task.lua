@@ -17,11 +17,15 @@
 --   t:wait([timeout]) -> ...        fn's results, or nil, err (raised, timed out, cancelled)
 --   t:cancel()                      the task is never resumed again; waiters get nil, "cancelled"
 --   task.sleep(secs)                waits on the core's timer heap (virtual time in nano.test)
+--
+-- Tasks reuse coroutines from a pool, so running a function that never waits costs one resume.
+-- Each resume after a wait is a slice of its own for the watchdog (a budget per slice).
 local core = require "nano.core"
 
-local co_create, co_resume, co_yield, co_running, co_status =
-  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
-local type, select, tostring, error, setmetatable, unpack = type, select, tostring, error, setmetatable, unpack
+local co_create, co_resume, co_yield, co_running =
+  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running
+local type, select, tostring, error, setmetatable, unpack, xpcall, pcall =
+  type, select, tostring, error, setmetatable, unpack, xpcall, pcall
 local traceback = debug.traceback
 
 local M = {}
@@ -43,13 +47,31 @@ function M.current()
   return co and by_co[co]
 end
 
+-- Coroutines are reused: a task's coroutine runs `run_loop`, which calls the task's function
+-- under xpcall and, when it returns or raises, yields DONE with the outcome instead of dying, so
+-- the next task resumes the same coroutine with its own function. A handler that never waits
+-- then costs one resume and no coroutine creation (measured in docs/benchmarks.md). A coroutine
+-- whose task was cancelled while waiting is never resumed again and is left to the GC.
+local next_turn -- task.sleep(0), below
+local DONE = {}
+local NO_RESULTS = { n = 0 } -- shared: most tasks (every handler's) return nothing
+local POOL_MAX = 256
+local pool, pool_n = {}, 0         -- coroutines for nano.spawn's tasks
+local run_pool, run_pool_n = {}, 0 -- tasks of M._run, with their coroutines
+
+local function task_traceback(e) return traceback(tostring(e), 2) end
+
+local function run_loop(fn, ...)
+  return run_loop(co_yield(DONE, xpcall(fn, task_traceback, ...)))
+end
+
 local function finish(t, ok, ...)
   t.status = ok and "done" or "failed"
   by_co[t.co] = nil
   if ok then
-    t.results = pack(...)
+    t.results = select("#", ...) == 0 and NO_RESULTS or pack(...)
   else
-    t.err = traceback(t.co, tostring((...)))
+    t.err = tostring((...))
   end
   local waiters = t.waiters
   t.waiters = nil
@@ -63,20 +85,87 @@ local function finish(t, ok, ...)
   end
 end
 
--- Resumes t with the values; when its function returns or raises, the task is finished.
-local function step(t, ...)
-  local co = t.co
-  local res = pack(co_resume(co, ...))
-  if co_status(co) == "dead" then finish(t, unpack(res, 1, res.n)) end
+-- What a resume of t's coroutine came back with: DONE and the outcome when the function
+-- returned or raised (the coroutine goes back to the pool), nothing when it waits.
+local function stepped(t, ok, marker, ...)
+  if marker == DONE then
+    finish(t, ...)
+    if t.reusable then
+      if run_pool_n < POOL_MAX then
+        run_pool_n = run_pool_n + 1
+        run_pool[run_pool_n] = t
+      end
+    elseif pool_n < POOL_MAX then
+      pool_n = pool_n + 1
+      pool[pool_n] = t.co
+    end
+    return
+  end
+  if not ok then -- only a yield across a C boundary gets here: run_loop catches errors
+    by_co[t.co] = nil
+    return finish(t, false, marker)
+  end
 end
 
---- task.spawn(fn, ...) -> task: fn runs now, in a new coroutine, until it first waits.
+-- Resumes t with the values; when its function returns or raises, the task is finished. A resume
+-- after a wait starts a new slice for the watchdog (core.watch_slice): each slice between waits
+-- gets the whole budget, and a stuck slice is named after the task (t.msg_s, the session, and
+-- t.watch_route, which nano sets for a handler).
+local watch_slice = core.watch_slice
+local function step(t, ...)
+  local s = t.msg_s
+  if s then watch_slice(s:id(), t.watch_route) else watch_slice() end
+  return stepped(t, co_resume(t.co, ...))
+end
+
+--- task.spawn(fn, ...) -> task: fn runs now, in a (pooled) coroutine, until it first waits.
 function M.spawn(fn, ...)
   if type(fn) ~= "function" then error("spawn: expected a function", 2) end
-  local t = setmetatable({ co = co_create(fn), status = "running" }, Task)
-  by_co[t.co] = t
-  step(t, ...)
+  local co
+  if pool_n > 0 then
+    co = pool[pool_n]
+    pool[pool_n] = nil
+    pool_n = pool_n - 1
+  else
+    co = co_create(run_loop)
+  end
+  -- every field a handler's task gets, so the table is sized once
+  local t = setmetatable({ co = co, status = "running", msg_s = false, msg_type = false,
+                           msg_id = false, answered = false, watch_route = false }, Task)
+  by_co[co] = t
+  stepped(t, co_resume(co, fn, ...))
   return t
+end
+
+-- task._run(fn, ...): as spawn, for nano's own tasks (a handler, a timer or close callback) that
+-- nobody keeps a handle to: the task table itself is reused once it finished, so running a
+-- handler that never waits allocates nothing. task.current() inside one is valid until it ends.
+function M._run(fn, ...)
+  local t
+  if run_pool_n > 0 then
+    t = run_pool[run_pool_n]
+    run_pool[run_pool_n] = nil
+    run_pool_n = run_pool_n - 1
+    t.status = "running"
+  else
+    t = setmetatable({ co = co_create(run_loop), status = "running", reusable = true,
+                       msg_s = false, msg_type = false, msg_id = false, answered = false,
+                       watch_route = false }, Task)
+  end
+  by_co[t.co] = t
+  stepped(t, co_resume(t.co, fn, ...))
+end
+
+-- A yield fails when a C function stands between the task and the waiting call (a table.sort
+-- comparator, a string.gsub callback, an iterator of a C library): LuaJIT's message ("attempt to
+-- yield across C-call boundary") names neither the call nor the cure, so it is replaced.
+local FORGET = {} -- resume(FORGET): the wait failed to start; later completions are ignored
+local function yielded(what, resume, ok, ...)
+  if ok then return ... end
+  resume(FORGET)
+  error(what .. " cannot wait here: a C function (table.sort, string.gsub, a C library's "
+    .. "callback) called this code, and a task cannot wait through it; call " .. what
+    .. " outside that callback (" .. tostring((...)) .. ")", 3)
 end
 
 --- task.await(what, start) -> the values the operation resumes with (see the contract above).
@@ -90,6 +179,10 @@ function M.await(what, start)
   local state, early = "starting", nil
   local function resume(...)
     if state == "done" then return false end
+    if ... == FORGET then
+      state = "done"
+      return false
+    end
     if state == "starting" then
       state, early = "done", pack(...)
       return true
@@ -101,7 +194,23 @@ function M.await(what, start)
   start(resume)
   if state == "done" then return unpack(early, 1, early.n) end
   state = "waiting"
-  return co_yield()
+  return yielded(what, resume, pcall(co_yield))
+end
+
+-- nano.sleep(0), "let the others run": every task that asks in one loop turn is resumed on the
+-- next by one core timer, not one timer each (a timer is a userdata and two registry refs).
+local ready, ready_n, ready_timer = {}, 0, nil
+local function run_ready()
+  local list, n = ready, ready_n
+  ready, ready_n, ready_timer = {}, 0, nil
+  for i = 1, n do list[i]() end
+end
+-- nano.test's reset stops every timer: the tasks waiting on it are dropped with it
+function M._reset() ready, ready_n, ready_timer = {}, 0, nil end
+next_turn = function(resume)
+  ready_n = ready_n + 1
+  ready[ready_n] = resume
+  if not ready_timer then ready_timer = core.timer(0, 0, run_ready) end
 end
 
 --- task.sleep(secs): waits secs seconds of the core's clock (server:advance moves it in tests).
@@ -109,6 +218,7 @@ function M.sleep(secs)
   if type(secs) ~= "number" or secs < 0 or secs ~= secs then
     error("sleep: expected seconds (a number >= 0)", 2)
   end
+  if secs == 0 then return M.await("nano.sleep", next_turn) end
   return M.await("nano.sleep", function(resume)
     core.timer(secs, 0, function() resume() end)
   end)
@@ -135,7 +245,7 @@ end
 function Task:cancel()
   if self.status ~= "running" then return false end
   self.status, self.err = "cancelled", "cancelled"
-  by_co[self.co] = nil
+  by_co[self.co] = nil -- its coroutine stays suspended (not pooled) until the GC takes it
   local waiters = self.waiters
   self.waiters = nil
   if waiters then

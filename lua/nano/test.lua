@@ -318,6 +318,7 @@ function Server:stop()
   if current ~= self then return end
   client.close_all(self.timeout)
   nano.shutdown()
+  nano._stop_now() -- a stopping spec does not wait out the grace of handlers still waiting
   drain(self.timeout, "connections")
   nano._stopped()
   self:_release()

@@ -11,6 +11,7 @@
 -- precision (nano.set_timer_precision(0.001)) for sub-second timers. Cond timers check their
 -- condition once per tick.
 local core = require "nano.core"
+local task_run = require("nano.task")._run
 
 local type, tostring, setmetatable = type, tostring, setmetatable
 local xpcall, traceback = xpcall, debug.traceback
@@ -56,10 +57,16 @@ function M.attach(nano)
     return "timer " .. self._id .. (self._stopped and " (stopped)" or "")
   end
 
-  local function call(t, fn, ...)
+  local function run(t, fn, ...)
     local ok, err = xpcall(fn, traceback, ...)
     if not ok then log.error("timer %d: %s", t._id, tostring(err)) end
     return ok, err
+  end
+
+  -- Each call runs in a task (task.lua), so a callback may wait; an interval timer's next call
+  -- does not wait for it.
+  local function call(t, fn, ...)
+    task_run(run, t, fn, ...)
   end
 
   local schedule
@@ -139,7 +146,7 @@ function M.attach(nano)
     local tick = S.timer_precision
     t._ct = core.timer(tick, tick, function()
       if t._stopped then return end
-      local ok, yes = call(t, cond, core.now())
+      local ok, yes = run(t, cond, core.now()) -- a condition answers now: it cannot wait
       if ok and yes and not t._stopped then
         t._n = t._n + 1
         call(t, fn, t)

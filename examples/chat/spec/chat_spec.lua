@@ -22,6 +22,18 @@ describe("chat room", function()
     assert.equal(a:session():id(), a:session():uid(), "the session id is the uid")
   end)
 
+  it("greets a newcomer a second after joining, from a task that waits", function()
+    local a, b = server:connect(), server:connect()
+    join(a)
+    join(b)
+    server:advance(0.9)
+    b:sync()
+    assert.equal(0, #b:pushes("onMessage"))
+    server:advance(0.1)
+    local _, msg = b:wait_push("onMessage")
+    assert.same({ name = "server", content = "Welcome! 1 other(s) here." }, msg)
+  end)
+
   it("sends an empty member list as a JSON array, as nano does", function()
     -- nano's clients may index members as an array: [] and {} are not the same to them
     local marshal = json.marshal

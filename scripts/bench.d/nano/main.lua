@@ -6,6 +6,13 @@ local Bench = {}
 
 -- ping-pong: the request's payload is the response
 function Bench:ping(s, msg) return msg end
+if os.getenv("NH_BENCH_WAIT") == "1" then
+  -- the same through a handler that waits (docs/async.md): a yield and a resume per request
+  function Bench:ping(s, msg)
+    nano.sleep(0)
+    return msg
+  end
+end
 
 -- notify + push: the notify's payload comes back as a push
 function Bench:note(s, msg) s:push("onNote", msg) end
