@@ -72,8 +72,8 @@ function Room:join(s, payload)
   nano.spawn(function()
     nano.sleep(self.welcome_delay)
     if not s:is_closed() then
-      s:push("onMessage", { name = "server", content = "Welcome! " .. (self.group:count() - 1)
-        .. " other(s) here." })
+      -- its own route: nano's web client shows onMessage only, and ignores this one
+      s:push("onWelcome", { content = "Welcome! " .. (self.group:count() - 1) .. " other(s) here." })
     end
   end)
   return { code = 0, result = "success" } -- a request handler's return value is its response
