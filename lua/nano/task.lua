@@ -65,6 +65,13 @@ local function run_loop(fn, ...)
   return run_loop(co_yield(DONE, xpcall(fn, task_traceback, ...)))
 end
 
+-- The same for M._run's functions, which catch their own errors (nano's dispatcher, timer and
+-- close callbacks): no second xpcall per message. Should one raise all the same, its coroutine
+-- dies and is not reused (stepped's "not ok" path).
+local function run_loop_caught(fn, ...)
+  return run_loop_caught(co_yield(DONE, true, fn(...)))
+end
+
 local function finish(t, ok, ...)
   t.status = ok and "done" or "failed"
   by_co[t.co] = nil
@@ -101,9 +108,9 @@ local function stepped(t, ok, marker, ...)
     end
     return
   end
-  if not ok then -- only a yield across a C boundary gets here: run_loop catches errors
+  if not ok then -- run_loop catches errors; an M._run function that raised gets here
     by_co[t.co] = nil
-    return finish(t, false, marker)
+    return finish(t, false, traceback(t.co, tostring(marker)))
   end
 end
 
@@ -148,7 +155,7 @@ function M._run(fn, ...)
     run_pool_n = run_pool_n - 1
     t.status = "running"
   else
-    t = setmetatable({ co = co_create(run_loop), status = "running", reusable = true,
+    t = setmetatable({ co = co_create(run_loop_caught), status = "running", reusable = true,
                        msg_s = false, msg_type = false, msg_id = false, answered = false,
                        watch_route = false }, Task)
   end
