@@ -640,6 +640,8 @@ local function stop_now()
     log.warn("shutdown: %d waiting handler%s cut short after the grace period", S.running,
              S.running == 1 and "" or "s")
   end
+  -- after the grace: handlers finishing may still make RPCs; then goodbye, calls in flight fail
+  if nano._cluster_leave then nano._cluster_leave() end
   -- Inside a handler, the handler's response is not sent yet: stop on the next loop turn, so
   -- that it is queued first (and gets the last flush every closing connection gets).
   if current_task() then core.timer(0, 0, stop_core) else stop_core() end
@@ -789,7 +791,6 @@ function nano.shutdown()
   if S.stopping then return end
   S.stopping = true
   for _, e in ipairs(S.components) do call_hook(e, "before_shutdown") end
-  if nano._cluster_leave then nano._cluster_leave() end -- goodbye; calls in flight fail
   nano.redis._shutdown() -- storage clients stop reconnecting; they close in nano._stopped
   S.grace = {}
   -- the handler calling shutdown is not one to wait for
