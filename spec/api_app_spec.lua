@@ -67,6 +67,26 @@ describe("application", function()
       assert.same({ code = 404, msg = "handler not found: Api.nothing" }, err)
     end)
 
+    it("answers 500 for an error code that is not a 32-bit integer, \"error\" for a msg that is not a string", function()
+      local Bad = {}
+      local errors = { nan = { code = 0 / 0, msg = "m" }, inf = { code = 1 / 0, msg = "m" },
+        frac = { code = 403.5, msg = "m" }, big = { code = 2 ^ 40, msg = "m" },
+        word = { code = "forbidden", msg = "m" }, tmsg = { code = 403, msg = { "x" } },
+        fmsg = { code = 403, msg = print }, nmsg = { code = 403, msg = 12 },
+        numeral = { code = "404", msg = "m" }, neg = { code = -2, msg = "m" } }
+      for name, e in pairs(errors) do Bad[name] = function() error(e) end end
+      nano.register(Bad, { name = "Bad" })
+      local function reply(route) return select(2, c:try_request("Bad." .. route, {})) end
+      for _, r in ipairs({ "nan", "inf", "frac", "big", "word" }) do
+        assert.same({ code = 500, msg = "m" }, reply(r), r)
+      end
+      for _, r in ipairs({ "tmsg", "fmsg", "nmsg" }) do
+        assert.same({ code = 403, msg = "error" }, reply(r), r)
+      end
+      assert.same({ code = 404, msg = "m" }, reply("numeral"))
+      assert.same({ code = -2, msg = "m" }, reply("neg"))
+    end)
+
     it("accepts nano's cluster form server.Component.handler", function()
       assert.same({ x = 1 }, c:request("game.Api.echo", { x = 1 }))
     end)

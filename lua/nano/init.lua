@@ -454,10 +454,17 @@ local function on_handshake(s, body)
 end
 
 -- Why a handler failed, as the client sees it: a table error({code=, msg=}) as given; anything
--- else "internal error" (the text only in debug mode; it is always in the log).
+-- else "internal error" (the text only in debug mode; it is always in the log). A code that is
+-- not an integer in the 32-bit range (NaN, 1.5, 2^40, "x") becomes 500, a message that is not a
+-- string (a table would show a heap address) becomes "error".
 local function error_reply(err)
   if type(err) == "table" then
-    return tonumber(err.code) or 500, tostring(err.msg or err.message or "error")
+    local code, msg = tonumber(err.code), err.msg
+    if msg == nil then msg = err.message end
+    if not code or code ~= code or code % 1 ~= 0 or code < -2147483648 or code > 2147483647 then
+      code = 500
+    end
+    return code, type(msg) == "string" and msg or "error"
   end
   return 500, S.debug and tostring(err) or "internal error"
 end
