@@ -87,6 +87,27 @@ describe("application", function()
       assert.same({ code = -2, msg = "m" }, reply("neg"))
     end)
 
+    it("Go's hook names (Init, AfterInit, BeforeShutdown, Shutdown) are never routes; register warns", function()
+      local logs = U.capture_logs()
+      local called = {}
+      local Go = {}
+      for _, k in ipairs({ "Init", "AfterInit", "BeforeShutdown", "Shutdown", "afterInit", "OnReload" }) do
+        Go[k] = function() called[#called + 1] = k end
+      end
+      function Go:Hello() return { hi = true } end
+      nano.register(Go, { name = "Go" })
+      assert.same({}, called)
+      assert.is_true(has(nano.routes(), "Go.Hello"))
+      for _, k in ipairs({ "Init", "AfterInit", "BeforeShutdown", "Shutdown", "afterInit", "OnReload" }) do
+        assert.is_false(has(nano.routes(), "Go." .. k), k)
+        assert.equal(404, select(2, c:try_request("Go." .. k, {})).code, k)
+      end
+      assert.same({}, called)
+      assert.truthy(U.find(logs, "warn: register Go: Init is not called and not a route: the lifecycle hook is spelled init"))
+      assert.truthy(U.find(logs, "rename Go.BeforeShutdown to Go.before_shutdown"))
+      assert.truthy(U.find(logs, "register Go: afterInit is not called"))
+    end)
+
     it("accepts nano's cluster form server.Component.handler", function()
       assert.same({ x = 1 }, c:request("game.Api.echo", { x = 1 }))
     end)

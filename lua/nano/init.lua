@@ -199,6 +199,10 @@ end
 
 local LIFECYCLE = { init = true, after_init = true, before_shutdown = true, shutdown = true,
                     on_reload = true }
+-- Other spellings of the hooks (nano's Go names, camelCase): never routes, a warning at register.
+local HOOK_SPELLINGS = { Init = "init", AfterInit = "after_init", afterInit = "after_init",
+  BeforeShutdown = "before_shutdown", beforeShutdown = "before_shutdown", Shutdown = "shutdown",
+  OnReload = "on_reload", onReload = "on_reload" }
 
 local function call_hook(entry, hook, ...)
   local fn = entry.comp[hook]
@@ -216,7 +220,7 @@ local function build_handlers()
     local raw, name_func = e.opts.raw, e.opts.name_func
     for k, fn in pairs(e.comp) do
       if type(k) == "string" and type(fn) == "function" and not LIFECYCLE[k]
-          and k:sub(1, 1) ~= "_" then
+          and not HOOK_SPELLINGS[k] and k:sub(1, 1) ~= "_" then
         local hname = name_func and name_func(k) or k
         local route = e.name .. "." .. hname
         handlers[route] = {
@@ -232,7 +236,9 @@ nano._build_handlers = build_handlers
 
 --- nano.register(component, { name=, name_func=, raw= })
 --- Every function of the table becomes a handler at route "<name>.<function>", except lifecycle
---- hooks (init, after_init, before_shutdown, shutdown, on_reload) and names starting with "_".
+--- hooks (init, after_init, before_shutdown, shutdown, on_reload), their other spellings (Go's
+--- Init, AfterInit, BeforeShutdown, Shutdown; camelCase), which are not called either but warned
+--- about, and names starting with "_".
 function nano.register(comp, opts)
   if type(comp) ~= "table" then
     error("register: component must be a table, got " .. type(comp)
@@ -245,6 +251,12 @@ function nano.register(comp, opts)
   end
   if opts.name_func ~= nil and type(opts.name_func) ~= "function" then
     error("register: name_func must be a function", 2)
+  end
+  for k, hook in pairs(HOOK_SPELLINGS) do
+    if type(rawget(comp, k)) == "function" then
+      log.warn("register %s: %s is not called and not a route: the lifecycle hook is spelled %s "
+        .. "(rename %s.%s to %s.%s)", name, k, hook, name, k, name, hook)
+    end
   end
   local existing = S.by_name[name]
   -- during a hot reload (reload.lua) registrations are staged, then swapped in all at once
