@@ -85,6 +85,31 @@ end
 
 local function marshal(v) return S.serializer.marshal(v) end
 
+-- nano.raw(bytes): a payload already serialized, sent as it is (nano's Broadcast of []byte). A
+-- userdata, so that one nested inside a table fails to serialize instead of being written as
+-- something else; its bytes are in a weak table.
+local raw_bytes = setmetatable({}, { __mode = "k" })
+local RAW_PROTO = newproxy(true)
+getmetatable(RAW_PROTO).__tostring = function(r) return "nano.raw(" .. #raw_bytes[r] .. " bytes)" end
+
+--- nano.raw(bytes) -> a payload that s:push, s:response, a handler's return value,
+--- group:broadcast and group:multicast send unchanged, without the serializer.
+function nano.raw(bytes)
+  if type(bytes) ~= "string" then error("raw: expected the payload's bytes (a string)", 2) end
+  local r = newproxy(RAW_PROTO)
+  raw_bytes[r] = bytes
+  return r
+end
+
+-- The payload bytes for v: a nano.raw's bytes, else the serializer's. Raises when v does not
+-- serialize (callers pcall it).
+local function to_payload(v)
+  local bytes = raw_bytes[v]
+  if bytes then return bytes end
+  return S.serializer.marshal(v)
+end
+nano._to_payload = to_payload
+
 --- nano.set_serializer("json" | "msgpack" | { name=, marshal=, unmarshal= })
 function nano.set_serializer(s)
   if type(s) == "string" then
@@ -137,9 +162,9 @@ local function route_code(route)
   return S.dict[route] or route
 end
 
---- s:push(route, v) -> true | nil, err
+--- s:push(route, v) -> true | nil, err (v: a value to serialize, or nano.raw(bytes))
 function session.push(s, route, v)
-  local ok, payload = pcall(marshal, v)
+  local ok, payload = pcall(to_payload, v)
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   if S.debug then log.debug("session %d -> push %s %s", s:id(), route, payload) end
   local out, err = outgoing(s, MSG_PUSH, nil, route, payload)
@@ -153,7 +178,7 @@ local cur_session, cur_type, cur_id, cur_answered = nil, nil, nil, false
 
 --- s:response_mid(mid, v) -> true | nil, err
 function session.response_mid(s, mid, v)
-  local ok, payload = pcall(marshal, v)
+  local ok, payload = pcall(to_payload, v)
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   if s == cur_session and mid == cur_id then cur_answered = true end
   if S.debug then log.debug("session %d -> response id=%d %s", s:id(), mid, payload) end
@@ -552,7 +577,7 @@ local function dispatch(s, mtype, id, route, payload, flags)
     return
   end
   if mtype == MSG_REQUEST and res ~= nil and not answered then
-    local mok, out = pcall(marshal, res)
+    local mok, out = pcall(to_payload, res)
     if not mok then
       log.error("session %d %s: response does not serialize: %s", s:id(), route, tostring(out))
       send_error(s, id, 500, S.debug and tostring(out) or "internal error")
