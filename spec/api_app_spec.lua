@@ -346,6 +346,24 @@ describe("application", function()
   end)
 
   describe("logging", function()
+    it("formats a table argument readably, never as a heap address", function()
+      local logs = U.capture_logs()
+      nano.log.info({ 1, 2, name = "ann", pos = { x = 1.5, y = 2 }, ["a b"] = "q\"\n" })
+      nano.log.warn("player %s joined %s", { uid = 7 }, "room")
+      local cyclic = { n = 1 }
+      cyclic.self = cyclic
+      nano.log.info(cyclic)
+      local long = {}
+      for i = 1, 100000 do long[i] = i end
+      nano.log.info(long)
+      assert.equal('info: {1, 2, ["a b"]="q\\"\\n", name="ann", pos={x=1.5, y=2}}', logs[1])
+      assert.equal("warn: player {uid=7} joined room", logs[2])
+      assert.equal("info: {n=1, self={...}}", logs[3])
+      assert.is_true(#logs[4] < 600)
+      assert.matches("^info: {1, 2, 3, .*%.%.%.}$", logs[4])
+      for _, l in ipairs(logs) do assert.falsy(l:find("table: 0x", 1, true)) end
+    end)
+
     it("nano.log.* formats lines for the logger; nil restores the default", function()
       U.capture_logs() -- for its log level
       local got = {}

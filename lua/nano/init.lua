@@ -4,6 +4,7 @@
 local core = require "nano.core"
 
 local type, pairs, ipairs, tostring, select = type, pairs, ipairs, tostring, select
+local next, rawget, getmetatable = next, rawget, getmetatable
 local xpcall, pcall, traceback = xpcall, pcall, debug.traceback
 local str_format, str_match = string.format, string.match
 
@@ -45,9 +46,83 @@ nano._state = S
 
 local LEVELS = { debug = core.DEBUG, info = core.INFO, warn = core.WARN, error = core.ERROR }
 
+-- A table in a log line, readably: {1, 2, name="ann", pos={x=1.5, y=2}}. Array part first, then
+-- the other keys sorted; at most 3 levels deep and 512 bytes; a table seen already is {...}; a
+-- table with __tostring is its tostring.
+local LOG_TABLE_MAX, LOG_TABLE_DEPTH = 512, 3
+local function log_string(v)
+  return '"' .. v:gsub('[%c"\\]', function(c)
+    if c == "\n" then return "\\n" end
+    if c == "\t" then return "\\t" end
+    if c == '"' or c == "\\" then return "\\" .. c end
+    return str_format("\\%d", c:byte())
+  end) .. '"'
+end
+local function describe(v, depth, seen, out)
+  if #out > LOG_TABLE_MAX then return end
+  local tv = type(v)
+  if tv == "string" then out[#out + 1] = log_string(v:sub(1, LOG_TABLE_MAX)) return end
+  local mt = tv == "table" and getmetatable(v)
+  if tv ~= "table" or (type(mt) == "table" and mt.__tostring) then
+    out[#out + 1] = tostring(v)
+    return
+  end
+  if seen[v] or depth >= LOG_TABLE_DEPTH then out[#out + 1] = "{...}" return end
+  seen[v] = true
+  out[#out + 1] = "{"
+  local n, first = #v, true
+  for i = 1, n do
+    if #out > LOG_TABLE_MAX then break end
+    if not first then out[#out + 1] = ", " end
+    first = false
+    describe(rawget(v, i), depth + 1, seen, out)
+  end
+  local keys = {}
+  for k in next, v do
+    if not (type(k) == "number" and k >= 1 and k <= n and k % 1 == 0) then keys[#keys + 1] = k end
+  end
+  table.sort(keys, function(a, b)
+    if type(a) == type(b) and (type(a) == "string" or type(a) == "number") then return a < b end
+    return type(a) < type(b)
+  end)
+  for _, k in ipairs(keys) do
+    if #out > LOG_TABLE_MAX then break end
+    if not first then out[#out + 1] = ", " end
+    first = false
+    if type(k) == "string" and k:match("^[%a_][%w_]*$") then
+      out[#out + 1] = k
+    else
+      out[#out + 1] = "["
+      describe(k, LOG_TABLE_DEPTH, seen, out)
+      out[#out + 1] = "]"
+    end
+    out[#out + 1] = "="
+    describe(rawget(v, k), depth + 1, seen, out)
+  end
+  out[#out + 1] = "}"
+end
+local function readable(v)
+  local out = {}
+  describe(v, 0, {}, out)
+  local s = table.concat(out)
+  if #s > LOG_TABLE_MAX then s = s:sub(1, LOG_TABLE_MAX) .. "...}" end
+  return s
+end
+nano._readable = readable
+
 local function emit(level, name, fmt, ...)
   if level < core.log_level() then return end
-  local msg = select("#", ...) > 0 and str_format(fmt, ...) or tostring(fmt)
+  local msg
+  local nargs = select("#", ...)
+  if nargs == 0 then
+    msg = type(fmt) == "table" and readable(fmt) or tostring(fmt)
+  else
+    local args = { ... }
+    for i = 1, nargs do
+      if type(args[i]) == "table" then args[i] = readable(args[i]) end
+    end
+    msg = str_format(fmt, unpack(args, 1, nargs))
+  end
   if S.logger then
     local ok, err = pcall(S.logger, name, msg)
     if ok then return end
@@ -435,7 +510,10 @@ function nano.listen(addr, opts)
     static = statics,
     tls = tls,
   })
-  if not id then error(bound, 2) end
+  if not id then
+    S.expected_failure = bound -- a port in use is no bug: the main script's error says it alone
+    error(bound, 2)
+  end
   same = same or {}
   same[seen] = { id = id, addr = addr, bound = bound, opts = opts }
   S.listeners[key] = same
@@ -683,6 +761,21 @@ end
 install_hooks()
 nano._install_hooks = install_hooks
 
+-- The main script's error as logged: a start-up failure nano expects (nano.listen on a port in use
+-- or not allowed) is its message alone, one line that reads as what it is, not as a crash;
+-- anything else (the user's code) keeps its traceback, without the frames below the main chunk
+-- (nano-host's own: xpcall, _load_main, host.lua).
+local function main_traceback(e)
+  local expected = S.expected_failure
+  S.expected_failure = nil
+  if type(e) == "string" and expected and e:sub(-#expected) == expected then return e end
+  local tb = traceback(tostring(e), 2)
+  local at = tb:find("in main chunk", 1, true)
+  local eol = at and tb:find("\n", at, true)
+  if eol then tb = tb:sub(1, eol - 1) end
+  return tb
+end
+
 -- Runs the main script (first load). Returns true, or false after logging the error.
 function nano._load_main(script, script_dir, args)
   S.script, S.script_dir = script, script_dir
@@ -692,7 +785,7 @@ function nano._load_main(script, script_dir, args)
     log.error("%s", err)
     return false
   end
-  local ok, rerr = xpcall(chunk, traceback, unpack(args or {}))
+  local ok, rerr = xpcall(chunk, main_traceback, unpack(args or {}))
   if not ok then
     log.error("%s", tostring(rerr))
     return false
