@@ -74,3 +74,8 @@ endforeach()
 add_test(NAME nested_load COMMAND nano-host ${CMAKE_SOURCE_DIR}/spec/fixtures/nested/outer.lua)
 set_tests_properties(nested_load PROPERTIES TIMEOUT 60
   PASS_REGULAR_EXPRESSION "answer\t1" FAIL_REGULAR_EXPRESSION "traceback|error")
+
+# `nano-host --help` lists every command, `test --init` included (issue 19 #17).
+add_test(NAME cli_help_lists_test_init COMMAND nano-host --help)
+set_tests_properties(cli_help_lists_test_init PROPERTIES TIMEOUT 10
+  PASS_REGULAR_EXPRESSION "nano-host test --init")

@@ -1,15 +1,21 @@
 /* `nano.json_codec`: the JSON serializer's codec (lua/nano/json.lua), lua-cjson's behaviour but
- * faster.
+ * faster, and with numbers that keep their value.
  *
- * encode(value [, empty_array]) -> JSON text, byte for byte what the serializer's lua-cjson
- * instance (sparse arrays converted, depth 128) writes.
+ * encode(value [, empty_array]) -> JSON text: what the serializer's lua-cjson instance (sparse
+ * arrays converted, depth 128) writes, byte for byte, except numbers: lua-cjson writes "%.14g",
+ * which changes any number of more than 14 significant digits (a microsecond timestamp, a 16-digit
+ * uid). Here every number is written as JavaScript's JSON.stringify writes it (format_double):
+ * integers up to 2^53 as plain digits, any other double in the fewest digits that read back as the
+ * same double, so that a number survives a round trip to a browser and back. json.lua's
+ * fallback encoder (no C module) writes the same text; spec/json_codec_spec.lua and
+ * spec/e2e/json_numbers.test.js (against node) check both.
  *
- * Why: lua-cjson formats every number with snprintf("%.14g"), glibc's exact multi-precision path
- * (a ping-pong with one integer in its payload spent a fifth of nano-host's own instructions
- * there), and its decoder allocates and frees a buffer per call (docs/benchmarks.md). Integers
- * below 1e14 (what "%.14g" prints as plain digits) are written here directly; every other number
- * still goes through "%.14g", so the text never differs. spec/json_codec_spec.lua compares the
- * two on every byte value and shape that matters.
+ * Why C: lua-cjson formats every number with snprintf, glibc's exact multi-precision path (a
+ * ping-pong with one integer in its payload spent a fifth of nano-host's own instructions there),
+ * and its decoder allocates and frees a buffer per call (docs/benchmarks.md). Integers are written
+ * here directly; other numbers need one to three snprintf + strtod.
+ *
+ * format_number(x) -> the text encode writes for the number x.
  *
  * Rules (lua-cjson 2.1.0's): a table whose keys are all integers >= 1 is an array up to its
  * largest key (holes are null) unless it is excessively sparse (largest key over 10 and over
@@ -27,6 +33,7 @@
  * allocates nothing of its own but a string buffer for escapes, checks every bound, and is
  * fuzzed (core/fuzz/fuzz_json.c).
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -130,15 +137,19 @@ static void put_string(enc_t *e, const char *s, size_t n) {
     e->b->len = (size_t)(o - e->b->data);
 }
 
-/* What "%.14g" writes, with integers below 1e14 (plain digits there) written directly. */
-static void put_number(enc_t *e, lua_Number x, int idx) {
-    if (isnan(x) || isinf(x)) {
-        luaL_error(e->L, "Cannot serialise %s: must not be NaN or Inf",
-                   lua_typename(e->L, lua_type(e->L, idx)));
+/* Writes x as JavaScript's Number.prototype.toString does: the fewest significant digits that read
+ * back as x (strtod), nearest x among those, laid out as JS lays them out (plain digits up to 1e21,
+ * "0.000001", then "1e-7", "1.5e+300"). -0 stays "-0" (JS writes "0") so that every double reads
+ * back as itself. out holds at least 32 bytes; returns the length. */
+static size_t format_double(double x, char *out) {
+    char *o = out;
+    if (x == 0) {
+        if (signbit(x)) *o++ = '-';
+        *o++ = '0';
+        return (size_t)(o - out);
     }
-    if (e->b->cap - e->b->len < 32) grow(e, 32);
-    char *o = e->b->data + e->b->len;
-    if (x > -1e14 && x < 1e14 && x == (lua_Number)(int64_t)x && !(x == 0 && signbit(x))) {
+    if (x >= -9007199254740992.0 && x <= 9007199254740992.0 && x == (double)(int64_t)x) {
+        /* integers up to 2^53, the common case, without printf */
         int64_t v = (int64_t)x;
         char digits[20];
         int n = 0;
@@ -150,10 +161,67 @@ static void put_number(enc_t *e, lua_Number x, int idx) {
         if (v < 0) *o++ = '-';
         while (n)
             *o++ = digits[--n];
-        e->b->len = (size_t)(o - e->b->data);
-        return;
+        return (size_t)(o - out);
     }
-    e->b->len += (size_t)snprintf(o, 32, "%.14g", x);
+    /* Any decimal of at most 15 significant digits survives decimal -> double -> decimal
+     * (DBL_DIG), so when 15 digits read back, the shortest form is those digits with trailing
+     * zeros dropped; else 16 digits may do; 17 always do. Subnormals hold fewer digits: all
+     * precisions are tried. */
+    char sci[40];
+    for (int prec = fabs(x) < DBL_MIN ? 1 : 15; prec <= 17; prec++) {
+        snprintf(sci, sizeof sci, "%.*e", prec - 1, x);
+        if (prec == 17 || strtod(sci, NULL) == x) break;
+    }
+    /* sci is "-d.ddddde-XX": collect the digits and the decimal exponent */
+    const char *p = sci;
+    if (*p == '-') {
+        *o++ = '-';
+        p++;
+    }
+    char d[20];
+    int k = 0;
+    for (; *p && *p != 'e'; p++)
+        if (*p != '.') d[k++] = *p;
+    int n = atoi(p + 1) + 1; /* x = 0.d1d2...dk * 10^n */
+    while (k > 1 && d[k - 1] == '0')
+        k--;
+    if (k <= n && n <= 21) { /* an integer: digits then zeros */
+        memcpy(o, d, (size_t)k);
+        o += k;
+        for (int i = k; i < n; i++)
+            *o++ = '0';
+    } else if (0 < n && n <= 21) { /* point inside the digits */
+        memcpy(o, d, (size_t)n);
+        o += n;
+        *o++ = '.';
+        memcpy(o, d + n, (size_t)(k - n));
+        o += k - n;
+    } else if (-6 < n && n <= 0) { /* 0.000ddd */
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = n; i < 0; i++)
+            *o++ = '0';
+        memcpy(o, d, (size_t)k);
+        o += k;
+    } else { /* d.ddde+X */
+        *o++ = d[0];
+        if (k > 1) {
+            *o++ = '.';
+            memcpy(o, d + 1, (size_t)(k - 1));
+            o += k - 1;
+        }
+        o += sprintf(o, "e%c%d", n - 1 < 0 ? '-' : '+', abs(n - 1));
+    }
+    return (size_t)(o - out);
+}
+
+static void put_number(enc_t *e, lua_Number x, int idx) {
+    if (isnan(x) || isinf(x)) {
+        luaL_error(e->L, "Cannot serialise %s: must not be NaN or Inf",
+                   lua_typename(e->L, lua_type(e->L, idx)));
+    }
+    if (e->b->cap - e->b->len < 32) grow(e, 32);
+    e->b->len += format_double(x, e->b->data + e->b->len);
 }
 
 static void put_value(enc_t *e, int depth);
@@ -285,6 +353,16 @@ static int l_encode(lua_State *L) {
         e.b->data = NULL;
         e.b->cap = 0;
     }
+    return 1;
+}
+
+/* format_number(x) -> string */
+static int l_format_number(lua_State *L) {
+    lua_Number x = luaL_checknumber(L, 1);
+    if (isnan(x) || isinf(x))
+        return luaL_error(L, "Cannot serialise number: must not be NaN or Inf");
+    char buf[32];
+    lua_pushlstring(L, buf, format_double(x, buf));
     return 1;
 }
 
@@ -608,6 +686,8 @@ int nh_lua_open_json(lua_State *L) {
     lua_setmetatable(L, -2);
     lua_pushcclosure(L, l_encode, 1);
     lua_setfield(L, -2, "encode");
+    lua_pushcfunction(L, l_format_number);
+    lua_setfield(L, -2, "format_number");
     b = lua_newuserdata(L, sizeof *b);
     memset(b, 0, sizeof *b);
     luaL_getmetatable(L, JBUF_MT);

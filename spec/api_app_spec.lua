@@ -67,6 +67,47 @@ describe("application", function()
       assert.same({ code = 404, msg = "handler not found: Api.nothing" }, err)
     end)
 
+    it("answers 500 for an error code that is not a 32-bit integer, \"error\" for a msg that is not a string", function()
+      local Bad = {}
+      local errors = { nan = { code = 0 / 0, msg = "m" }, inf = { code = 1 / 0, msg = "m" },
+        frac = { code = 403.5, msg = "m" }, big = { code = 2 ^ 40, msg = "m" },
+        word = { code = "forbidden", msg = "m" }, tmsg = { code = 403, msg = { "x" } },
+        fmsg = { code = 403, msg = print }, nmsg = { code = 403, msg = 12 },
+        numeral = { code = "404", msg = "m" }, neg = { code = -2, msg = "m" } }
+      for name, e in pairs(errors) do Bad[name] = function() error(e) end end
+      nano.register(Bad, { name = "Bad" })
+      local function reply(route) return select(2, c:try_request("Bad." .. route, {})) end
+      for _, r in ipairs({ "nan", "inf", "frac", "big", "word" }) do
+        assert.same({ code = 500, msg = "m" }, reply(r), r)
+      end
+      for _, r in ipairs({ "tmsg", "fmsg", "nmsg" }) do
+        assert.same({ code = 403, msg = "error" }, reply(r), r)
+      end
+      assert.same({ code = 404, msg = "m" }, reply("numeral"))
+      assert.same({ code = -2, msg = "m" }, reply("neg"))
+    end)
+
+    it("Go's hook names (Init, AfterInit, BeforeShutdown, Shutdown) are never routes; register warns", function()
+      local logs = U.capture_logs()
+      local called = {}
+      local Go = {}
+      for _, k in ipairs({ "Init", "AfterInit", "BeforeShutdown", "Shutdown", "afterInit", "OnReload" }) do
+        Go[k] = function() called[#called + 1] = k end
+      end
+      function Go:Hello() return { hi = true } end
+      nano.register(Go, { name = "Go" })
+      assert.same({}, called)
+      assert.is_true(has(nano.routes(), "Go.Hello"))
+      for _, k in ipairs({ "Init", "AfterInit", "BeforeShutdown", "Shutdown", "afterInit", "OnReload" }) do
+        assert.is_false(has(nano.routes(), "Go." .. k), k)
+        assert.equal(404, select(2, c:try_request("Go." .. k, {})).code, k)
+      end
+      assert.same({}, called)
+      assert.truthy(U.find(logs, "warn: register Go: Init is not called and not a route: the lifecycle hook is spelled init"))
+      assert.truthy(U.find(logs, "rename Go.BeforeShutdown to Go.before_shutdown"))
+      assert.truthy(U.find(logs, "register Go: afterInit is not called"))
+    end)
+
     it("accepts nano's cluster form server.Component.handler", function()
       assert.same({ x = 1 }, c:request("game.Api.echo", { x = 1 }))
     end)
@@ -305,6 +346,24 @@ describe("application", function()
   end)
 
   describe("logging", function()
+    it("formats a table argument readably, never as a heap address", function()
+      local logs = U.capture_logs()
+      nano.log.info({ 1, 2, name = "ann", pos = { x = 1.5, y = 2 }, ["a b"] = "q\"\n" })
+      nano.log.warn("player %s joined %s", { uid = 7 }, "room")
+      local cyclic = { n = 1 }
+      cyclic.self = cyclic
+      nano.log.info(cyclic)
+      local long = {}
+      for i = 1, 100000 do long[i] = i end
+      nano.log.info(long)
+      assert.equal('info: {1, 2, ["a b"]="q\\"\\n", name="ann", pos={x=1.5, y=2}}', logs[1])
+      assert.equal("warn: player {uid=7} joined room", logs[2])
+      assert.equal("info: {n=1, self={...}}", logs[3])
+      assert.is_true(#logs[4] < 600)
+      assert.matches("^info: {1, 2, 3, .*%.%.%.}$", logs[4])
+      for _, l in ipairs(logs) do assert.falsy(l:find("table: 0x", 1, true)) end
+    end)
+
     it("nano.log.* formats lines for the logger; nil restores the default", function()
       U.capture_logs() -- for its log level
       local got = {}

@@ -99,6 +99,38 @@ describe("nano.msgpack", function()
     assert.same(v, msgpack.unmarshal(msgpack.marshal(v)))
   end)
 
+  -- issue 19 #8: MessagePack keeps every number: integers up to 2^53 as uint/int 64 (or smaller),
+  -- every other number as float 64, so big integers and random doubles come back exactly
+  it("keeps big integers and every double exactly", function()
+    local nums = { 2 ^ 53 - 1, -(2 ^ 53 - 1), 2 ^ 53, 2 ^ 53 + 2, 2 ^ 63, -2 ^ 63, 2 ^ 64, 1764204000123456,
+      1234567890123456, 123456789012345, 0.1 + 0.2, 5e-324, 1.7976931348623157e308 }
+    local ffi = require "ffi"
+    local u = ffi.new("union { double d; uint32_t w[2]; }")
+    math.randomseed(8)
+    for _ = 1, 2000 do
+      local hi = math.random(0, 2 ^ 32 - 1)
+      if math.floor(hi / 2 ^ 20) % 2048 ~= 2047 then -- not NaN/Inf
+        u.w[0], u.w[1] = math.random(0, 2 ^ 32 - 1), hi
+        nums[#nums + 1] = tonumber(u.d)
+      end
+    end
+    local back = msgpack.unmarshal(msgpack.marshal(nums))
+    for i, x in ipairs(nums) do assert.equal(x, back[i]) end
+    -- a big integer is an integer on the wire (0xcf: uint 64), not a float
+    assert.equal("\207\0\6\68\136\192\189\26\64", msgpack.marshal(1764204000123456))
+  end)
+
+  it("reads a NaN with any payload as Lua's NaN, and infinities as such", function()
+    for _, bytes in ipairs({ "\203\127\248\0\0\0\0\0\0", "\203\255\255\255\255\255\255\255\255",
+                             "\203\127\241\2\3\4\5\6\7", "\203\255\252\0\0\0\0\0\1" }) do
+      local v = msgpack.unmarshal(bytes)
+      assert.equal("number", type(v))
+      assert.is_true(v ~= v)
+    end
+    assert.equal(math.huge, msgpack.unmarshal("\203\127\240\0\0\0\0\0\0"))
+    assert.equal(-math.huge, msgpack.unmarshal("\203\255\240\0\0\0\0\0\0"))
+  end)
+
   it("raises on bytes that are not MessagePack", function()
     assert.has_error(function() msgpack.unmarshal("\193") end)
   end)

@@ -1,15 +1,28 @@
--- nano.json_codec (core/lua_json.c) must write exactly what the JSON serializer's lua-cjson
--- instance writes: every case here is encoded by both and compared byte for byte.
+-- nano.json_codec (core/lua_json.c) must write what the JSON serializer's lua-cjson instance
+-- writes, byte for byte, except numbers (lua-cjson's "%.14g" changes numbers of more than 14
+-- digits; both encoders write them as JavaScript does). nano.json's fallback encoder (plain
+-- LuaJIT, no C module) must write the same text as the C one, numbers included.
 local fast = require("nano.json_codec").encode
+local fast_number = require("nano.json_codec").format_number
+local json = require "nano.json"
+local lua_marshal, lua_number = json._lua_marshal, json._format_number
 local cjson = require("cjson").new()
 cjson.encode_sparse_array(true)
 cjson.encode_max_depth(128)
 cjson.decode_max_depth(128) -- as lua/nano/json.lua sets them
 
+-- for values whose numbers have at most 14 significant digits
 local function same_as_cjson(v)
   local want = cjson.encode(v)
+  assert.equal(want, fast(v))
+  assert.equal(want, lua_marshal(v))
+end
+
+-- the C and the fallback encoder agree, and the text reads back as the same value
+local function same_both(v)
   local got = fast(v)
-  assert.equal(want, got)
+  assert.equal(got, lua_marshal(v))
+  return got
 end
 
 describe("nano.json_codec", function()
@@ -24,24 +37,65 @@ describe("nano.json_codec", function()
     same_as_cjson({ [table.concat(all)] = table.concat(all) }) -- keys are escaped the same way
   end)
 
-  it("writes numbers as lua-cjson's %.14g, integers included", function()
-    local nums = { 0, 1, -1, 7, 10, 99, 100, 123456, -123456, 2 ^ 31, -2 ^ 31, 2 ^ 32, 2 ^ 53,
-      -2 ^ 53, 1e13, 99999999999999, -99999999999999, 1e14, -1e14, 100000000000001, 1e15, 1e16,
-      1e20, 1e300, -1e300, 0.1, 0.5, -0.5, 1 / 3, 2 / 3, 1.5e-7, 1e-300, 5e-324, 123.456,
-      3.14159265358979, 1e14 - 0.5, 12345678901234.5, -0.0, 4503599627370496.5 }
-    for _, n in ipairs(nums) do
-      same_as_cjson(n)
-      same_as_cjson({ n = n })
-      same_as_cjson({ n })
-      same_as_cjson({ [n ~= 0 and n or 1] = true })
+  it("writes numbers as JavaScript's JSON.stringify does, in both encoders", function()
+    -- value -> what node's JSON.stringify writes (checked by hand; -0 stays -0 to read back)
+    local js = {
+      { 0, "0" }, { -0.0, "-0" }, { 1, "1" }, { -1, "-1" }, { 123456, "123456" },
+      { 2 ^ 31, "2147483648" }, { 2 ^ 53, "9007199254740992" }, { -2 ^ 53, "-9007199254740992" },
+      { 2 ^ 53 + 2, "9007199254740994" }, { 2 ^ 60, "1152921504606847000" },
+      { 123456789012345, "123456789012345" }, { 1764204000123456, "1764204000123456" },
+      { 1234567890123456, "1234567890123456" }, { 1e20, "100000000000000000000" },
+      { 1e21, "1e+21" }, { 1e300, "1e+300" }, { -1e300, "-1e+300" }, { 0.1, "0.1" },
+      { 0.5, "0.5" }, { 1 / 3, "0.3333333333333333" }, { 2 / 3, "0.6666666666666666" },
+      { 1e-6, "0.000001" }, { 1.5e-7, "1.5e-7" }, { 1e-7, "1e-7" }, { 5e-324, "5e-324" },
+      { 1.7976931348623157e308, "1.7976931348623157e+308" }, { 123.456, "123.456" },
+      { 12345678901234.5, "12345678901234.5" }, { 4503599627370495.5, "4503599627370495.5" },
+      { 0.1 + 0.2, "0.30000000000000004" }, { -0.000001234, "-0.000001234" },
+      { 2.5e-310, "2.5e-310" },
+    }
+    for _, case in ipairs(js) do
+      local x, want = case[1], case[2]
+      assert.equal(want, fast_number(x))
+      assert.equal(want, lua_number(x))
+      assert.equal(want, fast(x))
+      assert.equal('{"n":' .. want .. "}", same_both({ n = x }))
+      assert.equal("[" .. want .. "]", same_both({ x }))
+      if x ~= 0 and x ~= 1 then assert.equal('{"' .. want .. '":true}', same_both({ [x] = true, [0.5] = nil })) end
     end
-    -- a sweep of integers across digit counts and signs
+  end)
+
+  it("writes integers up to 2^53 as plain digits and every double so that it reads back", function()
     local x = 1
-    for _ = 1, 60 do
-      same_as_cjson(x)
-      same_as_cjson(-x)
-      same_as_cjson(x + 1)
+    for _ = 1, 34 do -- 3^33 < 2^53
+      for _, v in ipairs({ x, -x, x + 1, x - 1 }) do
+        local s = fast_number(v)
+        assert.matches("^%-?%d+$", s)
+        assert.equal(v, tonumber(s))
+        assert.equal(s, lua_number(v))
+      end
       x = x * 3
+    end
+    -- random bit patterns: every finite double, subnormals included
+    local ffi = require "ffi"
+    local u = ffi.new("union { double d; uint32_t w[2]; }")
+    math.randomseed(19)
+    for _ = 1, 20000 do
+      local hi = math.random(0, 2 ^ 32 - 1)
+      -- exponent all ones: NaN or Inf (a NaN with a payload would even confuse LuaJIT's tags)
+      if math.floor(hi / 2 ^ 20) % 2048 ~= 2047 then
+        u.w[0], u.w[1] = math.random(0, 2 ^ 32 - 1), hi
+        local v = tonumber(u.d)
+        local s = fast_number(v)
+        assert.equal(v, tonumber(s), s)
+        assert.equal(s, lua_number(v))
+      end
+    end
+  end)
+
+  it("refuses NaN and Inf in both encoders", function()
+    for _, v in ipairs({ 0 / 0, 1 / 0, -1 / 0, { n = 1 / 0 } }) do
+      assert.matches("must not be NaN or Inf", select(2, pcall(fast, v)))
+      assert.matches("must not be NaN or Inf", select(2, pcall(lua_marshal, v)))
     end
   end)
 
@@ -83,6 +137,9 @@ describe("nano.json_codec", function()
       local ok, err = pcall(fast, v)
       assert.is_false(ok)
       assert.matches("^Cannot serialise", err)
+      local lok, lerr = pcall(lua_marshal, v)
+      assert.is_false(lok)
+      assert.equal(err, lerr)
     end
   end)
 
@@ -97,6 +154,7 @@ describe("nano.json_codec", function()
     local ok, err = pcall(fast, nest(129))
     assert.is_false(ok)
     assert.matches("excessive nesting", err)
+    assert.equal(err, select(2, pcall(lua_marshal, nest(129))))
     -- the encoder is still usable after an error
     same_as_cjson({ after = "error" })
   end)

@@ -495,6 +495,35 @@ describe("nano.reload inside a load", function()
   end)
 end)
 
+describe("nano.watch", function()
+  local U = require "spec.fixtures.api_util"
+  after_each(function()
+    nano.unwatch()
+    U.restore_log_level()
+  end)
+
+  local function watched_with(opts)
+    local dir = start({ ["main.lua"] = "require('nano').listen('127.0.0.1:0')\n" })
+    for _, d in ipairs({ "lib", "spec", "spec/helpers", "tests", "test", "specs" }) do
+      assert(os.execute("mkdir -p '" .. dir .. "/" .. d .. "'") == 0)
+      write(dir .. "/" .. d .. "/m.lua", "return {}\n")
+    end
+    local logs = U.capture_logs()
+    assert.is_true(nano.watch(opts))
+    return U.find(logs, "watching")
+  end
+
+  it("leaves test folders (spec, specs, test, tests) out: saving a spec does not reload", function()
+    assert.equal("info: watching 2 folders for .lua changes", watched_with()) -- the script's and lib
+  end)
+
+  it("watches them when exclude names other folders", function()
+    assert.equal("info: watching 6 folders for .lua changes", watched_with({ exclude = { "lib" } }))
+    nano.unwatch()
+    assert.has_error(function() nano.watch({ exclude = "spec" }) end, "watch: exclude must be a list of folder names")
+  end)
+end)
+
 describe("core.watch and core.scandir", function()
   it("report a file renamed into a folder, and stop after close", function()
     local dir = start({ ["main.lua"] = "require('nano').listen('127.0.0.1:0')\n" })

@@ -173,7 +173,7 @@ function M.attach(nano)
     if type(route) ~= "string" then error(what .. ": route must be a string", 3) end
     if g._closed then return nil, "group closed" end
     local S = nano._state
-    local ok, payload = pcall(S.serializer.marshal, v)
+    local ok, payload = pcall(nano._to_payload, v) -- nano.raw(bytes): as they are
     if not ok then return nil, "cannot serialize: " .. tostring(payload) end
     local code = S.dict[route] or route
     if S.debug then

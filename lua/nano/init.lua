@@ -5,6 +5,7 @@ local core = require "nano.core"
 local metrics_core = require "nano.metrics_core"
 
 local type, pairs, ipairs, tostring, select = type, pairs, ipairs, tostring, select
+local next, rawget, getmetatable = next, rawget, getmetatable
 local xpcall, pcall, traceback = xpcall, pcall, debug.traceback
 local str_format, str_match = string.format, string.match
 
@@ -53,9 +54,83 @@ nano._state = S
 
 local LEVELS = { debug = core.DEBUG, info = core.INFO, warn = core.WARN, error = core.ERROR }
 
+-- A table in a log line, readably: {1, 2, name="ann", pos={x=1.5, y=2}}. Array part first, then
+-- the other keys sorted; at most 3 levels deep and 512 bytes; a table seen already is {...}; a
+-- table with __tostring is its tostring.
+local LOG_TABLE_MAX, LOG_TABLE_DEPTH = 512, 3
+local function log_string(v)
+  return '"' .. v:gsub('[%c"\\]', function(c)
+    if c == "\n" then return "\\n" end
+    if c == "\t" then return "\\t" end
+    if c == '"' or c == "\\" then return "\\" .. c end
+    return str_format("\\%d", c:byte())
+  end) .. '"'
+end
+local function describe(v, depth, seen, out)
+  if #out > LOG_TABLE_MAX then return end
+  local tv = type(v)
+  if tv == "string" then out[#out + 1] = log_string(v:sub(1, LOG_TABLE_MAX)) return end
+  local mt = tv == "table" and getmetatable(v)
+  if tv ~= "table" or (type(mt) == "table" and mt.__tostring) then
+    out[#out + 1] = tostring(v)
+    return
+  end
+  if seen[v] or depth >= LOG_TABLE_DEPTH then out[#out + 1] = "{...}" return end
+  seen[v] = true
+  out[#out + 1] = "{"
+  local n, first = #v, true
+  for i = 1, n do
+    if #out > LOG_TABLE_MAX then break end
+    if not first then out[#out + 1] = ", " end
+    first = false
+    describe(rawget(v, i), depth + 1, seen, out)
+  end
+  local keys = {}
+  for k in next, v do
+    if not (type(k) == "number" and k >= 1 and k <= n and k % 1 == 0) then keys[#keys + 1] = k end
+  end
+  table.sort(keys, function(a, b)
+    if type(a) == type(b) and (type(a) == "string" or type(a) == "number") then return a < b end
+    return type(a) < type(b)
+  end)
+  for _, k in ipairs(keys) do
+    if #out > LOG_TABLE_MAX then break end
+    if not first then out[#out + 1] = ", " end
+    first = false
+    if type(k) == "string" and k:match("^[%a_][%w_]*$") then
+      out[#out + 1] = k
+    else
+      out[#out + 1] = "["
+      describe(k, LOG_TABLE_DEPTH, seen, out)
+      out[#out + 1] = "]"
+    end
+    out[#out + 1] = "="
+    describe(rawget(v, k), depth + 1, seen, out)
+  end
+  out[#out + 1] = "}"
+end
+local function readable(v)
+  local out = {}
+  describe(v, 0, {}, out)
+  local s = table.concat(out)
+  if #s > LOG_TABLE_MAX then s = s:sub(1, LOG_TABLE_MAX) .. "...}" end
+  return s
+end
+nano._readable = readable
+
 local function emit(level, name, fmt, ...)
   if level < core.log_level() then return end
-  local msg = select("#", ...) > 0 and str_format(fmt, ...) or tostring(fmt)
+  local msg
+  local nargs = select("#", ...)
+  if nargs == 0 then
+    msg = type(fmt) == "table" and readable(fmt) or tostring(fmt)
+  else
+    local args = { ... }
+    for i = 1, nargs do
+      if type(args[i]) == "table" then args[i] = readable(args[i]) end
+    end
+    msg = str_format(fmt, unpack(args, 1, nargs))
+  end
   if S.logger then
     local ok, err = pcall(S.logger, name, msg)
     if ok then return end
@@ -92,6 +167,31 @@ end
 -- serialization
 
 local function marshal(v) return S.serializer.marshal(v) end
+
+-- nano.raw(bytes): a payload already serialized, sent as it is (nano's Broadcast of []byte). A
+-- userdata, so that one nested inside a table fails to serialize instead of being written as
+-- something else; its bytes are in a weak table.
+local raw_bytes = setmetatable({}, { __mode = "k" })
+local RAW_PROTO = newproxy(true)
+getmetatable(RAW_PROTO).__tostring = function(r) return "nano.raw(" .. #raw_bytes[r] .. " bytes)" end
+
+--- nano.raw(bytes) -> a payload that s:push, s:response, a handler's return value,
+--- group:broadcast and group:multicast send unchanged, without the serializer.
+function nano.raw(bytes)
+  if type(bytes) ~= "string" then error("raw: expected the payload's bytes (a string)", 2) end
+  local r = newproxy(RAW_PROTO)
+  raw_bytes[r] = bytes
+  return r
+end
+
+-- The payload bytes for v: a nano.raw's bytes, else the serializer's. Raises when v does not
+-- serialize (callers pcall it).
+local function to_payload(v)
+  local bytes = raw_bytes[v]
+  if bytes then return bytes end
+  return S.serializer.marshal(v)
+end
+nano._to_payload = to_payload
 
 --- nano.set_serializer("json" | "msgpack" | { name=, marshal=, unmarshal= })
 function nano.set_serializer(s)
@@ -145,9 +245,9 @@ local function route_code(route)
   return S.dict[route] or route
 end
 
---- s:push(route, v) -> true | nil, err
+--- s:push(route, v) -> true | nil, err (v: a value to serialize, or nano.raw(bytes))
 function session.push(s, route, v)
-  local ok, payload = pcall(marshal, v)
+  local ok, payload = pcall(to_payload, v)
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   if S.debug then log.debug("session %d -> push %s %s", s:id(), route, payload) end
   local out, err = outgoing(s, MSG_PUSH, nil, route, payload)
@@ -166,7 +266,7 @@ local current_task = task.current
 
 --- s:response_mid(mid, v) -> true | nil, err
 function session.response_mid(s, mid, v)
-  local ok, payload = pcall(marshal, v)
+  local ok, payload = pcall(to_payload, v)
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   local inflight = S.inflight[s]
   local handling = inflight and inflight[mid]
@@ -216,6 +316,10 @@ end
 
 local LIFECYCLE = { init = true, after_init = true, before_shutdown = true, shutdown = true,
                     on_reload = true }
+-- Other spellings of the hooks (nano's Go names, camelCase): never routes, a warning at register.
+local HOOK_SPELLINGS = { Init = "init", AfterInit = "after_init", afterInit = "after_init",
+  BeforeShutdown = "before_shutdown", beforeShutdown = "before_shutdown", Shutdown = "shutdown",
+  OnReload = "on_reload", onReload = "on_reload" }
 
 local function run_hook(entry, hook, fn, ...)
   local ok, err = xpcall(fn, traceback, entry.comp, ...)
@@ -241,7 +345,7 @@ local function build_handlers()
     local raw, name_func = e.opts.raw, e.opts.name_func
     for k, fn in pairs(e.comp) do
       if type(k) == "string" and type(fn) == "function" and not LIFECYCLE[k]
-          and k:sub(1, 1) ~= "_" then
+          and not HOOK_SPELLINGS[k] and k:sub(1, 1) ~= "_" then
         local hname = name_func and name_func(k) or k
         local route = e.name .. "." .. hname
         handlers[route] = {
@@ -259,7 +363,9 @@ nano._build_handlers = build_handlers
 
 --- nano.register(component, { name=, name_func=, raw=, concurrent= })
 --- Every function of the table becomes a handler at route "<name>.<function>", except lifecycle
---- hooks (init, after_init, before_shutdown, shutdown, on_reload) and names starting with "_".
+--- hooks (init, after_init, before_shutdown, shutdown, on_reload), their other spellings (Go's
+--- Init, AfterInit, BeforeShutdown, Shutdown; camelCase), which are not called either but warned
+--- about, and names starting with "_".
 function nano.register(comp, opts)
   if type(comp) ~= "table" then
     error("register: component must be a table, got " .. type(comp)
@@ -272,6 +378,12 @@ function nano.register(comp, opts)
   end
   if opts.name_func ~= nil and type(opts.name_func) ~= "function" then
     error("register: name_func must be a function", 2)
+  end
+  for k, hook in pairs(HOOK_SPELLINGS) do
+    if type(rawget(comp, k)) == "function" then
+      log.warn("register %s: %s is not called and not a route: the lifecycle hook is spelled %s "
+        .. "(rename %s.%s to %s.%s)", name, k, hook, name, k, name, hook)
+    end
   end
   local existing = S.by_name[name]
   -- during a hot reload (reload.lua) registrations are staged, then swapped in all at once
@@ -450,7 +562,10 @@ function nano.listen(addr, opts)
     static = statics,
     tls = tls,
   })
-  if not id then error(bound, 2) end
+  if not id then
+    S.expected_failure = bound -- a port in use is no bug: the main script's error says it alone
+    error(bound, 2)
+  end
   same = same or {}
   same[seen] = { id = id, addr = addr, bound = bound, opts = opts }
   S.listeners[key] = same
@@ -506,10 +621,17 @@ local function on_handshake(s, body)
 end
 
 -- Why a handler failed, as the client sees it: a table error({code=, msg=}) as given; anything
--- else "internal error" (the text only in debug mode; it is always in the log).
+-- else "internal error" (the text only in debug mode; it is always in the log). A code that is
+-- not an integer in the 32-bit range (NaN, 1.5, 2^40, "x") becomes 500, a message that is not a
+-- string (a table would show a heap address) becomes "error".
 local function error_reply(err)
   if type(err) == "table" then
-    return tonumber(err.code) or 500, tostring(err.msg or err.message or "error")
+    local code, msg = tonumber(err.code), err.msg
+    if msg == nil then msg = err.message end
+    if not code or code ~= code or code % 1 ~= 0 or code < -2147483648 or code > 2147483647 then
+      code = 500
+    end
+    return code, type(msg) == "string" and msg or "error"
   end
   return 500, S.debug and tostring(err) or "internal error"
 end
@@ -608,7 +730,7 @@ local function handle(h, s, mtype, id, route, payload, flags)
     return
   end
   if mtype == MSG_REQUEST and res ~= nil and not answered then
-    local mok, out = pcall(marshal, res)
+    local mok, out = pcall(to_payload, res)
     if not mok then
       log.error("session %d %s: response does not serialize: %s", s:id(), route, tostring(out))
       send_error(s, id, 500, S.debug and tostring(out) or "internal error")
@@ -819,6 +941,21 @@ end
 install_hooks()
 nano._install_hooks = install_hooks
 
+-- The main script's error as logged: a start-up failure nano expects (nano.listen on a port in use
+-- or not allowed) is its message alone, one line that reads as what it is, not as a crash;
+-- anything else (the user's code) keeps its traceback, without the frames below the main chunk
+-- (nano-host's own: xpcall, _load_main, host.lua).
+local function main_traceback(e)
+  local expected = S.expected_failure
+  S.expected_failure = nil
+  if type(e) == "string" and expected and e:sub(-#expected) == expected then return e end
+  local tb = traceback(tostring(e), 2)
+  local at = tb:find("in main chunk", 1, true)
+  local eol = at and tb:find("\n", at, true)
+  if eol then tb = tb:sub(1, eol - 1) end
+  return tb
+end
+
 -- Runs the main script (first load). Returns true, or false after logging the error.
 function nano._main_runs() return S.main_runs or 0 end
 function nano._load_main(script, script_dir, args)
@@ -830,7 +967,7 @@ function nano._load_main(script, script_dir, args)
     log.error("%s", err)
     return false
   end
-  local ok, rerr = xpcall(chunk, traceback, unpack(args or {}))
+  local ok, rerr = xpcall(chunk, main_traceback, unpack(args or {}))
   if not ok then
     log.error("%s", tostring(rerr))
     return false

@@ -525,9 +525,19 @@ function M.attach(nano)
   -- --watch: fs events on the script's folder and its subfolders that hold .lua files
 
   local MAX_DEPTH, MAX_DIRS = 8, 256
-  local W = { watchers = {}, timer = nil, lua_changed = false, debounce = 0.15 }
+  -- Test folders (at any depth) are not game code: saving a spec must not reload the server.
+  local TEST_DIRS = { "spec", "specs", "test", "tests" }
+  local function name_set(list)
+    local set = {}
+    for _, n in ipairs(list) do set[n] = true end
+    return set
+  end
+  local W = { watchers = {}, timer = nil, lua_changed = false, debounce = 0.15,
+              exclude = name_set(TEST_DIRS) }
 
-  local function skip_dir(name) return name:sub(1, 1) == "." or name == "node_modules" end
+  local function skip_dir(name)
+    return name:sub(1, 1) == "." or name == "node_modules" or W.exclude[name] == true
+  end
   local function lua_file(name) return name:sub(1, 1) ~= "." and name:sub(-4) == ".lua" end
 
   -- Folders to watch: the script's, and every folder below it with a .lua file in it or below it
@@ -591,12 +601,22 @@ function M.attach(nano)
     W.timer = core.timer(W.debounce, 0, fire)
   end
 
-  --- nano.watch([{ debounce = secs }]) -> true | nil, err: reload when a .lua file in the script's
-  --- folder (or a subfolder with .lua files) changes, once the changes have stopped for
-  --- debounce seconds (default 0.15). `nano-host --watch main.lua` calls it.
+  --- nano.watch([{ debounce = secs, exclude = { name, ... } }]) -> true | nil, err: reload when a
+  --- .lua file in the script's folder (or a subfolder with .lua files) changes, once the changes
+  --- have stopped for debounce seconds (default 0.15). Folders named in exclude (default: spec,
+  --- specs, test, tests; also hidden ones and node_modules, always) are not watched, at any depth.
+  --- `nano-host --watch main.lua` calls it.
   function nano.watch(opts)
     if not S.script_dir then return nil, "no script folder to watch" end
     if opts ~= nil and type(opts) ~= "table" then error("watch: expected a table of options", 2) end
+    if opts and opts.exclude ~= nil then
+      local ok = type(opts.exclude) == "table"
+      for _, n in ipairs(ok and opts.exclude or {}) do ok = ok and type(n) == "string" end
+      if not ok then error("watch: exclude must be a list of folder names", 2) end
+      W.exclude = name_set(opts.exclude)
+    else
+      W.exclude = name_set(TEST_DIRS)
+    end
     if opts and opts.debounce ~= nil then
       if type(opts.debounce) ~= "number" or opts.debounce < 0 or opts.debounce > 60 then
         error("watch: debounce must be seconds between 0 and 60", 2)
