@@ -20,38 +20,22 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: nano-host [options] script.lua [script args...]
-"
-            "       nano-host test [busted args...]   run specs (see docs/testing.md)
-"
-            "       nano-host test --init [--force]   write .busted (plain `busted` runs the
-"
-            "                                         specs under nano-host) and a first spec
-"
-            "       nano-host new NAME                create a project in NAME/
-"
-            "       nano-host console [PID|SOCKET]    the admin console of a running host
-"
-            "
-"
-            "options:
-"
-            "  --log-level L   debug, info (default), warn, error, off
-"
-            "  --debug         log every message in and out; error text goes to clients
-"
-            "  --watch         reload scripts when a .lua file in the script's folder changes
-"
-            "                  (not in spec/, specs/, test/, tests/: see nano.watch)
-"
-            "  --workers N     run N processes sharing the listening ports (SO_REUSEPORT);
-"
-            "                  SIGHUP/SIGTERM to this one reach all (docs/cluster.md)
-"
-            "  --help          this text
-"
-            "  --version       print the version
-");
+            "usage: nano-host [options] script.lua [script args...]\n"
+            "       nano-host test [busted args...]   run specs (see docs/testing.md)\n"
+            "       nano-host test --init [--force]   write .busted (plain `busted` runs the\n"
+            "                                         specs under nano-host) and a first spec\n"
+            "       nano-host new NAME                create a project in NAME/\n"
+            "       nano-host console [PID|SOCKET]    the admin console of a running host\n"
+            "\n"
+            "options:\n"
+            "  --log-level L   debug, info (default), warn, error, off\n"
+            "  --debug         log every message in and out; error text goes to clients\n"
+            "  --watch         reload scripts when a .lua file in the script's folder changes\n"
+            "                  (not in spec/, specs/, test/, tests/: see nano.watch)\n"
+            "  --workers N     run N processes sharing the listening ports (SO_REUSEPORT);\n"
+            "                  SIGHUP/SIGTERM to this one reach all (docs/cluster.md)\n"
+            "  --help          this text\n"
+            "  --version       print the version\n");
 }
 
 /* Game servers hold many sockets; the soft limit is often 1024. */
