@@ -22,6 +22,8 @@ local function fresh_state() return {
   dict = {},            -- route -> code
   route_of = {},        -- code -> route
   serializer = require "nano.json",
+  session_serializer = setmetatable({}, { __mode = "k" }), -- session -> its component's serializer
+  last_route = setmetatable({}, { __mode = "k" }), -- session -> route of its last request
   validator = nil,      -- handshake validator
   check_origin = nil,   -- default origin check for WebSocket listeners
   listeners = {},       -- "addr transport path" -> { { id=, addr=, bound=, opts= }, ... }
@@ -91,23 +93,36 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- serialization
 
-local function marshal(v) return S.serializer.marshal(v) end
+-- The serializer a session speaks: its last handler's component's (register's serializer
+-- option), else the server's. Serializers get (v, route, kind), kind = "response" | "push" |
+-- "error" | "kick"; serializers that need neither (JSON, msgpack) ignore them.
+local function serializer_of(s) return s and S.session_serializer[s] or S.serializer end
+nano._serializer_of = serializer_of
+local function marshal(v, route, kind, s) return serializer_of(s).marshal(v, route, kind) end
 
---- nano.set_serializer("json" | "msgpack" | { name=, marshal=, unmarshal= })
-function nano.set_serializer(s)
+local function check_serializer(s, what, level)
   if type(s) == "string" then
     local ok, mod = pcall(require, "nano." .. s)
-    if not ok then error("set_serializer: unknown serializer '" .. s .. "'", 2) end
+    if not ok then error(what .. ": unknown serializer '" .. s .. "'", level + 1) end
     s = mod
   end
   if type(s) ~= "table" or type(s.marshal) ~= "function" or type(s.unmarshal) ~= "function" then
-    error("set_serializer: expected a name or a table with marshal and unmarshal", 2)
+    error(what .. ": expected a name or a table with marshal and unmarshal", level + 1)
   end
-  S.serializer = s
+  return s
+end
+
+--- nano.set_serializer("json" | "msgpack" | nano.protobuf{...} | { name=, marshal=, unmarshal= })
+function nano.set_serializer(s)
+  S.serializer = check_serializer(s, "set_serializer", 2)
   S.handshake_cache = nil
 end
 
 function nano.serializer() return S.serializer end
+
+--- nano.protobuf{ proto = "game.proto" | { files }, routes = { [route] = type | { request =,
+--- response = } }, errors =, enums =, import_paths =, descriptor = } -> a serializer.
+function nano.protobuf(opts) return require("nano.protobuf").new(opts, S.script_dir, 2) end
 
 -- ---------------------------------------------------------------------------------------------
 -- sending: the session methods that serialize (the rest of the session is C, lua_session.c)
@@ -134,7 +149,7 @@ local function outgoing(s, mtype, id, route, payload, is_error)
 end
 
 local function send_error(s, id, code, msg)
-  local ok, payload = pcall(marshal, { code = code, msg = msg })
+  local ok, payload = pcall(marshal, { code = code, msg = msg }, nil, "error", s)
   if not ok then payload = str_format('{"code":%d,"msg":"internal error"}', code) end
   local out, err = outgoing(s, MSG_RESPONSE, id, nil, payload, true)
   if not out then return nil, err end
@@ -147,7 +162,7 @@ end
 
 --- s:push(route, v) -> true | nil, err
 function session.push(s, route, v)
-  local ok, payload = pcall(marshal, v)
+  local ok, payload = pcall(marshal, v, route, "push", s)
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   if S.debug then log.debug("session %d -> push %s %s", s:id(), route, payload) end
   local out, err = outgoing(s, MSG_PUSH, nil, route, payload)
@@ -166,10 +181,13 @@ local current_task = task.current
 
 --- s:response_mid(mid, v) -> true | nil, err
 function session.response_mid(s, mid, v)
-  local ok, payload = pcall(marshal, v)
-  if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   local inflight = S.inflight[s]
   local handling = inflight and inflight[mid]
+  -- a response's type follows its request's route: the handling task's, else the session's
+  -- last request's (serializers that pick no type by route ignore it)
+  local route = handling and handling.watch_route or (mid == s:last_mid() and S.last_route[s] or nil)
+  local ok, payload = pcall(marshal, v, route, "response", s)
+  if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   if handling then handling.answered = true end
   if S.debug then log.debug("session %d -> response id=%d %s", s:id(), mid, payload) end
   local out, err = outgoing(s, MSG_RESPONSE, mid, nil, payload)
@@ -195,7 +213,7 @@ end
 local c_kick = session.kick
 function session.kick(s, reason)
   if type(reason) ~= "table" then reason = { reason = reason } end
-  local ok, body = pcall(marshal, reason)
+  local ok, body = pcall(marshal, reason, nil, "kick", s)
   if not ok then body = "{}" end
   return c_kick(s, body)
 end
@@ -246,6 +264,7 @@ local function build_handlers()
         local route = e.name .. "." .. hname
         handlers[route] = {
           fn = fn, comp = e.comp, route = route, concurrent = e.opts.concurrent == true,
+          serializer = e.opts.serializer,
           raw = raw == true or (type(raw) == "table" and raw[k] == true),
         }
       end
@@ -257,7 +276,7 @@ local function build_handlers()
 end
 nano._build_handlers = build_handlers
 
---- nano.register(component, { name=, name_func=, raw=, concurrent= })
+--- nano.register(component, { name=, name_func=, raw=, concurrent=, serializer= })
 --- Every function of the table becomes a handler at route "<name>.<function>", except lifecycle
 --- hooks (init, after_init, before_shutdown, shutdown, on_reload) and names starting with "_".
 function nano.register(comp, opts)
@@ -272,6 +291,12 @@ function nano.register(comp, opts)
   end
   if opts.name_func ~= nil and type(opts.name_func) ~= "function" then
     error("register: name_func must be a function", 2)
+  end
+  if opts.serializer ~= nil then
+    local copy = {}
+    for k, v in pairs(opts) do copy[k] = v end
+    copy.serializer = check_serializer(opts.serializer, "register", 2)
+    opts = copy
   end
   local existing = S.by_name[name]
   -- during a hot reload (reload.lua) registrations are staged, then swapped in all at once
@@ -569,13 +594,17 @@ local function handle(h, s, mtype, id, route, payload, flags)
     end
     payload = res
   end
+  -- pushes and later responses to this session speak the serializer of the handler it called
+  S.session_serializer[s] = h.serializer
+  if mtype == MSG_REQUEST then S.last_route[s] = route end
   local msg = payload
   if not h.raw then
     if flags and flags % 32 >= FLAG_GZIP then
       if mtype == MSG_REQUEST then send_error(s, id, 400, "gzip payloads are not supported") end
       return
     end
-    local ok, decoded = pcall(S.serializer.unmarshal, payload)
+    local ok, decoded = pcall(serializer_of(s).unmarshal, payload, route,
+      mtype == MSG_REQUEST and "request" or "notify")
     if not ok then
       log.warn("session %d %s: payload does not decode: %s", s:id(), route, tostring(decoded))
       if mtype == MSG_REQUEST then send_error(s, id, 400, "payload does not decode") end
@@ -608,7 +637,7 @@ local function handle(h, s, mtype, id, route, payload, flags)
     return
   end
   if mtype == MSG_REQUEST and res ~= nil and not answered then
-    local mok, out = pcall(marshal, res)
+    local mok, out = pcall(marshal, res, route, "response", s)
     if not mok then
       log.error("session %d %s: response does not serialize: %s", s:id(), route, tostring(out))
       send_error(s, id, 500, S.debug and tostring(out) or "internal error")
