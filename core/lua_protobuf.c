@@ -92,8 +92,12 @@ static void push_scalar(decode_ctx_t *c, const nh_pb_field_t *f, nh_pb_scalar_t 
     lua_State *L = c->L;
     switch (f->type) {
     case NH_PB_DOUBLE:
-    case NH_PB_FLOAT: lua_pushnumber(L, v.d); break;
-    case NH_PB_BOOL: lua_pushboolean(L, v.b); break;
+    case NH_PB_FLOAT:
+        lua_pushnumber(L, v.d);
+        break;
+    case NH_PB_BOOL:
+        lua_pushboolean(L, v.b);
+        break;
     case NH_PB_ENUM: {
         const nh_pb_enum_value_t *ev =
             c->enums_as_numbers ? NULL : nh_pb_enum_by_number(f->enumt, (int32_t)v.i);
@@ -106,8 +110,12 @@ static void push_scalar(decode_ctx_t *c, const nh_pb_field_t *f, nh_pb_scalar_t 
     case NH_PB_UINT32:
     case NH_PB_FIXED32:
     case NH_PB_UINT64:
-    case NH_PB_FIXED64: push_u64(L, v.u); break;
-    default: push_i64(L, v.i); break;
+    case NH_PB_FIXED64:
+        push_u64(L, v.u);
+        break;
+    default:
+        push_i64(L, v.i);
+        break;
     }
 }
 
@@ -199,16 +207,24 @@ static int on_begin(void *ud, const nh_pb_field_t *f) {
 static void push_default(lua_State *L, const nh_pb_field_t *f, int enums_as_numbers) {
     switch (f->type) {
     case NH_PB_STRING:
-    case NH_PB_BYTES: lua_pushliteral(L, ""); break;
-    case NH_PB_BOOL: lua_pushboolean(L, 0); break;
-    case NH_PB_MESSAGE: lua_newtable(L); break;
+    case NH_PB_BYTES:
+        lua_pushliteral(L, "");
+        break;
+    case NH_PB_BOOL:
+        lua_pushboolean(L, 0);
+        break;
+    case NH_PB_MESSAGE:
+        lua_newtable(L);
+        break;
     case NH_PB_ENUM:
         if (enums_as_numbers)
             lua_pushnumber(L, f->enumt->values[0].number);
         else
             lua_pushstring(L, f->enumt->values[0].name);
         break;
-    default: lua_pushnumber(L, 0); break;
+    default:
+        lua_pushnumber(L, 0);
+        break;
     }
 }
 
@@ -325,7 +341,8 @@ static nh_pb_scalar_t to_64(encode_ctx_t *c, const nh_pb_field_t *f, int idx, in
         lua_pushvalue(L, idx);
         lua_call(L, 1, 1);
         s = lua_tolstring(L, -1, &len);
-        while (s && len && (s[len - 1] == 'L' || s[len - 1] == 'U')) len--;
+        while (s && len && (s[len - 1] == 'L' || s[len - 1] == 'U'))
+            len--;
         lua_replace(L, idx); /* keep the string alive in the value's slot */
     }
     if (!s || nh_pb_parse_int64(s, len, is_unsigned, &v)) bad_value(c, f, idx, want);
@@ -375,8 +392,12 @@ static nh_pb_scalar_t to_scalar(encode_ctx_t *c, const nh_pb_field_t *f, int idx
         v.u = (uint64_t)lua_tonumber(L, idx);
         break;
     case NH_PB_UINT64:
-    case NH_PB_FIXED64: v = to_64(c, f, idx, 1); break;
-    default: v = to_64(c, f, idx, 0); break; /* int64, sint64, sfixed64 */
+    case NH_PB_FIXED64:
+        v = to_64(c, f, idx, 1);
+        break;
+    default:
+        v = to_64(c, f, idx, 0);
+        break; /* int64, sint64, sfixed64 */
     }
     return v;
 }
@@ -384,9 +405,12 @@ static nh_pb_scalar_t to_scalar(encode_ctx_t *c, const nh_pb_field_t *f, int idx
 static int scalar_is_zero(const nh_pb_field_t *f, nh_pb_scalar_t v) {
     switch (f->type) {
     case NH_PB_DOUBLE:
-    case NH_PB_FLOAT: return v.d == 0 && !signbit(v.d); /* -0.0 is written, as protobuf-go does */
-    case NH_PB_BOOL: return !v.b;
-    default: return v.u == 0;
+    case NH_PB_FLOAT:
+        return v.d == 0 && !signbit(v.d); /* -0.0 is written, as protobuf-go does */
+    case NH_PB_BOOL:
+        return !v.b;
+    default:
+        return v.u == 0;
     }
 }
 
@@ -394,8 +418,7 @@ static void encode_message(encode_ctx_t *c, const nh_pb_message_t *m, int t, int
 
 /* Writes the value at idx as (one element of) field f. skip_zero: a proto3 field without
  * presence, whose zero value is not written. */
-static void put_value(encode_ctx_t *c, const nh_pb_field_t *f, int idx, int skip_zero,
-                      int depth) {
+static void put_value(encode_ctx_t *c, const nh_pb_field_t *f, int idx, int skip_zero, int depth) {
     lua_State *L = c->L;
     nh_pb_buf_t *b = c->b;
     if (f->type == NH_PB_MESSAGE) {
@@ -428,7 +451,8 @@ static void put_map(encode_ctx_t *c, const nh_pb_field_t *f, int t, int depth) {
     const nh_pb_message_t *entry = f->message, *outer = c->m;
     const nh_pb_field_t *kf = nh_pb_field_by_number(entry, 1);
     const nh_pb_field_t *vf = nh_pb_field_by_number(entry, 2);
-    if (!kf || !vf) luaL_error(L, "protobuf: %s: a map entry without key or value", entry->full_name);
+    if (!kf || !vf)
+        luaL_error(L, "protobuf: %s: a map entry without key or value", entry->full_name);
     if (depth >= NH_PB_MAX_DEPTH) luaL_error(L, "protobuf: tables nested too deep (a cycle?)");
     lua_pushnil(L);
     while (lua_next(L, t)) {
@@ -554,9 +578,11 @@ static int l_load(lua_State *L) {
 }
 
 int nh_lua_open_protobuf(lua_State *L) {
-    static const luaL_Reg methods[] = {
-        {"encode", l_encode}, {"decode", l_decode}, {"has", l_has}, {"messages", l_messages},
-        {NULL, NULL}};
+    static const luaL_Reg methods[] = {{"encode", l_encode},
+                                       {"decode", l_decode},
+                                       {"has", l_has},
+                                       {"messages", l_messages},
+                                       {NULL, NULL}};
     if (luaL_newmetatable(L, SCHEMA_MT)) {
         lua_newtable(L);
         luaL_register(L, NULL, methods);

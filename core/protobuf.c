@@ -8,17 +8,28 @@
 
 const char *nh_pb_strerror(int err) {
     switch (err) {
-    case NH_EPB_TRUNCATED: return "truncated (a value or length runs past the end)";
-    case NH_EPB_VARINT: return "malformed varint";
-    case NH_EPB_WIRE_TYPE: return "wrong wire type";
-    case NH_EPB_FIELD_NUM: return "bad field number";
-    case NH_EPB_DEPTH: return "nested too deep";
-    case NH_EPB_GROUP: return "unbalanced group";
-    case NH_EPB_NOMEM: return "out of memory";
-    case NH_EPB_SCHEMA: return "bad schema";
-    case NH_EPB_RANGE: return "value out of range";
-    case NH_EPB_VISITOR: return "stopped by the visitor";
-    default: return "unknown protobuf error";
+    case NH_EPB_TRUNCATED:
+        return "truncated (a value or length runs past the end)";
+    case NH_EPB_VARINT:
+        return "malformed varint";
+    case NH_EPB_WIRE_TYPE:
+        return "wrong wire type";
+    case NH_EPB_FIELD_NUM:
+        return "bad field number";
+    case NH_EPB_DEPTH:
+        return "nested too deep";
+    case NH_EPB_GROUP:
+        return "unbalanced group";
+    case NH_EPB_NOMEM:
+        return "out of memory";
+    case NH_EPB_SCHEMA:
+        return "bad schema";
+    case NH_EPB_RANGE:
+        return "value out of range";
+    case NH_EPB_VISITOR:
+        return "stopped by the visitor";
+    default:
+        return "unknown protobuf error";
     }
 }
 
@@ -47,7 +58,8 @@ static int read_varint(reader_t *r, uint64_t *out) {
 static int read_fixed(reader_t *r, int nbytes, uint64_t *out) {
     if (r->end - r->p < nbytes) return NH_EPB_TRUNCATED;
     uint64_t v = 0;
-    for (int i = nbytes - 1; i >= 0; i--) v = (v << 8) | r->p[i];
+    for (int i = nbytes - 1; i >= 0; i--)
+        v = (v << 8) | r->p[i];
     r->p += nbytes;
     *out = v;
     return 0;
@@ -81,10 +93,14 @@ static int skip_value(reader_t *r, uint32_t number, int wire, int depth) {
     const uint8_t *p;
     size_t len;
     switch (wire) {
-    case NH_PB_VARINT: return read_varint(r, &v);
-    case NH_PB_I64: return read_fixed(r, 8, &v);
-    case NH_PB_I32: return read_fixed(r, 4, &v);
-    case NH_PB_LEN: return read_len(r, &p, &len);
+    case NH_PB_VARINT:
+        return read_varint(r, &v);
+    case NH_PB_I64:
+        return read_fixed(r, 8, &v);
+    case NH_PB_I32:
+        return read_fixed(r, 4, &v);
+    case NH_PB_LEN:
+        return read_len(r, &p, &len);
     case 3: {
         if (depth >= NH_PB_MAX_DEPTH) return NH_EPB_DEPTH;
         for (;;) {
@@ -96,8 +112,10 @@ static int skip_value(reader_t *r, uint32_t number, int wire, int depth) {
             if (e) return e;
         }
     }
-    case 4: return NH_EPB_GROUP;
-    default: return NH_EPB_WIRE_TYPE;
+    case 4:
+        return NH_EPB_GROUP;
+    default:
+        return NH_EPB_WIRE_TYPE;
     }
 }
 
@@ -105,14 +123,18 @@ int nh_pb_wire_of(int type) {
     switch (type) {
     case NH_PB_DOUBLE:
     case NH_PB_FIXED64:
-    case NH_PB_SFIXED64: return NH_PB_I64;
+    case NH_PB_SFIXED64:
+        return NH_PB_I64;
     case NH_PB_FLOAT:
     case NH_PB_FIXED32:
-    case NH_PB_SFIXED32: return NH_PB_I32;
+    case NH_PB_SFIXED32:
+        return NH_PB_I32;
     case NH_PB_STRING:
     case NH_PB_BYTES:
-    case NH_PB_MESSAGE: return NH_PB_LEN;
-    default: return NH_PB_VARINT;
+    case NH_PB_MESSAGE:
+        return NH_PB_LEN;
+    default:
+        return NH_PB_VARINT;
     }
 }
 
@@ -120,14 +142,20 @@ int nh_pb_packable(int type) {
     return nh_pb_wire_of(type) != NH_PB_LEN && type != NH_PB_GROUP;
 }
 
-static uint64_t zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
-static int64_t unzigzag(uint64_t v) { return (int64_t)(v >> 1) ^ -(int64_t)(v & 1); }
+static uint64_t zigzag(int64_t v) {
+    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+static int64_t unzigzag(uint64_t v) {
+    return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
 
 /* The raw wire value of a numeric field as its type says. */
 static nh_pb_scalar_t scalar_of(int type, uint64_t raw) {
     nh_pb_scalar_t s;
     switch (type) {
-    case NH_PB_DOUBLE: memcpy(&s.d, &raw, 8); break;
+    case NH_PB_DOUBLE:
+        memcpy(&s.d, &raw, 8);
+        break;
     case NH_PB_FLOAT: {
         uint32_t u = (uint32_t)raw;
         float f;
@@ -136,33 +164,54 @@ static nh_pb_scalar_t scalar_of(int type, uint64_t raw) {
         break;
     }
     case NH_PB_INT64:
-    case NH_PB_SFIXED64: s.i = (int64_t)raw; break;
+    case NH_PB_SFIXED64:
+        s.i = (int64_t)raw;
+        break;
     /* int32 and enum are sign-extended to 64 bits on the wire; the low 32 bits are the value */
     case NH_PB_INT32:
-    case NH_PB_ENUM: s.i = (int32_t)(uint32_t)raw; break;
-    case NH_PB_SFIXED32: s.i = (int32_t)(uint32_t)raw; break;
+    case NH_PB_ENUM:
+        s.i = (int32_t)(uint32_t)raw;
+        break;
+    case NH_PB_SFIXED32:
+        s.i = (int32_t)(uint32_t)raw;
+        break;
     case NH_PB_UINT32:
-    case NH_PB_FIXED32: s.u = (uint32_t)raw; break;
+    case NH_PB_FIXED32:
+        s.u = (uint32_t)raw;
+        break;
     case NH_PB_UINT64:
-    case NH_PB_FIXED64: s.u = raw; break;
-    case NH_PB_BOOL: s.b = raw != 0; break;
-    case NH_PB_SINT32: s.i = (int32_t)unzigzag((uint32_t)raw); break;
-    case NH_PB_SINT64: s.i = unzigzag(raw); break;
-    default: s.u = raw; break;
+    case NH_PB_FIXED64:
+        s.u = raw;
+        break;
+    case NH_PB_BOOL:
+        s.b = raw != 0;
+        break;
+    case NH_PB_SINT32:
+        s.i = (int32_t)unzigzag((uint32_t)raw);
+        break;
+    case NH_PB_SINT64:
+        s.i = unzigzag(raw);
+        break;
+    default:
+        s.u = raw;
+        break;
     }
     return s;
 }
 
 static int read_scalar(reader_t *r, int type, uint64_t *raw) {
     switch (nh_pb_wire_of(type)) {
-    case NH_PB_I64: return read_fixed(r, 8, raw);
-    case NH_PB_I32: return read_fixed(r, 4, raw);
-    default: return read_varint(r, raw);
+    case NH_PB_I64:
+        return read_fixed(r, 8, raw);
+    case NH_PB_I32:
+        return read_fixed(r, 4, raw);
+    default:
+        return read_varint(r, raw);
     }
 }
 
-static int decode_message(const nh_pb_message_t *m, reader_t *r, const nh_pb_visitor_t *v,
-                          void *ud, int depth);
+static int decode_message(const nh_pb_message_t *m, reader_t *r, const nh_pb_visitor_t *v, void *ud,
+                          int depth);
 
 static int decode_field(const nh_pb_field_t *f, int wire, reader_t *r, const nh_pb_visitor_t *v,
                         void *ud, int depth) {
@@ -197,8 +246,8 @@ static int decode_field(const nh_pb_field_t *f, int wire, reader_t *r, const nh_
     return v->end_message(ud, f) ? NH_EPB_VISITOR : 0;
 }
 
-static int decode_message(const nh_pb_message_t *m, reader_t *r, const nh_pb_visitor_t *v,
-                          void *ud, int depth) {
+static int decode_message(const nh_pb_message_t *m, reader_t *r, const nh_pb_visitor_t *v, void *ud,
+                          int depth) {
     while (r->p < r->end) {
         uint32_t number;
         int wire, e;
@@ -275,7 +324,8 @@ void nh_pb_put_tag(nh_pb_buf_t *b, uint32_t number, int wire) {
 
 static void put_fixed(nh_pb_buf_t *b, uint64_t v, int nbytes) {
     if (!reserve(b, (size_t)nbytes)) return;
-    for (int i = 0; i < nbytes; i++) b->data[b->len++] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < nbytes; i++)
+        b->data[b->len++] = (uint8_t)(v >> (8 * i));
 }
 
 void nh_pb_put_bytes(nh_pb_buf_t *b, const void *p, size_t len) {
@@ -319,17 +369,29 @@ void nh_pb_put_scalar(nh_pb_buf_t *b, int type, nh_pb_scalar_t v) {
         break;
     }
     case NH_PB_FIXED64:
-    case NH_PB_SFIXED64: put_fixed(b, v.u, 8); break;
+    case NH_PB_SFIXED64:
+        put_fixed(b, v.u, 8);
+        break;
     case NH_PB_FIXED32:
-    case NH_PB_SFIXED32: put_fixed(b, v.u & 0xFFFFFFFFu, 4); break;
+    case NH_PB_SFIXED32:
+        put_fixed(b, v.u & 0xFFFFFFFFu, 4);
+        break;
     case NH_PB_SINT32:
-    case NH_PB_SINT64: nh_pb_put_varint(b, zigzag(v.i)); break;
-    case NH_PB_BOOL: nh_pb_put_varint(b, v.b ? 1 : 0); break;
+    case NH_PB_SINT64:
+        nh_pb_put_varint(b, zigzag(v.i));
+        break;
+    case NH_PB_BOOL:
+        nh_pb_put_varint(b, v.b ? 1 : 0);
+        break;
     /* int32/enum negatives are written as 10-byte sign-extended varints, as protobuf does */
     case NH_PB_INT32:
     case NH_PB_ENUM:
-    case NH_PB_INT64: nh_pb_put_varint(b, (uint64_t)v.i); break;
-    default: nh_pb_put_varint(b, v.u); break;
+    case NH_PB_INT64:
+        nh_pb_put_varint(b, (uint64_t)v.i);
+        break;
+    default:
+        nh_pb_put_varint(b, v.u);
+        break;
     }
 }
 
@@ -447,17 +509,23 @@ static int next_field(reader_t *r, uint32_t *num, uint64_t *u, const uint8_t **p
     *p = NULL;
     *len = 0;
     switch (wire) {
-    case NH_PB_VARINT: e = read_varint(r, u); break;
-    case NH_PB_LEN: e = read_len(r, p, len); break;
-    default: e = skip_value(r, *num, wire, 0); *num = 0; break;
+    case NH_PB_VARINT:
+        e = read_varint(r, u);
+        break;
+    case NH_PB_LEN:
+        e = read_len(r, p, len);
+        break;
+    default:
+        e = skip_value(r, *num, wire, 0);
+        *num = 0;
+        break;
     }
     return e ? e : 1;
 }
 
 static int load_enum(loader_t *ld, const char *scope, const uint8_t *data, size_t dlen) {
     nh_pb_schema_t *s = ld->s;
-    if (!grow((void **)&s->enums, &s->cap_enums, s->nenums, sizeof *s->enums))
-        return NH_EPB_NOMEM;
+    if (!grow((void **)&s->enums, &s->cap_enums, s->nenums, sizeof *s->enums)) return NH_EPB_NOMEM;
     nh_pb_enum_t *en = &s->enums[s->nenums++];
     size_t cap = 0;
     reader_t r = {data, data + dlen};
@@ -544,7 +612,8 @@ static int load_field(loader_t *ld, load_msg_t *lm, const uint8_t *data, size_t 
         case 17:
             if (!p) rf->proto3_optional = u != 0;
             break;
-        default: break;
+        default:
+            break;
         }
     }
     if (e) return e;
@@ -552,11 +621,9 @@ static int load_field(loader_t *ld, load_msg_t *lm, const uint8_t *data, size_t 
     if (f->number == 0 || f->number > 0x1FFFFFFF)
         return fail(ld, NH_EPB_SCHEMA, "%s.%s: bad field number", lm->m.full_name, f->name);
     if (f->type == NH_PB_GROUP)
-        return fail(ld, NH_EPB_SCHEMA, "%s.%s: groups are not supported", lm->m.full_name,
-                    f->name);
+        return fail(ld, NH_EPB_SCHEMA, "%s.%s: groups are not supported", lm->m.full_name, f->name);
     if (f->type < NH_PB_DOUBLE || f->type > NH_PB_SINT64)
-        return fail(ld, NH_EPB_SCHEMA, "%s.%s: unknown type %d", lm->m.full_name, f->name,
-                    f->type);
+        return fail(ld, NH_EPB_SCHEMA, "%s.%s: unknown type %d", lm->m.full_name, f->name, f->type);
     return 0;
 }
 
@@ -658,8 +725,7 @@ static int resolve(loader_t *ld) {
             raw_field_t *rf = &lm->raw[j];
             if (f->type == NH_PB_MESSAGE || f->type == NH_PB_ENUM) {
                 if (!rf->type_name)
-                    return fail(ld, NH_EPB_SCHEMA, "%s.%s: no type name", lm->m.full_name,
-                                f->name);
+                    return fail(ld, NH_EPB_SCHEMA, "%s.%s: no type name", lm->m.full_name, f->name);
                 const void *t = find_by_full_name(s, rf->type_name, f->type == NH_PB_MESSAGE);
                 if (!t)
                     return fail(ld, NH_EPB_SCHEMA,
@@ -676,8 +742,7 @@ static int resolve(loader_t *ld) {
             f->repeated = rf->label == 3;
             f->oneof = rf->proto3_optional || rf->oneof_index < 0 ? -1 : rf->oneof_index;
             if (f->oneof >= (int32_t)lm->m.noneofs)
-                return fail(ld, NH_EPB_SCHEMA, "%s.%s: bad oneof index", lm->m.full_name,
-                            f->name);
+                return fail(ld, NH_EPB_SCHEMA, "%s.%s: bad oneof index", lm->m.full_name, f->name);
             f->presence = !lm->proto3 || rf->proto3_optional || rf->oneof_index >= 0 ||
                           f->type == NH_PB_MESSAGE;
             f->packed = f->repeated && nh_pb_packable(f->type) &&
@@ -690,8 +755,8 @@ static int resolve(loader_t *ld) {
         qsort(lm->m.fields, lm->m.nfields, sizeof *lm->m.fields, cmp_field);
         for (size_t j = 1; j < lm->m.nfields; j++)
             if (lm->m.fields[j].number == lm->m.fields[j - 1].number)
-                return fail(ld, NH_EPB_SCHEMA, "%s: field number %u used twice",
-                            lm->m.full_name, lm->m.fields[j].number);
+                return fail(ld, NH_EPB_SCHEMA, "%s: field number %u used twice", lm->m.full_name,
+                            lm->m.fields[j].number);
     }
     return 0;
 }
@@ -710,7 +775,8 @@ void nh_pb_schema_free(nh_pb_schema_t *s) {
     }
     free(s->msgs);
     for (size_t i = 0; i < s->nenums; i++) {
-        for (size_t j = 0; j < s->enums[i].nvalues; j++) free((char *)s->enums[i].values[j].name);
+        for (size_t j = 0; j < s->enums[i].nvalues; j++)
+            free((char *)s->enums[i].values[j].name);
         free(s->enums[i].values);
         free((char *)s->enums[i].full_name);
     }
@@ -759,7 +825,9 @@ const nh_pb_message_t *nh_pb_schema_message(const nh_pb_schema_t *s, const char 
     return m;
 }
 
-size_t nh_pb_schema_message_count(const nh_pb_schema_t *s) { return s->nmsgs; }
+size_t nh_pb_schema_message_count(const nh_pb_schema_t *s) {
+    return s->nmsgs;
+}
 
 const nh_pb_message_t *nh_pb_schema_message_at(const nh_pb_schema_t *s, size_t i) {
     return i < s->nmsgs ? &s->msgs[i].m : NULL;
@@ -791,8 +859,7 @@ const nh_pb_enum_value_t *nh_pb_enum_by_number(const nh_pb_enum_t *e, int32_t nu
     return NULL;
 }
 
-const nh_pb_enum_value_t *nh_pb_enum_by_name(const nh_pb_enum_t *e, const char *name,
-                                             size_t len) {
+const nh_pb_enum_value_t *nh_pb_enum_by_name(const nh_pb_enum_t *e, const char *name, size_t len) {
     for (size_t i = 0; i < e->nvalues; i++)
         if (strlen(e->values[i].name) == len && memcmp(e->values[i].name, name, len) == 0)
             return &e->values[i];

@@ -29,16 +29,16 @@
 #include <stdint.h>
 
 enum {
-    NH_EPB_TRUNCATED = -4001,  /* a value, length or tag runs past the end */
-    NH_EPB_VARINT = -4002,     /* varint over 10 bytes or over 64 bits */
-    NH_EPB_WIRE_TYPE = -4003,  /* wire type 6/7, or one the field's type cannot have */
-    NH_EPB_FIELD_NUM = -4004,  /* field number 0 or over 2^29-1 */
-    NH_EPB_DEPTH = -4005,      /* messages (or unknown groups) nested over NH_PB_MAX_DEPTH */
-    NH_EPB_GROUP = -4006,      /* unbalanced group end */
-    NH_EPB_NOMEM = -4007,      /* allocation failed */
-    NH_EPB_SCHEMA = -4008,     /* descriptor set malformed or unsupported (see the err text) */
-    NH_EPB_RANGE = -4009,      /* encode: a value out of its type's range */
-    NH_EPB_VISITOR = -4010,    /* the visitor returned non-zero */
+    NH_EPB_TRUNCATED = -4001, /* a value, length or tag runs past the end */
+    NH_EPB_VARINT = -4002,    /* varint over 10 bytes or over 64 bits */
+    NH_EPB_WIRE_TYPE = -4003, /* wire type 6/7, or one the field's type cannot have */
+    NH_EPB_FIELD_NUM = -4004, /* field number 0 or over 2^29-1 */
+    NH_EPB_DEPTH = -4005,     /* messages (or unknown groups) nested over NH_PB_MAX_DEPTH */
+    NH_EPB_GROUP = -4006,     /* unbalanced group end */
+    NH_EPB_NOMEM = -4007,     /* allocation failed */
+    NH_EPB_SCHEMA = -4008,    /* descriptor set malformed or unsupported (see the err text) */
+    NH_EPB_RANGE = -4009,     /* encode: a value out of its type's range */
+    NH_EPB_VISITOR = -4010,   /* the visitor returned non-zero */
 };
 
 /* Messages nested deeper than this are refused (protobuf's C++ default is 100). */
@@ -124,15 +124,14 @@ const nh_pb_field_t *nh_pb_field_by_number(const nh_pb_message_t *m, uint32_t nu
 const nh_pb_field_t *nh_pb_field_by_name(const nh_pb_message_t *m, const char *name);
 /* Enum values: NULL / 0 when absent. */
 const nh_pb_enum_value_t *nh_pb_enum_by_number(const nh_pb_enum_t *e, int32_t number);
-const nh_pb_enum_value_t *nh_pb_enum_by_name(const nh_pb_enum_t *e, const char *name,
-                                             size_t len);
+const nh_pb_enum_value_t *nh_pb_enum_by_name(const nh_pb_enum_t *e, const char *name, size_t len);
 
 /* ---- decoding ---- */
 
 /* A scalar as decoded: which member is set follows from the field's type. */
 typedef struct nh_pb_scalar {
     union {
-        int64_t i; /* int32/64, sint32/64, sfixed32/64, enum */
+        int64_t i;  /* int32/64, sint32/64, sfixed32/64, enum */
         uint64_t u; /* uint32/64, fixed32/64 */
         double d;   /* double, float */
         int b;      /* bool */

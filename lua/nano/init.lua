@@ -104,6 +104,9 @@ local function check_serializer(s, what, level)
   if type(s) == "string" then
     local ok, mod = pcall(require, "nano." .. s)
     if not ok then error(what .. ": unknown serializer '" .. s .. "'", level + 1) end
+    if s == "protobuf" then
+      error(what .. ": 'protobuf' needs a schema: nano.set_serializer(nano.protobuf{ proto = ... })", level + 1)
+    end
     s = mod
   end
   if type(s) ~= "table" or type(s.marshal) ~= "function" or type(s.unmarshal) ~= "function" then
