@@ -296,6 +296,7 @@ typedef struct encode_ctx {
     const nh_pb_message_t *m; /* whose field is being written (for errors) */
 } encode_ctx_t;
 
+/* Raises (never returns). */
 static int bad_value(encode_ctx_t *c, const nh_pb_field_t *f, int idx, const char *want) {
     lua_State *L = c->L;
     const char *got = luaL_typename(L, idx);
@@ -316,7 +317,7 @@ static void integral(encode_ctx_t *c, const nh_pb_field_t *f, int idx, double lo
  * "123LL" / "123ULL"). */
 static nh_pb_scalar_t to_64(encode_ctx_t *c, const nh_pb_field_t *f, int idx, int is_unsigned) {
     lua_State *L = c->L;
-    nh_pb_scalar_t v;
+    nh_pb_scalar_t v = {.u = 0};
     const char *want = is_unsigned ? "an unsigned 64-bit integer" : "a 64-bit integer";
     int t = lua_type(L, idx);
     if (t == LUA_TNUMBER) {
