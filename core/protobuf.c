@@ -536,7 +536,8 @@ static int load_enum(loader_t *ld, const char *scope, const uint8_t *data, size_
     int e;
     while ((e = next_field(&r, &num, &u, &p, &len)) == 1) {
         if (num == 1 && p) {
-            if (!(en->full_name = join_name(scope, p, len))) return NH_EPB_NOMEM;
+            /* a name given twice: the first counts (and nothing is lost) */
+            if (!en->full_name && !(en->full_name = join_name(scope, p, len))) return NH_EPB_NOMEM;
         } else if (num == 2 && p) {
             if (!grow((void **)&en->values, &cap, en->nvalues, sizeof *en->values))
                 return NH_EPB_NOMEM;

@@ -182,6 +182,27 @@ for (const s of servers) {
 }
 p();
 
+if (runs.some((r) => r.kind === 'pb')) {
+  p('### 4b. Protobuf payloads against JSON (nano-host ping-pong, 1,000 connections)');
+  p();
+  p('The same Bench.ping echo with `{ n }` as JSON (`{"n":N}`) and as protobuf (`bench.proto` Ping, `nano.protobuf`): decode into a Lua table, handler, encode again.');
+  p();
+  p('| payload | TCP responses/s | WS responses/s | TCP server CPU/request µs | WS server CPU/request µs |');
+  p('|---|---|---|---|---|');
+  const pb = {};
+  for (const ser of ['json', 'protobuf']) {
+    for (const tr of ['tcp', 'ws']) pb[`${ser}/${tr}`] = best('pb', ser, tr) || {};
+    p(`| ${ser} | ${fmt(pb[`${ser}/tcp`].rate)} | ${fmt(pb[`${ser}/ws`].rate)} | ${fmt(pb[`${ser}/tcp`].cpu_us, 1)} | ${fmt(pb[`${ser}/ws`].cpu_us, 1)} |`);
+  }
+  p();
+  p('| figure | TCP | WS | target |');
+  p('|---|---|---|---|');
+  const pr = (f) => (tr) => f(pb[`protobuf/${tr}`], pb[`json/${tr}`]);
+  row('protobuf ÷ JSON, responses/s', pr((a, b) => ratio(a.rate, b.rate)), '≥ 1', 1);
+  row('protobuf ÷ JSON, CPU ratio', pr((a, b) => ratio(b.cpu_us, a.cpu_us)), '≥ 1', 1);
+  p();
+}
+
 p('### 5. Hot reload with 10,000 sessions under load');
 p();
 if (facts.reload_note) {
