@@ -6,6 +6,7 @@
  *   schema:encode("pkg.Msg", t) -> bytes          raises on a value the schema cannot take
  *   schema:decode("pkg.Msg", bytes [, enums_as_numbers]) -> t | nil, err
  *   schema:has("Msg") -> boolean                    full or unambiguous short name
+ *   pbc.build(messages, "pomelo") -> schema          a schema made by hand (see l_build)
  *
  * Lua values (docs/api.md, "Protobuf"): messages are tables keyed by the .proto field names;
  * repeated fields are sequences, maps are tables; enums decode to their value names (numbers when
@@ -493,7 +494,15 @@ static void encode_message(encode_ctx_t *c, const nh_pb_message_t *m, int t, int
             put_map(c, f, v, depth);
         } else if (f->packed) {
             int n = (int)lua_objlen(L, v);
-            if (n > 0) {
+            if (n > 0 && f->count_prefixed) {
+                nh_pb_put_tag(c->b, f->number, nh_pb_wire_of(f->type));
+                nh_pb_put_varint(c->b, (uint64_t)n);
+                for (int j = 1; j <= n; j++) {
+                    lua_rawgeti(L, v, j);
+                    nh_pb_put_scalar(c->b, f->type, to_scalar(c, f, v + 1));
+                    lua_pop(L, 1);
+                }
+            } else if (n > 0) {
                 nh_pb_put_tag(c->b, f->number, NH_PB_LEN);
                 size_t mark = nh_pb_begin_len(c->b);
                 for (int j = 1; j <= n; j++) {
@@ -578,6 +587,63 @@ static int l_load(lua_State *L) {
     return 1;
 }
 
+/* build({ { name = full_name, fields = { { name=, number=, type=, repeated=, type_name= }, ... } },
+ *         ... }, "pomelo" | nil) -> schema | nil, err
+ * A schema made by hand: pomelo-protobuf's JSON schemas (lua/nano/pomelo_protobuf.lua). type is
+ * a FieldDescriptorProto type number; "pomelo" is that codec's wire flavour (protobuf.h). */
+static int l_build(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int pomelo = lua_isstring(L, 2) && strcmp(lua_tostring(L, 2), "pomelo") == 0;
+    lua_settop(L, 1);
+    lschema_t *ls = lua_newuserdata(L, sizeof *ls); /* 2 */
+    memset(ls, 0, sizeof *ls);
+    luaL_getmetatable(L, SCHEMA_MT);
+    lua_setmetatable(L, 2);
+    lua_newtable(L);
+    lua_setfenv(L, 2);
+    if (nh_pb_schema_new(&ls->s)) return luaL_error(L, "protobuf: out of memory");
+    int nmsgs = (int)lua_objlen(L, 1), e = 0;
+    for (int i = 1; i <= nmsgs && !e; i++) {
+        lua_rawgeti(L, 1, i); /* 3: message */
+        lua_getfield(L, 3, "name");
+        if (!lua_isstring(L, -1)) return luaL_error(L, "build: message %d without a name", i);
+        int m = nh_pb_schema_add_message(ls->s, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        if (m < 0) return luaL_error(L, "protobuf: out of memory");
+        lua_getfield(L, 3, "fields"); /* 4 */
+        int nf = lua_istable(L, 4) ? (int)lua_objlen(L, 4) : 0;
+        for (int j = 1; j <= nf && !e; j++) {
+            lua_rawgeti(L, 4, j); /* 5 */
+            lua_getfield(L, 5, "name");
+            lua_getfield(L, 5, "number");
+            lua_getfield(L, 5, "type");
+            lua_getfield(L, 5, "repeated");
+            lua_getfield(L, 5, "type_name");
+            if (!lua_isstring(L, 6) || !lua_isnumber(L, 7) || !lua_isnumber(L, 8))
+                return luaL_error(L, "build: field %d of message %d needs name, number, type", j,
+                                  i);
+            double num = lua_tonumber(L, 7);
+            e = nh_pb_schema_add_field(ls->s, m, lua_tostring(L, 6),
+                                       num >= 1 && num <= 0x1FFFFFFF ? (uint32_t)num : 0,
+                                       (int)lua_tonumber(L, 8), lua_toboolean(L, 9),
+                                       lua_isstring(L, 10) ? lua_tostring(L, 10) : NULL);
+            lua_settop(L, 4);
+        }
+        lua_settop(L, 2);
+    }
+    char err[256];
+    if (!e)
+        e = nh_pb_schema_finish(ls->s, pomelo ? NH_PB_POMELO : NH_PB_PROTO2, err, sizeof err);
+    else
+        snprintf(err, sizeof err, "%s", nh_pb_strerror(e));
+    if (e) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2; /* the userdata's __gc frees what was built */
+    }
+    return 1;
+}
+
 int nh_lua_open_protobuf(lua_State *L) {
     static const luaL_Reg methods[] = {{"encode", l_encode},
                                        {"decode", l_decode},
@@ -595,6 +661,8 @@ int nh_lua_open_protobuf(lua_State *L) {
     lua_newtable(L);
     lua_pushcfunction(L, l_load);
     lua_setfield(L, -2, "load");
+    lua_pushcfunction(L, l_build);
+    lua_setfield(L, -2, "build");
     lua_pushinteger(L, NH_PB_MAX_DEPTH);
     lua_setfield(L, -2, "max_depth");
     return 1;

@@ -216,6 +216,17 @@ static int decode_message(const nh_pb_message_t *m, reader_t *r, const nh_pb_vis
 static int decode_field(const nh_pb_field_t *f, int wire, reader_t *r, const nh_pb_visitor_t *v,
                         void *ud, int depth) {
     int want = nh_pb_wire_of(f->type), e;
+    if (f->count_prefixed && f->repeated && wire == want && want != NH_PB_LEN) {
+        uint64_t count, raw;
+        if ((e = read_varint(r, &count))) return e;
+        /* every element takes a byte at least: a count past the end fails before any loop */
+        if (count > (uint64_t)(r->end - r->p)) return NH_EPB_TRUNCATED;
+        for (uint64_t i = 0; i < count; i++) {
+            if ((e = read_scalar(r, f->type, &raw))) return e;
+            if (v->scalar(ud, f, scalar_of(f->type, raw))) return NH_EPB_VISITOR;
+        }
+        return 0;
+    }
     if (wire == NH_PB_LEN && want != NH_PB_LEN && f->repeated) {
         /* a packed run: accepted for every repeated scalar, packed declared or not */
         const uint8_t *p;
@@ -443,6 +454,7 @@ typedef struct load_msg {
 } load_msg_t;
 
 struct nh_pb_schema {
+    int pomelo; /* the pomelo-protobuf flavour (set by finish) */
     load_msg_t *msgs;
     size_t nmsgs, cap_msgs;
     nh_pb_enum_t *enums;
@@ -748,6 +760,7 @@ static int resolve(loader_t *ld) {
                           f->type == NH_PB_MESSAGE;
             f->packed = f->repeated && nh_pb_packable(f->type) &&
                         (rf->has_packed ? rf->packed : lm->proto3);
+            if (s->pomelo) f->packed = f->count_prefixed = f->repeated && nh_pb_packable(f->type);
             free(rf->type_name);
             rf->type_name = NULL;
         }
@@ -809,6 +822,59 @@ int nh_pb_schema_load(nh_pb_schema_t **out, const uint8_t *set, size_t len, char
     }
     *out = ld.s;
     return 0;
+}
+
+int nh_pb_schema_new(nh_pb_schema_t **out) {
+    *out = calloc(1, sizeof(nh_pb_schema_t));
+    return *out ? 0 : NH_EPB_NOMEM;
+}
+
+int nh_pb_schema_add_message(nh_pb_schema_t *s, const char *full_name) {
+    if (!grow((void **)&s->msgs, &s->cap_msgs, s->nmsgs, sizeof *s->msgs)) return NH_EPB_NOMEM;
+    char *name = dup_n((const uint8_t *)full_name, strlen(full_name));
+    if (!name) return NH_EPB_NOMEM;
+    s->msgs[s->nmsgs].m.full_name = name;
+    return (int)s->nmsgs++;
+}
+
+int nh_pb_schema_add_field(nh_pb_schema_t *s, int msg, const char *name, uint32_t number, int type,
+                           int repeated, const char *type_name) {
+    if (msg < 0 || (size_t)msg >= s->nmsgs) return NH_EPB_SCHEMA;
+    load_msg_t *lm = &s->msgs[msg];
+    if (!grow((void **)&lm->m.fields, &lm->cap, lm->m.nfields, sizeof *lm->m.fields))
+        return NH_EPB_NOMEM;
+    raw_field_t *nraw = realloc(lm->raw, lm->cap * sizeof *lm->raw);
+    if (!nraw) return NH_EPB_NOMEM;
+    lm->raw = nraw;
+    nh_pb_field_t *f = &lm->m.fields[lm->m.nfields];
+    raw_field_t *rf = &lm->raw[lm->m.nfields];
+    memset(f, 0, sizeof *f);
+    memset(rf, 0, sizeof *rf);
+    rf->oneof_index = -1;
+    rf->label = repeated ? 3 : 1;
+    f->number = number;
+    f->type = (uint8_t)type;
+    if (!(f->name = dup_n((const uint8_t *)name, strlen(name)))) return NH_EPB_NOMEM;
+    lm->m.nfields++;
+    if (type_name && !(rf->type_name = dup_n((const uint8_t *)type_name, strlen(type_name))))
+        return NH_EPB_NOMEM;
+    return 0;
+}
+
+int nh_pb_schema_finish(nh_pb_schema_t *s, int flavour, char *err, size_t errlen) {
+    loader_t ld = {s, err, errlen};
+    if (err && errlen) err[0] = 0;
+    s->pomelo = flavour == NH_PB_POMELO;
+    for (size_t i = 0; i < s->nmsgs; i++) {
+        for (size_t j = 0; j < s->msgs[i].m.nfields; j++) {
+            const nh_pb_field_t *f = &s->msgs[i].m.fields[j];
+            if (f->number == 0 || f->number > 0x1FFFFFFF || f->type < NH_PB_DOUBLE ||
+                f->type > NH_PB_SINT64 || f->type == NH_PB_GROUP || f->type == NH_PB_ENUM)
+                return fail(&ld, NH_EPB_SCHEMA, "%s.%s: bad field number or type",
+                            s->msgs[i].m.full_name, f->name);
+        }
+    }
+    return resolve(&ld);
 }
 
 const nh_pb_message_t *nh_pb_schema_message(const nh_pb_schema_t *s, const char *name) {

@@ -81,7 +81,9 @@ typedef struct nh_pb_field {
     uint8_t packed;   /* repeated scalars are written packed (proto3 default, proto2 [packed]) */
     uint8_t presence; /* written when set even if zero: proto2, proto3 `optional`, oneof members,
                          messages. Without it (proto3 plain scalars) zero values are not written */
-    int32_t oneof;    /* index of the real oneof in the message, -1 for none */
+    uint8_t count_prefixed;         /* pomelo-protobuf: a packed run is the element's tag, then the
+                                       element count (not a byte length), then the elements */
+    int32_t oneof;                  /* index of the real oneof in the message, -1 for none */
     const nh_pb_message_t *message; /* type of a message field (a map's entry type) */
     const nh_pb_enum_t *enumt;      /* type of an enum field */
 } nh_pb_field_t;
@@ -113,6 +115,18 @@ typedef struct nh_pb_schema nh_pb_schema_t;
 int nh_pb_schema_load(nh_pb_schema_t **out, const uint8_t *set, size_t len, char *err,
                       size_t errlen);
 void nh_pb_schema_free(nh_pb_schema_t *s);
+
+/* Building a schema by hand instead (pomelo-protobuf's JSON schemas, lua_protobuf.c): new, then
+ * messages and their fields (type_name: the full name of a message type, for NH_PB_MESSAGE),
+ * then finish, which resolves type names and, for the pomelo flavour, gives every field presence
+ * and writes repeated scalars count-prefixed. add_message returns the message's index (>= 0).
+ * On error the schema is still to be freed by the caller; finish's error has a sentence in err. */
+enum nh_pb_flavour { NH_PB_PROTO2 = 0, NH_PB_POMELO = 1 };
+int nh_pb_schema_new(nh_pb_schema_t **out);
+int nh_pb_schema_add_message(nh_pb_schema_t *s, const char *full_name);
+int nh_pb_schema_add_field(nh_pb_schema_t *s, int msg, const char *name, uint32_t number, int type,
+                           int repeated, const char *type_name);
+int nh_pb_schema_finish(nh_pb_schema_t *s, int flavour, char *err, size_t errlen);
 
 /* A message type by full name ("pkg.Msg", a leading dot allowed) or, when only one type has
  * that name, by its last component ("Msg"). NULL when none (or several) match. */

@@ -127,6 +127,10 @@ function nano.serializer() return S.serializer end
 --- response = } }, errors =, enums =, import_paths =, descriptor = } -> a serializer.
 function nano.protobuf(opts) return require("nano.protobuf").new(opts, S.script_dir, 2) end
 
+--- nano.pomelo_protobuf{ server = "serverProtos.json" | t, client = ... | t [, version =] } -> a
+--- serializer for pomelo's protobuf clients (schemas sent in the handshake).
+function nano.pomelo_protobuf(opts) return require("nano.pomelo_protobuf").new(opts, S.script_dir, 2) end
+
 -- ---------------------------------------------------------------------------------------------
 -- sending: the session methods that serialize (the rest of the session is C, lua_session.c)
 
@@ -500,17 +504,20 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- the core's hooks
 
-local function build_handshake()
+-- extra: fields the serializer adds to sys for this client (pomelo's protos); not cached
+local function build_handshake(extra)
   local now = os.time()
-  if S.handshake_cache and S.handshake_time == now then return S.handshake_cache end
+  if not extra and S.handshake_cache and S.handshake_time == now then return S.handshake_cache end
   local sys = {
     heartbeat = core.config().heartbeat,
     servertime = now,
     serializer = S.serializer.name,
   }
   if next(S.dict) then sys.dict = S.dict end
+  for k, v in pairs(extra or {}) do sys[k] = v end
   local ok, json = pcall(require("nano.json").marshal, { code = 200, sys = sys, user = {} })
   if not ok then json = '{"code":500}' end
+  if extra then return json end
   S.handshake_cache, S.handshake_time = json, now
   return json
 end
@@ -530,7 +537,12 @@ local function on_handshake(s, body)
       return '{"code":500}', false
     end
   end
-  return build_handshake(), true
+  local extra
+  if S.serializer.handshake then
+    local hok, res = pcall(S.serializer.handshake, hs or {})
+    if hok then extra = res else log.error("serializer handshake: %s", tostring(res)) end
+  end
+  return build_handshake(extra), true
 end
 
 -- Why a handler failed, as the client sees it: a table error({code=, msg=}) as given; anything

@@ -32,6 +32,7 @@ const servers = {};
 
 before(async () => {
   servers.kinds = await startServer(fixture('protobuf_kinds.lua'));
+  servers.pomelo = await startServer(path.join(PROTO, 'pomelo_main.lua'));
   servers.pingpong = await startServer(path.join(ROOT, 'examples', 'pingpong', 'main.lua'), [], {
     env: { NANO_PINGPONG_SERIALIZER: 'protobuf', NANO_PINGPONG_TCP: '127.0.0.1:0', NANO_PINGPONG_WS: '127.0.0.1:0' },
   });
@@ -192,9 +193,12 @@ const POMELO_COMPAT = {
   'optional float f': 5, 'optional Sub sub': 6, 'repeated Sub subs': 7,
   'message Sub': { 'optional uInt32 id': 1, 'optional string name': 2 },
 };
-pomeloProtobuf.init({ encoderProtos: pomeloProtobuf.parse({ compat: POMELO_COMPAT }), decoderProtos: pomeloProtobuf.parse({ compat: POMELO_COMPAT }) });
+const initCompat = () => pomeloProtobuf.init({
+  encoderProtos: pomeloProtobuf.parse({ compat: POMELO_COMPAT }), decoderProtos: pomeloProtobuf.parse({ compat: POMELO_COMPAT }),
+});
 
 test('pomelo-protobuf: its bytes are protobuf on the standard subset, and come back byte-exact', async () => {
+  initCompat();
   const c = await connect(addr(servers.kinds, 'ws'));
   const r = rng(7);
   for (let i = 0; i < 100; i++) {
@@ -217,8 +221,47 @@ test('pomelo-protobuf is not protobuf for int32 (zigzag) and repeated scalars (v
   assert.equal(pomeloProtobuf.encode('q', { i: -1 }).toString('hex'), '0801'); // protobuf int32 -1: 08ffffffffffffffffff01
   // protobuf: 12 03 01ac02 (wire type 2, byte length); pomelo-protobuf: 10 02 (wire type 0, count)
   assert.equal(pomeloProtobuf.encode('q', { r: [1, 300] }).toString('hex'), '100201ac02');
-  pomeloProtobuf.setEncoderProtos(pomeloProtobuf.parse({ compat: POMELO_COMPAT }));
 });
+
+// pomelo's protobuf mode: schemas in pomelo's JSON form (spec/fixtures/protobuf/*Protos.json),
+// sent in the handshake as pomelo does; the client side is npm's pomelo-protobuf, used the way
+// pomelo's web client uses it (protos.client to encode requests, protos.server to decode).
+const POMELO_HS = (protoVersion) => ({ sys: { type: 'js-websocket', version: '0.0.1', protoVersion }, user: {} });
+
+for (const tr of ['tcp', 'ws']) {
+  test(`${tr}: pomelo protobuf mode: schemas in the handshake, then pomelo-protobuf payloads both ways`, async () => {
+    const c = await connect({ ...addr(servers.pomelo, tr), handshake: POMELO_HS(0) });
+    const sys = c.handshakeResponse.sys;
+    assert.equal(sys.useProto, true);
+    assert.ok(sys.protos && sys.protos.server['Room.join'] && sys.protos.client['Room.say'], 'sys.protos');
+    assert.deepEqual(sys.protos.client['Room.join'].name, { option: 'required', type: 'string', tag: 1 });
+    pomeloProtobuf.init({ encoderProtos: sys.protos.client, decoderProtos: sys.protos.server });
+
+    const req = pomeloProtobuf.encode('Room.join', { name: 'ann', level: 5 });
+    const r = await c.request('Room.join', req);
+    assert.equal(r.error, false, r.text);
+    assert.deepEqual(pomeloProtobuf.decode('Room.join', r.payload),
+      { code: 200, users: [{ name: 'ann', level: 5 }], tags: [1, 300, 70000], ratio: 0.5, delta: -3 });
+
+    c.notify('Room.say', pomeloProtobuf.encode('Room.say', { name: 'ann', text: 'hi ✓' }));
+    const push = await c.waitPush('onChat', 5000);
+    assert.deepEqual(pomeloProtobuf.decode('onChat', push.payload), { from: 'ann', text: 'hi ✓', ids: [-1, 2] });
+
+    // a route without a schema is JSON, as in pomelo
+    const plain = await c.request('Room.plain', { a: 1 });
+    assert.deepEqual(plain.body, { echo: { a: 1 } });
+    // bytes that do not decode: 400, JSON
+    const bad = await c.request('Room.join', Buffer.from([0x0a, 0x09, 0x61]));
+    assert.deepEqual(bad.body, { code: 400, msg: 'payload does not decode' });
+    await c.close();
+
+    // a client that has this version cached gets no schemas again
+    const again = await connect({ ...addr(servers.pomelo, tr), handshake: POMELO_HS(sys.protos.version) });
+    assert.equal(again.handshakeResponse.sys.protos, undefined);
+    assert.equal(again.handshakeResponse.sys.useProto, true);
+    await again.close();
+  });
+}
 
 // ---- the protobuf pingpong example with a protobufjs client ----
 
