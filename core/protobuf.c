@@ -766,7 +766,8 @@ static int resolve(loader_t *ld) {
         }
         free(lm->raw);
         lm->raw = NULL;
-        qsort(lm->m.fields, lm->m.nfields, sizeof *lm->m.fields, cmp_field);
+        if (lm->m.nfields > 1) /* qsort may not be given NULL, even for none */
+            qsort(lm->m.fields, lm->m.nfields, sizeof *lm->m.fields, cmp_field);
         for (size_t j = 1; j < lm->m.nfields; j++)
             if (lm->m.fields[j].number == lm->m.fields[j - 1].number)
                 return fail(ld, NH_EPB_SCHEMA, "%s: field number %u used twice", lm->m.full_name,
