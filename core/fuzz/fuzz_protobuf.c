@@ -2,10 +2,10 @@
  *
  * The first input byte picks what the rest is: a payload decoded as one message type of the
  * fixture schema (core/fuzz/protobuf_kinds.pb: protoc of spec/fixtures/protobuf/kinds.proto and
- * legacy.proto), or (0xFF) a FileDescriptorSet to load. A payload that decodes must encode, and
- * decode(encode(...)) must be a fixed point after one round (the first round may only drop what
- * proto3 does not keep: zeros sent explicitly). Bad bytes must only ever give an error. Any
- * crash, sanitizer report or assertion aborts.
+ * legacy.proto), (0xFE) a payload of a pomelo-flavoured schema, or (0xFF) a FileDescriptorSet. A
+ * payload that decodes must encode, and decode(encode(...)) must be a fixed point after one round
+ * (the first round may only drop what proto3 does not keep: zeros sent explicitly). Bad bytes must
+ * only ever give an error. Any crash, sanitizer report or assertion aborts.
  *
  *   cmake -DNH_FUZZ=ON -DCMAKE_C_COMPILER=clang ... ; see cmake/fuzz.cmake and scripts/fuzz
  */
@@ -27,6 +27,12 @@ static const char check_lua[] =
     "local pbc, set = ...\n"
     "local schema = assert(pbc.load(set))\n"
     "local types = schema:messages()\n"
+    "local pomelo = assert(pbc.build({ { name = 'p', fields = {\n"
+    "  { name = 'u', number = 1, type = 13, repeated = true },\n"
+    "  { name = 'z', number = 2, type = 17, repeated = true },\n"
+    "  { name = 'd', number = 3, type = 1, repeated = true },\n"
+    "  { name = 's', number = 4, type = 9 },\n"
+    "  { name = 'm', number = 5, type = 11, repeated = true, type_name = 'p' } } } }, 'pomelo'))\n"
     "local function same(a, b)\n"
     "  if type(a) ~= type(b) then return false end\n"
     "  if type(a) == 'number' then\n"
@@ -44,11 +50,13 @@ static const char check_lua[] =
     "    if s then for _, n in ipairs(s:messages()) do s:decode(n, bytes) end end\n"
     "    return\n"
     "  end\n"
-    "  local name = types[which % #types + 1]\n"
-    "  local v = schema:decode(name, bytes)\n"
+    "  local sc, names = schema, types\n"
+    "  if which == 254 then sc, names = pomelo, { 'p' } end\n"
+    "  local name = names[which % #names + 1]\n"
+    "  local v = sc:decode(name, bytes)\n"
     "  if not v then return end\n"
-    "  local v2 = assert(schema:decode(name, schema:encode(name, v)))\n"
-    "  local v3 = assert(schema:decode(name, schema:encode(name, v2)))\n"
+    "  local v2 = assert(sc:decode(name, sc:encode(name, v)))\n"
+    "  local v3 = assert(sc:decode(name, sc:encode(name, v2)))\n"
     "  assert(same(v2, v3), 'decode(encode(v)) is not a fixed point')\n"
     "end\n";
 

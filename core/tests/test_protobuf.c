@@ -188,8 +188,41 @@ static void test_write(void) {
     CHECK(nh_pb_parse_int64("1e3", 3, 0, &v) == NH_EPB_RANGE);
 }
 
+/* pomelo-protobuf's flavour: a repeated scalar is its tag (the element's wire type), a count,
+ * the elements; schemas are built, not loaded. */
+static void test_pomelo_flavour(void) {
+    nh_pb_schema_t *sc;
+    char err[200];
+    CHECK(nh_pb_schema_new(&sc) == 0);
+    int m = nh_pb_schema_add_message(sc, "Room.join");
+    CHECK(m == 0);
+    CHECK(nh_pb_schema_add_field(sc, m, "tags", 1, NH_PB_UINT32, 1, NULL) == 0);
+    CHECK(nh_pb_schema_add_field(sc, m, "user", 2, NH_PB_MESSAGE, 0, "Room.join.User") == 0);
+    int u = nh_pb_schema_add_message(sc, "Room.join.User");
+    CHECK(nh_pb_schema_add_field(sc, u, "name", 1, NH_PB_STRING, 0, NULL) == 0);
+    CHECK(nh_pb_schema_finish(sc, NH_PB_POMELO, err, sizeof err) == 0);
+    const nh_pb_message_t *join = nh_pb_schema_message(sc, "Room.join");
+    const nh_pb_field_t *tags = nh_pb_field_by_number(join, 1);
+    CHECK(tags->count_prefixed && tags->packed && tags->presence);
+    CHECK(nh_pb_field_by_number(join, 2)->message == nh_pb_schema_message(sc, "Room.join.User"));
+    seen_t s;
+    CHECK(decode(join, "\x08\x02\x01\xac\x02", 5, &s) == 0);
+    CHECK(s.scalars == 2 && s.last_i == 300);
+    CHECK(decode(join, "\x08\x03\x01\xac\x02", 5, &s) == NH_EPB_TRUNCATED);
+    CHECK(decode(join, "\x08\xff\xff\xff\xff\x0f\x01", 7, &s) == NH_EPB_TRUNCATED);
+    nh_pb_schema_free(sc);
+
+    CHECK(nh_pb_schema_new(&sc) == 0);
+    m = nh_pb_schema_add_message(sc, "A");
+    CHECK(nh_pb_schema_add_field(sc, m, "b", 1, NH_PB_MESSAGE, 0, "B") == 0);
+    CHECK(nh_pb_schema_finish(sc, NH_PB_POMELO, err, sizeof err) == NH_EPB_SCHEMA);
+    CHECK(strstr(err, "type B is not in the set") != NULL);
+    nh_pb_schema_free(sc);
+}
+
 int main(void) {
     test_schema();
+    test_pomelo_flavour();
     test_decode();
     test_write();
     return check_done();
