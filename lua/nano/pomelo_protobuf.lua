@@ -13,7 +13,7 @@
 local pbc = require "nano.protobuf_codec"
 local json = require "nano.json"
 
-local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
+local type, pairs, tostring = type, pairs, tostring
 local str_format = string.format
 
 local M = {}
