@@ -711,8 +711,7 @@ static int load_file(loader_t *ld, const uint8_t *data, size_t dlen) {
     return e;
 }
 
-static const void *find_by_full_name(const nh_pb_schema_t *s, const char *name, int want_msg) {
-    if (name[0] == '.') name++;
+static const void *find_exact(const nh_pb_schema_t *s, const char *name, int want_msg) {
     if (want_msg) {
         for (size_t i = 0; i < s->nmsgs; i++)
             if (strcmp(s->msgs[i].m.full_name, name) == 0) return &s->msgs[i].m;
@@ -721,6 +720,14 @@ static const void *find_by_full_name(const nh_pb_schema_t *s, const char *name, 
             if (strcmp(s->enums[i].full_name, name) == 0) return &s->enums[i];
     }
     return NULL;
+}
+
+/* A type name as protoc writes it (".pkg.Msg") or as people do ("pkg.Msg"); a name that itself
+ * starts with a dot (a schema of odd names) is found as it is. */
+static const void *find_by_full_name(const nh_pb_schema_t *s, const char *name, int want_msg) {
+    const void *t = find_exact(s, name, want_msg);
+    if (!t && name[0] == '.') t = find_exact(s, name + 1, want_msg);
+    return t;
 }
 
 static int cmp_field(const void *a, const void *b) {
