@@ -34,8 +34,13 @@ typedef struct lschema {
     nh_pb_buf_t out; /* reused by every encode: one allocation that stays warm */
 } lschema_t;
 
+/* The methods hold the metatable as their upvalue: comparing with it is cheaper than
+ * luaL_checkudata's registry lookup by name, on a path taken once per message. */
 static lschema_t *check_schema(lua_State *L) {
-    lschema_t *ls = luaL_checkudata(L, 1, SCHEMA_MT);
+    lschema_t *ls = lua_touserdata(L, 1);
+    if (!ls || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+        luaL_typerror(L, 1, SCHEMA_MT);
+    lua_pop(L, 1);
     if (!ls->s) luaL_error(L, "protobuf schema already freed");
     return ls;
 }
@@ -188,14 +193,15 @@ static int on_begin(void *ud, const nh_pb_field_t *f) {
     if (!lua_checkstack(L, 8)) return 1;
     int t = lua_gettop(L);
     if (is_map(f) || f->repeated) {
-        lua_newtable(L); /* a map's entry is collected, then moved into the map at the end */
+        /* a map's entry is collected, then moved into the map at the end */
+        lua_createtable(L, 0, f->message->nfields < 16 ? (int)f->message->nfields : 16);
     } else {
         /* a message field seen twice is merged, as protobuf says */
         lua_getfield(L, t, f->name);
         if (!lua_istable(L, -1)) {
             lua_pop(L, 1);
             if (f->oneof >= 0) clear_oneof(L, d->frames[d->depth].m, f, t);
-            lua_newtable(L);
+            lua_createtable(L, 0, f->message->nfields < 16 ? (int)f->message->nfields : 16);
             lua_pushvalue(L, -1);
             lua_setfield(L, t, f->name);
         }
@@ -275,9 +281,14 @@ static int l_decode(lua_State *L) {
     const nh_pb_message_t *m = find_message(L, ls, 2, 1);
     size_t len;
     const char *data = luaL_checklstring(L, 3, &len);
-    decode_state_t d = {{L, lua_toboolean(L, 4)}, {{m}}, 0};
+    decode_state_t d; /* not zeroed whole: frames are written as the decoder goes down */
+    d.c.L = L;
+    d.c.enums_as_numbers = lua_toboolean(L, 4);
+    d.frames[0].m = m;
+    d.depth = 0;
     lua_settop(L, 3);
-    lua_newtable(L);
+    /* sized for the fields most messages carry: no rehash while it fills */
+    lua_createtable(L, 0, m->nfields < 16 ? (int)m->nfields : 16);
     int e = nh_pb_decode(m, (const uint8_t *)data, len, &to_lua, &d);
     if (e) {
         lua_settop(L, 3);
@@ -652,7 +663,11 @@ int nh_lua_open_protobuf(lua_State *L) {
                                        {NULL, NULL}};
     if (luaL_newmetatable(L, SCHEMA_MT)) {
         lua_newtable(L);
-        luaL_register(L, NULL, methods);
+        for (const luaL_Reg *r = methods; r->name; r++) {
+            lua_pushvalue(L, -2); /* the metatable, check_schema's upvalue */
+            lua_pushcclosure(L, r->func, 1);
+            lua_setfield(L, -2, r->name);
+        }
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, l_gc);
         lua_setfield(L, -2, "__gc");

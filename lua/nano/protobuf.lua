@@ -131,25 +131,33 @@ function M.new(opts, script_dir, level)
   local errors_type = opts.errors
   local enum_numbers = opts.enums == "numbers"
 
+  -- kind -> route -> type name, so that finding a message's type is two table reads (this runs
+  -- for every message)
+  local by_kind = { request = {}, notify = {}, response = {}, push = {} }
+  for route, t in pairs(by_route) do
+    for kind, name in pairs(t) do by_kind[kind][route] = name end
+  end
   local function type_of(route, kind)
     if kind == "error" then return errors_type end
-    local t = route and by_route[route]
-    return t and t[kind]
+    local names = by_kind[kind]
+    return names and route and names[route]
   end
+  local encode, decode = schema.encode, schema.decode
+  local json_marshal, json_unmarshal = json.marshal, json.unmarshal
 
   local s = { name = "protobuf", schema = schema, routes = by_route }
   --- marshal(v, route, kind) -> bytes. A string is taken as already encoded.
   function s.marshal(v, route, kind)
     local name = type_of(route, kind)
-    if not name then return json.marshal(v) end
+    if not name then return json_marshal(v) end
     if type(v) == "string" then return v end
-    return schema:encode(name, v)
+    return encode(schema, name, v)
   end
   --- unmarshal(bytes, route, kind) -> table; raises when the bytes do not decode.
   function s.unmarshal(bytes, route, kind)
     local name = type_of(route, kind)
-    if not name then return json.unmarshal(bytes) end
-    local v, derr = schema:decode(name, bytes, enum_numbers)
+    if not name then return json_unmarshal(bytes) end
+    local v, derr = decode(schema, name, bytes, enum_numbers)
     if not v then error(derr, 0) end
     return v
   end
