@@ -6,6 +6,7 @@
  *   schema:encode("pkg.Msg", t) -> bytes          raises on a value the schema cannot take
  *   schema:decode("pkg.Msg", bytes [, enums_as_numbers]) -> t | nil, err
  *   schema:has("Msg") -> boolean                    full or unambiguous short name
+ *   schema:codec("pkg.Msg") -> encode(t), decode(bytes [, enums_as_numbers])   for one type
  *   pbc.build(messages, "pomelo") -> schema          a schema made by hand (see l_build)
  *
  * Lua values (docs/api.md, "Protobuf"): messages are tables keyed by the .proto field names;
@@ -275,29 +276,34 @@ static int on_end(void *ud, const nh_pb_field_t *f) {
 
 static const nh_pb_visitor_t to_lua = {on_scalar, on_bytes, on_begin, on_end};
 
-/* schema:decode(type, bytes [, enums_as_numbers]) -> table | nil, err */
-static int l_decode(lua_State *L) {
-    lschema_t *ls = check_schema(L);
-    const nh_pb_message_t *m = find_message(L, ls, 2, 1);
+/* Decodes the string at idx as m into a new table: pushes the table, or nil and the error. */
+static int decode_at(lua_State *L, const nh_pb_message_t *m, int idx, int enums_as_numbers) {
     size_t len;
-    const char *data = luaL_checklstring(L, 3, &len);
+    const char *data = luaL_checklstring(L, idx, &len);
     decode_state_t d; /* not zeroed whole: frames are written as the decoder goes down */
     d.c.L = L;
-    d.c.enums_as_numbers = lua_toboolean(L, 4);
+    d.c.enums_as_numbers = enums_as_numbers;
     d.frames[0].m = m;
     d.depth = 0;
-    lua_settop(L, 3);
+    int top = lua_gettop(L);
     /* sized for the fields most messages carry: no rehash while it fills */
     lua_createtable(L, 0, m->nfields < 16 ? (int)m->nfields : 16);
     int e = nh_pb_decode(m, (const uint8_t *)data, len, &to_lua, &d);
     if (e) {
-        lua_settop(L, 3);
+        lua_settop(L, top);
         lua_pushnil(L);
         lua_pushfstring(L, "%s: %s", m->full_name, nh_pb_strerror(e));
         return 2;
     }
-    lua_settop(L, 4);
+    lua_settop(L, top + 1);
     return 1;
+}
+
+/* schema:decode(type, bytes [, enums_as_numbers]) -> table | nil, err */
+static int l_decode(lua_State *L) {
+    lschema_t *ls = check_schema(L);
+    const nh_pb_message_t *m = find_message(L, ls, 2, 1);
+    return decode_at(L, m, 3, lua_toboolean(L, 4));
 }
 
 /* ---- encoding: a table walked by the schema's fields, in field-number order ---- */
@@ -535,21 +541,57 @@ static void encode_message(encode_ctx_t *c, const nh_pb_message_t *m, int t, int
     }
 }
 
-/* schema:encode(type, table) -> bytes; raises on a value the schema cannot take. */
-static int l_encode(lua_State *L) {
-    lschema_t *ls = check_schema(L);
-    const nh_pb_message_t *m = find_message(L, ls, 2, 1);
-    luaL_checktype(L, 3, LUA_TTABLE);
-    lua_settop(L, 3);
+/* Encodes the table at idx (the top of the stack) as m and pushes the bytes. */
+static int encode_at(lua_State *L, lschema_t *ls, const nh_pb_message_t *m, int idx) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_settop(L, idx);
     ls->out.len = 0;
     ls->out.failed = 0;
     encode_ctx_t c = {L, &ls->out, m};
-    encode_message(&c, m, 3, 0);
+    encode_message(&c, m, idx, 0);
     if (ls->out.failed) return luaL_error(L, "protobuf: out of memory");
     lua_pushlstring(L, (const char *)ls->out.data, ls->out.len);
     /* a one-off huge message does not pin its buffer */
     if (ls->out.cap > (1u << 20)) nh_pb_buf_free(&ls->out);
     return 1;
+}
+
+/* schema:encode(type, table) -> bytes; raises on a value the schema cannot take. */
+static int l_encode(lua_State *L) {
+    lschema_t *ls = check_schema(L);
+    return encode_at(L, ls, find_message(L, ls, 2, 1), 3);
+}
+
+/* The closures of schema:codec(type): upvalue 1 the schema (kept alive), 2 the message type.
+ * No argument check of the schema nor lookup of the type per message. */
+static lschema_t *codec_schema(lua_State *L) {
+    lschema_t *ls = lua_touserdata(L, lua_upvalueindex(1));
+    if (!ls->s) luaL_error(L, "protobuf schema already freed");
+    return ls;
+}
+
+static int c_encode(lua_State *L) {
+    lschema_t *ls = codec_schema(L);
+    return encode_at(L, ls, lua_touserdata(L, lua_upvalueindex(2)), 1);
+}
+
+static int c_decode(lua_State *L) {
+    codec_schema(L);
+    return decode_at(L, lua_touserdata(L, lua_upvalueindex(2)), 1, lua_toboolean(L, 2));
+}
+
+/* schema:codec(type) -> encode(table) -> bytes, decode(bytes [, enums_as_numbers]) -> t | nil, err
+ * for one message type: what a serializer holds per route. */
+static int l_codec(lua_State *L) {
+    lschema_t *ls = check_schema(L);
+    const nh_pb_message_t *m = find_message(L, ls, 2, 1);
+    lua_pushvalue(L, 1);
+    lua_pushlightuserdata(L, (void *)m);
+    lua_pushcclosure(L, c_encode, 2);
+    lua_pushvalue(L, 1);
+    lua_pushlightuserdata(L, (void *)m);
+    lua_pushcclosure(L, c_decode, 2);
+    return 2;
 }
 
 /* schema:has(type) -> boolean */
@@ -656,11 +698,9 @@ static int l_build(lua_State *L) {
 }
 
 int nh_lua_open_protobuf(lua_State *L) {
-    static const luaL_Reg methods[] = {{"encode", l_encode},
-                                       {"decode", l_decode},
-                                       {"has", l_has},
-                                       {"messages", l_messages},
-                                       {NULL, NULL}};
+    static const luaL_Reg methods[] = {{"encode", l_encode},     {"decode", l_decode},
+                                       {"codec", l_codec},       {"has", l_has},
+                                       {"messages", l_messages}, {NULL, NULL}};
     if (luaL_newmetatable(L, SCHEMA_MT)) {
         lua_newtable(L);
         for (const luaL_Reg *r = methods; r->name; r++) {

@@ -131,33 +131,50 @@ function M.new(opts, script_dir, level)
   local errors_type = opts.errors
   local enum_numbers = opts.enums == "numbers"
 
-  -- kind -> route -> type name, so that finding a message's type is two table reads (this runs
-  -- for every message)
-  local by_kind = { request = {}, notify = {}, response = {}, push = {} }
-  for route, t in pairs(by_route) do
-    for kind, name in pairs(t) do by_kind[kind][route] = name end
+  -- kind -> route -> the type's encode and decode closures (schema:codec), made once: finding a
+  -- message's codec is two table reads, and the C side looks nothing up per message
+  local enc, dec, codecs = {}, {}, {}
+  local function codec(name)
+    local c = codecs[name]
+    if not c then
+      c = { schema:codec(name) }
+      codecs[name] = c
+    end
+    return c
   end
+  for _, kind in ipairs(KIND_ORDER) do enc[kind], dec[kind] = {}, {} end
+  for route, t in pairs(by_route) do
+    for kind, name in pairs(t) do
+      local c = codec(name)
+      enc[kind][route], dec[kind][route] = c[1], c[2]
+    end
+  end
+  if errors_type then
+    local c = codec(errors_type)
+    enc.error, dec.error = { [true] = c[1] }, { [true] = c[2] }
+  end
+  local json_marshal, json_unmarshal = json.marshal, json.unmarshal
   local function type_of(route, kind)
     if kind == "error" then return errors_type end
-    local names = by_kind[kind]
-    return names and route and names[route]
+    local t = route and by_route[route]
+    return t and t[kind]
   end
-  local encode, decode = schema.encode, schema.decode
-  local json_marshal, json_unmarshal = json.marshal, json.unmarshal
 
   local s = { name = "protobuf", schema = schema, routes = by_route }
   --- marshal(v, route, kind) -> bytes. A string is taken as already encoded.
   function s.marshal(v, route, kind)
-    local name = type_of(route, kind)
-    if not name then return json_marshal(v) end
+    local fns = enc[kind]
+    local encode = fns and fns[kind == "error" or route]
+    if not encode then return json_marshal(v) end
     if type(v) == "string" then return v end
-    return encode(schema, name, v)
+    return encode(v)
   end
   --- unmarshal(bytes, route, kind) -> table; raises when the bytes do not decode.
   function s.unmarshal(bytes, route, kind)
-    local name = type_of(route, kind)
-    if not name then return json_unmarshal(bytes) end
-    local v, derr = decode(schema, name, bytes, enum_numbers)
+    local fns = dec[kind]
+    local decode = fns and fns[kind == "error" or route]
+    if not decode then return json_unmarshal(bytes) end
+    local v, derr = decode(bytes, enum_numbers)
     if not v then error(derr, 0) end
     return v
   end
