@@ -10,6 +10,11 @@ const runs = [];
 let reloadMs = null;
 for (const line of fs.readFileSync(resultsPath, 'utf8').split('\n')) {
   if (!line.trim()) continue;
+  if (line.startsWith('pbinstr_')) {
+    const m = line.match(/^pbinstr_(\w+) count=(\d+) ir=(\d+)/);
+    if (m) (facts.pbinstr = facts.pbinstr || {})[m[1]] = { count: +m[2], ir: +m[3] };
+    continue;
+  }
   if (line.startsWith('instr ')) {
     const m = /count=(\d+) ir=(\d+)/.exec(line);
     if (m) facts.instr = { count: +m[1], ir: +m[2] };
@@ -200,6 +205,16 @@ if (runs.some((r) => r.kind === 'pb')) {
   const pr = (f) => (tr) => f(pb[`protobuf/${tr}`], pb[`json/${tr}`]);
   row('protobuf ÷ JSON, responses/s', pr((a, b) => ratio(a.rate, b.rate)), '≥ 1', 1);
   row('protobuf ÷ JSON, CPU ratio', pr((a, b) => ratio(b.cpu_us, a.cpu_us)), '≥ 1', 1);
+  p();
+}
+if (facts.pbinstr) {
+  const per = (x) => (x && x.count > 0 ? x.ir / x.count : null);
+  const j = per(facts.pbinstr.json), pbuf = per(facts.pbinstr.protobuf);
+  p('User-space instructions per request of the same echo under callgrind (50 connections, TCP; steady on a busy machine):');
+  p();
+  p('| JSON | protobuf | JSON ÷ protobuf | target |');
+  p('|---|---|---|---|');
+  p(`| ${fmt(j)} | ${fmt(pbuf)} | ${fmt(ratio(j, pbuf), 2)} | ≥ 1: ${mark(ratio(j, pbuf), 1)} |`);
   p();
 }
 
