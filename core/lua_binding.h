@@ -10,6 +10,8 @@
  * lua_http.c    `nano.http_core`: outgoing HTTP on libcurl's multi interface (lua/nano/http.lua).
  * lua_redis.c   `nano.redis_core`: one Redis connection (redis_client.c), under nano.redis.
  * lua_pg.c      `nano.pg_core`: one PostgreSQL connection (pg_client.c), under nano.pg.
+ * lua_protobuf.c `nano.protobuf_codec`: protocol buffers (core/protobuf.c) for the protobuf
+ *               serializers.
  *
  * Every call from C into Lua goes through nh_host_call_lua() (host.c): pcall + traceback + log.
  */
@@ -51,6 +53,10 @@ int nh_lua_open_redis(lua_State *L);   /* `nano.redis_core` (lua_redis.c): the m
 int nh_lua_open_pg(lua_State *L);      /* `nano.pg_core` (lua_pg.c): the module table */
 int nh_lua_open_metrics(lua_State *L); /* `nano.metrics_core` (lua_metrics.c): the module table */
 int nh_lua_open_console(lua_State *L); /* `nano.console_core` (lua_console.c): the module table */
+
+/* `nano.protobuf_codec` (lua_protobuf.c): leaves the module table on the stack (also registered
+ * in package.preload by nh_lua_open) */
+int nh_lua_open_protobuf(lua_State *L);
 
 /* Registry references in use (luaL_ref), for leak checks: core.stats().lua_refs, and main.c at
  * exit, where anything above zero is logged. */

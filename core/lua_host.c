@@ -765,5 +765,7 @@ void nh_lua_open(lua_State *L) {
     lua_setfield(L, -2, "nano.metrics_core");
     lua_pushcfunction(L, nh_lua_open_console);
     lua_setfield(L, -2, "nano.console_core");
+    lua_pushcfunction(L, nh_lua_open_protobuf);
+    lua_setfield(L, -2, "nano.protobuf_codec");
     lua_pop(L, 2);
 }

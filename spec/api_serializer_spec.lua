@@ -73,7 +73,10 @@ describe("serializers", function()
   end)
 
   it("raises on an unknown name or a table without marshal and unmarshal", function()
-    assert.has_error(function() nano.set_serializer("protobuf") end, "set_serializer: unknown serializer 'protobuf'")
+    assert.has_error(function() nano.set_serializer("yaml") end, "set_serializer: unknown serializer 'yaml'")
+    -- protobuf needs its schema: nano.protobuf{...} makes the serializer
+    assert.has_error(function() nano.set_serializer("protobuf") end,
+      "set_serializer: 'protobuf' needs a schema: nano.set_serializer(nano.protobuf{ proto = ... })")
     assert.has_error(function() nano.set_serializer({ marshal = tostring }) end)
     assert.has_error(function() nano.set_serializer(42) end)
   end)

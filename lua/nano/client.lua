@@ -132,8 +132,9 @@ local function send_packet(self, ptype, body)
   return true
 end
 
-local function unmarshal(self, payload)
-  local ok, v = pcall(self.serializer.unmarshal, payload)
+-- route and kind ("response" | "push" | "error") for serializers that pick a type by them
+local function unmarshal(self, payload, route, kind)
+  local ok, v = pcall(self.serializer.unmarshal, payload, route, kind)
   if ok then return v end
   return payload, "payload does not decode: " .. tostring(v)
 end
@@ -185,7 +186,7 @@ local function on_heartbeat(self)
 end
 
 local function on_push(self, route, payload)
-  local msg, err = unmarshal(self, payload)
+  local msg, err = unmarshal(self, payload, route, "push")
   local entry = { route = route, msg = msg }
   if err then entry.error = err end
   local all, queue, max = self.all_pushes, self.queue, self.max_pushes
@@ -204,7 +205,7 @@ local function on_response(self, m)
   local p = self.pending[m.id]
   if not p then return end -- a response to nothing we wait for: ignore, as pomelo's clients do
   self.pending[m.id] = nil
-  local v, err = unmarshal(self, m.payload)
+  local v, err = unmarshal(self, m.payload, p.route, m.error and "error" or "response")
   p.done = true
   if m.error then
     if type(v) ~= "table" then v = { code = 500, msg = tostring(v) } end
@@ -331,9 +332,9 @@ local function encode_route(self, route)
   return self.dict[route] or route
 end
 
-local function marshal(self, route, msg, level)
+local function marshal(self, route, msg, level, kind)
   if msg == nil then msg = {} end
-  local ok, payload = pcall(self.serializer.marshal, msg)
+  local ok, payload = pcall(self.serializer.marshal, msg, route, kind)
   if not ok then
     error(str_format("cannot serialize the message for '%s': %s", route, tostring(payload)), level + 1)
   end
@@ -350,7 +351,7 @@ end
 local function send_request(self, route, msg, cb)
   self.next_id = self.next_id % 0xFFFFFFFF + 1
   local id = self.next_id
-  local body = codec.encode_message(MSG_REQUEST, id, encode_route(self, route), marshal(self, route, msg, 3))
+  local body = codec.encode_message(MSG_REQUEST, id, encode_route(self, route), marshal(self, route, msg, 3, "request"))
   local p = { route = route, cb = cb }
   self.pending[id] = p
   local ok, err = send_packet(self, PKT_DATA, body)
@@ -400,7 +401,7 @@ end
 function Client:notify(route, msg)
   if type(route) ~= "string" then error("notify: expected a route like \"Room.say\"", 2) end
   check_working(self, "notify '" .. route .. "'", 2)
-  local body = codec.encode_message(MSG_NOTIFY, 0, encode_route(self, route), marshal(self, route, msg, 2))
+  local body = codec.encode_message(MSG_NOTIFY, 0, encode_route(self, route), marshal(self, route, msg, 2, "notify"))
   local ok, err = send_packet(self, PKT_DATA, body)
   if not ok then error(str_format("notify '%s': %s", route, err), 2) end
   return true

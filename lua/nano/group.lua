@@ -169,11 +169,10 @@ function M.attach(nano)
 
   -- Sends one push to `targets`: one shared buffer; with an outbound pipeline, each member's
   -- message goes through it and only those the pipeline left unchanged share the buffer.
-  local function send(g, targets, route, v, what)
-    if type(route) ~= "string" then error(what .. ": route must be a string", 3) end
-    if g._closed then return nil, "group closed" end
+  local function send_with(g, targets, route, v, what, serializer)
     local S = nano._state
-    local ok, payload = pcall(nano._to_payload, v) -- nano.raw(bytes): as they are
+    local ok, payload = true, nano._raw_bytes(v) -- nano.raw(bytes): as they are
+    if not payload then ok, payload = pcall(serializer.marshal, v, route, "push") end
     if not ok then return nil, "cannot serialize: " .. tostring(payload) end
     local code = S.dict[route] or route
     if S.debug then
@@ -223,6 +222,44 @@ function M.attach(nano)
       for i = 1, #more do failed[#failed + 1] = more[i] end
     end
     return delivered + n, failed
+  end
+
+  -- Members that speak another serializer than the server's (register's serializer option)
+  -- get the value encoded once per serializer.
+  local function send(g, targets, route, v, what)
+    if type(route) ~= "string" then error(what .. ": route must be a string", 3) end
+    if g._closed then return nil, "group closed" end
+    local serializer_of, default = nano._serializer_of, nano._state.serializer
+    local by, order = nil, nil
+    for i = 1, #targets do
+      local ser = serializer_of(targets[i])
+      if ser ~= default then
+        if not by then by, order = {}, {} end
+        if not by[ser] then
+          by[ser] = {}
+          order[#order + 1] = ser
+        end
+        local list = by[ser]
+        list[#list + 1] = targets[i]
+      end
+    end
+    if not by then return send_with(g, targets, route, v, what, default) end
+    local rest = {}
+    for i = 1, #targets do
+      if serializer_of(targets[i]) == default then rest[#rest + 1] = targets[i] end
+    end
+    if #rest > 0 then order[#order + 1] = default; by[default] = rest end
+    local total, failed = 0, nil
+    for _, ser in ipairs(order) do
+      local n, f = send_with(g, by[ser], route, v, what, ser)
+      if not n then return nil, f end
+      total = total + n
+      if f then
+        failed = failed or {}
+        for i = 1, #f do failed[#failed + 1] = f[i] end
+      end
+    end
+    return total, failed
   end
 
   --- g:broadcast(route, v) -> delivered, failed | nil, err

@@ -23,6 +23,8 @@ local function fresh_state() return {
   dict = {},            -- route -> code
   route_of = {},        -- code -> route
   serializer = require "nano.json",
+  session_serializer = setmetatable({}, { __mode = "k" }), -- session -> its component's serializer
+  last_route = setmetatable({}, { __mode = "k" }), -- session -> route of its last request
   validator = nil,      -- handshake validator
   check_origin = nil,   -- default origin check for WebSocket listeners
   listeners = {},       -- "addr transport path" -> { { id=, addr=, bound=, opts= }, ... }
@@ -166,7 +168,12 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- serialization
 
-local function marshal(v) return S.serializer.marshal(v) end
+-- The serializer a session speaks: its last handler's component's (register's serializer
+-- option), else the server's. Serializers get (v, route, kind), kind = "response" | "push" |
+-- "error" | "kick"; serializers that need neither (JSON, msgpack) ignore them.
+local function serializer_of(s) return s and S.session_serializer[s] or S.serializer end
+nano._serializer_of = serializer_of
+local function marshal(v, route, kind, s) return serializer_of(s).marshal(v, route, kind) end
 
 -- nano.raw(bytes): a payload already serialized, sent as it is (nano's Broadcast of []byte). A
 -- userdata, so that one nested inside a table fails to serialize instead of being written as
@@ -186,28 +193,44 @@ end
 
 -- The payload bytes for v: a nano.raw's bytes, else the serializer's. Raises when v does not
 -- serialize (callers pcall it).
-local function to_payload(v)
+local function to_payload(v, route, kind, s)
   local bytes = raw_bytes[v]
   if bytes then return bytes end
-  return S.serializer.marshal(v)
+  return marshal(v, route, kind, s)
 end
 nano._to_payload = to_payload
+function nano._raw_bytes(v) return raw_bytes[v] end
 
---- nano.set_serializer("json" | "msgpack" | { name=, marshal=, unmarshal= })
-function nano.set_serializer(s)
+local function check_serializer(s, what, level)
   if type(s) == "string" then
     local ok, mod = pcall(require, "nano." .. s)
-    if not ok then error("set_serializer: unknown serializer '" .. s .. "'", 2) end
+    if not ok then error(what .. ": unknown serializer '" .. s .. "'", level + 1) end
+    if s == "protobuf" then
+      error(what .. ": 'protobuf' needs a schema: nano.set_serializer(nano.protobuf{ proto = ... })", level + 1)
+    end
     s = mod
   end
   if type(s) ~= "table" or type(s.marshal) ~= "function" or type(s.unmarshal) ~= "function" then
-    error("set_serializer: expected a name or a table with marshal and unmarshal", 2)
+    error(what .. ": expected a name or a table with marshal and unmarshal", level + 1)
   end
-  S.serializer = s
+  return s
+end
+
+--- nano.set_serializer("json" | "msgpack" | nano.protobuf{...} | { name=, marshal=, unmarshal= })
+function nano.set_serializer(s)
+  S.serializer = check_serializer(s, "set_serializer", 2)
   S.handshake_cache = nil
 end
 
 function nano.serializer() return S.serializer end
+
+--- nano.protobuf{ proto = "game.proto" | { files }, routes = { [route] = type | { request =,
+--- response = } }, errors =, enums =, import_paths =, descriptor = } -> a serializer.
+function nano.protobuf(opts) return require("nano.protobuf").new(opts, S.script_dir, 2) end
+
+--- nano.pomelo_protobuf{ server = "serverProtos.json" | t, client = ... | t [, version =] } -> a
+--- serializer for pomelo's protobuf clients (schemas sent in the handshake).
+function nano.pomelo_protobuf(opts) return require("nano.pomelo_protobuf").new(opts, S.script_dir, 2) end
 
 -- ---------------------------------------------------------------------------------------------
 -- sending: the session methods that serialize (the rest of the session is C, lua_session.c)
@@ -234,7 +257,7 @@ local function outgoing(s, mtype, id, route, payload, is_error)
 end
 
 local function send_error(s, id, code, msg)
-  local ok, payload = pcall(marshal, { code = code, msg = msg })
+  local ok, payload = pcall(marshal, { code = code, msg = msg }, nil, "error", s)
   if not ok then payload = str_format('{"code":%d,"msg":"internal error"}', code) end
   local out, err = outgoing(s, MSG_RESPONSE, id, nil, payload, true)
   if not out then return nil, err end
@@ -247,7 +270,7 @@ end
 
 --- s:push(route, v) -> true | nil, err (v: a value to serialize, or nano.raw(bytes))
 function session.push(s, route, v)
-  local ok, payload = pcall(to_payload, v)
+  local ok, payload = pcall(to_payload, v, route, "push", s)
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   if S.debug then log.debug("session %d -> push %s %s", s:id(), route, payload) end
   local out, err = outgoing(s, MSG_PUSH, nil, route, payload)
@@ -266,10 +289,13 @@ local current_task = task.current
 
 --- s:response_mid(mid, v) -> true | nil, err
 function session.response_mid(s, mid, v)
-  local ok, payload = pcall(to_payload, v)
-  if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   local inflight = S.inflight[s]
   local handling = inflight and inflight[mid]
+  -- a response's type follows its request's route: the handling task's, else the session's
+  -- last request's (serializers that pick no type by route ignore it)
+  local route = handling and handling.watch_route or (mid == s:last_mid() and S.last_route[s] or nil)
+  local ok, payload = pcall(to_payload, v, route, "response", s)
+  if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   if handling then handling.answered = true end
   if S.debug then log.debug("session %d -> response id=%d %s", s:id(), mid, payload) end
   local out, err = outgoing(s, MSG_RESPONSE, mid, nil, payload)
@@ -295,7 +321,7 @@ end
 local c_kick = session.kick
 function session.kick(s, reason)
   if type(reason) ~= "table" then reason = { reason = reason } end
-  local ok, body = pcall(marshal, reason)
+  local ok, body = pcall(marshal, reason, nil, "kick", s)
   if not ok then body = "{}" end
   return c_kick(s, body)
 end
@@ -350,6 +376,7 @@ local function build_handlers()
         local route = e.name .. "." .. hname
         handlers[route] = {
           fn = fn, comp = e.comp, route = route, concurrent = e.opts.concurrent == true,
+          serializer = e.opts.serializer,
           raw = raw == true or (type(raw) == "table" and raw[k] == true),
         }
       end
@@ -361,7 +388,7 @@ local function build_handlers()
 end
 nano._build_handlers = build_handlers
 
---- nano.register(component, { name=, name_func=, raw=, concurrent= })
+--- nano.register(component, { name=, name_func=, raw=, concurrent=, serializer= })
 --- Every function of the table becomes a handler at route "<name>.<function>", except lifecycle
 --- hooks (init, after_init, before_shutdown, shutdown, on_reload), their other spellings (Go's
 --- Init, AfterInit, BeforeShutdown, Shutdown; camelCase), which are not called either but warned
@@ -384,6 +411,12 @@ function nano.register(comp, opts)
       log.warn("register %s: %s is not called and not a route: the lifecycle hook is spelled %s "
         .. "(rename %s.%s to %s.%s)", name, k, hook, name, k, name, hook)
     end
+  end
+  if opts.serializer ~= nil then
+    local copy = {}
+    for k, v in pairs(opts) do copy[k] = v end
+    copy.serializer = check_serializer(opts.serializer, "register", 2)
+    opts = copy
   end
   local existing = S.by_name[name]
   -- during a hot reload (reload.lua) registrations are staged, then swapped in all at once
@@ -587,17 +620,20 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- the core's hooks
 
-local function build_handshake()
+-- extra: fields the serializer adds to sys for this client (pomelo's protos); not cached
+local function build_handshake(extra)
   local now = os.time()
-  if S.handshake_cache and S.handshake_time == now then return S.handshake_cache end
+  if not extra and S.handshake_cache and S.handshake_time == now then return S.handshake_cache end
   local sys = {
     heartbeat = core.config().heartbeat,
     servertime = now,
     serializer = S.serializer.name,
   }
   if next(S.dict) then sys.dict = S.dict end
+  for k, v in pairs(extra or {}) do sys[k] = v end
   local ok, json = pcall(require("nano.json").marshal, { code = 200, sys = sys, user = {} })
   if not ok then json = '{"code":500}' end
+  if extra then return json end
   S.handshake_cache, S.handshake_time = json, now
   return json
 end
@@ -617,7 +653,12 @@ local function on_handshake(s, body)
       return '{"code":500}', false
     end
   end
-  return build_handshake(), true
+  local extra
+  if S.serializer.handshake then
+    local hok, res = pcall(S.serializer.handshake, hs or {})
+    if hok then extra = res else log.error("serializer handshake: %s", tostring(res)) end
+  end
+  return build_handshake(extra), true
 end
 
 -- Why a handler failed, as the client sees it: a table error({code=, msg=}) as given; anything
@@ -691,13 +732,17 @@ local function handle(h, s, mtype, id, route, payload, flags)
     end
     payload = res
   end
+  -- pushes and later responses to this session speak the serializer of the handler it called
+  S.session_serializer[s] = h.serializer
+  if mtype == MSG_REQUEST then S.last_route[s] = route end
   local msg = payload
   if not h.raw then
     if flags and flags % 32 >= FLAG_GZIP then
       if mtype == MSG_REQUEST then send_error(s, id, 400, "gzip payloads are not supported") end
       return
     end
-    local ok, decoded = pcall(S.serializer.unmarshal, payload)
+    local ok, decoded = pcall(serializer_of(s).unmarshal, payload, route,
+      mtype == MSG_REQUEST and "request" or "notify")
     if not ok then
       log.warn("session %d %s: payload does not decode: %s", s:id(), route, tostring(decoded))
       if mtype == MSG_REQUEST then send_error(s, id, 400, "payload does not decode") end
@@ -730,7 +775,7 @@ local function handle(h, s, mtype, id, route, payload, flags)
     return
   end
   if mtype == MSG_REQUEST and res ~= nil and not answered then
-    local mok, out = pcall(to_payload, res)
+    local mok, out = pcall(to_payload, res, route, "response", s)
     if not mok then
       log.error("session %d %s: response does not serialize: %s", s:id(), route, tostring(out))
       send_error(s, id, 500, S.debug and tostring(out) or "internal error")

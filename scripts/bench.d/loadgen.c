@@ -52,6 +52,7 @@ typedef struct opts {
     int connect_batch;   /* connects in flight at once */
     double connect_secs; /* give up connecting after this */
     double rate;         /* pingpong/push: requests per second over all connections; 0: no pacing */
+    int protobuf;        /* payloads are protobuf { uint32 n = 1 } instead of JSON {"n":N} */
 } opts_t;
 
 struct conn {
@@ -254,6 +255,20 @@ static void send_msg(conn_t *c, int mtype, uint32_t id, const char *route, const
     send_packet(c, 4, body, n);
 }
 
+/* A request's payload: {"n":N} as JSON, or with --payload protobuf the protobuf message
+ * { uint32 n = 1 } (field 1, varint; the bench server's Ping). */
+static size_t make_payload(char *out, size_t cap, uint32_t n) {
+    if (!O.protobuf) return (size_t)snprintf(out, cap, "{\"n\":%u}", n);
+    size_t i = 0;
+    out[i++] = 0x08;
+    do {
+        uint8_t b = n & 0x7f;
+        n >>= 7;
+        out[i++] = (char)(n ? b | 0x80 : b);
+    } while (n);
+    return i;
+}
+
 static void send_next(conn_t *c) {
     if (c->state != S_WORKING || c->outstanding) return;
     if (phase != P_WARMUP && phase != P_RUN) return;
@@ -270,14 +285,14 @@ static void send_next(conn_t *c) {
     }
     if (O.mode == M_PINGPONG) {
         c->want_id = ++c->next_id;
-        c->payload_len = (size_t)snprintf(c->payload, sizeof c->payload, "{\"n\":%u}", c->want_id);
+        c->payload_len = make_payload(c->payload, sizeof c->payload, c->want_id);
         c->outstanding = 1;
         c->sent_ns = uv_hrtime();
         send_msg(c, 0, c->want_id, O.route, c->payload, c->payload_len);
         st.sent++;
     } else if (O.mode == M_PUSH) {
         ++c->next_id;
-        c->payload_len = (size_t)snprintf(c->payload, sizeof c->payload, "{\"n\":%u}", c->next_id);
+        c->payload_len = make_payload(c->payload, sizeof c->payload, c->next_id);
         c->outstanding = 1;
         c->sent_ns = uv_hrtime();
         send_msg(c, 1, 0, O.route, c->payload, c->payload_len);
@@ -893,7 +908,8 @@ static void usage(void) {
             "               [--hup-at secs]      SIGHUP the server that far into the run\n"
             "               [--rate R]           pace pingpong/push at R requests/s in all\n"
             "               [--tls 1]            TLS under the transport (not verified)\n"
-            "               [--passive 1]        bcast: members only (another process drives)\n");
+            "               [--passive 1]        bcast: members only (another process drives)\n"
+            "               [--payload json|protobuf]  the payload's encoding (default json)\n");
     exit(2);
 }
 
@@ -931,6 +947,10 @@ int main(int argc, char **argv) {
             O.drain = atof(v);
         else if (!strcmp(a, "--route"))
             O.route = v;
+        else if (!strcmp(a, "--payload")) {
+            if (strcmp(v, "json") && strcmp(v, "protobuf")) usage();
+            O.protobuf = !strcmp(v, "protobuf");
+        }
         else if (!strcmp(a, "--push-route"))
             O.push_route = v;
         else if (!strcmp(a, "--join-route"))

@@ -10,6 +10,11 @@ const runs = [];
 let reloadMs = null;
 for (const line of fs.readFileSync(resultsPath, 'utf8').split('\n')) {
   if (!line.trim()) continue;
+  if (line.startsWith('pbinstr_')) {
+    const m = line.match(/^pbinstr_(\w+) count=(\d+) ir=(\d+)/);
+    if (m) (facts.pbinstr = facts.pbinstr || {})[m[1]] = { count: +m[2], ir: +m[3] };
+    continue;
+  }
   if (line.startsWith('instr ')) {
     const m = /count=(\d+) ir=(\d+)/.exec(line);
     if (m) facts.instr = { count: +m[1], ir: +m[2] };
@@ -181,6 +186,37 @@ for (const s of servers) {
   p(`| ${names[s]} | ${fmt(b.rate)} | ${fmt(b.bcasts / b.secs, 1)} | ${fmt(b.cpu_us, 2)} | ${fmt(ratio(b.rate, bf && bf.rate), 2)} | ${fmt(ratio(bf && bf.cpu_us, b.cpu_us), 2)} | ${b.errors + b.closed} |`);
 }
 p();
+
+if (runs.some((r) => r.kind === 'pb')) {
+  p('### 4b. Protobuf payloads against JSON (nano-host ping-pong, 1,000 connections)');
+  p();
+  p('The same Bench.ping echo with `{ n }` as JSON (`{"n":N}`) and as protobuf (`bench.proto` Ping, `nano.protobuf`): decode into a Lua table, handler, encode again.');
+  p();
+  p('| payload | TCP responses/s | WS responses/s | TCP server CPU/request µs | WS server CPU/request µs |');
+  p('|---|---|---|---|---|');
+  const pb = {};
+  for (const ser of ['json', 'protobuf']) {
+    for (const tr of ['tcp', 'ws']) pb[`${ser}/${tr}`] = best('pb', ser, tr) || {};
+    p(`| ${ser} | ${fmt(pb[`${ser}/tcp`].rate)} | ${fmt(pb[`${ser}/ws`].rate)} | ${fmt(pb[`${ser}/tcp`].cpu_us, 1)} | ${fmt(pb[`${ser}/ws`].cpu_us, 1)} |`);
+  }
+  p();
+  p('| figure | TCP | WS | target |');
+  p('|---|---|---|---|');
+  const pr = (f) => (tr) => f(pb[`protobuf/${tr}`], pb[`json/${tr}`]);
+  row('protobuf ÷ JSON, responses/s', pr((a, b) => ratio(a.rate, b.rate)), '≥ 1', 1);
+  row('protobuf ÷ JSON, CPU ratio', pr((a, b) => ratio(b.cpu_us, a.cpu_us)), '≥ 1', 1);
+  p();
+}
+if (facts.pbinstr) {
+  const per = (x) => (x && x.count > 0 ? x.ir / x.count : null);
+  const j = per(facts.pbinstr.json), pbuf = per(facts.pbinstr.protobuf);
+  p('User-space instructions per request of the same echo under callgrind (50 connections, TCP; steady on a busy machine):');
+  p();
+  p('| JSON | protobuf | JSON ÷ protobuf | target |');
+  p('|---|---|---|---|');
+  p(`| ${fmt(j)} | ${fmt(pbuf)} | ${fmt(ratio(j, pbuf), 2)} | ≥ 1: ${mark(ratio(j, pbuf), 1)} |`);
+  p();
+}
 
 p('### 5. Hot reload with 10,000 sessions under load');
 p();

@@ -71,6 +71,14 @@ function Bench:sqlping(s, msg)
   end)
 end
 
+-- NH_BENCH_SERIALIZER=protobuf: the same routes with protobuf payloads (bench.proto's Ping)
+if os.getenv("NH_BENCH_SERIALIZER") == "protobuf" then
+  nano.set_serializer(nano.protobuf {
+    proto = "bench.proto",
+    routes = { ["Bench.ping"] = "Ping", ["Bench.note"] = "Ping", onNote = "Ping", onBcast = "Ping" },
+  })
+end
+
 nano.set_heartbeat_interval(tonumber(os.getenv("NH_BENCH_HEARTBEAT")) or 10)
 nano.register(Bench, { name = "Bench" })
 nano.listen("127.0.0.1:0")

@@ -386,6 +386,7 @@ class Client extends EventEmitter {
       body: parsed,
       parseError,
       text,
+      payload, // the bytes (a protobuf payload is not text)
       raw: body,
       at: entry.at,
     };

@@ -1,0 +1,724 @@
+/* `nano.protobuf_codec`: protocol buffers for Lua on core/protobuf.c (the serializer
+ * lua/nano/protobuf.lua is built on it).
+ *
+ *   local pbc = require "nano.protobuf_codec"
+ *   local schema = assert(pbc.load(descriptor_set_bytes))   -- protoc --descriptor_set_out
+ *   schema:encode("pkg.Msg", t) -> bytes          raises on a value the schema cannot take
+ *   schema:decode("pkg.Msg", bytes [, enums_as_numbers]) -> t | nil, err
+ *   schema:has("Msg") -> boolean                    full or unambiguous short name
+ *   schema:codec("pkg.Msg") -> encode(t), decode(bytes [, enums_as_numbers])   for one type
+ *   pbc.build(messages, "pomelo") -> schema          a schema made by hand (see l_build)
+ *
+ * Lua values (docs/api.md, "Protobuf"): messages are tables keyed by the .proto field names;
+ * repeated fields are sequences, maps are tables; enums decode to their value names (numbers when
+ * enums_as_numbers, or for a number the enum does not name) and encode from names or numbers;
+ * 64-bit integers decode to numbers up to 2^53 in magnitude and to decimal strings beyond (so no
+ * value is rounded), and encode from numbers, decimal strings or LuaJIT int64/uint64 cdata;
+ * bytes and string are Lua strings. Decoded tables hold the fields present on the wire only (no
+ * defaults filled in). Keys of a table that are not fields of its message are ignored.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "lua_binding.h"
+#include "protobuf.h"
+
+#define SCHEMA_MT "nano.protobuf_codec.schema"
+#define LUA_TCDATA_TYPE 10 /* LuaJIT's type tag for FFI cdata (not in lua.h) */
+#define TWO_53 9007199254740992.0
+
+typedef struct lschema {
+    nh_pb_schema_t *s;
+    nh_pb_buf_t out; /* reused by every encode: one allocation that stays warm */
+} lschema_t;
+
+/* The methods hold the metatable as their upvalue: comparing with it is cheaper than
+ * luaL_checkudata's registry lookup by name, on a path taken once per message. */
+static lschema_t *check_schema(lua_State *L) {
+    lschema_t *ls = lua_touserdata(L, 1);
+    if (!ls || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+        luaL_typerror(L, 1, SCHEMA_MT);
+    lua_pop(L, 1);
+    if (!ls->s) luaL_error(L, "protobuf schema already freed");
+    return ls;
+}
+
+/* The message type named by the string at idx, through a per-schema cache (the userdata's
+ * environment table), so a lookup is a table get after the first. */
+static const nh_pb_message_t *find_message(lua_State *L, lschema_t *ls, int idx, int raise) {
+    const char *name = luaL_checkstring(L, idx);
+    lua_getfenv(L, 1);
+    lua_pushvalue(L, idx);
+    lua_rawget(L, -2);
+    const nh_pb_message_t *m = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (!m) {
+        m = nh_pb_schema_message(ls->s, name);
+        if (m) {
+            lua_pushvalue(L, idx);
+            lua_pushlightuserdata(L, (void *)m);
+            lua_rawset(L, -3);
+        }
+    }
+    lua_pop(L, 1);
+    if (!m && raise) luaL_error(L, "protobuf: no message type '%s' in the schema", name);
+    return m;
+}
+
+/* ---- decoding: the visitor builds tables on the Lua stack (top: the message being filled) ---- */
+
+typedef struct decode_ctx {
+    lua_State *L;
+    int enums_as_numbers;
+} decode_ctx_t;
+
+static void push_i64(lua_State *L, int64_t v) {
+    if (v >= -(int64_t)TWO_53 && v <= (int64_t)TWO_53) {
+        lua_pushnumber(L, (lua_Number)v);
+    } else {
+        char buf[24];
+        snprintf(buf, sizeof buf, "%lld", (long long)v);
+        lua_pushstring(L, buf);
+    }
+}
+
+static void push_u64(lua_State *L, uint64_t v) {
+    if (v <= (uint64_t)TWO_53) {
+        lua_pushnumber(L, (lua_Number)v);
+    } else {
+        char buf[24];
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
+        lua_pushstring(L, buf);
+    }
+}
+
+static void push_scalar(decode_ctx_t *c, const nh_pb_field_t *f, nh_pb_scalar_t v) {
+    lua_State *L = c->L;
+    switch (f->type) {
+    case NH_PB_DOUBLE:
+    case NH_PB_FLOAT:
+        lua_pushnumber(L, v.d);
+        break;
+    case NH_PB_BOOL:
+        lua_pushboolean(L, v.b);
+        break;
+    case NH_PB_ENUM: {
+        const nh_pb_enum_value_t *ev =
+            c->enums_as_numbers ? NULL : nh_pb_enum_by_number(f->enumt, (int32_t)v.i);
+        if (ev)
+            lua_pushstring(L, ev->name);
+        else
+            lua_pushnumber(L, (lua_Number)v.i);
+        break;
+    }
+    case NH_PB_UINT32:
+    case NH_PB_FIXED32:
+    case NH_PB_UINT64:
+    case NH_PB_FIXED64:
+        push_u64(L, v.u);
+        break;
+    default:
+        push_i64(L, v.i);
+        break;
+    }
+}
+
+/* Another member of the same oneof was set before: only the last one stays. */
+static void clear_oneof(lua_State *L, const nh_pb_message_t *m, const nh_pb_field_t *f, int t) {
+    for (size_t i = 0; i < m->nfields; i++) {
+        const nh_pb_field_t *o = &m->fields[i];
+        if (o != f && o->oneof == f->oneof) {
+            lua_pushnil(L);
+            lua_setfield(L, t, o->name);
+        }
+    }
+}
+
+/* The message type of each table on the stack (a field does not know its message; a oneof
+ * needs its siblings). */
+typedef struct frame {
+    const nh_pb_message_t *m;
+} frame_t;
+
+typedef struct decode_state {
+    decode_ctx_t c;
+    frame_t frames[NH_PB_MAX_DEPTH + 2];
+    int depth;
+} decode_state_t;
+
+/* Stores the value on top of the stack as field f of the table below it, and pops it. */
+static void store(decode_state_t *d, const nh_pb_field_t *f) {
+    lua_State *L = d->c.L;
+    int t = lua_gettop(L) - 1;
+    if (f->repeated) {
+        lua_getfield(L, t, f->name);
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_setfield(L, t, f->name);
+        }
+        lua_insert(L, -2); /* t ... arr value */
+        lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+        lua_pop(L, 1);
+        return;
+    }
+    if (f->oneof >= 0) clear_oneof(L, d->frames[d->depth].m, f, t);
+    lua_setfield(L, t, f->name);
+}
+
+static int on_scalar(void *ud, const nh_pb_field_t *f, nh_pb_scalar_t v) {
+    decode_state_t *d = ud;
+    push_scalar(&d->c, f, v);
+    store(d, f);
+    return 0;
+}
+
+static int on_bytes(void *ud, const nh_pb_field_t *f, const uint8_t *p, size_t len) {
+    decode_state_t *d = ud;
+    lua_pushlstring(d->c.L, (const char *)p, len);
+    store(d, f);
+    return 0;
+}
+
+static int is_map(const nh_pb_field_t *f) {
+    return f->repeated && f->type == NH_PB_MESSAGE && f->message->map_entry;
+}
+
+static int on_begin(void *ud, const nh_pb_field_t *f) {
+    decode_state_t *d = ud;
+    lua_State *L = d->c.L;
+    if (!lua_checkstack(L, 8)) return 1;
+    int t = lua_gettop(L);
+    if (is_map(f) || f->repeated) {
+        /* a map's entry is collected, then moved into the map at the end */
+        lua_createtable(L, 0, f->message->nfields < 16 ? (int)f->message->nfields : 16);
+    } else {
+        /* a message field seen twice is merged, as protobuf says */
+        lua_getfield(L, t, f->name);
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            if (f->oneof >= 0) clear_oneof(L, d->frames[d->depth].m, f, t);
+            lua_createtable(L, 0, f->message->nfields < 16 ? (int)f->message->nfields : 16);
+            lua_pushvalue(L, -1);
+            lua_setfield(L, t, f->name);
+        }
+    }
+    d->frames[++d->depth].m = f->message;
+    return 0;
+}
+
+/* The value a map entry without one on the wire gets: the type's zero. */
+static void push_default(lua_State *L, const nh_pb_field_t *f, int enums_as_numbers) {
+    switch (f->type) {
+    case NH_PB_STRING:
+    case NH_PB_BYTES:
+        lua_pushliteral(L, "");
+        break;
+    case NH_PB_BOOL:
+        lua_pushboolean(L, 0);
+        break;
+    case NH_PB_MESSAGE:
+        lua_newtable(L);
+        break;
+    case NH_PB_ENUM:
+        if (enums_as_numbers)
+            lua_pushnumber(L, f->enumt->values[0].number);
+        else
+            lua_pushstring(L, f->enumt->values[0].name);
+        break;
+    default:
+        lua_pushnumber(L, 0);
+        break;
+    }
+}
+
+static int on_end(void *ud, const nh_pb_field_t *f) {
+    decode_state_t *d = ud;
+    lua_State *L = d->c.L;
+    d->depth--;
+    if (is_map(f)) {
+        int entry = lua_gettop(L), t = entry - 1;
+        const nh_pb_field_t *kf = nh_pb_field_by_number(f->message, 1);
+        const nh_pb_field_t *vf = nh_pb_field_by_number(f->message, 2);
+        if (!kf || !vf) return 1;
+        lua_getfield(L, t, f->name);
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_setfield(L, t, f->name);
+        }
+        lua_getfield(L, entry, "key");
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            push_default(L, kf, d->c.enums_as_numbers);
+        }
+        lua_getfield(L, entry, "value");
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            push_default(L, vf, d->c.enums_as_numbers);
+        }
+        lua_rawset(L, -3);
+        lua_pop(L, 2); /* map, entry */
+        return 0;
+    }
+    if (f->repeated) {
+        store(d, f);
+        return 0;
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+static const nh_pb_visitor_t to_lua = {on_scalar, on_bytes, on_begin, on_end};
+
+/* Decodes the string at idx as m into a new table: pushes the table, or nil and the error. */
+static int decode_at(lua_State *L, const nh_pb_message_t *m, int idx, int enums_as_numbers) {
+    size_t len;
+    const char *data = luaL_checklstring(L, idx, &len);
+    decode_state_t d; /* not zeroed whole: frames are written as the decoder goes down */
+    d.c.L = L;
+    d.c.enums_as_numbers = enums_as_numbers;
+    d.frames[0].m = m;
+    d.depth = 0;
+    int top = lua_gettop(L);
+    /* sized for the fields most messages carry: no rehash while it fills */
+    lua_createtable(L, 0, m->nfields < 16 ? (int)m->nfields : 16);
+    int e = nh_pb_decode(m, (const uint8_t *)data, len, &to_lua, &d);
+    if (e) {
+        lua_settop(L, top);
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", m->full_name, nh_pb_strerror(e));
+        return 2;
+    }
+    lua_settop(L, top + 1);
+    return 1;
+}
+
+/* schema:decode(type, bytes [, enums_as_numbers]) -> table | nil, err */
+static int l_decode(lua_State *L) {
+    lschema_t *ls = check_schema(L);
+    const nh_pb_message_t *m = find_message(L, ls, 2, 1);
+    return decode_at(L, m, 3, lua_toboolean(L, 4));
+}
+
+/* ---- encoding: a table walked by the schema's fields, in field-number order ---- */
+
+typedef struct encode_ctx {
+    lua_State *L;
+    nh_pb_buf_t *b;
+    const nh_pb_message_t *m; /* whose field is being written (for errors) */
+} encode_ctx_t;
+
+/* Raises (never returns). */
+static int bad_value(encode_ctx_t *c, const nh_pb_field_t *f, int idx, const char *want) {
+    lua_State *L = c->L;
+    const char *got = luaL_typename(L, idx);
+    if (lua_type(L, idx) == LUA_TNUMBER || lua_type(L, idx) == LUA_TSTRING)
+        return luaL_error(L, "protobuf: %s.%s: expected %s, got %s '%s'", c->m->full_name, f->name,
+                          want, got, lua_tostring(L, idx));
+    return luaL_error(L, "protobuf: %s.%s: expected %s, got %s", c->m->full_name, f->name, want,
+                      got);
+}
+
+static void integral(encode_ctx_t *c, const nh_pb_field_t *f, int idx, double lo, double hi,
+                     const char *want) {
+    double d = lua_tonumber(c->L, idx);
+    if (!(d >= lo && d <= hi) || d != floor(d)) bad_value(c, f, idx, want);
+}
+
+/* A 64-bit value from a number, a decimal string or an int64/uint64 cdata (whose tostring is
+ * "123LL" / "123ULL"). */
+static nh_pb_scalar_t to_64(encode_ctx_t *c, const nh_pb_field_t *f, int idx, int is_unsigned) {
+    lua_State *L = c->L;
+    nh_pb_scalar_t v = {.u = 0};
+    const char *want = is_unsigned ? "an unsigned 64-bit integer" : "a 64-bit integer";
+    int t = lua_type(L, idx);
+    if (t == LUA_TNUMBER) {
+        double d = lua_tonumber(L, idx);
+        if (is_unsigned) {
+            integral(c, f, idx, 0, 18446744073709551615.0, want);
+            if (d >= 18446744073709551616.0) bad_value(c, f, idx, want);
+            v.u = (uint64_t)d;
+        } else {
+            integral(c, f, idx, -9223372036854775808.0, 9223372036854775807.0, want);
+            if (d >= 9223372036854775808.0) bad_value(c, f, idx, want);
+            v.i = (int64_t)d;
+        }
+        return v;
+    }
+    size_t len = 0;
+    const char *s = NULL;
+    if (t == LUA_TSTRING) {
+        s = lua_tolstring(L, idx, &len);
+    } else if (t == LUA_TCDATA_TYPE) {
+        lua_getglobal(L, "tostring");
+        lua_pushvalue(L, idx);
+        lua_call(L, 1, 1);
+        s = lua_tolstring(L, -1, &len);
+        while (s && len && (s[len - 1] == 'L' || s[len - 1] == 'U'))
+            len--;
+        lua_replace(L, idx); /* keep the string alive in the value's slot */
+    }
+    if (!s || nh_pb_parse_int64(s, len, is_unsigned, &v)) bad_value(c, f, idx, want);
+    return v;
+}
+
+static nh_pb_scalar_t to_scalar(encode_ctx_t *c, const nh_pb_field_t *f, int idx) {
+    lua_State *L = c->L;
+    nh_pb_scalar_t v;
+    v.u = 0;
+    int t = lua_type(L, idx);
+    switch (f->type) {
+    case NH_PB_BOOL:
+        if (t != LUA_TBOOLEAN) bad_value(c, f, idx, "a boolean");
+        v.b = lua_toboolean(L, idx);
+        break;
+    case NH_PB_DOUBLE:
+    case NH_PB_FLOAT:
+        if (t != LUA_TNUMBER) bad_value(c, f, idx, "a number");
+        v.d = lua_tonumber(L, idx);
+        break;
+    case NH_PB_ENUM:
+        if (t == LUA_TSTRING) {
+            size_t len;
+            const char *s = lua_tolstring(L, idx, &len);
+            const nh_pb_enum_value_t *ev = nh_pb_enum_by_name(f->enumt, s, len);
+            if (!ev) bad_value(c, f, idx, "a value name of the enum");
+            v.i = ev->number;
+            break;
+        }
+        if (t != LUA_TNUMBER) bad_value(c, f, idx, "an enum value name or number");
+        integral(c, f, idx, -2147483648.0, 2147483647.0, "a 32-bit integer");
+        v.i = (int64_t)lua_tonumber(L, idx);
+        break;
+    case NH_PB_INT32:
+    case NH_PB_SINT32:
+    case NH_PB_SFIXED32:
+        if (t != LUA_TNUMBER) bad_value(c, f, idx, "a 32-bit integer");
+        integral(c, f, idx, -2147483648.0, 2147483647.0, "a 32-bit integer");
+        v.i = (int64_t)lua_tonumber(L, idx);
+        if (f->type == NH_PB_SFIXED32) v.u = (uint32_t)(int32_t)v.i;
+        break;
+    case NH_PB_UINT32:
+    case NH_PB_FIXED32:
+        if (t != LUA_TNUMBER) bad_value(c, f, idx, "an unsigned 32-bit integer");
+        integral(c, f, idx, 0, 4294967295.0, "an unsigned 32-bit integer");
+        v.u = (uint64_t)lua_tonumber(L, idx);
+        break;
+    case NH_PB_UINT64:
+    case NH_PB_FIXED64:
+        v = to_64(c, f, idx, 1);
+        break;
+    default:
+        v = to_64(c, f, idx, 0);
+        break; /* int64, sint64, sfixed64 */
+    }
+    return v;
+}
+
+static int scalar_is_zero(const nh_pb_field_t *f, nh_pb_scalar_t v) {
+    switch (f->type) {
+    case NH_PB_DOUBLE:
+    case NH_PB_FLOAT:
+        return v.d == 0 && !signbit(v.d); /* -0.0 is written, as protobuf-go does */
+    case NH_PB_BOOL:
+        return !v.b;
+    default:
+        return v.u == 0;
+    }
+}
+
+static void encode_message(encode_ctx_t *c, const nh_pb_message_t *m, int t, int depth);
+
+/* Writes the value at idx as (one element of) field f. skip_zero: a proto3 field without
+ * presence, whose zero value is not written. */
+static void put_value(encode_ctx_t *c, const nh_pb_field_t *f, int idx, int skip_zero, int depth) {
+    lua_State *L = c->L;
+    nh_pb_buf_t *b = c->b;
+    if (f->type == NH_PB_MESSAGE) {
+        if (!lua_istable(L, idx)) bad_value(c, f, idx, "a table");
+        nh_pb_put_tag(b, f->number, NH_PB_LEN);
+        size_t mark = nh_pb_begin_len(b);
+        const nh_pb_message_t *outer = c->m;
+        encode_message(c, f->message, idx, depth + 1);
+        c->m = outer;
+        nh_pb_end_len(b, mark);
+        return;
+    }
+    if (f->type == NH_PB_STRING || f->type == NH_PB_BYTES) {
+        if (lua_type(L, idx) != LUA_TSTRING) bad_value(c, f, idx, "a string");
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        if (skip_zero && len == 0) return;
+        nh_pb_put_tag(b, f->number, NH_PB_LEN);
+        nh_pb_put_bytes(b, s, len);
+        return;
+    }
+    nh_pb_scalar_t v = to_scalar(c, f, idx);
+    if (skip_zero && scalar_is_zero(f, v)) return;
+    nh_pb_put_tag(b, f->number, nh_pb_wire_of(f->type));
+    nh_pb_put_scalar(b, f->type, v);
+}
+
+static void put_map(encode_ctx_t *c, const nh_pb_field_t *f, int t, int depth) {
+    lua_State *L = c->L;
+    const nh_pb_message_t *entry = f->message, *outer = c->m;
+    const nh_pb_field_t *kf = nh_pb_field_by_number(entry, 1);
+    const nh_pb_field_t *vf = nh_pb_field_by_number(entry, 2);
+    if (!kf || !vf)
+        luaL_error(L, "protobuf: %s: a map entry without key or value", entry->full_name);
+    if (depth >= NH_PB_MAX_DEPTH) luaL_error(L, "protobuf: tables nested too deep (a cycle?)");
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        int k = lua_gettop(L) - 1, v = k + 1;
+        lua_pushvalue(L, k); /* to_64 may replace a cdata key in place; lua_next needs the key */
+        k = v + 1;
+        nh_pb_put_tag(c->b, f->number, NH_PB_LEN);
+        size_t mark = nh_pb_begin_len(c->b);
+        c->m = entry;
+        put_value(c, kf, k, 0, depth + 1);
+        put_value(c, vf, v, 0, depth + 1);
+        c->m = outer;
+        nh_pb_end_len(c->b, mark);
+        lua_pop(L, 2);
+    }
+}
+
+static void encode_message(encode_ctx_t *c, const nh_pb_message_t *m, int t, int depth) {
+    lua_State *L = c->L;
+    if (depth >= NH_PB_MAX_DEPTH) luaL_error(L, "protobuf: tables nested too deep (a cycle?)");
+    if (!lua_checkstack(L, 8)) luaL_error(L, "protobuf: Lua stack exhausted");
+    for (size_t i = 0; i < m->nfields; i++) {
+        const nh_pb_field_t *f = &m->fields[i];
+        c->m = m;
+        lua_pushstring(L, f->name);
+        lua_rawget(L, t);
+        int v = lua_gettop(L);
+        if (lua_isnil(L, v)) {
+            lua_pop(L, 1);
+            continue;
+        }
+        if (!f->repeated) {
+            put_value(c, f, v, !f->presence, depth);
+        } else if (!lua_istable(L, v)) {
+            bad_value(c, f, v, is_map(f) ? "a table (map)" : "a table (sequence)");
+        } else if (is_map(f)) {
+            put_map(c, f, v, depth);
+        } else if (f->packed) {
+            int n = (int)lua_objlen(L, v);
+            if (n > 0 && f->count_prefixed) {
+                nh_pb_put_tag(c->b, f->number, nh_pb_wire_of(f->type));
+                nh_pb_put_varint(c->b, (uint64_t)n);
+                for (int j = 1; j <= n; j++) {
+                    lua_rawgeti(L, v, j);
+                    nh_pb_put_scalar(c->b, f->type, to_scalar(c, f, v + 1));
+                    lua_pop(L, 1);
+                }
+            } else if (n > 0) {
+                nh_pb_put_tag(c->b, f->number, NH_PB_LEN);
+                size_t mark = nh_pb_begin_len(c->b);
+                for (int j = 1; j <= n; j++) {
+                    lua_rawgeti(L, v, j);
+                    nh_pb_put_scalar(c->b, f->type, to_scalar(c, f, v + 1));
+                    lua_pop(L, 1);
+                }
+                nh_pb_end_len(c->b, mark);
+            }
+        } else {
+            int n = (int)lua_objlen(L, v);
+            for (int j = 1; j <= n; j++) {
+                lua_rawgeti(L, v, j);
+                put_value(c, f, v + 1, 0, depth);
+                lua_pop(L, 1);
+            }
+        }
+        lua_settop(L, v - 1);
+    }
+}
+
+/* Encodes the table at idx (the top of the stack) as m and pushes the bytes. */
+static int encode_at(lua_State *L, lschema_t *ls, const nh_pb_message_t *m, int idx) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_settop(L, idx);
+    ls->out.len = 0;
+    ls->out.failed = 0;
+    encode_ctx_t c = {L, &ls->out, m};
+    encode_message(&c, m, idx, 0);
+    if (ls->out.failed) return luaL_error(L, "protobuf: out of memory");
+    lua_pushlstring(L, (const char *)ls->out.data, ls->out.len);
+    /* a one-off huge message does not pin its buffer */
+    if (ls->out.cap > (1u << 20)) nh_pb_buf_free(&ls->out);
+    return 1;
+}
+
+/* schema:encode(type, table) -> bytes; raises on a value the schema cannot take. */
+static int l_encode(lua_State *L) {
+    lschema_t *ls = check_schema(L);
+    return encode_at(L, ls, find_message(L, ls, 2, 1), 3);
+}
+
+/* The closures of schema:codec(type): upvalue 1 the schema (kept alive), 2 the message type.
+ * No argument check of the schema nor lookup of the type per message. */
+static lschema_t *codec_schema(lua_State *L) {
+    lschema_t *ls = lua_touserdata(L, lua_upvalueindex(1));
+    if (!ls->s) luaL_error(L, "protobuf schema already freed");
+    return ls;
+}
+
+static int c_encode(lua_State *L) {
+    lschema_t *ls = codec_schema(L);
+    return encode_at(L, ls, lua_touserdata(L, lua_upvalueindex(2)), 1);
+}
+
+static int c_decode(lua_State *L) {
+    codec_schema(L);
+    return decode_at(L, lua_touserdata(L, lua_upvalueindex(2)), 1, lua_toboolean(L, 2));
+}
+
+/* schema:codec(type) -> encode(table) -> bytes, decode(bytes [, enums_as_numbers]) -> t | nil, err
+ * for one message type: what a serializer holds per route. */
+static int l_codec(lua_State *L) {
+    lschema_t *ls = check_schema(L);
+    const nh_pb_message_t *m = find_message(L, ls, 2, 1);
+    lua_pushvalue(L, 1);
+    lua_pushlightuserdata(L, (void *)m);
+    lua_pushcclosure(L, c_encode, 2);
+    lua_pushvalue(L, 1);
+    lua_pushlightuserdata(L, (void *)m);
+    lua_pushcclosure(L, c_decode, 2);
+    return 2;
+}
+
+/* schema:has(type) -> boolean */
+static int l_has(lua_State *L) {
+    lschema_t *ls = check_schema(L);
+    lua_pushboolean(L, find_message(L, ls, 2, 0) != NULL);
+    return 1;
+}
+
+/* schema:messages() -> { full name, ... } */
+static int l_messages(lua_State *L) {
+    lschema_t *ls = check_schema(L);
+    size_t n = nh_pb_schema_message_count(ls->s);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushstring(L, nh_pb_schema_message_at(ls->s, i)->full_name);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    return 1;
+}
+
+static int l_gc(lua_State *L) {
+    lschema_t *ls = luaL_checkudata(L, 1, SCHEMA_MT);
+    nh_pb_schema_free(ls->s);
+    ls->s = NULL;
+    nh_pb_buf_free(&ls->out);
+    return 0;
+}
+
+/* load(descriptor_set_bytes) -> schema | nil, err */
+static int l_load(lua_State *L) {
+    size_t len;
+    const char *set = luaL_checklstring(L, 1, &len);
+    lschema_t *ls = lua_newuserdata(L, sizeof *ls);
+    memset(ls, 0, sizeof *ls);
+    luaL_getmetatable(L, SCHEMA_MT);
+    lua_setmetatable(L, -2);
+    lua_newtable(L);
+    lua_setfenv(L, -2);
+    char err[256];
+    if (nh_pb_schema_load(&ls->s, (const uint8_t *)set, len, err, sizeof err)) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    return 1;
+}
+
+/* build({ { name = full_name, fields = { { name=, number=, type=, repeated=, type_name= }, ... } },
+ *         ... }, "pomelo" | nil) -> schema | nil, err
+ * A schema made by hand: pomelo-protobuf's JSON schemas (lua/nano/pomelo_protobuf.lua). type is
+ * a FieldDescriptorProto type number; "pomelo" is that codec's wire flavour (protobuf.h). */
+static int l_build(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int pomelo = lua_isstring(L, 2) && strcmp(lua_tostring(L, 2), "pomelo") == 0;
+    lua_settop(L, 1);
+    lschema_t *ls = lua_newuserdata(L, sizeof *ls); /* 2 */
+    memset(ls, 0, sizeof *ls);
+    luaL_getmetatable(L, SCHEMA_MT);
+    lua_setmetatable(L, 2);
+    lua_newtable(L);
+    lua_setfenv(L, 2);
+    if (nh_pb_schema_new(&ls->s)) return luaL_error(L, "protobuf: out of memory");
+    int nmsgs = (int)lua_objlen(L, 1), e = 0;
+    for (int i = 1; i <= nmsgs && !e; i++) {
+        lua_rawgeti(L, 1, i); /* 3: message */
+        lua_getfield(L, 3, "name");
+        if (!lua_isstring(L, -1)) return luaL_error(L, "build: message %d without a name", i);
+        int m = nh_pb_schema_add_message(ls->s, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        if (m < 0) return luaL_error(L, "protobuf: out of memory");
+        lua_getfield(L, 3, "fields"); /* 4 */
+        int nf = lua_istable(L, 4) ? (int)lua_objlen(L, 4) : 0;
+        for (int j = 1; j <= nf && !e; j++) {
+            lua_rawgeti(L, 4, j); /* 5 */
+            lua_getfield(L, 5, "name");
+            lua_getfield(L, 5, "number");
+            lua_getfield(L, 5, "type");
+            lua_getfield(L, 5, "repeated");
+            lua_getfield(L, 5, "type_name");
+            if (!lua_isstring(L, 6) || !lua_isnumber(L, 7) || !lua_isnumber(L, 8))
+                return luaL_error(L, "build: field %d of message %d needs name, number, type", j,
+                                  i);
+            double num = lua_tonumber(L, 7);
+            e = nh_pb_schema_add_field(ls->s, m, lua_tostring(L, 6),
+                                       num >= 1 && num <= 0x1FFFFFFF ? (uint32_t)num : 0,
+                                       (int)lua_tonumber(L, 8), lua_toboolean(L, 9),
+                                       lua_isstring(L, 10) ? lua_tostring(L, 10) : NULL);
+            lua_settop(L, 4);
+        }
+        lua_settop(L, 2);
+    }
+    char err[256];
+    if (!e)
+        e = nh_pb_schema_finish(ls->s, pomelo ? NH_PB_POMELO : NH_PB_PROTO2, err, sizeof err);
+    else
+        snprintf(err, sizeof err, "%s", nh_pb_strerror(e));
+    if (e) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2; /* the userdata's __gc frees what was built */
+    }
+    return 1;
+}
+
+int nh_lua_open_protobuf(lua_State *L) {
+    static const luaL_Reg methods[] = {{"encode", l_encode},     {"decode", l_decode},
+                                       {"codec", l_codec},       {"has", l_has},
+                                       {"messages", l_messages}, {NULL, NULL}};
+    if (luaL_newmetatable(L, SCHEMA_MT)) {
+        lua_newtable(L);
+        for (const luaL_Reg *r = methods; r->name; r++) {
+            lua_pushvalue(L, -2); /* the metatable, check_schema's upvalue */
+            lua_pushcclosure(L, r->func, 1);
+            lua_setfield(L, -2, r->name);
+        }
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushcfunction(L, l_load);
+    lua_setfield(L, -2, "load");
+    lua_pushcfunction(L, l_build);
+    lua_setfield(L, -2, "build");
+    lua_pushinteger(L, NH_PB_MAX_DEPTH);
+    lua_setfield(L, -2, "max_depth");
+    return 1;
+}

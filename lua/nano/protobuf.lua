@@ -1,0 +1,186 @@
+-- The protobuf serializer: nano.protobuf{ proto =, routes = } (docs/api.md, "Protobuf").
+--
+-- Schemas come from .proto files compiled by protoc (`protoc --descriptor_set_out
+-- --include_imports`, run once when the serializer is made: at script load, not per message) or
+-- from a descriptor set file protoc wrote beforehand (`descriptor =`). The codec is C
+-- (core/protobuf.c through nano.protobuf_codec); this file only maps routes to message types.
+--
+-- A serializer's marshal/unmarshal get (value, route, kind) where kind says the direction:
+-- "request" and "notify" (client to server), "response" and "push" (server to client), "error"
+-- (an error response), "kick". A route with no message type for that kind, an error without
+-- `errors =`, and a kick are JSON, as pomelo's clients do for routes without a schema.
+local pbc = require "nano.protobuf_codec"
+local json = require "nano.json"
+
+local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
+local str_format = string.format
+
+local M = {}
+
+local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local data = f:read("*a")
+  f:close()
+  return data
+end
+
+local function resolve(dir, path)
+  if path:sub(1, 1) == "/" or not dir then return path end
+  return dir .. "/" .. path
+end
+
+local function dirname(path) return path:match("^(.*)/[^/]*$") or "." end
+
+-- Runs protoc over the files; returns the descriptor set's bytes or nil, protoc's message.
+function M.compile(files, import_paths)
+  local tmp = os.tmpname()
+  local errf = tmp .. ".err"
+  local args, seen = {}, {}
+  local function include(d)
+    if not seen[d] then
+      seen[d] = true
+      args[#args + 1] = "-I" .. shell_quote(d)
+    end
+  end
+  for _, d in ipairs(import_paths or {}) do include(d) end
+  for _, f in ipairs(files) do include(dirname(f)) end
+  for _, f in ipairs(files) do args[#args + 1] = shell_quote(f) end
+  local cmd = str_format("protoc --include_imports --descriptor_set_out=%s %s 2>%s",
+    shell_quote(tmp), table.concat(args, " "), shell_quote(errf))
+  local status = os.execute(cmd)
+  local set = read_file(tmp)
+  local msg = read_file(errf) or ""
+  os.remove(tmp)
+  os.remove(errf)
+  if (status ~= 0 and status ~= true) or not set or set == "" then
+    if msg == "" then msg = "protoc failed (is protobuf-compiler installed?)" end
+    return nil, (msg:gsub("%s+$", ""))
+  end
+  return set
+end
+
+local KINDS = { request = true, notify = true, response = true, push = true }
+local KIND_ORDER = { "request", "notify", "response", "push" } -- errors name the first bad one
+
+-- routes: { ["Room.join"] = { request = "JoinRequest", response = "JoinResponse" },
+--           onMessage = "ChatMessage" }: a string is the type of every direction of the route.
+local function route_table(schema, routes, level)
+  local by_route = {}
+  for route, spec in pairs(routes or {}) do
+    if type(route) ~= "string" then error("protobuf: routes: keys must be route strings", level) end
+    local t = {}
+    if type(spec) == "string" then
+      t.request, t.notify, t.response, t.push = spec, spec, spec, spec
+    elseif type(spec) == "table" then
+      for kind, name in pairs(spec) do
+        if not KINDS[kind] then
+          error(str_format("protobuf: routes['%s']: unknown direction '%s' (request, notify, response, push)",
+            route, tostring(kind)), level)
+        end
+        t[kind] = name
+      end
+      -- a notify's message is the request's unless given
+      t.notify = t.notify or t.request
+    else
+      error(str_format("protobuf: routes['%s']: expected a message type name or a table", route), level)
+    end
+    for _, kind in ipairs(KIND_ORDER) do
+      local name = t[kind]
+      if name ~= nil and (type(name) ~= "string" or not schema:has(name)) then
+        error(str_format("protobuf: routes['%s'].%s: no message type '%s' in the schema", route, kind,
+          tostring(name)), level)
+      end
+    end
+    by_route[route] = t
+  end
+  return by_route
+end
+
+--- protobuf.new(opts, script_dir) -> serializer; see nano.protobuf in docs/api.md.
+function M.new(opts, script_dir, level)
+  level = (level or 1) + 1
+  if type(opts) ~= "table" then error("protobuf: expected { proto = \"game.proto\", routes = {...} }", level) end
+  local set, err
+  if opts.descriptor then
+    set, err = read_file(resolve(script_dir, opts.descriptor))
+    if not set then error("protobuf: cannot read the descriptor set: " .. tostring(err), level) end
+  else
+    local files = opts.proto
+    if type(files) == "string" then files = { files } end
+    if type(files) ~= "table" or #files == 0 then
+      error("protobuf: give proto = \"file.proto\" (or a list), or descriptor = \"set.pb\"", level)
+    end
+    local abs, imports = {}, {}
+    for i, f in ipairs(files) do abs[i] = resolve(script_dir, f) end
+    for i, d in ipairs(opts.import_paths or {}) do imports[i] = resolve(script_dir, d) end
+    set, err = M.compile(abs, imports)
+    if not set then error("protobuf: " .. err, level) end
+  end
+  local schema, lerr = pbc.load(set)
+  if not schema then error("protobuf: " .. lerr, level) end
+  if opts.errors ~= nil and (type(opts.errors) ~= "string" or not schema:has(opts.errors)) then
+    error("protobuf: errors: no message type '" .. tostring(opts.errors) .. "' in the schema", level)
+  end
+  if not (opts.enums == nil or opts.enums == "names" or opts.enums == "numbers") then
+    error("protobuf: enums: \"names\" (default) or \"numbers\"", level)
+  end
+  local by_route = route_table(schema, opts.routes, level + 1)
+  local errors_type = opts.errors
+  local enum_numbers = opts.enums == "numbers"
+
+  -- kind -> route -> the type's encode and decode closures (schema:codec), made once: finding a
+  -- message's codec is two table reads, and the C side looks nothing up per message
+  local enc, dec, codecs = {}, {}, {}
+  local function codec(name)
+    local c = codecs[name]
+    if not c then
+      c = { schema:codec(name) }
+      codecs[name] = c
+    end
+    return c
+  end
+  for _, kind in ipairs(KIND_ORDER) do enc[kind], dec[kind] = {}, {} end
+  for route, t in pairs(by_route) do
+    for kind, name in pairs(t) do
+      local c = codec(name)
+      enc[kind][route], dec[kind][route] = c[1], c[2]
+    end
+  end
+  if errors_type then
+    local c = codec(errors_type)
+    enc.error, dec.error = { [true] = c[1] }, { [true] = c[2] }
+  end
+  local json_marshal, json_unmarshal = json.marshal, json.unmarshal
+  local function type_of(route, kind)
+    if kind == "error" then return errors_type end
+    local t = route and by_route[route]
+    return t and t[kind]
+  end
+
+  local s = { name = "protobuf", schema = schema, routes = by_route }
+  --- marshal(v, route, kind) -> bytes. A string is taken as already encoded.
+  function s.marshal(v, route, kind)
+    local fns = enc[kind]
+    local encode = fns and fns[kind == "error" or route]
+    if not encode then return json_marshal(v) end
+    if type(v) == "string" then return v end
+    return encode(v)
+  end
+  --- unmarshal(bytes, route, kind) -> table; raises when the bytes do not decode.
+  function s.unmarshal(bytes, route, kind)
+    local fns = dec[kind]
+    local decode = fns and fns[kind == "error" or route]
+    if not decode then return json_unmarshal(bytes) end
+    local v, derr = decode(bytes, enum_numbers)
+    if not v then error(derr, 0) end
+    return v
+  end
+  --- The message type for a route and direction, or nil (JSON).
+  s.type_of = type_of
+  return s
+end
+
+return M
