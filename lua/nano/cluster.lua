@@ -251,8 +251,16 @@ function M.attach(nano)
     return copy
   end
 
+  -- a payload for this remote session: nano.raw's bytes as they are, else its handler's
+  -- component's serializer (or the server's), told the route and direction (protobuf needs them)
+  local function rs_payload(rs, v, route, kind)
+    local raw = nano._raw_bytes(v)
+    if raw then return true, raw end
+    return pcall((rs._ser or serializer()).marshal, v, route, kind)
+  end
+
   function RS:push(route, v)
-    local ok, body = pcall(serializer().marshal, v)
+    local ok, body = rs_payload(self, v, route, "push")
     if not ok then return nil, "cannot serialize: " .. tostring(body) end
     return rs_send(self, { k = "push", r = route }, body)
   end
@@ -266,7 +274,7 @@ function M.attach(nano)
   end
 
   function RS:response_mid(mid, v)
-    local ok, body = pcall(serializer().marshal, v)
+    local ok, body = rs_payload(self, v, self._route, "response")
     if not ok then return nil, "cannot serialize: " .. tostring(body) end
     if self._answering == mid then self._answered = true end
     return rs_send(self, resp_header(self, mid), body)
@@ -280,7 +288,7 @@ function M.attach(nano)
 
   function RS:kick(reason)
     if type(reason) ~= "table" then reason = { reason = reason } end
-    local ok, body = pcall(serializer().marshal, reason)
+    local ok, body = rs_payload(self, reason, nil, "kick")
     return rs_send(self, { k = "kick" }, ok and body or "{}")
   end
 
@@ -355,8 +363,9 @@ function M.attach(nano)
       return fail(404, "handler not found: " .. tostring(h.r))
     end
     local msg = body
+    rs._ser, rs._route = handler.serializer or serializer(), h.r
     if not handler.raw then
-      local ok, decoded = pcall(serializer().unmarshal, body)
+      local ok, decoded = pcall(rs._ser.unmarshal, body, h.r, mtype == MSG_REQUEST and "request" or "notify")
       if not ok then return fail(400, "payload does not decode") end
       msg = decoded
     end
@@ -370,7 +379,7 @@ function M.attach(nano)
       return
     end
     if mtype == MSG_REQUEST and res ~= nil and not answered then
-      local mok, out = pcall(serializer().marshal, res)
+      local mok, out = rs_payload(rs, res, h.r, "response")
       if not mok then return fail(500, "internal error") end
       rs_send(rs, resp_header(rs, mid), out)
     end
