@@ -79,3 +79,11 @@ set_tests_properties(nested_load PROPERTIES TIMEOUT 60
 add_test(NAME cli_help_lists_test_init COMMAND nano-host --help)
 set_tests_properties(cli_help_lists_test_init PROPERTIES TIMEOUT 10
   PASS_REGULAR_EXPRESSION "nano-host test --init")
+
+# luacheck (Debian lua-check, installed by scripts/setup) over the Lua side, the specs and the
+# examples: .luacheckrc at the top says how.
+find_program(NH_LUACHECK luacheck)
+if(NH_LUACHECK)
+  add_test(NAME luacheck COMMAND ${NH_LUACHECK} --no-color -q lua spec examples
+    WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+endif()

@@ -31,6 +31,7 @@ describe("nano.client", function()
       assert.is_false(ok)
       assert.matches("request 'T.deny' failed: 403 not in room", err, 1, true)
       ok, err = pcall(c.request, c, "T.nothing", {})
+      assert.is_false(ok)
       assert.matches("request 'T.nothing' failed: 404 handler not found: T.nothing", err, 1, true)
     end)
 
@@ -141,7 +142,7 @@ describe("nano.client", function()
       local c = server:connect()
       local err
       nano.invoke(function()
-        local ok, e = pcall(c.request, c, "T.ping", {})
+        local _, e = pcall(c.request, c, "T.ping", {})
         err = e
       end)
       server:advance(0)
@@ -153,7 +154,7 @@ describe("nano.client", function()
     it("protects the loop from being run from inside itself", function()
       local err
       nano.invoke(function()
-        local ok, e = pcall(core.run, "nowait")
+        local _, e = pcall(core.run, "nowait")
         err = e
       end)
       server:advance(0)

@@ -87,7 +87,7 @@ describe("tasks", function()
   end)
 
   it("a completion called twice resumes once", function()
-    local resumes, second = 0, nil
+    local resumes, second = 0
     local r
     nano.spawn(function()
       task.await("twice", function(resume) r = resume end)

@@ -19,7 +19,7 @@ local codec = require "nano.codec"
 local json = require "nano.json"
 
 local type, pairs, ipairs, tostring, pcall, xpcall = type, pairs, ipairs, tostring, pcall, xpcall
-local setmetatable, error, select = setmetatable, error, select
+local setmetatable, error = setmetatable, error
 local str_format, traceback = string.format, debug.traceback
 
 local PKT_HANDSHAKE, PKT_ACK, PKT_HEARTBEAT = codec.HANDSHAKE, codec.HANDSHAKE_ACK, codec.HEARTBEAT

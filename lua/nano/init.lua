@@ -328,7 +328,7 @@ end
 
 --- s:on_close(fn): fn(s) once, after the connection is gone.
 function session.on_close(s, fn)
-  if not (type(fn) == "function") then error("on_close: expected a function", 2) end
+  if type(fn) ~= "function" then error("on_close: expected a function", 2) end
   local list = S.session_close_cbs[s]
   if not list then
     list = {}
@@ -916,7 +916,7 @@ end
 
 --- nano.on_session_closed(fn): fn(session) after any session's connection is gone.
 function nano.on_session_closed(fn)
-  if not (type(fn) == "function") then error("on_session_closed: expected a function", 2) end
+  if type(fn) ~= "function" then error("on_session_closed: expected a function", 2) end
   S.closed_cbs[#S.closed_cbs + 1] = fn
 end
 
@@ -925,7 +925,7 @@ end
 
 --- nano.invoke(fn): runs fn on the next loop turn.
 function nano.invoke(fn)
-  if not (type(fn) == "function") then error("invoke: expected a function", 2) end
+  if type(fn) ~= "function" then error("invoke: expected a function", 2) end
   core.timer(0, 0, function()
     task._run(function()
       local ok, err = xpcall(fn, traceback)

@@ -15,13 +15,13 @@
 -- the wrappers are a tail call to the original.
 local core = require "nano.core"
 
-local type, pairs, ipairs, next, tostring, select = type, pairs, ipairs, next, tostring, select
+local type, pairs, ipairs, next, tostring = type, pairs, ipairs, next, tostring
 local pcall, xpcall, traceback, error = pcall, xpcall, debug.traceback, error
 local setmetatable = setmetatable
 -- the raw metatable functions: a component's metatable may have a __metatable field
 local raw_getmt, raw_setmt = debug.getmetatable, debug.setmetatable
 local str_format, str_match = string.format, string.match
-local unpack = unpack or table.unpack
+local unpack = unpack -- LuaJIT's (Lua 5.1's) global
 
 local M = {}
 
