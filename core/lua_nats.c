@@ -1,7 +1,7 @@
 /* `nano.nats_core`: a NATS connection (nats_link.c) for Lua, under lua/nano/cluster.lua.
  * Mechanism only: publish, subscribe, and two callbacks on the loop thread.
  *
- *   local link = nats.connect(url, name, on_msg, on_event) -> link | nil, err
+ *   local link = nats.connect(url, name, on_msg, on_event [, max_queued]) -> link | nil, err
  *     on_msg(sub_id, subject, reply_or_nil, data)     on_event(name, text)
  *     name: "connected" | "disconnected" | "reconnected" | "closed" | "error"
  *   link:publish(subject, data [, reply]) -> true | nil, err
@@ -67,7 +67,7 @@ static int l_connect(lua_State *L) {
     u->msg_ref = u->event_ref = LUA_NOREF;
     luaL_getmetatable(L, NATS_MT);
     lua_setmetatable(L, -2);
-    nh_nats_opts_t o = {.url = url, .name = name};
+    nh_nats_opts_t o = {.url = url, .name = name, .max_queued = (size_t)luaL_optnumber(L, 5, 0)};
     nh_nats_callbacks_t cb = {.on_msg = on_msg, .on_event = on_event, .ud = u};
     char err[256];
     if (nh_nats_open(h->loop, &o, &cb, &u->n, err, sizeof err) != 0) {

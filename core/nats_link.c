@@ -34,6 +34,8 @@ struct nh_nats {
     uv_mutex_t mu; /* guards the queue and `closing`, taken by cnats' threads */
     item_t *head, *tail;
     int closing;
+    size_t queued, max_queued; /* bytes in the queue, and the bound */
+    int dropping;              /* an episode of drops is under way (one event for it) */
     sub_t *subs;
     uint64_t next_sub;
     _Atomic int connected;
@@ -58,6 +60,8 @@ static void release(nh_nats_t *n) {
 }
 
 /* cnats threads: copy and queue, then wake the loop. */
+static void queue_event(nh_nats_t *n, int event, const char *text);
+
 static void enqueue(nh_nats_t *n, item_t *it) {
     uv_mutex_lock(&n->mu);
     if (n->closing) {
@@ -65,6 +69,19 @@ static void enqueue(nh_nats_t *n, item_t *it) {
         free(it);
         return;
     }
+    if (it->sub_id && n->queued + it->len > n->max_queued) { /* the loop is not draining */
+        int first = !n->dropping;
+        n->dropping = 1;
+        uv_mutex_unlock(&n->mu);
+        free(it);
+        atomic_fetch_add(&n->slow, 1);
+        if (first)
+            queue_event(n, NH_NATS_ERROR,
+                        "Slow Consumer: the loop thread is not draining "
+                        "messages; dropping them");
+        return;
+    }
+    n->queued += it->len;
     if (n->tail)
         n->tail->next = it;
     else
@@ -152,6 +169,8 @@ static void on_async(uv_async_t *a) {
     uv_mutex_lock(&n->mu);
     item_t *it = n->head;
     n->head = n->tail = NULL;
+    n->queued = 0;
+    n->dropping = 0;
     uv_mutex_unlock(&n->mu);
     while (it) {
         item_t *next = it->next;
@@ -191,6 +210,7 @@ int nh_nats_open(uv_loop_t *loop, const nh_nats_opts_t *o, const nh_nats_callbac
     }
     n->cb = *cb;
     n->refs = 1;
+    n->max_queued = o->max_queued ? o->max_queued : 64u << 20;
     if (uv_mutex_init(&n->mu) != 0) {
         free(n);
         snprintf(err, errlen, "mutex");

@@ -13,6 +13,9 @@
  * background (and reconnects for ever after a disconnect, every reconnect_wait); each change is
  * an event: NH_NATS_CONNECTED, NH_NATS_DISCONNECTED, NH_NATS_RECONNECTED, NH_NATS_CLOSED, and
  * NH_NATS_ERROR for asynchronous errors such as a slow consumer (the text says which).
+ * A loop thread that does not drain (a stuck handler) must not make the queue grow without
+ * bound: past max_queued bytes, messages are dropped, counted as slow-consumer drops, and one
+ * NH_NATS_ERROR event per episode says so.
  *
  * Ownership: nh_nats_close() stops delivery at once (nothing is called after it returns),
  * closes the connection and frees everything once the async handle's close callback has run.
@@ -49,6 +52,8 @@ typedef struct nh_nats_opts {
     int reconnect_wait_ms; /* between attempts (default 250) */
     int ping_ms;           /* how often the client pings the server (default 2000) */
     int max_pending_msgs;  /* per subscription before the slow-consumer error (default 65536) */
+    size_t max_queued;     /* bytes waiting for the loop thread (default 64 MiB); past it
+                            * messages are dropped and counted as a slow consumer */
 } nh_nats_opts_t;
 
 /* Starts connecting. 0, or -1 with the reason in err (a bad URL, out of memory). */

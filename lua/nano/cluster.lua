@@ -580,7 +580,7 @@ function M.attach(nano)
     end
   end
 
-  --- nano.cluster{ nats=, type=, id=, heartbeat=1, dead_after=3, timeout=5 }
+  --- nano.cluster{ nats=, type=, id=, heartbeat=1, dead_after=3, timeout=5, max_queue=64 MiB }
   function nano.cluster(opts)
     if type(opts) ~= "table" or type(opts.type) ~= "string" or opts.type:find("[.%s*>]") then
       error("cluster: expected { nats = \"nats://host:port\", type = \"name\" } (a type without dots)", 2)
@@ -604,7 +604,7 @@ function M.attach(nano)
       bindings = setmetatable({}, { __mode = "k" }), seen = setmetatable({}, { __mode = "k" }),
       by_sid = setmetatable({}, { __mode = "v" }), remote = {}, slow = 0,
     }
-    local link, err = nats.connect(C.url, id, on_msg, on_event)
+    local link, err = nats.connect(C.url, id, on_msg, on_event, opts.max_queue)
     if not link then
       C = nil
       error("cluster: " .. tostring(err), 2)

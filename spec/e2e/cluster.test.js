@@ -25,8 +25,8 @@ async function waitFor(what, fn, ms = 5000) {
   assert.fail(`timed out after ${ms} ms waiting for ${what}`);
 }
 
-const backend = (id) => startServer(fixture('cluster/room.lua'), [], {
-  expect: [], env: { ...env(), NH_ID: id }, readyRe: /cluster: connected to NATS/,
+const backend = (id, extra = {}) => startServer(fixture('cluster/room.lua'), [], {
+  expect: [], env: { ...env(), NH_ID: id, ...extra }, readyRe: /cluster: connected to NATS/,
 });
 const gate = (id) => startServer(fixture('cluster/gate.lua'), [], { expect: ['tcp'], env: { ...env(), NH_ID: id } });
 const player = (g) => connect({ transport: 'tcp', host: '127.0.0.1', port: g.tcp.port });
@@ -194,4 +194,24 @@ test('NATS not there at start: the gate says so, serves, and joins once NATS is 
     await g.kill();
     await later.cleanup();
   }
+});
+
+test('a backend whose loop does not drain drops what is over its queue bound, counts and logs it', async () => {
+  // room-00 sorts first: new sessions on gate-1 go to it; its queue holds at most 20,000 bytes
+  const slow = await backend('room-00', { NH_CLUSTER_MAX_QUEUE: '20000' });
+  await waitFor('gate-1 to see room-00', () => /room-00 \(room\) joined/.test(gate1.stderr));
+  const a = await player(gate1);
+  const b = await player(gate1);
+  assert.equal((await a.request('room.Room.where', {})).body.server, 'room-00');
+  a.notify('room.Room.block', { secs: 0.4 }); // its loop is busy for 0.4 s
+  await sleep(50);
+  for (let i = 0; i < 400; i++) b.notify('room.Room.where', { pad: 'x'.repeat(100) });
+  await waitFor('the slow-consumer log line', () => /Slow Consumer: the loop thread is not draining/.test(slow.stderr));
+  const stats = await a.request('Gate.count', { target: 'room-00' }); // still answers afterwards
+  assert.equal(stats.body.server, 'room-00');
+  const probe = await player(gate1);
+  const st = await probe.request('room.Room.stats', {});
+  assert.ok(st.body.slow_consumers > 0, JSON.stringify(st.body));
+  for (const c of [a, b, probe]) await c.close();
+  await slow.stop();
 });
