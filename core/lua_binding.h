@@ -18,6 +18,7 @@
 #ifndef NH_LUA_BINDING_H
 #define NH_LUA_BINDING_H
 
+#include <lauxlib.h>
 #include <lua.h>
 
 #include "session.h"
@@ -57,6 +58,12 @@ int nh_lua_open_console(lua_State *L); /* `nano.console_core` (lua_console.c): t
 /* `nano.protobuf_codec` (lua_protobuf.c): leaves the module table on the stack (also registered
  * in package.preload by nh_lua_open) */
 int nh_lua_open_protobuf(lua_State *L);
+
+/* A module with a class: registers the metatable `mt` (methods as __index, then the metamethods
+ * in `meta`, e.g. {"__gc", fn}; NULL for none) unless it exists, and leaves a new table of the
+ * module functions `fns` on the stack. Returns 1, what a module's open function returns. */
+int nh_lua_class_module(lua_State *L, const char *mt, const luaL_Reg *methods, const luaL_Reg *meta,
+                        const luaL_Reg *fns);
 
 /* Registry references in use (luaL_ref), for leak checks: core.stats().lua_refs, and main.c at
  * exit, where anything above zero is logged. */

@@ -171,15 +171,6 @@ int nh_lua_open_nats(lua_State *L) {
         {NULL, NULL},
     };
     static const luaL_Reg fns[] = {{"connect", l_connect}, {NULL, NULL}};
-    if (luaL_newmetatable(L, NATS_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, m_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
-    lua_newtable(L);
-    luaL_register(L, NULL, fns);
-    return 1;
+    static const luaL_Reg meta[] = {{"__gc", m_gc}, {NULL, NULL}};
+    return nh_lua_class_module(L, NATS_MT, methods, meta, fns);
 }

@@ -40,6 +40,15 @@ static cbref_t *take_fn(lua_State *L, int idx) {
     return c;
 }
 
+/* Pushes the callback a job held and lets go of it; returns its host. */
+static nh_host_t *push_fn(cbref_t *c) {
+    nh_host_t *h = c->h;
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, c->ref);
+    luaL_unref(h->L, LUA_REGISTRYINDEX, c->ref);
+    free(c);
+    return h;
+}
+
 static void push_value(lua_State *L, const nh_sql_value_t *v) {
     switch (v->type) {
     case NH_SQL_INT:
@@ -65,12 +74,8 @@ static void push_value(lua_State *L, const nh_sql_value_t *v) {
 }
 
 static void on_result(void *ud, const nh_sql_result_t *r) {
-    cbref_t *c = ud;
-    lua_State *L = c->h->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
-    nh_host_t *h = c->h;
-    free(c);
+    nh_host_t *h = push_fn(ud);
+    lua_State *L = h->L;
     if (r->error) {
         lua_pushnil(L);
         lua_pushstring(L, r->error);
@@ -99,12 +104,8 @@ static void on_result(void *ud, const nh_sql_result_t *r) {
 }
 
 static void on_open(void *ud, const nh_sql_result_t *r) {
-    cbref_t *c = ud;
-    lua_State *L = c->h->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
-    nh_host_t *h = c->h;
-    free(c);
+    nh_host_t *h = push_fn(ud);
+    lua_State *L = h->L;
     if (r->error) {
         lua_pushnil(L);
         lua_pushstring(L, r->error);
@@ -218,14 +219,8 @@ static int m_exec(lua_State *L) {
 }
 
 static void on_closed(void *ud) {
-    cbref_t *c = ud;
-    if (!c) return;
-    lua_State *L = c->h->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
-    nh_host_t *h = c->h;
-    free(c);
-    nh_host_call_lua(h, 0, 0, "nano.sqlite close");
+    if (!ud) return;
+    nh_host_call_lua(push_fn(ud), 0, 0, "nano.sqlite close");
 }
 
 static int m_close(lua_State *L) {
@@ -255,15 +250,6 @@ int nh_lua_open_sqlite(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"exec", m_exec}, {"close", m_close}, {"pending", m_pending}, {NULL, NULL}};
     static const luaL_Reg fns[] = {{"open", l_open}, {NULL, NULL}};
-    if (luaL_newmetatable(L, SQLITE_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, m_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
-    lua_newtable(L);
-    luaL_register(L, NULL, fns);
-    return 1;
+    static const luaL_Reg meta[] = {{"__gc", m_gc}, {NULL, NULL}};
+    return nh_lua_class_module(L, SQLITE_MT, methods, meta, fns);
 }

@@ -414,15 +414,6 @@ int nh_lua_open_tcp(lua_State *L) {
         {NULL, NULL},
     };
     static const luaL_Reg fns[] = {{"connect", l_connect}, {"count", l_count}, {NULL, NULL}};
-    if (luaL_newmetatable(L, TCP_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, s_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
-    lua_newtable(L);
-    luaL_register(L, NULL, fns);
-    return 1;
+    static const luaL_Reg meta[] = {{"__tostring", s_tostring}, {NULL, NULL}};
+    return nh_lua_class_module(L, TCP_MT, methods, meta, fns);
 }
