@@ -287,6 +287,12 @@ if (runs.some((r) => r.kind === 'clpp')) {
     const both = g1.rate + (ok(g2) ? g2.rate : 0);
     p('');
     p(`Broadcast to 5,000 members: one process ${fmt(one.rate)} pushes delivered/s; a backend's group with 2,500 members on each of two gates ${fmt(both)} pushes/s (${fmt(g1.rate)} + ${fmt(ok(g2) ? g2.rate : 0)}), ${fmt(ratio(both, one.rate), 2)} of one process; errors ${g1.errors + g1.closed + (g2.errors || 0) + (g2.closed || 0)}.`);
+    const p1 = runs.find((r) => r.kind === 'clbc' && r.server === 'pomelo-pair');
+    const p2 = runs.find((r) => r.kind === 'clbc' && r.server === 'pomelo-pair2');
+    if (p1 && ok(p1)) {
+      const pboth = p1.rate + (p2 && ok(p2) ? p2.rate : 0);
+      p(`pomelo ${facts.pomelo || ''}, a backend's channel with 2,500 members on each of two connectors (its own RPC): ${fmt(pboth)} pushes/s; nano-host's gates ÷ pomelo's connectors: ${fmt(ratio(both, pboth), 2)}.`);
+    }
   }
   const g = best('clpp', 'gate', 'tcp'), pp = best('clpp', 'pomelo-pair', 'tcp');
   if (g && pp) p(`\nnano-host's gate + backend ÷ pomelo's connector + backend: ${fmt(ratio(g.rate, pp.rate), 2)}× the responses/s.`);
