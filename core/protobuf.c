@@ -216,6 +216,7 @@ static int decode_message(const nh_pb_message_t *m, reader_t *r, const nh_pb_vis
 static int decode_field(const nh_pb_field_t *f, int wire, reader_t *r, const nh_pb_visitor_t *v,
                         void *ud, int depth) {
     int want = nh_pb_wire_of(f->type), e;
+    if (f->any_wire) wire = want; /* as pomelo-protobuf's own decoders do */
     if (f->count_prefixed && f->repeated && wire == want && want != NH_PB_LEN) {
         uint64_t count, raw;
         if ((e = read_varint(r, &count))) return e;
@@ -768,6 +769,7 @@ static int resolve(loader_t *ld) {
             f->packed = f->repeated && nh_pb_packable(f->type) &&
                         (rf->has_packed ? rf->packed : lm->proto3);
             if (s->pomelo) f->packed = f->count_prefixed = f->repeated && nh_pb_packable(f->type);
+            if (s->pomelo) f->any_wire = 1;
             free(rf->type_name);
             rf->type_name = NULL;
         }

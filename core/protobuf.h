@@ -83,6 +83,8 @@ typedef struct nh_pb_field {
                          messages. Without it (proto3 plain scalars) zero values are not written */
     uint8_t count_prefixed;         /* pomelo-protobuf: a packed run is the element's tag, then the
                                        element count (not a byte length), then the elements */
+    uint8_t any_wire;               /* pomelo-protobuf: a tag's wire type is not trusted (its
+                                       browser build writes 2 for a uInt32); decode by the type */
     int32_t oneof;                  /* index of the real oneof in the message, -1 for none */
     const nh_pb_message_t *message; /* type of a message field (a map's entry type) */
     const nh_pb_enum_t *enumt;      /* type of an enum field */
