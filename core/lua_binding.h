@@ -65,6 +65,11 @@ int nh_lua_open_protobuf(lua_State *L);
 int nh_lua_class_module(lua_State *L, const char *mt, const luaL_Reg *methods, const luaL_Reg *meta,
                         const luaL_Reg *fns);
 
+/* Objects of a class not yet freed, per Lua state, under a registry key the class owns (the
+ * address of a static): add d to the count, or push it (returns 1: a Lua function's result). */
+void nh_lua_count_add(lua_State *L, const void *key, int d);
+int nh_lua_count_push(lua_State *L, const void *key);
+
 /* Registry references in use (luaL_ref), for leak checks: core.stats().lua_refs, and main.c at
  * exit, where anything above zero is logged. */
 int nh_lua_registry_refs(lua_State *L);

@@ -1,4 +1,5 @@
-/* lua_class — the one way the bindings register a userdata class and their module table. */
+/* lua_class — the one way the bindings register a userdata class and their module table, and
+ * count the objects of a class still alive (nano.test's leak checks). */
 #include <lauxlib.h>
 
 #include "lua_binding.h"
@@ -17,5 +18,23 @@ int nh_lua_class_module(lua_State *L, const char *mt, const luaL_Reg *methods, c
     lua_pop(L, 1);
     lua_newtable(L);
     luaL_register(L, NULL, fns);
+    return 1;
+}
+
+void nh_lua_count_add(lua_State *L, const void *key, int d) {
+    lua_pushlightuserdata(L, (void *)key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_Integer n = lua_tointeger(L, -1) + d;
+    lua_pop(L, 1);
+    lua_pushlightuserdata(L, (void *)key);
+    lua_pushinteger(L, n);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+int nh_lua_count_push(lua_State *L, const void *key) {
+    lua_pushlightuserdata(L, (void *)key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushinteger(L, lua_tointeger(L, -1));
+    lua_remove(L, -2);
     return 1;
 }

@@ -57,13 +57,7 @@ typedef struct ustream {
 static const char count_key = 'c';
 
 static void count_add(lua_State *L, int d) {
-    lua_pushlightuserdata(L, (void *)&count_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    lua_Integer n = lua_tointeger(L, -1) + d;
-    lua_pop(L, 1);
-    lua_pushlightuserdata(L, (void *)&count_key);
-    lua_pushinteger(L, n);
-    lua_rawset(L, LUA_REGISTRYINDEX);
+    nh_lua_count_add(L, &count_key, d);
 }
 
 /* Calls the stream's callback with (stream, event, arg); arg NULL pushes nil. */
@@ -397,10 +391,7 @@ static int s_tostring(lua_State *L) {
 }
 
 static int l_count(lua_State *L) {
-    lua_pushlightuserdata(L, (void *)&count_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    lua_pushinteger(L, lua_tointeger(L, -1));
-    return 1;
+    return nh_lua_count_push(L, &count_key);
 }
 
 int nh_lua_open_tcp(lua_State *L) {
