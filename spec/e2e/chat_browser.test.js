@@ -172,6 +172,9 @@ test('two browser tabs join the room and chat', { timeout: 90000 }, async (t) =>
     await alice.waitForFunction(() =>
       [...document.querySelectorAll('#messages li.message')].some((li) => li.textContent.includes('hello alice <b>not bold</b>')));
     assert.equal(await alice.$$eval('#messages b', (els) => els.length), 0, 'message text is not parsed as HTML');
+    // bob's own copy comes back through the server too: wait for it before comparing the tabs
+    await bob.waitForFunction(() =>
+      [...document.querySelectorAll('#messages li.message')].some((li) => li.textContent.includes('hello alice <b>not bold</b>')));
 
     // both tabs show the same conversation, in order
     const convA = await lines(alice, '#messages li.message');
