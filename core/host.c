@@ -74,7 +74,9 @@ static void on_check(uv_check_t *c) {
 
 static void on_sweep(nh_timer_t *t) {
     nh_host_t *h = t->data;
-    nh_session_sweep(h, nh_timers_now(&h->timers));
+    uint64_t now = nh_timers_now(&h->timers);
+    nh_conn_sweep(h, now);
+    nh_session_sweep(h, now);
 }
 
 static uint64_t sweep_period(const nh_host_t *h) {
@@ -195,7 +197,7 @@ void nh_host_stop(nh_host_t *h) {
         nh_listener_close(h->listeners);
     nh_timer_stop(&h->timers, &h->sweep);
     for (nh_session_t *s = h->sessions.head; s; s = s->next)
-        if (s->conn) nh_conn_close(s->conn, "server shutdown");
+        nh_session_close(s, 0, "server shutdown");
     /* Every connection has a session from accept on, so none is left open. The loop now ends
      * once the close callbacks have run: the host's own handles are unreferenced. */
 }

@@ -42,6 +42,8 @@ enum nh_hook {
     NH_HOOK_COUNT
 };
 
+typedef struct nh_session nh_session_t;
+
 typedef struct nh_session_list {
     nh_session_t *head;
     uint32_t count;
@@ -60,6 +62,7 @@ struct nh_host {
     uv_signal_t sigint, sigterm, sighup;
     nh_chunk_pool_t pool;
     nh_conn_t *dirty;
+    nh_conn_t *draining; /* closing once their queue has left (conn.c's sweep) */
     nh_listener_t *listeners;
     nh_session_list_t sessions;
     uint32_t nconns;

@@ -29,8 +29,8 @@
 static void collect(void *ud, nh_metrics_gauges_t *g) {
     nh_host_t *h = ud;
     for (nh_session_t *s = h->sessions.head; s; s = s->next)
-        if (s->state == NH_SS_WORKING && s->conn)
-            g->sessions[nh_metrics_transport_of(s->conn->transport->name)]++;
+        if (s->state == NH_SS_WORKING && nh_session_transport(s))
+            g->sessions[nh_metrics_transport_of(nh_session_transport(s))]++;
     g->connections = h->nconns;
     g->lua_bytes = (double)lua_gc(h->L, LUA_GCCOUNT, 0) * 1024.0 + lua_gc(h->L, LUA_GCCOUNTB, 0);
     nh_watchdog_stats_t ws;

@@ -101,7 +101,7 @@ static int s_last_mid(lua_State *L) {
 static int s_remote_addr(lua_State *L) {
     lsession_t *u = check(L, 1);
     char buf[80];
-    if (!u->s || !u->s->conn || nh_conn_peer(u->s->conn, buf, sizeof buf) != 0) {
+    if (!u->s || nh_session_peer(u->s, buf, sizeof buf) != 0) {
         lua_pushnil(L);
         return 1;
     }
@@ -111,10 +111,11 @@ static int s_remote_addr(lua_State *L) {
 
 static int s_transport(lua_State *L) {
     lsession_t *u = check(L, 1);
-    if (!u->s || !u->s->conn)
+    const char *name = u->s ? nh_session_transport(u->s) : NULL;
+    if (!name)
         lua_pushnil(L);
     else
-        lua_pushstring(L, u->s->conn->transport->name);
+        lua_pushstring(L, name);
     return 1;
 }
 
@@ -131,7 +132,7 @@ static int s_close(lua_State *L) {
         lua_pushliteral(L, "session already closed");
         return 2;
     }
-    nh_session_close(u->s, "closed by the server");
+    nh_session_close(u->s, NH_CLOSE_KICK, "closed by the server");
     lua_pushboolean(L, 1);
     return 1;
 }

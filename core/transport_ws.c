@@ -16,11 +16,41 @@
 #include "ws.h"
 
 typedef struct ws_state {
-    nh_http_req_t *req; /* only until the head is complete */
+    nh_session_t *session; /* from accept until the connection is gone */
+    nh_http_req_t *req;    /* only until the head is complete */
     nh_ws_parser_t parser;
     int upgraded;
     int close_sent;
 } ws_state_t;
+
+/* ---- the link the session sends through ---- */
+
+static int link_send(void *ctx, const uint8_t *head, size_t head_len, nh_buf_t *shared,
+                     const uint8_t *body, size_t body_len) {
+    return nh_conn_send(ctx, head, head_len, shared, body, body_len); /* ws_frame_header frames */
+}
+
+static void link_close(void *ctx, int after_flush, int reason, const char *why) {
+    nh_conn_t *c = ctx;
+    if (reason) nh_conn_set_close_reason(c, reason);
+    if (after_flush)
+        nh_conn_close_after_flush(c);
+    else
+        nh_conn_close(c, why);
+}
+
+static int link_peer(const void *ctx, char *out, size_t len) {
+    return nh_conn_peer(ctx, out, len);
+}
+
+static const nh_session_link_t ws_link = {
+    .name = "ws",
+    .send = link_send,
+    .close = link_close,
+    .peer = link_peer,
+};
+
+/* ---- what conn reports ---- */
 
 static int ws_open(nh_conn_t *c) {
     ws_state_t *w = calloc(1, sizeof *w);
@@ -35,12 +65,14 @@ static int ws_open(nh_conn_t *c) {
     w->parser.refuse_text = 1; /* binary protocol: text frames close with 1003 (hardening.md) */
     c->tstate = w;
     /* The session exists from accept so that the handshake timeout covers the upgrade too. */
-    return nh_session_open(c);
+    w->session = nh_session_open(c->host, &ws_link, c);
+    return w->session ? 0 : UV_ENOMEM;
 }
 
-static void ws_free(nh_conn_t *c) {
+static void ws_gone(nh_conn_t *c) {
     ws_state_t *w = c->tstate;
     if (!w) return;
+    if (w->session) nh_session_on_conn_gone(w->session);
     free(w->req);
     free(w);
     c->tstate = NULL;
@@ -62,12 +94,26 @@ static void send_close(nh_conn_t *c, int code) {
     send_control(c, NH_WS_CLOSE, p, code == 1005 ? 0 : 2);
 }
 
-static void ws_closing(nh_conn_t *c) {
+static void ws_draining(nh_conn_t *c) {
+    ws_state_t *w = c->tstate;
+    if (w && w->session) nh_session_on_conn_draining(w->session);
+}
+
+static void ws_closing(nh_conn_t *c, int may_send) {
+    ws_state_t *w = c->tstate;
+    if (!w) return;
+    if (w->session) nh_session_on_conn_closing(w->session);
+    if (!may_send) return;
     /* Server-initiated close (kick, timeout, shutdown, a protocol error found by the session):
      * say so, and why, in the protocol first. */
     int code = c->host->stopping ? 1001 : 1000;
-    if (c->session && c->session->close_code) code = c->session->close_code;
+    if (w->session && w->session->close_code) code = w->session->close_code;
     send_close(c, code);
+}
+
+static uint64_t ws_log_id(const nh_conn_t *c) {
+    const ws_state_t *w = c->tstate;
+    return w && w->session ? w->session->id : 0;
 }
 
 static size_t ws_frame_header(nh_conn_t *c, uint8_t *out, size_t len) {
@@ -237,8 +283,9 @@ static int serve_static(nh_conn_t *c, const char *url_path, int head_only) {
 static int on_ws_data(void *ud, const uint8_t *data, size_t len, int fin) {
     (void)fin; /* packets may span frames: the packet decoder does the joining */
     nh_conn_t *c = ud;
-    if (!len || !c->session) return 0;
-    return nh_session_on_bytes(c->session, data, len) < 0 ? -1 : 0;
+    ws_state_t *w = c->tstate;
+    if (!len || !w->session) return 0;
+    return nh_session_on_bytes(w->session, data, len) < 0 ? -1 : 0;
 }
 
 static int on_ws_ping(void *ud, const uint8_t *data, size_t len) {
@@ -254,10 +301,9 @@ static int on_ws_pong(void *ud, const uint8_t *data, size_t len) {
 static int on_ws_close(void *ud, int code, const uint8_t *reason, size_t len) {
     nh_conn_t *c = ud;
     if (nh_log_enabled(NH_LOG_DEBUG)) { /* the client chose the reason: escaped */
-        char peer[80] = "?", why[NH_LOG_ESCAPED_MAX];
-        nh_conn_peer(c, peer, sizeof peer);
-        nh_log(NH_LOG_DEBUG, "ws %s session %llu: close %d '%s' from the client", peer,
-               c->session ? (unsigned long long)c->session->id : 0ULL, code,
+        char who[160], why[NH_LOG_ESCAPED_MAX];
+        nh_log(NH_LOG_DEBUG, "%s: close %d '%s' from the client",
+               nh_conn_describe(c, who, sizeof who), code,
                nh_log_escape(why, sizeof why, reason, len));
     }
     send_close(c, code); /* echo the status, as RFC 6455 5.5.1 asks */
@@ -272,10 +318,8 @@ static int feed_frames(nh_conn_t *c, uint8_t *data, size_t len) {
     ws_state_t *w = c->tstate;
     int r = nh_ws_parser_feed(&w->parser, data, len, &ws_callbacks, c);
     if (r >= 0 || r == -1) return r < 0 ? -1 : 0; /* -1: the session already closed it */
-    char peer[80] = "?";
-    nh_conn_peer(c, peer, sizeof peer);
-    nh_log(NH_LOG_WARN, "ws %s session %llu: %s; closing", peer,
-           c->session ? (unsigned long long)c->session->id : 0ULL, nh_ws_strerror(r));
+    char who[160];
+    nh_log(NH_LOG_WARN, "%s: %s; closing", nh_conn_describe(c, who, sizeof who), nh_ws_strerror(r));
     send_close(c, nh_ws_error_close_code(r));
     if (!c->close_reason) c->close_reason = NH_CLOSE_BAD_INPUT;
     nh_conn_close_after_flush(c);
@@ -361,7 +405,7 @@ static int ws_read(nh_conn_t *c, uint8_t *data, size_t len) {
     ws_state_t *w = c->tstate;
     if (c->close_after_flush) return 0; /* answered already; ignore what else the peer sends */
     if (w->upgraded) {
-        if (c->session) c->session->last_recv_ms = nh_timers_now(&c->host->timers);
+        if (w->session) nh_session_heard(w->session);
         return feed_frames(c, data, len);
     }
     size_t consumed = 0;
@@ -383,6 +427,8 @@ const nh_transport_t nh_transport_ws = {
     .on_open = ws_open,
     .on_read = ws_read,
     .frame_header = ws_frame_header,
+    .on_draining = ws_draining,
     .on_closing = ws_closing,
-    .on_free = ws_free,
+    .on_gone = ws_gone,
+    .log_id = ws_log_id,
 };

@@ -200,9 +200,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         drain(sv[1]);
     }
     if (host.nconns) {
-        /* still open: find it (it is the only connection) and close it as a peer would */
-        for (nh_session_t *s = host.sessions.head; s; s = s->next)
-            if (s->conn) nh_conn_close(s->conn, "fuzz input ended");
+        /* still open (it is the only connection, and its close callback frees it): close it as
+         * a peer would */
+        nh_conn_close(c, "fuzz input ended");
     }
     for (int i = 0; i < 100 && (host.nconns || host.sessions.count); i++) {
         uv_run(&loop, UV_RUN_NOWAIT);
