@@ -612,13 +612,18 @@ static void on_connection(uv_stream_t *server, int status) {
         nh_log(NH_LOG_ERROR, "accept: out of memory");
         return;
     }
+    int r = uv_tcp_init(h->loop, &c->tcp);
+    if (r) { /* no handle: nothing to close */
+        nh_log(NH_LOG_ERROR, "accept: %s", uv_strerror(r));
+        free(c);
+        return;
+    }
     c->host = h;
     c->listener = l;
     l->conns++;
     c->transport = l->transport;
     nh_outq_init(&c->out, &h->pool);
     nh_outq_init(&c->wire, &h->pool);
-    uv_tcp_init(h->loop, &c->tcp);
     take_over_reserve(h); /* libuv opens a new one with every handle it initialises */
     int ar = uv_accept(server, (uv_stream_t *)&c->tcp);
     if (ar != 0) {
@@ -652,7 +657,7 @@ static void on_connection(uv_stream_t *server, int status) {
         nh_conn_close(c, "open failed");
         return;
     }
-    int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (r) nh_conn_close(c, uv_strerror(r));
 }
 

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <lauxlib.h>
 
@@ -117,17 +116,18 @@ int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
     h->reserve_fd = -1;
     int r = nh_chunk_pool_init(&h->pool, 256);
     if (r) return r;
-    if ((r = nh_metrics_init(&h->metrics))) return r;
-    if ((r = nh_timers_init(&h->timers, loop))) return r;
+    if ((r = nh_metrics_init(&h->metrics))) goto no_metrics;
+    if ((r = nh_timers_init(&h->timers, loop))) goto no_timers;
     h->sweep.cb = on_sweep;
     h->sweep.data = h;
-    uv_prepare_init(loop, &h->prepare);
+    if ((r = uv_prepare_init(loop, &h->prepare))) goto no_prepare;
     h->prepare.data = h;
-    uv_prepare_start(&h->prepare, on_prepare);
-    uv_unref((uv_handle_t *)&h->prepare); /* flushing alone is no reason to keep the loop alive */
-    uv_check_init(loop, &h->check);
+    if ((r = uv_check_init(loop, &h->check))) goto no_check;
     h->check.data = h;
-    uv_check_start(&h->check, on_check);
+    if ((r = uv_prepare_start(&h->prepare, on_prepare)) ||
+        (r = uv_check_start(&h->check, on_check)))
+        goto not_started;
+    uv_unref((uv_handle_t *)&h->prepare); /* flushing alone is no reason to keep the loop alive */
     uv_unref((uv_handle_t *)&h->check);
     nh_host_config_changed(h);
     uv_unref((uv_handle_t *)&h->timers.uv); /* sessions and listeners keep the loop alive */
@@ -139,41 +139,50 @@ int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
     h->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     h->watchdog = nh_watchdog_start(L, &h->cfg.watchdog); /* NULL: runs without (logged) */
     return 0;
-}
 
-static void signal_hook(nh_host_t *h, const char *name) {
-    if (h->hooks[NH_HOOK_SIGNAL] == LUA_NOREF) {
-        if (strcmp(name, "shutdown") == 0) nh_host_stop(h);
-        return;
-    }
-    lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_SIGNAL]);
-    lua_pushstring(h->L, name);
-    if (nh_host_call_lua(h, 1, 0, name) != 0 && strcmp(name, "shutdown") == 0) nh_host_stop(h);
+    /* What was set up is closed again (its close callbacks run with the loop's next turn). */
+not_started:
+    uv_close((uv_handle_t *)&h->check, NULL);
+no_check:
+    uv_close((uv_handle_t *)&h->prepare, NULL);
+no_prepare:
+    nh_timers_close(&h->timers, NULL);
+no_timers:
+    nh_metrics_free(&h->metrics);
+no_metrics:
+    nh_chunk_pool_free(&h->pool);
+    return r;
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
     nh_host_t *h = s->data;
     if (signum == SIGHUP) {
         nh_log(NH_LOG_INFO, "SIGHUP: reloading scripts");
-        signal_hook(h, "reload");
+        h->on_signal(h, NH_SIGNAL_RELOAD);
         return;
     }
-    if (h->stopping) { /* a stop begun otherwise (nano.shutdown()), then a signal */
-        nh_log(NH_LOG_WARN, "%s while stopping: exiting now", strsignal(signum));
-        fflush(stderr);
-        _exit(NH_STOP_SIGNAL_EXIT(signum));
-    }
+    /* a stop begun otherwise (nano.shutdown()), then a signal: as a second signal would */
+    if (h->stopping) nh_stop_signal_exit(signum);
     nh_log(NH_LOG_INFO, "%s: shutting down", strsignal(signum));
-    signal_hook(h, "shutdown");
+    h->on_signal(h, NH_SIGNAL_SHUTDOWN);
 }
 
-int nh_host_watch_signals(nh_host_t *h) {
+int nh_host_watch_signals(nh_host_t *h, nh_host_signal_cb cb) {
     uv_signal_t *sigs[] = {&h->sigint, &h->sigterm, &h->sighup};
     int nums[] = {SIGINT, SIGTERM, SIGHUP};
+    h->on_signal = cb;
     for (int i = 0; i < 3; i++) {
-        uv_signal_init(h->loop, sigs[i]);
-        sigs[i]->data = h;
-        uv_signal_start(sigs[i], on_signal, nums[i]);
+        int r = uv_signal_init(h->loop, sigs[i]);
+        if (!r) {
+            sigs[i]->data = h;
+            r = uv_signal_start(sigs[i], on_signal, nums[i]);
+            if (r) uv_close((uv_handle_t *)sigs[i], NULL);
+        }
+        if (r) {
+            while (i-- > 0)
+                uv_close((uv_handle_t *)sigs[i], NULL);
+            return r;
+        }
         uv_unref((uv_handle_t *)sigs[i]);
     }
     h->signals_on = 1;
@@ -182,10 +191,6 @@ int nh_host_watch_signals(nh_host_t *h) {
     int r = nh_stop_signal_install();
     if (r != 0) nh_log(NH_LOG_WARN, "cannot install the stop signal handler: %s", strerror(-r));
     return 0;
-}
-
-int nh_host_run(nh_host_t *h) {
-    return uv_run(h->loop, UV_RUN_DEFAULT);
 }
 
 void nh_host_stop(nh_host_t *h) {

@@ -1,9 +1,9 @@
 /* host — the one struct that holds a running server: the loop, the Lua state, configuration,
  * listeners, sessions, timers and the per-turn flush. Everything mutable lives here.
  *
- * Life: nh_host_init() → Lua script registers and listens → nh_host_run() → (signal or
- * nano.shutdown) nh_host_stop() → the loop ends when every handle is closed → nh_host_free().
- * Tests (nano.test) drive the same loop one turn at a time instead of nh_host_run().
+ * Life: nh_host_init() → Lua script registers and listens → the loop runs (lua/nano/host.lua,
+ * through nano.core) → (signal or nano.shutdown) nh_host_stop() → the loop ends when every
+ * handle is closed → nh_host_free(). Tests (nano.test) drive the same loop one turn at a time.
  */
 #ifndef NH_HOST_H
 #define NH_HOST_H
@@ -44,6 +44,13 @@ enum nh_hook {
 
 typedef struct nh_session nh_session_t;
 
+/* What a signal asks of the host's owner (nh_host_watch_signals). */
+enum nh_host_signal {
+    NH_SIGNAL_SHUTDOWN, /* SIGINT, SIGTERM */
+    NH_SIGNAL_RELOAD,   /* SIGHUP */
+};
+typedef void (*nh_host_signal_cb)(nh_host_t *h, int what);
+
 typedef struct nh_session_list {
     nh_session_t *head;
     uint32_t count;
@@ -72,6 +79,7 @@ struct nh_host {
     int traceback_ref;
     int stopping;
     int signals_on;
+    nh_host_signal_cb on_signal;
     uint64_t sweep_period;
     nh_watchdog_t *watchdog;         /* NULL if its thread could not start */
     nh_metrics_t metrics;            /* counters for /metrics (metrics.h) */
@@ -91,15 +99,17 @@ struct nh_host {
     uint8_t sealbuf[16384]; /* TLS: a flush's small segments gathered into one record */
 };
 
-/* Fills defaults and opens the loop handles. The caller owns L (created before). */
+/* Fills defaults and opens the loop handles. The caller owns L (created before). Returns 0, or
+ * a negative uv error with nothing left open (close callbacks may still be pending: run the
+ * loop before closing it). */
 int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L);
-/* Installs SIGINT/SIGTERM (shutdown) and SIGHUP (reload) handlers; the host binary does,
- * in-process tests don't. */
-int nh_host_watch_signals(nh_host_t *h);
+/* Watches SIGINT/SIGTERM (cb gets NH_SIGNAL_SHUTDOWN) and SIGHUP (NH_SIGNAL_RELOAD), each
+ * logged first; a stop signal while the host is stopping already ends the process
+ * (stop_signal.h). The host binary does, in-process tests don't. Returns 0 or a negative uv
+ * error (nothing is watched then). */
+int nh_host_watch_signals(nh_host_t *h, nh_host_signal_cb cb);
 /* Applies cfg.heartbeat_ms to the sweep timer (call after changing it). */
 void nh_host_config_changed(nh_host_t *h);
-/* Runs the loop until it has nothing left to do. */
-int nh_host_run(nh_host_t *h);
 /* Stops accepting, closes every connection and the host's own handles; the loop then ends. */
 void nh_host_stop(nh_host_t *h);
 /* After the loop ended: frees what is left. */

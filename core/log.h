@@ -30,7 +30,6 @@ void nh_log_set_level(int level);
 int nh_log_get_level(void);
 /* Parses "debug", "info", "warn", "error", "off"; returns -1 if unknown. */
 int nh_log_parse_level(const char *name);
-const char *nh_log_level_name(int level);
 
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))

@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +11,21 @@
 #include "log.h"
 #include "lua_binding.h"
 
-static const char *peer_of(const nh_session_t *s, char *buf, size_t len) {
-    if (!s->link_ctx || s->link->peer(s->link_ctx, buf, len) != 0) snprintf(buf, len, "?");
-    return buf;
+/* A line about this session: "<transport> <peer> session <id>: <message>". */
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static void
+slog(const nh_session_t *s, int level, const char *fmt, ...) {
+    if (!nh_log_enabled(level)) return; /* getpeername only for a line that is kept */
+    char peer[80], msg[512];
+    if (!s->link_ctx || s->link->peer(s->link_ctx, peer, sizeof peer) != 0)
+        snprintf(peer, sizeof peer, "?");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    nh_log(level, "%s %s session %llu: %s", s->link->name, peer, (unsigned long long)s->id, msg);
 }
 
 /* The transport closes the connection (it reports closing and gone back). */
@@ -31,10 +44,8 @@ enum {
 /* Logs why a session is being closed for bad input, then closes it with that WebSocket status
  * (TCP clients see the connection close). Returns -1. */
 static int reject_with(nh_session_t *s, int close_code, const char *why) {
-    char peer[80];
     s->close_code = (uint16_t)close_code;
-    nh_log(NH_LOG_WARN, "%s %s session %llu: %s; closing", s->link->name,
-           peer_of(s, peer, sizeof peer), (unsigned long long)s->id, why);
+    slog(s, NH_LOG_WARN, "%s; closing", why);
     close_link(s, 0, NH_CLOSE_BAD_INPUT, why);
     return -1;
 }
@@ -193,9 +204,7 @@ static int on_handshake(nh_session_t *s, const uint8_t *body, size_t len) {
     lua_pop(L, 2);
     if (r < 0) return -1;
     if (!accepted) {
-        char peer[80];
-        nh_log(NH_LOG_INFO, "%s %s session %llu: handshake refused", s->link->name,
-               peer_of(s, peer, sizeof peer), (unsigned long long)s->id);
+        slog(s, NH_LOG_INFO, "handshake refused");
         s->close_code = CLOSE_POLICY;
         close_link(s, 1, 0, NULL);
         s->state = NH_SS_CLOSED;
@@ -332,10 +341,8 @@ void nh_session_sweep(nh_host_t *h, uint64_t now) {
         if (!s->link_ctx || s->draining || s->state == NH_SS_CLOSED) continue;
         if (s->state != NH_SS_WORKING) {
             if (now - s->created_ms >= h->cfg.handshake_timeout_ms) {
-                char peer[80];
-                nh_log(NH_LOG_INFO, "%s %s session %llu: no handshake within %.1f s; closing",
-                       s->link->name, peer_of(s, peer, sizeof peer), (unsigned long long)s->id,
-                       (double)h->cfg.handshake_timeout_ms / 1000.0);
+                slog(s, NH_LOG_INFO, "no handshake within %.1f s; closing",
+                     (double)h->cfg.handshake_timeout_ms / 1000.0);
                 close_link(s, 0, 0, "handshake timeout");
             }
             continue;
@@ -343,13 +350,10 @@ void nh_session_sweep(nh_host_t *h, uint64_t now) {
         /* Each byte counts as life for the heartbeat; a packet that never completes does not.
          * (Before the ack the handshake timeout bounds the whole handshake instead.) */
         if (s->partial_since_ms && now - s->partial_since_ms >= h->cfg.handshake_timeout_ms) {
-            char peer[80];
-            nh_log(NH_LOG_WARN,
-                   "%s %s session %llu: a packet still incomplete after %.1f s (%u bytes of it "
-                   "received); closing",
-                   s->link->name, peer_of(s, peer, sizeof peer), (unsigned long long)s->id,
-                   (double)(now - s->partial_since_ms) / 1000.0,
-                   (unsigned)s->dec.header_have + s->dec.body_have);
+            slog(s, NH_LOG_WARN,
+                 "a packet still incomplete after %.1f s (%u bytes of it received); closing",
+                 (double)(now - s->partial_since_ms) / 1000.0,
+                 (unsigned)s->dec.header_have + s->dec.body_have);
             close_link(s, 0, 0, "packet timeout");
             continue;
         }
@@ -359,10 +363,8 @@ void nh_session_sweep(nh_host_t *h, uint64_t now) {
          * ticks); half an interval of slack keeps a late client timer (a throttled browser tab, a
          * GC pause) from costing the player the session. */
         if (now - s->last_recv_ms > 2 * hb + hb / 2) {
-            char peer[80];
-            nh_log(NH_LOG_INFO, "%s %s session %llu: nothing received for %.1f s; closing",
-                   s->link->name, peer_of(s, peer, sizeof peer), (unsigned long long)s->id,
-                   (double)(now - s->last_recv_ms) / 1000.0);
+            slog(s, NH_LOG_INFO, "nothing received for %.1f s; closing",
+                 (double)(now - s->last_recv_ms) / 1000.0);
             close_link(s, 0, 0, "heartbeat timeout");
             continue;
         }
