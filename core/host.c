@@ -6,6 +6,7 @@
 
 #include <lauxlib.h>
 
+#include "conn.h"
 #include "log.h"
 #include "session.h"
 #include "stop_signal.h"

@@ -14,12 +14,17 @@
 #include <lua.h>
 
 #include "buffer.h"
-#include "conn.h"
 #include "console.h"
 #include "metrics.h"
 #include "metrics_http.h"
 #include "timer.h"
 #include "watchdog.h"
+
+/* host.h names conn's types without including conn.h: the layers above the transports
+ * (session.c) see no connection. */
+typedef struct nh_host nh_host_t;
+typedef struct nh_conn nh_conn_t;
+typedef struct nh_listener nh_listener_t;
 
 typedef struct nh_config {
     uint64_t heartbeat_ms;         /* server heartbeat interval; silent > 2.5x this: closed */

@@ -6,6 +6,7 @@
 
 #include <lauxlib.h>
 
+#include "conn.h"
 #include "host.h"
 #include "log.h"
 #include "lua_binding.h"
