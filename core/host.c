@@ -132,6 +132,7 @@ int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
     uv_unref((uv_handle_t *)&h->check);
     nh_host_config_changed(h);
     uv_unref((uv_handle_t *)&h->timers.uv); /* sessions and listeners keep the loop alive */
+    if (!L) return 0; /* a host without Lua (C unit tests): no hooks, no watchdog */
 
     lua_pushlightuserdata(L, (void *)&host_key);
     lua_pushlightuserdata(L, h);
@@ -228,6 +229,7 @@ void nh_host_free(nh_host_t *h) {
     nh_conn_release_reserve(h);
     nh_chunk_pool_free(&h->pool);
     nh_metrics_free(&h->metrics);
+    if (!h->L) return;
     luaL_unref(h->L, LUA_REGISTRYINDEX, h->traceback_ref);
     for (int i = 0; i < NH_HOOK_COUNT; i++)
         luaL_unref(h->L, LUA_REGISTRYINDEX, h->hooks[i]);

@@ -104,9 +104,9 @@ struct nh_host {
     uint8_t sealbuf[16384]; /* TLS: a flush's small segments gathered into one record */
 };
 
-/* Fills defaults and opens the loop handles. The caller owns L (created before). Returns 0, or
- * a negative uv error with nothing left open (close callbacks may still be pending: run the
- * loop before closing it). */
+/* Fills defaults and opens the loop handles. The caller owns L (created before); NULL makes a
+ * host without Lua (C unit tests: no hooks, no watchdog). Returns 0, or a negative uv error with
+ * nothing left open (close callbacks may still be pending: run the loop before closing it). */
 int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L);
 /* Watches SIGINT/SIGTERM (cb gets NH_SIGNAL_SHUTDOWN) and SIGHUP (NH_SIGNAL_RELOAD), each
  * logged first; a stop signal while the host is stopping already ends the process
