@@ -173,11 +173,11 @@ void nh_conn_close(nh_conn_t *c, const char *reason) {
 void nh_conn_close_after_flush(nh_conn_t *c) {
     if (c->flags & NH_CONN_CLOSING) return;
     uv_read_stop((uv_stream_t *)&c->tcp);
+    /* A peer that stops reading must not keep a closing connection (and its queue and its
+     * max_conns slot) forever: the sweep closes it after this. */
+    c->close_deadline_ms = nh_timers_now(&c->host->timers) + c->host->cfg.handshake_timeout_ms;
     if (!c->close_after_flush) {
         c->close_after_flush = 1;
-        /* A peer that stops reading must not keep a closing connection (and its queue and its
-         * max_conns slot) forever: the sweep closes it after this. */
-        c->close_deadline_ms = nh_timers_now(&c->host->timers) + c->host->cfg.handshake_timeout_ms;
         c->drain_next = c->host->draining;
         if (c->drain_next) c->drain_next->drain_prev = c;
         c->host->draining = c;
