@@ -76,11 +76,8 @@ const char *nh_conn_describe(const nh_conn_t *c, char *out, size_t len) {
 }
 
 /* A line about this connection: "<transport> <peer> session <id>: <message>". */
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static void
-conn_log(const nh_conn_t *c, int level, const char *fmt, ...) {
+static void conn_log(const nh_conn_t *c, int level, const char *fmt, ...) NH_LOG_PRINTF(3, 4);
+static void conn_log(const nh_conn_t *c, int level, const char *fmt, ...) {
     if (!nh_log_enabled(level)) return; /* getpeername only for a line that is kept */
     char who[160], msg[512];
     va_list ap;

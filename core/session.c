@@ -12,11 +12,8 @@
 #include "lua_binding.h"
 
 /* A line about this session: "<transport> <peer> session <id>: <message>". */
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static void
-slog(const nh_session_t *s, int level, const char *fmt, ...) {
+static void slog(const nh_session_t *s, int level, const char *fmt, ...) NH_LOG_PRINTF(3, 4);
+static void slog(const nh_session_t *s, int level, const char *fmt, ...) {
     if (!nh_log_enabled(level)) return; /* getpeername only for a line that is kept */
     char peer[80], msg[512];
     if (!s->link_ctx || s->link->peer(s->link_ctx, peer, sizeof peer) != 0)
