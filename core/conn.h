@@ -70,9 +70,6 @@ typedef struct nh_transport {
     uint64_t (*log_id)(const nh_conn_t *c);
 } nh_transport_t;
 
-extern const nh_transport_t nh_transport_tcp;
-extern const nh_transport_t nh_transport_ws;
-
 #define NH_WS_MAX_PATHS 8
 
 typedef struct nh_static_dir {

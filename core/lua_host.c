@@ -11,6 +11,7 @@
 #include "log.h"
 #include "lua_binding.h"
 #include "lua_fs.h"
+#include "transport.h"
 
 static nh_host_t *host(lua_State *L) {
     nh_watchdog_check(L); /* a compiled loop calling nano.core is stopped here */

@@ -1,15 +1,17 @@
 /* transport_tcp — the raw TCP transport: the socket carries the packet stream as it is (pomelo's
- * and nano's TCP clients). A session from accept on; conn's reports go to it. */
-#include "conn.h"
+ * and nano's TCP clients). A session from accept on; conn's reports go to it. Also the link over
+ * a connection that the transports share (transport.h). */
 #include "host.h"
-#include "session.h"
+#include "transport.h"
 
-static int link_send(void *ctx, const uint8_t *head, size_t head_len, nh_buf_t *shared,
-                     const uint8_t *body, size_t body_len) {
+/* ---- the session's link over a connection ---- */
+
+int nh_transport_link_send(void *ctx, const uint8_t *head, size_t head_len, nh_buf_t *shared,
+                           const uint8_t *body, size_t body_len) {
     return nh_conn_send(ctx, head, head_len, shared, body, body_len);
 }
 
-static void link_close(void *ctx, int after_flush, int reason, const char *why) {
+void nh_transport_link_close(void *ctx, int after_flush, int reason, const char *why) {
     nh_conn_t *c = ctx;
     if (reason) nh_conn_set_close_reason(c, reason);
     if (after_flush)
@@ -18,15 +20,17 @@ static void link_close(void *ctx, int after_flush, int reason, const char *why) 
         nh_conn_close(c, why);
 }
 
-static int link_peer(const void *ctx, char *out, size_t len) {
+int nh_transport_link_peer(const void *ctx, char *out, size_t len) {
     return nh_conn_peer(ctx, out, len);
 }
 
+/* ---- raw TCP ---- */
+
 static const nh_session_link_t tcp_link = {
     .name = "tcp",
-    .send = link_send,
-    .close = link_close,
-    .peer = link_peer,
+    .send = nh_transport_link_send,
+    .close = nh_transport_link_close,
+    .peer = nh_transport_link_peer,
 };
 
 static int tcp_open(nh_conn_t *c) {

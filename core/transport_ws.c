@@ -13,6 +13,7 @@
 #include "host.h"
 #include "log.h"
 #include "session.h"
+#include "transport.h"
 #include "ws.h"
 
 typedef struct ws_state {
@@ -23,31 +24,12 @@ typedef struct ws_state {
     int close_sent;
 } ws_state_t;
 
-/* ---- the link the session sends through ---- */
-
-static int link_send(void *ctx, const uint8_t *head, size_t head_len, nh_buf_t *shared,
-                     const uint8_t *body, size_t body_len) {
-    return nh_conn_send(ctx, head, head_len, shared, body, body_len); /* ws_frame_header frames */
-}
-
-static void link_close(void *ctx, int after_flush, int reason, const char *why) {
-    nh_conn_t *c = ctx;
-    if (reason) nh_conn_set_close_reason(c, reason);
-    if (after_flush)
-        nh_conn_close_after_flush(c);
-    else
-        nh_conn_close(c, why);
-}
-
-static int link_peer(const void *ctx, char *out, size_t len) {
-    return nh_conn_peer(ctx, out, len);
-}
-
+/* The link the session sends through: packets framed by ws_frame_header. */
 static const nh_session_link_t ws_link = {
     .name = "ws",
-    .send = link_send,
-    .close = link_close,
-    .peer = link_peer,
+    .send = nh_transport_link_send,
+    .close = nh_transport_link_close,
+    .peer = nh_transport_link_peer,
 };
 
 /* ---- what conn reports ---- */

@@ -31,6 +31,7 @@
 #include "log.h"
 #include "lua_binding.h"
 #include "session.h"
+#include "transport.h"
 
 #ifndef NH_SOURCE_DIR
 #define NH_SOURCE_DIR "."
