@@ -1,6 +1,7 @@
 /* ws — WebSocket handshake and frame parsing (see ws.h). */
 #include "ws.h"
 
+#include <ctype.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -125,6 +126,7 @@ static nh_http_req_t *req_of(http_parser *hp) {
 
 static int on_url(http_parser *hp, const char *at, size_t n) {
     nh_http_req_t *r = req_of(hp);
+    append(r->target, sizeof(r->target), &r->target_len, at, n);
     if (r->url_done) return 0;
     /* the query and fragment are never needed: stop at them so a long query cannot make the
      * path look too long */
@@ -217,8 +219,22 @@ static void finish_header(nh_http_req_t *r) {
     r->vlen = 0;
 }
 
+/* Keeps a header's bytes in r->headers (the head is bounded by NH_HTTP_MAX_HEAD, and a pair's
+ * two NULs take less room than its ": " and CRLF, so they always fit). */
+static void keep_header(nh_http_req_t *r, int state, const char *at, size_t n) {
+    if (r->hdr_state != state && r->hdr_state != 0)
+        append(r->headers, sizeof(r->headers), &r->headers_len, "", 1);
+    r->hdr_state = state;
+    size_t start = r->headers_len;
+    append(r->headers, sizeof(r->headers), &r->headers_len, at, n);
+    if (state == 1)
+        for (size_t i = start; i < r->headers_len && i < sizeof(r->headers) - 1; i++)
+            r->headers[i] = (char)tolower((unsigned char)r->headers[i]);
+}
+
 static int on_header_field(http_parser *hp, const char *at, size_t n) {
     nh_http_req_t *r = req_of(hp);
+    keep_header(r, 1, at, n);
     if (r->value_in_progress) finish_header(r);
     append(r->hbuf, sizeof(r->hbuf), &r->hlen, at, n);
     return 0;
@@ -226,6 +242,7 @@ static int on_header_field(http_parser *hp, const char *at, size_t n) {
 
 static int on_header_value(http_parser *hp, const char *at, size_t n) {
     nh_http_req_t *r = req_of(hp);
+    keep_header(r, 2, at, n);
     if (!r->value_in_progress) {
         r->value_in_progress = 1;
         r->cur_header = classify_header(r);
@@ -262,6 +279,10 @@ static void finish_path(nh_http_req_t *r) {
 static int on_headers_complete(http_parser *hp) {
     nh_http_req_t *r = req_of(hp);
     if (r->value_in_progress) finish_header(r);
+    if (r->hdr_state == 2) append(r->headers, sizeof(r->headers), &r->headers_len, "", 1);
+    if (r->headers_len >= sizeof(r->headers)) r->headers_len = sizeof(r->headers) - 1;
+    r->content_length = hp->content_length;
+    r->chunked = (hp->flags & F_CHUNKED) != 0;
     r->method = hp->method;
     finish_path(r);
     return 1; /* never read a body: the head is all this module parses */

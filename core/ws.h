@@ -60,6 +60,16 @@ typedef struct nh_http_req {
     int connection_upgrade; /* Connection header lists "upgrade" (case-insensitive token) */
     int hosts;              /* Host headers seen (RFC 7230 5.4: exactly one, or 400) */
     int bad_header;         /* Origin, key or version repeated or too long: never a valid upgrade */
+    /* For a plain request (an HTTP route): the target as sent (path and query; target_len >=
+     * sizeof target: too long, truncated), every header as "name\0value\0" pairs with names
+     * lower-cased, and how the body comes (content_length UINT64_MAX: none given). */
+    char target[1024];
+    size_t target_len;
+    char headers[NH_HTTP_MAX_HEAD];
+    size_t headers_len;
+    uint64_t content_length;
+    int chunked;
+    int hdr_state; /* scratch: 0 before the first header, 1 in a name, 2 in a value */
     /* parser scratch: which header is being read, partial values. A *len counts every byte
      * offered, so a length >= the buffer's size means the text was too long (and truncated). */
     int cur_header;
