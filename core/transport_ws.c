@@ -40,6 +40,7 @@ struct ws_http {
     int keep;       /* keep-alive after this answer */
     int head_only;  /* HEAD: no body in the answer */
     int on_ws_path; /* a plain request on a WebSocket path: 400 when nothing else answers */
+    int answered;   /* requests answered on this connection */
     char *body;     /* the request body (PH_BODY) */
     size_t body_len, body_need;
     /* bytes that arrived while an answer was pending (pipelining), parsed after it */
@@ -108,8 +109,17 @@ static int http_input(nh_conn_t *c, uint8_t *data, size_t len);
 
 static void on_http_timeout(nh_timer_t *t) {
     nh_conn_t *c = t->data;
+    ws_http_t *x = ((ws_state_t *)c->tstate)->http;
+    double secs = (double)c->host->cfg.handshake_timeout_ms / 1000.0;
+    char who[160];
+    if (!x->answered) /* the WebSocket handshake (or a first request) never came */
+        nh_log(NH_LOG_INFO, "%s: no handshake within %.1f s; closing (HTTP request incomplete)",
+               nh_conn_describe(c, who, sizeof who), secs);
+    else if (nh_log_enabled(NH_LOG_DEBUG))
+        nh_log(NH_LOG_DEBUG, "%s: HTTP connection idle (or its answer stalled) for %.1f s; closing",
+               nh_conn_describe(c, who, sizeof who), secs);
     nh_conn_set_close_reason(c, NH_CLOSE_HTTP);
-    nh_conn_close(c, "no complete HTTP request (or no progress) within handshake_timeout");
+    nh_conn_close(c, "HTTP timeout");
 }
 
 static void on_pump(nh_timer_t *t) {
@@ -265,6 +275,7 @@ static void send_head(nh_conn_t *c, ws_http_t *x, int status, const char *type, 
 
 /* The answer to the request is queued whole: on to the next request, or close. */
 static void request_done(nh_conn_t *c, ws_http_t *x) {
+    x->answered++;
     free(x->body);
     x->body = NULL;
     x->body_len = x->body_need = 0;
@@ -483,8 +494,9 @@ static int upgrade(nh_conn_t *c, ws_http_t *x) {
     nh_http_req_t *req = &x->req;
     int check = nh_http_req_check_upgrade(req);
     if (check != NH_UPGRADE_OK) {
-        char who[160], path[NH_LOG_ESCAPED_MAX];
-        nh_log(NH_LOG_INFO, "%s: upgrade of '%s' refused: %s", nh_conn_describe(c, who, sizeof who),
+        char peer[80] = "?", path[NH_LOG_ESCAPED_MAX];
+        nh_conn_peer(c, peer, sizeof peer);
+        nh_log(NH_LOG_INFO, "ws %s: upgrade of '%s' refused: %s", peer,
                nh_log_escape(path, sizeof path, req->path, strlen(req->path)),
                nh_http_upgrade_strerror(check));
         /* RFC 6455 4.2.2: a version refusal names the version this server speaks */
@@ -493,8 +505,9 @@ static int upgrade(nh_conn_t *c, ws_http_t *x) {
         return 0;
     }
     if (o->check_origin && o->origin && !o->origin(o->ud, c->listener->id, req->origin)) {
-        char who[160], origin[NH_LOG_ESCAPED_MAX];
-        nh_log(NH_LOG_INFO, "%s: origin '%s' refused", nh_conn_describe(c, who, sizeof who),
+        char peer[80] = "?", origin[NH_LOG_ESCAPED_MAX];
+        nh_conn_peer(c, peer, sizeof peer);
+        nh_log(NH_LOG_INFO, "ws %s: origin '%s' refused", peer,
                nh_log_escape(origin, sizeof origin, req->origin, strlen(req->origin)));
         http_error(c, x, 403, NULL, NULL, 1);
         return 0;
@@ -596,9 +609,9 @@ static int http_input(nh_conn_t *c, uint8_t *data, size_t len) {
         size_t consumed = 0;
         int r = nh_http_req_feed(&x->req, (const char *)data, len, &consumed);
         if (r < 0) {
-            char who[160];
-            nh_log(NH_LOG_WARN, "%s: %s; closing", nh_conn_describe(c, who, sizeof who),
-                   nh_ws_strerror(r));
+            char peer[80] = "?";
+            nh_conn_peer(c, peer, sizeof peer);
+            nh_log(NH_LOG_WARN, "ws %s: %s; closing", peer, nh_ws_strerror(r));
             if (r == NH_EWS_HTTP_TOO_BIG)
                 http_error(c, x, 431,
                            "431 Request Header Fields Too Large: the head is over 8 KiB\n", NULL,
