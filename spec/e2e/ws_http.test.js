@@ -1,7 +1,7 @@
 'use strict';
 // The HTTP side of a WebSocket listener, with curl as the HTTP client and a real WebSocket client
 // (ws + pomelo-protocol): nano.http.route served there (GET/POST with a JSON body, a handler that
-// waits, 404/405/413/431, HEAD, keep-alive over one connection, a route changed by hot reload), a
+// waits, one the watchdog aborts, 404/405/413/431, HEAD, keep-alive over one connection, a route changed by hot reload), a
 // page and its WebSocket both on "/", a plain GET on a bare WebSocket path answered 400 with a
 // body, and page loads that take no session id and leave nano.stats() sessions unchanged.
 const test = require('node:test');
@@ -51,6 +51,10 @@ nano.http.route("POST", "/release", function(req)
   for _, resume in ipairs(waiting) do resume("released\\n") end
   waiting = {}
   return "released " .. n
+end)
+nano.configure({ watchdog = 0.5 })
+nano.http.route("GET", "/spin", function(req)
+  while true do nano.now() end
 end)
 nano.http.route("GET", "/stats", function(req)
   local st = nano.stats()
@@ -140,6 +144,16 @@ test('404 with a small body, 405 with Allow, 413 and 431', async () => {
     const huge = curl(['-H', `X-Pad: ${'a'.repeat(9000)}`, `${base}/hello`]);
     assert.equal(huge.status, 431);
     assert.equal(curl([`${base}/hello?name=after`]).status, 200, 'the listener still serves');
+  });
+});
+
+test('the watchdog aborts a route handler that never returns: 500, and the listener goes on', async () => {
+  await withServer(async ({ base }, srv) => {
+    const r = curl([`${base}/spin`]);
+    assert.equal(r.status, 500);
+    for (let i = 0; i < 200 && !/aborted by the watchdog/.test(srv.stderr); i++) await new Promise((res) => setTimeout(res, 25));
+    assert.match(srv.stderr, /aborted by the watchdog/);
+    assert.match(curl([`${base}/hello?name=after`]).body, /Hello, after/);
   });
 });
 
