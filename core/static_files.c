@@ -155,11 +155,12 @@ static void on_open(uv_fs_t *req) {
     }
 }
 
-nh_static_file_t *nh_static_file_open(uv_loop_t *loop, const char *path,
-                                      const nh_static_file_events_t *ev, void *ud) {
+int nh_static_file_open(uv_loop_t *loop, const char *path, const nh_static_file_events_t *ev,
+                        void *ud, nh_static_file_t **out) {
+    *out = NULL;
     size_t n = strlen(path);
     nh_static_file_t *f = calloc(1, sizeof *f + n + 1);
-    if (!f) return NULL;
+    if (!f) return UV_ENOMEM;
     memcpy(f->path, path, n + 1);
     f->loop = loop;
     f->ev = ev;
@@ -168,11 +169,13 @@ nh_static_file_t *nh_static_file_open(uv_loop_t *loop, const char *path,
     f->req.data = f;
     f->busy = 1;
     int r = uv_fs_open(loop, &f->req, f->path, O_RDONLY | O_CLOEXEC, 0, on_open);
-    if (r < 0) { /* reported like a failed open, from here: the caller expects a callback */
-        f->busy = 0;
-        ev->on_open(ud, r, 0);
+    if (r < 0) {
+        uv_fs_req_cleanup(&f->req);
+        free(f);
+        return r;
     }
-    return f;
+    *out = f;
+    return 0;
 }
 
 static void on_read(uv_fs_t *req) {

@@ -55,9 +55,10 @@ typedef struct nh_static_file_events {
     void (*on_chunk)(void *ud, int status, nh_buf_t *chunk);
 } nh_static_file_events_t;
 
-/* Starts opening `path`. Returns NULL when out of memory (nothing started). */
-nh_static_file_t *nh_static_file_open(uv_loop_t *loop, const char *path,
-                                      const nh_static_file_events_t *ev, void *ud);
+/* Starts opening `path`: on_open follows, from the loop. Returns 0 and the file in *out, or a
+ * negative uv error (out of memory; nothing started, no callback). */
+int nh_static_file_open(uv_loop_t *loop, const char *path, const nh_static_file_events_t *ev,
+                        void *ud, nh_static_file_t **out);
 /* Reads the next chunk of at most `max` bytes. 0, UV_EBUSY while a request is in flight,
  * UV_EOF past the end, or another negative uv error. */
 int nh_static_file_read(nh_static_file_t *f, size_t max);

@@ -95,6 +95,7 @@ static void http_free(nh_host_t *h, ws_http_t *x) {
     nh_timer_stop(&h->timers, &x->pump);
     unwait(h, x);
     nh_static_file_close(x->file);
+    nh_http_req_release(&x->req);
     free(x->body);
     free(x->pending);
     free(x);
@@ -147,6 +148,7 @@ static int ws_open(nh_conn_t *c) {
     }
     x->c = c;
     nh_http_req_init(&x->req);
+    x->req.keep_headers = 1;
     x->timer.cb = on_http_timeout;
     x->pump.cb = on_pump;
     x->timer.data = x->pump.data = c;
@@ -285,7 +287,9 @@ static void request_done(nh_conn_t *c, ws_http_t *x) {
         nh_conn_close_after_flush(c);
         return;
     }
+    nh_http_req_release(&x->req);
     nh_http_req_init(&x->req);
+    x->req.keep_headers = 1;
     http_deadline(x);
     if (x->pending_len) nh_timer_start(&c->host->timers, &x->pump, 0, 0);
 }
@@ -423,7 +427,7 @@ static void serve_plain(nh_conn_t *c, ws_http_t *x) {
             .method = http_method_str((enum http_method)req->method),
             .target = req->target,
             .target_len = req->target_len,
-            .headers = req->headers,
+            .headers = req->headers ? req->headers : "",
             .headers_len = req->headers_len,
             .body = x->body ? x->body : "",
             .body_len = x->body_len,
@@ -451,8 +455,10 @@ static void serve_plain(nh_conn_t *c, ws_http_t *x) {
         case NH_STATIC_FILE:
             x->phase = PH_FILE;
             x->file_type = nh_static_content_type(file);
-            x->file = nh_static_file_open(h->loop, file, &file_events, c);
-            if (!x->file) nh_conn_close(c, "out of memory");
+            if (nh_static_file_open(h->loop, file, &file_events, c, &x->file) != 0) {
+                x->phase = PH_HEAD;
+                not_found(c, x);
+            }
             return;
         default:
             break;
@@ -545,8 +551,8 @@ static int on_head(nh_conn_t *c, ws_http_t *x) {
      * request asks for the upgrade; a plain GET there may be a page (see serve_plain). */
     if (x->on_ws_path && (req->upgrade_websocket || req->key[0] || req->version))
         return upgrade(c, x);
-    if (!req->path[0] || req->target_len >= sizeof req->target) {
-        http_error(c, x, 414, NULL, NULL, 1);
+    if (req->target_len >= sizeof req->target || !req->path[0]) { /* too long, or "*" */
+        http_error(c, x, req->target_len && req->target[0] == '/' ? 414 : 400, NULL, NULL, 1);
         return 0;
     }
     if (req->chunked) {

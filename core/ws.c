@@ -2,6 +2,7 @@
 #include "ws.h"
 
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -219,17 +220,34 @@ static void finish_header(nh_http_req_t *r) {
     r->vlen = 0;
 }
 
-/* Keeps a header's bytes in r->headers (the head is bounded by NH_HTTP_MAX_HEAD, and a pair's
- * two NULs take less room than its ": " and CRLF, so they always fit). */
+/* Appends to the kept headers, growing the buffer (bounded: the head is at most NH_HTTP_MAX_HEAD
+ * bytes, and a pair's two NULs take less room than its ": " and CRLF). Out of memory: the
+ * headers are dropped, the request goes on. */
+static void headers_append(nh_http_req_t *r, const char *at, size_t n, int lower) {
+    if (r->headers_len + n + 1 > r->headers_cap) {
+        size_t cap = r->headers_cap ? r->headers_cap * 2 : 512;
+        while (cap < r->headers_len + n + 1)
+            cap *= 2;
+        char *b = realloc(r->headers, cap);
+        if (!b) {
+            r->headers_len = 0;
+            return;
+        }
+        r->headers = b;
+        r->headers_cap = cap;
+    }
+    for (size_t i = 0; i < n; i++)
+        r->headers[r->headers_len + i] = lower ? (char)tolower((unsigned char)at[i]) : at[i];
+    r->headers_len += n;
+    r->headers[r->headers_len] = '\0';
+}
+
+/* Keeps a header's bytes (state 1: its name, 2: its value) when the caller asked for them. */
 static void keep_header(nh_http_req_t *r, int state, const char *at, size_t n) {
-    if (r->hdr_state != state && r->hdr_state != 0)
-        append(r->headers, sizeof(r->headers), &r->headers_len, "", 1);
+    if (!r->keep_headers) return;
+    if (r->hdr_state != state && r->hdr_state != 0) headers_append(r, "", 1, 0);
     r->hdr_state = state;
-    size_t start = r->headers_len;
-    append(r->headers, sizeof(r->headers), &r->headers_len, at, n);
-    if (state == 1)
-        for (size_t i = start; i < r->headers_len && i < sizeof(r->headers) - 1; i++)
-            r->headers[i] = (char)tolower((unsigned char)r->headers[i]);
+    headers_append(r, at, n, state == 1);
 }
 
 static int on_header_field(http_parser *hp, const char *at, size_t n) {
@@ -279,8 +297,7 @@ static void finish_path(nh_http_req_t *r) {
 static int on_headers_complete(http_parser *hp) {
     nh_http_req_t *r = req_of(hp);
     if (r->value_in_progress) finish_header(r);
-    if (r->hdr_state == 2) append(r->headers, sizeof(r->headers), &r->headers_len, "", 1);
-    if (r->headers_len >= sizeof(r->headers)) r->headers_len = sizeof(r->headers) - 1;
+    if (r->keep_headers && r->hdr_state == 2) headers_append(r, "", 1, 0);
     r->content_length = hp->content_length;
     r->chunked = (hp->flags & F_CHUNKED) != 0;
     r->method = hp->method;
@@ -304,6 +321,12 @@ static const http_parser_settings req_settings = {
     .on_headers_complete = on_headers_complete,
     .on_message_complete = on_message_complete,
 };
+
+void nh_http_req_release(nh_http_req_t *r) {
+    free(r->headers);
+    r->headers = NULL;
+    r->headers_len = r->headers_cap = 0;
+}
 
 void nh_http_req_init(nh_http_req_t *r) {
     memset(r, 0, sizeof(*r));

@@ -95,7 +95,7 @@ static const nh_static_file_events_t events = {on_open, on_chunk};
 static void run(const char *path, reader_t *r) {
     uv_loop_t loop;
     uv_loop_init(&loop);
-    r->f = nh_static_file_open(&loop, path, &events, r);
+    CHECK(nh_static_file_open(&loop, path, &events, r, &r->f) == 0);
     CHECK(r->f != NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     if (!r->close_after_first) nh_static_file_close(r->f);

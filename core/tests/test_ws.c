@@ -651,6 +651,7 @@ static void test_http_plain_request_keeps_target_headers_and_length(void) {
     for (size_t a = 0; a <= head; a++) {
         size_t c1, c2;
         nh_http_req_init(&r);
+        r.keep_headers = 1;
         int rc1 = nh_http_req_feed(&r, req, a, &c1);
         int rc2 = nh_http_req_feed(&r, req + c1, strlen(req) - c1, &c2);
         if (rc2 != 1 || rc1 < 0 || c1 + c2 != head || r.method != HTTP_POST ||
@@ -659,6 +660,7 @@ static void test_http_plain_request_keeps_target_headers_and_length(void) {
             strcmp(r.path, "/login") != 0 || r.headers_len != sizeof pairs ||
             memcmp(r.headers, pairs, sizeof pairs) != 0 || r.content_length != 7 || r.chunked)
             all_ok = 0;
+        nh_http_req_release(&r);
     }
     CHECK(all_ok);
     static const char chunked[] =
@@ -666,6 +668,7 @@ static void test_http_plain_request_keeps_target_headers_and_length(void) {
     size_t consumed;
     CHECK(http_feed_all(&r, chunked, strlen(chunked), &consumed) == 1);
     CHECK(r.chunked == 1);
+    CHECK(r.headers == NULL && r.headers_len == 0); /* not kept unless asked */
     static const char none[] = "GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
     CHECK(http_feed_all(&r, none, strlen(none), &consumed) == 1);
     CHECK(r.content_length == UINT64_MAX);
