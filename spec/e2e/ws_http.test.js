@@ -232,6 +232,19 @@ test('a page and its WebSocket both on "/"', async () => {
   });
 });
 
+test('a file far bigger than send_limit is streamed whole (read in chunks as the queue drains)', async () => {
+  await withServer(async ({ base }, srv, main) => {
+    const big = Buffer.alloc(3 * 1024 * 1024 + 123);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 31 + (i >> 11)) & 255; // default send_limit: 1 MiB
+    fs.writeFileSync(path.join(path.dirname(main), 'web', 'big.bin'), big);
+    const out = path.join(tmp, 'big.out');
+    const r = curl(['-o', out, `${base}/big.bin`]);
+    assert.equal(r.status, 200);
+    assert.ok(fs.readFileSync(out).equals(big), 'the same bytes');
+    assert.match(curl([`${base}/hello?name=after`]).body, /Hello, after/);
+  });
+});
+
 test('a plain GET on a WebSocket path with nothing mapped is 400 with a body that says why', async () => {
   await withServer(async ({ bare }) => {
     const r = curl([`${bare}/nano`]);
