@@ -113,7 +113,7 @@ static void on_http_timeout(nh_timer_t *t) {
     ws_http_t *x = ((ws_state_t *)c->tstate)->http;
     double secs = (double)c->host->cfg.handshake_timeout_ms / 1000.0;
     char who[160];
-    if (!x->answered) /* the WebSocket handshake (or a first request) never came */
+    if (!x->answered && x->phase <= PH_BODY) /* the upgrade (or a first request) never came */
         nh_log(NH_LOG_INFO, "%s: no handshake within %.1f s; closing (HTTP request incomplete)",
                nh_conn_describe(c, who, sizeof who), secs);
     else if (nh_log_enabled(NH_LOG_DEBUG))
