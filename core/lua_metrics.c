@@ -5,7 +5,9 @@
  *   route(name)                         registers a route for per-route series
  *   route_code(code, name)              the dictionary's code for a route (compressed routes)
  *   reload(ok, seconds)                 one hot reload
- *   family(name, help, kind, labels, bounds) -> handle   Lua's own counter/gauge/histogram
+ *   family(name, help, kind, labels, bounds [, host]) -> handle   Lua's own counter/gauge/
+ *                                       histogram; host true: one of the host's own nano_*
+ *                                       series (lua/nano/metrics.lua's cluster/storage/http)
  *   update(handle, set, value, label values...)          nil, err past the series limit
  *   http_router(fn | nil)               fn(id, method, target, headers, body, remote, via) for
  *                                       paths other than /metrics and /healthz on the metrics
@@ -144,7 +146,9 @@ static int l_family(lua_State *L) {
         }
     }
     nh_metrics_family_t *f;
-    int r = nh_metrics_family_add(m, name, help, k, labels, nlabels, bounds, nbounds, &f);
+    int r = lua_toboolean(L, 6)
+                ? nh_metrics_host_family_add(m, name, help, k, labels, nlabels, bounds, nbounds, &f)
+                : nh_metrics_family_add(m, name, help, k, labels, nlabels, bounds, nbounds, &f);
     if (r == -EINVAL)
         return luaL_error(L,
                           "metric '%s': bad name, label names or bucket bounds (names are "

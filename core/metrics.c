@@ -290,9 +290,10 @@ static int same_shape(const nh_metrics_family_t *f, int kind, const char *const 
     return 1;
 }
 
-int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
-                          const char *const *labels, int nlabels, const double *bounds, int nbounds,
-                          nh_metrics_family_t **out) {
+/* host: the family is one of the host's own (nano_*), counted on the Lua side. */
+static int family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
+                      const char *const *labels, int nlabels, const double *bounds, int nbounds,
+                      int host, nh_metrics_family_t **out) {
     if (!valid_name(name, 0) || nlabels < 0 || nlabels > NH_METRICS_MAX_LABELS) return -EINVAL;
     for (int i = 0; i < nlabels; i++) {
         if (!valid_name(labels[i], 1)) return -EINVAL;
@@ -305,7 +306,7 @@ int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, i
         for (int i = 0; i < nbounds; i++)
             if (!isfinite(bounds[i]) || (i && bounds[i] <= bounds[i - 1])) return -EINVAL;
     }
-    if (strncmp(name, "nano_", 5) == 0) return -EEXIST; /* the core's own prefix */
+    if ((strncmp(name, "nano_", 5) == 0) != host) return -EEXIST; /* the host's own prefix */
     nh_metrics_family_t **tail = &m->families;
     for (nh_metrics_family_t *f = m->families; f; f = f->next) {
         if (strcmp(f->name, name) == 0) {
@@ -344,6 +345,18 @@ int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, i
     *tail = f;
     *out = f;
     return 0;
+}
+
+int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
+                          const char *const *labels, int nlabels, const double *bounds, int nbounds,
+                          nh_metrics_family_t **out) {
+    return family_add(m, name, help, kind, labels, nlabels, bounds, nbounds, 0, out);
+}
+
+int nh_metrics_host_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
+                               const char *const *labels, int nlabels, const double *bounds,
+                               int nbounds, nh_metrics_family_t **out) {
+    return family_add(m, name, help, kind, labels, nlabels, bounds, nbounds, 1, out);
 }
 
 int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, int set, double v) {

@@ -160,6 +160,12 @@ enum nh_metrics_kind { NH_KIND_COUNTER, NH_KIND_GAUGE, NH_KIND_HISTOGRAM };
 int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
                           const char *const *labels, int nlabels, const double *bounds, int nbounds,
                           nh_metrics_family_t **out);
+/* The same for the host's own series that its Lua side counts (cluster RPCs, storage clients,
+ * the HTTP client: lua/nano/metrics.lua): the name must start with "nano_", which
+ * nh_metrics_family_add refuses (-EEXIST either way round). */
+int nh_metrics_host_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
+                               const char *const *labels, int nlabels, const double *bounds,
+                               int nbounds, nh_metrics_family_t **out);
 int nh_metrics_family_kind(const nh_metrics_family_t *f);
 int nh_metrics_family_nlabels(const nh_metrics_family_t *f);
 /* Adds to (counter, gauge), sets (gauge) or observes (histogram) the series with these label

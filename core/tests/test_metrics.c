@@ -84,6 +84,11 @@ static void test_families(void) {
           -EEXIST);
     CHECK(nh_metrics_family_add(&m, "nano_mine", "", NH_KIND_COUNTER, NULL, 0, NULL, 0, &g) ==
           -EEXIST);
+    /* the host's own Lua-side series take the nano_ prefix, and only it */
+    CHECK(nh_metrics_host_family_add(&m, "nano_mine", "", NH_KIND_COUNTER, NULL, 0, NULL, 0, &g) ==
+          0);
+    CHECK(nh_metrics_host_family_add(&m, "game_e", "", NH_KIND_COUNTER, NULL, 0, NULL, 0, &g) ==
+          -EEXIST);
     CHECK(nh_metrics_family_add(&m, "9bad", "", NH_KIND_COUNTER, NULL, 0, NULL, 0, &g) == -EINVAL);
     CHECK(nh_metrics_family_add(&m, "bad-name", "", NH_KIND_COUNTER, NULL, 0, NULL, 0, &g) ==
           -EINVAL);

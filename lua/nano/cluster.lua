@@ -19,12 +19,14 @@ local core = require "nano.core"
 local nats = require "nano.nats_core"
 local task = require "nano.task"
 local json = require "nano.json"
+local metrics = require "nano.metrics"
 
 local type, pairs, ipairs, tostring, tonumber, setmetatable, next, pcall, xpcall =
   type, pairs, ipairs, tostring, tonumber, setmetatable, next, pcall, xpcall
 local str_format, str_find, str_match, str_sub = string.format, string.find, string.match, string.sub
 local traceback = debug.traceback
 local random = math.random
+local clock, rpc_done, forward_done = metrics.clock, metrics.rpc_done, metrics.forward_done
 
 local M = {}
 
@@ -100,6 +102,7 @@ function M.attach(nano)
       if h.op == "hello" then announce("beat") end -- the newcomer learns about us at once
     end
     m.type, m.gate, m.last = h.type, h.gate, core.now()
+    if type(h.type) == "string" then C.types[h.type] = true end
     if h.routes then
       local set = {}
       for _, r in ipairs(h.routes) do set[r] = true end
@@ -114,17 +117,36 @@ function M.attach(nano)
   -- the calls past their deadline, so a timeout is late by at most that.
   local CALL_TICK = 0.05
 
-  local function new_call(target, done, timeout)
+  -- A series' target label: a server type some member announced, else "unknown" (a forwarded
+  -- route names its type, and a client can send any route).
+  local function type_label(t)
+    if t and C.types[t] then return t end
+    return "unknown"
+  end
+
+  -- kind: "rpc" or "fwd" (a forwarded request), for /metrics; ttype: the target's server type
+  local function new_call(target, done, timeout, kind, ttype)
     C.next_cid = C.next_cid + 1
     local cid = C.next_cid
-    C.calls[cid] = { target = target, done = done, deadline = core.now() + timeout, timeout = timeout }
+    C.calls[cid] = { target = target, done = done, deadline = core.now() + timeout, timeout = timeout,
+      kind = kind, ttype = ttype, t0 = clock() }
     return cid
   end
 
-  local function finish_call(cid, ...)
+  local function count_call(call, outcome)
+    if call.kind == "rpc" then
+      rpc_done(call.ttype, outcome, call.t0)
+    else
+      forward_done(call.ttype, outcome, call.t0)
+    end
+  end
+
+  -- outcome: ok, error, timeout, unavailable (/metrics)
+  local function finish_call(cid, outcome, ...)
     local call = C.calls[cid]
     if not call then return end
     C.calls[cid] = nil
+    count_call(call, outcome)
     call.done(...)
   end
 
@@ -133,7 +155,7 @@ function M.attach(nano)
     local now = core.now()
     for cid, call in pairs(C.calls) do
       if now >= call.deadline then
-        finish_call(cid, nil, { code = 503, msg = str_format("no answer from %s within %g s", call.target, call.timeout) })
+        finish_call(cid, "timeout", nil, { code = 503, msg = str_format("no answer from %s within %g s", call.target, call.timeout) })
       end
     end
   end
@@ -142,7 +164,7 @@ function M.attach(nano)
     C.members[id] = nil
     log[level or "warn"]("cluster: %s", why)
     for cid, call in pairs(C.calls) do
-      if call.target == id then finish_call(cid, nil, { code = 503, msg = why }) end
+      if call.target == id then finish_call(cid, "unavailable", nil, { code = 503, msg = why }) end
     end
     for _, bound in pairs(C.bindings) do
       for t, bid in pairs(bound) do
@@ -152,7 +174,7 @@ function M.attach(nano)
   end
 
   local function fail_all(why)
-    for cid in pairs(C.calls) do finish_call(cid, nil, { code = 503, msg = why }) end
+    for cid in pairs(C.calls) do finish_call(cid, "unavailable", nil, { code = 503, msg = why }) end
   end
 
   -- ---------------------------------------------------------------------------------------------
@@ -189,18 +211,26 @@ function M.attach(nano)
     if type(target) ~= "string" or type(route) ~= "string" then
       error("rpc: expected (type_or_id, \"Comp.method\", payload)", 2)
     end
+    local t0 = clock()
     local id = C.members[target] and target or pick(target)
-    if not id then return nil, "no server of type or id '" .. target .. "'" end
+    if not id then
+      rpc_done(type_label(target), "unavailable", t0)
+      return nil, "no server of type or id '" .. target .. "'"
+    end
+    local ttype = type_label(C.members[id].type)
     local ok, body = pcall(serializer().marshal, payload)
-    if not ok then return nil, "cannot serialize: " .. tostring(body) end
+    if not ok then
+      rpc_done(ttype, "error", t0)
+      return nil, "cannot serialize: " .. tostring(body)
+    end
     local timeout = opts and opts.timeout or C.timeout
     local res, err = task.await("nano.rpc", function(resume)
       local cid = new_call(id, function(r, e)
         if e then return resume(nil, e) end
         return resume(r)
-      end, timeout)
+      end, timeout, "rpc", ttype)
       local sent, why = send(id, { k = "rpc", cid = cid, r = route }, body)
-      if not sent then finish_call(cid, nil, { code = 503, msg = why }) end
+      if not sent then finish_call(cid, "unavailable", nil, { code = 503, msg = why }) end
     end)
     if err then return nil, type(err) == "table" and (tostring(err.msg) .. " (" .. tostring(err.code) .. ")") or err end
     return res
@@ -436,10 +466,10 @@ function M.attach(nano)
   end
 
   local function on_rpc_result(h, body)
-    if h.err then return finish_call(h.cid, nil, h.err) end
+    if h.err then return finish_call(h.cid, "error", nil, h.err) end
     local ok, res = pcall(serializer().unmarshal, body)
-    if not ok then return finish_call(h.cid, nil, { code = 500, msg = "result does not decode" }) end
-    finish_call(h.cid, res)
+    if not ok then return finish_call(h.cid, "error", nil, { code = 500, msg = "result does not decode" }) end
+    finish_call(h.cid, "ok", res)
   end
 
   -- ---------------------------------------------------------------------------------------------
@@ -463,6 +493,7 @@ function M.attach(nano)
       bound[t] = member
     end
     if not member then
+      forward_done(type_label(t), "unavailable", mtype == MSG_REQUEST and clock() or nil)
       if mtype == MSG_REQUEST then
         core.respond(s, id, json.marshal({ code = 503, msg = "no server of type " .. t }), true)
       end
@@ -480,17 +511,26 @@ function M.attach(nano)
     if mtype == MSG_REQUEST then
       h.cid = new_call(member, function(_, err)
         if err then core.respond(s, id, json.marshal(err), true) end
-      end, C.timeout)
+      end, C.timeout, "fwd", type_label(t))
     end
     local ok, err = send(member, h, payload)
-    if not ok and h.cid then finish_call(h.cid, nil, { code = 503, msg = err }) end
+    if not h.cid then
+      forward_done(type_label(t), ok and "notify" or "unavailable")
+    elseif not ok then
+      finish_call(h.cid, "unavailable", nil, { code = 503, msg = err })
+    end
     return true
   end
   nano._forward = forward
 
   local session_ops = {
     resp = function(s, h, body)
-      if h.cid then C.calls[h.cid] = nil end -- the forwarded request is answered: no timeout for it
+      -- the forwarded request is answered: no timeout for it
+      local call = h.cid and C.calls[h.cid]
+      if call then
+        C.calls[h.cid] = nil
+        count_call(call, h.err and "error" or "ok")
+      end
       core.respond(s, h.mid, body, h.err and true or false)
     end,
     push = function(s, h, body) core.push(s, route_code(h.r), body) end,
@@ -600,7 +640,7 @@ function M.attach(nano)
     C = {
       id = id, type = opts.type, url = opts.nats or "nats://127.0.0.1:4222",
       heartbeat = opts.heartbeat or 1, dead_after = opts.dead_after or 3, timeout = opts.timeout or 5,
-      members = {}, calls = {}, next_cid = 0, routers = {},
+      members = {}, types = {}, calls = {}, next_cid = 0, routers = {},
       bindings = setmetatable({}, { __mode = "k" }), seen = setmetatable({}, { __mode = "k" }),
       by_sid = setmetatable({}, { __mode = "v" }), remote = {}, slow = 0,
     }
@@ -612,6 +652,7 @@ function M.attach(nano)
     C.link = link
     subscribe_all()
     C.members[id] = { id = id, type = C.type, last = core.now() }
+    C.types[C.type] = true
     C.timer = core.timer(C.heartbeat, C.heartbeat, sweep)
     C.call_timer = core.timer(CALL_TICK, CALL_TICK, expire_calls)
     if not link:connected() then

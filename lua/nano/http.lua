@@ -9,10 +9,14 @@
 -- A 4xx or 5xx is a response (check res.status); nil, err is for what gave no response: a
 -- refused connection, DNS, TLS, a timeout, a response over max_response (16 MiB by default).
 -- Redirects are not followed unless redirects = true (or a number: the most to follow).
+-- Each request counts in /metrics: nano_http_client_requests_total{method,outcome} and
+-- nano_http_client_request_seconds{method} (docs/operating.md).
 local core = require "nano.http_core"
 local task = require "nano.task"
+local metrics = require "nano.metrics"
 
 local type, pairs = type, pairs
+local clock, http_done = metrics.clock, metrics.http_done
 
 local M = {}
 
@@ -21,10 +25,13 @@ local M = {}
 function M.request(opts)
   if type(opts) ~= "table" then error("http.request: expected a table of options", 2) end
   if type(opts.url) ~= "string" then error("http.request: url is required", 2) end
-  return task.await("nano.http.request", function(resume)
-    local id, err = core.request(opts, function(res, e) resume(res, e) end)
-    if not id then resume(nil, err) end
+  local t0 = clock()
+  local res, err = task.await("nano.http.request", function(resume)
+    local id, rerr = core.request(opts, function(r, e) resume(r, e) end)
+    if not id then resume(nil, rerr) end
   end)
+  http_done(opts.method or "GET", res and res.status, t0)
+  return res, err
 end
 
 --- nano.http.get(url [, opts]) -> res | nil, err

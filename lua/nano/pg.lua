@@ -8,7 +8,8 @@
 --   pg:close()
 --
 -- opts: pool (connections, default 4), timeout (s, default 30: one query; it is then cancelled
--- on the server; false: none), connect_timeout (s, default 10).
+-- on the server; false: none), connect_timeout (s, default 10), name (labels its queries in
+-- /metrics: nano_storage_queries_total{client="pg",name=...}; default "default").
 --
 -- Values: see nano.pg_core (core/lua_pg.c): rows are arrays of tables keyed by column name;
 -- int2/int4/oid/float4/float8 numbers, int8 a number within ±2^53 and its decimal text beyond,
@@ -20,10 +21,12 @@
 local pc = require "nano.pg_core"
 local core = require "nano.core"
 local task = require "nano.task"
+local metrics = require "nano.metrics"
 
 local type, select, tostring, pairs, ipairs, setmetatable, unpack, pcall =
   type, select, tostring, pairs, ipairs, setmetatable, unpack, pcall
 local str_format, remove = string.format, table.remove
+local clock, storage_done = metrics.clock, metrics.storage_done
 
 local M = {
   null = require("nano.json").null, -- a NULL parameter (nil works too)
@@ -223,8 +226,9 @@ function M.connect(conninfo, opts)
     return nil, "pg: connect: expected a conninfo string, e.g. \"host=127.0.0.1 port=5432 dbname=game\""
   end
   if opts ~= nil and type(opts) ~= "table" then return nil, "pg: connect: opts must be a table" end
-  local o = { pool = 4, timeout = 30, connect_timeout = 10 }
+  local o = { pool = 4, timeout = 30, connect_timeout = 10, name = "default" }
   for k, v in pairs(opts or {}) do o[k] = v end
+  if type(o.name) ~= "string" then return nil, "pg: connect: opts.name must be a string" end
   if type(o.pool) ~= "number" or o.pool < 1 or o.pool % 1 ~= 0 then
     return nil, "pg: connect: opts.pool must be a whole number >= 1"
   end
@@ -235,7 +239,7 @@ function M.connect(conninfo, opts)
       return nil, "pg: connect: opts." .. k .. " must be seconds (a number > 0) or false"
     end
   end
-  local pool = setmetatable({ conninfo = conninfo, opts = o, size = o.pool, nconns = 0,
+  local pool = setmetatable({ conninfo = conninfo, opts = o, name = o.name, size = o.pool, nconns = 0,
     idle = {}, queue = {}, conns = {} }, Pool)
   open[pool] = true
   if task.current() then
@@ -252,12 +256,20 @@ end
 --- pg:query(sql, ...) -> rows | { changes = n } | nil, err
 function Pool:query(sql, ...)
   need_task("pg:query")
+  local t0 = clock()
   local ok, err = check_sql(sql)
-  if not ok then return nil, err end
+  if not ok then
+    storage_done("pg", self.name, t0, true)
+    return nil, err
+  end
   local conn, cerr = acquire(self)
-  if not conn then return nil, cerr end
+  if not conn then
+    storage_done("pg", self.name, t0, true)
+    return nil, cerr
+  end
   local res, qerr = run(conn, sql, select("#", ...), ...)
   release(self, conn)
+  storage_done("pg", self.name, t0, qerr ~= nil)
   return res, qerr
 end
 
@@ -299,11 +311,20 @@ end
 
 --- tx:query(sql, ...): as pg:query, on the transaction's connection
 function Tx:query(sql, ...)
-  if not self.open then return nil, "pg: this transaction has ended" end
+  local name = self.conn.pool.name
+  local t0 = clock()
+  if not self.open then
+    storage_done("pg", name, t0, true)
+    return nil, "pg: this transaction has ended"
+  end
   local ok, err = check_sql(sql)
-  if not ok then return nil, err end
+  if not ok then
+    storage_done("pg", name, t0, true)
+    return nil, err
+  end
   local res, qerr = run(self.conn, sql, select("#", ...), ...)
   if qerr then self.failed = self.failed or qerr end
+  storage_done("pg", name, t0, qerr ~= nil)
   return res, qerr
 end
 

@@ -8,7 +8,8 @@
 --
 -- opts: connect_timeout (s, default 5: one connection attempt), timeout (s, default 5: one
 -- command; nil/false to wait forever), reconnect_max (s, default 5: the longest pause between
--- reconnection attempts; the pause doubles from 0.05 s).
+-- reconnection attempts; the pause doubles from 0.05 s), name (labels its calls in /metrics:
+-- nano_storage_queries_total{client="redis",name=...}; default "default").
 --
 -- Replies: status and bulk strings → strings, integers → numbers (exact to 2^53), nil → nil,
 -- arrays → tables (a nil inside one is nano.redis.null, the same value as nano.json.null;
@@ -23,10 +24,12 @@
 local rc = require "nano.redis_core"
 local core = require "nano.core"
 local task = require "nano.task"
+local metrics = require "nano.metrics"
 
 local type, select, tostring, tonumber, pairs, ipairs, setmetatable, unpack =
   type, select, tostring, tonumber, pairs, ipairs, setmetatable, unpack
 local str_format, min = string.format, math.min
+local clock, storage_done = metrics.clock, metrics.storage_done
 
 local M = {
   null = require("nano.json").null, -- a nil inside an array reply
@@ -263,7 +266,7 @@ handshake = function(self, conn)
 end
 
 local function new_client(u, opts)
-  local o = { connect_timeout = 5, timeout = 5, reconnect_max = 5 }
+  local o = { connect_timeout = 5, timeout = 5, reconnect_max = 5, name = "default" }
   for k, v in pairs(opts or {}) do o[k] = v end
   if o.timeout == false then o.timeout = nil end
   return setmetatable({ u = u, opts = o, status = "connecting", pending = {}, waiting = {},
@@ -275,6 +278,9 @@ function M.connect(url, opts)
   local u, err = parse_url(url)
   if not u then return nil, "redis: " .. err end
   if opts ~= nil and type(opts) ~= "table" then return nil, "redis: connect: opts must be a table" end
+  if opts and opts.name ~= nil and type(opts.name) ~= "string" then
+    return nil, "redis: connect: opts.name must be a string"
+  end
   for _, k in ipairs({ "connect_timeout", "timeout", "reconnect_max" }) do
     local v = opts and opts[k]
     if v ~= nil and v ~= false and (type(v) ~= "number" or v <= 0) then
@@ -318,6 +324,13 @@ end
 
 --- r:call(cmd, ...) -> the reply | nil, err
 function Client:call(...)
+  local t0 = clock()
+  local res, err = self:_call(...)
+  storage_done("redis", self.opts.name, t0, err ~= nil)
+  return res, err
+end
+
+function Client:_call(...)
   local n = select("#", ...)
   if self.status == "closed" then return nil, "redis: client closed" end
   local ok, err = check_args(n, ...)
