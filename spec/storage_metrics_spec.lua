@@ -26,10 +26,16 @@ local function delta(before, after, key)
   return after.s[key] - (before.s[key] or 0)
 end
 
+-- promtool check metrics on the scrape, less the families other spec files define with names
+-- that its linter flags on purpose (spec_*: api_metrics_spec.lua tests what a name may be).
 local function promtool(text)
+  local keep = {}
+  for line in text:gmatch("[^\n]+") do
+    if not (line:find("^spec_") or line:find("^# %u+ spec_")) then keep[#keep + 1] = line end
+  end
   local path = os.tmpname()
   local f = assert(io.open(path, "wb"))
-  f:write(text)
+  f:write(table.concat(keep, "\n"), "\n")
   f:close()
   local p = assert(io.popen("promtool check metrics < " .. path .. " 2>&1; echo \"exit=$?\""))
   local out = p:read("*a")
@@ -147,7 +153,7 @@ describe("storage metrics", function()
         }, (function()
           local l = {}
           for _, k in ipairs(series_of(after, "nano_storage_queries_total")) do
-            if k:find('client="pg"', 1, true) then l[#l + 1] = k end
+            if k:find('client="pg",name="main"', 1, true) then l[#l + 1] = k end
           end
           return l
         end)())
