@@ -9,6 +9,8 @@
  *                                       histogram; host true: one of the host's own nano_*
  *                                       series (lua/nano/metrics.lua's cluster/storage/http)
  *   update(handle, set, value, label values...)          nil, err past the series limit
+ *   series(handle, label values...) -> index | nil, err   one series, for add()
+ *   add(handle, index, value)           adds to a counter or observes a histogram by index
  *   http_router(fn | nil)               fn(id, method, target, headers, body, remote, via) for
  *                                       paths other than /metrics and /healthz on the metrics
  *                                       listener (via nil), and for plain requests on WebSocket
@@ -184,6 +186,33 @@ static int l_update(lua_State *L) {
     return 1;
 }
 
+static int l_series(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+    nh_metrics_family_t *f = lua_touserdata(L, 1);
+    int n = nh_metrics_family_nlabels(f);
+    const char *values[NH_METRICS_MAX_LABELS];
+    for (int i = 0; i < n; i++)
+        values[i] = luaL_checkstring(L, 2 + i);
+    int index;
+    int r = nh_metrics_family_series(f, values, &index);
+    if (r == -ENOSPC) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "too many series (label value combinations) in this metric");
+        return 2;
+    }
+    if (r) return luaL_error(L, "metric series: out of memory");
+    lua_pushinteger(L, index);
+    return 1;
+}
+
+static int l_add(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+    nh_metrics_family_t *f = lua_touserdata(L, 1);
+    if (nh_metrics_family_update_at(f, (int)luaL_checkinteger(L, 2), 0, luaL_checknumber(L, 3)))
+        return luaL_argerror(L, 2, "no such series");
+    return 0;
+}
+
 /* Pushes the router and its arguments but `via`. */
 static void push_http_request(lua_State *L, const nh_http_request_t *req) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, router_ref);
@@ -286,6 +315,8 @@ int nh_lua_open_metrics(lua_State *L) {
                                    {"reload", l_reload},
                                    {"family", l_family},
                                    {"update", l_update},
+                                   {"series", l_series},
+                                   {"add", l_add},
                                    {"http_router", l_http_router},
                                    {"http_respond", l_http_respond},
                                    {NULL, NULL}};

@@ -359,39 +359,46 @@ int nh_metrics_host_family_add(nh_metrics_t *m, const char *name, const char *he
     return family_add(m, name, help, kind, labels, nlabels, bounds, nbounds, 1, out);
 }
 
-int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, int set, double v) {
-    struct series *s = NULL;
-    for (int i = 0; i < f->nseries && !s; i++) {
+int nh_metrics_family_series(nh_metrics_family_t *f, const char *const *values, int *index) {
+    for (int i = 0; i < f->nseries; i++) {
         int k = 0;
         while (k < f->nlabels && strcmp(f->series[i].values[k], values[k]) == 0)
             k++;
-        if (k == f->nlabels) s = &f->series[i];
-    }
-    if (!s) {
-        if (f->nseries >= NH_METRICS_MAX_SERIES) return -ENOSPC;
-        if (f->nseries == f->cap) {
-            int cap = f->cap ? 2 * f->cap : 4;
-            struct series *ns = realloc(f->series, (size_t)cap * sizeof *ns);
-            if (!ns) return -ENOMEM;
-            f->series = ns;
-            f->cap = cap;
+        if (k == f->nlabels) {
+            *index = i;
+            return 0;
         }
-        char **vals = calloc((size_t)(f->nlabels ? f->nlabels : 1), sizeof *vals);
-        if (!vals) return -ENOMEM;
-        for (int k = 0; k < f->nlabels; k++) {
-            vals[k] = strdup(values[k]);
-            if (!vals[k]) {
-                while (k--)
-                    free(vals[k]);
-                free(vals);
-                return -ENOMEM;
-            }
-        }
-        s = &f->series[f->nseries++];
-        memset(s, 0, sizeof *s);
-        s->values = vals;
-        if (f->kind == NH_KIND_HISTOGRAM) nh_histogram_init(&s->hg, f->bounds, f->nbounds);
     }
+    if (f->nseries >= NH_METRICS_MAX_SERIES) return -ENOSPC;
+    if (f->nseries == f->cap) {
+        int cap = f->cap ? 2 * f->cap : 4;
+        struct series *ns = realloc(f->series, (size_t)cap * sizeof *ns);
+        if (!ns) return -ENOMEM;
+        f->series = ns;
+        f->cap = cap;
+    }
+    char **vals = calloc((size_t)(f->nlabels ? f->nlabels : 1), sizeof *vals);
+    if (!vals) return -ENOMEM;
+    for (int k = 0; k < f->nlabels; k++) {
+        vals[k] = strdup(values[k]);
+        if (!vals[k]) {
+            while (k--)
+                free(vals[k]);
+            free(vals);
+            return -ENOMEM;
+        }
+    }
+    struct series *s = &f->series[f->nseries];
+    memset(s, 0, sizeof *s);
+    s->values = vals;
+    if (f->kind == NH_KIND_HISTOGRAM) nh_histogram_init(&s->hg, f->bounds, f->nbounds);
+    *index = f->nseries++;
+    return 0;
+}
+
+int nh_metrics_family_update_at(nh_metrics_family_t *f, int index, int set, double v) {
+    if (index < 0 || index >= f->nseries) return -EINVAL;
+    struct series *s = &f->series[index];
     if (f->kind == NH_KIND_HISTOGRAM)
         nh_histogram_observe(&s->hg, v);
     else if (set)
@@ -399,6 +406,13 @@ int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, 
     else
         s->v += v;
     return 0;
+}
+
+int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, int set, double v) {
+    int index;
+    int r = nh_metrics_family_series(f, values, &index);
+    if (r) return r;
+    return nh_metrics_family_update_at(f, index, set, v);
 }
 
 /* ---- rendering ---- */

@@ -171,6 +171,12 @@ int nh_metrics_family_nlabels(const nh_metrics_family_t *f);
 /* Adds to (counter, gauge), sets (gauge) or observes (histogram) the series with these label
  * values (nlabels of them). -ENOSPC past NH_METRICS_MAX_SERIES series. */
 int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, int set, double v);
+/* The same in two steps, for a caller that updates one series often (lua/nano/metrics.lua's
+ * host series): the series' index (created if new; -ENOSPC past the limit), then updates by
+ * index with no label comparison (-EINVAL for an index the family does not have). An index
+ * stays valid as long as the family. */
+int nh_metrics_family_series(nh_metrics_family_t *f, const char *const *values, int *index);
+int nh_metrics_family_update_at(nh_metrics_family_t *f, int index, int set, double v);
 
 /* ---- rendering ---- */
 typedef struct nh_strbuf {

@@ -26,7 +26,7 @@ local metrics = require "nano.metrics"
 local type, select, tostring, pairs, ipairs, setmetatable, unpack, pcall =
   type, select, tostring, pairs, ipairs, setmetatable, unpack, pcall
 local str_format, remove = string.format, table.remove
-local clock, storage_done = metrics.clock, metrics.storage_done
+local clock, storage_calls = metrics.clock, metrics.storage_calls
 
 local M = {
   null = require("nano.json").null, -- a NULL parameter (nil works too)
@@ -239,7 +239,7 @@ function M.connect(conninfo, opts)
       return nil, "pg: connect: opts." .. k .. " must be seconds (a number > 0) or false"
     end
   end
-  local pool = setmetatable({ conninfo = conninfo, opts = o, name = o.name, size = o.pool, nconns = 0,
+  local pool = setmetatable({ conninfo = conninfo, opts = o, _calls = storage_calls("pg", o.name), size = o.pool, nconns = 0,
     idle = {}, queue = {}, conns = {} }, Pool)
   open[pool] = true
   if task.current() then
@@ -259,17 +259,17 @@ function Pool:query(sql, ...)
   local t0 = clock()
   local ok, err = check_sql(sql)
   if not ok then
-    storage_done("pg", self.name, t0, true)
+    self._calls:done("error", t0)
     return nil, err
   end
   local conn, cerr = acquire(self)
   if not conn then
-    storage_done("pg", self.name, t0, true)
+    self._calls:done("error", t0)
     return nil, cerr
   end
   local res, qerr = run(conn, sql, select("#", ...), ...)
   release(self, conn)
-  storage_done("pg", self.name, t0, qerr ~= nil)
+  self._calls:done(qerr ~= nil and "error" or "ok", t0)
   return res, qerr
 end
 
@@ -311,20 +311,20 @@ end
 
 --- tx:query(sql, ...): as pg:query, on the transaction's connection
 function Tx:query(sql, ...)
-  local name = self.conn.pool.name
+  local calls = self.conn.pool._calls
   local t0 = clock()
   if not self.open then
-    storage_done("pg", name, t0, true)
+    calls:done("error", t0)
     return nil, "pg: this transaction has ended"
   end
   local ok, err = check_sql(sql)
   if not ok then
-    storage_done("pg", name, t0, true)
+    calls:done("error", t0)
     return nil, err
   end
   local res, qerr = run(self.conn, sql, select("#", ...), ...)
   if qerr then self.failed = self.failed or qerr end
-  storage_done("pg", name, t0, qerr ~= nil)
+  calls:done(qerr ~= nil and "error" or "ok", t0)
   return res, qerr
 end
 

@@ -29,7 +29,7 @@ local metrics = require "nano.metrics"
 local type, select, tostring, tonumber, pairs, ipairs, setmetatable, unpack =
   type, select, tostring, tonumber, pairs, ipairs, setmetatable, unpack
 local str_format, min = string.format, math.min
-local clock, storage_done = metrics.clock, metrics.storage_done
+local clock, storage_calls = metrics.clock, metrics.storage_calls
 
 local M = {
   null = require("nano.json").null, -- a nil inside an array reply
@@ -288,6 +288,7 @@ function M.connect(url, opts)
     end
   end
   local self = new_client(u, opts)
+  self._calls = storage_calls("redis", self.opts.name)
   open[self] = true
   if not task.current() then
     start_conn(self)
@@ -326,7 +327,7 @@ end
 function Client:call(...)
   local t0 = clock()
   local res, err = self:_call(...)
-  storage_done("redis", self.opts.name, t0, err ~= nil)
+  self._calls:done(err ~= nil and "error" or "ok", t0)
   return res, err
 end
 

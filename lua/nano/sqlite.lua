@@ -16,7 +16,7 @@ local metrics = require "nano.metrics"
 local type, select, setmetatable, tostring, xpcall, error, unpack, pcall, pairs =
   type, select, setmetatable, tostring, xpcall, error, unpack, pcall, pairs
 local traceback = debug.traceback
-local clock, storage_done = metrics.clock, metrics.storage_done
+local clock, storage_calls = metrics.clock, metrics.storage_calls
 
 local M = {}
 local DB = {}
@@ -37,7 +37,8 @@ function M.open(path, opts)
   if opts ~= nil and type(opts) ~= "table" then error("sqlite.open: options must be a table", 2) end
   local name = opts and opts.name or "default"
   if type(name) ~= "string" then error("sqlite.open: name must be a string", 2) end
-  local db = setmetatable({ path = path, name = name, _waiting = {} }, DB)
+  local db = setmetatable({ path = path, name = name, _waiting = {},
+    _calls = storage_calls("sqlite", name) }, DB)
   local opened = {}
   db._h = core.open(path, opts, function(ok, err)
     opened.done, opened.err = true, err
@@ -96,13 +97,13 @@ function DB:exec(sql, ...)
   for i = 1, n do
     local t = type(params[i])
     if t ~= "nil" and t ~= "boolean" and t ~= "number" and t ~= "string" then
-      storage_done("sqlite", self.name, t0, true)
+      self._calls:done("error", t0)
       return nil, "parameter " .. i .. ": cannot bind a " .. t .. " (nil, boolean, number or string)"
     end
   end
   wait_turn(self)
   local res, err = run(self, sql, n, params)
-  storage_done("sqlite", self.name, t0, err ~= nil)
+  self._calls:done(err ~= nil and "error" or "ok", t0)
   return res, err
 end
 
