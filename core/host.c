@@ -205,8 +205,9 @@ void nh_host_stop(nh_host_t *h) {
     nh_timer_stop(&h->timers, &h->sweep);
     for (nh_session_t *s = h->sessions.head; s; s = s->next)
         nh_session_close(s, 0, "server shutdown");
-    /* Every connection has a session from accept on, so none is left open. The loop now ends
-     * once the close callbacks have run: the host's own handles are unreferenced. */
+    /* then the connections with no session (plain HTTP on a WebSocket listener). The loop now
+     * ends once the close callbacks have run: the host's own handles are unreferenced. */
+    nh_conn_close_all(h, "server shutdown");
 }
 
 static void close_if_open(uv_handle_t *hd) {
