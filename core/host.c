@@ -55,6 +55,68 @@ int nh_host_call_handler(nh_host_t *h, int nargs, int nres, const char *what, ui
     return 0;
 }
 
+lua_State *nh_host_handler_thread(nh_host_t *h) {
+    if (h->nidle_threads) return h->idle_threads[--h->nidle_threads];
+    lua_State *L = h->L;
+    if (!lua_checkstack(L, 3)) return NULL;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->threads_ref);
+    lua_State *T = lua_newthread(L);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3); /* threads[T] = true: Lua's GC keeps it while the core may resume it */
+    lua_pop(L, 1);
+    return T;
+}
+
+void nh_host_release_thread(nh_host_t *h, lua_State *T, int reusable) {
+    if (reusable && lua_status(T) == 0 && h->nidle_threads < NH_IDLE_THREADS) {
+        lua_settop(T, 0);
+        h->idle_threads[h->nidle_threads++] = T;
+        return;
+    }
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->threads_ref);
+    lua_pushthread(T);
+    lua_xmove(T, L, 1);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *what,
+                           uint64_t session, const char *route, size_t route_len) {
+    nh_watchdog_mark_t mark;
+    nh_watchdog_enter(h->watchdog, &mark, what, session, route, route_len);
+    int r = lua_resume(T, nargs);
+    nh_watchdog_leave(h->watchdog, &mark);
+    if (r == 0) {
+        if (h->nidle_threads < NH_IDLE_THREADS) {
+            lua_settop(T, 0);
+            h->idle_threads[h->nidle_threads++] = T;
+        } else {
+            nh_host_release_thread(h, T, 0);
+        }
+        return 0;
+    }
+    if (r == LUA_YIELD) return 0; /* Lua resumes it and releases it (task.lua) */
+    /* The error's traceback, from the dead thread's frames (kept after the error). */
+    lua_State *L = h->L;
+    lua_getglobal(L, "debug");
+    if (!lua_istable(L, -1)) lua_replace(L, -1), lua_newtable(L);
+    lua_getfield(L, -1, "traceback");
+    lua_pushthread(T);
+    lua_xmove(T, L, 1);
+    lua_pushvalue(T, -2); /* the error */
+    lua_xmove(T, L, 1);
+    lua_pushinteger(L, 0);
+    const char *err = NULL;
+    if (lua_pcall(L, 3, 1, 0) == 0) err = lua_tostring(L, -1);
+    if (!err) err = lua_tostring(T, -1);
+    nh_log(NH_LOG_ERROR, "%s: %s", what, err ? err : "(no message)");
+    lua_pop(L, 2);
+    nh_host_release_thread(h, T, 0);
+    return -1;
+}
+
 int nh_host_call_lua(nh_host_t *h, int nargs, int nres, const char *what) {
     return nh_host_call_handler(h, nargs, nres, what, 0, NULL, 0);
 }
@@ -139,6 +201,8 @@ int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
     lua_rawset(L, LUA_REGISTRYINDEX);
     lua_pushcfunction(L, traceback);
     h->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    h->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     h->watchdog = nh_watchdog_start(L, &h->cfg.watchdog); /* NULL: runs without (logged) */
     return 0;
 
@@ -231,6 +295,8 @@ void nh_host_free(nh_host_t *h) {
     nh_metrics_free(&h->metrics);
     if (!h->L) return;
     luaL_unref(h->L, LUA_REGISTRYINDEX, h->traceback_ref);
+    luaL_unref(h->L, LUA_REGISTRYINDEX, h->threads_ref);
+    h->nidle_threads = 0;
     for (int i = 0; i < NH_HOOK_COUNT; i++)
         luaL_unref(h->L, LUA_REGISTRYINDEX, h->hooks[i]);
     nh_watchdog_stop(h->watchdog); /* before the caller closes the Lua state it watches */

@@ -94,7 +94,21 @@ end
 
 -- What a resume of t's coroutine came back with: DONE and the outcome when the function
 -- returned or raised (the coroutine goes back to the pool), nothing when it waits.
+local release_thread = core.release_thread
+local co_status = coroutine.status
 local function stepped(t, ok, marker, ...)
+  if t.core_thread then -- see M._enter: no DONE protocol, the function simply returns
+    if not ok then
+      by_co[t.co] = nil
+      release_thread(t.co, false)
+      return finish(t, false, traceback(t.co, tostring(marker)))
+    end
+    if co_status(t.co) == "dead" then
+      t.status = "done"
+      release_thread(t.co, true)
+    end
+    return
+  end
   if marker == DONE then
     finish(t, ...)
     if t.reusable then
@@ -161,6 +175,25 @@ function M._run(fn, ...)
   end
   by_co[t.co] = t
   stepped(t, co_resume(t.co, fn, ...))
+end
+
+-- task._enter() -> t: the core runs each message's dispatcher on a thread of its own, which it
+-- resumes itself (host.h: nh_host_handler_thread) and reuses when the function returns, so a
+-- handler that does not wait costs no coroutine.resume, no yield and no table write here. The
+-- dispatcher calls this first: the thread's task is made once and kept with it. When a handler
+-- waits, the thread is left to that wait; step() resumes it like any task, and stepped() gives
+-- it back to the core once it has finished (or drops it if it failed).
+function M._enter()
+  local co = co_running()
+  local t = by_co[co]
+  if t then
+    t.status = "running"
+    return t
+  end
+  t = setmetatable({ co = co, status = "running", core_thread = true, msg_s = false,
+                     msg_type = false, msg_id = false, answered = false, watch_route = false }, Task)
+  by_co[co] = t
+  return t
 end
 
 -- A yield fails when a C function stands between the task and the waiting call (a table.sort
@@ -253,6 +286,7 @@ function Task:cancel()
   if self.status ~= "running" then return false end
   self.status, self.err = "cancelled", "cancelled"
   by_co[self.co] = nil -- its coroutine stays suspended (not pooled) until the GC takes it
+  if self.core_thread then release_thread(self.co, false) end -- the core forgets it too
   local waiters = self.waiters
   self.waiters = nil
   if waiters then
