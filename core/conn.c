@@ -212,6 +212,7 @@ static void drained(nh_conn_t *c) {
     c->big_msg = 0;
     if (c->peak >= NH_TRIM_AFTER) c->host->trim_pending = 1;
     c->peak = 0;
+    if (c->transport->on_drained && !(c->flags & NH_CONN_CLOSING)) c->transport->on_drained(c);
 }
 
 static void on_write(uv_write_t *req, int status) {
@@ -660,7 +661,7 @@ static void on_connection(uv_stream_t *server, int status) {
 
 static void listener_free(nh_listener_t *l) {
     nh_tls_ctx_unref(l->tls);
-    free(l->statics);
+    if (l->opts_free) l->opts_free(l->opts);
     free(l);
 }
 

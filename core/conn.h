@@ -66,16 +66,12 @@ typedef struct nh_transport {
     /* The connection is gone (its close callback): the transport tells what sits above and
      * frees its state. */
     void (*on_gone)(nh_conn_t *c);
+    /* The queue has drained (everything queued was written): a transport streaming a reply
+     * (a static file) queues its next part. Not called once closing has started. */
+    void (*on_drained)(nh_conn_t *c);
     /* The id log lines name for this connection (its session's), 0 when there is none. */
     uint64_t (*log_id)(const nh_conn_t *c);
 } nh_transport_t;
-
-#define NH_WS_MAX_PATHS 8
-
-typedef struct nh_static_dir {
-    char prefix[128]; /* URL prefix, e.g. "/web/" */
-    char dir[1024];   /* filesystem folder */
-} nh_static_dir_t;
 
 struct nh_listener {
     uv_tcp_t tcp; /* first: the handle's address is the listener's */
@@ -83,16 +79,15 @@ struct nh_listener {
     const nh_transport_t *transport;
     nh_listener_t *next;
     int id;
-    char addr[128];                   /* as given to nh_listener_start, e.g. "127.0.0.1:3250" */
-    char bound[128];                  /* the address actually bound (port 0 resolved) */
-    char paths[NH_WS_MAX_PATHS][128]; /* WebSocket paths (pomelo's web client can only use "/") */
-    int npaths;
-    int check_origin; /* ask Lua whether to accept an Origin */
-    nh_static_dir_t *statics;
-    int nstatics;
+    char addr[128];  /* as given to nh_listener_start, e.g. "127.0.0.1:3250" */
+    char bound[128]; /* the address actually bound (port 0 resolved) */
+    /* The transport's options (transport_ws.h: paths, static folders, origin check), owned by
+     * the listener: freed with opts_free when the listener is freed. NULL: none. */
+    void *opts;
+    void (*opts_free)(void *opts);
     /* Connections accepted here that are still open, and whether the handle has closed: the
-     * listener is freed when both are done, because a connection still reads its path, statics
-     * and origin check until it has upgraded (nh_listener_close may come first). */
+     * listener is freed when both are done, because a connection still reads the transport's
+     * options until it has upgraded (nh_listener_close may come first). */
     uint32_t conns;
     int handle_closed;
     /* TLS under the transport (NULL: plain). Swapped by a reload; each connection holds a
@@ -138,7 +133,7 @@ struct nh_conn {
 };
 
 /* Parses "host:port", ":port", "[v6]:port" and binds + listens. `l` is malloc'd by the caller
- * (zeroed, transport/path/statics filled in); from here on the host owns it: on success it is
+ * (zeroed, transport and its options filled in); from here on the host owns it: on success it is
  * linked into the host, on failure it is freed. Returns 0 or a negative uv error. */
 int nh_listener_start(nh_host_t *h, nh_listener_t *l, const char *addr);
 void nh_listener_close(nh_listener_t *l);

@@ -96,6 +96,10 @@ struct nh_host {
     nh_metrics_t metrics;            /* counters for /metrics (metrics.h) */
     nh_metrics_http_t *metrics_http; /* nano.listen_metrics' listener, or NULL */
     nh_console_t *console;           /* the admin console's socket (console.h), or NULL */
+    /* HTTP requests on WebSocket listeners waiting for a Lua route's answer (transport_ws.c),
+     * and the last id given to one */
+    void *http_waiting;
+    uint64_t http_last_id;
     /* max_conns refusals since the last log line about them, and when that was (loop ms) */
     uint64_t refused, refused_logged_ms;
     /* accepts that failed (out of file descriptors, ...): in all, since the last log line about

@@ -33,6 +33,10 @@ void nh_lua_open(lua_State *L);
  * or "reload"; a shutdown without a hook, or whose hook failed, stops the host. */
 void nh_lua_on_signal(nh_host_t *h, int what);
 
+/* transport_ws's route callback (nh_ws_route_fn; ud: the host): hands a plain HTTP request on a
+ * WebSocket listener to nano.http.route's router (lua_metrics.c). 1 when a route takes it. */
+int nh_lua_ws_http_route(void *ud, const nh_http_request_t *req);
+
 /* Pushes the session's userdata, creating it (and its registry ref) on first use. */
 void nh_lua_push_session(lua_State *L, nh_session_t *s);
 /* The session is gone: its userdata now answers "session closed"; the registry ref is dropped. */

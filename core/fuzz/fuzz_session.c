@@ -2,7 +2,8 @@
  *
  * The other targets fuzz the parsers alone; this one runs what glues them together: the real
  * host, connection, both transports (HTTP upgrade, static files, frames), the session state
- * machine (handshake, ack, data before ack, ...), nano's Lua side (handshake validator, dispatch,
+ * machine (handshake, ack, data before ack, ...), the HTTP side of a WebSocket port (routes,
+ * keep-alive, pipelining, bodies), nano's Lua side (handshake validator, dispatch,
  * errors, pushes, kicks, closes from inside a handler, groups, nano.invoke) and the close paths.
  * There is no network: the connection's socket is one end of a socketpair whose other end is
  * drained and dropped.
@@ -84,6 +85,11 @@ static const char script[] =
     "  return true\n"
     "end)\n"
     "nano.set_check_origin(function(origin) return origin ~= 'http://evil' end)\n"
+    /* HTTP routes on the WebSocket listener: answered now, later (a task that waits), or not */
+    "nano.http.route('GET', '/r', function(req) return req.query.x or 'r' end)\n"
+    "nano.http.route('POST', '/j', function(req) return { status = 201, body = req.json } end)\n"
+    "nano.http.route('GET', '/later', function(req) nano.sleep(0.01); return 'later' end)\n"
+    "nano.http.route('GET', '/err', function(req) error('route error') end)\n"
     "nano.configure({ heartbeat = 5, handshake_timeout = 10, max_packet = 4096,\n"
     "                 max_ws_frame = 8192, send_limit = 65536 })\n"
     /* Real listeners (bound to ephemeral loopback ports, never connected to): the fuzzer hands
