@@ -62,7 +62,9 @@ typedef struct nh_session_list {
 } nh_session_list_t;
 
 #define NH_READ_BUF_SIZE 65536
-#define NH_IDLE_THREADS 256
+/* Idle dispatcher threads kept for reuse (about 1 KiB each): as many as handlers wait at once
+ * in a busy server, so a burst of waiting handlers does not make threads for the GC. */
+#define NH_IDLE_THREADS 8192
 
 struct nh_host {
     uv_loop_t *loop;
@@ -86,8 +88,8 @@ struct nh_host {
     /* The threads (coroutines) the dispatcher runs on (nh_host_handler_thread): all are kept in
      * a Lua table (registry ref); the idle ones also here, to be taken without touching Lua. */
     int threads_ref;
-    int nidle_threads;
-    lua_State *idle_threads[NH_IDLE_THREADS];
+    int nidle_threads, idle_cap;
+    lua_State **idle_threads; /* grows to the most handlers ever waiting at once, to a cap */
     int stopping;
     int signals_on;
     nh_host_signal_cb on_signal;

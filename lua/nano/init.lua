@@ -751,7 +751,7 @@ local function handle(h, s, mtype, id, route, payload, flags)
     msg = decoded
   end
   local t = current_task()
-  t.msg_s, t.msg_type, t.msg_id, t.answered, t.watch_route = s, mtype, id, false, route
+  t.msg_s, t.msg_type, t.msg_id, t.answered, t.watch_route, t.msg_sid = s, mtype, id, false, route, false
   local inflight
   if mtype == MSG_REQUEST then
     inflight = S.inflight[s]
