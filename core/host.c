@@ -130,6 +130,8 @@ int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
     nh_host_config_changed(h);
     uv_unref((uv_handle_t *)&h->timers.uv); /* sessions and listeners keep the loop alive */
 
+    h->traceback_ref = LUA_NOREF;
+    if (!L) return 0; /* a C test drives sessions through its own events (session.h) */
     lua_pushlightuserdata(L, (void *)&host_key);
     lua_pushlightuserdata(L, h);
     lua_rawset(L, LUA_REGISTRYINDEX);
@@ -220,9 +222,11 @@ void nh_host_free(nh_host_t *h) {
     nh_conn_release_reserve(h);
     nh_chunk_pool_free(&h->pool);
     nh_metrics_free(&h->metrics);
-    luaL_unref(h->L, LUA_REGISTRYINDEX, h->traceback_ref);
-    for (int i = 0; i < NH_HOOK_COUNT; i++)
-        luaL_unref(h->L, LUA_REGISTRYINDEX, h->hooks[i]);
+    if (h->L) {
+        luaL_unref(h->L, LUA_REGISTRYINDEX, h->traceback_ref);
+        for (int i = 0; i < NH_HOOK_COUNT; i++)
+            luaL_unref(h->L, LUA_REGISTRYINDEX, h->hooks[i]);
+    }
     nh_watchdog_stop(h->watchdog); /* before the caller closes the Lua state it watches */
     h->watchdog = NULL;
 }

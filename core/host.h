@@ -11,13 +11,15 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include <lua.h>
+/* the Lua state, opaque here: only lua_*.c include lua.h */
+typedef struct lua_State lua_State;
 
 #include "buffer.h"
 #include "conn.h"
 #include "console.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "session.h"
 #include "timer.h"
 #include "watchdog.h"
 
@@ -66,6 +68,10 @@ struct nh_host {
     uint64_t next_session_id;
     int next_listener_id;
     int hooks[NH_HOOK_COUNT];
+    /* what sessions report upward (session.h); the Lua binding points it at the hooks above
+     * (lua_dispatch.c), a C test may set its own */
+    nh_session_events_t events;
+    void *events_ud;
     int traceback_ref;
     int stopping;
     int signals_on;
@@ -88,7 +94,8 @@ struct nh_host {
     uint8_t sealbuf[16384]; /* TLS: a flush's small segments gathered into one record */
 };
 
-/* Fills defaults and opens the loop handles. The caller owns L (created before). */
+/* Fills defaults and opens the loop handles. The caller owns L (created before); L may be NULL
+ * (no Lua, no watchdog: a C test that sets h->events itself). */
 int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L);
 /* Installs SIGINT/SIGTERM (shutdown) and SIGHUP (reload) handlers; the host binary does,
  * in-process tests don't. */

@@ -12,6 +12,8 @@
  * lua_pg.c      `nano.pg_core`: one PostgreSQL connection (pg_client.c), under nano.pg.
  * lua_protobuf.c `nano.protobuf_codec`: protocol buffers (core/protobuf.c) for the protobuf
  *               serializers.
+ * lua_dispatch.c the session events (session.h) as calls of the Lua hooks: handshake, dispatch,
+ *               closed, origin.
  *
  * Every call from C into Lua goes through nh_host_call_lua() (host.c): pcall + traceback + log.
  */
@@ -26,6 +28,11 @@
 /* Registers `nano.core`, `nano.codec`, `nano.tcp`, `nano.json_codec`, `nano.redis_core` and
  * `nano.pg_core` in package.preload. */
 void nh_lua_open(lua_State *L);
+
+/* Points the host's session events (h->events) at the Lua hooks that are set (h->hooks): called
+ * when a hook changes and when Lua first sees a session (whose closed event must then detach
+ * the userdata). */
+void nh_lua_dispatch_install(nh_host_t *h);
 
 /* Pushes the session's userdata, creating it (and its registry ref) on first use. */
 void nh_lua_push_session(lua_State *L, nh_session_t *s);

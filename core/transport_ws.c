@@ -7,8 +7,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <lauxlib.h>
-
 #include "conn.h"
 #include "host.h"
 #include "log.h"
@@ -284,15 +282,8 @@ static int feed_frames(nh_conn_t *c, uint8_t *data, size_t len) {
 
 static int check_origin(nh_conn_t *c, const char *origin) {
     nh_host_t *h = c->host;
-    if (!c->listener->check_origin || h->hooks[NH_HOOK_ORIGIN] == LUA_NOREF) return 1;
-    lua_State *L = h->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_ORIGIN]);
-    lua_pushinteger(L, c->listener->id);
-    lua_pushstring(L, origin);
-    if (nh_host_call_lua(h, 2, 1, "check_origin") != 0) return 0;
-    int ok = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return ok;
+    if (!c->listener->check_origin) return 1;
+    return nh_session_check_origin(h, c->listener->id, origin);
 }
 
 /* Is this one of the listener's WebSocket paths? A single trailing slash does not count:
