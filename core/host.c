@@ -208,7 +208,10 @@ int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
     uv_unref((uv_handle_t *)&h->check);
     nh_host_config_changed(h);
     uv_unref((uv_handle_t *)&h->timers.uv); /* sessions and listeners keep the loop alive */
-    if (!L) return 0; /* a host without Lua (C unit tests): no hooks, no watchdog */
+    h->traceback_ref = LUA_NOREF;
+    /* a host without Lua (C unit tests, which drive sessions through their own events): no
+     * hooks, no watchdog */
+    if (!L) return 0;
 
     lua_pushlightuserdata(L, (void *)&host_key);
     lua_pushlightuserdata(L, h);

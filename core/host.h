@@ -11,12 +11,14 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include <lua.h>
+/* the Lua state, opaque here: only lua_*.c include lua.h */
+typedef struct lua_State lua_State;
 
 #include "buffer.h"
 #include "console.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "session.h"
 #include "timer.h"
 #include "watchdog.h"
 
@@ -84,6 +86,10 @@ struct nh_host {
     uint64_t next_session_id;
     int next_listener_id;
     int hooks[NH_HOOK_COUNT];
+    /* what sessions report upward (session.h); the Lua binding points it at the hooks above
+     * (lua_dispatch.c), a C test may set its own */
+    nh_session_events_t events;
+    void *events_ud;
     int traceback_ref;
     /* The threads (coroutines) the dispatcher runs on (nh_host_handler_thread): all are kept in
      * a Lua table (registry ref); the idle ones also here, to be taken without touching Lua. */
@@ -117,8 +123,9 @@ struct nh_host {
 };
 
 /* Fills defaults and opens the loop handles. The caller owns L (created before); NULL makes a
- * host without Lua (C unit tests: no hooks, no watchdog). Returns 0, or a negative uv error with
- * nothing left open (close callbacks may still be pending: run the loop before closing it). */
+ * host without Lua (C unit tests, which set h->events themselves: no hooks, no watchdog).
+ * Returns 0, or a negative uv error with nothing left open (close callbacks may still be
+ * pending: run the loop before closing it). */
 int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L);
 /* Watches SIGINT/SIGTERM (cb gets NH_SIGNAL_SHUTDOWN) and SIGHUP (NH_SIGNAL_RELOAD), each
  * logged first; a stop signal while the host is stopping already ends the process

@@ -360,6 +360,7 @@ static int c_set_hook(lua_State *L) {
     luaL_unref(L, LUA_REGISTRYINDEX, h->hooks[which]);
     lua_settop(L, 2);
     h->hooks[which] = lua_isnil(L, 2) ? LUA_NOREF : luaL_ref(L, LUA_REGISTRYINDEX);
+    nh_lua_dispatch_install(h);
     return 0;
 }
 
