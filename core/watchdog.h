@@ -42,7 +42,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <lua.h>
+/* the Lua state, opaque here (lua.h names the same struct) */
+typedef struct lua_State lua_State;
 
 typedef struct nh_watchdog nh_watchdog_t;
 
