@@ -9,8 +9,9 @@
  *                                       histogram; host true: one of the host's own nano_*
  *                                       series (lua/nano/metrics.lua's cluster/storage/http)
  *   update(handle, set, value, label values...)          nil, err past the series limit
- *   series(handle, label values...) -> index | nil, err   one series, for add()
- *   add(handle, index, value)           adds to a counter or observes a histogram by index
+ *   series(handle, label values...) -> index | nil, err   one series, for done()
+ *   done(total, i, seconds, si, t0)     one call: counter series i += 1, histogram series si
+ *                                       observes hrtime() - t0 (lua/nano/metrics.lua's Calls)
  *   http_router(fn | nil)               fn(id, method, target, headers, body, remote, via) for
  *                                       paths other than /metrics and /healthz on the metrics
  *                                       listener (via nil), and for plain requests on WebSocket
@@ -205,11 +206,17 @@ static int l_series(lua_State *L) {
     return 1;
 }
 
-static int l_add(lua_State *L) {
+/* One call of the host's (metrics.lua's Calls:done), in one crossing: series i of the counter
+ * family `total` += 1 (not when i is false: past the series limit), and series si of the
+ * histogram family `seconds` observes the time since t0 (hrtime seconds; not when t0 is nil). */
+static int l_done(lua_State *L) {
     luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
-    nh_metrics_family_t *f = lua_touserdata(L, 1);
-    if (nh_metrics_family_update_at(f, (int)luaL_checkinteger(L, 2), 0, luaL_checknumber(L, 3)))
-        return luaL_argerror(L, 2, "no such series");
+    luaL_checktype(L, 3, LUA_TLIGHTUSERDATA);
+    if (lua_type(L, 2) == LUA_TNUMBER)
+        nh_metrics_family_update_at(lua_touserdata(L, 1), (int)lua_tointeger(L, 2), 0, 1);
+    if (lua_type(L, 4) == LUA_TNUMBER && lua_type(L, 5) == LUA_TNUMBER)
+        nh_metrics_family_update_at(lua_touserdata(L, 3), (int)lua_tointeger(L, 4), 0,
+                                    (double)uv_hrtime() / 1e9 - lua_tonumber(L, 5));
     return 0;
 }
 
@@ -316,7 +323,7 @@ int nh_lua_open_metrics(lua_State *L) {
                                    {"family", l_family},
                                    {"update", l_update},
                                    {"series", l_series},
-                                   {"add", l_add},
+                                   {"done", l_done},
                                    {"http_router", l_http_router},
                                    {"http_respond", l_http_respond},
                                    {NULL, NULL}};

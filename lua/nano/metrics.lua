@@ -96,14 +96,15 @@ end
 -- Label values come from fixed lists or the game's own code (a client kind, a name given to
 -- nano.redis.connect...), never from a query's text or what a client sent.
 --
--- Cost per call: two clock reads (start, end) and two updates by series index (mc.add: no
--- label strings cross into C, no label comparison); the indexes are looked up once per label
--- set and kept in a Calls object (one per client, per target type, per method). FFI calls
--- instead of the C API measured worse (callgrind: about 3,000 more instructions per db:exec;
--- this code runs interpreted, where an FFI call costs more than a lua_CFunction).
+-- Cost per call: two clock reads (start, end) and two updates by series index (no label
+-- strings cross into C, no label comparison; the end's clock read and both updates are one C
+-- call, mc.done); the indexes are looked up once per label set and kept in a Calls object (one
+-- per client, per target type, per method). FFI calls instead of the C API measured worse
+-- (callgrind: about 3,000 more instructions per db:exec; this code runs interpreted, where an
+-- FFI call costs more than a lua_CFunction).
 
 local hrtime = require("nano.core").hrtime
-local mc_series, mc_add = mc.series, mc.add
+local mc_series, mc_done = mc.series, mc.done
 
 --- The clock the host's series time calls with (a monotonic real clock, seconds).
 M.clock = hrtime
@@ -166,21 +167,21 @@ local function calls(shape, a, b)
   local f = host_families(shape)
   -- nil past a family's series limit (the game named clients without end): not counted then
   local si = b == nil and mc_series(f.seconds, a) or mc_series(f.seconds, a, b)
-  return setmetatable({ f = f, a = a, b = b, si = si or false, outcomes = {} }, Calls)
+  return setmetatable({ total = f.total, seconds = f.seconds, a = a, b = b, si = si or false,
+    outcomes = {} }, Calls)
 end
 
 --- One call: total{..., outcome} += 1; seconds{...} observes the time since t0 (not when t0 is
 --- nil: a notification has no answer to wait for).
 function Calls:done(outcome, t0)
-  local f = self.f
   local i = self.outcomes[outcome]
   if i == nil then
-    if self.b == nil then i = mc_series(f.total, self.a, outcome) else i = mc_series(f.total, self.a, self.b, outcome) end
+    local total = self.total
+    if self.b == nil then i = mc_series(total, self.a, outcome) else i = mc_series(total, self.a, self.b, outcome) end
     i = i or false
     self.outcomes[outcome] = i
   end
-  if i then mc_add(f.total, i, 1) end
-  if t0 and self.si then mc_add(f.seconds, self.si, hrtime() - t0) end
+  mc_done(self.total, i, self.seconds, self.si, t0)
 end
 
 local by_target = { cluster_rpc = {}, cluster_forwarded = {} }
