@@ -7,6 +7,10 @@
  *   reload(ok, seconds)                 one hot reload
  *   family(name, help, kind, labels, bounds) -> handle   Lua's own counter/gauge/histogram
  *   update(handle, set, value, label values...)          nil, err past the series limit
+ *   core_family(...) -> handle          as family, for the core's nano_* series kept in Lua
+ *                                       (cluster, storage, HTTP client: lua/nano/metrics.lua)
+ *   series(handle, label values...) -> index | nil (past the series limit)
+ *   bump(handle, index, value)          adds to / observes the series at index
  *   http_router(fn | nil)               fn(id, method, target, headers, body, remote) for paths
  *                                       other than /metrics and /healthz (lua/nano/http_server.lua)
  *   http_respond(id, status, header_lines, body) -> true | nil, err
@@ -101,7 +105,7 @@ static int l_reload(lua_State *L) {
     return 0;
 }
 
-static int l_family(lua_State *L) {
+static int family(lua_State *L, int core) {
     nh_metrics_t *m = &nh_host_from_lua(L)->metrics;
     const char *name = luaL_checkstring(L, 1);
     const char *help = luaL_checkstring(L, 2);
@@ -139,7 +143,9 @@ static int l_family(lua_State *L) {
         }
     }
     nh_metrics_family_t *f;
-    int r = nh_metrics_family_add(m, name, help, k, labels, nlabels, bounds, nbounds, &f);
+    int r = core
+                ? nh_metrics_core_family_add(m, name, help, k, labels, nlabels, bounds, nbounds, &f)
+                : nh_metrics_family_add(m, name, help, k, labels, nlabels, bounds, nbounds, &f);
     if (r == -EINVAL)
         return luaL_error(L,
                           "metric '%s': bad name, label names or bucket bounds (names are "
@@ -153,6 +159,34 @@ static int l_family(lua_State *L) {
     if (r) return luaL_error(L, "metric '%s': out of memory", name);
     lua_pushlightuserdata(L, f);
     return 1;
+}
+
+static int l_family(lua_State *L) {
+    return family(L, 0);
+}
+static int l_core_family(lua_State *L) {
+    return family(L, 1);
+}
+
+static int l_series(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+    nh_metrics_family_t *f = lua_touserdata(L, 1);
+    int n = nh_metrics_family_nlabels(f);
+    const char *values[NH_METRICS_MAX_LABELS];
+    for (int i = 0; i < n; i++)
+        values[i] = luaL_checkstring(L, 2 + i);
+    int r = nh_metrics_family_series(f, values);
+    if (r == -ENOMEM) return luaL_error(L, "metric series: out of memory");
+    if (r < 0) return 0; /* past the series limit: nothing to bump */
+    lua_pushinteger(L, r);
+    return 1;
+}
+
+/* The hot path of the core's Lua-kept series: no strings, no lookup. */
+static int l_bump(lua_State *L) {
+    nh_metrics_family_t *f = lua_touserdata(L, 1);
+    if (f) nh_metrics_family_bump(f, (int)lua_tointeger(L, 2), lua_tonumber(L, 3));
+    return 0;
 }
 
 static int l_update(lua_State *L) {
@@ -251,6 +285,9 @@ int nh_lua_open_metrics(lua_State *L) {
                                    {"reload", l_reload},
                                    {"family", l_family},
                                    {"update", l_update},
+                                   {"core_family", l_core_family},
+                                   {"series", l_series},
+                                   {"bump", l_bump},
                                    {"http_router", l_http_router},
                                    {"http_respond", l_http_respond},
                                    {NULL, NULL}};
