@@ -11,6 +11,8 @@
  *                                       (cluster, storage, HTTP client: lua/nano/metrics.lua)
  *   series(handle, label values...) -> index | nil (past the series limit)
  *   bump(handle, index, value)          adds to / observes the series at index
+ *   clock() -> seconds                  uv_hrtime, for record's t0
+ *   record(counter, ci, histogram, hi, t0)  counts one and observes clock() - t0
  *   http_router(fn | nil)               fn(id, method, target, headers, body, remote) for paths
  *                                       other than /metrics and /healthz (lua/nano/http_server.lua)
  *   http_respond(id, status, header_lines, body) -> true | nil, err
@@ -189,6 +191,24 @@ static int l_bump(lua_State *L) {
     return 0;
 }
 
+/* record(counter, ci, histogram, hi, t0): one call done; counts 1 in the counter's series ci and
+ * observes now - t0 (seconds of clock(), uv_hrtime) in the histogram's series hi. One C call at
+ * the end of a query or an RPC instead of a clock read and two bumps. */
+static int l_record(lua_State *L) {
+    double now = (double)uv_hrtime() / 1e9;
+    nh_metrics_family_t *c = lua_touserdata(L, 1);
+    nh_metrics_family_t *h = lua_touserdata(L, 3);
+    if (c) nh_metrics_family_bump(c, (int)lua_tointeger(L, 2), 1);
+    double dt = now - lua_tonumber(L, 5);
+    if (h) nh_metrics_family_bump(h, (int)lua_tointeger(L, 4), dt > 0 ? dt : 0);
+    return 0;
+}
+
+static int l_clock(lua_State *L) {
+    lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
+    return 1;
+}
+
 static int l_update(lua_State *L) {
     luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
     nh_metrics_family_t *f = lua_touserdata(L, 1);
@@ -288,6 +308,8 @@ int nh_lua_open_metrics(lua_State *L) {
                                    {"core_family", l_core_family},
                                    {"series", l_series},
                                    {"bump", l_bump},
+                                   {"record", l_record},
+                                   {"clock", l_clock},
                                    {"http_router", l_http_router},
                                    {"http_respond", l_http_respond},
                                    {NULL, NULL}};

@@ -97,8 +97,9 @@ end
 -- a few outcomes) and then bumps them by index: per call one clock read at each end and two C
 -- calls with numbers only. Label values never come from a query text or a client.
 
-local clock = require("nano.core").hrtime
+local clock = mc.clock -- uv_hrtime in seconds, as nano.core's hrtime
 M.clock = clock
+local record = mc.record -- (counter, i, histogram, j, t0): counts one, observes clock() - t0
 
 -- the same as the core's handler latency (core/metrics.c): half a millisecond to ten seconds
 local LATENCY = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
@@ -144,18 +145,14 @@ function M._storage(kind, name)
     "Storage query latency as the caller waits for it (queueing included), by client.",
     { "client", "name" }, LATENCY)
   local key = kind .. "\0" .. name
-  local qh, sh = q.handle, s.handle
   local out = {}
   for _, o in ipairs(STORAGE_OUTCOMES) do out[o] = series_of(q, key .. "\0" .. o, kind, name, o) end
+  -- past a family's series limit a series is false: its handle is nil too, and record skips it
   local ok_i, err_i, s_i = out.ok, out.error, series_of(s, key, kind, name)
+  local okh, errh, sh = ok_i and q.handle, err_i and q.handle, s_i and s.handle
+  ok_i, err_i, s_i = ok_i or 0, err_i or 0, s_i or 0
   return function(t0, ok)
-    local dt = clock() - t0
-    if ok then
-      if ok_i then bump(qh, ok_i, 1) end
-    elseif err_i then
-      bump(qh, err_i, 1)
-    end
-    if s_i then bump(sh, s_i, dt) end
+    if ok then record(okh, ok_i, sh, s_i, t0) else record(errh, err_i, sh, s_i, t0) end
   end
 end
 
@@ -178,17 +175,20 @@ function M._rpc_recorder()
     { "target", "outcome" })
   local s = core_family("histogram", "nano_cluster_rpc_seconds",
     "nano.rpc latency by target server type, failed calls included.", { "target" }, LATENCY)
-  local by = {} -- target -> outcome -> bump, and target -> latency bump
+  local by = {} -- target -> outcome -> { counter handle, index, histogram handle, index }
   return function(target, outcome, t0)
-    local dt = clock() - t0
     local t = by[target]
     if not t then
-      t = { seconds = bumper(s, series_of(s, target, target)) }
-      for o in pairs(RPC_OUTCOMES) do t[o] = bumper(c, series_of(c, target .. "\0" .. o, target, o)) end
+      t = {}
+      local j = series_of(s, target, target)
+      for o in pairs(RPC_OUTCOMES) do
+        local i = series_of(c, target .. "\0" .. o, target, o)
+        t[o] = { i and c.handle, i or 0, j and s.handle, j or 0 }
+      end
       by[target] = t
     end
-    t[outcome](1)
-    t.seconds(dt)
+    local r = t[outcome]
+    record(r[1], r[2], r[3], r[4], t0)
   end
 end
 
@@ -225,22 +225,20 @@ function M._http_recorder()
   local by = {}
   local classes = { "1xx", "2xx", "3xx", "4xx", "5xx" }
   return function(method, status, t0)
-    local dt = clock() - t0
     local m = HTTP_METHODS[method] and method or "other"
+    local o = status and classes[math.floor(status / 100)] or "error"
     local t = by[m]
     if not t then
-      t = { seconds = bumper(s, series_of(s, m, m)), error = bumper(c, series_of(c, m .. "\0error", m, "error")) }
+      t = {}
       by[m] = t
     end
-    local o = "error"
-    if status then o = classes[math.floor(status / 100)] or "error" end
-    local f = t[o]
-    if not f then
-      f = bumper(c, series_of(c, m .. "\0" .. o, m, o))
-      t[o] = f
+    local r = t[o]
+    if not r then
+      local i, j = series_of(c, m .. "\0" .. o, m, o), series_of(s, m, m)
+      r = { i and c.handle, i or 0, j and s.handle, j or 0 }
+      t[o] = r
     end
-    f(1)
-    t.seconds(dt)
+    record(r[1], r[2], r[3], r[4], t0)
   end
 end
 
