@@ -38,6 +38,12 @@ void nh_lua_on_signal(nh_host_t *h, int what);
 /* transport_ws's route callback (nh_ws_route_fn; ud: the host): hands a plain HTTP request on a
  * WebSocket listener to nano.http.route's router (lua_metrics.c). 1 when a route takes it. */
 int nh_lua_ws_http_route(void *ud, const nh_http_request_t *req);
+/* Ties a Lua state to a host made by nh_host_init (lua_call.c): the registry entries, hooks
+ * (unset), the dispatcher threads, the watchdog; 0. nh_lua_host_detach undoes it after
+ * nh_host_free (whose close callbacks may still call Lua), before lua_close. */
+int nh_lua_host_attach(nh_host_t *h, lua_State *L);
+void nh_lua_host_detach(nh_host_t *h);
+
 /* Points the host's session events (h->events) at the Lua hooks that are set (h->hooks): called
  * when a hook changes and when Lua first sees a session (whose closed event must then detach
  * the userdata). */
