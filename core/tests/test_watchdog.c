@@ -3,7 +3,7 @@
  * the loop are aborted, a request never outlives its call, and the Lua memory limit fails a call
  * that keeps live data over it but not one that only makes garbage. The hook is installed by a
  * signal handler on the thread that runs Lua, owned by one watchdog, and removed when it stops. */
-#include "watchdog.h"
+#include "lua_watchdog.h"
 
 #include <signal.h>
 #include <stdio.h>
