@@ -822,6 +822,7 @@ local function handler_done()
 end
 
 local spawn = task._run -- the task tables of handlers are reused: nobody keeps them
+local inline = task._inline
 
 -- A task that handles one message of a concurrent component.
 local function handle_one(h, s, mtype, id, route, payload, flags)
@@ -850,7 +851,14 @@ end
 -- included); a component registered with { concurrent = true } gets a task per message.
 local function dispatch(s, mtype, id, route, payload, flags)
   local h = resolve(route)
+  -- in the core's runner (task.lua) the message is handled right here, without a task of its own
+  local t = inline()
   if h and h.concurrent then
+    if t then
+      handle_one(h, s, mtype, id, route, payload, flags)
+      t.inline = false
+      return
+    end
     spawn(handle_one, h, s, mtype, id, route, payload, flags)
     return
   end
@@ -862,9 +870,15 @@ local function dispatch(s, mtype, id, route, payload, flags)
   end
   if not q.busy then
     q.busy = true
+    if t then
+      handle_in_order(q, h, s, mtype, id, route, payload, flags)
+      t.inline = false
+      return
+    end
     spawn(handle_in_order, q, h, s, mtype, id, route, payload, flags)
     return
   end
+  if t then t.inline = false end
   if q.tail - q.head >= S.session_queue then
     log.warn("session %d: %d messages already wait for a handler; dropping %s %s", s:id(),
              q.tail - q.head, mtype == MSG_REQUEST and "request" or "notify", tostring(route))

@@ -22,8 +22,8 @@
 -- Each resume after a wait is a slice of its own for the watchdog (a budget per slice).
 local core = require "nano.core"
 
-local co_create, co_resume, co_yield, co_running =
-  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running
+local co_create, co_resume, co_yield, co_running, co_status =
+  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
 local type, select, tostring, error, setmetatable, unpack, xpcall, pcall =
   type, select, tostring, error, setmetatable, unpack, xpcall, pcall
 local traceback = debug.traceback
@@ -144,11 +144,59 @@ function M.spawn(fn, ...)
   return t
 end
 
+-- The runner: the task whose coroutine the core resumes itself with each message
+-- (core/lua_dispatch.c: lua_resume(runner, dispatch hook, message...)), so that a message costs
+-- one resume from C and no task bookkeeping. It runs run_loop_caught like every pooled task of
+-- M._run: the hook runs, the coroutine yields DONE, and the core resumes it with the next message.
+-- task._run called by the hook runs its function right there, inline, in the runner's task. When
+-- that function waits (M.await), the runner's coroutine becomes that task's own: await yields a
+-- new runner to the core instead of waiting's nothing, and once the function has finished the
+-- coroutine yields DONE to whoever resumed it (step) and goes back to the pool, as any task does.
+local runner_co, runner_t = nil, nil
+
+--- task._new_runner() -> coroutine, DONE (for the core: the runner and the value it yields when
+--- a message is done)
+function M._new_runner()
+  if runner_co and co_status(runner_co) == "dead" then by_co[runner_co] = nil end -- it raised
+  local t
+  if run_pool_n > 0 then
+    t = run_pool[run_pool_n]
+    run_pool[run_pool_n] = nil
+    run_pool_n = run_pool_n - 1
+    t.status = "running"
+  else
+    t = setmetatable({ co = co_create(run_loop_caught), status = "running", reusable = true,
+                       msg_s = false, msg_type = false, msg_id = false, answered = false,
+                       watch_route = false }, Task)
+  end
+  t.inline = false
+  by_co[t.co] = t
+  runner_co, runner_t = t.co, t
+  return t.co, DONE
+end
+
 -- task._run(fn, ...): as spawn, for nano's own tasks (a handler, a timer or close callback) that
 -- nobody keeps a handle to: the task table itself is reused once it finished, so running a
 -- handler that never waits allocates nothing. task.current() inside one is valid until it ends.
+--- task._inline() -> the runner's task, marked busy, when the caller runs in the runner and may
+--- run a function inline (then call it, and set t.inline = false after); nil otherwise. nano's
+--- dispatcher uses it directly: a call without varargs is one the JIT compiles.
+local function inline()
+  local t = runner_t
+  if t and not t.inline and co_running() == runner_co then
+    t.inline = true
+    return t
+  end
+end
+M._inline = inline
+
 function M._run(fn, ...)
-  local t
+  local t = inline()
+  if t then -- in the runner (see above): no coroutine of its own
+    fn(...)
+    t.inline = false
+    return
+  end
   if run_pool_n > 0 then
     t = run_pool[run_pool_n]
     run_pool[run_pool_n] = nil
@@ -201,7 +249,24 @@ function M.await(what, start)
   start(resume)
   if state == "done" then return unpack(early, 1, early.n) end
   state = "waiting"
-  return yielded(what, resume, pcall(co_yield))
+  if co ~= runner_co then return yielded(what, resume, pcall(co_yield)) end
+  -- the core's runner waits: this coroutine stays with the task, the core gets a new runner
+  local old_t = runner_t
+  local nco = M._new_runner()
+  local function restore(ok, ...)
+    if not ok then -- the yield failed (a C call in between): still the runner
+      local nt = runner_t
+      nt.status = "done"
+      by_co[nco] = nil
+      if run_pool_n < POOL_MAX then
+        run_pool_n = run_pool_n + 1
+        run_pool[run_pool_n] = nt
+      end
+      runner_co, runner_t = co, old_t
+    end
+    return ok, ...
+  end
+  return yielded(what, resume, restore(pcall(co_yield, nco)))
 end
 
 -- nano.sleep(0), "let the others run": every task that asks in one loop turn is resumed on the
