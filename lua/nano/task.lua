@@ -223,6 +223,22 @@ local function yielded(what, resume, ok, ...)
     .. " outside that callback (" .. tostring((...)) .. ")", 3)
 end
 
+-- After the runner's coroutine yielded a new runner to the core: when the yield failed (a C call
+-- in between), it is still the runner, and the new one goes back to the pool.
+local function still_runner(co, old_t, ok, ...)
+  if not ok then
+    local nt = runner_t
+    nt.status = "done"
+    by_co[nt.co] = nil
+    if run_pool_n < POOL_MAX then
+      run_pool_n = run_pool_n + 1
+      run_pool[run_pool_n] = nt
+    end
+    runner_co, runner_t = co, old_t
+  end
+  return ok, ...
+end
+
 --- task.await(what, start) -> the values the operation resumes with (see the contract above).
 function M.await(what, start)
   local co = co_running()
@@ -253,20 +269,7 @@ function M.await(what, start)
   -- the core's runner waits: this coroutine stays with the task, the core gets a new runner
   local old_t = runner_t
   local nco = M._new_runner()
-  local function restore(ok, ...)
-    if not ok then -- the yield failed (a C call in between): still the runner
-      local nt = runner_t
-      nt.status = "done"
-      by_co[nco] = nil
-      if run_pool_n < POOL_MAX then
-        run_pool_n = run_pool_n + 1
-        run_pool[run_pool_n] = nt
-      end
-      runner_co, runner_t = co, old_t
-    end
-    return ok, ...
-  end
-  return yielded(what, resume, restore(pcall(co_yield, nco)))
+  return yielded(what, resume, still_runner(co, old_t, pcall(co_yield, nco)))
 end
 
 -- nano.sleep(0), "let the others run": every task that asks in one loop turn is resumed on the
