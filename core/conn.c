@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,9 +14,12 @@
 
 #include "host.h"
 #include "log.h"
-#include "session.h"
 
 static void take_over_reserve(nh_host_t *h);
+
+/* A connection's uv handle carries this address as its data: nh_conn_close_all finds the
+ * connections among the loop's handles without a list of its own (nothing per connection). */
+static const char conn_tag = 'c';
 
 /* ---- addresses ---- */
 
@@ -67,6 +71,26 @@ int nh_conn_peer(const nh_conn_t *c, char *out, size_t len) {
     return nh_format_addr((struct sockaddr *)&ss, out, len);
 }
 
+const char *nh_conn_describe(const nh_conn_t *c, char *out, size_t len) {
+    char peer[80] = "?";
+    nh_conn_peer(c, peer, sizeof peer);
+    uint64_t id = c->transport->log_id ? c->transport->log_id(c) : 0;
+    snprintf(out, len, "%s %s session %llu", c->transport->name, peer, (unsigned long long)id);
+    return out;
+}
+
+/* A line about this connection: "<transport> <peer> session <id>: <message>". */
+static void conn_log(const nh_conn_t *c, int level, const char *fmt, ...) NH_LOG_PRINTF(3, 4);
+static void conn_log(const nh_conn_t *c, int level, const char *fmt, ...) {
+    if (!nh_log_enabled(level)) return; /* getpeername only for a line that is kept */
+    char who[160], msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    nh_log(level, "%s: %s", nh_conn_describe(c, who, sizeof who), msg);
+}
+
 /* ---- closing ---- */
 
 static void listener_release(nh_listener_t *l);
@@ -77,8 +101,7 @@ static void on_conn_closed(uv_handle_t *handle) {
     if (c->listener) listener_release(c->listener);
     if (c->flags & NH_CONN_COUNTED) h->nconns--;
     if (c->flags & NH_CONN_COUNTED) nh_metrics_closed(&h->metrics, c->close_reason);
-    if (c->session) nh_session_on_conn_gone(c->session);
-    if (c->transport->on_free) c->transport->on_free(c);
+    if (c->transport->on_gone) c->transport->on_gone(c);
     if (c->peak >= NH_TRIM_AFTER || c->out.bytes + c->wire.bytes >= NH_TRIM_AFTER)
         h->trim_pending = 1;
     nh_outq_free(&c->out);
@@ -98,8 +121,19 @@ static void unlink_dirty(nh_conn_t *c) {
     c->flags &= ~(uint32_t)NH_CONN_DIRTY;
 }
 
+static void unlink_draining(nh_conn_t *c) {
+    if (!c->close_after_flush) return;
+    if (c->drain_prev)
+        c->drain_prev->drain_next = c->drain_next;
+    else if (c->host->draining == c)
+        c->host->draining = c->drain_next;
+    if (c->drain_next) c->drain_next->drain_prev = c->drain_prev;
+    c->drain_prev = c->drain_next = NULL;
+}
+
 static void conn_close_now(nh_conn_t *c) {
     unlink_dirty(c);
+    unlink_draining(c);
     if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
     /* Cut off: SO_LINGER 0, so the kernel drops its send buffer too and the peer gets a RST. */
     if ((c->flags & NH_CONN_CUT) && uv_tcp_close_reset(&c->tcp, on_conn_closed) == 0) return;
@@ -123,15 +157,12 @@ void nh_conn_close(nh_conn_t *c, const char *reason) {
     c->flags |= NH_CONN_CLOSING;
     if (!c->close_reason) c->close_reason = (uint8_t)nh_metrics_reason_of(reason);
     if (reason && nh_log_enabled(NH_LOG_DEBUG)) { /* getpeername only for a line that is kept */
-        char peer[80] = "?";
-        nh_conn_peer(c, peer, sizeof peer);
-        nh_log(NH_LOG_DEBUG, "%s %s session %llu closed: %s", c->transport->name, peer,
-               c->session ? (unsigned long long)c->session->id : 0ULL, reason);
+        char who[160];
+        nh_log(NH_LOG_DEBUG, "%s closed: %s", nh_conn_describe(c, who, sizeof who), reason);
     }
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (c->session) nh_session_on_conn_closing(c->session);
+    if (c->transport->on_closing) c->transport->on_closing(c, !(c->flags & NH_CONN_CUT));
     if (!(c->flags & NH_CONN_CUT)) {
-        if (c->transport->on_closing) c->transport->on_closing(c);
         if (c->tls) nh_tls_shutdown(c->tls); /* close_notify after the transport's last frame */
         /* One last non-blocking try for what is queued (a kick, a close frame, an HTTP error): a
          * client that stops reading must not keep a closed connection alive. */
@@ -143,11 +174,38 @@ void nh_conn_close(nh_conn_t *c, const char *reason) {
 void nh_conn_close_after_flush(nh_conn_t *c) {
     if (c->flags & NH_CONN_CLOSING) return;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    c->close_after_flush = 1;
     /* A peer that stops reading must not keep a closing connection (and its queue and its
      * max_conns slot) forever: the sweep closes it after this. */
     c->close_deadline_ms = nh_timers_now(&c->host->timers) + c->host->cfg.handshake_timeout_ms;
+    if (!c->close_after_flush) {
+        c->close_after_flush = 1;
+        c->drain_next = c->host->draining;
+        if (c->drain_next) c->drain_next->drain_prev = c;
+        c->host->draining = c;
+        if (c->transport->on_draining) c->transport->on_draining(c);
+    }
     if (queued(c) == 0) nh_conn_close(c, NULL);
+}
+
+void nh_conn_set_close_reason(nh_conn_t *c, int reason) {
+    if (!c->close_reason) c->close_reason = (uint8_t)reason;
+}
+
+static void close_if_conn(uv_handle_t *handle, void *reason) {
+    if (handle->type == UV_TCP && handle->data == &conn_tag && !uv_is_closing(handle))
+        nh_conn_close((nh_conn_t *)handle, reason);
+}
+
+void nh_conn_close_all(nh_host_t *h, const char *reason) {
+    uv_walk(h->loop, close_if_conn, (void *)reason);
+}
+
+void nh_conn_sweep(nh_host_t *h, uint64_t now) {
+    nh_conn_t *next;
+    for (nh_conn_t *c = h->draining; c; c = next) {
+        next = c->drain_next; /* closing unlinks c, and nothing else */
+        if (now >= c->close_deadline_ms) nh_conn_close(c, "peer did not read its last packets");
+    }
 }
 
 /* ---- writing ---- */
@@ -167,6 +225,7 @@ static void drained(nh_conn_t *c) {
     c->big_msg = 0;
     if (c->peak >= NH_TRIM_AFTER) c->host->trim_pending = 1;
     c->peak = 0;
+    if (c->transport->on_drained && !(c->flags & NH_CONN_CLOSING)) c->transport->on_drained(c);
 }
 
 static void on_write(uv_write_t *req, int status) {
@@ -339,18 +398,13 @@ static int after_queue(nh_conn_t *c, size_t added) {
         c->early_flush_at = queued(c);
     }
     if (queued(c) <= limit + c->big_msg) return 0;
-    char peer[80] = "?";
-    nh_conn_peer(c, peer, sizeof peer);
-    unsigned long long sid = c->session ? (unsigned long long)c->session->id : 0ULL;
     if (c->stalled_turn && c->stalled_turn != c->host->flush_turns)
-        nh_log(NH_LOG_WARN,
-               "%s %s session %llu: send buffer over %zu bytes (client not reading); closing",
-               c->transport->name, peer, sid, limit);
+        conn_log(c, NH_LOG_WARN, "send buffer over %zu bytes (client not reading); closing", limit);
     else /* the socket took everything until this turn: the burst itself is too big */
-        nh_log(NH_LOG_WARN,
-               "%s %s session %llu: send buffer over %zu bytes within one handler call or loop "
-               "turn (%zu bytes queued faster than the socket took them); closing",
-               c->transport->name, peer, sid, limit, queued(c));
+        conn_log(c, NH_LOG_WARN,
+                 "send buffer over %zu bytes within one handler call or loop turn (%zu bytes "
+                 "queued faster than the socket took them); closing",
+                 limit, queued(c));
     drop_queued(c);
     c->flags |= NH_CONN_CUT;
     c->host->metrics.send_overflows++;
@@ -421,10 +475,7 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
 }
 
 static void tls_failed(nh_conn_t *c, const char *what) {
-    char peer[80] = "?";
-    nh_conn_peer(c, peer, sizeof peer);
-    nh_log(NH_LOG_INFO, "%s %s session %llu: tls: %s; closing", c->transport->name, peer,
-           c->session ? (unsigned long long)c->session->id : 0ULL, what);
+    conn_log(c, NH_LOG_INFO, "tls: %s; closing", what);
     nh_conn_close(c, "tls");
 }
 
@@ -572,13 +623,19 @@ static void on_connection(uv_stream_t *server, int status) {
         nh_log(NH_LOG_ERROR, "accept: out of memory");
         return;
     }
+    int r = uv_tcp_init(h->loop, &c->tcp);
+    if (r) { /* no handle: nothing to close */
+        nh_log(NH_LOG_ERROR, "accept: %s", uv_strerror(r));
+        free(c);
+        return;
+    }
+    c->tcp.data = (void *)&conn_tag;
     c->host = h;
     c->listener = l;
     l->conns++;
     c->transport = l->transport;
     nh_outq_init(&c->out, &h->pool);
     nh_outq_init(&c->wire, &h->pool);
-    uv_tcp_init(h->loop, &c->tcp);
     take_over_reserve(h); /* libuv opens a new one with every handle it initialises */
     int ar = uv_accept(server, (uv_stream_t *)&c->tcp);
     if (ar != 0) {
@@ -612,13 +669,13 @@ static void on_connection(uv_stream_t *server, int status) {
         nh_conn_close(c, "open failed");
         return;
     }
-    int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (r) nh_conn_close(c, uv_strerror(r));
 }
 
 static void listener_free(nh_listener_t *l) {
     nh_tls_ctx_unref(l->tls);
-    free(l->statics);
+    if (l->opts_free) l->opts_free(l->opts);
     free(l);
 }
 
@@ -678,19 +735,3 @@ void nh_listener_close(nh_listener_t *l) {
     if (!uv_is_closing((uv_handle_t *)&l->tcp))
         uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
 }
-
-/* ---- raw TCP transport: the socket carries the packet stream as is ---- */
-
-static int tcp_open(nh_conn_t *c) {
-    return nh_session_open(c);
-}
-
-static int tcp_read(nh_conn_t *c, uint8_t *data, size_t len) {
-    return nh_session_on_bytes(c->session, data, len);
-}
-
-const nh_transport_t nh_transport_tcp = {
-    .name = "tcp",
-    .on_open = tcp_open,
-    .on_read = tcp_read,
-};

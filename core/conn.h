@@ -1,9 +1,10 @@
 /* conn — listening sockets and client connections on libuv TCP, with batched writes.
  *
- * A listener accepts connections and gives each the listener's transport (raw TCP packet stream,
- * or WebSocket). The transport turns socket bytes into the packet stream for the session and
- * frames outgoing packets; everything else (reading, the output queue, flushing, limits, closing)
- * is here, shared by all transports.
+ * A listener accepts connections and gives each the listener's transport (transport_tcp.c: the
+ * raw packet stream; transport_ws.c: WebSocket). conn is the libuv stream, the output queue, the
+ * limits and closing, shared by all transports; it knows nothing of what the bytes mean. It
+ * reports to its transport (nh_transport_t): opened, bytes read, draining, closing, gone. The
+ * transport owns what sits above it (the session) and frames outgoing packets.
  *
  * Writes never go straight to the socket: they are queued, and a connection's queue is written
  * after the read that produced it has been handled (its responses), and for every dirty
@@ -24,8 +25,12 @@
  * the transport sees it, and the transport's queue is encrypted when it is flushed, so limits,
  * batching and closing work the same (the send limit counts both queues).
  *
+ * Close deadlines: a connection closing once its queue has left (nh_conn_close_after_flush)
+ * is closed anyway after handshake_timeout by nh_conn_sweep (the host's sweep calls it), so a
+ * peer that stops reading cannot keep it (and its queue and its max_conns slot) for ever.
+ *
  * Ownership: the host owns listeners and connections. nh_conn_close() is idempotent; the memory
- * is freed in the uv close callback, after the session has been told (nh_session_on_conn_gone).
+ * is freed in the uv close callback, after the transport has been told (on_gone).
  */
 #ifndef NH_CONN_H
 #define NH_CONN_H
@@ -40,8 +45,9 @@
 typedef struct nh_host nh_host_t;
 typedef struct nh_conn nh_conn_t;
 typedef struct nh_listener nh_listener_t;
-typedef struct nh_session nh_session_t;
 
+/* What a connection reports to its transport, and asks of it. Every callback but on_open may be
+ * NULL. */
 typedef struct nh_transport {
     const char *name; /* "tcp", "ws": also the URL scheme in log lines */
     /* After accept. Returns 0 or a negative error (the connection is closed). */
@@ -51,21 +57,21 @@ typedef struct nh_transport {
     /* Writes the bytes that must precede a packet of `len` bytes into out (<= 16 bytes);
      * returns their count. NULL when packets go out bare. */
     size_t (*frame_header)(nh_conn_t *c, uint8_t *out, size_t len);
-    /* Called once when closing starts; may queue a last frame (WebSocket close). */
-    void (*on_closing)(nh_conn_t *c);
-    /* Frees transport state; called from the close callback. */
-    void (*on_free)(nh_conn_t *c);
+    /* nh_conn_close_after_flush started: nothing more is read; what is queued leaves, then the
+     * connection closes (on_closing follows). */
+    void (*on_draining)(nh_conn_t *c);
+    /* Called once when closing starts: nothing more is read. may_send: the transport may queue
+     * a last frame (WebSocket close); 0 when the connection was cut off. */
+    void (*on_closing)(nh_conn_t *c, int may_send);
+    /* The connection is gone (its close callback): the transport tells what sits above and
+     * frees its state. */
+    void (*on_gone)(nh_conn_t *c);
+    /* The queue has drained (everything queued was written): a transport streaming a reply
+     * (a static file) queues its next part. Not called once closing has started. */
+    void (*on_drained)(nh_conn_t *c);
+    /* The id log lines name for this connection (its session's), 0 when there is none. */
+    uint64_t (*log_id)(const nh_conn_t *c);
 } nh_transport_t;
-
-extern const nh_transport_t nh_transport_tcp;
-extern const nh_transport_t nh_transport_ws;
-
-#define NH_WS_MAX_PATHS 8
-
-typedef struct nh_static_dir {
-    char prefix[128]; /* URL prefix, e.g. "/web/" */
-    char dir[1024];   /* filesystem folder */
-} nh_static_dir_t;
 
 struct nh_listener {
     uv_tcp_t tcp; /* first: the handle's address is the listener's */
@@ -73,16 +79,15 @@ struct nh_listener {
     const nh_transport_t *transport;
     nh_listener_t *next;
     int id;
-    char addr[128];                   /* as given to nh_listener_start, e.g. "127.0.0.1:3250" */
-    char bound[128];                  /* the address actually bound (port 0 resolved) */
-    char paths[NH_WS_MAX_PATHS][128]; /* WebSocket paths (pomelo's web client can only use "/") */
-    int npaths;
-    int check_origin; /* ask Lua whether to accept an Origin */
-    nh_static_dir_t *statics;
-    int nstatics;
+    char addr[128];  /* as given to nh_listener_start, e.g. "127.0.0.1:3250" */
+    char bound[128]; /* the address actually bound (port 0 resolved) */
+    /* The transport's options (transport_ws.h: paths, static folders, origin check), owned by
+     * the listener: freed with opts_free when the listener is freed. NULL: none. */
+    void *opts;
+    void (*opts_free)(void *opts);
     /* Connections accepted here that are still open, and whether the handle has closed: the
-     * listener is freed when both are done, because a connection still reads its path, statics
-     * and origin check until it has upgraded (nh_listener_close may come first). */
+     * listener is freed when both are done, because a connection still reads the transport's
+     * options until it has upgraded (nh_listener_close may come first). */
     uint32_t conns;
     int handle_closed;
     /* TLS under the transport (NULL: plain). Swapped by a reload; each connection holds a
@@ -108,14 +113,15 @@ struct nh_conn {
     nh_host_t *host;
     nh_listener_t *listener;
     const nh_transport_t *transport;
-    nh_session_t *session; /* NULL until the transport opens one */
-    void *tstate;          /* transport state */
-    nh_outq_t out;         /* what the transport queued; over TLS, plaintext not yet encrypted */
-    nh_tls_t *tls;         /* NULL on a plain connection */
-    nh_outq_t wire;        /* TLS only: ciphertext waiting for the socket */
+    void *tstate;    /* the transport's state */
+    nh_outq_t out;   /* what the transport queued; over TLS, plaintext not yet encrypted */
+    nh_tls_t *tls;   /* NULL on a plain connection */
+    nh_outq_t wire;  /* TLS only: ciphertext waiting for the socket */
     size_t inflight; /* bytes of the queue being written (out, or wire over TLS) in uv_write */
     uv_write_t wreq;
     nh_conn_t *dirty_next;
+    /* host->draining: connections closing once their queue has left, for nh_conn_sweep */
+    nh_conn_t *drain_prev, *drain_next;
     uint32_t flags;
     uint32_t close_after_flush; /* close once everything queued is written (kick, HTTP replies) */
     uint8_t close_reason;       /* enum nh_metrics_close_reason: the first reason given wins */
@@ -127,7 +133,7 @@ struct nh_conn {
 };
 
 /* Parses "host:port", ":port", "[v6]:port" and binds + listens. `l` is malloc'd by the caller
- * (zeroed, transport/path/statics filled in); from here on the host owns it: on success it is
+ * (zeroed, transport and its options filled in); from here on the host owns it: on success it is
  * linked into the host, on failure it is freed. Returns 0 or a negative uv error. */
 int nh_listener_start(nh_host_t *h, nh_listener_t *l, const char *addr);
 void nh_listener_close(nh_listener_t *l);
@@ -149,8 +155,16 @@ int nh_conn_send_raw_shared(nh_conn_t *c, nh_buf_t *b, size_t off, size_t len);
  * leave, then the socket closes. `reason` is logged at debug level (NULL: nothing). */
 void nh_conn_close(nh_conn_t *c, const char *reason);
 /* Close once the queue has drained (or right away if it is empty), or after handshake_timeout
- * if the peer does not read it (the host's sweep enforces that). */
+ * if the peer does not read it (nh_conn_sweep enforces that). */
 void nh_conn_close_after_flush(nh_conn_t *c);
+/* Why the connection closes, for the close metrics (enum nh_metrics_close_reason), unless a
+ * reason was given already: the first one wins. */
+void nh_conn_set_close_reason(nh_conn_t *c, int reason);
+/* Closes every connection of the host (nh_conn_close with this reason): the host's stop, for
+ * connections that have no session (a WebSocket listener's plain HTTP requests). */
+void nh_conn_close_all(nh_host_t *h, const char *reason);
+/* Called by the host's sweep: closes the draining connections past their deadline. */
+void nh_conn_sweep(nh_host_t *h, uint64_t now);
 
 /* Closes the descriptor kept in reserve for shedding connections when out of descriptors. */
 void nh_conn_release_reserve(nh_host_t *h);
@@ -165,5 +179,7 @@ int nh_format_addr(const struct sockaddr *sa, char *out, size_t len);
 
 /* "ip:port" of the peer into out; returns 0 or a negative uv error. */
 int nh_conn_peer(const nh_conn_t *c, char *out, size_t len);
+/* "<transport> <peer> session <id>", the way log lines name a connection, into out. */
+const char *nh_conn_describe(const nh_conn_t *c, char *out, size_t len);
 
 #endif

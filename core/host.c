@@ -3,17 +3,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <lauxlib.h>
 
+#include "conn.h"
 #include "log.h"
 #include "session.h"
 #include "stop_signal.h"
 
 static const char host_key = 'h'; /* registry key: its address is unique */
 
+/* The host of the process's only Lua state, when there is one (always, outside some tests):
+ * every nano.core function asks for its host, and the registry lookup below costs ~200
+ * instructions a call. With two hosts with Lua at once, the lookup decides. */
+static nh_host_t *sole_host;
+static int lua_hosts;
+
 nh_host_t *nh_host_from_lua(lua_State *L) {
+    if (sole_host) return sole_host;
     lua_pushlightuserdata(L, (void *)&host_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
     nh_host_t *h = lua_touserdata(L, -1);
@@ -55,6 +62,75 @@ int nh_host_call_handler(nh_host_t *h, int nargs, int nres, const char *what, ui
     return 0;
 }
 
+/* Keeps a thread whose function has returned for the next message; 0 when the idle list is full
+ * (or cannot grow): the caller forgets the thread then. */
+static int keep_idle(nh_host_t *h, lua_State *T) {
+    if (h->nidle_threads == h->idle_cap) {
+        if (h->idle_cap == NH_IDLE_THREADS) return 0;
+        int cap = h->idle_cap ? h->idle_cap * 2 : 64;
+        lua_State **a = realloc(h->idle_threads, (size_t)cap * sizeof *a);
+        if (!a) return 0;
+        h->idle_threads = a;
+        h->idle_cap = cap;
+    }
+    lua_settop(T, 0);
+    h->idle_threads[h->nidle_threads++] = T;
+    return 1;
+}
+
+lua_State *nh_host_handler_thread(nh_host_t *h) {
+    if (h->nidle_threads) return h->idle_threads[--h->nidle_threads];
+    lua_State *L = h->L;
+    if (!lua_checkstack(L, 3)) return NULL;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->threads_ref);
+    lua_State *T = lua_newthread(L);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3); /* threads[T] = true: Lua's GC keeps it while the core may resume it */
+    lua_pop(L, 1);
+    return T;
+}
+
+void nh_host_release_thread(nh_host_t *h, lua_State *T, int reusable) {
+    if (reusable && lua_status(T) == 0 && keep_idle(h, T)) return;
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->threads_ref);
+    lua_pushthread(T);
+    lua_xmove(T, L, 1);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *what,
+                           uint64_t session, const char *route, size_t route_len) {
+    nh_watchdog_mark_t mark;
+    nh_watchdog_enter(h->watchdog, &mark, what, session, route, route_len);
+    int r = lua_resume(T, nargs);
+    nh_watchdog_leave(h->watchdog, &mark);
+    if (r == 0) {
+        if (!keep_idle(h, T)) nh_host_release_thread(h, T, 0);
+        return 0;
+    }
+    if (r == LUA_YIELD) return 0; /* Lua resumes it and releases it (task.lua) */
+    /* The error's traceback, from the dead thread's frames (kept after the error). */
+    lua_State *L = h->L;
+    lua_getglobal(L, "debug");
+    if (!lua_istable(L, -1)) lua_replace(L, -1), lua_newtable(L);
+    lua_getfield(L, -1, "traceback");
+    lua_pushthread(T);
+    lua_xmove(T, L, 1);
+    lua_pushvalue(T, -2); /* the error */
+    lua_xmove(T, L, 1);
+    lua_pushinteger(L, 0);
+    const char *err = NULL;
+    if (lua_pcall(L, 3, 1, 0) == 0) err = lua_tostring(L, -1);
+    if (!err) err = lua_tostring(T, -1);
+    nh_log(NH_LOG_ERROR, "%s: %s", what, err ? err : "(no message)");
+    lua_pop(L, 2);
+    nh_host_release_thread(h, T, 0);
+    return -1;
+}
+
 int nh_host_call_lua(nh_host_t *h, int nargs, int nres, const char *what) {
     return nh_host_call_handler(h, nargs, nres, what, 0, NULL, 0);
 }
@@ -74,7 +150,9 @@ static void on_check(uv_check_t *c) {
 
 static void on_sweep(nh_timer_t *t) {
     nh_host_t *h = t->data;
-    nh_session_sweep(h, nh_timers_now(&h->timers));
+    uint64_t now = nh_timers_now(&h->timers);
+    nh_conn_sweep(h, now);
+    nh_session_sweep(h, now);
 }
 
 static uint64_t sweep_period(const nh_host_t *h) {
@@ -115,65 +193,80 @@ int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
     h->reserve_fd = -1;
     int r = nh_chunk_pool_init(&h->pool, 256);
     if (r) return r;
-    if ((r = nh_metrics_init(&h->metrics))) return r;
-    if ((r = nh_timers_init(&h->timers, loop))) return r;
+    if ((r = nh_metrics_init(&h->metrics))) goto no_metrics;
+    if ((r = nh_timers_init(&h->timers, loop))) goto no_timers;
     h->sweep.cb = on_sweep;
     h->sweep.data = h;
-    uv_prepare_init(loop, &h->prepare);
+    if ((r = uv_prepare_init(loop, &h->prepare))) goto no_prepare;
     h->prepare.data = h;
-    uv_prepare_start(&h->prepare, on_prepare);
-    uv_unref((uv_handle_t *)&h->prepare); /* flushing alone is no reason to keep the loop alive */
-    uv_check_init(loop, &h->check);
+    if ((r = uv_check_init(loop, &h->check))) goto no_check;
     h->check.data = h;
-    uv_check_start(&h->check, on_check);
+    if ((r = uv_prepare_start(&h->prepare, on_prepare)) ||
+        (r = uv_check_start(&h->check, on_check)))
+        goto not_started;
+    uv_unref((uv_handle_t *)&h->prepare); /* flushing alone is no reason to keep the loop alive */
     uv_unref((uv_handle_t *)&h->check);
     nh_host_config_changed(h);
     uv_unref((uv_handle_t *)&h->timers.uv); /* sessions and listeners keep the loop alive */
-
     h->traceback_ref = LUA_NOREF;
-    if (!L) return 0; /* a C test drives sessions through its own events (session.h) */
+    /* a host without Lua (C unit tests, which drive sessions through their own events): no
+     * hooks, no watchdog */
+    if (!L) return 0;
+
     lua_pushlightuserdata(L, (void *)&host_key);
     lua_pushlightuserdata(L, h);
     lua_rawset(L, LUA_REGISTRYINDEX);
+    sole_host = lua_hosts++ == 0 ? h : NULL;
     lua_pushcfunction(L, traceback);
     h->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    h->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     h->watchdog = nh_watchdog_start(L, &h->cfg.watchdog); /* NULL: runs without (logged) */
     return 0;
-}
 
-static void signal_hook(nh_host_t *h, const char *name) {
-    if (h->hooks[NH_HOOK_SIGNAL] == LUA_NOREF) {
-        if (strcmp(name, "shutdown") == 0) nh_host_stop(h);
-        return;
-    }
-    lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_SIGNAL]);
-    lua_pushstring(h->L, name);
-    if (nh_host_call_lua(h, 1, 0, name) != 0 && strcmp(name, "shutdown") == 0) nh_host_stop(h);
+    /* What was set up is closed again (its close callbacks run with the loop's next turn). */
+not_started:
+    uv_close((uv_handle_t *)&h->check, NULL);
+no_check:
+    uv_close((uv_handle_t *)&h->prepare, NULL);
+no_prepare:
+    nh_timers_close(&h->timers, NULL);
+no_timers:
+    nh_metrics_free(&h->metrics);
+no_metrics:
+    nh_chunk_pool_free(&h->pool);
+    return r;
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
     nh_host_t *h = s->data;
     if (signum == SIGHUP) {
         nh_log(NH_LOG_INFO, "SIGHUP: reloading scripts");
-        signal_hook(h, "reload");
+        h->on_signal(h, NH_SIGNAL_RELOAD);
         return;
     }
-    if (h->stopping) { /* a stop begun otherwise (nano.shutdown()), then a signal */
-        nh_log(NH_LOG_WARN, "%s while stopping: exiting now", strsignal(signum));
-        fflush(stderr);
-        _exit(NH_STOP_SIGNAL_EXIT(signum));
-    }
+    /* a stop begun otherwise (nano.shutdown()), then a signal: as a second signal would */
+    if (h->stopping) nh_stop_signal_exit(signum);
     nh_log(NH_LOG_INFO, "%s: shutting down", strsignal(signum));
-    signal_hook(h, "shutdown");
+    h->on_signal(h, NH_SIGNAL_SHUTDOWN);
 }
 
-int nh_host_watch_signals(nh_host_t *h) {
+int nh_host_watch_signals(nh_host_t *h, nh_host_signal_cb cb) {
     uv_signal_t *sigs[] = {&h->sigint, &h->sigterm, &h->sighup};
     int nums[] = {SIGINT, SIGTERM, SIGHUP};
+    h->on_signal = cb;
     for (int i = 0; i < 3; i++) {
-        uv_signal_init(h->loop, sigs[i]);
-        sigs[i]->data = h;
-        uv_signal_start(sigs[i], on_signal, nums[i]);
+        int r = uv_signal_init(h->loop, sigs[i]);
+        if (!r) {
+            sigs[i]->data = h;
+            r = uv_signal_start(sigs[i], on_signal, nums[i]);
+            if (r) uv_close((uv_handle_t *)sigs[i], NULL);
+        }
+        if (r) {
+            while (i-- > 0)
+                uv_close((uv_handle_t *)sigs[i], NULL);
+            return r;
+        }
         uv_unref((uv_handle_t *)sigs[i]);
     }
     h->signals_on = 1;
@@ -182,10 +275,6 @@ int nh_host_watch_signals(nh_host_t *h) {
     int r = nh_stop_signal_install();
     if (r != 0) nh_log(NH_LOG_WARN, "cannot install the stop signal handler: %s", strerror(-r));
     return 0;
-}
-
-int nh_host_run(nh_host_t *h) {
-    return uv_run(h->loop, UV_RUN_DEFAULT);
 }
 
 void nh_host_stop(nh_host_t *h) {
@@ -197,9 +286,10 @@ void nh_host_stop(nh_host_t *h) {
         nh_listener_close(h->listeners);
     nh_timer_stop(&h->timers, &h->sweep);
     for (nh_session_t *s = h->sessions.head; s; s = s->next)
-        if (s->conn) nh_conn_close(s->conn, "server shutdown");
-    /* Every connection has a session from accept on, so none is left open. The loop now ends
-     * once the close callbacks have run: the host's own handles are unreferenced. */
+        nh_session_close(s, 0, "server shutdown");
+    /* then the connections with no session (plain HTTP on a WebSocket listener). The loop now
+     * ends once the close callbacks have run: the host's own handles are unreferenced. */
+    nh_conn_close_all(h, "server shutdown");
 }
 
 static void close_if_open(uv_handle_t *hd) {
@@ -222,11 +312,15 @@ void nh_host_free(nh_host_t *h) {
     nh_conn_release_reserve(h);
     nh_chunk_pool_free(&h->pool);
     nh_metrics_free(&h->metrics);
-    if (h->L) {
-        luaL_unref(h->L, LUA_REGISTRYINDEX, h->traceback_ref);
-        for (int i = 0; i < NH_HOOK_COUNT; i++)
-            luaL_unref(h->L, LUA_REGISTRYINDEX, h->hooks[i]);
-    }
+    if (!h->L) return;
+    if (--lua_hosts == 0 || sole_host == h) sole_host = NULL;
+    luaL_unref(h->L, LUA_REGISTRYINDEX, h->traceback_ref);
+    luaL_unref(h->L, LUA_REGISTRYINDEX, h->threads_ref);
+    free(h->idle_threads);
+    h->idle_threads = NULL;
+    h->nidle_threads = h->idle_cap = 0;
+    for (int i = 0; i < NH_HOOK_COUNT; i++)
+        luaL_unref(h->L, LUA_REGISTRYINDEX, h->hooks[i]);
     nh_watchdog_stop(h->watchdog); /* before the caller closes the Lua state it watches */
     h->watchdog = NULL;
 }

@@ -1,9 +1,9 @@
 /* host — the one struct that holds a running server: the loop, the Lua state, configuration,
  * listeners, sessions, timers and the per-turn flush. Everything mutable lives here.
  *
- * Life: nh_host_init() → Lua script registers and listens → nh_host_run() → (signal or
- * nano.shutdown) nh_host_stop() → the loop ends when every handle is closed → nh_host_free().
- * Tests (nano.test) drive the same loop one turn at a time instead of nh_host_run().
+ * Life: nh_host_init() → Lua script registers and listens → the loop runs (lua/nano/host.lua,
+ * through nano.core) → (signal or nano.shutdown) nh_host_stop() → the loop ends when every
+ * handle is closed → nh_host_free(). Tests (nano.test) drive the same loop one turn at a time.
  */
 #ifndef NH_HOST_H
 #define NH_HOST_H
@@ -15,13 +15,18 @@
 typedef struct lua_State lua_State;
 
 #include "buffer.h"
-#include "conn.h"
 #include "console.h"
 #include "metrics.h"
 #include "metrics_http.h"
 #include "session.h"
 #include "timer.h"
 #include "watchdog.h"
+
+/* host.h names conn's types without including conn.h: the layers above the transports
+ * (session.c) see no connection. */
+typedef struct nh_host nh_host_t;
+typedef struct nh_conn nh_conn_t;
+typedef struct nh_listener nh_listener_t;
 
 typedef struct nh_config {
     uint64_t heartbeat_ms;         /* server heartbeat interval; silent > 2.5x this: closed */
@@ -44,12 +49,24 @@ enum nh_hook {
     NH_HOOK_COUNT
 };
 
+typedef struct nh_session nh_session_t;
+
+/* What a signal asks of the host's owner (nh_host_watch_signals). */
+enum nh_host_signal {
+    NH_SIGNAL_SHUTDOWN, /* SIGINT, SIGTERM */
+    NH_SIGNAL_RELOAD,   /* SIGHUP */
+};
+typedef void (*nh_host_signal_cb)(nh_host_t *h, int what);
+
 typedef struct nh_session_list {
     nh_session_t *head;
     uint32_t count;
 } nh_session_list_t;
 
 #define NH_READ_BUF_SIZE 65536
+/* Idle dispatcher threads kept for reuse (about 1 KiB each): as many as handlers wait at once
+ * in a busy server, so a burst of waiting handlers does not make threads for the GC. */
+#define NH_IDLE_THREADS 8192
 
 struct nh_host {
     uv_loop_t *loop;
@@ -62,6 +79,7 @@ struct nh_host {
     uv_signal_t sigint, sigterm, sighup;
     nh_chunk_pool_t pool;
     nh_conn_t *dirty;
+    nh_conn_t *draining; /* closing once their queue has left (conn.c's sweep) */
     nh_listener_t *listeners;
     nh_session_list_t sessions;
     uint32_t nconns;
@@ -73,13 +91,23 @@ struct nh_host {
     nh_session_events_t events;
     void *events_ud;
     int traceback_ref;
+    /* The threads (coroutines) the dispatcher runs on (nh_host_handler_thread): all are kept in
+     * a Lua table (registry ref); the idle ones also here, to be taken without touching Lua. */
+    int threads_ref;
+    int nidle_threads, idle_cap;
+    lua_State **idle_threads; /* grows to the most handlers ever waiting at once, to a cap */
     int stopping;
     int signals_on;
+    nh_host_signal_cb on_signal;
     uint64_t sweep_period;
     nh_watchdog_t *watchdog;         /* NULL if its thread could not start */
     nh_metrics_t metrics;            /* counters for /metrics (metrics.h) */
     nh_metrics_http_t *metrics_http; /* nano.listen_metrics' listener, or NULL */
     nh_console_t *console;           /* the admin console's socket (console.h), or NULL */
+    /* HTTP requests on WebSocket listeners waiting for a Lua route's answer (transport_ws.c),
+     * and the last id given to one */
+    void *http_waiting;
+    uint64_t http_last_id;
     /* max_conns refusals since the last log line about them, and when that was (loop ms) */
     uint64_t refused, refused_logged_ms;
     /* accepts that failed (out of file descriptors, ...): in all, since the last log line about
@@ -94,16 +122,18 @@ struct nh_host {
     uint8_t sealbuf[16384]; /* TLS: a flush's small segments gathered into one record */
 };
 
-/* Fills defaults and opens the loop handles. The caller owns L (created before); L may be NULL
- * (no Lua, no watchdog: a C test that sets h->events itself). */
+/* Fills defaults and opens the loop handles. The caller owns L (created before); NULL makes a
+ * host without Lua (C unit tests, which set h->events themselves: no hooks, no watchdog).
+ * Returns 0, or a negative uv error with nothing left open (close callbacks may still be
+ * pending: run the loop before closing it). */
 int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L);
-/* Installs SIGINT/SIGTERM (shutdown) and SIGHUP (reload) handlers; the host binary does,
- * in-process tests don't. */
-int nh_host_watch_signals(nh_host_t *h);
+/* Watches SIGINT/SIGTERM (cb gets NH_SIGNAL_SHUTDOWN) and SIGHUP (NH_SIGNAL_RELOAD), each
+ * logged first; a stop signal while the host is stopping already ends the process
+ * (stop_signal.h). The host binary does, in-process tests don't. Returns 0 or a negative uv
+ * error (nothing is watched then). */
+int nh_host_watch_signals(nh_host_t *h, nh_host_signal_cb cb);
 /* Applies cfg.heartbeat_ms to the sweep timer (call after changing it). */
 void nh_host_config_changed(nh_host_t *h);
-/* Runs the loop until it has nothing left to do. */
-int nh_host_run(nh_host_t *h);
 /* Stops accepting, closes every connection and the host's own handles; the loop then ends. */
 void nh_host_stop(nh_host_t *h);
 /* After the loop ended: frees what is left. */
@@ -117,6 +147,24 @@ int nh_host_call_lua(nh_host_t *h, int nargs, int nres, const char *what);
  * call gets stuck. */
 int nh_host_call_handler(nh_host_t *h, int nargs, int nres, const char *what, uint64_t session,
                          const char *route, size_t route_len);
+
+/* Messages run on threads (Lua coroutines) the core resumes itself, so that a handler may wait
+ * (yield) at no cost to those that do not: the Lua side needs no coroutine.resume per message.
+ *
+ * nh_host_handler_thread() returns an idle thread (a new one when none is idle), or NULL when
+ * out of memory. The caller pushes a function and its nargs arguments onto that thread and calls
+ * nh_host_resume_handler(), which resumes it (protected; the watchdog names session and route):
+ *   - the function returned: the thread is idle again (its stack emptied); 0.
+ *   - it yielded (a handler waits): the thread now belongs to that wait; Lua resumes it later
+ *     itself and hands it back with core.release_thread(thread, reusable) once it has finished
+ *     or failed (task.lua); 0.
+ *   - it raised: logged as "<what>: <error>" with the thread's traceback, the thread is
+ *     dropped; -1. */
+lua_State *nh_host_handler_thread(nh_host_t *h);
+int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *what,
+                           uint64_t session, const char *route, size_t route_len);
+/* Gives a thread that finished after a wait back to the idle ones (reusable), or forgets it. */
+void nh_host_release_thread(nh_host_t *h, lua_State *T, int reusable);
 
 /* nh_host_t from the Lua state (stored in the registry at init). */
 nh_host_t *nh_host_from_lua(lua_State *L);

@@ -23,10 +23,6 @@ int nh_log_parse_level(const char *name) {
     return -1;
 }
 
-const char *nh_log_level_name(int level) {
-    return level >= 0 && level <= NH_LOG_OFF ? level_names[level] : "?";
-}
-
 /* ---- escaping ---- */
 
 /* Length of the well-formed UTF-8 sequence (2..4 bytes) at s, or 0. C1 controls (U+0080..U+009F,

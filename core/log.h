@@ -30,12 +30,16 @@ void nh_log_set_level(int level);
 int nh_log_get_level(void);
 /* Parses "debug", "info", "warn", "error", "off"; returns -1 if unknown. */
 int nh_log_parse_level(const char *name);
-const char *nh_log_level_name(int level);
 
+/* printf-style argument checks on a logging function of ours (fmt: the format's position,
+ * args: the first argument's). */
 #if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
+#define NH_LOG_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define NH_LOG_PRINTF(fmt, args)
 #endif
-void nh_log(int level, const char *fmt, ...);
+
+void nh_log(int level, const char *fmt, ...) NH_LOG_PRINTF(2, 3);
 
 /* Writes the `len` bytes of `msg` (NULs included, shown as \0) as one entry at `level`; used by
  * the Lua logger. Newlines start continuation lines (see above). */

@@ -12,8 +12,9 @@
  * lua_pg.c      `nano.pg_core`: one PostgreSQL connection (pg_client.c), under nano.pg.
  * lua_protobuf.c `nano.protobuf_codec`: protocol buffers (core/protobuf.c) for the protobuf
  *               serializers.
+ * lua_signal.c  the host's signals (SIGINT/SIGTERM/SIGHUP) into the `signal` hook.
  * lua_dispatch.c the session events (session.h) as calls of the Lua hooks: handshake, dispatch,
- *               closed, origin.
+ *               closed.
  *
  * Every call from C into Lua goes through nh_host_call_lua() (host.c): pcall + traceback + log.
  */
@@ -23,12 +24,20 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "host.h"
 #include "session.h"
 
 /* Registers `nano.core`, `nano.codec`, `nano.tcp`, `nano.json_codec`, `nano.redis_core` and
  * `nano.pg_core` in package.preload. */
 void nh_lua_open(lua_State *L);
 
+/* The host's signal callback (nh_host_watch_signals): calls the `signal` hook with "shutdown"
+ * or "reload"; a shutdown without a hook, or whose hook failed, stops the host. */
+void nh_lua_on_signal(nh_host_t *h, int what);
+
+/* transport_ws's route callback (nh_ws_route_fn; ud: the host): hands a plain HTTP request on a
+ * WebSocket listener to nano.http.route's router (lua_metrics.c). 1 when a route takes it. */
+int nh_lua_ws_http_route(void *ud, const nh_http_request_t *req);
 /* Points the host's session events (h->events) at the Lua hooks that are set (h->hooks): called
  * when a hook changes and when Lua first sees a session (whose closed event must then detach
  * the userdata). */

@@ -6,10 +6,13 @@
 
 #include <lauxlib.h>
 
+#include "conn.h"
 #include "host.h"
 #include "log.h"
 #include "lua_binding.h"
 #include "lua_fs.h"
+#include "transport.h"
+#include "transport_ws.h"
 
 static nh_host_t *host(lua_State *L) {
     nh_watchdog_check(L); /* a compiled loop calling nano.core is stopped here */
@@ -105,46 +108,78 @@ static int c_listener_tls(lua_State *L) {
     return 2;
 }
 
+/* A listener that never started: its options with it. */
+static void listener_free_unstarted(nh_listener_t *l) {
+    if (l->opts_free) l->opts_free(l->opts);
+    free(l);
+}
+
+/* transport_ws's origin check: the origin hook in Lua (init.lua: the listener's check_origin or
+ * the default one). */
+static int ws_check_origin(void *ud, int listener_id, const char *origin) {
+    nh_host_t *h = ud;
+    if (h->hooks[NH_HOOK_ORIGIN] == LUA_NOREF) return 1;
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_ORIGIN]);
+    lua_pushinteger(L, listener_id);
+    lua_pushstring(L, origin);
+    if (nh_host_call_lua(h, 2, 1, "check_origin") != 0) return 0;
+    int ok = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return ok;
+}
+
 /* listen(addr, {websocket=, path=, check_origin=bool, static={{prefix=, dir=}, ...},
  *               tls={cert=, key=, ca=, ciphers=, min_version=}}) -> id, bound_address | nil, err */
 static int c_listen(lua_State *L) {
     nh_host_t *h = host(L);
     const char *addr = luaL_checkstring(L, 1);
-    int ws = 0;
+    int ws = lua_istable(L, 2) && field_bool(L, 2, "websocket");
     nh_listener_t *l = calloc(1, sizeof *l);
-    if (!l) return luaL_error(L, "out of memory");
-    strcpy(l->paths[0], "/");
-    l->npaths = 1;
-    if (lua_istable(L, 2)) {
-        ws = field_bool(L, 2, "websocket");
-        l->check_origin = field_bool(L, 2, "check_origin");
+    nh_ws_options_t *o = ws ? calloc(1, sizeof *o) : NULL;
+    if (!l || (ws && !o)) {
+        free(l);
+        free(o);
+        return luaL_error(L, "out of memory");
+    }
+    if (o) {
+        l->opts = o;
+        l->opts_free = nh_ws_options_free;
+        strcpy(o->paths[0], "/");
+        o->npaths = 1;
+        o->origin = ws_check_origin;
+        o->route = nh_lua_ws_http_route;
+        o->ud = h;
+    }
+    if (o) {
+        o->check_origin = field_bool(L, 2, "check_origin");
         lua_getfield(L, 2, "path"); /* a string, or a list of them */
         int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : lua_isstring(L, -1) ? 1 : 0;
         if (n > NH_WS_MAX_PATHS || (lua_istable(L, -1) && n == 0)) {
-            free(l);
+            listener_free_unstarted(l);
             return luaL_error(L, "listen: path: one to %d paths", NH_WS_MAX_PATHS);
         }
-        if (n) l->npaths = 0;
+        if (n) o->npaths = 0;
         for (int i = 1; i <= n; i++) {
             if (lua_istable(L, -1))
                 lua_rawgeti(L, -1, i);
             else
                 lua_pushvalue(L, -1);
             const char *p = lua_tostring(L, -1);
-            if (!p || p[0] != '/' || strlen(p) >= sizeof l->paths[0]) {
-                free(l);
+            if (!p || p[0] != '/' || strlen(p) >= sizeof o->paths[0]) {
+                listener_free_unstarted(l);
                 return luaL_error(L, "listen: a path must start with '/' and be under 128 bytes");
             }
-            strcpy(l->paths[l->npaths++], p);
+            strcpy(o->paths[o->npaths++], p);
             lua_pop(L, 1);
         }
         lua_pop(L, 1);
         lua_getfield(L, 2, "static");
         if (lua_istable(L, -1)) {
             int n = (int)lua_objlen(L, -1);
-            l->statics = calloc((size_t)(n ? n : 1), sizeof *l->statics);
-            if (!l->statics) {
-                free(l);
+            o->statics = calloc((size_t)(n ? n : 1), sizeof *o->statics);
+            if (!o->statics) {
+                listener_free_unstarted(l);
                 return luaL_error(L, "out of memory");
             }
             for (int i = 1; i <= n; i++) {
@@ -153,17 +188,16 @@ static int c_listen(lua_State *L) {
                 lua_getfield(L, -2, "dir");
                 const char *prefix = lua_tostring(L, -2), *dir = lua_tostring(L, -1);
                 if (!prefix || !dir || prefix[0] != '/' ||
-                    strlen(prefix) >= sizeof l->statics[0].prefix ||
-                    strlen(dir) >= sizeof l->statics[0].dir) {
-                    free(l->statics);
-                    free(l);
+                    strlen(prefix) >= sizeof o->statics[0].prefix ||
+                    strlen(dir) >= sizeof o->statics[0].dir) {
+                    listener_free_unstarted(l);
                     return luaL_error(L,
                                       "listen: static: a prefix starts with '/' (under %d "
                                       "bytes) and names a folder (under %d bytes)",
-                                      (int)sizeof l->statics[0].prefix,
-                                      (int)sizeof l->statics[0].dir);
+                                      (int)sizeof o->statics[0].prefix,
+                                      (int)sizeof o->statics[0].dir);
                 }
-                nh_static_dir_t *sd = &l->statics[l->nstatics++];
+                nh_static_dir_t *sd = &o->statics[o->nstatics++];
                 strcpy(sd->prefix, prefix);
                 strcpy(sd->dir, dir);
                 lua_pop(L, 3);
@@ -178,8 +212,7 @@ static int c_listen(lua_State *L) {
             char err[512];
             l->tls = tls_ctx_from(L, lua_gettop(L), ws, err, sizeof err);
             if (!l->tls) {
-                free(l->statics);
-                free(l);
+                listener_free_unstarted(l);
                 lua_pushnil(L);
                 lua_pushfstring(L, "listen %s: tls: %s", addr, err);
                 return 2;
@@ -195,12 +228,12 @@ static int c_listen(lua_State *L) {
     }
     if (ws) {
         char also[NH_WS_MAX_PATHS * 130] = "";
-        for (int i = 1; i < l->npaths; i++) {
+        for (int i = 1; i < o->npaths; i++) {
             size_t at = strlen(also);
-            snprintf(also + at, sizeof also - at, "%s%s%s", i == 1 ? " (also " : ", ", l->paths[i],
-                     i == l->npaths - 1 ? ")" : "");
+            snprintf(also + at, sizeof also - at, "%s%s%s", i == 1 ? " (also " : ", ", o->paths[i],
+                     i == o->npaths - 1 ? ")" : "");
         }
-        nh_log(NH_LOG_INFO, "listening %s://%s%s%s", l->tls ? "wss" : "ws", l->bound, l->paths[0],
+        nh_log(NH_LOG_INFO, "listening %s://%s%s%s", l->tls ? "wss" : "ws", l->bound, o->paths[0],
                also);
     } else {
         nh_log(NH_LOG_INFO, "listening %s://%s", l->tls ? "tls" : "tcp", l->bound);
@@ -436,6 +469,23 @@ static int c_watch_slice(lua_State *L) {
     size_t route_len = 0;
     const char *route = luaL_optlstring(L, 2, NULL, &route_len);
     nh_watchdog_slice(h->watchdog, session, route, route_len);
+    return 0;
+}
+
+/* release_thread(co, reusable): a dispatcher thread (host.h) that yielded — its handler waited —
+ * has finished (reusable: true) or failed or been abandoned (false): task.lua hands it back. */
+static int c_release_thread(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTHREAD);
+    nh_host_t *h = host(L);
+    lua_State *T = lua_tothread(L, 1);
+    if (T == L) return luaL_error(L, "release_thread: a thread cannot release itself");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->threads_ref);
+    lua_pushvalue(L, 1);
+    lua_rawget(L, -2);
+    int ours = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    if (!ours) return luaL_error(L, "release_thread: not a dispatcher thread");
+    nh_host_release_thread(h, T, lua_toboolean(L, 2));
     return 0;
 }
 
@@ -705,6 +755,7 @@ static int open_core(lua_State *L) {
         {"push_many", c_push_many},
         {"now", c_now},
         {"watch_slice", c_watch_slice},
+        {"release_thread", c_release_thread},
         {"advance", c_advance},
         {"timer", c_timer},
         {"run", c_run},

@@ -7,9 +7,13 @@
  *   reload(ok, seconds)                 one hot reload
  *   family(name, help, kind, labels, bounds) -> handle   Lua's own counter/gauge/histogram
  *   update(handle, set, value, label values...)          nil, err past the series limit
- *   http_router(fn | nil)               fn(id, method, target, headers, body, remote) for paths
- *                                       other than /metrics and /healthz (lua/nano/http_server.lua)
- *   http_respond(id, status, header_lines, body) -> true | nil, err
+ *   http_router(fn | nil)               fn(id, method, target, headers, body, remote, via) for
+ *                                       paths other than /metrics and /healthz on the metrics
+ *                                       listener (via nil), and for plain requests on WebSocket
+ *                                       listeners (via "ws": fn returns false when no route has
+ *                                       the path, and the listener goes on to its static files)
+ *                                       (lua/nano/http_server.lua)
+ *   http_respond(id, status, header_lines, body, via) -> true | nil, err
  *
  * The collect callback fills what a scrape reads from the host: sessions past the handshake by
  * transport, connections, the Lua heap, the watchdog's counts, whether the host is stopping.
@@ -25,12 +29,13 @@
 #include "metrics.h"
 #include "metrics_http.h"
 #include "session.h"
+#include "transport_ws.h"
 
 static void collect(void *ud, nh_metrics_gauges_t *g) {
     nh_host_t *h = ud;
     for (nh_session_t *s = h->sessions.head; s; s = s->next)
-        if (s->state == NH_SS_WORKING && s->conn)
-            g->sessions[nh_metrics_transport_of(s->conn->transport->name)]++;
+        if (s->state == NH_SS_WORKING && nh_session_transport(s))
+            g->sessions[nh_metrics_transport_of(nh_session_transport(s))]++;
     g->connections = h->nconns;
     g->lua_bytes = (double)lua_gc(h->L, LUA_GCCOUNT, 0) * 1024.0 + lua_gc(h->L, LUA_GCCOUNTB, 0);
     nh_watchdog_stats_t ws;
@@ -175,9 +180,8 @@ static int l_update(lua_State *L) {
     return 1;
 }
 
-static void on_http_request(void *ud, const nh_http_request_t *req) {
-    nh_host_t *h = ud;
-    lua_State *L = h->L;
+/* Pushes the router and its arguments but `via`. */
+static void push_http_request(lua_State *L, const nh_http_request_t *req) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, router_ref);
     lua_pushnumber(L, (lua_Number)req->id);
     lua_pushstring(L, req->method);
@@ -203,6 +207,31 @@ static void on_http_request(void *ud, const nh_http_request_t *req) {
     }
     lua_pushlstring(L, req->body, req->body_len);
     lua_pushstring(L, req->remote);
+}
+
+static const char internal_error[] = "internal error\n";
+static const char text_type[] = "Content-Type: text/plain; charset=utf-8\r\n";
+
+int nh_lua_ws_http_route(void *ud, const nh_http_request_t *req) {
+    nh_host_t *h = ud;
+    if (router_ref == LUA_NOREF) return 0;
+    lua_State *L = h->L;
+    push_http_request(L, req);
+    lua_pushliteral(L, "ws");
+    if (nh_host_call_lua(h, 7, 1, "http route") != 0) {
+        nh_ws_http_respond(h, req->id, 500, text_type, sizeof text_type - 1, internal_error,
+                           sizeof internal_error - 1);
+        return 1;
+    }
+    int taken = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return taken;
+}
+
+static void on_http_request(void *ud, const nh_http_request_t *req) {
+    nh_host_t *h = ud;
+    lua_State *L = h->L;
+    push_http_request(L, req);
     if (nh_host_call_lua(h, 6, 0, "http route") != 0) {
         static const char msg[] = "internal error\n";
         static const char hdr[] = "Content-Type: text/plain; charset=utf-8\r\n";
@@ -233,8 +262,10 @@ static int l_http_respond(lua_State *L) {
     const char *body = luaL_checklstring(L, 4, &blen);
     if (status < 100 || status > 599) return luaL_argerror(L, 2, "an HTTP status, 100..599");
     if (!(id >= 1 && id < 9007199254740992.0)) return luaL_argerror(L, 1, "a request id");
-    int r = nh_metrics_http_respond(h->metrics_http, (uint64_t)id, (int)status, headers, hlen, body,
-                                    blen);
+    int ws = lua_isstring(L, 5) && strcmp(lua_tostring(L, 5), "ws") == 0;
+    int r = ws ? nh_ws_http_respond(h, (uint64_t)id, (int)status, headers, hlen, body, blen)
+               : nh_metrics_http_respond(h->metrics_http, (uint64_t)id, (int)status, headers, hlen,
+                                         body, blen);
     if (r) {
         lua_pushnil(L);
         lua_pushstring(L, "the client is gone");

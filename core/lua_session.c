@@ -16,8 +16,20 @@ typedef struct lsession {
     lua_Number uid;
 } lsession_t;
 
+/* The session metatable of the Lua state that registered it last: comparing a userdata's
+ * metatable with it is a pointer compare, where luaL_checkudata looks the name up in the
+ * registry (~150 instructions on every session method, so on every message). Another state's
+ * sessions (two states in one process: tests) take the slow path. */
+static const void *session_mt;
+
 static lsession_t *check(lua_State *L, int idx) {
     nh_watchdog_check(L); /* every session method: a compiled loop calling one is stopped here */
+    lsession_t *u = lua_touserdata(L, idx);
+    if (u && lua_getmetatable(L, idx)) {
+        int ours = lua_topointer(L, -1) == session_mt;
+        lua_pop(L, 1);
+        if (ours) return u;
+    }
     return (lsession_t *)luaL_checkudata(L, idx, SESSION_MT);
 }
 
@@ -102,7 +114,7 @@ static int s_last_mid(lua_State *L) {
 static int s_remote_addr(lua_State *L) {
     lsession_t *u = check(L, 1);
     char buf[80];
-    if (!u->s || !u->s->conn || nh_conn_peer(u->s->conn, buf, sizeof buf) != 0) {
+    if (!u->s || nh_session_peer(u->s, buf, sizeof buf) != 0) {
         lua_pushnil(L);
         return 1;
     }
@@ -112,10 +124,11 @@ static int s_remote_addr(lua_State *L) {
 
 static int s_transport(lua_State *L) {
     lsession_t *u = check(L, 1);
-    if (!u->s || !u->s->conn)
+    const char *name = u->s ? nh_session_transport(u->s) : NULL;
+    if (!name)
         lua_pushnil(L);
     else
-        lua_pushstring(L, u->s->conn->transport->name);
+        lua_pushstring(L, name);
     return 1;
 }
 
@@ -132,7 +145,7 @@ static int s_close(lua_State *L) {
         lua_pushliteral(L, "session already closed");
         return 2;
     }
-    nh_session_close(u->s, "closed by the server");
+    nh_session_close(u->s, NH_CLOSE_KICK, "closed by the server");
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -259,6 +272,7 @@ int nh_lua_open_session(lua_State *L) {
         {NULL, NULL},
     };
     luaL_newmetatable(L, SESSION_MT);
+    session_mt = lua_topointer(L, -1);
     lua_newtable(L);
     luaL_register(L, NULL, methods);
     lua_pushvalue(L, -1);

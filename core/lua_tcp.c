@@ -25,6 +25,7 @@
 
 #include <lauxlib.h>
 
+#include "conn.h"
 #include "host.h"
 #include "lua_binding.h"
 #include "tls.h"

@@ -189,14 +189,20 @@ int main(int argc, char **argv) {
     set_paths(L, script_dir);
 
     uv_loop_t loop;
-    uv_loop_init(&loop);
+    int r = uv_loop_init(&loop);
+    if (r != 0) {
+        fprintf(stderr, "nano-host: cannot initialise the event loop: %s\n", uv_strerror(r));
+        return 1;
+    }
     nh_host_t *h = malloc(sizeof *h);
-    if (!h || nh_host_init(h, &loop, L) != 0) {
-        fprintf(stderr, "nano-host: cannot initialise the host\n");
+    if (!h || (r = nh_host_init(h, &loop, L)) != 0) {
+        fprintf(stderr, "nano-host: cannot initialise the host: %s\n",
+                h ? uv_strerror(r) : "out of memory");
         return 1;
     }
     h->cfg.debug = debug;
-    if (!test) nh_host_watch_signals(h);
+    if (!test && (r = nh_host_watch_signals(h, nh_lua_on_signal)) != 0)
+        nh_log(NH_LOG_WARN, "cannot watch signals: %s", uv_strerror(r));
 
     /* Lua's global `arg`, as the standalone interpreter sets it. */
     lua_createtable(L, argc, 1);

@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,9 +8,23 @@
 #include "host.h"
 #include "log.h"
 
-static const char *peer_of(const nh_session_t *s, char *buf, size_t len) {
-    if (!s->conn || nh_conn_peer(s->conn, buf, len) != 0) snprintf(buf, len, "?");
-    return buf;
+/* A line about this session: "<transport> <peer> session <id>: <message>". */
+static void slog(const nh_session_t *s, int level, const char *fmt, ...) NH_LOG_PRINTF(3, 4);
+static void slog(const nh_session_t *s, int level, const char *fmt, ...) {
+    if (!nh_log_enabled(level)) return; /* getpeername only for a line that is kept */
+    char peer[80], msg[512];
+    if (!s->link_ctx || s->link->peer(s->link_ctx, peer, sizeof peer) != 0)
+        snprintf(peer, sizeof peer, "?");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    nh_log(level, "%s %s session %llu: %s", s->link->name, peer, (unsigned long long)s->id, msg);
+}
+
+/* The transport closes the connection (it reports closing and gone back). */
+static void close_link(nh_session_t *s, int after_flush, int reason, const char *why) {
+    if (s->link_ctx) s->link->close(s->link_ctx, after_flush, reason, why);
 }
 
 /* WebSocket close statuses (RFC 6455 7.4.1) for the reasons a session closes itself. */
@@ -23,12 +38,9 @@ enum {
 /* Logs why a session is being closed for bad input, then closes it with that WebSocket status
  * (TCP clients see the connection close). Returns -1. */
 static int reject_with(nh_session_t *s, int close_code, const char *why) {
-    char peer[80];
     s->close_code = (uint16_t)close_code;
-    nh_log(NH_LOG_WARN, "%s %s session %llu: %s; closing", s->conn->transport->name,
-           peer_of(s, peer, sizeof peer), (unsigned long long)s->id, why);
-    if (!s->conn->close_reason) s->conn->close_reason = NH_CLOSE_BAD_INPUT;
-    nh_conn_close(s->conn, why);
+    slog(s, NH_LOG_WARN, "%s; closing", why);
+    close_link(s, 0, NH_CLOSE_BAD_INPUT, why);
     return -1;
 }
 
@@ -36,13 +48,16 @@ static int reject(nh_session_t *s, const char *why) {
     return reject_with(s, CLOSE_PROTOCOL, why);
 }
 
-int nh_session_open(nh_conn_t *c) {
-    nh_host_t *h = c->host;
+static const nh_session_ops_t client_ops;
+
+nh_session_t *nh_session_open(nh_host_t *h, const nh_session_link_t *link, void *ctx) {
     nh_session_t *s = calloc(1, sizeof *s);
-    if (!s) return UV_ENOMEM;
+    if (!s) return NULL;
+    s->ops = &client_ops;
     s->id = ++h->next_session_id;
     s->host = h;
-    s->conn = c;
+    s->link = link;
+    s->link_ctx = ctx;
     s->state = NH_SS_HANDSHAKE;
     s->created_ms = s->last_recv_ms = nh_timers_now(&h->timers);
     nh_pkt_decoder_init(&s->dec, h->cfg.max_packet);
@@ -50,8 +65,15 @@ int nh_session_open(nh_conn_t *c) {
     if (s->next) s->next->prev = s;
     h->sessions.head = s;
     h->sessions.count++;
-    c->session = s;
-    return 0;
+    return s;
+}
+
+void nh_session_heard(nh_session_t *s) {
+    s->last_recv_ms = nh_timers_now(&s->host->timers);
+}
+
+void nh_session_on_conn_draining(nh_session_t *s) {
+    s->draining = 1;
 }
 
 void nh_session_on_conn_closing(nh_session_t *s) {
@@ -66,24 +88,24 @@ void nh_session_on_conn_gone(nh_session_t *s) {
         h->sessions.head = s->next;
     if (s->next) s->next->prev = s->prev;
     h->sessions.count--;
-    s->conn = NULL;
+    s->link_ctx = NULL;
     s->state = NH_SS_CLOSED;
     nh_pkt_decoder_free(&s->dec);
     if (h->events.closed) h->events.closed(h->events_ud, s);
     free(s);
 }
 
-/* ---- sending ---- */
+/* ---- sending: the ops of a client session ---- */
 
-int nh_session_send_packet(nh_session_t *s, int type, const uint8_t *body, size_t len) {
-    if (!s->conn || s->state == NH_SS_CLOSED) return UV_EPIPE;
+static int send_packet(nh_session_t *s, int type, const uint8_t *body, size_t len) {
+    if (!s->link_ctx || s->state == NH_SS_CLOSED) return UV_EPIPE;
     uint8_t hdr[NH_PKT_HEADER_LEN];
     nh_pkt_write_header(hdr, type, len);
-    return nh_conn_send(s->conn, hdr, sizeof hdr, NULL, body, len);
+    return s->link->send(s->link_ctx, hdr, sizeof hdr, NULL, body, len);
 }
 
-int nh_session_send_msg(nh_session_t *s, const nh_msg_t *m) {
-    if (!s->conn || s->state == NH_SS_CLOSED) return UV_EPIPE;
+static int client_send_msg(nh_session_t *s, const nh_msg_t *m) {
+    if (!s->link_ctx || s->state == NH_SS_CLOSED) return UV_EPIPE;
     uint8_t head[NH_PKT_HEADER_LEN + NH_MSG_MAX_HEADER];
     int n = nh_msg_write_header(head + NH_PKT_HEADER_LEN, m);
     if (n < 0) return n;
@@ -91,31 +113,46 @@ int nh_session_send_msg(nh_session_t *s, const nh_msg_t *m) {
     if (body > NH_PKT_MAX_BODY) return UV_E2BIG;
     nh_pkt_write_header(head, NH_PKT_DATA, body);
     nh_metrics_message(&s->host->metrics, NH_MD_OUT, m->type);
-    return nh_conn_send(s->conn, head, NH_PKT_HEADER_LEN + (size_t)n, NULL, m->payload,
-                        m->payload_len);
+    return s->link->send(s->link_ctx, head, NH_PKT_HEADER_LEN + (size_t)n, NULL, m->payload,
+                         m->payload_len);
 }
 
-int nh_session_send_shared(nh_session_t *s, nh_buf_t *msg) {
-    if (!s->conn || s->state == NH_SS_CLOSED) return UV_EPIPE;
+static int client_send_shared(nh_session_t *s, nh_buf_t *msg) {
+    if (!s->link_ctx || s->state == NH_SS_CLOSED) return UV_EPIPE;
     if (msg->len > NH_PKT_MAX_BODY) return UV_E2BIG;
     uint8_t hdr[NH_PKT_HEADER_LEN];
     nh_pkt_write_header(hdr, NH_PKT_DATA, msg->len);
     nh_metrics_message(&s->host->metrics, NH_MD_OUT, NH_MSG_PUSH);
-    return nh_conn_send(s->conn, hdr, sizeof hdr, msg, msg->data, msg->len);
+    return s->link->send(s->link_ctx, hdr, sizeof hdr, msg, msg->data, msg->len);
 }
 
-void nh_session_kick(nh_session_t *s, const uint8_t *body, size_t len) {
-    if (!s->conn || s->state == NH_SS_CLOSED) return;
-    nh_session_send_packet(s, NH_PKT_KICK, body, len);
-    if (s->conn && !s->conn->close_reason) s->conn->close_reason = NH_CLOSE_KICK;
-    if (s->conn) nh_conn_close_after_flush(s->conn);
+static void client_kick(nh_session_t *s, const uint8_t *body, size_t len) {
+    if (!s->link_ctx || s->state == NH_SS_CLOSED) return;
+    send_packet(s, NH_PKT_KICK, body, len);
+    close_link(s, 1, NH_CLOSE_KICK, NULL);
     s->state = NH_SS_CLOSED;
 }
 
-void nh_session_close(nh_session_t *s, const char *reason) {
-    if (s->conn && !s->conn->close_reason) s->conn->close_reason = NH_CLOSE_KICK;
-    if (s->conn) nh_conn_close(s->conn, reason);
+static void client_close(nh_session_t *s, int reason, const char *why) {
+    close_link(s, 0, reason, why);
 }
+
+static int client_peer(const nh_session_t *s, char *out, size_t len) {
+    return s->link_ctx ? s->link->peer(s->link_ctx, out, len) : UV_ENOTCONN;
+}
+
+static const char *client_transport(const nh_session_t *s) {
+    return s->link_ctx ? s->link->name : NULL;
+}
+
+static const nh_session_ops_t client_ops = {
+    .send_msg = client_send_msg,
+    .send_shared = client_send_shared,
+    .kick = client_kick,
+    .close = client_close,
+    .peer = client_peer,
+    .transport = client_transport,
+};
 
 /* ---- receiving ---- */
 
@@ -127,23 +164,19 @@ static int on_handshake(nh_session_t *s, const uint8_t *body, size_t len) {
         int n = snprintf(resp, sizeof resp, "{\"code\":200,\"sys\":{\"heartbeat\":%g}}",
                          (double)h->cfg.heartbeat_ms / 1000.0);
         s->state = NH_SS_ACK;
-        return nh_session_send_packet(s, NH_PKT_HANDSHAKE, (const uint8_t *)resp, (size_t)n) < 0
-                   ? -1
-                   : 0;
+        return send_packet(s, NH_PKT_HANDSHAKE, (const uint8_t *)resp, (size_t)n) < 0 ? -1 : 0;
     }
     nh_session_handshake_t out = {0};
     if (h->events.handshake(h->events_ud, s, body, len, &out) != 0)
         return reject_with(s, CLOSE_INTERNAL, "handshake hook failed");
     if (!out.reply) return reject_with(s, CLOSE_INTERNAL, "handshake hook returned no response");
     if (s->state == NH_SS_CLOSED) return -1; /* the hook closed it */
-    if (nh_session_send_packet(s, NH_PKT_HANDSHAKE, out.reply, out.reply_len) < 0) return -1;
+    if (send_packet(s, NH_PKT_HANDSHAKE, out.reply, out.reply_len) < 0) return -1;
     int accepted = out.accepted;
     if (!accepted) {
-        char peer[80];
-        nh_log(NH_LOG_INFO, "%s %s session %llu: handshake refused", s->conn->transport->name,
-               peer_of(s, peer, sizeof peer), (unsigned long long)s->id);
+        slog(s, NH_LOG_INFO, "handshake refused");
         s->close_code = CLOSE_POLICY;
-        nh_conn_close_after_flush(s->conn);
+        close_link(s, 1, 0, NULL);
         s->state = NH_SS_CLOSED;
         return -1;
     }
@@ -191,7 +224,7 @@ static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
         nh_msg_t r = {.type = NH_MSG_RESPONSE, .flags = NH_MSG_FLAG_ERROR, .id = m.id};
         r.payload = (const uint8_t *)body;
         r.payload_len = sizeof body - 1;
-        nh_session_send_msg(s, &r);
+        client_send_msg(s, &r);
     }
     return s->state == NH_SS_CLOSED ? 1 : 0;
 }
@@ -218,7 +251,7 @@ static int on_packet(void *ud, int type, const uint8_t *body, size_t len) {
 }
 
 int nh_session_on_bytes(nh_session_t *s, const uint8_t *data, size_t len) {
-    if (s->state == NH_SS_CLOSED || !s->conn) return 0;
+    if (s->state == NH_SS_CLOSED || !s->link_ctx) return 0;
     uint64_t now = s->last_recv_ms = nh_timers_now(&s->host->timers);
     uint64_t packets = s->packets_in;
     int r = nh_pkt_decoder_feed(&s->dec, data, len, on_packet, s);
@@ -226,7 +259,7 @@ int nh_session_on_bytes(nh_session_t *s, const uint8_t *data, size_t len) {
         s->partial_since_ms = 0;
     else if (!s->partial_since_ms || s->packets_in != packets)
         s->partial_since_ms = now; /* a packet started in this read */
-    if (r < 0 && r != -1 && s->conn && s->state != NH_SS_CLOSED) {
+    if (r < 0 && r != -1 && s->link_ctx && s->state != NH_SS_CLOSED) {
         if (r == NH_ECODEC_PKT_TOO_BIG) {
             char why[96];
             snprintf(why, sizeof why, "packet over the %u-byte limit", s->host->cfg.max_packet);
@@ -245,33 +278,24 @@ void nh_session_sweep(nh_host_t *h, uint64_t now) {
     nh_session_t *next;
     for (nh_session_t *s = h->sessions.head; s; s = next) {
         next = s->next; /* closing only starts here; the session is freed in a later phase */
-        nh_conn_t *c = s->conn;
-        if (c && c->close_after_flush && !(c->flags & NH_CONN_CLOSING)) {
-            if (now >= c->close_deadline_ms) nh_conn_close(c, "peer did not read its last packets");
-            continue;
-        }
-        if (!c || s->state == NH_SS_CLOSED) continue;
+        /* a draining connection's deadline is its transport's (conn.c's sweep) */
+        if (!s->link_ctx || s->draining || s->state == NH_SS_CLOSED) continue;
         if (s->state != NH_SS_WORKING) {
             if (now - s->created_ms >= h->cfg.handshake_timeout_ms) {
-                char peer[80];
-                nh_log(NH_LOG_INFO, "%s %s session %llu: no handshake within %.1f s; closing",
-                       s->conn->transport->name, peer_of(s, peer, sizeof peer),
-                       (unsigned long long)s->id, (double)h->cfg.handshake_timeout_ms / 1000.0);
-                nh_conn_close(s->conn, "handshake timeout");
+                slog(s, NH_LOG_INFO, "no handshake within %.1f s; closing",
+                     (double)h->cfg.handshake_timeout_ms / 1000.0);
+                close_link(s, 0, 0, "handshake timeout");
             }
             continue;
         }
         /* Each byte counts as life for the heartbeat; a packet that never completes does not.
          * (Before the ack the handshake timeout bounds the whole handshake instead.) */
         if (s->partial_since_ms && now - s->partial_since_ms >= h->cfg.handshake_timeout_ms) {
-            char peer[80];
-            nh_log(NH_LOG_WARN,
-                   "%s %s session %llu: a packet still incomplete after %.1f s (%u bytes of it "
-                   "received); closing",
-                   s->conn->transport->name, peer_of(s, peer, sizeof peer),
-                   (unsigned long long)s->id, (double)(now - s->partial_since_ms) / 1000.0,
-                   (unsigned)s->dec.header_have + s->dec.body_have);
-            nh_conn_close(s->conn, "packet timeout");
+            slog(s, NH_LOG_WARN,
+                 "a packet still incomplete after %.1f s (%u bytes of it received); closing",
+                 (double)(now - s->partial_since_ms) / 1000.0,
+                 (unsigned)s->dec.header_have + s->dec.body_have);
+            close_link(s, 0, 0, "packet timeout");
             continue;
         }
         /* Clients answer our heartbeat one interval late, so a settled client is silent for up to
@@ -280,24 +304,17 @@ void nh_session_sweep(nh_host_t *h, uint64_t now) {
          * ticks); half an interval of slack keeps a late client timer (a throttled browser tab, a
          * GC pause) from costing the player the session. */
         if (now - s->last_recv_ms > 2 * hb + hb / 2) {
-            char peer[80];
-            nh_log(NH_LOG_INFO, "%s %s session %llu: nothing received for %.1f s; closing",
-                   s->conn->transport->name, peer_of(s, peer, sizeof peer),
-                   (unsigned long long)s->id, (double)(now - s->last_recv_ms) / 1000.0);
-            nh_conn_close(s->conn, "heartbeat timeout");
+            slog(s, NH_LOG_INFO, "nothing received for %.1f s; closing",
+                 (double)(now - s->last_recv_ms) / 1000.0);
+            close_link(s, 0, 0, "heartbeat timeout");
             continue;
         }
         if (now < s->next_heartbeat_ms) continue;
-        nh_conn_send(s->conn, heartbeat, sizeof heartbeat, NULL, NULL, 0);
+        s->link->send(s->link_ctx, heartbeat, sizeof heartbeat, NULL, NULL, 0);
         h->metrics.heartbeats[NH_MD_OUT]++;
         /* Keep the schedule rather than restarting it from a sweep that ran late, or the interval
          * would drift by up to one sweep period each time. */
         s->next_heartbeat_ms += hb;
         if (s->next_heartbeat_ms <= now) s->next_heartbeat_ms = now + hb;
     }
-}
-
-int nh_session_check_origin(nh_host_t *h, int listener_id, const char *origin) {
-    if (!h->events.check_origin) return 1;
-    return h->events.check_origin(h->events_ud, listener_id, origin) != 0;
 }

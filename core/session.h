@@ -1,22 +1,47 @@
-/* session — one client's protocol state on top of a connection: handshake, ack, heartbeats,
- * message decoding, and sending packets and messages. What a session receives goes up to the
- * layer above through the host's events (nh_session_events_t below), never to Lua directly: the
- * Lua binding implements them (lua_dispatch.c), a C test can install its own.
+/* session — one player as the game sees it, and the protocol that serves a client connected here.
  *
- * A session is created by its transport once the byte stream starts (TCP: at accept; WebSocket:
- * after the upgrade). It lives until its connection is gone; then the layer above is told
- * (events.closed) and the struct is freed. Lua sees a session as a userdata (lua_session.c) whose
- * pointer is cleared when the connection goes, so a Lua reference that outlives the connection
- * is harmless.
+ * A session is an interface, not a socket. What the game does to a player (respond, push, a
+ * broadcast's shared push, kick, close, ask its address) goes through the session's ops
+ * (nh_session_ops_t); who implements them decides where the bytes go:
+ *
+ *   - a client connected to this process (session.c, the only kind today): the protocol state
+ *     machine below — handshake, ack, heartbeats and timeouts, decoding, dispatch — over a
+ *     transport (transport_tcp.c, transport_ws.c; TLS sits under either) reached through the
+ *     link (nh_session_link_t): bytes down, closing and gone reported back up by the transport;
+ *   - a player connected elsewhere (a backend's proxy for a player on a gate, which
+ *     lua/nano/cluster.lua does in Lua today): its own ops that forward messages, and no link.
+ *
+ * Callers (lua_session.c, lua_host.c, the host) use nh_session_send_msg() & co., which only
+ * dispatch through the ops, and read nothing past the common part of the struct.
+ *
+ * Dependencies run one way: the Lua binding → session → transport → conn. session.c never sees
+ * a connection: it knows its transport's link only. What a client session receives goes up to
+ * the layer above through the host's events (nh_session_events_t below), never to Lua directly:
+ * the Lua binding implements them (lua_dispatch.c), a C test installs its own.
+ *
+ * Life: a transport creates the session when its byte stream starts (TCP: at accept; WebSocket:
+ * at accept too, so that the handshake timeout covers the upgrade) and reports to it: bytes
+ * (nh_session_on_bytes), any sign of life (nh_session_heard), draining (the transport closes
+ * once what is queued has left), closing (nothing more is sent), gone (the connection is freed:
+ * the closed event goes up, then the struct is freed). Lua sees a session as a userdata
+ * (lua_session.c) whose pointer is cleared when it is gone, so a Lua reference that outlives the
+ * connection is harmless.
+ *
+ * Errors: sending returns 0 or a negative uv error — UV_EPIPE when the session is closed or
+ * closing, UV_ENOBUFS when the transport's send limit was exceeded (it is then being closed),
+ * UV_E2BIG for a message over the packet format's limit.
  */
 #ifndef NH_SESSION_H
 #define NH_SESSION_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "buffer.h"
 #include "codec.h"
-#include "conn.h"
+
+typedef struct nh_host nh_host_t;
+typedef struct nh_session nh_session_t;
 
 enum nh_session_state {
     NH_SS_HANDSHAKE, /* waiting for the client's handshake */
@@ -25,35 +50,96 @@ enum nh_session_state {
     NH_SS_CLOSED,    /* connection gone or going */
 };
 
+/* What can be done to a session. Every function is called on the loop thread with a session
+ * that is not yet gone; each must accept a session that is already closing (sends then return
+ * UV_EPIPE, kick and close do nothing). */
+typedef struct nh_session_ops {
+    /* A response or a push; the payload is copied. */
+    int (*send_msg)(nh_session_t *s, const nh_msg_t *m);
+    /* A push already encoded (message header + payload) in msg, which the session may reference
+     * rather than copy: a broadcast encodes once for all its members. */
+    int (*send_shared)(nh_session_t *s, nh_buf_t *msg);
+    /* The kick packet (body: the serialized reason), then close once it has left. */
+    void (*kick)(nh_session_t *s, const uint8_t *body, size_t len);
+    /* Closes now; queued output gets one try to leave. reason: why, for the close metrics
+     * (enum nh_metrics_close_reason; 0: derived from `why`); why: logged at debug level. */
+    void (*close)(nh_session_t *s, int reason, const char *why);
+    /* "ip:port" of the player into out: 0, or a negative uv error when it is not known. */
+    int (*peer)(const nh_session_t *s, char *out, size_t len);
+    /* "tcp", "ws", ...: how the player is connected; NULL once gone. */
+    const char *(*transport)(const nh_session_t *s);
+} nh_session_ops_t;
+
+/* What a client session needs from the transport under it. ctx is the transport's (its
+ * connection). Implemented by transport_tcp.c and transport_ws.c. */
+typedef struct nh_session_link {
+    const char *name; /* "tcp", "ws": log lines, session:transport() */
+    /* Queues one packet: head (packet header [+ message header], copied) then body (copied, or
+     * referenced from `shared` when not NULL). The transport frames it. Errors as above. */
+    int (*send)(void *ctx, const uint8_t *head, size_t head_len, nh_buf_t *shared,
+                const uint8_t *body, size_t body_len);
+    /* Closes now (after_flush 0) or once what is queued has left (1; the transport bounds how
+     * long a peer that does not read may take). reason: as in nh_session_ops_t.close. */
+    void (*close)(void *ctx, int after_flush, int reason, const char *why);
+    int (*peer)(const void *ctx, char *out, size_t len);
+} nh_session_link_t;
+
 struct nh_session {
+    /* ---- every session ---- */
+    const nh_session_ops_t *ops;
+    nh_host_t *host;
     uint64_t id;
     int64_t uid;
-    uint64_t last_mid;     /* id of the last request received */
-    uint64_t answered_mid; /* id of the last response sent (core.respond) */
+    uint64_t last_mid;         /* id of the last request received */
+    uint64_t answered_mid;     /* id of the last response sent (core.respond) */
+    nh_session_t *prev, *next; /* host->sessions */
+    /* the layer above's handle for this session (the Lua binding: a registry reference to the
+     * userdata); 0 until the layer above first sees the session, and again once it let go */
+    int binding_ref;
+    uint8_t state;
+    uint8_t draining; /* the transport closes once its queue has left: no more timeouts */
+    /* Why the session itself closed the connection, as a WebSocket close status: 1002 protocol
+     * error, 1008 policy, 1009 too big, 1011 server error; 0 for a normal close (1000). */
+    uint16_t close_code;
+
+    /* ---- a client connected here (session.c) ---- */
+    const nh_session_link_t *link;
+    void *link_ctx; /* NULL once gone */
     uint64_t created_ms, last_recv_ms, next_heartbeat_ms;
     /* when the first byte of the packet still incomplete arrived (0: none is): a packet must
      * complete within handshake_timeout, or a client trickling bytes would stay for ever */
     uint64_t partial_since_ms;
     uint64_t packets_in; /* packets received (tells a new partial packet from the same one) */
-    nh_host_t *host;
-    nh_conn_t *conn;           /* NULL once closed */
-    nh_session_t *prev, *next; /* host->sessions */
     nh_pkt_decoder_t dec;
-    /* the layer above's handle for this session (the Lua binding: a registry reference to the
-     * userdata); 0 until the layer above first sees the session, and again once it let go */
-    int binding_ref;
-    uint8_t state;
-    /* Why the session itself closed the connection, as a WebSocket close status: 1002 protocol
-     * error, 1008 policy, 1009 too big, 1011 server error; 0 for a normal close (1000). */
-    uint16_t close_code;
 };
+
+/* ---- what the game does to any session: through its ops ---- */
+
+static inline int nh_session_send_msg(nh_session_t *s, const nh_msg_t *m) {
+    return s->ops->send_msg(s, m);
+}
+static inline int nh_session_send_shared(nh_session_t *s, nh_buf_t *msg) {
+    return s->ops->send_shared(s, msg);
+}
+/* The body should not be empty: nano's and pomelo's browser clients parse it as JSON. */
+static inline void nh_session_kick(nh_session_t *s, const uint8_t *body, size_t len) {
+    s->ops->kick(s, body, len);
+}
+static inline void nh_session_close(nh_session_t *s, int reason, const char *why) {
+    s->ops->close(s, reason, why);
+}
+static inline int nh_session_peer(const nh_session_t *s, char *out, size_t len) {
+    return s->ops->peer(s, out, len);
+}
+static inline const char *nh_session_transport(const nh_session_t *s) {
+    return s->ops->transport(s);
+}
 
 /* What a session tells the layer above (set on the host: h->events, with h->events_ud passed
  * back as `ud`; the Lua binding fills in the members whose Lua hook is set). Every member may be
  * NULL: the session then does what is said below. The calls run on the loop thread, from inside
- * nh_session_on_bytes (handshake, message), from the close of the connection (closed) or from a
- * transport (check_origin). A callback may close or kick the session; the session checks its state
- * after each call.
+ * nh_session_on_bytes (handshake, message) or from the close of the connection (closed). A
+ * callback may close or kick the session; the session checks its state after each call.
  */
 typedef struct nh_session_handshake {
     const uint8_t *reply; /* the handshake packet's body to send (the implementation's memory,
@@ -75,39 +161,27 @@ typedef struct nh_session_events {
     int (*message)(void *ud, nh_session_t *s, const nh_msg_t *m);
     /* The connection is gone; s is freed when this returns. Called for every session. */
     void (*closed)(void *ud, nh_session_t *s);
-    /* A WebSocket upgrade on a listener that checks origins: nonzero lets it in. NULL: all in. */
-    int (*check_origin)(void *ud, int listener_id, const char *origin);
 } nh_session_events_t;
 
-/* Creates the session of a connection (c->session). Returns 0 or UV_ENOMEM. */
-int nh_session_open(nh_conn_t *c);
+/* ---- a client connected here: what its transport calls ---- */
+
+/* Creates the session of a transport's connection, linked into the host. Returns it, or NULL
+ * when out of memory. */
+nh_session_t *nh_session_open(nh_host_t *h, const nh_session_link_t *link, void *ctx);
 /* Bytes of the packet stream. Returns 0, or negative when the connection must close
- * (already logged). */
+ * (already logged, and the close has started). */
 int nh_session_on_bytes(nh_session_t *s, const uint8_t *data, size_t len);
+/* The transport heard from the peer (anything, control frames included): life for the
+ * heartbeat. */
+void nh_session_heard(nh_session_t *s);
+/* The connection closes once what is queued has left: the session's timeouts stop. */
+void nh_session_on_conn_draining(nh_session_t *s);
 /* The connection is closing: no more sends. */
 void nh_session_on_conn_closing(nh_session_t *s);
-/* The connection is gone: tell the layer above (events.closed), free the session. */
+/* The connection is gone: the closed event goes up, the session is freed. */
 void nh_session_on_conn_gone(nh_session_t *s);
-
-/* Sends a packet with this body (handshake, heartbeat, kick). 0 or a negative uv error. */
-int nh_session_send_packet(nh_session_t *s, int type, const uint8_t *body, size_t len);
-/* Sends a message (response or push). payload is copied. 0 or a negative error. */
-int nh_session_send_msg(nh_session_t *s, const nh_msg_t *m);
-/* Sends a message already encoded (header + payload) in `msg`, by reference: used to encode a
- * broadcast once. */
-int nh_session_send_shared(nh_session_t *s, nh_buf_t *msg);
-
-/* Sends the kick packet (body: the serialized reason; nano's and pomelo's browser clients parse
- * it as JSON, so it should not be empty) and closes once it has left. */
-void nh_session_kick(nh_session_t *s, const uint8_t *body, size_t len);
-/* Closes the connection (queued output gets one try to leave first). */
-void nh_session_close(nh_session_t *s, const char *reason);
 
 /* Called by the host's sweep: heartbeats and timeouts for every session. */
 void nh_session_sweep(nh_host_t *h, uint64_t now);
-
-/* For transports: asks the layer above whether a WebSocket upgrade from `origin` may go on
- * (events.check_origin). 1 when it may. */
-int nh_session_check_origin(nh_host_t *h, int listener_id, const char *origin);
 
 #endif

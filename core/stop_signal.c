@@ -5,8 +5,11 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "log.h"
 
 static atomic_int stop_signals;
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal handler counts with a lock-free atomic");
@@ -56,4 +59,10 @@ int nh_stop_signal_install(void) {
 
 int nh_stop_signal_count(void) {
     return atomic_load(&stop_signals);
+}
+
+_Noreturn void nh_stop_signal_exit(int signum) {
+    nh_log(NH_LOG_WARN, "%s while stopping: exiting now", strsignal(signum));
+    fflush(stderr);
+    _exit(NH_STOP_SIGNAL_EXIT(signum));
 }

@@ -25,4 +25,8 @@ int nh_stop_signal_install(void);
 /* Stop signals received so far (for tests and logs). */
 int nh_stop_signal_count(void);
 
+/* A stop signal that arrived while a stop begun otherwise (nano.shutdown()) is under way: ends
+ * the process now, as a second signal does, after logging it. Does not return. */
+_Noreturn void nh_stop_signal_exit(int signum);
+
 #endif

@@ -1,45 +1,172 @@
-/* transport_ws — WebSocket on a TCP connection: the HTTP upgrade (or a static file, or an HTTP
- * error), then binary frames whose payloads are the packet stream. Protocol logic is in ws.c;
- * this file connects it to conn (bytes, writes) and session (packets). */
-#include <ctype.h>
+/* transport_ws — WebSocket on a TCP connection (transport_ws.h): the HTTP side (the upgrade, Lua's
+ * routes, static files, errors), then binary frames whose payloads are the packet stream.
+ * Protocol logic is in ws.c, files in static_files.c; this file connects them to conn (bytes,
+ * writes) and, after the upgrade, to a session (packets). */
+#include "transport_ws.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-#include "conn.h"
 #include "host.h"
 #include "log.h"
 #include "session.h"
+#include "transport.h"
 #include "ws.h"
 
+/* A static file is queued in chunks of this size at most, each once the queue has room. */
+#define HTTP_CHUNK (64 * 1024)
+
+typedef struct ws_http ws_http_t;
+
 typedef struct ws_state {
-    nh_http_req_t *req; /* only until the head is complete */
+    nh_session_t *session; /* from the upgrade until the connection is gone */
+    ws_http_t *http;       /* the HTTP phase, until the upgrade */
     nh_ws_parser_t parser;
     int upgraded;
     int close_sent;
 } ws_state_t;
 
+enum http_phase {
+    PH_HEAD,  /* reading a request head */
+    PH_BODY,  /* reading its body (Content-Length) */
+    PH_ROUTE, /* a Lua route has it: waiting for nh_ws_http_respond */
+    PH_FILE,  /* streaming a static file */
+};
+
+struct ws_http {
+    nh_conn_t *c;
+    int phase;
+    int keep;       /* keep-alive after this answer */
+    int head_only;  /* HEAD: no body in the answer */
+    int on_ws_path; /* a plain request on a WebSocket path: 400 when nothing else answers */
+    int answered;   /* requests answered on this connection */
+    char *body;     /* the request body (PH_BODY) */
+    size_t body_len, body_need;
+    /* bytes that arrived while an answer was pending (pipelining), parsed after it */
+    uint8_t *pending;
+    size_t pending_len;
+    /* the HTTP phase's deadline: a request (and a file's progress) within handshake_timeout */
+    nh_timer_t timer;
+    nh_timer_t pump; /* parses `pending` on the next turn after a later answer */
+    uint64_t id;     /* PH_ROUTE: the request id; linked in host->http_waiting */
+    ws_http_t *wprev, *wnext;
+    nh_static_file_t *file; /* PH_FILE */
+    const char *file_type;
+    uint64_t file_left; /* bytes still to queue */
+    nh_http_req_t req;
+};
+
+/* The link the session sends through: packets framed by ws_frame_header. */
+static const nh_session_link_t ws_link = {
+    .name = "ws",
+    .send = nh_transport_link_send,
+    .close = nh_transport_link_close,
+    .peer = nh_transport_link_peer,
+};
+
+static const nh_ws_options_t *opts_of(const nh_conn_t *c) {
+    return c->listener->opts;
+}
+
+void nh_ws_options_free(void *opts) {
+    nh_ws_options_t *o = opts;
+    if (!o) return;
+    free(o->statics);
+    free(o);
+}
+
+/* ---- the HTTP phase's state ---- */
+
+static void unwait(nh_host_t *h, ws_http_t *x) {
+    if (!x->id) return;
+    if (x->wprev)
+        x->wprev->wnext = x->wnext;
+    else if (h->http_waiting == x)
+        h->http_waiting = x->wnext;
+    if (x->wnext) x->wnext->wprev = x->wprev;
+    x->wprev = x->wnext = NULL;
+    x->id = 0;
+}
+
+static void http_free(nh_host_t *h, ws_http_t *x) {
+    if (!x) return;
+    nh_timer_stop(&h->timers, &x->timer);
+    nh_timer_stop(&h->timers, &x->pump);
+    unwait(h, x);
+    nh_static_file_close(x->file);
+    nh_http_req_release(&x->req);
+    free(x->body);
+    free(x->pending);
+    free(x);
+}
+
+static void http_deadline(ws_http_t *x) {
+    nh_host_t *h = x->c->host;
+    nh_timer_start(&h->timers, &x->timer, h->cfg.handshake_timeout_ms, 0);
+}
+
+static int http_input(nh_conn_t *c, uint8_t *data, size_t len);
+
+static void on_http_timeout(nh_timer_t *t) {
+    nh_conn_t *c = t->data;
+    ws_http_t *x = ((ws_state_t *)c->tstate)->http;
+    double secs = (double)c->host->cfg.handshake_timeout_ms / 1000.0;
+    char who[160];
+    if (!x->answered && x->phase <= PH_BODY) /* the upgrade (or a first request) never came */
+        nh_log(NH_LOG_INFO, "%s: no handshake within %.1f s; closing (HTTP request incomplete)",
+               nh_conn_describe(c, who, sizeof who), secs);
+    else if (nh_log_enabled(NH_LOG_DEBUG))
+        nh_log(NH_LOG_DEBUG, "%s: HTTP connection idle (or its answer stalled) for %.1f s; closing",
+               nh_conn_describe(c, who, sizeof who), secs);
+    nh_conn_set_close_reason(c, NH_CLOSE_HTTP);
+    nh_conn_close(c, "HTTP timeout");
+}
+
+static void on_pump(nh_timer_t *t) {
+    nh_conn_t *c = t->data;
+    ws_state_t *w = c->tstate;
+    ws_http_t *x = w->http;
+    if (!x || x->phase != PH_HEAD || (c->flags & NH_CONN_CLOSING) || c->close_after_flush) return;
+    uint8_t *data = x->pending;
+    size_t len = x->pending_len;
+    x->pending = NULL;
+    x->pending_len = 0;
+    if (len && http_input(c, data, len) < 0) nh_conn_close(c, "bad input");
+    free(data);
+}
+
+/* ---- what conn reports ---- */
+
 static int ws_open(nh_conn_t *c) {
     ws_state_t *w = calloc(1, sizeof *w);
     if (!w) return UV_ENOMEM;
-    w->req = malloc(sizeof *w->req);
-    if (!w->req) {
+    ws_http_t *x = calloc(1, sizeof *x);
+    if (!x) {
         free(w);
         return UV_ENOMEM;
     }
-    nh_http_req_init(w->req);
+    x->c = c;
+    nh_http_req_init(&x->req);
+    x->req.keep_headers = 1;
+    x->timer.cb = on_http_timeout;
+    x->pump.cb = on_pump;
+    x->timer.data = x->pump.data = c;
+    w->http = x;
     nh_ws_parser_init(&w->parser, c->host->cfg.max_ws_frame);
     w->parser.refuse_text = 1; /* binary protocol: text frames close with 1003 (hardening.md) */
     c->tstate = w;
-    /* The session exists from accept so that the handshake timeout covers the upgrade too. */
-    return nh_session_open(c);
+    /* No session yet: a page load or a route request is not a game session (no id taken, not
+     * counted). The HTTP phase has its own deadline instead of the handshake timeout. */
+    http_deadline(x);
+    return 0;
 }
 
-static void ws_free(nh_conn_t *c) {
+static void ws_gone(nh_conn_t *c) {
     ws_state_t *w = c->tstate;
     if (!w) return;
-    free(w->req);
+    if (w->session) nh_session_on_conn_gone(w->session);
+    http_free(c->host, w->http);
     free(w);
     c->tstate = NULL;
 }
@@ -60,12 +187,26 @@ static void send_close(nh_conn_t *c, int code) {
     send_control(c, NH_WS_CLOSE, p, code == 1005 ? 0 : 2);
 }
 
-static void ws_closing(nh_conn_t *c) {
+static void ws_draining(nh_conn_t *c) {
+    ws_state_t *w = c->tstate;
+    if (w && w->session) nh_session_on_conn_draining(w->session);
+}
+
+static void ws_closing(nh_conn_t *c, int may_send) {
+    ws_state_t *w = c->tstate;
+    if (!w) return;
+    if (w->session) nh_session_on_conn_closing(w->session);
+    if (!may_send) return;
     /* Server-initiated close (kick, timeout, shutdown, a protocol error found by the session):
      * say so, and why, in the protocol first. */
     int code = c->host->stopping ? 1001 : 1000;
-    if (c->session && c->session->close_code) code = c->session->close_code;
+    if (w->session && w->session->close_code) code = w->session->close_code;
     send_close(c, code);
+}
+
+static uint64_t ws_log_id(const nh_conn_t *c) {
+    const ws_state_t *w = c->tstate;
+    return w && w->session ? w->session->id : 0;
 }
 
 static size_t ws_frame_header(nh_conn_t *c, uint8_t *out, size_t len) {
@@ -73,170 +214,14 @@ static size_t ws_frame_header(nh_conn_t *c, uint8_t *out, size_t len) {
     return nh_ws_frame_header(out, NH_WS_BINARY, len);
 }
 
-/* ---- HTTP replies ---- */
-
-/* body NULL: a HEAD reply (the length of what GET would send, no bytes). shared: the body is
- * queued by reference from this buffer instead of copied. */
-static void http_reply(nh_conn_t *c, int status, const char *reason, const char *type,
-                       const void *body, size_t len, nh_buf_t *shared, const char *extra_headers) {
-    char head[512];
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "%sConnection: close\r\n\r\n",
-                     status, reason, type, len, extra_headers ? extra_headers : "");
-    nh_conn_send_raw(c, head, (size_t)n);
-    if (body && len) {
-        if (shared)
-            nh_conn_send_raw_shared(c, shared, (size_t)((const uint8_t *)body - shared->data), len);
-        else
-            nh_conn_send_raw(c, body, len);
-    }
-    if (!c->close_reason) c->close_reason = NH_CLOSE_HTTP;
-    nh_conn_close_after_flush(c);
-}
-
-/* extra_headers: NULL, or header lines each ending in CRLF. */
-static void http_error_with(nh_conn_t *c, int status, const char *reason,
-                            const char *extra_headers) {
-    char body[128];
-    int n = snprintf(body, sizeof body, "%d %s\n", status, reason);
-    http_reply(c, status, reason, "text/plain; charset=utf-8", body, (size_t)n, NULL,
-               extra_headers);
-}
-
-static void http_error(nh_conn_t *c, int status, const char *reason) {
-    http_error_with(c, status, reason, NULL);
-}
-
-static const char *content_type(const char *path) {
-    static const char *const types[][2] = {
-        {".html", "text/html; charset=utf-8"},
-        {".htm", "text/html; charset=utf-8"},
-        {".js", "text/javascript; charset=utf-8"},
-        {".mjs", "text/javascript; charset=utf-8"},
-        {".css", "text/css; charset=utf-8"},
-        {".json", "application/json"},
-        {".png", "image/png"},
-        {".jpg", "image/jpeg"},
-        {".jpeg", "image/jpeg"},
-        {".gif", "image/gif"},
-        {".svg", "image/svg+xml"},
-        {".ico", "image/x-icon"},
-        {".txt", "text/plain; charset=utf-8"},
-        {".wasm", "application/wasm"},
-    };
-    const char *dot = strrchr(path, '.');
-    if (dot && !strchr(dot, '/'))
-        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-            if (strcasecmp(dot, types[i][0]) == 0) return types[i][1];
-    return "application/octet-stream";
-}
-
-/* Decodes %XX in place; returns -1 on a bad escape or an encoded NUL or slash. */
-static int percent_decode(char *s) {
-    char *o = s;
-    for (char *p = s; *p; p++) {
-        if (*p != '%') {
-            *o++ = *p;
-            continue;
-        }
-        if (!isxdigit((unsigned char)p[1]) || !isxdigit((unsigned char)p[2])) return -1;
-        char hex[3] = {p[1], p[2], 0};
-        long v = strtol(hex, NULL, 16);
-        if (v == 0 || v == '/' || v == '\\') return -1;
-        *o++ = (char)v;
-        p += 2;
-    }
-    *o = '\0';
-    return 0;
-}
-
-/* Rejects anything that could leave the folder: "..", backslashes, empty segments are fine. */
-static int safe_relative(const char *rel) {
-    if (strchr(rel, '\\')) return 0;
-    for (const char *p = rel; *p;) {
-        const char *seg = p;
-        while (*p && *p != '/')
-            p++;
-        size_t n = (size_t)(p - seg);
-        if ((n == 2 && seg[0] == '.' && seg[1] == '.') || (n == 1 && seg[0] == '.')) return 0;
-        if (*p == '/') p++;
-    }
-    return 1;
-}
-
-#define NH_STATIC_MAX_FILE (8u << 20)
-
-/* Serves a file below a static folder. Small files of a demo page are read synchronously: this
- * is a convenience for examples and tools, not a CDN (docs/deployment.md). */
-static int serve_static(nh_conn_t *c, const char *url_path, int head_only) {
-    const nh_listener_t *l = c->listener;
-    for (int i = 0; i < l->nstatics; i++) {
-        const nh_static_dir_t *sd = &l->statics[i];
-        size_t plen = strlen(sd->prefix);
-        int exact_dir = plen > 1 && strlen(url_path) == plen - 1 &&
-                        strncmp(url_path, sd->prefix, plen - 1) == 0;
-        if (!exact_dir && strncmp(url_path, sd->prefix, plen) != 0) continue;
-        if (exact_dir) { /* "/web" → "/web/" so relative links resolve */
-            char head[512];
-            int n = snprintf(head, sizeof head,
-                             "HTTP/1.1 301 Moved Permanently\r\nLocation: %s\r\n"
-                             "Content-Length: 0\r\nConnection: close\r\n\r\n",
-                             sd->prefix);
-            nh_conn_send_raw(c, head, (size_t)n);
-            if (!c->close_reason) c->close_reason = NH_CLOSE_HTTP;
-            nh_conn_close_after_flush(c);
-            return 1;
-        }
-        char rel[NH_HTTP_MAX_PATH];
-        snprintf(rel, sizeof rel, "%s", url_path + plen);
-        if (percent_decode(rel) != 0 || !safe_relative(rel)) {
-            http_error(c, 404, "Not Found");
-            return 1;
-        }
-        char file[1400];
-        size_t rl = strlen(rel);
-        snprintf(file, sizeof file, "%s/%s%s", sd->dir, rel,
-                 (rl == 0 || rel[rl - 1] == '/') ? "index.html" : "");
-        FILE *f = fopen(file, "rb");
-        if (!f) {
-            http_error(c, 404, "Not Found");
-            return 1;
-        }
-        /* Read into one refcounted buffer that the queue references: no second copy. A file
-         * bigger than the send limit would be a way around it, so it is not served. */
-        nh_buf_t *data = NULL;
-        long size = -1;
-        if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
-        if (size >= 0 && (unsigned long)size <= NH_STATIC_MAX_FILE &&
-            (size_t)size <= c->host->cfg.send_limit && fseek(f, 0, SEEK_SET) == 0) {
-            data = nh_buf_new((size_t)size);
-            if (data && fread(data->data, 1, (size_t)size, f) != (size_t)size) {
-                nh_buf_unref(data);
-                data = NULL;
-            }
-        }
-        fclose(f);
-        if (!data) { /* a directory, unreadable, or too big */
-            http_error(c, 404, "Not Found");
-            return 1;
-        }
-        data->len = (uint32_t)size;
-        http_reply(c, 200, "OK", content_type(file), head_only ? NULL : data->data, (size_t)size,
-                   data, NULL);
-        nh_buf_unref(data);
-        return 1;
-    }
-    return 0;
-}
-
 /* ---- frames ---- */
 
 static int on_ws_data(void *ud, const uint8_t *data, size_t len, int fin) {
     (void)fin; /* packets may span frames: the packet decoder does the joining */
     nh_conn_t *c = ud;
-    if (!len || !c->session) return 0;
-    return nh_session_on_bytes(c->session, data, len) < 0 ? -1 : 0;
+    ws_state_t *w = c->tstate;
+    if (!len || !w->session) return 0;
+    return nh_session_on_bytes(w->session, data, len) < 0 ? -1 : 0;
 }
 
 static int on_ws_ping(void *ud, const uint8_t *data, size_t len) {
@@ -252,10 +237,9 @@ static int on_ws_pong(void *ud, const uint8_t *data, size_t len) {
 static int on_ws_close(void *ud, int code, const uint8_t *reason, size_t len) {
     nh_conn_t *c = ud;
     if (nh_log_enabled(NH_LOG_DEBUG)) { /* the client chose the reason: escaped */
-        char peer[80] = "?", why[NH_LOG_ESCAPED_MAX];
-        nh_conn_peer(c, peer, sizeof peer);
-        nh_log(NH_LOG_DEBUG, "ws %s session %llu: close %d '%s' from the client", peer,
-               c->session ? (unsigned long long)c->session->id : 0ULL, code,
+        char who[160], why[NH_LOG_ESCAPED_MAX];
+        nh_log(NH_LOG_DEBUG, "%s: close %d '%s' from the client",
+               nh_conn_describe(c, who, sizeof who), code,
                nh_log_escape(why, sizeof why, reason, len));
     }
     send_close(c, code); /* echo the status, as RFC 6455 5.5.1 asks */
@@ -270,46 +254,250 @@ static int feed_frames(nh_conn_t *c, uint8_t *data, size_t len) {
     ws_state_t *w = c->tstate;
     int r = nh_ws_parser_feed(&w->parser, data, len, &ws_callbacks, c);
     if (r >= 0 || r == -1) return r < 0 ? -1 : 0; /* -1: the session already closed it */
-    char peer[80] = "?";
-    nh_conn_peer(c, peer, sizeof peer);
-    nh_log(NH_LOG_WARN, "ws %s session %llu: %s; closing", peer,
-           c->session ? (unsigned long long)c->session->id : 0ULL, nh_ws_strerror(r));
+    char who[160];
+    nh_log(NH_LOG_WARN, "%s: %s; closing", nh_conn_describe(c, who, sizeof who), nh_ws_strerror(r));
     send_close(c, nh_ws_error_close_code(r));
     if (!c->close_reason) c->close_reason = NH_CLOSE_BAD_INPUT;
     nh_conn_close_after_flush(c);
     return 0;
 }
 
-static int check_origin(nh_conn_t *c, const char *origin) {
+/* ---- HTTP answers ---- */
+
+static void send_head(nh_conn_t *c, ws_http_t *x, int status, const char *type, uint64_t len,
+                      const char *extra_headers) {
+    char head[1024];
+    int n =
+        snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n%s%s%sContent-Length: %llu\r\n%s%s\r\n",
+                 status, http_status_str((enum http_status)status), type ? "Content-Type: " : "",
+                 type ? type : "", type ? "\r\n" : "", (unsigned long long)len,
+                 extra_headers ? extra_headers : "", x->keep ? "" : "Connection: close\r\n");
+    if (n > 0) nh_conn_send_raw(c, head, (size_t)n < sizeof head ? (size_t)n : sizeof head - 1);
+}
+
+/* The answer to the request is queued whole: on to the next request, or close. */
+static void request_done(nh_conn_t *c, ws_http_t *x) {
+    x->answered++;
+    free(x->body);
+    x->body = NULL;
+    x->body_len = x->body_need = 0;
+    x->phase = PH_HEAD;
+    if (!x->keep) {
+        nh_conn_set_close_reason(c, NH_CLOSE_HTTP);
+        nh_conn_close_after_flush(c);
+        return;
+    }
+    nh_http_req_release(&x->req);
+    nh_http_req_init(&x->req);
+    x->req.keep_headers = 1;
+    http_deadline(x);
+    if (x->pending_len) nh_timer_start(&c->host->timers, &x->pump, 0, 0);
+}
+
+static void http_reply(nh_conn_t *c, ws_http_t *x, int status, const char *type, const char *body,
+                       size_t len, const char *extra_headers) {
+    send_head(c, x, status, type, len, extra_headers);
+    if (!x->head_only && len) nh_conn_send_raw(c, body, len);
+    request_done(c, x);
+}
+
+/* A short text answer; close: the connection is not kept (the request could not be read). */
+static void http_error(nh_conn_t *c, ws_http_t *x, int status, const char *text,
+                       const char *extra_headers, int close) {
+    char body[512];
+    int n = text ? snprintf(body, sizeof body, "%s", text)
+                 : snprintf(body, sizeof body, "%d %s\n", status,
+                            http_status_str((enum http_status)status));
+    if (n < 0) n = 0;
+    if ((size_t)n >= sizeof body) n = sizeof body - 1;
+    if (close) x->keep = 0;
+    http_reply(c, x, status, "text/plain; charset=utf-8", body, (size_t)n, extra_headers);
+}
+
+/* Nothing answers this request: 404, or on a WebSocket path a 400 that says what the path is. */
+static void not_found(nh_conn_t *c, ws_http_t *x) {
+    if (!x->on_ws_path) {
+        http_error(c, x, 404, NULL, NULL, 0);
+        return;
+    }
+    char text[512], path[NH_LOG_ESCAPED_MAX];
+    snprintf(text, sizeof text,
+             "400 Bad Request: %s is a WebSocket endpoint: connect with a WebSocket client "
+             "(Upgrade: websocket); no page or route is mapped here\n",
+             nh_log_escape(path, sizeof path, x->req.path, strlen(x->req.path)));
+    http_error(c, x, 400, text, NULL, 0);
+}
+
+int nh_ws_http_respond(nh_host_t *h, uint64_t id, int status, const char *headers,
+                       size_t headers_len, const char *body, size_t body_len) {
+    ws_http_t *x = h->http_waiting;
+    while (x && x->id != id)
+        x = x->wnext;
+    if (!x || !id) return UV_ENOENT;
+    unwait(h, x);
+    nh_conn_t *c = x->c;
+    if ((c->flags & NH_CONN_CLOSING) || x->phase != PH_ROUTE) return UV_ENOENT;
+    char head[160];
+    int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s", status,
+                     http_status_str((enum http_status)status), body_len,
+                     x->keep ? "" : "Connection: close\r\n");
+    nh_conn_send_raw(c, head, (size_t)n);
+    if (headers_len) nh_conn_send_raw(c, headers, headers_len);
+    nh_conn_send_raw(c, "\r\n", 2);
+    if (!x->head_only && body_len) nh_conn_send_raw(c, body, body_len);
+    request_done(c, x);
+    return 0;
+}
+
+/* ---- static files ---- */
+
+static void file_next(nh_conn_t *c, ws_http_t *x) {
+    if (x->file_left == 0) {
+        nh_static_file_close(x->file);
+        x->file = NULL;
+        request_done(c, x);
+        return;
+    }
+    /* Bounded by the send limit: a chunk is read only when the queue has room for it, so the
+     * file is never queued whole; the rest waits for the queue to drain (ws_drained). */
+    size_t limit = c->host->cfg.send_limit, queued = c->out.bytes + c->wire.bytes;
+    size_t chunk = HTTP_CHUNK;
+    if (chunk > limit / 2) chunk = limit / 2;
+    if (chunk < 256) chunk = 256;
+    if (chunk > x->file_left) chunk = (size_t)x->file_left;
+    if (queued && queued + chunk > limit) return;
+    int r = nh_static_file_read(x->file, chunk);
+    if (r < 0 && r != UV_EBUSY) nh_conn_close(c, "static file: read failed");
+}
+
+static void file_opened(void *ud, int status, uint64_t size) {
+    nh_conn_t *c = ud;
+    ws_http_t *x = ((ws_state_t *)c->tstate)->http;
+    if (status < 0) { /* missing, a folder, unreadable */
+        nh_static_file_close(x->file);
+        x->file = NULL;
+        not_found(c, x);
+        return;
+    }
+    send_head(c, x, 200, x->file_type, size, NULL);
+    x->file_left = x->head_only ? 0 : size;
+    file_next(c, x);
+}
+
+static void file_chunk(void *ud, int status, nh_buf_t *chunk) {
+    nh_conn_t *c = ud;
+    ws_http_t *x = ((ws_state_t *)c->tstate)->http;
+    if (status < 0 || chunk->len == 0) { /* the length was promised: the answer cannot end well */
+        nh_conn_close(c, "static file: read failed or the file shrank");
+        return;
+    }
+    size_t n = chunk->len < x->file_left ? chunk->len : (size_t)x->file_left;
+    x->file_left -= n;
+    if (nh_conn_send_raw_shared(c, chunk, 0, n) != 0) return; /* cut off or closing */
+    http_deadline(x);                                         /* progress */
+    file_next(c, x);
+}
+
+static const nh_static_file_events_t file_events = {file_opened, file_chunk};
+
+static void ws_drained(nh_conn_t *c) {
+    ws_state_t *w = c->tstate;
+    ws_http_t *x = w ? w->http : NULL;
+    if (x && x->phase == PH_FILE && x->file && x->file_left) file_next(c, x);
+}
+
+/* ---- plain requests: a route, a file, or an error ---- */
+
+static void serve_plain(nh_conn_t *c, ws_http_t *x) {
+    const nh_ws_options_t *o = opts_of(c);
     nh_host_t *h = c->host;
-    if (!c->listener->check_origin) return 1;
-    return nh_session_check_origin(h, c->listener->id, origin);
+    nh_http_req_t *req = &x->req;
+    if (o->route) {
+        char remote[80] = "";
+        nh_conn_peer(c, remote, sizeof remote);
+        x->id = ++h->http_last_id;
+        x->phase = PH_ROUTE;
+        x->wprev = NULL;
+        x->wnext = h->http_waiting;
+        if (x->wnext) x->wnext->wprev = x;
+        h->http_waiting = x;
+        nh_timer_stop(&h->timers, &x->timer); /* the handler may wait: its own business */
+        nh_http_request_t r = {
+            .id = x->id,
+            .method = http_method_str((enum http_method)req->method),
+            .target = req->target,
+            .target_len = req->target_len,
+            .headers = req->headers ? req->headers : "",
+            .headers_len = req->headers_len,
+            .body = x->body ? x->body : "",
+            .body_len = x->body_len,
+            .remote = remote,
+        };
+        uint64_t id = x->id;
+        if (o->route(o->ud, &r)) return; /* answered now or later */
+        if (x->id == id) unwait(h, x);
+        x->phase = PH_HEAD;
+        http_deadline(x);
+    }
+    if ((req->method == HTTP_GET || req->method == HTTP_HEAD) && o->nstatics) {
+        char file[1400];
+        const char *to = NULL;
+        switch (nh_static_resolve(o->statics, o->nstatics, req->path, file, sizeof file, &to)) {
+        case NH_STATIC_REDIRECT: { /* "/web" → "/web/" so relative links resolve */
+            char loc[256];
+            snprintf(loc, sizeof loc, "Location: %s\r\n", to);
+            http_reply(c, x, 301, NULL, NULL, 0, loc);
+            return;
+        }
+        case NH_STATIC_REFUSED:
+            http_error(c, x, 404, NULL, NULL, 0);
+            return;
+        case NH_STATIC_FILE:
+            x->phase = PH_FILE;
+            x->file_type = nh_static_content_type(file);
+            if (nh_static_file_open(h->loop, file, &file_events, c, &x->file) != 0) {
+                x->phase = PH_HEAD;
+                not_found(c, x);
+            }
+            return;
+        default:
+            break;
+        }
+    }
+    not_found(c, x);
 }
 
 /* Is this one of the listener's WebSocket paths? A single trailing slash does not count:
  * "/nano/" is "/nano". */
-static int has_path(const nh_listener_t *l, const char *path) {
+static int has_path(const nh_ws_options_t *o, const char *path) {
     size_t n = strlen(path);
     if (n > 1 && path[n - 1] == '/') n--;
-    for (int i = 0; i < l->npaths; i++) {
-        size_t m = strlen(l->paths[i]);
-        if (m > 1 && l->paths[i][m - 1] == '/') m--;
-        if (m == n && strncmp(l->paths[i], path, n) == 0) return 1;
+    for (int i = 0; i < o->npaths; i++) {
+        size_t m = strlen(o->paths[i]);
+        if (m > 1 && o->paths[i][m - 1] == '/') m--;
+        if (m == n && strncmp(o->paths[i], path, n) == 0) return 1;
     }
     return 0;
 }
 
-static int upgrade(nh_conn_t *c, uint8_t *rest, size_t rest_len) {
-    ws_state_t *w = c->tstate;
-    nh_http_req_t *req = w->req;
-    /* A WebSocket path is never a file, even under a static prefix such as "/". */
-    if (!has_path(c->listener, req->path)) {
-        if ((req->method == HTTP_GET || req->method == HTTP_HEAD) &&
-            serve_static(c, req->path, req->method == HTTP_HEAD))
-            return 0;
-        http_error(c, 404, "Not Found");
-        return 0;
+/* Does the head ask for a header's token (case-insensitive value)? */
+static int header_is(const nh_http_req_t *r, const char *name, const char *value) {
+    for (size_t off = 0; off < r->headers_len;) {
+        const char *k = r->headers + off;
+        size_t kl = strnlen(k, r->headers_len - off);
+        if (off + kl + 1 >= r->headers_len) break;
+        const char *v = k + kl + 1;
+        size_t vl = strnlen(v, r->headers_len - off - kl - 1);
+        if (strcmp(k, name) == 0 && strncasecmp(v, value, strlen(value)) == 0) return 1;
+        off += kl + 1 + vl + 1;
     }
+    return 0;
+}
+
+/* The upgrade: 1 when it happened (the frames start), 0 when it was refused (answered). */
+static int upgrade(nh_conn_t *c, ws_http_t *x) {
+    const nh_ws_options_t *o = opts_of(c);
+    nh_http_req_t *req = &x->req;
     int check = nh_http_req_check_upgrade(req);
     if (check != NH_UPGRADE_OK) {
         char peer[80] = "?", path[NH_LOG_ESCAPED_MAX];
@@ -318,22 +506,27 @@ static int upgrade(nh_conn_t *c, uint8_t *rest, size_t rest_len) {
                nh_log_escape(path, sizeof path, req->path, strlen(req->path)),
                nh_http_upgrade_strerror(check));
         /* RFC 6455 4.2.2: a version refusal names the version this server speaks */
-        http_error_with(c, 400, "Bad Request",
-                        check == NH_UPGRADE_VERSION ? "Sec-WebSocket-Version: 13\r\n" : NULL);
+        http_error(c, x, 400, NULL,
+                   check == NH_UPGRADE_VERSION ? "Sec-WebSocket-Version: 13\r\n" : NULL, 1);
         return 0;
     }
-    if (!check_origin(c, req->origin)) {
-        char peer[80] = "?";
+    if (o->check_origin && o->origin && !o->origin(o->ud, c->listener->id, req->origin)) {
+        char peer[80] = "?", origin[NH_LOG_ESCAPED_MAX];
         nh_conn_peer(c, peer, sizeof peer);
-        char origin[NH_LOG_ESCAPED_MAX];
         nh_log(NH_LOG_INFO, "ws %s: origin '%s' refused", peer,
                nh_log_escape(origin, sizeof origin, req->origin, strlen(req->origin)));
-        http_error(c, 403, "Forbidden");
+        http_error(c, x, 403, NULL, NULL, 1);
         return 0;
     }
     char accept[29];
     if (nh_ws_accept_key(req->key, accept) != 0) {
-        http_error(c, 400, "Bad Request");
+        http_error(c, x, 400, NULL, NULL, 1);
+        return 0;
+    }
+    ws_state_t *w = c->tstate;
+    w->session = nh_session_open(c->host, &ws_link, c);
+    if (!w->session) {
+        nh_conn_close(c, "out of memory");
         return 0;
     }
     char head[256];
@@ -342,31 +535,113 @@ static int upgrade(nh_conn_t *c, uint8_t *rest, size_t rest_len) {
                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
                      accept);
     nh_conn_send_raw(c, head, (size_t)n);
-    free(w->req);
-    w->req = NULL;
+    http_free(c->host, x);
+    w->http = NULL;
     w->upgraded = 1;
-    return rest_len ? feed_frames(c, rest, rest_len) : 0;
+    return 1;
+}
+
+/* A head is complete: 1 when the connection upgraded, else 0 (answered, or a body to read). */
+static int on_head(nh_conn_t *c, ws_http_t *x) {
+    nh_http_req_t *req = &x->req;
+    x->keep = http_should_keep_alive(&req->parser);
+    x->head_only = req->method == HTTP_HEAD;
+    x->on_ws_path = has_path(opts_of(c), req->path);
+    /* A WebSocket path is never a file, even under a static prefix such as "/", when the
+     * request asks for the upgrade; a plain GET there may be a page (see serve_plain). */
+    if (x->on_ws_path && (req->upgrade_websocket || req->key[0] || req->version))
+        return upgrade(c, x);
+    if (req->target_len >= sizeof req->target || !req->path[0]) { /* too long, or "*" */
+        http_error(c, x, req->target_len && req->target[0] == '/' ? 414 : 400, NULL, NULL, 1);
+        return 0;
+    }
+    if (req->chunked) {
+        http_error(c, x, 411, "411 Length Required: send the body with a Content-Length\n", NULL,
+                   1);
+        return 0;
+    }
+    if (req->content_length != UINT64_MAX && req->content_length > 0) {
+        if (req->content_length > NH_WS_HTTP_MAX_BODY) {
+            http_error(c, x, 413, "413 Payload Too Large: the body is over 1 MiB\n", NULL, 1);
+            return 0;
+        }
+        x->body = malloc((size_t)req->content_length);
+        if (!x->body) {
+            nh_conn_close(c, "out of memory");
+            return 0;
+        }
+        x->body_need = (size_t)req->content_length;
+        x->phase = PH_BODY;
+        if (header_is(req, "expect", "100-continue"))
+            nh_conn_send_raw(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        return 0;
+    }
+    serve_plain(c, x);
+    return 0;
+}
+
+/* Bytes of the HTTP phase (any split, any number of pipelined requests). Returns 0 (negative
+ * only from the frames that follow an upgrade). */
+static int http_input(nh_conn_t *c, uint8_t *data, size_t len) {
+    ws_state_t *w = c->tstate;
+    while (len && w->http && !(c->flags & NH_CONN_CLOSING) && !c->close_after_flush) {
+        ws_http_t *x = w->http;
+        if (x->phase == PH_ROUTE || x->phase == PH_FILE) { /* after the pending answer */
+            if (x->pending_len + len > NH_HTTP_MAX_HEAD + NH_WS_HTTP_MAX_BODY) {
+                nh_conn_set_close_reason(c, NH_CLOSE_BAD_INPUT);
+                nh_conn_close(c, "too much pipelined while an answer was pending");
+                return 0;
+            }
+            uint8_t *p = realloc(x->pending, x->pending_len + len);
+            if (!p) {
+                nh_conn_close(c, "out of memory");
+                return 0;
+            }
+            memcpy(p + x->pending_len, data, len);
+            x->pending = p;
+            x->pending_len += len;
+            return 0;
+        }
+        if (x->phase == PH_BODY) {
+            size_t n = x->body_need - x->body_len;
+            if (n > len) n = len;
+            memcpy(x->body + x->body_len, data, n);
+            x->body_len += n;
+            data += n;
+            len -= n;
+            if (x->body_len == x->body_need) serve_plain(c, x);
+            continue;
+        }
+        size_t consumed = 0;
+        int r = nh_http_req_feed(&x->req, (const char *)data, len, &consumed);
+        if (r < 0) {
+            char peer[80] = "?";
+            nh_conn_peer(c, peer, sizeof peer);
+            nh_log(NH_LOG_WARN, "ws %s: %s; closing", peer, nh_ws_strerror(r));
+            if (r == NH_EWS_HTTP_TOO_BIG)
+                http_error(c, x, 431,
+                           "431 Request Header Fields Too Large: the head is over 8 KiB\n", NULL,
+                           1);
+            else
+                http_error(c, x, 400, NULL, NULL, 1);
+            return 0;
+        }
+        data += consumed;
+        len -= consumed;
+        if (r == 0) return 0;
+        if (on_head(c, x)) return len ? feed_frames(c, data, len) : 0;
+    }
+    return 0;
 }
 
 static int ws_read(nh_conn_t *c, uint8_t *data, size_t len) {
     ws_state_t *w = c->tstate;
     if (c->close_after_flush) return 0; /* answered already; ignore what else the peer sends */
     if (w->upgraded) {
-        if (c->session) c->session->last_recv_ms = nh_timers_now(&c->host->timers);
+        if (w->session) nh_session_heard(w->session);
         return feed_frames(c, data, len);
     }
-    size_t consumed = 0;
-    int r = nh_http_req_feed(w->req, (const char *)data, len, &consumed);
-    if (r < 0) {
-        char peer[80] = "?";
-        nh_conn_peer(c, peer, sizeof peer);
-        nh_log(NH_LOG_WARN, "ws %s: %s; closing", peer, nh_ws_strerror(r));
-        http_error(c, r == NH_EWS_HTTP_TOO_BIG ? 431 : 400,
-                   r == NH_EWS_HTTP_TOO_BIG ? "Request Header Fields Too Large" : "Bad Request");
-        return 0;
-    }
-    if (r == 0) return 0;
-    return upgrade(c, data + consumed, len - consumed);
+    return http_input(c, data, len);
 }
 
 const nh_transport_t nh_transport_ws = {
@@ -374,6 +649,9 @@ const nh_transport_t nh_transport_ws = {
     .on_open = ws_open,
     .on_read = ws_read,
     .frame_header = ws_frame_header,
+    .on_draining = ws_draining,
     .on_closing = ws_closing,
-    .on_free = ws_free,
+    .on_gone = ws_gone,
+    .on_drained = ws_drained,
+    .log_id = ws_log_id,
 };

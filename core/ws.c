@@ -1,6 +1,8 @@
 /* ws — WebSocket handshake and frame parsing (see ws.h). */
 #include "ws.h"
 
+#include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -125,6 +127,7 @@ static nh_http_req_t *req_of(http_parser *hp) {
 
 static int on_url(http_parser *hp, const char *at, size_t n) {
     nh_http_req_t *r = req_of(hp);
+    append(r->target, sizeof(r->target), &r->target_len, at, n);
     if (r->url_done) return 0;
     /* the query and fragment are never needed: stop at them so a long query cannot make the
      * path look too long */
@@ -217,8 +220,39 @@ static void finish_header(nh_http_req_t *r) {
     r->vlen = 0;
 }
 
+/* Appends to the kept headers, growing the buffer (bounded: the head is at most NH_HTTP_MAX_HEAD
+ * bytes, and a pair's two NULs take less room than its ": " and CRLF). Out of memory: the
+ * headers are dropped, the request goes on. */
+static void headers_append(nh_http_req_t *r, const char *at, size_t n, int lower) {
+    if (r->headers_len + n + 1 > r->headers_cap) {
+        size_t cap = r->headers_cap ? r->headers_cap * 2 : 512;
+        while (cap < r->headers_len + n + 1)
+            cap *= 2;
+        char *b = realloc(r->headers, cap);
+        if (!b) {
+            r->headers_len = 0;
+            return;
+        }
+        r->headers = b;
+        r->headers_cap = cap;
+    }
+    for (size_t i = 0; i < n; i++)
+        r->headers[r->headers_len + i] = lower ? (char)tolower((unsigned char)at[i]) : at[i];
+    r->headers_len += n;
+    r->headers[r->headers_len] = '\0';
+}
+
+/* Keeps a header's bytes (state 1: its name, 2: its value) when the caller asked for them. */
+static void keep_header(nh_http_req_t *r, int state, const char *at, size_t n) {
+    if (!r->keep_headers) return;
+    if (r->hdr_state != state && r->hdr_state != 0) headers_append(r, "", 1, 0);
+    r->hdr_state = state;
+    headers_append(r, at, n, state == 1);
+}
+
 static int on_header_field(http_parser *hp, const char *at, size_t n) {
     nh_http_req_t *r = req_of(hp);
+    keep_header(r, 1, at, n);
     if (r->value_in_progress) finish_header(r);
     append(r->hbuf, sizeof(r->hbuf), &r->hlen, at, n);
     return 0;
@@ -226,6 +260,7 @@ static int on_header_field(http_parser *hp, const char *at, size_t n) {
 
 static int on_header_value(http_parser *hp, const char *at, size_t n) {
     nh_http_req_t *r = req_of(hp);
+    keep_header(r, 2, at, n);
     if (!r->value_in_progress) {
         r->value_in_progress = 1;
         r->cur_header = classify_header(r);
@@ -262,6 +297,9 @@ static void finish_path(nh_http_req_t *r) {
 static int on_headers_complete(http_parser *hp) {
     nh_http_req_t *r = req_of(hp);
     if (r->value_in_progress) finish_header(r);
+    if (r->keep_headers && r->hdr_state == 2) headers_append(r, "", 1, 0);
+    r->content_length = hp->content_length;
+    r->chunked = (hp->flags & F_CHUNKED) != 0;
     r->method = hp->method;
     finish_path(r);
     return 1; /* never read a body: the head is all this module parses */
@@ -283,6 +321,12 @@ static const http_parser_settings req_settings = {
     .on_headers_complete = on_headers_complete,
     .on_message_complete = on_message_complete,
 };
+
+void nh_http_req_release(nh_http_req_t *r) {
+    free(r->headers);
+    r->headers = NULL;
+    r->headers_len = r->headers_cap = 0;
+}
 
 void nh_http_req_init(nh_http_req_t *r) {
     memset(r, 0, sizeof(*r));

@@ -1,8 +1,10 @@
 /* ws — WebSocket (RFC 6455) server-side protocol logic, without I/O.
  *
- * Four pieces, each incremental and allocation-free after init:
- *  - nh_http_req_*: parses the HTTP/1.1 request that opens a connection (http-parser underneath),
- *    keeping only what the server needs: method, path, and the upgrade headers.
+ * Four pieces, each incremental and allocation-free after init (but for a plain request's headers,
+ * kept when the caller asks):
+ *  - nh_http_req_*: parses an HTTP/1.1 request head (http-parser underneath), keeping only what
+ *    the server needs: method, path, the upgrade headers; for a plain request (an HTTP route) the
+ *    target, the body's length and, on request, every header.
  *  - nh_ws_accept_key: Sec-WebSocket-Accept from the client key (SHA-1 + base64, libcrypto).
  *  - nh_ws_parser_*: the client→server frame parser. Unmasks payload in place and hands it out in
  *    chunks as it arrives, so a frame never has to be buffered whole.
@@ -60,6 +62,19 @@ typedef struct nh_http_req {
     int connection_upgrade; /* Connection header lists "upgrade" (case-insensitive token) */
     int hosts;              /* Host headers seen (RFC 7230 5.4: exactly one, or 400) */
     int bad_header;         /* Origin, key or version repeated or too long: never a valid upgrade */
+    /* For a plain request (an HTTP route): the target as sent (path and query; target_len >=
+     * sizeof target: too long, truncated), how the body comes (content_length UINT64_MAX: none
+     * given) and, when the caller set keep_headers after init, every header as "name\0value\0"
+     * pairs with names lower-cased, in a buffer that grows as they come (at most the head's size;
+     * freed by nh_http_req_release). */
+    char target[1024];
+    size_t target_len;
+    int keep_headers;
+    char *headers; /* NULL until a header arrives (or out of memory: then headers_len is 0) */
+    size_t headers_len, headers_cap;
+    uint64_t content_length;
+    int chunked;
+    int hdr_state; /* scratch: 0 before the first header, 1 in a name, 2 in a value */
     /* parser scratch: which header is being read, partial values. A *len counts every byte
      * offered, so a length >= the buffer's size means the text was too long (and truncated). */
     int cur_header;
@@ -75,6 +90,8 @@ typedef struct nh_http_req {
 } nh_http_req_t;
 
 void nh_http_req_init(nh_http_req_t *r);
+/* Frees what keep_headers kept; the request may then be initialised again. */
+void nh_http_req_release(nh_http_req_t *r);
 
 /* Feeds bytes. Stops at the end of the head; *consumed tells how many bytes belonged to it
  * (bytes after it are the first WebSocket frames and must be given to the frame parser).

@@ -2,7 +2,8 @@
  *
  * The other targets fuzz the parsers alone; this one runs what glues them together: the real
  * host, connection, both transports (HTTP upgrade, static files, frames), the session state
- * machine (handshake, ack, data before ack, ...), nano's Lua side (handshake validator, dispatch,
+ * machine (handshake, ack, data before ack, ...), the HTTP side of a WebSocket port (routes,
+ * keep-alive, pipelining, bodies), nano's Lua side (handshake validator, dispatch,
  * errors, pushes, kicks, closes from inside a handler, groups, nano.invoke) and the close paths.
  * There is no network: the connection's socket is one end of a socketpair whose other end is
  * drained and dropped.
@@ -31,6 +32,7 @@
 #include "log.h"
 #include "lua_binding.h"
 #include "session.h"
+#include "transport.h"
 
 #ifndef NH_SOURCE_DIR
 #define NH_SOURCE_DIR "."
@@ -83,6 +85,11 @@ static const char script[] =
     "  return true\n"
     "end)\n"
     "nano.set_check_origin(function(origin) return origin ~= 'http://evil' end)\n"
+    /* HTTP routes on the WebSocket listener: answered now, later (a task that waits), or not */
+    "nano.http.route('GET', '/r', function(req) return req.query.x or 'r' end)\n"
+    "nano.http.route('POST', '/j', function(req) return { status = 201, body = req.json } end)\n"
+    "nano.http.route('GET', '/later', function(req) nano.sleep(0.01); return 'later' end)\n"
+    "nano.http.route('GET', '/err', function(req) error('route error') end)\n"
     "nano.configure({ heartbeat = 5, handshake_timeout = 10, max_packet = 4096,\n"
     "                 max_ws_frame = 8192, send_limit = 65536 })\n"
     /* Real listeners (bound to ephemeral loopback ports, never connected to): the fuzzer hands
@@ -200,9 +207,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         drain(sv[1]);
     }
     if (host.nconns) {
-        /* still open: find it (it is the only connection) and close it as a peer would */
-        for (nh_session_t *s = host.sessions.head; s; s = s->next)
-            if (s->conn) nh_conn_close(s->conn, "fuzz input ended");
+        /* still open (it is the only connection, and its close callback frees it): close it as
+         * a peer would */
+        nh_conn_close(c, "fuzz input ended");
     }
     for (int i = 0; i < 100 && (host.nconns || host.sessions.count); i++) {
         uv_run(&loop, UV_RUN_NOWAIT);

@@ -636,6 +636,44 @@ static void test_http_every_two_way_split(void) {
     CHECK(all_ok);
 }
 
+/* A plain request keeps what a route needs: the target as sent, every header (names
+ * lower-cased, in order, as "name\0value\0"), the body's length; split anywhere. */
+static void test_http_plain_request_keeps_target_headers_and_length(void) {
+    static const char req[] = "POST /login?next=%2Fhome&x=1 HTTP/1.1\r\nHost: a\r\n"
+                              "Content-Type: application/json\r\nX-Two: b\r\n"
+                              "Content-Length: 7\r\n\r\n{\"a\":1}";
+    static const char pairs[] = "host\0a\0content-type\0application/json\0x-two\0b\0"
+                                "content-length\0"
+                                "7";
+    static nh_http_req_t r;
+    size_t head = strlen(req) - 7;
+    int all_ok = 1;
+    for (size_t a = 0; a <= head; a++) {
+        size_t c1, c2;
+        nh_http_req_init(&r);
+        r.keep_headers = 1;
+        int rc1 = nh_http_req_feed(&r, req, a, &c1);
+        int rc2 = nh_http_req_feed(&r, req + c1, strlen(req) - c1, &c2);
+        if (rc2 != 1 || rc1 < 0 || c1 + c2 != head || r.method != HTTP_POST ||
+            r.target_len != strlen("/login?next=%2Fhome&x=1") ||
+            memcmp(r.target, "/login?next=%2Fhome&x=1", r.target_len) != 0 ||
+            strcmp(r.path, "/login") != 0 || r.headers_len != sizeof pairs ||
+            memcmp(r.headers, pairs, sizeof pairs) != 0 || r.content_length != 7 || r.chunked)
+            all_ok = 0;
+        nh_http_req_release(&r);
+    }
+    CHECK(all_ok);
+    static const char chunked[] =
+        "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    size_t consumed;
+    CHECK(http_feed_all(&r, chunked, strlen(chunked), &consumed) == 1);
+    CHECK(r.chunked == 1);
+    CHECK(r.headers == NULL && r.headers_len == 0); /* not kept unless asked */
+    static const char none[] = "GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    CHECK(http_feed_all(&r, none, strlen(none), &consumed) == 1);
+    CHECK(r.content_length == UINT64_MAX);
+}
+
 static void test_http_head_followed_by_frames(void) {
     static const uint8_t hello[] = {0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d,
                                     0x7f, 0x9f, 0x4d, 0x51, 0x58};
@@ -972,6 +1010,7 @@ int main(void) {
     test_http_byte_at_a_time();
     test_http_every_two_way_split();
     test_http_head_followed_by_frames();
+    test_http_plain_request_keeps_target_headers_and_length();
     test_http_firefox_connection_list();
     test_http_connection_token_must_be_whole();
     test_http_oversize_head();

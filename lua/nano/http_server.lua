@@ -1,5 +1,7 @@
--- nano.http.route: HTTP endpoints in Lua, served on the metrics listener (nano.listen_metrics)
--- beside /metrics and /healthz. (The client half of nano.http is http.lua.)
+-- nano.http.route: HTTP endpoints in Lua, served on the HTTP side of every WebSocket listener
+-- (before its static folders; a plain GET on the WebSocket path itself too) and on the metrics
+-- listener (nano.listen_metrics) beside /metrics and /healthz. One route table for both.
+-- (The client half of nano.http is http.lua.)
 --
 --   nano.http.route("POST", "/login", function(req)
 --     -- req = { method, path, query, headers, body, json, remote_addr }
@@ -10,8 +12,9 @@
 -- applies. Its result: a table { status = 200, headers = {...}, body = string | table } (a table
 -- body is sent as JSON), or a string (200, text/plain). An error is a 500 (the message is logged,
 -- not sent). No route for the path: 404; a route but not for the method: 405 (GET routes answer
--- HEAD too). Paths match exactly. The metrics listener's limits apply (head 8 KiB: 431, body
--- 1 MiB: 413; keep-alive; requests on one connection are answered in order).
+-- HEAD too). Paths match exactly. On a WebSocket listener a path no route has goes on to the
+-- static folders (then 404, or 400 on the WebSocket path). Limits on both listeners: head 8 KiB
+-- (431), body 1 MiB (413); keep-alive; requests on one connection are answered in order.
 -- Hot reload: the main script runs again and registers its routes again; a route the new
 -- script no longer registers is gone (the table is rebuilt on every run of the main script).
 local mc = require "nano.metrics_core"
@@ -54,46 +57,59 @@ function M.attach(nano)
   local routes = {} -- path -> { METHOD = fn }
   local generation -- the main script run that registered them
 
-  local function reply(id, status, headers, body, ctype)
+  -- via: nil on the metrics listener, "ws" on a WebSocket listener (where the ids come from)
+  local function reply(id, via, status, headers, body, ctype)
     local ok, lines = pcall(header_lines, headers, ctype)
     if not ok then
       nano.log.error("http route: %s", lines)
-      return mc.http_respond(id, 500, "Content-Type: " .. STATUS_TEXT .. "\r\n", "internal error\n")
+      return mc.http_respond(id, 500, "Content-Type: " .. STATUS_TEXT .. "\r\n", "internal error\n", via)
     end
-    return mc.http_respond(id, status, lines, body)
+    return mc.http_respond(id, status, lines, body, via)
   end
 
-  local function dispatch(id, method, target, headers, body, remote)
+  -- Returns false when no route has the path on a WebSocket listener (its static folders are
+  -- next); true when the request is taken (answered now or by the handler's task).
+  local function dispatch(id, method, target, headers, body, remote, via)
     local path, query = target:match("^([^?]*)%??(.*)$")
+    if path and path:sub(1, 1) ~= "/" then -- absolute-form target ("http://host/path?q")
+      path = path:match("^%a[%w+.-]*://[^/]*(/.*)$") or "/"
+    end
     local by_method = routes[path]
     if not by_method then
-      return reply(id, 404, nil, "404 not found: " .. path .. "\n", STATUS_TEXT)
+      if via then return false end
+      reply(id, via, 404, nil, "404 not found: " .. path .. "\n", STATUS_TEXT)
+      return true
     end
+    local function answer(...) return reply(id, via, ...) end
     local fn = by_method[method] or (method == "HEAD" and by_method.GET)
     if not fn then
       local allowed = {}
       for m in pairs(by_method) do allowed[#allowed + 1] = m end
       table.sort(allowed)
-      return reply(id, 405, { Allow = table.concat(allowed, ", ") },
-                   "405 method not allowed: " .. method .. "\n", STATUS_TEXT)
+      answer(405, { Allow = table.concat(allowed, ", ") }, "405 method not allowed: " .. method .. "\n",
+             STATUS_TEXT)
+      return true
     end
     local req = { method = method, path = path, query = parse_query(query or ""), headers = headers,
                   body = body, remote_addr = remote }
     if (headers["content-type"] or ""):find("json", 1, true) and body ~= "" then
       local ok, v = pcall(json.unmarshal, body)
-      if not ok then return reply(id, 400, nil, "400 body is not JSON\n", STATUS_TEXT) end
+      if not ok then
+        answer(400, nil, "400 body is not JSON\n", STATUS_TEXT)
+        return true
+      end
       req.json = v
     end
     nano.spawn(function()
       local ok, res = xpcall(fn, debug.traceback, req)
       if not ok then
         nano.log.error("http %s %s: %s", method, path, tostring(res))
-        return reply(id, 500, nil, "500 internal error\n", STATUS_TEXT)
+        return answer(500, nil, "500 internal error\n", STATUS_TEXT)
       end
-      if type(res) == "string" then return reply(id, 200, nil, res, STATUS_TEXT) end
+      if type(res) == "string" then return answer(200, nil, res, STATUS_TEXT) end
       if type(res) ~= "table" then
         nano.log.error("http %s %s: the handler returned %s, not a table or string", method, path, type(res))
-        return reply(id, 500, nil, "500 internal error\n", STATUS_TEXT)
+        return answer(500, nil, "500 internal error\n", STATUS_TEXT)
       end
       local status = tonumber(res.status) or 200
       local b, ctype = res.body, STATUS_TEXT
@@ -101,18 +117,19 @@ function M.attach(nano)
         local jok, out = pcall(json.marshal, b)
         if not jok then
           nano.log.error("http %s %s: body does not serialize: %s", method, path, tostring(out))
-          return reply(id, 500, nil, "500 internal error\n", STATUS_TEXT)
+          return answer(500, nil, "500 internal error\n", STATUS_TEXT)
         end
         b, ctype = out, "application/json"
       elseif b == nil then
         b = ""
       end
-      local rok, err = pcall(reply, id, status, res.headers, tostring(b), ctype)
+      local rok, err = pcall(answer, status, res.headers, tostring(b), ctype)
       if not rok then
         nano.log.error("http %s %s: %s", method, path, tostring(err))
-        reply(id, 500, nil, "500 internal error\n", STATUS_TEXT)
+        answer(500, nil, "500 internal error\n", STATUS_TEXT)
       end
     end)
+    return true
   end
 
   --- nano.http.route(method, path, fn(req) -> res)

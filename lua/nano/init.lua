@@ -751,7 +751,7 @@ local function handle(h, s, mtype, id, route, payload, flags)
     msg = decoded
   end
   local t = current_task()
-  t.msg_s, t.msg_type, t.msg_id, t.answered, t.watch_route = s, mtype, id, false, route
+  t.msg_s, t.msg_type, t.msg_id, t.answered, t.watch_route, t.msg_sid = s, mtype, id, false, route, false
   local inflight
   if mtype == MSG_REQUEST then
     inflight = S.inflight[s]
@@ -821,8 +821,6 @@ local function handler_done()
   if S.running == 0 and S.grace then stop_now() end
 end
 
-local spawn = task._run -- the task tables of handlers are reused: nobody keeps them
-local inline = task._inline
 
 -- A task that handles one message of a concurrent component.
 local function handle_one(h, s, mtype, id, route, payload, flags)
@@ -849,18 +847,12 @@ end
 -- The core's dispatch hook: one message from a session. By default a session's messages are
 -- handled one after another (the next starts when the previous handler has returned, waits
 -- included); a component registered with { concurrent = true } gets a task per message.
+local enter_task = task._enter
 local function dispatch(s, mtype, id, route, payload, flags)
   local h = resolve(route)
-  -- in the core's runner (task.lua) the message is handled right here, without a task of its own
-  local t = inline()
   if h and h.concurrent then
-    if t then
-      handle_one(h, s, mtype, id, route, payload, flags)
-      t.inline = false
-      return
-    end
-    spawn(handle_one, h, s, mtype, id, route, payload, flags)
-    return
+    enter_task()
+    return handle_one(h, s, mtype, id, route, payload, flags)
   end
   local queues = S.queues
   local q = queues[s]
@@ -870,15 +862,9 @@ local function dispatch(s, mtype, id, route, payload, flags)
   end
   if not q.busy then
     q.busy = true
-    if t then
-      handle_in_order(q, h, s, mtype, id, route, payload, flags)
-      t.inline = false
-      return
-    end
-    spawn(handle_in_order, q, h, s, mtype, id, route, payload, flags)
-    return
+    enter_task()
+    return handle_in_order(q, h, s, mtype, id, route, payload, flags)
   end
-  if t then t.inline = false end
   if q.tail - q.head >= S.session_queue then
     log.warn("session %d: %d messages already wait for a handler; dropping %s %s", s:id(),
              q.tail - q.head, mtype == MSG_REQUEST and "request" or "notify", tostring(route))

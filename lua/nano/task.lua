@@ -22,8 +22,8 @@
 -- Each resume after a wait is a slice of its own for the watchdog (a budget per slice).
 local core = require "nano.core"
 
-local co_create, co_resume, co_yield, co_running, co_status =
-  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
+local co_create, co_resume, co_yield, co_running =
+  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running
 local type, select, tostring, error, setmetatable, unpack, xpcall, pcall =
   type, select, tostring, error, setmetatable, unpack, xpcall, pcall
 local traceback = debug.traceback
@@ -94,7 +94,21 @@ end
 
 -- What a resume of t's coroutine came back with: DONE and the outcome when the function
 -- returned or raised (the coroutine goes back to the pool), nothing when it waits.
+local release_thread = core.release_thread
+local co_status = coroutine.status
 local function stepped(t, ok, marker, ...)
+  if t.core_thread then -- see M._enter: no DONE protocol, the function simply returns
+    if not ok then
+      by_co[t.co] = nil
+      release_thread(t.co, false)
+      return finish(t, false, traceback(t.co, tostring(marker)))
+    end
+    if co_status(t.co) == "dead" then
+      t.status = "done"
+      release_thread(t.co, true)
+    end
+    return
+  end
   if marker == DONE then
     finish(t, ...)
     if t.reusable then
@@ -121,7 +135,16 @@ end
 local watch_slice = core.watch_slice
 local function step(t, ...)
   local s = t.msg_s
-  if s then watch_slice(s:id(), t.watch_route) else watch_slice() end
+  if s then
+    local sid = t.msg_sid -- asked once per message (a method call into C), not once per wait
+    if not sid then
+      sid = s:id()
+      t.msg_sid = sid
+    end
+    watch_slice(sid, t.watch_route)
+  else
+    watch_slice()
+  end
   return stepped(t, co_resume(t.co, ...))
 end
 
@@ -138,26 +161,16 @@ function M.spawn(fn, ...)
   end
   -- every field a handler's task gets, so the table is sized once
   local t = setmetatable({ co = co, status = "running", msg_s = false, msg_type = false,
-                           msg_id = false, answered = false, watch_route = false }, Task)
+                           msg_id = false, answered = false, watch_route = false, msg_sid = false }, Task)
   by_co[co] = t
   stepped(t, co_resume(co, fn, ...))
   return t
 end
 
--- The runner: the task whose coroutine the core resumes itself with each message
--- (core/lua_dispatch.c: lua_resume(runner, dispatch hook, message...)), so that a message costs
--- one resume from C and no task bookkeeping. It runs run_loop_caught like every pooled task of
--- M._run: the hook runs, the coroutine yields DONE, and the core resumes it with the next message.
--- task._run called by the hook runs its function right there, inline, in the runner's task. When
--- that function waits (M.await), the runner's coroutine becomes that task's own: await yields a
--- new runner to the core instead of waiting's nothing, and once the function has finished the
--- coroutine yields DONE to whoever resumed it (step) and goes back to the pool, as any task does.
-local runner_co, runner_t = nil, nil
-
---- task._new_runner() -> coroutine, DONE (for the core: the runner and the value it yields when
---- a message is done)
-function M._new_runner()
-  if runner_co and co_status(runner_co) == "dead" then by_co[runner_co] = nil end -- it raised
+-- task._run(fn, ...): as spawn, for nano's own tasks (a handler, a timer or close callback) that
+-- nobody keeps a handle to: the task table itself is reused once it finished, so running a
+-- handler that never waits allocates nothing. task.current() inside one is valid until it ends.
+function M._run(fn, ...)
   local t
   if run_pool_n > 0 then
     t = run_pool[run_pool_n]
@@ -167,48 +180,29 @@ function M._new_runner()
   else
     t = setmetatable({ co = co_create(run_loop_caught), status = "running", reusable = true,
                        msg_s = false, msg_type = false, msg_id = false, answered = false,
-                       watch_route = false }, Task)
-  end
-  t.inline = false
-  by_co[t.co] = t
-  runner_co, runner_t = t.co, t
-  return t.co, DONE
-end
-
--- task._run(fn, ...): as spawn, for nano's own tasks (a handler, a timer or close callback) that
--- nobody keeps a handle to: the task table itself is reused once it finished, so running a
--- handler that never waits allocates nothing. task.current() inside one is valid until it ends.
---- task._inline() -> the runner's task, marked busy, when the caller runs in the runner and may
---- run a function inline (then call it, and set t.inline = false after); nil otherwise. nano's
---- dispatcher uses it directly: a call without varargs is one the JIT compiles.
-local function inline()
-  local t = runner_t
-  if t and not t.inline and co_running() == runner_co then
-    t.inline = true
-    return t
-  end
-end
-M._inline = inline
-
-function M._run(fn, ...)
-  local t = inline()
-  if t then -- in the runner (see above): no coroutine of its own
-    fn(...)
-    t.inline = false
-    return
-  end
-  if run_pool_n > 0 then
-    t = run_pool[run_pool_n]
-    run_pool[run_pool_n] = nil
-    run_pool_n = run_pool_n - 1
-    t.status = "running"
-  else
-    t = setmetatable({ co = co_create(run_loop_caught), status = "running", reusable = true,
-                       msg_s = false, msg_type = false, msg_id = false, answered = false,
-                       watch_route = false }, Task)
+                       watch_route = false, msg_sid = false }, Task)
   end
   by_co[t.co] = t
   stepped(t, co_resume(t.co, fn, ...))
+end
+
+-- task._enter() -> t: the core runs each message's dispatcher on a thread of its own, which it
+-- resumes itself (host.h: nh_host_handler_thread) and reuses when the function returns, so a
+-- handler that does not wait costs no coroutine.resume, no yield and no table write here. The
+-- dispatcher calls this first: the thread's task is made once and kept with it. When a handler
+-- waits, the thread is left to that wait; step() resumes it like any task, and stepped() gives
+-- it back to the core once it has finished (or drops it if it failed).
+function M._enter()
+  local co = co_running()
+  local t = by_co[co]
+  if t then
+    t.status = "running"
+    return t
+  end
+  t = setmetatable({ co = co, status = "running", core_thread = true, msg_s = false,
+                     msg_type = false, msg_id = false, answered = false, watch_route = false, msg_sid = false }, Task)
+  by_co[co] = t
+  return t
 end
 
 -- A yield fails when a C function stands between the task and the waiting call (a table.sort
@@ -223,22 +217,16 @@ local function yielded(what, resume, ok, ...)
     .. " outside that callback (" .. tostring((...)) .. ")", 3)
 end
 
--- After the runner's coroutine yielded a new runner to the core: when the yield failed (a C call
--- in between), it is still the runner, and the new one goes back to the pool.
-local function still_runner(co, old_t, ok, ...)
-  if not ok then
-    local nt = runner_t
-    nt.status = "done"
-    by_co[nt.co] = nil
-    if run_pool_n < POOL_MAX then
-      run_pool_n = run_pool_n + 1
-      run_pool[run_pool_n] = nt
-    end
-    runner_co, runner_t = co, old_t
-  end
-  return ok, ...
+-- nano.sleep(0)'s yield came back: resumed by run_ready (t.sleeping cleared), or it failed to
+-- yield (a C function in between: the task stays in the list, marked so it is skipped).
+local function yielded_sleep(ok, ...)
+  if ok then return end
+  local t = by_co[co_running()]
+  if t then t.sleeping = false end
+  error("nano.sleep cannot wait here: a C function (table.sort, string.gsub, a C library's "
+    .. "callback) called this code, and a task cannot wait through it; call nano.sleep"
+    .. " outside that callback (" .. tostring((...)) .. ")", 3)
 end
-
 --- task.await(what, start) -> the values the operation resumes with (see the contract above).
 function M.await(what, start)
   local co = co_running()
@@ -265,20 +253,28 @@ function M.await(what, start)
   start(resume)
   if state == "done" then return unpack(early, 1, early.n) end
   state = "waiting"
-  if co ~= runner_co then return yielded(what, resume, pcall(co_yield)) end
-  -- the core's runner waits: this coroutine stays with the task, the core gets a new runner
-  local old_t = runner_t
-  local nco = M._new_runner()
-  return yielded(what, resume, still_runner(co, old_t, pcall(co_yield, nco)))
+  return yielded(what, resume, pcall(co_yield))
 end
 
 -- nano.sleep(0), "let the others run": every task that asks in one loop turn is resumed on the
 -- next by one core timer, not one timer each (a timer is a userdata and two registry refs).
+-- The list holds resume functions (task.await's) or, for nano.sleep(0) itself, the waiting task:
+-- it needs no completion callback, so its wait makes no closure (the hot path of a handler that
+-- lets others run).
 local ready, ready_n, ready_timer = {}, 0, nil
+local function step_ready(t)
+  if t.sleeping and t.status == "running" then
+    t.sleeping = false
+    step(t)
+  end
+end
 local function run_ready()
   local list, n = ready, ready_n
   ready, ready_n, ready_timer = {}, 0, nil
-  for i = 1, n do list[i]() end
+  for i = 1, n do
+    local r = list[i]
+    if type(r) == "function" then r() else step_ready(r) end
+  end
 end
 -- nano.test's reset stops every timer: the tasks waiting on it are dropped with it
 function M._reset() ready, ready_n, ready_timer = {}, 0, nil end
@@ -293,7 +289,16 @@ function M.sleep(secs)
   if type(secs) ~= "number" or secs < 0 or secs ~= secs then
     error("sleep: expected seconds (a number >= 0)", 2)
   end
-  if secs == 0 then return M.await("nano.sleep", next_turn) end
+  if secs == 0 then
+    local co = co_running()
+    local t = co and by_co[co]
+    if not t then return M.await("nano.sleep", next_turn) end -- await says why it cannot wait
+    ready_n = ready_n + 1
+    ready[ready_n] = t
+    if not ready_timer then ready_timer = core.timer(0, 0, run_ready) end
+    t.sleeping = true
+    return yielded_sleep(pcall(co_yield))
+  end
   return M.await("nano.sleep", function(resume)
     core.timer(secs, 0, function() resume() end)
   end)
@@ -321,6 +326,7 @@ function Task:cancel()
   if self.status ~= "running" then return false end
   self.status, self.err = "cancelled", "cancelled"
   by_co[self.co] = nil -- its coroutine stays suspended (not pooled) until the GC takes it
+  if self.core_thread then release_thread(self.co, false) end -- the core forgets it too
   local waiters = self.waiters
   self.waiters = nil
   if waiters then

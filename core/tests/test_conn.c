@@ -1,0 +1,286 @@
+/* conn.c under a transport of the test's own, with no session and no Lua: a real listener on
+ * loopback, a libuv client, a host made without Lua (nh_host_init with L NULL), virtual time for
+ * the sweep. conn reports opened, bytes, draining, closing and gone to its transport, frames
+ * through its frame_header, closes after flush once drained, enforces the close deadline of a
+ * peer that does not read in its own sweep, cuts a connection off past the send limit, and closes
+ * every connection at the host's stop (nh_conn_close_all). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "conn.h"
+#include "host.h"
+#include "log.h"
+#include "metrics.h"
+
+static uv_loop_t loop;
+static nh_host_t host;
+
+/* ---- the test's transport: it records what conn reports ---- */
+
+enum { EV_OPEN = 1, EV_DRAINING, EV_CLOSING, EV_CLOSING_CUT, EV_GONE };
+
+static nh_conn_t *conn; /* the accepted connection, NULL once gone */
+static int events[16], nevents;
+static char got[64]; /* bytes the transport read */
+static size_t got_len;
+
+static void note(int ev) {
+    if (nevents < 16) events[nevents++] = ev;
+}
+
+static int t_open(nh_conn_t *c) {
+    conn = c;
+    note(EV_OPEN);
+    return 0;
+}
+
+static int t_read(nh_conn_t *c, uint8_t *data, size_t len) {
+    (void)c;
+    if (got_len + len > sizeof got) return -1;
+    memcpy(got + got_len, data, len);
+    got_len += len;
+    return 0;
+}
+
+static size_t t_frame(nh_conn_t *c, uint8_t *out, size_t len) {
+    (void)c;
+    out[0] = '<';
+    out[1] = (uint8_t)('0' + len % 10);
+    return 2;
+}
+
+static void t_draining(nh_conn_t *c) {
+    (void)c;
+    note(EV_DRAINING);
+}
+
+static void t_closing(nh_conn_t *c, int may_send) {
+    (void)c;
+    note(may_send ? EV_CLOSING : EV_CLOSING_CUT);
+}
+
+static void t_gone(nh_conn_t *c) {
+    (void)c;
+    conn = NULL;
+    note(EV_GONE);
+}
+
+static const nh_transport_t test_transport = {
+    .name = "test",
+    .on_open = t_open,
+    .on_read = t_read,
+    .frame_header = t_frame,
+    .on_draining = t_draining,
+    .on_closing = t_closing,
+    .on_gone = t_gone,
+};
+
+/* ---- a client on loopback ---- */
+
+typedef struct client {
+    uv_tcp_t tcp;
+    uv_connect_t req;
+    int connected, reading, closed;
+    char buf[65536];
+    size_t have;
+    uint64_t bytes; /* everything read, kept or not */
+} client_t;
+
+static client_t cl;
+
+static void on_cl_alloc(uv_handle_t *h, size_t size, uv_buf_t *b) {
+    (void)h, (void)size;
+    static char scratch[65536];
+    *b = uv_buf_init(scratch, sizeof scratch);
+}
+
+static void on_cl_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+    (void)s;
+    if (n < 0) {
+        cl.closed = 1;
+        uv_read_stop((uv_stream_t *)&cl.tcp);
+        return;
+    }
+    size_t take = (size_t)n < sizeof cl.buf - cl.have ? (size_t)n : sizeof cl.buf - cl.have;
+    memcpy(cl.buf + cl.have, b->base, take);
+    cl.have += take;
+    cl.bytes += (uint64_t)n;
+}
+
+static void on_cl_connect(uv_connect_t *req, int status) {
+    (void)req;
+    cl.connected = status == 0 ? 1 : -1;
+}
+
+static void run_until(int *flag) {
+    for (int i = 0; i < 2000 && !*flag; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+}
+
+static void turns(int n) {
+    for (int i = 0; i < n; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+static int accepted;
+
+/* A listener with the test's transport, a client connected to it, and the connection accepted. */
+static nh_listener_t *listener;
+
+static void start_listener(void) {
+    listener = calloc(1, sizeof *listener);
+    listener->transport = &test_transport;
+    CHECK(nh_listener_start(&host, listener, "127.0.0.1:0") == 0);
+}
+
+static void connect_client(int reading) {
+    memset(&cl, 0, sizeof cl);
+    nevents = 0;
+    got_len = 0;
+    conn = NULL;
+    struct sockaddr_storage ss;
+    CHECK(nh_parse_addr(listener->bound, &ss) == 0);
+    uv_tcp_init(&loop, &cl.tcp);
+    uv_tcp_connect(&cl.req, &cl.tcp, (struct sockaddr *)&ss, on_cl_connect);
+    run_until(&cl.connected);
+    for (int i = 0; i < 2000 && !conn; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    accepted = conn != NULL;
+    cl.reading = reading;
+    if (reading) uv_read_start((uv_stream_t *)&cl.tcp, on_cl_alloc, on_cl_read);
+}
+
+static int cl_handle_closed;
+
+static void on_cl_closed(uv_handle_t *h) {
+    (void)h;
+    cl_handle_closed = 1;
+}
+
+/* The client's handle is closed before the next test reuses it. */
+static void close_client(void) {
+    cl_handle_closed = 0;
+    uv_close((uv_handle_t *)&cl.tcp, on_cl_closed);
+    run_until(&cl_handle_closed);
+}
+
+static int gone(void) {
+    return conn == NULL;
+}
+
+static void wait_gone(void) {
+    for (int i = 0; i < 2000 && conn; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+}
+
+/* ---- tests ---- */
+
+static void test_bytes_reach_the_transport(void) {
+    connect_client(1);
+    CHECK(accepted && nevents == 1 && events[0] == EV_OPEN);
+    uv_buf_t b = uv_buf_init("hello", 5);
+    CHECK(uv_try_write((uv_stream_t *)&cl.tcp, &b, 1) == 5);
+    for (int i = 0; i < 2000 && got_len < 5; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    CHECK(got_len == 5 && memcmp(got, "hello", 5) == 0);
+    nh_conn_close(conn, "test done");
+    wait_gone();
+    CHECK(gone() && nevents == 3 && events[1] == EV_CLOSING && events[2] == EV_GONE);
+    close_client();
+}
+
+static void test_packets_framed_by_the_transport(void) {
+    connect_client(1);
+    CHECK(nh_conn_send(conn, (const uint8_t *)"ab", 2, NULL, (const uint8_t *)"cde", 3) == 0);
+    CHECK(nh_conn_send_raw(conn, "!", 1) == 0); /* raw: no frame */
+    for (int i = 0; i < 2000 && cl.have < 8; i++)
+        uv_run(&loop, UV_RUN_ONCE); /* the turn's flush writes it */
+    CHECK(cl.have == 8 && memcmp(cl.buf, "<5abcde!", 8) == 0);
+    nh_conn_close(conn, "test done");
+    wait_gone();
+    close_client();
+}
+
+static void test_close_after_flush_closes_once_drained(void) {
+    connect_client(1);
+    CHECK(nh_conn_send(conn, (const uint8_t *)"bye", 3, NULL, NULL, 0) == 0);
+    nh_conn_close_after_flush(conn);
+    CHECK(nevents == 2 && events[1] == EV_DRAINING && host.draining == conn);
+    CHECK(nh_conn_send(conn, (const uint8_t *)"x", 1, NULL, NULL, 0) == UV_EPIPE);
+    wait_gone();
+    CHECK(gone() && nevents == 4 && events[2] == EV_CLOSING && events[3] == EV_GONE);
+    CHECK(host.draining == NULL);
+    run_until(&cl.closed);
+    CHECK(cl.have == 5 && memcmp(cl.buf, "<3bye", 5) == 0 && cl.closed);
+    close_client();
+}
+
+static void test_close_deadline_for_a_peer_that_does_not_read(void) {
+    host.cfg.heartbeat_ms = 1000; /* the sweep every 250 ms of virtual time */
+    host.cfg.handshake_timeout_ms = 2000;
+    host.cfg.send_limit = 64u << 20;
+    nh_host_config_changed(&host);
+    connect_client(0);
+    static uint8_t chunk[65536];
+    int failed = 0;
+    for (int i = 0; i < 256; i++) /* 16 MiB: more than the kernel's buffers take */
+        failed += nh_conn_send(conn, chunk, 1, NULL, chunk, sizeof chunk) != 0;
+    CHECK(failed == 0);
+    turns(3);
+    CHECK(!gone() && conn->out.bytes > 0);
+    nh_conn_close_after_flush(conn);
+    uint64_t before = host.metrics.closed[NH_CLOSE_SEND_LIMIT];
+    nh_timers_advance(&host.timers, 1750);
+    turns(3);
+    CHECK(!gone()); /* not yet: 2 s from the close_after_flush */
+    nh_timers_advance(&host.timers, 500);
+    CHECK(conn == NULL || (conn->flags & NH_CONN_CLOSING));
+    wait_gone();
+    CHECK(gone() && events[nevents - 2] == EV_CLOSING && events[nevents - 1] == EV_GONE);
+    CHECK(host.metrics.closed[NH_CLOSE_SEND_LIMIT] == before + 1);
+    CHECK(host.draining == NULL);
+    close_client();
+}
+
+static void test_cut_off_past_the_send_limit(void) {
+    host.cfg.send_limit = 256 * 1024;
+    connect_client(0);
+    static uint8_t chunk[65536];
+    int r = 0;
+    for (int i = 0; i < 1024 && r == 0; i++) /* bounded: 64 MiB at most */
+        r = nh_conn_send(conn, chunk, 1, NULL, chunk, sizeof chunk);
+    CHECK(r == UV_ENOBUFS);
+    CHECK(conn && (conn->flags & NH_CONN_CUT) && events[nevents - 1] == EV_CLOSING_CUT);
+    wait_gone();
+    CHECK(gone() && events[nevents - 1] == EV_GONE);
+    close_client();
+}
+
+static void test_close_all_closes_connections_without_a_session(void) {
+    connect_client(1);
+    uint64_t before = host.metrics.closed[NH_CLOSE_SHUTDOWN];
+    nh_conn_close_all(&host, "server shutdown");
+    wait_gone();
+    CHECK(gone() && nevents == 3 && events[1] == EV_CLOSING && events[2] == EV_GONE);
+    CHECK(host.metrics.closed[NH_CLOSE_SHUTDOWN] == before + 1);
+    run_until(&cl.closed);
+    CHECK(cl.closed);
+    close_client();
+}
+
+int main(void) {
+    nh_log_set_level(NH_LOG_ERROR); /* the send limit logs a warning by design */
+    if (uv_loop_init(&loop) != 0 || nh_host_init(&host, &loop, NULL) != 0) return 2;
+    start_listener();
+    test_bytes_reach_the_transport();
+    test_packets_framed_by_the_transport();
+    test_close_after_flush_closes_once_drained();
+    test_close_deadline_for_a_peer_that_does_not_read();
+    test_cut_off_past_the_send_limit();
+    test_close_all_closes_connections_without_a_session();
+    nh_host_stop(&host); /* closes the listener */
+    nh_host_free(&host);
+    CHECK(uv_loop_close(&loop) == 0);
+    return check_done();
+}
