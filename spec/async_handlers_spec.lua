@@ -181,8 +181,8 @@ describe("handlers that wait", function()
     assert.matches("nano.sleep cannot wait here: a C function", U.find(lines, "Sorting.sort"), 1, true)
   end)
 
-  -- The core runs messages in a runner coroutine that a handler keeps when it waits (task.lua):
-  -- a wait that failed leaves the runner as it was; one that succeeded hands the core a new one.
+  -- A wait that failed must leave the core's dispatch as it was: the next handlers, of this
+  -- session and another, run, wait and answer in order.
   it("after a wait failed in a C callback, handlers of any session still run and wait", function()
     local Sorting = {}
     function Sorting:sort(s)

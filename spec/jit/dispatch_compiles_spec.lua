@@ -27,16 +27,16 @@ describe("the dispatch path", function()
       server:wait_until(function() return got == n end, nil, n .. " responses")
     end
     local starts, compiled, aborts = {}, {}, {}
-    local function on_trace(what, tr, func, pc, _, why)
+    local function on_trace(what, tr, func, pc, err, info) -- for an abort: err, its detail
       if what == "start" then
         starts[tr] = funcinfo(func, pc)
       elseif what == "stop" and ours(starts[tr]) then
         compiled[#compiled + 1] = starts[tr].loc
       elseif what == "abort" and ours(starts[tr]) then
         local at = funcinfo(func, pc)
-        if type(why) == "number" then why = traceerr[why] or why end
+        local why = (traceerr[err] or tostring(err)):gsub("%%[ds]", tostring(info))
         aborts[#aborts + 1] = string.format("%s (aborted at %s: %s)", starts[tr].loc,
-          tostring(at.loc), tostring(why))
+          tostring(at.loc), why)
       end
     end
     jit.flush() -- what earlier code traced goes: the workload's traces are recorded afresh
