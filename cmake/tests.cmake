@@ -45,6 +45,13 @@ if(NH_SPECS)
   set_tests_properties(busted_spec PROPERTIES TIMEOUT 300)
 endif()
 
+# The dispatch path stays compiled (issue 18): no LuaJIT trace that starts in nano's dispatcher or
+# tasks aborts under a fixed ping-pong workload. A process of its own: the JIT's state is global.
+add_test(NAME jit_dispatch_compiles
+  COMMAND nano-host test ${CMAKE_SOURCE_DIR}/spec/jit/dispatch_compiles_spec.lua
+  WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+set_tests_properties(jit_dispatch_compiles PROPERTIES TIMEOUT 60)
+
 # A user-style project (main.lua + a module + spec/) through `nano-host test`: its specs pass,
 # a wrong expectation (its wrong/ folder) fails the run, and plain `busted` runs the same specs
 # after `nano-host test --init`.
