@@ -62,6 +62,9 @@ typedef struct nh_session_list {
 } nh_session_list_t;
 
 #define NH_READ_BUF_SIZE 65536
+/* Idle dispatcher threads kept for reuse (about 1 KiB each): as many as handlers wait at once
+ * in a busy server, so a burst of waiting handlers does not make threads for the GC. */
+#define NH_IDLE_THREADS 8192
 
 struct nh_host {
     uv_loop_t *loop;
@@ -82,6 +85,11 @@ struct nh_host {
     int next_listener_id;
     int hooks[NH_HOOK_COUNT];
     int traceback_ref;
+    /* The threads (coroutines) the dispatcher runs on (nh_host_handler_thread): all are kept in
+     * a Lua table (registry ref); the idle ones also here, to be taken without touching Lua. */
+    int threads_ref;
+    int nidle_threads, idle_cap;
+    lua_State **idle_threads; /* grows to the most handlers ever waiting at once, to a cap */
     int stopping;
     int signals_on;
     nh_host_signal_cb on_signal;
@@ -132,6 +140,24 @@ int nh_host_call_lua(nh_host_t *h, int nargs, int nres, const char *what);
  * call gets stuck. */
 int nh_host_call_handler(nh_host_t *h, int nargs, int nres, const char *what, uint64_t session,
                          const char *route, size_t route_len);
+
+/* Messages run on threads (Lua coroutines) the core resumes itself, so that a handler may wait
+ * (yield) at no cost to those that do not: the Lua side needs no coroutine.resume per message.
+ *
+ * nh_host_handler_thread() returns an idle thread (a new one when none is idle), or NULL when
+ * out of memory. The caller pushes a function and its nargs arguments onto that thread and calls
+ * nh_host_resume_handler(), which resumes it (protected; the watchdog names session and route):
+ *   - the function returned: the thread is idle again (its stack emptied); 0.
+ *   - it yielded (a handler waits): the thread now belongs to that wait; Lua resumes it later
+ *     itself and hands it back with core.release_thread(thread, reusable) once it has finished
+ *     or failed (task.lua); 0.
+ *   - it raised: logged as "<what>: <error>" with the thread's traceback, the thread is
+ *     dropped; -1. */
+lua_State *nh_host_handler_thread(nh_host_t *h);
+int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *what,
+                           uint64_t session, const char *route, size_t route_len);
+/* Gives a thread that finished after a wait back to the idle ones (reusable), or forgets it. */
+void nh_host_release_thread(nh_host_t *h, lua_State *T, int reusable);
 
 /* nh_host_t from the Lua state (stored in the registry at init). */
 nh_host_t *nh_host_from_lua(lua_State *L);

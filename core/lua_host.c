@@ -471,6 +471,23 @@ static int c_watch_slice(lua_State *L) {
     return 0;
 }
 
+/* release_thread(co, reusable): a dispatcher thread (host.h) that yielded — its handler waited —
+ * has finished (reusable: true) or failed or been abandoned (false): task.lua hands it back. */
+static int c_release_thread(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTHREAD);
+    nh_host_t *h = host(L);
+    lua_State *T = lua_tothread(L, 1);
+    if (T == L) return luaL_error(L, "release_thread: a thread cannot release itself");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->threads_ref);
+    lua_pushvalue(L, 1);
+    lua_rawget(L, -2);
+    int ours = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    if (!ours) return luaL_error(L, "release_thread: not a dispatcher thread");
+    nh_host_release_thread(h, T, lua_toboolean(L, 2));
+    return 0;
+}
+
 /* ---- time and timers ---- */
 
 static int c_now(lua_State *L) {
@@ -737,6 +754,7 @@ static int open_core(lua_State *L) {
         {"push_many", c_push_many},
         {"now", c_now},
         {"watch_slice", c_watch_slice},
+        {"release_thread", c_release_thread},
         {"advance", c_advance},
         {"timer", c_timer},
         {"run", c_run},

@@ -16,8 +16,20 @@ typedef struct lsession {
     lua_Number uid;
 } lsession_t;
 
+/* The session metatable of the Lua state that registered it last: comparing a userdata's
+ * metatable with it is a pointer compare, where luaL_checkudata looks the name up in the
+ * registry (~150 instructions on every session method, so on every message). Another state's
+ * sessions (two states in one process: tests) take the slow path. */
+static const void *session_mt;
+
 static lsession_t *check(lua_State *L, int idx) {
     nh_watchdog_check(L); /* every session method: a compiled loop calling one is stopped here */
+    lsession_t *u = lua_touserdata(L, idx);
+    if (u && lua_getmetatable(L, idx)) {
+        int ours = lua_topointer(L, -1) == session_mt;
+        lua_pop(L, 1);
+        if (ours) return u;
+    }
     return (lsession_t *)luaL_checkudata(L, idx, SESSION_MT);
 }
 
@@ -259,6 +271,7 @@ int nh_lua_open_session(lua_State *L) {
         {NULL, NULL},
     };
     luaL_newmetatable(L, SESSION_MT);
+    session_mt = lua_topointer(L, -1);
     lua_newtable(L);
     luaL_register(L, NULL, methods);
     lua_pushvalue(L, -1);

@@ -238,7 +238,9 @@ static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
     nh_metrics_message(&h->metrics, NH_MD_IN, m.type);
     if (h->cfg.debug) log_message(s, &m);
     if (h->hooks[NH_HOOK_DISPATCH] == LUA_NOREF) return 0;
-    lua_State *L = h->L;
+    /* On a thread of its own (host.h): the handler may wait without a coroutine.resume in Lua */
+    lua_State *L = nh_host_handler_thread(h);
+    if (!L) return reject_with(s, CLOSE_INTERNAL, "out of memory");
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_DISPATCH]);
     nh_lua_push_session(L, s);
     lua_pushinteger(L, m.type);
@@ -270,7 +272,7 @@ static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
     uint64_t t0 = h->metrics.requests_on && m.type == NH_MSG_REQUEST
                       ? nh_metrics_dispatch_begin(&h->metrics, s->id, m.id)
                       : 0;
-    int failed = nh_host_call_handler(h, 6, 0, "dispatch", s->id, route, route_len) != 0;
+    int failed = nh_host_resume_handler(h, L, 6, "dispatch", s->id, route, route_len) != 0;
     if (t0) nh_metrics_dispatch_end(&h->metrics, &m, t0, failed);
     /* The dispatcher itself failed (the watchdog and the Lua memory limit can strike outside a
      * handler's protection): a request still gets an error response rather than none. JSON, as

@@ -754,7 +754,7 @@ local function handle(h, s, mtype, id, route, payload, flags)
     msg = decoded
   end
   local t = current_task()
-  t.msg_s, t.msg_type, t.msg_id, t.answered, t.watch_route = s, mtype, id, false, route
+  t.msg_s, t.msg_type, t.msg_id, t.answered, t.watch_route, t.msg_sid = s, mtype, id, false, route, false
   local inflight
   if mtype == MSG_REQUEST then
     inflight = S.inflight[s]
@@ -824,7 +824,6 @@ local function handler_done()
   if S.running == 0 and S.grace then stop_now() end
 end
 
-local spawn = task._run -- the task tables of handlers are reused: nobody keeps them
 
 -- A task that handles one message of a concurrent component.
 local function handle_one(h, s, mtype, id, route, payload, flags)
@@ -851,11 +850,12 @@ end
 -- The core's dispatch hook: one message from a session. By default a session's messages are
 -- handled one after another (the next starts when the previous handler has returned, waits
 -- included); a component registered with { concurrent = true } gets a task per message.
+local enter_task = task._enter
 local function dispatch(s, mtype, id, route, payload, flags)
   local h = resolve(route)
   if h and h.concurrent then
-    spawn(handle_one, h, s, mtype, id, route, payload, flags)
-    return
+    enter_task()
+    return handle_one(h, s, mtype, id, route, payload, flags)
   end
   local queues = S.queues
   local q = queues[s]
@@ -865,8 +865,8 @@ local function dispatch(s, mtype, id, route, payload, flags)
   end
   if not q.busy then
     q.busy = true
-    spawn(handle_in_order, q, h, s, mtype, id, route, payload, flags)
-    return
+    enter_task()
+    return handle_in_order(q, h, s, mtype, id, route, payload, flags)
   end
   if q.tail - q.head >= S.session_queue then
     log.warn("session %d: %d messages already wait for a handler; dropping %s %s", s:id(),
