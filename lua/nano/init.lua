@@ -920,9 +920,9 @@ end
 --- nano.on_session_closed(fn): fn(session) after any session's connection is gone.
 function nano.on_session_closed(fn)
   if type(fn) ~= "function" then error("on_session_closed: expected a function", 2) end
-  local cbs = S.closed_cbs
-  cbs[#cbs + 1] = fn
+  S.closed_cbs[#S.closed_cbs + 1] = fn
   scope.record(function() -- made while the script loads: the next reload's callbacks replace it
+    local cbs = S.closed_cbs
     for i = 1, #cbs do
       if cbs[i] == fn then
         table.remove(cbs, i)
