@@ -14,6 +14,8 @@
  * lua_protobuf.c `nano.protobuf_codec`: protocol buffers (core/protobuf.c) for the protobuf
  *               serializers.
  * lua_signal.c  the host's signals (SIGINT/SIGTERM/SIGHUP) into the `signal` hook.
+ * lua_dispatch.c the session events (session.h) as calls of the Lua hooks: handshake, dispatch,
+ *               closed.
  *
  * Every call from C into Lua goes through nh_host_call_lua() (host.c): pcall + traceback + log.
  */
@@ -37,6 +39,16 @@ void nh_lua_on_signal(nh_host_t *h, int what);
 /* transport_ws's route callback (nh_ws_route_fn; ud: the host): hands a plain HTTP request on a
  * WebSocket listener to nano.http.route's router (lua_metrics.c). 1 when a route takes it. */
 int nh_lua_ws_http_route(void *ud, const nh_http_request_t *req);
+/* Ties a Lua state to a host made by nh_host_init (lua_call.c): the registry entries, hooks
+ * (unset), the dispatcher threads, the watchdog; 0. nh_lua_host_detach undoes it after
+ * nh_host_free (whose close callbacks may still call Lua), before lua_close. */
+int nh_lua_host_attach(nh_host_t *h, lua_State *L);
+void nh_lua_host_detach(nh_host_t *h);
+
+/* Points the host's session events (h->events) at the Lua hooks that are set (h->hooks): called
+ * when a hook changes and when Lua first sees a session (whose closed event must then detach
+ * the userdata). */
+void nh_lua_dispatch_install(nh_host_t *h);
 
 /* Pushes the session's userdata, creating it (and its registry ref) on first use. */
 void nh_lua_push_session(lua_State *L, nh_session_t *s);

@@ -87,7 +87,7 @@ static int c_configure(lua_State *L) {
     if (cfg_number(L, "send_limit", 1024, 9e15, &v)) c.send_limit = (size_t)v;
     if (cfg_number(L, "max_conns", 0, 4294967295.0, &v)) c.max_conns = (uint32_t)v;
     cfg_bool(L, "debug", &c.debug);
-    /* watchdog.h: stall time (0 or false: off), abort, exit time (0: never), Lua heap cap */
+    /* lua_watchdog.h: stall time (0 or false: off), abort, exit time (0: never), Lua heap cap */
     lua_getfield(L, 1, "watchdog");
     int watchdog_off = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -148,6 +148,7 @@ static int c_set_hook(lua_State *L) {
     luaL_unref(L, LUA_REGISTRYINDEX, h->hooks[which]);
     lua_settop(L, 2);
     h->hooks[which] = lua_isnil(L, 2) ? LUA_NOREF : luaL_ref(L, LUA_REGISTRYINDEX);
+    nh_lua_dispatch_install(h);
     return 0;
 }
 

@@ -47,8 +47,8 @@ nh_session_t *nh_lua_test_session(lua_State *L, int idx) {
 }
 
 void nh_lua_push_session(lua_State *L, nh_session_t *s) {
-    if (s->lua_ref != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, s->lua_ref);
+    if (s->binding_ref) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->binding_ref);
         return;
     }
     lsession_t *u = lua_newuserdata(L, sizeof *u);
@@ -60,17 +60,18 @@ void nh_lua_push_session(lua_State *L, nh_session_t *s) {
     lua_createtable(L, 0, 0);
     lua_setfenv(L, -2);
     lua_pushvalue(L, -1);
-    s->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    s->binding_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* never 0: luaL_ref counts from 1 */
+    nh_lua_dispatch_install(s->host);                /* its closed event now detaches it */
 }
 
 void nh_lua_session_detach(lua_State *L, nh_session_t *s) {
-    if (s->lua_ref == LUA_NOREF) return;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->lua_ref);
+    if (!s->binding_ref) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->binding_ref);
     lsession_t *u = lua_touserdata(L, -1);
     if (u) u->s = NULL;
     lua_pop(L, 1);
-    luaL_unref(L, LUA_REGISTRYINDEX, s->lua_ref);
-    s->lua_ref = LUA_NOREF;
+    luaL_unref(L, LUA_REGISTRYINDEX, s->binding_ref);
+    s->binding_ref = 0;
 }
 
 static int s_id(lua_State *L) {

@@ -7,7 +7,7 @@
  * One behaviour per case, each on a fresh Lua state and watchdog. `test_watchdog NAME` runs one
  * case (CTest has an entry per case: unit_test_watchdog.NAME, found through the NH_CASE lines);
  * with no name every case runs, each reported by name. */
-#include "watchdog.h"
+#include "lua_watchdog.h"
 
 #include <signal.h>
 #include <stdio.h>
