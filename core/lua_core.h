@@ -5,7 +5,7 @@
  *                 opens the module (nh_lua_open) and adds the parts below to it
  *   lua_listen.c  listen, unlisten, listener_tls; transport_ws's origin check
  *   lua_timer.c   now, hrtime, advance, timer (class `nano.core.timer`), stop_timers
- *   lua_fs.c      watch, scandir (lua_fs.h)
+ *   lua_fs.c      watch, scandir (class `nano.core.watcher`; lua_fs.h)
  *
  * Naming, in these files: c_<name> is the module function <name>; <class>_<method> is a method
  * of a class (timer_stop); nh_lua_core_<part>(L) adds a part's functions to the module table on
