@@ -16,11 +16,11 @@ typedef struct lua_State lua_State;
 
 #include "buffer.h"
 #include "console.h"
+#include "lua_watchdog.h"
 #include "metrics.h"
 #include "metrics_http.h"
 #include "session.h"
 #include "timer.h"
-#include "watchdog.h"
 
 /* host.h names conn's types without including conn.h: the layers above the transports
  * (session.c) see no connection. */
@@ -36,7 +36,7 @@ typedef struct nh_config {
     size_t send_limit;             /* bytes queued per connection before it is cut off */
     uint32_t max_conns;            /* connections beyond this are refused (closed at accept) */
     int debug;                     /* log every message; error text to clients */
-    nh_watchdog_config_t watchdog; /* stuck calls and the Lua memory limit (watchdog.h) */
+    nh_watchdog_config_t watchdog; /* stuck calls and the Lua memory limit (lua_watchdog.h) */
 } nh_config_t;
 
 /* Lua functions the core calls (registry refs; LUA_NOREF when unset). See lua_host.c. */
@@ -100,7 +100,11 @@ struct nh_host {
     int signals_on;
     nh_host_signal_cb on_signal;
     uint64_t sweep_period;
-    nh_watchdog_t *watchdog;         /* NULL if its thread could not start */
+    nh_watchdog_t *watchdog; /* NULL if its thread could not start */
+    /* Set by the Lua side (lua_call.c) when a Lua state is attached: each loop turn, and after
+     * the configuration changed (the watchdog's). NULL without Lua. */
+    void (*on_turn)(nh_host_t *h);
+    void (*on_config_changed)(nh_host_t *h);
     nh_metrics_t metrics;            /* counters for /metrics (metrics.h) */
     nh_metrics_http_t *metrics_http; /* nano.listen_metrics' listener, or NULL */
     nh_console_t *console;           /* the admin console's socket (console.h), or NULL */
@@ -122,11 +126,11 @@ struct nh_host {
     uint8_t sealbuf[16384]; /* TLS: a flush's small segments gathered into one record */
 };
 
-/* Fills defaults and opens the loop handles. The caller owns L (created before); NULL makes a
- * host without Lua (C unit tests, which set h->events themselves: no hooks, no watchdog).
- * Returns 0, or a negative uv error with nothing left open (close callbacks may still be
- * pending: run the loop before closing it). */
-int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L);
+/* Fills defaults and opens the loop handles. The host knows nothing of Lua: nh_lua_host_attach
+ * (lua_binding.h) ties a Lua state to it afterwards; without one (C unit tests, which set
+ * h->events themselves) there are no hooks and no watchdog. Returns 0, or a negative uv error
+ * with nothing left open (close callbacks may still be pending: run the loop before closing it). */
+int nh_host_init(nh_host_t *h, uv_loop_t *loop);
 /* Watches SIGINT/SIGTERM (cb gets NH_SIGNAL_SHUTDOWN) and SIGHUP (NH_SIGNAL_RELOAD), each
  * logged first; a stop signal while the host is stopping already ends the process
  * (stop_signal.h). The host binary does, in-process tests don't. Returns 0 or a negative uv

@@ -290,10 +290,9 @@ static int same_shape(const nh_metrics_family_t *f, int kind, const char *const 
     return 1;
 }
 
-/* host: the family is one of the host's own (nano_*), counted on the Lua side. */
-static int family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
+static int family_add(nh_metrics_t *m, int core, const char *name, const char *help, int kind,
                       const char *const *labels, int nlabels, const double *bounds, int nbounds,
-                      int host, nh_metrics_family_t **out) {
+                      nh_metrics_family_t **out) {
     if (!valid_name(name, 0) || nlabels < 0 || nlabels > NH_METRICS_MAX_LABELS) return -EINVAL;
     for (int i = 0; i < nlabels; i++) {
         if (!valid_name(labels[i], 1)) return -EINVAL;
@@ -306,7 +305,7 @@ static int family_add(nh_metrics_t *m, const char *name, const char *help, int k
         for (int i = 0; i < nbounds; i++)
             if (!isfinite(bounds[i]) || (i && bounds[i] <= bounds[i - 1])) return -EINVAL;
     }
-    if ((strncmp(name, "nano_", 5) == 0) != host) return -EEXIST; /* the host's own prefix */
+    if ((strncmp(name, "nano_", 5) == 0) != core) return -EEXIST; /* the core's own prefix */
     nh_metrics_family_t **tail = &m->families;
     for (nh_metrics_family_t *f = m->families; f; f = f->next) {
         if (strcmp(f->name, name) == 0) {
@@ -350,24 +349,21 @@ static int family_add(nh_metrics_t *m, const char *name, const char *help, int k
 int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
                           const char *const *labels, int nlabels, const double *bounds, int nbounds,
                           nh_metrics_family_t **out) {
-    return family_add(m, name, help, kind, labels, nlabels, bounds, nbounds, 0, out);
+    return family_add(m, 0, name, help, kind, labels, nlabels, bounds, nbounds, out);
 }
 
-int nh_metrics_host_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
+int nh_metrics_core_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
                                const char *const *labels, int nlabels, const double *bounds,
                                int nbounds, nh_metrics_family_t **out) {
-    return family_add(m, name, help, kind, labels, nlabels, bounds, nbounds, 1, out);
+    return family_add(m, 1, name, help, kind, labels, nlabels, bounds, nbounds, out);
 }
 
-int nh_metrics_family_series(nh_metrics_family_t *f, const char *const *values, int *index) {
+int nh_metrics_family_series(nh_metrics_family_t *f, const char *const *values) {
     for (int i = 0; i < f->nseries; i++) {
         int k = 0;
         while (k < f->nlabels && strcmp(f->series[i].values[k], values[k]) == 0)
             k++;
-        if (k == f->nlabels) {
-            *index = i;
-            return 0;
-        }
+        if (k == f->nlabels) return i;
     }
     if (f->nseries >= NH_METRICS_MAX_SERIES) return -ENOSPC;
     if (f->nseries == f->cap) {
@@ -388,17 +384,26 @@ int nh_metrics_family_series(nh_metrics_family_t *f, const char *const *values, 
             return -ENOMEM;
         }
     }
-    struct series *s = &f->series[f->nseries];
+    struct series *s = &f->series[f->nseries++];
     memset(s, 0, sizeof *s);
     s->values = vals;
     if (f->kind == NH_KIND_HISTOGRAM) nh_histogram_init(&s->hg, f->bounds, f->nbounds);
-    *index = f->nseries++;
-    return 0;
+    return f->nseries - 1;
 }
 
-int nh_metrics_family_update_at(nh_metrics_family_t *f, int index, int set, double v) {
-    if (index < 0 || index >= f->nseries) return -EINVAL;
-    struct series *s = &f->series[index];
+void nh_metrics_family_bump(nh_metrics_family_t *f, int i, double v) {
+    if (i < 0 || i >= f->nseries) return;
+    struct series *s = &f->series[i];
+    if (f->kind == NH_KIND_HISTOGRAM)
+        nh_histogram_observe(&s->hg, v);
+    else
+        s->v += v;
+}
+
+int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, int set, double v) {
+    int i = nh_metrics_family_series(f, values);
+    if (i < 0) return i;
+    struct series *s = &f->series[i];
     if (f->kind == NH_KIND_HISTOGRAM)
         nh_histogram_observe(&s->hg, v);
     else if (set)
@@ -406,13 +411,6 @@ int nh_metrics_family_update_at(nh_metrics_family_t *f, int index, int set, doub
     else
         s->v += v;
     return 0;
-}
-
-int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, int set, double v) {
-    int index;
-    int r = nh_metrics_family_series(f, values, &index);
-    if (r) return r;
-    return nh_metrics_family_update_at(f, index, set, v);
 }
 
 /* ---- rendering ---- */

@@ -160,23 +160,23 @@ enum nh_metrics_kind { NH_KIND_COUNTER, NH_KIND_GAUGE, NH_KIND_HISTOGRAM };
 int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
                           const char *const *labels, int nlabels, const double *bounds, int nbounds,
                           nh_metrics_family_t **out);
-/* The same for the host's own series that its Lua side counts (cluster RPCs, storage clients,
- * the HTTP client: lua/nano/metrics.lua): the name must start with "nano_", which
- * nh_metrics_family_add refuses (-EEXIST either way round). */
-int nh_metrics_host_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
-                               const char *const *labels, int nlabels, const double *bounds,
-                               int nbounds, nh_metrics_family_t **out);
 int nh_metrics_family_kind(const nh_metrics_family_t *f);
 int nh_metrics_family_nlabels(const nh_metrics_family_t *f);
 /* Adds to (counter, gauge), sets (gauge) or observes (histogram) the series with these label
  * values (nlabels of them). -ENOSPC past NH_METRICS_MAX_SERIES series. */
 int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, int set, double v);
-/* The same in two steps, for a caller that updates one series often (lua/nano/metrics.lua's
- * host series): the series' index (created if new; -ENOSPC past the limit), then updates by
- * index with no label comparison (-EINVAL for an index the family does not have). An index
- * stays valid as long as the family. */
-int nh_metrics_family_series(nh_metrics_family_t *f, const char *const *values, int *index);
-int nh_metrics_family_update_at(nh_metrics_family_t *f, int index, int set, double v);
+
+/* The core's own families kept by Lua modules (cluster RPCs, storage queries, the HTTP client):
+ * as nh_metrics_family_add, but the name must start with nano_. */
+int nh_metrics_core_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
+                               const char *const *labels, int nlabels, const double *bounds,
+                               int nbounds, nh_metrics_family_t **out);
+/* The index of the series with these label values, created when new (a negative error as
+ * nh_metrics_family_update). An index stays valid for the family's life, so a hot path looks its
+ * series up once and then bumps by index: adds v (counter, gauge) or observes it (histogram). An
+ * index out of range is ignored. */
+int nh_metrics_family_series(nh_metrics_family_t *f, const char *const *values);
+void nh_metrics_family_bump(nh_metrics_family_t *f, int i, double v);
 
 /* ---- rendering ---- */
 typedef struct nh_strbuf {

@@ -1,5 +1,5 @@
 /* conn.c under a transport of the test's own, with no session and no Lua: a real listener on
- * loopback, a libuv client, a host made without Lua (nh_host_init with L NULL), virtual time for
+ * loopback, a libuv client, a host with no Lua state attached, virtual time for
  * the sweep. conn reports opened, bytes, draining, closing and gone to its transport, frames
  * through its frame_header, closes after flush once drained, enforces the close deadline of a
  * peer that does not read in its own sweep, cuts a connection off past the send limit, and closes
@@ -271,7 +271,7 @@ static void test_close_all_closes_connections_without_a_session(void) {
 
 int main(void) {
     nh_log_set_level(NH_LOG_ERROR); /* the send limit logs a warning by design */
-    if (uv_loop_init(&loop) != 0 || nh_host_init(&host, &loop, NULL) != 0) return 2;
+    if (uv_loop_init(&loop) != 0 || nh_host_init(&host, &loop) != 0) return 2;
     start_listener();
     test_bytes_reach_the_transport();
     test_packets_framed_by_the_transport();

@@ -1,4 +1,4 @@
-/* session.c with no Lua state and no socket: a host made without Lua (nh_host_init with L NULL)
+/* session.c with no Lua state and no socket: a host with no Lua state attached
  * and a transport in memory under the session's link, which decodes what the session sends with
  * the real packet decoder and reports closing and gone back as conn's transports do. Time is
  * virtual (nh_timers_advance drives the host's sweep), and the events that go up (handshake,
@@ -382,7 +382,7 @@ static void test_failed_handshake_event_closes_with_server_error(void) {
 
 int main(void) {
     nh_log_set_level(NH_LOG_ERROR); /* the closes above log warnings by design */
-    if (uv_loop_init(&loop) != 0 || nh_host_init(&host, &loop, NULL) != 0) return 2;
+    if (uv_loop_init(&loop) != 0 || nh_host_init(&host, &loop) != 0) return 2;
     test_handshake_answered_then_ack_starts_work();
     test_data_before_ack_closes_with_protocol_error();
     test_bad_packets_close_with_their_codes();

@@ -20,13 +20,13 @@ local nats = require "nano.nats_core"
 local task = require "nano.task"
 local json = require "nano.json"
 local metrics = require "nano.metrics"
+local clock = metrics.clock
 
 local type, pairs, ipairs, tostring, tonumber, setmetatable, next, pcall, xpcall =
   type, pairs, ipairs, tostring, tonumber, setmetatable, next, pcall, xpcall
 local str_format, str_find, str_match, str_sub = string.format, string.find, string.match, string.sub
 local traceback = debug.traceback
 local random = math.random
-local clock, rpc_done, forward_done = metrics.clock, metrics.rpc_done, metrics.forward_done
 
 local M = {}
 
@@ -51,11 +51,16 @@ function M.attach(nano)
     return h, str_sub(data, nl + 1)
   end
 
+  -- envelopes by direction and kind (nano_cluster_messages_total), RPCs (nano_cluster_rpc_*):
+  -- defined by nano.cluster, so that a host without a cluster shows none of these series
+  local count_msg, count_rpc, count_fwd
+
   local function send(to, h, body)
     if not C or not C.link then return nil, "not in a cluster" end
     h.from = C.id
     local ok, err = C.link:publish("nano.srv." .. to, encode(h, body))
     if not ok then return nil, err end
+    count_msg("out", h.k)
     return true
   end
 
@@ -102,7 +107,6 @@ function M.attach(nano)
       if h.op == "hello" then announce("beat") end -- the newcomer learns about us at once
     end
     m.type, m.gate, m.last = h.type, h.gate, core.now()
-    if type(h.type) == "string" then C.types[h.type] = true end
     if h.routes then
       local set = {}
       for _, r in ipairs(h.routes) do set[r] = true end
@@ -117,36 +121,17 @@ function M.attach(nano)
   -- the calls past their deadline, so a timeout is late by at most that.
   local CALL_TICK = 0.05
 
-  -- A series' target label: a server type some member announced, else "unknown" (a forwarded
-  -- route names its type, and a client can send any route).
-  local function type_label(t)
-    if t and C.types[t] then return t end
-    return "unknown"
-  end
-
-  -- kind: "rpc" or "fwd" (a forwarded request), for /metrics; ttype: the target's server type
-  local function new_call(target, done, timeout, kind, ttype)
+  local function new_call(target, done, timeout)
     C.next_cid = C.next_cid + 1
     local cid = C.next_cid
-    C.calls[cid] = { target = target, done = done, deadline = core.now() + timeout, timeout = timeout,
-      kind = kind, ttype = ttype, t0 = clock() }
+    C.calls[cid] = { target = target, done = done, deadline = core.now() + timeout, timeout = timeout }
     return cid
   end
 
-  local function count_call(call, outcome)
-    if call.kind == "rpc" then
-      rpc_done(call.ttype, outcome, call.t0)
-    else
-      forward_done(call.ttype, outcome, call.t0)
-    end
-  end
-
-  -- outcome: ok, error, timeout, unavailable (/metrics)
-  local function finish_call(cid, outcome, ...)
+  local function finish_call(cid, ...)
     local call = C.calls[cid]
     if not call then return end
     C.calls[cid] = nil
-    count_call(call, outcome)
     call.done(...)
   end
 
@@ -155,7 +140,8 @@ function M.attach(nano)
     local now = core.now()
     for cid, call in pairs(C.calls) do
       if now >= call.deadline then
-        finish_call(cid, "timeout", nil, { code = 503, msg = str_format("no answer from %s within %g s", call.target, call.timeout) })
+        finish_call(cid, nil, { code = 503, msg = str_format("no answer from %s within %g s", call.target, call.timeout) },
+          "timeout")
       end
     end
   end
@@ -164,7 +150,7 @@ function M.attach(nano)
     C.members[id] = nil
     log[level or "warn"]("cluster: %s", why)
     for cid, call in pairs(C.calls) do
-      if call.target == id then finish_call(cid, "unavailable", nil, { code = 503, msg = why }) end
+      if call.target == id then finish_call(cid, nil, { code = 503, msg = why }) end
     end
     for _, bound in pairs(C.bindings) do
       for t, bid in pairs(bound) do
@@ -174,7 +160,7 @@ function M.attach(nano)
   end
 
   local function fail_all(why)
-    for cid in pairs(C.calls) do finish_call(cid, "unavailable", nil, { code = 503, msg = why }) end
+    for cid in pairs(C.calls) do finish_call(cid, nil, { code = 503, msg = why }) end
   end
 
   -- ---------------------------------------------------------------------------------------------
@@ -213,25 +199,32 @@ function M.attach(nano)
     end
     local t0 = clock()
     local id = C.members[target] and target or pick(target)
+    -- counted by the target's type (a bounded set), never by the id or type the caller named
     if not id then
-      rpc_done(type_label(target), "unavailable", t0)
+      count_rpc("none", "unavailable", t0)
       return nil, "no server of type or id '" .. target .. "'"
     end
-    local ttype = type_label(C.members[id].type)
+    local ttype = tostring(C.members[id].type)
     local ok, body = pcall(serializer().marshal, payload)
     if not ok then
-      rpc_done(ttype, "error", t0)
+      count_rpc(ttype, "error", t0)
       return nil, "cannot serialize: " .. tostring(body)
     end
     local timeout = opts and opts.timeout or C.timeout
+    local outcome = "ok"
     local res, err = task.await("nano.rpc", function(resume)
-      local cid = new_call(id, function(r, e)
-        if e then return resume(nil, e) end
+      local cid = new_call(id, function(r, e, why)
+        if e then
+          -- a code 503 is the cluster's own (no member, member gone, leaving); others the handler's
+          outcome = why or (type(e) == "table" and e.code == 503 and "unavailable") or "error"
+          return resume(nil, e)
+        end
         return resume(r)
-      end, timeout, "rpc", ttype)
+      end, timeout)
       local sent, why = send(id, { k = "rpc", cid = cid, r = route }, body)
-      if not sent then finish_call(cid, "unavailable", nil, { code = 503, msg = why }) end
+      if not sent then finish_call(cid, nil, { code = 503, msg = why }) end
     end)
+    count_rpc(ttype, outcome, t0)
     if err then return nil, type(err) == "table" and (tostring(err.msg) .. " (" .. tostring(err.code) .. ")") or err end
     return res
   end
@@ -466,10 +459,10 @@ function M.attach(nano)
   end
 
   local function on_rpc_result(h, body)
-    if h.err then return finish_call(h.cid, "error", nil, h.err) end
+    if h.err then return finish_call(h.cid, nil, h.err) end
     local ok, res = pcall(serializer().unmarshal, body)
-    if not ok then return finish_call(h.cid, "error", nil, { code = 500, msg = "result does not decode" }) end
-    finish_call(h.cid, "ok", res)
+    if not ok then return finish_call(h.cid, nil, { code = 500, msg = "result does not decode" }) end
+    finish_call(h.cid, res)
   end
 
   -- ---------------------------------------------------------------------------------------------
@@ -493,7 +486,8 @@ function M.attach(nano)
       bound[t] = member
     end
     if not member then
-      forward_done(type_label(t), "unavailable", mtype == MSG_REQUEST and clock() or nil)
+      -- "none", never t: a client can send a route naming any type
+      count_fwd("none", "unavailable", mtype == MSG_REQUEST and clock() or nil)
       if mtype == MSG_REQUEST then
         core.respond(s, id, json.marshal({ code = 503, msg = "no server of type " .. t }), true)
       end
@@ -508,17 +502,20 @@ function M.attach(nano)
     end
     seen[member] = true
     local h = { k = "fwd", sid = s:id(), uid = s:uid(), st = s:state(), t = mtype, mid = id, r = short }
+    local ttype = tostring(C.members[member].type)
     if mtype == MSG_REQUEST then
-      h.cid = new_call(member, function(_, err)
-        if err then core.respond(s, id, json.marshal(err), true) end
-      end, C.timeout, "fwd", type_label(t))
+      local t0 = clock()
+      h.cid = new_call(member, function(_, err, why)
+        if err then
+          count_fwd(ttype, why or (type(err) == "table" and err.code == 503 and "unavailable") or "error", t0)
+          core.respond(s, id, json.marshal(err), true)
+        end
+      end, C.timeout)
+      C.calls[h.cid].fwd = { ttype, t0 } -- counted when the response comes (session_ops.resp)
     end
     local ok, err = send(member, h, payload)
-    if not h.cid then
-      forward_done(type_label(t), ok and "notify" or "unavailable")
-    elseif not ok then
-      finish_call(h.cid, "unavailable", nil, { code = 503, msg = err })
-    end
+    if not ok and h.cid then finish_call(h.cid, nil, { code = 503, msg = err }) end
+    if not h.cid then count_fwd(ttype, ok and "notify" or "unavailable") end
     return true
   end
   nano._forward = forward
@@ -529,7 +526,7 @@ function M.attach(nano)
       local call = h.cid and C.calls[h.cid]
       if call then
         C.calls[h.cid] = nil
-        count_call(call, h.err and "error" or "ok")
+        if call.fwd then count_fwd(call.fwd[1], h.err and "error" or "ok", call.fwd[2]) end
       end
       core.respond(s, h.mid, body, h.err and true or false)
     end,
@@ -577,6 +574,7 @@ function M.attach(nano)
       return
     end
     if subject == "nano.ctl" then return on_ctl(h) end
+    count_msg("in", h.k)
     local fn = handlers[h.k]
     if not fn then
       log.warn("cluster: unknown message kind %s from %s", tostring(h.k), tostring(h.from))
@@ -640,10 +638,14 @@ function M.attach(nano)
     C = {
       id = id, type = opts.type, url = opts.nats or "nats://127.0.0.1:4222",
       heartbeat = opts.heartbeat or 1, dead_after = opts.dead_after or 3, timeout = opts.timeout or 5,
-      members = {}, types = {}, calls = {}, next_cid = 0, routers = {},
+      members = {}, calls = {}, next_cid = 0, routers = {},
       bindings = setmetatable({}, { __mode = "k" }), seen = setmetatable({}, { __mode = "k" }),
       by_sid = setmetatable({}, { __mode = "v" }), remote = {}, slow = 0,
     }
+    count_msg = count_msg or metrics._cluster_messages({ "fwd", "rpc", "rpcres", "resp", "push",
+      "kick", "close", "bind", "set", "closed", "gpush" })
+    count_rpc = count_rpc or metrics._rpc_recorder()
+    count_fwd = count_fwd or metrics._forward_recorder()
     local link, err = nats.connect(C.url, id, on_msg, on_event, opts.max_queue)
     if not link then
       C = nil
@@ -652,7 +654,6 @@ function M.attach(nano)
     C.link = link
     subscribe_all()
     C.members[id] = { id = id, type = C.type, last = core.now() }
-    C.types[C.type] = true
     C.timer = core.timer(C.heartbeat, C.heartbeat, sweep)
     C.call_timer = core.timer(CALL_TICK, CALL_TICK, expire_calls)
     if not link:connected() then

@@ -9,14 +9,12 @@
 -- A 4xx or 5xx is a response (check res.status); nil, err is for what gave no response: a
 -- refused connection, DNS, TLS, a timeout, a response over max_response (16 MiB by default).
 -- Redirects are not followed unless redirects = true (or a number: the most to follow).
--- Each request counts in /metrics: nano_http_client_requests_total{method,outcome} and
--- nano_http_client_request_seconds{method} (docs/operating.md).
 local core = require "nano.http_core"
 local task = require "nano.task"
 local metrics = require "nano.metrics"
+local clock = metrics.clock
 
 local type, pairs = type, pairs
-local clock, http_done = metrics.clock, metrics.http_done
 
 local M = {}
 
@@ -27,10 +25,11 @@ function M.request(opts)
   if type(opts.url) ~= "string" then error("http.request: url is required", 2) end
   local t0 = clock()
   local res, err = task.await("nano.http.request", function(resume)
-    local id, rerr = core.request(opts, function(r, e) resume(r, e) end)
-    if not id then resume(nil, rerr) end
+    local id, err = core.request(opts, function(r, e) resume(r, e) end)
+    if not id then resume(nil, err) end
   end)
-  http_done(opts.method or "GET", res and res.status, t0)
+  M._rec = M._rec or metrics._http_recorder()
+  M._rec(opts.method or "GET", res and res.status, t0)
   return res, err
 end
 

@@ -91,135 +91,189 @@ function M.histogram(name, help, labels, buckets)
 end
 
 -- ---------------------------------------------------------------------------------------------
--- The host's own series counted on the Lua side (docs/operating.md, "Metrics"): the cluster's
--- RPCs and forwarded requests, the storage clients' queries, the HTTP client's requests.
--- Label values come from fixed lists or the game's own code (a client kind, a name given to
--- nano.redis.connect...), never from a query's text or what a client sent.
---
--- Cost per call: two clock reads (start, end) and two updates by series index (no label
--- strings cross into C, no label comparison; the end's clock read and both updates are one C
--- call, mc.done); the indexes are looked up once per label set and kept in a Calls object (one
--- per client, per target type, per method). FFI calls instead of the C API measured worse
--- (callgrind: about 3,000 more instructions per db:exec; this code runs interpreted, where an
--- FFI call costs more than a lua_CFunction).
+-- The core's own series kept by Lua modules: cluster RPCs (cluster.lua), storage queries
+-- (sqlite.lua, redis.lua, pg.lua), the HTTP client (http.lua). docs/operating.md lists them.
+-- Each module looks its series up once (a label set is fixed when a client is made, or is one of
+-- a few outcomes) and then bumps them by index: per call one clock read at each end and two C
+-- calls with numbers only. Label values never come from a query text or a client.
 
-local hrtime = require("nano.core").hrtime
-local mc_series, mc_done = mc.series, mc.done
+local clock = mc.clock -- uv_hrtime in seconds, as nano.core's hrtime
+M.clock = clock
+local record = mc.record -- (counter, i, histogram, j, t0): counts one, observes clock() - t0
 
---- The clock the host's series time calls with (a monotonic real clock, seconds).
-M.clock = hrtime
+-- the same as the core's handler latency (core/metrics.c): half a millisecond to ten seconds
+local LATENCY = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
 
--- Sub-millisecond first buckets: an SQLite statement or a loopback round trip takes about 0.1 ms.
-M.CALL_BUCKETS = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+local core_families = {}
 
-local SHAPES = {
-  cluster_rpc = {
-    total = "nano_cluster_rpc_total", seconds = "nano_cluster_rpc_seconds", labels = { "target" },
-    help_total = "nano.rpc calls made by this server, by target server type and outcome (ok, "
-      .. "error: the handler failed, timeout, unavailable: no server of that type or it left).",
-    help_seconds = "nano.rpc call time until its result or error, by target server type.",
-  },
-  cluster_forwarded = {
-    total = "nano_cluster_forwarded_total", seconds = "nano_cluster_forwarded_seconds",
-    labels = { "target" },
-    help_total = "Client messages this gate forwarded to a backend, by backend server type and "
-      .. "outcome (requests: ok, error, timeout, unavailable; notifications: notify, unavailable).",
-    help_seconds = "Forwarded request time until the backend's response, by backend server type.",
-  },
-  storage = {
-    total = "nano_storage_queries_total", seconds = "nano_storage_query_seconds",
-    labels = { "client", "name" },
-    help_total = "Storage calls (db:exec, pg:query, tx:query, r:call), by client kind (sqlite, pg, "
-      .. "redis), the name given to the client (\"default\" if none) and outcome (ok, error).",
-    help_seconds = "Storage call time, queueing for a connection included, by client kind and name.",
-  },
-  http_client = {
-    total = "nano_http_client_requests_total", seconds = "nano_http_client_request_seconds",
-    labels = { "method" },
-    help_total = "Requests made with nano.http, by method (GET, POST, ...; other) and outcome "
-      .. "(the status class 1xx..5xx, or error: no response).",
-    help_seconds = "nano.http request time until the response or the error, by method.",
-  },
-}
-
-local families = {} -- shape -> { total = handle, seconds = handle }, defined on first use
-
-local function host_families(shape)
-  local f = families[shape]
-  if f then return f end
-  local sh = SHAPES[shape]
-  local with_outcome = {}
-  for i, l in ipairs(sh.labels) do with_outcome[i] = l end
-  with_outcome[#with_outcome + 1] = "outcome"
-  f = {
-    total = mc.family(sh.total, sh.help_total, "counter", with_outcome, nil, true),
-    seconds = mc.family(sh.seconds, sh.help_seconds, "histogram", sh.labels, M.CALL_BUCKETS, true),
-  }
-  families[shape] = f
+local function core_family(kind, name, help, labels, buckets)
+  local f = core_families[name]
+  if not f then
+    f = { handle = mc.core_family(name, help, kind, labels, buckets), index = {} }
+    core_families[name] = f
+  end
   return f
 end
 
--- The series of one label set (a client, a target type, a method): calls:done(outcome, t0).
-local Calls = {}
-Calls.__index = Calls
-
-local function calls(shape, a, b)
-  local f = host_families(shape)
-  -- nil past a family's series limit (the game named clients without end): not counted then
-  local si = b == nil and mc_series(f.seconds, a) or mc_series(f.seconds, a, b)
-  return setmetatable({ total = f.total, seconds = f.seconds, a = a, b = b, si = si or false,
-    outcomes = {} }, Calls)
-end
-
---- One call: total{..., outcome} += 1; seconds{...} observes the time since t0 (not when t0 is
---- nil: a notification has no answer to wait for).
-function Calls:done(outcome, t0)
-  local i = self.outcomes[outcome]
+-- the series' index, or false past the family's series limit (then nothing is counted)
+local function series_of(f, key, ...)
+  local i = f.index[key]
   if i == nil then
-    local total = self.total
-    if self.b == nil then i = mc_series(total, self.a, outcome) else i = mc_series(total, self.a, self.b, outcome) end
-    i = i or false
-    self.outcomes[outcome] = i
+    i = mc.series(f.handle, ...) or false
+    f.index[key] = i
   end
-  mc_done(self.total, i, self.seconds, self.si, t0)
+  return i
 end
 
-local by_target = { cluster_rpc = {}, cluster_forwarded = {} }
+local bump = mc.bump
 
--- The Calls of a target server type ("unknown" when no member announced it: cluster.lua).
-local function target_calls(shape, target)
-  local c = by_target[shape][target]
-  if not c then
-    c = calls(shape, target)
-    by_target[shape][target] = c
-  end
-  return c
+local function bumper(f, i)
+  if not i then return function() end end
+  local h = f.handle
+  return function(v) bump(h, i, v) end
 end
 
---- One nano.rpc call (target: a server type or "unknown"; outcome: ok, error, timeout, unavailable).
-function M.rpc_done(target, outcome, t0) target_calls("cluster_rpc", target):done(outcome, t0) end
+local STORAGE_OUTCOMES = { "ok", "error" }
 
---- One forwarded client message (t0 nil for a notification).
-function M.forward_done(target, outcome, t0) target_calls("cluster_forwarded", target):done(outcome, t0) end
+--- A storage client's recorder: rec(t0, ok) after each query, t0 = metrics.clock() before it.
+--- kind: "sqlite" | "redis" | "pg"; name: the client's name (opts.name), "default" without one.
+function M._storage(kind, name)
+  local q = core_family("counter", "nano_storage_queries_total",
+    "Storage queries (db:exec, r:call, pg:query) by client kind, client name and outcome.",
+    { "client", "name", "outcome" })
+  local s = core_family("histogram", "nano_storage_query_seconds",
+    "Storage query latency as the caller waits for it (queueing included), by client.",
+    { "client", "name" }, LATENCY)
+  local key = kind .. "\0" .. name
+  local out = {}
+  for _, o in ipairs(STORAGE_OUTCOMES) do out[o] = series_of(q, key .. "\0" .. o, kind, name, o) end
+  -- past a family's series limit a series is false: its handle is nil too, and record skips it
+  local ok_i, err_i, s_i = out.ok, out.error, series_of(s, key, kind, name)
+  local okh, errh, sh = ok_i and q.handle, err_i and q.handle, s_i and s.handle
+  ok_i, err_i, s_i = ok_i or 0, err_i or 0, s_i or 0
+  return function(t0, ok)
+    if ok then record(okh, ok_i, sh, s_i, t0) else record(errh, err_i, sh, s_i, t0) end
+  end
+end
 
---- A storage client's series: client kind ("sqlite", "pg", "redis") and the name the game gave
---- it; calls:done(failed and "error" or "ok", t0) once per call.
-function M.storage_calls(client, name) return calls("storage", client, name) end
+--- the name in a client's options (a short plain word), "default" without one | nil, err
+function M._client_name(opts, what)
+  local name = opts and opts.name
+  if name == nil then return "default" end
+  if type(name) ~= "string" or not name:match("^[%w_.%-]+$") or #name > 64 then
+    return nil, what .. ": opts.name must be 1 to 64 letters, digits, '_', '.' or '-'"
+  end
+  return name
+end
 
-local METHODS = { GET = true, HEAD = true, POST = true, PUT = true, PATCH = true, DELETE = true,
+local RPC_OUTCOMES = { ok = true, error = true, timeout = true, unavailable = true }
+
+--- cluster RPCs: rpc(target_type, outcome, t0); outcome ok | error | timeout | unavailable
+function M._rpc_recorder()
+  local c = core_family("counter", "nano_cluster_rpc_total",
+    "nano.rpc calls by target server type and outcome (ok, error, timeout, unavailable).",
+    { "target", "outcome" })
+  local s = core_family("histogram", "nano_cluster_rpc_seconds",
+    "nano.rpc latency by target server type, failed calls included.", { "target" }, LATENCY)
+  local by = {} -- target -> outcome -> { counter handle, index, histogram handle, index }
+  return function(target, outcome, t0)
+    local t = by[target]
+    if not t then
+      t = {}
+      local j = series_of(s, target, target)
+      for o in pairs(RPC_OUTCOMES) do
+        local i = series_of(c, target .. "\0" .. o, target, o)
+        t[o] = { i and c.handle, i or 0, j and s.handle, j or 0 }
+      end
+      by[target] = t
+    end
+    local r = t[outcome]
+    record(r[1], r[2], r[3], r[4], t0)
+  end
+end
+
+local FORWARD_OUTCOMES = { ok = true, error = true, timeout = true, unavailable = true, notify = true }
+
+--- client messages a gate forwarded: fwd(target_type, outcome, t0); outcome ok | error | timeout |
+--- unavailable for requests (t0: when it was forwarded), notify | unavailable for notifications
+--- (t0 nil: nothing is waited for, so no latency is observed)
+function M._forward_recorder()
+  local c = core_family("counter", "nano_cluster_forwarded_total",
+    "Client messages this gate forwarded to a backend, by backend server type and outcome "
+      .. "(requests: ok, error, timeout, unavailable; notifications: notify, unavailable).",
+    { "target", "outcome" })
+  local s = core_family("histogram", "nano_cluster_forwarded_seconds",
+    "Forwarded requests' time until the backend's response, by backend server type.",
+    { "target" }, LATENCY)
+  local by = {} -- target -> outcome -> { counter handle, index, histogram handle, index }
+  return function(target, outcome, t0)
+    local t = by[target]
+    if not t then
+      t = {}
+      local j = series_of(s, target, target)
+      for o in pairs(FORWARD_OUTCOMES) do
+        local i = series_of(c, target .. "\0" .. o, target, o)
+        t[o] = { i and c.handle, i or 0, j and s.handle, j or 0 }
+      end
+      by[target] = t
+    end
+    local r = t[outcome]
+    if t0 then
+      record(r[1], r[2], r[3], r[4], t0)
+    elseif r[1] then
+      bump(r[1], r[2], 1)
+    end
+  end
+end
+
+--- cluster envelopes: msg(direction, kind) with kind one of a fixed set (else "other")
+function M._cluster_messages(kinds)
+  local c = core_family("counter", "nano_cluster_messages_total",
+    "Cluster envelopes sent and received, by direction and kind (fwd: a forwarded client "
+      .. "message, rpc/rpcres: an RPC and its result, push/resp/kick...: a backend's session "
+      .. "operation, grp: a group broadcast).",
+    { "direction", "kind" })
+  local by = { out = {}, ["in"] = {} }
+  for dir, t in pairs(by) do
+    for _, k in ipairs(kinds) do t[k] = bumper(c, series_of(c, dir .. k, dir, k)) end
+    t.other = bumper(c, series_of(c, dir .. "\0other", dir, "other"))
+  end
+  return function(dir, kind)
+    local t = by[dir]
+    local f = t[kind] or t.other
+    f(1)
+  end
+end
+
+local HTTP_METHODS = { GET = true, POST = true, PUT = true, DELETE = true, PATCH = true, HEAD = true,
   OPTIONS = true }
-local CLASSES = { "1xx", "2xx", "3xx", "4xx", "5xx" }
-local by_method = {}
 
---- One nano.http request: its method (any other than the standard ones is "other") and status.
-function M.http_done(method, status, t0)
-  local m = METHODS[method] and method or "other"
-  local c = by_method[m]
-  if not c then
-    c = calls("http_client", m)
-    by_method[m] = c
+--- the HTTP client: rec(method, status | nil, t0); method outside the usual ones is "other",
+--- outcome is the status class (2xx...) or "error" when no response came
+function M._http_recorder()
+  local c = core_family("counter", "nano_http_client_requests_total",
+    "nano.http requests by method and outcome (the status class 1xx..5xx, or error: no response).",
+    { "method", "outcome" })
+  local s = core_family("histogram", "nano_http_client_request_seconds",
+    "nano.http request latency by method, failed requests included.", { "method" }, LATENCY)
+  local by = {}
+  local classes = { "1xx", "2xx", "3xx", "4xx", "5xx" }
+  return function(method, status, t0)
+    local m = HTTP_METHODS[method] and method or "other"
+    local o = status and classes[math.floor(status / 100)] or "error"
+    local t = by[m]
+    if not t then
+      t = {}
+      by[m] = t
+    end
+    local r = t[o]
+    if not r then
+      local i, j = series_of(c, m .. "\0" .. o, m, o), series_of(s, m, m)
+      r = { i and c.handle, i or 0, j and s.handle, j or 0 }
+      t[o] = r
+    end
+    record(r[1], r[2], r[3], r[4], t0)
   end
-  c:done(type(status) == "number" and CLASSES[(status - status % 100) / 100] or "error", t0)
 end
 
 function M.attach(nano)

@@ -8,8 +8,8 @@
 --   pg:close()
 --
 -- opts: pool (connections, default 4), timeout (s, default 30: one query; it is then cancelled
--- on the server; false: none), connect_timeout (s, default 10), name (labels its queries in
--- /metrics: nano_storage_queries_total{client="pg",name=...}; default "default").
+-- on the server; false: none), connect_timeout (s, default 10), name (labels the pool's metrics,
+-- nano_storage_*{client="pg",name=...}; "default" without one).
 --
 -- Values: see nano.pg_core (core/lua_pg.c): rows are arrays of tables keyed by column name;
 -- int2/int4/oid/float4/float8 numbers, int8 a number within ±2^53 and its decimal text beyond,
@@ -22,11 +22,11 @@ local pc = require "nano.pg_core"
 local core = require "nano.core"
 local task = require "nano.task"
 local metrics = require "nano.metrics"
+local clock = metrics.clock
 
 local type, select, tostring, pairs, ipairs, setmetatable, unpack, pcall =
   type, select, tostring, pairs, ipairs, setmetatable, unpack, pcall
 local str_format, remove = string.format, table.remove
-local clock, storage_calls = metrics.clock, metrics.storage_calls
 
 local M = {
   null = require("nano.json").null, -- a NULL parameter (nil works too)
@@ -226,9 +226,8 @@ function M.connect(conninfo, opts)
     return nil, "pg: connect: expected a conninfo string, e.g. \"host=127.0.0.1 port=5432 dbname=game\""
   end
   if opts ~= nil and type(opts) ~= "table" then return nil, "pg: connect: opts must be a table" end
-  local o = { pool = 4, timeout = 30, connect_timeout = 10, name = "default" }
+  local o = { pool = 4, timeout = 30, connect_timeout = 10 }
   for k, v in pairs(opts or {}) do o[k] = v end
-  if type(o.name) ~= "string" then return nil, "pg: connect: opts.name must be a string" end
   if type(o.pool) ~= "number" or o.pool < 1 or o.pool % 1 ~= 0 then
     return nil, "pg: connect: opts.pool must be a whole number >= 1"
   end
@@ -239,8 +238,10 @@ function M.connect(conninfo, opts)
       return nil, "pg: connect: opts." .. k .. " must be seconds (a number > 0) or false"
     end
   end
-  local pool = setmetatable({ conninfo = conninfo, opts = o, _calls = storage_calls("pg", o.name), size = o.pool, nconns = 0,
-    idle = {}, queue = {}, conns = {} }, Pool)
+  local name, nerr = metrics._client_name(o, "pg: connect")
+  if not name then return nil, nerr end
+  local pool = setmetatable({ conninfo = conninfo, opts = o, size = o.pool, nconns = 0,
+    idle = {}, queue = {}, conns = {}, rec = metrics._storage("pg", name) }, Pool)
   open[pool] = true
   if task.current() then
     local conn, err = acquire(pool)
@@ -259,17 +260,17 @@ function Pool:query(sql, ...)
   local t0 = clock()
   local ok, err = check_sql(sql)
   if not ok then
-    self._calls:done("error", t0)
+    self.rec(t0, false)
     return nil, err
   end
   local conn, cerr = acquire(self)
   if not conn then
-    self._calls:done("error", t0)
+    self.rec(t0, false)
     return nil, cerr
   end
   local res, qerr = run(conn, sql, select("#", ...), ...)
   release(self, conn)
-  self._calls:done(qerr ~= nil and "error" or "ok", t0)
+  self.rec(t0, res ~= nil)
   return res, qerr
 end
 
@@ -311,20 +312,19 @@ end
 
 --- tx:query(sql, ...): as pg:query, on the transaction's connection
 function Tx:query(sql, ...)
-  local calls = self.conn.pool._calls
-  local t0 = clock()
+  local rec, t0 = self.conn.pool.rec, clock()
   if not self.open then
-    calls:done("error", t0)
+    rec(t0, false)
     return nil, "pg: this transaction has ended"
   end
   local ok, err = check_sql(sql)
   if not ok then
-    calls:done("error", t0)
+    rec(t0, false)
     return nil, err
   end
   local res, qerr = run(self.conn, sql, select("#", ...), ...)
   if qerr then self.failed = self.failed or qerr end
-  calls:done(qerr ~= nil and "error" or "ok", t0)
+  rec(t0, res ~= nil)
   return res, qerr
 end
 

@@ -8,8 +8,8 @@
 --
 -- opts: connect_timeout (s, default 5: one connection attempt), timeout (s, default 5: one
 -- command; nil/false to wait forever), reconnect_max (s, default 5: the longest pause between
--- reconnection attempts; the pause doubles from 0.05 s), name (labels its calls in /metrics:
--- nano_storage_queries_total{client="redis",name=...}; default "default").
+-- reconnection attempts; the pause doubles from 0.05 s), name (labels the client's metrics,
+-- nano_storage_*{client="redis",name=...}; "default" without one).
 --
 -- Replies: status and bulk strings → strings, integers → numbers (exact to 2^53), nil → nil,
 -- arrays → tables (a nil inside one is nano.redis.null, the same value as nano.json.null;
@@ -25,11 +25,11 @@ local rc = require "nano.redis_core"
 local core = require "nano.core"
 local task = require "nano.task"
 local metrics = require "nano.metrics"
+local clock = metrics.clock
 
 local type, select, tostring, tonumber, pairs, ipairs, setmetatable, unpack =
   type, select, tostring, tonumber, pairs, ipairs, setmetatable, unpack
 local str_format, min = string.format, math.min
-local clock, storage_calls = metrics.clock, metrics.storage_calls
 
 local M = {
   null = require("nano.json").null, -- a nil inside an array reply
@@ -266,7 +266,7 @@ handshake = function(self, conn)
 end
 
 local function new_client(u, opts)
-  local o = { connect_timeout = 5, timeout = 5, reconnect_max = 5, name = "default" }
+  local o = { connect_timeout = 5, timeout = 5, reconnect_max = 5 }
   for k, v in pairs(opts or {}) do o[k] = v end
   if o.timeout == false then o.timeout = nil end
   return setmetatable({ u = u, opts = o, status = "connecting", pending = {}, waiting = {},
@@ -278,17 +278,16 @@ function M.connect(url, opts)
   local u, err = parse_url(url)
   if not u then return nil, "redis: " .. err end
   if opts ~= nil and type(opts) ~= "table" then return nil, "redis: connect: opts must be a table" end
-  if opts and opts.name ~= nil and type(opts.name) ~= "string" then
-    return nil, "redis: connect: opts.name must be a string"
-  end
   for _, k in ipairs({ "connect_timeout", "timeout", "reconnect_max" }) do
     local v = opts and opts[k]
     if v ~= nil and v ~= false and (type(v) ~= "number" or v <= 0) then
       return nil, "redis: connect: opts." .. k .. " must be seconds (a number > 0)"
     end
   end
+  local name, nerr = metrics._client_name(opts, "redis: connect")
+  if not name then return nil, nerr end
   local self = new_client(u, opts)
-  self._calls = storage_calls("redis", self.opts.name)
+  self.rec = metrics._storage("redis", name)
   open[self] = true
   if not task.current() then
     start_conn(self)
@@ -327,7 +326,7 @@ end
 function Client:call(...)
   local t0 = clock()
   local res, err = self:_call(...)
-  self._calls:done(err ~= nil and "error" or "ok", t0)
+  self.rec(t0, err == nil) -- a nil reply (GET of a missing key) is a success
   return res, err
 end
 

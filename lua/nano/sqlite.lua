@@ -12,11 +12,11 @@
 local core = require "nano.sqlite_core"
 local task = require "nano.task"
 local metrics = require "nano.metrics"
+local clock = metrics.clock
 
 local type, select, setmetatable, tostring, xpcall, error, unpack, pcall, pairs =
   type, select, setmetatable, tostring, xpcall, error, unpack, pcall, pairs
 local traceback = debug.traceback
-local clock, storage_calls = metrics.clock, metrics.storage_calls
 
 local M = {}
 local DB = {}
@@ -26,19 +26,17 @@ local open_dbs = setmetatable({}, { __mode = "k" }) -- to close at shutdown and 
 
 local function str_open_error(path, err) return "sqlite.open " .. path .. ": " .. tostring(err) end
 
---- nano.sqlite.open(path [, { busy_timeout = secs, readonly = bool, max_rows = n, name = s }])
---- -> db | nil, err
+--- nano.sqlite.open(path [, { busy_timeout = secs, readonly = bool, max_rows = n, name = "..." }])
+---   -> db | nil, err. name labels the handle's metrics (nano_storage_*{client="sqlite",name=}).
 --- ":memory:" is a private in-memory database. Inside a task it waits for the file to open and
 --- returns nil, err when it cannot; elsewhere (the main script) it returns at once and an open
---- error comes back from the first exec. `name` labels its statements in /metrics
---- (nano_storage_queries_total{client="sqlite",name=...}; "default" when not given).
+--- error comes back from the first exec.
 function M.open(path, opts)
   if type(path) ~= "string" then error("sqlite.open: expected a file path or \":memory:\"", 2) end
   if opts ~= nil and type(opts) ~= "table" then error("sqlite.open: options must be a table", 2) end
-  local name = opts and opts.name or "default"
-  if type(name) ~= "string" then error("sqlite.open: name must be a string", 2) end
-  local db = setmetatable({ path = path, name = name, _waiting = {},
-    _calls = storage_calls("sqlite", name) }, DB)
+  local name, nerr = metrics._client_name(opts, "sqlite.open")
+  if not name then error(nerr, 2) end
+  local db = setmetatable({ path = path, _waiting = {}, _rec = metrics._storage("sqlite", name) }, DB)
   local opened = {}
   db._h = core.open(path, opts, function(ok, err)
     opened.done, opened.err = true, err
@@ -97,13 +95,13 @@ function DB:exec(sql, ...)
   for i = 1, n do
     local t = type(params[i])
     if t ~= "nil" and t ~= "boolean" and t ~= "number" and t ~= "string" then
-      self._calls:done("error", t0)
+      self._rec(t0, false)
       return nil, "parameter " .. i .. ": cannot bind a " .. t .. " (nil, boolean, number or string)"
     end
   end
   wait_turn(self)
   local res, err = run(self, sql, n, params)
-  self._calls:done(err ~= nil and "error" or "ok", t0)
+  self._rec(t0, res ~= nil)
   return res, err
 end
 

@@ -93,10 +93,10 @@ test('nano.rpc calls count by target type and outcome, and their histogram count
   assert.equal(delta(b, a, k('room', 'ok')), 7);
   assert.equal(delta(b, a, k('room', 'error')), 3);
   assert.equal(delta(b, a, k('room', 'timeout')), 1);
-  assert.equal(delta(b, a, k('unknown', 'unavailable')), 4);
+  assert.equal(delta(b, a, k('none', 'unavailable')), 4);
   assert.equal(delta(b, a, 'nano_cluster_rpc_seconds_count{target="room"}'), 11);
   assert.equal(delta(b, a, 'nano_cluster_rpc_seconds_bucket{target="room",le="+Inf"}'), 11);
-  assert.equal(delta(b, a, 'nano_cluster_rpc_seconds_count{target="unknown"}'), 4);
+  assert.equal(delta(b, a, 'nano_cluster_rpc_seconds_count{target="none"}'), 4);
   // the timeout alone took 0.2 s or more
   assert.ok(delta(b, a, 'nano_cluster_rpc_seconds_sum{target="room"}') >= 0.2);
   // never a server id or the unknown type's name as a label
@@ -104,7 +104,7 @@ test('nano.rpc calls count by target type and outcome, and their histogram count
   promtool(a.text);
 });
 
-test('forwarded client requests count by backend type and outcome; a made-up type is "unknown"', async () => {
+test('forwarded client requests count by backend type and outcome; a made-up type is "none"', async () => {
   const c = await player();
   const b = await scrape(gate);
   for (let i = 0; i < 4; i++) assert.equal((await c.request('room.Room.where', {})).body.server, 'room-1');
@@ -124,9 +124,9 @@ test('forwarded client requests count by backend type and outcome; a made-up typ
   const k = (t, o) => `nano_cluster_forwarded_total{target="${t}",outcome="${o}"}`;
   assert.equal(delta(b, a, k('room', 'ok')), 4);
   assert.equal(delta(b, a, k('room', 'error')), 2);
-  assert.equal(delta(b, a, k('unknown', 'unavailable')), 3);
+  assert.equal(delta(b, a, k('none', 'unavailable')), 3);
   assert.equal(delta(b, a, 'nano_cluster_forwarded_seconds_count{target="room"}'), 6);
-  assert.equal(delta(b, a, 'nano_cluster_forwarded_seconds_count{target="unknown"}'), 3);
+  assert.equal(delta(b, a, 'nano_cluster_forwarded_seconds_count{target="none"}'), 3);
   assert.doesNotMatch(a.text, /made\d/);
   promtool(a.text);
 });
