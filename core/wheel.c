@@ -14,6 +14,7 @@ int nh_wheel_init(nh_wheel_t *w, uint64_t period, uint64_t span, uint64_t now) {
     w->period = period;
     w->done = now / period;
     w->count = 0;
+    w->looked = 0;
     return 0;
 }
 
@@ -93,6 +94,7 @@ size_t nh_wheel_advance(nh_wheel_t *w, uint64_t now, void (*cb)(nh_wheel_entry_t
         while (pending) {
             nh_wheel_entry_t *e = pending;
             unlink_entry(e);
+            w->looked++;
             if (e->tick > target) { /* a later turn's */
                 link_entry(slot, e);
                 continue;

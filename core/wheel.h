@@ -31,6 +31,7 @@ typedef struct nh_wheel {
     uint64_t period; /* ms per tick */
     uint64_t done;   /* the last tick handed over */
     size_t count;    /* entries in the wheel */
+    uint64_t looked; /* entries looked at by advances, due or not (what an advance cost) */
 } nh_wheel_t;
 
 /* Buckets for `span` ms at `period` ms per tick; ticks up to now's count as passed. Returns 0 or
