@@ -1,6 +1,8 @@
 /* Session userdata. The userdata outlives the session safely: its pointer is cleared when the
  * connection is gone (nh_lua_session_detach). Key/value state lives in the userdata's
- * environment table, so it stays readable after close (e.g. in on_session_closed). */
+ * environment table, so it stays readable after close (e.g. in on_session_closed). The table is
+ * made by the first set: most sessions of a big server never have state, and an empty table per
+ * idle connection is memory for nothing. */
 #include <stdio.h>
 
 #include <lauxlib.h>
@@ -14,6 +16,7 @@ typedef struct lsession {
     nh_session_t *s;
     lua_Number id;
     lua_Number uid;
+    int has_state; /* the environment is the session's own state table (else: none yet) */
 } lsession_t;
 
 static lsession_t *check(lua_State *L, int idx) {
@@ -43,10 +46,9 @@ void nh_lua_push_session(lua_State *L, nh_session_t *s) {
     u->s = s;
     u->id = (lua_Number)s->id;
     u->uid = (lua_Number)s->uid;
+    u->has_state = 0;
     luaL_getmetatable(L, SESSION_MT);
     lua_setmetatable(L, -2);
-    lua_createtable(L, 0, 0);
-    lua_setfenv(L, -2);
     lua_pushvalue(L, -1);
     s->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
@@ -155,14 +157,32 @@ static int s_kick(lua_State *L) {
 
 /* ---- key/value state ---- */
 
-static void push_state(lua_State *L) {
-    check(L, 1);
+/* Pushes the state table; with `make` 0 and no state yet, pushes nothing and returns 0. */
+static int push_state(lua_State *L, int make) {
+    lsession_t *u = check(L, 1);
+    if (!u->has_state) {
+        if (!make) return 0;
+        lua_createtable(L, 0, 0);
+        lua_setfenv(L, 1);
+        u->has_state = 1;
+    }
     lua_getfenv(L, 1);
+    return 1;
+}
+
+/* Drops the state table (the environment goes back to the globals, as a new userdata's). */
+static void drop_state(lua_State *L, lsession_t *u) {
+    if (!u->has_state) return;
+    lua_pushvalue(L, LUA_GLOBALSINDEX);
+    lua_setfenv(L, 1);
+    u->has_state = 0;
 }
 
 static int s_set(lua_State *L) {
     luaL_checkany(L, 2);
-    push_state(L);
+    lua_settop(L, 3);
+    /* setting nil where there is no state: nothing to do (a nil key still raises, as before) */
+    if (!push_state(L, !lua_isnil(L, 3) || lua_isnil(L, 2))) return 0;
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
     lua_rawset(L, -3);
@@ -171,7 +191,10 @@ static int s_set(lua_State *L) {
 
 static int s_get(lua_State *L) {
     luaL_checkany(L, 2);
-    push_state(L);
+    if (!push_state(L, 0)) {
+        lua_pushnil(L);
+        return 1;
+    }
     lua_pushvalue(L, 2);
     lua_rawget(L, -2);
     return 1;
@@ -179,7 +202,10 @@ static int s_get(lua_State *L) {
 
 static int s_has(lua_State *L) {
     luaL_checkany(L, 2);
-    push_state(L);
+    if (!push_state(L, 0)) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
     lua_pushvalue(L, 2);
     lua_rawget(L, -2);
     lua_pushboolean(L, !lua_isnil(L, -1));
@@ -188,7 +214,7 @@ static int s_has(lua_State *L) {
 
 static int s_remove(lua_State *L) {
     luaL_checkany(L, 2);
-    push_state(L);
+    if (!push_state(L, 0)) return 0;
     lua_pushvalue(L, 2);
     lua_pushnil(L);
     lua_rawset(L, -3);
@@ -196,15 +222,16 @@ static int s_remove(lua_State *L) {
 }
 
 static int s_clear(lua_State *L) {
-    check(L, 1);
-    lua_createtable(L, 0, 0);
-    lua_setfenv(L, 1);
+    drop_state(L, check(L, 1));
     return 0;
 }
 
 /* state(): a copy of the key/value state. */
 static int s_state(lua_State *L) {
-    push_state(L);
+    if (!push_state(L, 0)) {
+        lua_newtable(L);
+        return 1;
+    }
     lua_newtable(L);
     lua_pushnil(L);
     while (lua_next(L, -3)) {
@@ -217,7 +244,7 @@ static int s_state(lua_State *L) {
 
 /* restore(t): replaces the state with a copy of t. */
 static int s_restore(lua_State *L) {
-    check(L, 1);
+    lsession_t *u = check(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_newtable(L);
     lua_pushnil(L);
@@ -227,6 +254,7 @@ static int s_restore(lua_State *L) {
         lua_rawset(L, -4);
     }
     lua_setfenv(L, 1);
+    u->has_state = 1;
     return 0;
 }
 
