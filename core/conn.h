@@ -122,7 +122,7 @@ struct nh_conn {
     /* host->draining: connections closing once their queue has left, for nh_conn_sweep */
     nh_conn_t *drain_prev, *drain_next;
     uint32_t flags;
-    uint32_t close_after_flush; /* close once everything queued is written (kick, HTTP replies) */
+    uint8_t close_after_flush;  /* close once everything queued is written (kick, HTTP replies) */
     uint8_t close_reason;       /* enum nh_metrics_close_reason: the first reason given wins */
     uint64_t close_deadline_ms; /* ... or at this time (nh_timers_now), whichever comes first */
     uint64_t stalled_turn;      /* flush turn since which the kernel has not taken everything; 0 */

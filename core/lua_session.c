@@ -16,7 +16,6 @@ typedef struct lsession {
     nh_session_t *s;
     lua_Number id;
     lua_Number uid;
-    int has_state; /* the environment is the session's own state table (else: none yet) */
 } lsession_t;
 
 static lsession_t *check(lua_State *L, int idx) {
@@ -46,9 +45,10 @@ void nh_lua_push_session(lua_State *L, nh_session_t *s) {
     u->s = s;
     u->id = (lua_Number)s->id;
     u->uid = (lua_Number)s->uid;
-    u->has_state = 0;
     luaL_getmetatable(L, SESSION_MT);
     lua_setmetatable(L, -2);
+    lua_pushvalue(L, LUA_GLOBALSINDEX); /* no state yet (push_state) */
+    lua_setfenv(L, -2);
     lua_pushvalue(L, -1);
     s->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
@@ -157,25 +157,31 @@ static int s_kick(lua_State *L) {
 
 /* ---- key/value state ---- */
 
+/* A session without state has the environment a new userdata gets, the globals table (never
+ * read or written through the session); its state is a table of its own. */
+static int has_state(lua_State *L) {
+    lua_getfenv(L, 1);
+    int own = !lua_rawequal(L, -1, LUA_GLOBALSINDEX);
+    lua_pop(L, 1);
+    return own;
+}
+
 /* Pushes the state table; with `make` 0 and no state yet, pushes nothing and returns 0. */
 static int push_state(lua_State *L, int make) {
-    lsession_t *u = check(L, 1);
-    if (!u->has_state) {
+    check(L, 1);
+    if (!has_state(L)) {
         if (!make) return 0;
         lua_createtable(L, 0, 0);
         lua_setfenv(L, 1);
-        u->has_state = 1;
     }
     lua_getfenv(L, 1);
     return 1;
 }
 
-/* Drops the state table (the environment goes back to the globals, as a new userdata's). */
-static void drop_state(lua_State *L, lsession_t *u) {
-    if (!u->has_state) return;
+/* Drops the state table (the environment goes back to the globals). */
+static void drop_state(lua_State *L) {
     lua_pushvalue(L, LUA_GLOBALSINDEX);
     lua_setfenv(L, 1);
-    u->has_state = 0;
 }
 
 static int s_set(lua_State *L) {
@@ -222,7 +228,8 @@ static int s_remove(lua_State *L) {
 }
 
 static int s_clear(lua_State *L) {
-    drop_state(L, check(L, 1));
+    check(L, 1);
+    drop_state(L);
     return 0;
 }
 
@@ -244,7 +251,7 @@ static int s_state(lua_State *L) {
 
 /* restore(t): replaces the state with a copy of t. */
 static int s_restore(lua_State *L) {
-    lsession_t *u = check(L, 1);
+    check(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_newtable(L);
     lua_pushnil(L);
@@ -254,7 +261,6 @@ static int s_restore(lua_State *L) {
         lua_rawset(L, -4);
     }
     lua_setfenv(L, 1);
-    u->has_state = 1;
     return 0;
 }
 
