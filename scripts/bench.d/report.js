@@ -45,7 +45,7 @@ for (const line of fs.readFileSync(resultsPath, 'utf8').split('\n')) {
 }
 
 const ok = (r) => r && !r.failed && r.count > 0;
-const ok0 = (r) => r && !r.failed && r.up > 0; // runs that count connections, not requests
+const ok0 = (r) => r && !r.failed && r.up > 0 && !r.closed; // runs that count connections, not requests (none closed by the server)
 const cpuPer = (r) => (ok(r) && r.srv_cpu > 0 ? (r.srv_cpu * 1e6) / r.count : null); // us/op
 const fmt = (v, d = 0) => (v == null || !Number.isFinite(v) ? '—' : v.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
 const ratio = (a, b) => (a != null && b != null && b > 0 ? a / b : null);
