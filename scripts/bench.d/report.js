@@ -176,17 +176,26 @@ if (scaleRuns.length) {
   p();
   p('Memory as in section 3; CPU: the server\'s CPU time over a 10 s window divided by the window, with a heartbeat interval (1 h) longer than the window, so it is what the sweep and the timers cost with nothing due. The heartbeat rounds\' cost: the same at the largest count with a 5 s interval (two rounds in the window), minus the idle figure, per round. 100,000: see "Connection scale" below.');
   p();
-  p('| connections | TCP B/conn | WS B/conn | TCP % of a core | WS % of a core | target |');
-  p('|---|---|---|---|---|---|');
+  p('"B/conn" is the RSS growth over all connections ÷ N (fixed costs of the first connections included); "marginal" is the growth from the previous row\'s count to this one ÷ the connections added: the cost of one more connection.');
+  p();
+  p('| connections | TCP B/conn | TCP marginal | WS B/conn | WS marginal | TCP % of a core | WS % of a core | target |');
+  p('|---|---|---|---|---|---|---|---|');
   const per = (r) => (r && r.up > 0 && r.rss_up_kb > 0 ? ((r.rss_up_kb - r.rss0_kb) * 1024) / r.up : null);
   const pct = (r) => (r && r.secs > 0 ? (100 * r.srv_cpu) / r.secs : null);
   const counts = [...new Set(scaleRuns.map((r) => +r.round))].sort((a, b) => a - b);
-  for (const n of counts) {
+  const marginal = (tr, i) => {
+    if (i === 0) return null;
+    const a = scaleRuns.find((r) => r.transport === tr && +r.round === counts[i - 1]);
+    const b = scaleRuns.find((r) => r.transport === tr && +r.round === counts[i]);
+    if (!a || !b || !(a.rss_up_kb > 0) || !(b.rss_up_kb > 0)) return null;
+    return ((b.rss_up_kb - b.rss0_kb - (a.rss_up_kb - a.rss0_kb)) * 1024) / (b.up - a.up);
+  };
+  counts.forEach((n, idx) => {
     const t = scaleRuns.find((r) => r.transport === 'tcp' && +r.round === n);
     const w = scaleRuns.find((r) => r.transport === 'ws' && +r.round === n);
     const tgt = n === counts[counts.length - 1] ? `≤ 768 B: TCP ${mark(per(t), 768, false)}, WS ${mark(per(w), 768, false)}; < 0.5%: ${mark(Math.max(pct(t) ?? Infinity, pct(w) ?? Infinity), 0.5, false)}` : '';
-    p(`| ${fmt(n)} | ${fmt(per(t))} | ${fmt(per(w))} | ${fmt(pct(t), 2)} | ${fmt(pct(w), 2)} | ${tgt} |`);
-  }
+    p(`| ${fmt(n)} | ${fmt(per(t))} | ${fmt(marginal('tcp', idx))} | ${fmt(per(w))} | ${fmt(marginal('ws', idx))} | ${fmt(pct(t), 2)} | ${fmt(pct(w), 2)} | ${tgt} |`);
+  });
   for (const tr of ['tcp', 'ws']) {
     const h = runs.find((x) => x.kind === 'scalehb' && x.transport === tr && ok0(x));
     const i = h && scaleRuns.find((r) => r.transport === tr && +r.round === +h.round);
