@@ -17,6 +17,10 @@
 
 static void take_over_reserve(nh_host_t *h);
 
+/* A connection's uv handle carries this address as its data: nh_conn_close_all finds the
+ * connections among the loop's handles without a list of its own (nothing per connection). */
+static const char conn_tag = 'c';
+
 /* ---- addresses ---- */
 
 static int parse_addr(const char *addr, struct sockaddr_storage *ss) {
@@ -185,6 +189,15 @@ void nh_conn_close_after_flush(nh_conn_t *c) {
 
 void nh_conn_set_close_reason(nh_conn_t *c, int reason) {
     if (!c->close_reason) c->close_reason = (uint8_t)reason;
+}
+
+static void close_if_conn(uv_handle_t *handle, void *reason) {
+    if (handle->type == UV_TCP && handle->data == &conn_tag && !uv_is_closing(handle))
+        nh_conn_close((nh_conn_t *)handle, reason);
+}
+
+void nh_conn_close_all(nh_host_t *h, const char *reason) {
+    uv_walk(h->loop, close_if_conn, (void *)reason);
 }
 
 void nh_conn_sweep(nh_host_t *h, uint64_t now) {
@@ -624,6 +637,7 @@ static void on_connection(uv_stream_t *server, int status) {
         free(c);
         return;
     }
+    c->tcp.data = (void *)&conn_tag;
     c->host = h;
     c->listener = l;
     l->conns++;

@@ -159,6 +159,9 @@ void nh_conn_close_after_flush(nh_conn_t *c);
 /* Why the connection closes, for the close metrics (enum nh_metrics_close_reason), unless a
  * reason was given already: the first one wins. */
 void nh_conn_set_close_reason(nh_conn_t *c, int reason);
+/* Closes every connection of the host (nh_conn_close with this reason): the host's stop, for
+ * connections that have no session (a WebSocket listener's plain HTTP requests). */
+void nh_conn_close_all(nh_host_t *h, const char *reason);
 /* Called by the host's sweep: closes the draining connections past their deadline. */
 void nh_conn_sweep(nh_host_t *h, uint64_t now);
 

@@ -4,72 +4,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <lauxlib.h>
-
 #include "conn.h"
 #include "log.h"
 #include "session.h"
 #include "stop_signal.h"
-
-static const char host_key = 'h'; /* registry key: its address is unique */
-
-nh_host_t *nh_host_from_lua(lua_State *L) {
-    lua_pushlightuserdata(L, (void *)&host_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    nh_host_t *h = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return h;
-}
-
-static int traceback(lua_State *L) {
-    const char *msg = lua_tostring(L, 1);
-    if (!msg) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    }
-    lua_getglobal(L, "debug");
-    lua_getfield(L, -1, "traceback");
-    lua_pushstring(L, msg);
-    lua_pushinteger(L, 2);
-    lua_call(L, 2, 1);
-    return 1;
-}
-
-int nh_host_call_handler(nh_host_t *h, int nargs, int nres, const char *what, uint64_t session,
-                         const char *route, size_t route_len) {
-    lua_State *L = h->L;
-    int base = lua_gettop(L) - nargs; /* the function's index */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->traceback_ref);
-    lua_insert(L, base);
-    nh_watchdog_mark_t mark;
-    nh_watchdog_enter(h->watchdog, &mark, what, session, route, route_len);
-    int r = lua_pcall(L, nargs, nres, base);
-    nh_watchdog_leave(h->watchdog, &mark);
-    if (r != 0) {
-        const char *err = lua_tostring(L, -1);
-        nh_log(NH_LOG_ERROR, "%s: %s", what, err ? err : "(no message)");
-        lua_settop(L, base - 1);
-        return -1;
-    }
-    lua_remove(L, base);
-    return 0;
-}
-
-int nh_host_call_lua(nh_host_t *h, int nargs, int nres, const char *what) {
-    return nh_host_call_handler(h, nargs, nres, what, 0, NULL, 0);
-}
 
 /* Flush what the previous callbacks queued: before the loop blocks (prepare) and after I/O
  * callbacks (check). One writev per connection per turn, however many messages it got. */
 static void on_prepare(uv_prepare_t *p) {
     nh_host_t *h = p->data;
     nh_conn_flush_all(h);
-    nh_watchdog_tick(h->watchdog); /* the loop turns */
+    if (h->on_turn) h->on_turn(h); /* the loop turns (the watchdog, lua_call.c) */
 }
 static void on_check(uv_check_t *c) {
     nh_host_t *h = c->data;
     nh_conn_flush_all(h);
-    nh_watchdog_tick(h->watchdog);
+    if (h->on_turn) h->on_turn(h);
 }
 
 static void on_sweep(nh_timer_t *t) {
@@ -89,7 +39,7 @@ static uint64_t sweep_period(const nh_host_t *h) {
 }
 
 void nh_host_config_changed(nh_host_t *h) {
-    nh_watchdog_configure(h->watchdog, &h->cfg.watchdog);
+    if (h->on_config_changed) h->on_config_changed(h);
     uint64_t p = sweep_period(h);
     if (p != h->sweep_period || !nh_timer_active(&h->sweep)) {
         h->sweep_period = p;
@@ -98,10 +48,9 @@ void nh_host_config_changed(nh_host_t *h) {
     nh_session_sweep_configure(h); /* sessions' deadlines for the new period and timeouts */
 }
 
-int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
+int nh_host_init(nh_host_t *h, uv_loop_t *loop) {
     memset(h, 0, sizeof *h);
     h->loop = loop;
-    h->L = L;
     h->cfg = (nh_config_t){
         .heartbeat_ms = 30000,
         .handshake_timeout_ms = 10000,
@@ -113,8 +62,6 @@ int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
         /* On by default: a stuck handler stalls every player; 5 s is long for a game. */
         .watchdog = {.stall_ms = 5000, .abort = 1},
     };
-    for (int i = 0; i < NH_HOOK_COUNT; i++)
-        h->hooks[i] = LUA_NOREF;
     h->reserve_fd = -1;
     int r = nh_chunk_pool_init(&h->pool, 256);
     if (r) return r;
@@ -133,14 +80,6 @@ int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L) {
     uv_unref((uv_handle_t *)&h->check);
     nh_host_config_changed(h);
     uv_unref((uv_handle_t *)&h->timers.uv); /* sessions and listeners keep the loop alive */
-    if (!L) return 0; /* a host without Lua (C unit tests): no hooks, no watchdog */
-
-    lua_pushlightuserdata(L, (void *)&host_key);
-    lua_pushlightuserdata(L, h);
-    lua_rawset(L, LUA_REGISTRYINDEX);
-    lua_pushcfunction(L, traceback);
-    h->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    h->watchdog = nh_watchdog_start(L, &h->cfg.watchdog); /* NULL: runs without (logged) */
     return 0;
 
     /* What was set up is closed again (its close callbacks run with the loop's next turn). */
@@ -206,8 +145,9 @@ void nh_host_stop(nh_host_t *h) {
     nh_timer_stop(&h->timers, &h->sweep);
     for (nh_session_t *s = h->sessions.head; s; s = s->next)
         nh_session_close(s, 0, "server shutdown");
-    /* Every connection has a session from accept on, so none is left open. The loop now ends
-     * once the close callbacks have run: the host's own handles are unreferenced. */
+    /* then the connections with no session (plain HTTP on a WebSocket listener). The loop now
+     * ends once the close callbacks have run: the host's own handles are unreferenced. */
+    nh_conn_close_all(h, "server shutdown");
 }
 
 static void close_if_open(uv_handle_t *hd) {
@@ -231,10 +171,4 @@ void nh_host_free(nh_host_t *h) {
     nh_wheel_free(&h->session_wheel);
     nh_chunk_pool_free(&h->pool);
     nh_metrics_free(&h->metrics);
-    if (!h->L) return;
-    luaL_unref(h->L, LUA_REGISTRYINDEX, h->traceback_ref);
-    for (int i = 0; i < NH_HOOK_COUNT; i++)
-        luaL_unref(h->L, LUA_REGISTRYINDEX, h->hooks[i]);
-    nh_watchdog_stop(h->watchdog); /* before the caller closes the Lua state it watches */
-    h->watchdog = NULL;
 }

@@ -11,14 +11,16 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include <lua.h>
+/* the Lua state, opaque here: only lua_*.c include lua.h */
+typedef struct lua_State lua_State;
 
 #include "buffer.h"
 #include "console.h"
+#include "lua_watchdog.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "session.h"
 #include "timer.h"
-#include "watchdog.h"
 #include "wheel.h"
 
 /* host.h names conn's types without including conn.h: the layers above the transports
@@ -35,7 +37,7 @@ typedef struct nh_config {
     size_t send_limit;             /* bytes queued per connection before it is cut off */
     uint32_t max_conns;            /* connections beyond this are refused (closed at accept) */
     int debug;                     /* log every message; error text to clients */
-    nh_watchdog_config_t watchdog; /* stuck calls and the Lua memory limit (watchdog.h) */
+    nh_watchdog_config_t watchdog; /* stuck calls and the Lua memory limit (lua_watchdog.h) */
 } nh_config_t;
 
 /* Lua functions the core calls (registry refs; LUA_NOREF when unset). See lua_host.c. */
@@ -63,6 +65,9 @@ typedef struct nh_session_list {
 } nh_session_list_t;
 
 #define NH_READ_BUF_SIZE 65536
+/* Idle dispatcher threads kept for reuse (about 1 KiB each): as many as handlers wait at once
+ * in a busy server, so a burst of waiting handlers does not make threads for the GC. */
+#define NH_IDLE_THREADS 8192
 
 struct nh_host {
     uv_loop_t *loop;
@@ -85,12 +90,25 @@ struct nh_host {
     uint64_t next_session_id;
     int next_listener_id;
     int hooks[NH_HOOK_COUNT];
+    /* what sessions report upward (session.h); the Lua binding points it at the hooks above
+     * (lua_dispatch.c), a C test may set its own */
+    nh_session_events_t events;
+    void *events_ud;
     int traceback_ref;
+    /* The threads (coroutines) the dispatcher runs on (nh_host_handler_thread): all are kept in
+     * a Lua table (registry ref); the idle ones also here, to be taken without touching Lua. */
+    int threads_ref;
+    int nidle_threads, idle_cap;
+    lua_State **idle_threads; /* grows to the most handlers ever waiting at once, to a cap */
     int stopping;
     int signals_on;
     nh_host_signal_cb on_signal;
     uint64_t sweep_period;
-    nh_watchdog_t *watchdog;         /* NULL if its thread could not start */
+    nh_watchdog_t *watchdog; /* NULL if its thread could not start */
+    /* Set by the Lua side (lua_call.c) when a Lua state is attached: each loop turn, and after
+     * the configuration changed (the watchdog's). NULL without Lua. */
+    void (*on_turn)(nh_host_t *h);
+    void (*on_config_changed)(nh_host_t *h);
     nh_metrics_t metrics;            /* counters for /metrics (metrics.h) */
     nh_metrics_http_t *metrics_http; /* nano.listen_metrics' listener, or NULL */
     nh_console_t *console;           /* the admin console's socket (console.h), or NULL */
@@ -112,10 +130,11 @@ struct nh_host {
     uint8_t sealbuf[16384]; /* TLS: a flush's small segments gathered into one record */
 };
 
-/* Fills defaults and opens the loop handles. The caller owns L (created before); NULL makes a
- * host without Lua (C unit tests: no hooks, no watchdog). Returns 0, or a negative uv error with
- * nothing left open (close callbacks may still be pending: run the loop before closing it). */
-int nh_host_init(nh_host_t *h, uv_loop_t *loop, lua_State *L);
+/* Fills defaults and opens the loop handles. The host knows nothing of Lua: nh_lua_host_attach
+ * (lua_binding.h) ties a Lua state to it afterwards; without one (C unit tests, which set
+ * h->events themselves) there are no hooks and no watchdog. Returns 0, or a negative uv error
+ * with nothing left open (close callbacks may still be pending: run the loop before closing it). */
+int nh_host_init(nh_host_t *h, uv_loop_t *loop);
 /* Watches SIGINT/SIGTERM (cb gets NH_SIGNAL_SHUTDOWN) and SIGHUP (NH_SIGNAL_RELOAD), each
  * logged first; a stop signal while the host is stopping already ends the process
  * (stop_signal.h). The host binary does, in-process tests don't. Returns 0 or a negative uv
@@ -136,6 +155,24 @@ int nh_host_call_lua(nh_host_t *h, int nargs, int nres, const char *what);
  * call gets stuck. */
 int nh_host_call_handler(nh_host_t *h, int nargs, int nres, const char *what, uint64_t session,
                          const char *route, size_t route_len);
+
+/* Messages run on threads (Lua coroutines) the core resumes itself, so that a handler may wait
+ * (yield) at no cost to those that do not: the Lua side needs no coroutine.resume per message.
+ *
+ * nh_host_handler_thread() returns an idle thread (a new one when none is idle), or NULL when
+ * out of memory. The caller pushes a function and its nargs arguments onto that thread and calls
+ * nh_host_resume_handler(), which resumes it (protected; the watchdog names session and route):
+ *   - the function returned: the thread is idle again (its stack emptied); 0.
+ *   - it yielded (a handler waits): the thread now belongs to that wait; Lua resumes it later
+ *     itself and hands it back with core.release_thread(thread, reusable) once it has finished
+ *     or failed (task.lua); 0.
+ *   - it raised: logged as "<what>: <error>" with the thread's traceback, the thread is
+ *     dropped; -1. */
+lua_State *nh_host_handler_thread(nh_host_t *h);
+int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *what,
+                           uint64_t session, const char *route, size_t route_len);
+/* Gives a thread that finished after a wait back to the idle ones (reusable), or forgets it. */
+void nh_host_release_thread(nh_host_t *h, lua_State *T, int reusable);
 
 /* nh_host_t from the Lua state (stored in the registry at init). */
 nh_host_t *nh_host_from_lua(lua_State *L);

@@ -1,6 +1,7 @@
 /* lua_binding — the C↔Lua boundary, in one place.
  *
- * lua_host.c    the `nano.core` module: listen, configure, send, timers, loop control, hooks.
+ * lua_host.c    the `nano.core` module: configure, send, loop control, hooks, stats, log; with
+ *               lua_listen.c (listeners) and lua_timer.c (time, timers): see lua_core.h.
  * lua_session.c session userdata (methods in C; the Lua side adds push/response on top).
  * lua_codec.c   the wire codec for Lua (nano.client, tests): Lua never re-implements it.
  * lua_tcp.c     `nano.tcp`: outgoing TCP streams on the host's loop (nano.client).
@@ -13,6 +14,8 @@
  * lua_protobuf.c `nano.protobuf_codec`: protocol buffers (core/protobuf.c) for the protobuf
  *               serializers.
  * lua_signal.c  the host's signals (SIGINT/SIGTERM/SIGHUP) into the `signal` hook.
+ * lua_dispatch.c the session events (session.h) as calls of the Lua hooks: handshake, dispatch,
+ *               closed.
  *
  * Every call from C into Lua goes through nh_host_call_lua() (host.c): pcall + traceback + log.
  */
@@ -36,6 +39,16 @@ void nh_lua_on_signal(nh_host_t *h, int what);
 /* transport_ws's route callback (nh_ws_route_fn; ud: the host): hands a plain HTTP request on a
  * WebSocket listener to nano.http.route's router (lua_metrics.c). 1 when a route takes it. */
 int nh_lua_ws_http_route(void *ud, const nh_http_request_t *req);
+/* Ties a Lua state to a host made by nh_host_init (lua_call.c): the registry entries, hooks
+ * (unset), the dispatcher threads, the watchdog; 0. nh_lua_host_detach undoes it after
+ * nh_host_free (whose close callbacks may still call Lua), before lua_close. */
+int nh_lua_host_attach(nh_host_t *h, lua_State *L);
+void nh_lua_host_detach(nh_host_t *h);
+
+/* Points the host's session events (h->events) at the Lua hooks that are set (h->hooks): called
+ * when a hook changes and when Lua first sees a session (whose closed event must then detach
+ * the userdata). */
+void nh_lua_dispatch_install(nh_host_t *h);
 
 /* Pushes the session's userdata, creating it (and its registry ref) on first use. */
 void nh_lua_push_session(lua_State *L, nh_session_t *s);
@@ -68,6 +81,10 @@ int nh_lua_open_console(lua_State *L); /* `nano.console_core` (lua_console.c): t
 /* `nano.protobuf_codec` (lua_protobuf.c): leaves the module table on the stack (also registered
  * in package.preload by nh_lua_open) */
 int nh_lua_open_protobuf(lua_State *L);
+
+/* A class: registers the metatable `mt` (methods as __index, then the metamethods in `meta`, e.g.
+ * {"__gc", fn}; NULL for none) unless it exists. The stack is left as it was. */
+void nh_lua_class(lua_State *L, const char *mt, const luaL_Reg *methods, const luaL_Reg *meta);
 
 /* A module with a class: registers the metatable `mt` (methods as __index, then the metamethods
  * in `meta`, e.g. {"__gc", fn}; NULL for none) unless it exists, and leaves a new table of the

@@ -4,8 +4,7 @@
 
 #include "lua_binding.h"
 
-int nh_lua_class_module(lua_State *L, const char *mt, const luaL_Reg *methods, const luaL_Reg *meta,
-                        const luaL_Reg *fns) {
+void nh_lua_class(lua_State *L, const char *mt, const luaL_Reg *methods, const luaL_Reg *meta) {
     if (luaL_newmetatable(L, mt)) {
         lua_newtable(L);
         luaL_register(L, NULL, methods);
@@ -16,6 +15,11 @@ int nh_lua_class_module(lua_State *L, const char *mt, const luaL_Reg *methods, c
         }
     }
     lua_pop(L, 1);
+}
+
+int nh_lua_class_module(lua_State *L, const char *mt, const luaL_Reg *methods, const luaL_Reg *meta,
+                        const luaL_Reg *fns) {
+    nh_lua_class(L, mt, methods, meta);
     lua_newtable(L);
     luaL_register(L, NULL, fns);
     return 1;

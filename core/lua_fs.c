@@ -7,6 +7,7 @@
 #include <lauxlib.h>
 
 #include "host.h"
+#include "lua_binding.h"
 #include "lua_fs.h"
 
 #define WATCH_MT "nano.core.watcher"
@@ -102,12 +103,12 @@ static int c_watch(lua_State *L) {
     return 1;
 }
 
-static int w_close(lua_State *L) {
+static int watcher_close(lua_State *L) {
     watch_close(L, luaL_checkudata(L, 1, WATCH_MT));
     return 0;
 }
 
-static int w_path(lua_State *L) {
+static int watcher_path(lua_State *L) {
     lwatch_t *u = luaL_checkudata(L, 1, WATCH_MT);
     char buf[4096];
     size_t len = sizeof buf;
@@ -119,7 +120,7 @@ static int w_path(lua_State *L) {
     return 1;
 }
 
-static int w_tostring(lua_State *L) {
+static int watcher_tostring(lua_State *L) {
     lwatch_t *u = luaL_checkudata(L, 1, WATCH_MT);
     lua_pushfstring(L, "watcher (%s)", u->w ? "open" : "closed");
     return 1;
@@ -172,18 +173,11 @@ static int c_scandir(lua_State *L) {
 }
 
 void nh_lua_open_fs(lua_State *L) {
-    static const luaL_Reg methods[] = {{"close", w_close}, {"path", w_path}, {NULL, NULL}};
-    luaL_newmetatable(L, WATCH_MT);
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, w_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, w_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
-    lua_pushcfunction(L, c_watch);
-    lua_setfield(L, -2, "watch");
-    lua_pushcfunction(L, c_scandir);
-    lua_setfield(L, -2, "scandir");
+    static const luaL_Reg fns[] = {{"watch", c_watch}, {"scandir", c_scandir}, {NULL, NULL}};
+    static const luaL_Reg methods[] = {
+        {"close", watcher_close}, {"path", watcher_path}, {NULL, NULL}};
+    static const luaL_Reg meta[] = {
+        {"__gc", watcher_close}, {"__tostring", watcher_tostring}, {NULL, NULL}};
+    nh_lua_class(L, WATCH_MT, methods, meta);
+    luaL_register(L, NULL, fns);
 }

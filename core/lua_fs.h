@@ -15,7 +15,7 @@
  * close callback. While open, the watcher holds a registry ref to itself (it keeps watching when
  * Lua drops it) and to fn; close() releases both. Watchers do not keep the loop alive (they are
  * unreferenced, like the host's timers): whoever starts one closes it before the host stops
- * (reload.lua does so from nano._stopped); one still open when the Lua state closes is closed
+ * (nano._stopped calls nano.unwatch); one still open when the Lua state closes is closed
  * by __gc, but its memory is freed only if the loop runs again.
  */
 #ifndef NH_LUA_FS_H

@@ -1,7 +1,9 @@
 /* The `nano.core` module: what the Lua side of the API (lua/nano/) is built on. Mechanism only:
- * which handler runs, serialization and the public names are Lua's business. */
+ * which handler runs, serialization and the public names are Lua's business.
+ *
+ * This file is the app: configuration, the hooks, sending, the watchdog's slices, the loop, stats
+ * and the log; it opens the module and adds the other parts to it (lua_core.h lists them). */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -10,21 +12,11 @@
 #include "host.h"
 #include "log.h"
 #include "lua_binding.h"
+#include "lua_core.h"
 #include "lua_fs.h"
-#include "transport.h"
-#include "transport_ws.h"
 
 static nh_host_t *host(lua_State *L) {
-    nh_watchdog_check(L); /* a compiled loop calling nano.core is stopped here */
-    nh_host_t *h = nh_host_from_lua(L);
-    if (!h) luaL_error(L, "nano.core: no host in this Lua state");
-    return h;
-}
-
-static uint64_t secs_to_ms(lua_State *L, int idx, double min_secs) {
-    double s = luaL_checknumber(L, idx);
-    if (!(s >= min_secs) || s > 1e9) luaL_argerror(L, idx, "duration out of range");
-    return (uint64_t)llround(s * 1000.0);
+    return nh_lua_core_host(L);
 }
 
 /* Expected failures become nil + message (push to a closed session); see STYLE.md. */
@@ -51,210 +43,6 @@ static int push_send_result(lua_State *L, int r) {
         lua_pushstring(L, uv_strerror(r));
     }
     return 2;
-}
-
-/* ---- listening ---- */
-
-static int field_bool(lua_State *L, int t, const char *k) {
-    lua_getfield(L, t, k);
-    int v = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
-static const char *field_str(lua_State *L, int t, const char *k) {
-    lua_getfield(L, t, k);
-    const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    lua_pop(L, 1); /* the string stays alive: t holds it */
-    return v;
-}
-
-/* A server TLS context from {cert=, key=, ca=, ciphers=, min_version=} at index t; NULL with
- * the reason (naming the file) in err. */
-static nh_tls_ctx_t *tls_ctx_from(lua_State *L, int t, int websocket, char *err, size_t errlen) {
-    nh_tls_opts_t o = {
-        .cert = field_str(L, t, "cert"),
-        .key = field_str(L, t, "key"),
-        .ca = field_str(L, t, "ca"),
-        .ciphers = field_str(L, t, "ciphers"),
-        .min_version = field_str(L, t, "min_version"),
-        .alpn_http11 = websocket,
-    };
-    return nh_tls_ctx_server(&o, err, errlen);
-}
-
-/* listener_tls(id, {cert=, key=, ...}) -> true | nil, err: new connections get the new
- * certificate; live ones keep theirs. On error the listener keeps its old one. */
-static int c_listener_tls(lua_State *L) {
-    nh_host_t *h = host(L);
-    int id = (int)luaL_checkinteger(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    for (nh_listener_t *l = h->listeners; l; l = l->next) {
-        if (l->id != id) continue;
-        char err[512];
-        nh_tls_ctx_t *ctx = tls_ctx_from(L, 2, l->transport == &nh_transport_ws, err, sizeof err);
-        if (!ctx) {
-            lua_pushnil(L);
-            lua_pushstring(L, err);
-            return 2;
-        }
-        nh_tls_ctx_unref(l->tls);
-        l->tls = ctx;
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    lua_pushnil(L);
-    lua_pushstring(L, "no such listener");
-    return 2;
-}
-
-/* A listener that never started: its options with it. */
-static void listener_free_unstarted(nh_listener_t *l) {
-    if (l->opts_free) l->opts_free(l->opts);
-    free(l);
-}
-
-/* transport_ws's origin check: the origin hook in Lua (init.lua: the listener's check_origin or
- * the default one). */
-static int ws_check_origin(void *ud, int listener_id, const char *origin) {
-    nh_host_t *h = ud;
-    if (h->hooks[NH_HOOK_ORIGIN] == LUA_NOREF) return 1;
-    lua_State *L = h->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_ORIGIN]);
-    lua_pushinteger(L, listener_id);
-    lua_pushstring(L, origin);
-    if (nh_host_call_lua(h, 2, 1, "check_origin") != 0) return 0;
-    int ok = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return ok;
-}
-
-/* listen(addr, {websocket=, path=, check_origin=bool, static={{prefix=, dir=}, ...},
- *               tls={cert=, key=, ca=, ciphers=, min_version=}}) -> id, bound_address | nil, err */
-static int c_listen(lua_State *L) {
-    nh_host_t *h = host(L);
-    const char *addr = luaL_checkstring(L, 1);
-    int ws = lua_istable(L, 2) && field_bool(L, 2, "websocket");
-    nh_listener_t *l = calloc(1, sizeof *l);
-    nh_ws_options_t *o = ws ? calloc(1, sizeof *o) : NULL;
-    if (!l || (ws && !o)) {
-        free(l);
-        free(o);
-        return luaL_error(L, "out of memory");
-    }
-    if (o) {
-        l->opts = o;
-        l->opts_free = nh_ws_options_free;
-        strcpy(o->paths[0], "/");
-        o->npaths = 1;
-        o->origin = ws_check_origin;
-        o->route = nh_lua_ws_http_route;
-        o->ud = h;
-    }
-    if (o) {
-        o->check_origin = field_bool(L, 2, "check_origin");
-        lua_getfield(L, 2, "path"); /* a string, or a list of them */
-        int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : lua_isstring(L, -1) ? 1 : 0;
-        if (n > NH_WS_MAX_PATHS || (lua_istable(L, -1) && n == 0)) {
-            listener_free_unstarted(l);
-            return luaL_error(L, "listen: path: one to %d paths", NH_WS_MAX_PATHS);
-        }
-        if (n) o->npaths = 0;
-        for (int i = 1; i <= n; i++) {
-            if (lua_istable(L, -1))
-                lua_rawgeti(L, -1, i);
-            else
-                lua_pushvalue(L, -1);
-            const char *p = lua_tostring(L, -1);
-            if (!p || p[0] != '/' || strlen(p) >= sizeof o->paths[0]) {
-                listener_free_unstarted(l);
-                return luaL_error(L, "listen: a path must start with '/' and be under 128 bytes");
-            }
-            strcpy(o->paths[o->npaths++], p);
-            lua_pop(L, 1);
-        }
-        lua_pop(L, 1);
-        lua_getfield(L, 2, "static");
-        if (lua_istable(L, -1)) {
-            int n = (int)lua_objlen(L, -1);
-            o->statics = calloc((size_t)(n ? n : 1), sizeof *o->statics);
-            if (!o->statics) {
-                listener_free_unstarted(l);
-                return luaL_error(L, "out of memory");
-            }
-            for (int i = 1; i <= n; i++) {
-                lua_rawgeti(L, -1, i);
-                lua_getfield(L, -1, "prefix");
-                lua_getfield(L, -2, "dir");
-                const char *prefix = lua_tostring(L, -2), *dir = lua_tostring(L, -1);
-                if (!prefix || !dir || prefix[0] != '/' ||
-                    strlen(prefix) >= sizeof o->statics[0].prefix ||
-                    strlen(dir) >= sizeof o->statics[0].dir) {
-                    listener_free_unstarted(l);
-                    return luaL_error(L,
-                                      "listen: static: a prefix starts with '/' (under %d "
-                                      "bytes) and names a folder (under %d bytes)",
-                                      (int)sizeof o->statics[0].prefix,
-                                      (int)sizeof o->statics[0].dir);
-                }
-                nh_static_dir_t *sd = &o->statics[o->nstatics++];
-                strcpy(sd->prefix, prefix);
-                strcpy(sd->dir, dir);
-                lua_pop(L, 3);
-            }
-        }
-        lua_pop(L, 1);
-    }
-    l->transport = ws ? &nh_transport_ws : &nh_transport_tcp;
-    if (lua_istable(L, 2)) {
-        lua_getfield(L, 2, "tls");
-        if (lua_istable(L, -1)) {
-            char err[512];
-            l->tls = tls_ctx_from(L, lua_gettop(L), ws, err, sizeof err);
-            if (!l->tls) {
-                listener_free_unstarted(l);
-                lua_pushnil(L);
-                lua_pushfstring(L, "listen %s: tls: %s", addr, err);
-                return 2;
-            }
-        }
-        lua_pop(L, 1);
-    }
-    int r = nh_listener_start(h, l, addr); /* frees l on failure */
-    if (r) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "listen %s: %s", addr, uv_strerror(r));
-        return 2;
-    }
-    if (ws) {
-        char also[NH_WS_MAX_PATHS * 130] = "";
-        for (int i = 1; i < o->npaths; i++) {
-            size_t at = strlen(also);
-            snprintf(also + at, sizeof also - at, "%s%s%s", i == 1 ? " (also " : ", ", o->paths[i],
-                     i == o->npaths - 1 ? ")" : "");
-        }
-        nh_log(NH_LOG_INFO, "listening %s://%s%s%s", l->tls ? "wss" : "ws", l->bound, o->paths[0],
-               also);
-    } else {
-        nh_log(NH_LOG_INFO, "listening %s://%s", l->tls ? "tls" : "tcp", l->bound);
-    }
-    lua_pushinteger(L, l->id);
-    lua_pushstring(L, l->bound);
-    return 2;
-}
-
-static int c_unlisten(lua_State *L) {
-    nh_host_t *h = host(L);
-    int id = (int)luaL_checkinteger(L, 1);
-    for (nh_listener_t *l = h->listeners; l; l = l->next) {
-        if (l->id == id) {
-            nh_listener_close(l);
-            lua_pushboolean(L, 1);
-            return 1;
-        }
-    }
-    lua_pushboolean(L, 0);
-    return 1;
 }
 
 /* ---- configuration ---- */
@@ -299,7 +87,7 @@ static int c_configure(lua_State *L) {
     if (cfg_number(L, "send_limit", 1024, 9e15, &v)) c.send_limit = (size_t)v;
     if (cfg_number(L, "max_conns", 0, 4294967295.0, &v)) c.max_conns = (uint32_t)v;
     cfg_bool(L, "debug", &c.debug);
-    /* watchdog.h: stall time (0 or false: off), abort, exit time (0: never), Lua heap cap */
+    /* lua_watchdog.h: stall time (0 or false: off), abort, exit time (0: never), Lua heap cap */
     lua_getfield(L, 1, "watchdog");
     int watchdog_off = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -360,6 +148,7 @@ static int c_set_hook(lua_State *L) {
     luaL_unref(L, LUA_REGISTRYINDEX, h->hooks[which]);
     lua_settop(L, 2);
     h->hooks[which] = lua_isnil(L, 2) ? LUA_NOREF : luaL_ref(L, LUA_REGISTRYINDEX);
+    nh_lua_dispatch_install(h);
     return 0;
 }
 
@@ -471,118 +260,21 @@ static int c_watch_slice(lua_State *L) {
     return 0;
 }
 
-/* ---- time and timers ---- */
-
-static int c_now(lua_State *L) {
-    lua_pushnumber(L, (lua_Number)nh_timers_now(&host(L)->timers) / 1000.0);
-    return 1;
-}
-
-/* hrtime() -> seconds of a monotonic real clock (not moved by advance): bounded waits in tests. */
-static int c_hrtime(lua_State *L) {
-    lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
-    return 1;
-}
-
-static int c_advance(lua_State *L) {
+/* release_thread(co, reusable): a dispatcher thread (host.h) that yielded — its handler waited —
+ * has finished (reusable: true) or failed or been abandoned (false): task.lua hands it back. */
+static int c_release_thread(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTHREAD);
     nh_host_t *h = host(L);
-    nh_timers_advance(&h->timers, secs_to_ms(L, 1, 0));
-    nh_conn_flush_all(h);
+    lua_State *T = lua_tothread(L, 1);
+    if (T == L) return luaL_error(L, "release_thread: a thread cannot release itself");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->threads_ref);
+    lua_pushvalue(L, 1);
+    lua_rawget(L, -2);
+    int ours = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    if (!ours) return luaL_error(L, "release_thread: not a dispatcher thread");
+    nh_host_release_thread(h, T, lua_toboolean(L, 2));
     return 0;
-}
-
-#define TIMER_MT "nano.core.timer"
-
-typedef struct ltimer {
-    nh_timer_t t;
-    nh_host_t *h;
-    int fn_ref;   /* the callback */
-    int self_ref; /* keeps the userdata alive while the timer runs */
-} ltimer_t;
-
-static void timer_release(lua_State *L, ltimer_t *lt) {
-    luaL_unref(L, LUA_REGISTRYINDEX, lt->self_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, lt->fn_ref);
-    lt->self_ref = lt->fn_ref = LUA_NOREF;
-}
-
-static void on_timer(nh_timer_t *t) {
-    ltimer_t *lt = t->data;
-    nh_host_t *h = lt->h;
-    lua_State *L = h->L;
-    int fn_ref = lt->fn_ref, self_ref = lt->self_ref;
-    /* Hold the userdata on the stack: the callback may stop (and so release) it. */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, self_ref);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
-    lua_pushvalue(L, -2);
-    nh_host_call_lua(h, 1, 0, "timer");
-    if (!nh_timer_active(&lt->t) && lt->self_ref == self_ref) timer_release(L, lt);
-    lua_pop(L, 1);
-}
-
-/* timer(delay, repeat, fn) -> timer; fn(timer) runs after delay, then every repeat (0: once) */
-static int c_timer(lua_State *L) {
-    nh_host_t *h = host(L);
-    uint64_t delay = secs_to_ms(L, 1, 0);
-    uint64_t repeat = secs_to_ms(L, 2, 0);
-    luaL_checktype(L, 3, LUA_TFUNCTION);
-    ltimer_t *lt = lua_newuserdata(L, sizeof *lt);
-    memset(lt, 0, sizeof *lt);
-    lt->h = h;
-    lt->t.cb = on_timer;
-    lt->t.data = lt;
-    luaL_getmetatable(L, TIMER_MT);
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, 3);
-    lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushvalue(L, -1);
-    lt->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    int r = nh_timer_start(&h->timers, &lt->t, delay, repeat);
-    if (r) {
-        timer_release(L, lt);
-        return luaL_error(L, "timer: %s", uv_strerror(r));
-    }
-    return 1;
-}
-
-static int t_stop(lua_State *L) {
-    ltimer_t *lt = luaL_checkudata(L, 1, TIMER_MT);
-    nh_timer_stop(&lt->h->timers, &lt->t);
-    timer_release(L, lt);
-    return 0;
-}
-
-/* The Lua timers (core.timer) on the host's heap; the sweep is the host's own. */
-static int count_lua_timers(nh_host_t *h) {
-    int n = 0;
-    for (uint32_t i = 0; i < h->timers.n; i++)
-        if (h->timers.heap[i]->cb == on_timer) n++;
-    return n;
-}
-
-/* stop_timers() -> count: stops every Lua timer, so that nano.test can start the next spec with
- * none left from the last. */
-static int c_stop_timers(lua_State *L) {
-    nh_host_t *h = host(L);
-    int n = 0;
-    /* Stopping reorders the heap: take the first Lua timer found each time. */
-    for (;;) {
-        ltimer_t *lt = NULL;
-        for (uint32_t i = 0; i < h->timers.n && !lt; i++)
-            if (h->timers.heap[i]->cb == on_timer) lt = h->timers.heap[i]->data;
-        if (!lt) break;
-        nh_timer_stop(&h->timers, &lt->t);
-        timer_release(L, lt);
-        n++;
-    }
-    lua_pushinteger(L, n);
-    return 1;
-}
-
-static int t_active(lua_State *L) {
-    ltimer_t *lt = luaL_checkudata(L, 1, TIMER_MT);
-    lua_pushboolean(L, nh_timer_active(&lt->t));
-    return 1;
 }
 
 /* ---- loop control ---- */
@@ -668,7 +360,7 @@ static int c_stats(lua_State *L) {
     lua_setfield(L, -2, "listeners");
     lua_pushnumber(L, (lua_Number)h->accept_failed); /* out of descriptors and other failures */
     lua_setfield(L, -2, "accept_failed");
-    lua_pushinteger(L, count_lua_timers(h));
+    lua_pushinteger(L, nh_lua_core_timer_count(h));
     lua_setfield(L, -2, "timers");
     lua_pushnumber(L, (lua_Number)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0));
     lua_setfield(L, -2, "lua_memory");
@@ -726,41 +418,29 @@ static int c_log_level(lua_State *L) {
 
 static int open_core(lua_State *L) {
     static const luaL_Reg fns[] = {
-        {"listen", c_listen},
-        {"unlisten", c_unlisten},
-        {"listener_tls", c_listener_tls},
         {"configure", c_configure},
         {"config", c_config},
         {"set_hook", c_set_hook},
         {"respond", c_respond},
         {"push", c_push},
         {"push_many", c_push_many},
-        {"now", c_now},
         {"watch_slice", c_watch_slice},
-        {"advance", c_advance},
-        {"timer", c_timer},
+        {"release_thread", c_release_thread},
         {"run", c_run},
         {"stop", c_stop},
         {"restart", c_restart},
         {"stats", c_stats},
         {"log", c_log},
         {"log_level", c_log_level},
-        {"hrtime", c_hrtime},
         {"sessions", c_sessions},
-        {"stop_timers", c_stop_timers},
         {"running", c_running},
         {NULL, NULL},
     };
-    static const luaL_Reg timer_methods[] = {{"stop", t_stop}, {"active", t_active}, {NULL, NULL}};
-    luaL_newmetatable(L, TIMER_MT);
-    lua_newtable(L);
-    luaL_register(L, NULL, timer_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-
     lua_newtable(L);
     luaL_register(L, NULL, fns);
-    nh_lua_open_fs(L); /* watch, scandir: lua_fs.c */
+    nh_lua_core_listen(L); /* listen, unlisten, listener_tls: lua_listen.c */
+    nh_lua_core_timers(L); /* now, hrtime, advance, timer, stop_timers: lua_timer.c */
+    nh_lua_open_fs(L);     /* watch, scandir: lua_fs.c */
     nh_lua_open_session(L);
     lua_setfield(L, -2, "session_methods");
     lua_pushstring(L, NH_VERSION);

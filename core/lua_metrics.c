@@ -7,6 +7,12 @@
  *   reload(ok, seconds)                 one hot reload
  *   family(name, help, kind, labels, bounds) -> handle   Lua's own counter/gauge/histogram
  *   update(handle, set, value, label values...)          nil, err past the series limit
+ *   core_family(...) -> handle          as family, for the core's nano_* series kept in Lua
+ *                                       (cluster, storage, HTTP client: lua/nano/metrics.lua)
+ *   series(handle, label values...) -> index | nil (past the series limit)
+ *   bump(handle, index, value)          adds to / observes the series at index
+ *   clock() -> seconds                  uv_hrtime, for record's t0
+ *   record(counter, ci, histogram, hi, t0)  counts one and observes clock() - t0
  *   http_router(fn | nil)               fn(id, method, target, headers, body, remote, via) for
  *                                       paths other than /metrics and /healthz on the metrics
  *                                       listener (via nil), and for plain requests on WebSocket
@@ -106,7 +112,7 @@ static int l_reload(lua_State *L) {
     return 0;
 }
 
-static int l_family(lua_State *L) {
+static int family(lua_State *L, int core) {
     nh_metrics_t *m = &nh_host_from_lua(L)->metrics;
     const char *name = luaL_checkstring(L, 1);
     const char *help = luaL_checkstring(L, 2);
@@ -144,7 +150,9 @@ static int l_family(lua_State *L) {
         }
     }
     nh_metrics_family_t *f;
-    int r = nh_metrics_family_add(m, name, help, k, labels, nlabels, bounds, nbounds, &f);
+    int r = core
+                ? nh_metrics_core_family_add(m, name, help, k, labels, nlabels, bounds, nbounds, &f)
+                : nh_metrics_family_add(m, name, help, k, labels, nlabels, bounds, nbounds, &f);
     if (r == -EINVAL)
         return luaL_error(L,
                           "metric '%s': bad name, label names or bucket bounds (names are "
@@ -157,6 +165,52 @@ static int l_family(lua_State *L) {
                           name);
     if (r) return luaL_error(L, "metric '%s': out of memory", name);
     lua_pushlightuserdata(L, f);
+    return 1;
+}
+
+static int l_family(lua_State *L) {
+    return family(L, 0);
+}
+static int l_core_family(lua_State *L) {
+    return family(L, 1);
+}
+
+static int l_series(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+    nh_metrics_family_t *f = lua_touserdata(L, 1);
+    int n = nh_metrics_family_nlabels(f);
+    const char *values[NH_METRICS_MAX_LABELS];
+    for (int i = 0; i < n; i++)
+        values[i] = luaL_checkstring(L, 2 + i);
+    int r = nh_metrics_family_series(f, values);
+    if (r == -ENOMEM) return luaL_error(L, "metric series: out of memory");
+    if (r < 0) return 0; /* past the series limit: nothing to bump */
+    lua_pushinteger(L, r);
+    return 1;
+}
+
+/* The hot path of the core's Lua-kept series: no strings, no lookup. */
+static int l_bump(lua_State *L) {
+    nh_metrics_family_t *f = lua_touserdata(L, 1);
+    if (f) nh_metrics_family_bump(f, (int)lua_tointeger(L, 2), lua_tonumber(L, 3));
+    return 0;
+}
+
+/* record(counter, ci, histogram, hi, t0): one call done; counts 1 in the counter's series ci and
+ * observes now - t0 (seconds of clock(), uv_hrtime) in the histogram's series hi. One C call at
+ * the end of a query or an RPC instead of a clock read and two bumps. */
+static int l_record(lua_State *L) {
+    double now = (double)uv_hrtime() / 1e9;
+    nh_metrics_family_t *c = lua_touserdata(L, 1);
+    nh_metrics_family_t *h = lua_touserdata(L, 3);
+    if (c) nh_metrics_family_bump(c, (int)lua_tointeger(L, 2), 1);
+    double dt = now - lua_tonumber(L, 5);
+    if (h) nh_metrics_family_bump(h, (int)lua_tointeger(L, 4), dt > 0 ? dt : 0);
+    return 0;
+}
+
+static int l_clock(lua_State *L) {
+    lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
     return 1;
 }
 
@@ -282,6 +336,11 @@ int nh_lua_open_metrics(lua_State *L) {
                                    {"reload", l_reload},
                                    {"family", l_family},
                                    {"update", l_update},
+                                   {"core_family", l_core_family},
+                                   {"series", l_series},
+                                   {"bump", l_bump},
+                                   {"record", l_record},
+                                   {"clock", l_clock},
                                    {"http_router", l_http_router},
                                    {"http_respond", l_http_respond},
                                    {NULL, NULL}};

@@ -18,8 +18,20 @@ typedef struct lsession {
     lua_Number uid;
 } lsession_t;
 
+/* The session metatable of the Lua state that registered it last: comparing a userdata's
+ * metatable with it is a pointer compare, where luaL_checkudata looks the name up in the
+ * registry (~150 instructions on every session method, so on every message). Another state's
+ * sessions (two states in one process: tests) take the slow path. */
+static const void *session_mt;
+
 static lsession_t *check(lua_State *L, int idx) {
     nh_watchdog_check(L); /* every session method: a compiled loop calling one is stopped here */
+    lsession_t *u = lua_touserdata(L, idx);
+    if (u && lua_getmetatable(L, idx)) {
+        int ours = lua_topointer(L, -1) == session_mt;
+        lua_pop(L, 1);
+        if (ours) return u;
+    }
     return (lsession_t *)luaL_checkudata(L, idx, SESSION_MT);
 }
 
@@ -37,8 +49,8 @@ nh_session_t *nh_lua_test_session(lua_State *L, int idx) {
 }
 
 void nh_lua_push_session(lua_State *L, nh_session_t *s) {
-    if (s->lua_ref != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, s->lua_ref);
+    if (s->binding_ref) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->binding_ref);
         return;
     }
     lsession_t *u = lua_newuserdata(L, sizeof *u);
@@ -50,17 +62,18 @@ void nh_lua_push_session(lua_State *L, nh_session_t *s) {
     lua_pushvalue(L, LUA_GLOBALSINDEX); /* no state yet (push_state) */
     lua_setfenv(L, -2);
     lua_pushvalue(L, -1);
-    s->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    s->binding_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* never 0: luaL_ref counts from 1 */
+    nh_lua_dispatch_install(s->host);                /* its closed event now detaches it */
 }
 
 void nh_lua_session_detach(lua_State *L, nh_session_t *s) {
-    if (s->lua_ref == LUA_NOREF) return;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->lua_ref);
+    if (!s->binding_ref) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->binding_ref);
     lsession_t *u = lua_touserdata(L, -1);
     if (u) u->s = NULL;
     lua_pop(L, 1);
-    luaL_unref(L, LUA_REGISTRYINDEX, s->lua_ref);
-    s->lua_ref = LUA_NOREF;
+    luaL_unref(L, LUA_REGISTRYINDEX, s->binding_ref);
+    s->binding_ref = 0;
 }
 
 static int s_id(lua_State *L) {
@@ -293,6 +306,7 @@ int nh_lua_open_session(lua_State *L) {
         {NULL, NULL},
     };
     luaL_newmetatable(L, SESSION_MT);
+    session_mt = lua_topointer(L, -1);
     lua_newtable(L);
     luaL_register(L, NULL, methods);
     lua_pushvalue(L, -1);

@@ -290,9 +290,9 @@ static int same_shape(const nh_metrics_family_t *f, int kind, const char *const 
     return 1;
 }
 
-int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
-                          const char *const *labels, int nlabels, const double *bounds, int nbounds,
-                          nh_metrics_family_t **out) {
+static int family_add(nh_metrics_t *m, int core, const char *name, const char *help, int kind,
+                      const char *const *labels, int nlabels, const double *bounds, int nbounds,
+                      nh_metrics_family_t **out) {
     if (!valid_name(name, 0) || nlabels < 0 || nlabels > NH_METRICS_MAX_LABELS) return -EINVAL;
     for (int i = 0; i < nlabels; i++) {
         if (!valid_name(labels[i], 1)) return -EINVAL;
@@ -305,7 +305,7 @@ int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, i
         for (int i = 0; i < nbounds; i++)
             if (!isfinite(bounds[i]) || (i && bounds[i] <= bounds[i - 1])) return -EINVAL;
     }
-    if (strncmp(name, "nano_", 5) == 0) return -EEXIST; /* the core's own prefix */
+    if ((strncmp(name, "nano_", 5) == 0) != core) return -EEXIST; /* the core's own prefix */
     nh_metrics_family_t **tail = &m->families;
     for (nh_metrics_family_t *f = m->families; f; f = f->next) {
         if (strcmp(f->name, name) == 0) {
@@ -346,39 +346,64 @@ int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, i
     return 0;
 }
 
-int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, int set, double v) {
-    struct series *s = NULL;
-    for (int i = 0; i < f->nseries && !s; i++) {
+int nh_metrics_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
+                          const char *const *labels, int nlabels, const double *bounds, int nbounds,
+                          nh_metrics_family_t **out) {
+    return family_add(m, 0, name, help, kind, labels, nlabels, bounds, nbounds, out);
+}
+
+int nh_metrics_core_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
+                               const char *const *labels, int nlabels, const double *bounds,
+                               int nbounds, nh_metrics_family_t **out) {
+    return family_add(m, 1, name, help, kind, labels, nlabels, bounds, nbounds, out);
+}
+
+int nh_metrics_family_series(nh_metrics_family_t *f, const char *const *values) {
+    for (int i = 0; i < f->nseries; i++) {
         int k = 0;
         while (k < f->nlabels && strcmp(f->series[i].values[k], values[k]) == 0)
             k++;
-        if (k == f->nlabels) s = &f->series[i];
+        if (k == f->nlabels) return i;
     }
-    if (!s) {
-        if (f->nseries >= NH_METRICS_MAX_SERIES) return -ENOSPC;
-        if (f->nseries == f->cap) {
-            int cap = f->cap ? 2 * f->cap : 4;
-            struct series *ns = realloc(f->series, (size_t)cap * sizeof *ns);
-            if (!ns) return -ENOMEM;
-            f->series = ns;
-            f->cap = cap;
-        }
-        char **vals = calloc((size_t)(f->nlabels ? f->nlabels : 1), sizeof *vals);
-        if (!vals) return -ENOMEM;
-        for (int k = 0; k < f->nlabels; k++) {
-            vals[k] = strdup(values[k]);
-            if (!vals[k]) {
-                while (k--)
-                    free(vals[k]);
-                free(vals);
-                return -ENOMEM;
-            }
-        }
-        s = &f->series[f->nseries++];
-        memset(s, 0, sizeof *s);
-        s->values = vals;
-        if (f->kind == NH_KIND_HISTOGRAM) nh_histogram_init(&s->hg, f->bounds, f->nbounds);
+    if (f->nseries >= NH_METRICS_MAX_SERIES) return -ENOSPC;
+    if (f->nseries == f->cap) {
+        int cap = f->cap ? 2 * f->cap : 4;
+        struct series *ns = realloc(f->series, (size_t)cap * sizeof *ns);
+        if (!ns) return -ENOMEM;
+        f->series = ns;
+        f->cap = cap;
     }
+    char **vals = calloc((size_t)(f->nlabels ? f->nlabels : 1), sizeof *vals);
+    if (!vals) return -ENOMEM;
+    for (int k = 0; k < f->nlabels; k++) {
+        vals[k] = strdup(values[k]);
+        if (!vals[k]) {
+            while (k--)
+                free(vals[k]);
+            free(vals);
+            return -ENOMEM;
+        }
+    }
+    struct series *s = &f->series[f->nseries++];
+    memset(s, 0, sizeof *s);
+    s->values = vals;
+    if (f->kind == NH_KIND_HISTOGRAM) nh_histogram_init(&s->hg, f->bounds, f->nbounds);
+    return f->nseries - 1;
+}
+
+void nh_metrics_family_bump(nh_metrics_family_t *f, int i, double v) {
+    if (i < 0 || i >= f->nseries) return;
+    struct series *s = &f->series[i];
+    if (f->kind == NH_KIND_HISTOGRAM)
+        nh_histogram_observe(&s->hg, v);
+    else
+        s->v += v;
+}
+
+int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, int set, double v) {
+    int i = nh_metrics_family_series(f, values);
+    if (i < 0) return i;
+    struct series *s = &f->series[i];
     if (f->kind == NH_KIND_HISTOGRAM)
         nh_histogram_observe(&s->hg, v);
     else if (set)

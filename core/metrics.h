@@ -166,6 +166,18 @@ int nh_metrics_family_nlabels(const nh_metrics_family_t *f);
  * values (nlabels of them). -ENOSPC past NH_METRICS_MAX_SERIES series. */
 int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, int set, double v);
 
+/* The core's own families kept by Lua modules (cluster RPCs, storage queries, the HTTP client):
+ * as nh_metrics_family_add, but the name must start with nano_. */
+int nh_metrics_core_family_add(nh_metrics_t *m, const char *name, const char *help, int kind,
+                               const char *const *labels, int nlabels, const double *bounds,
+                               int nbounds, nh_metrics_family_t **out);
+/* The index of the series with these label values, created when new (a negative error as
+ * nh_metrics_family_update). An index stays valid for the family's life, so a hot path looks its
+ * series up once and then bumps by index: adds v (counter, gauge) or observes it (histogram). An
+ * index out of range is ignored. */
+int nh_metrics_family_series(nh_metrics_family_t *f, const char *const *values);
+void nh_metrics_family_bump(nh_metrics_family_t *f, int i, double v);
+
 /* ---- rendering ---- */
 typedef struct nh_strbuf {
     char *data;

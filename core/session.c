@@ -7,11 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <lauxlib.h>
-
 #include "host.h"
 #include "log.h"
-#include "lua_binding.h"
 
 /* A line about this session: "<transport> <peer> session <id>: <message>". */
 static void slog(const nh_session_t *s, int level, const char *fmt, ...) NH_LOG_PRINTF(3, 4);
@@ -107,7 +104,6 @@ nh_session_t *nh_session_open(nh_host_t *h, const nh_session_link_t *link, void 
     s->host = h;
     s->link = link;
     s->link_ctx = ctx;
-    s->lua_ref = LUA_NOREF;
     s->state = NH_SS_HANDSHAKE;
     s->created_ms = s->last_recv_ms = nh_timers_now(&h->timers);
     nh_pkt_decoder_init(&s->dec, h->cfg.max_packet);
@@ -146,17 +142,7 @@ void nh_session_on_conn_gone(nh_session_t *s) {
     s->link_ctx = NULL;
     s->state = NH_SS_CLOSED;
     nh_pkt_decoder_free(&s->dec);
-    if (s->lua_ref != LUA_NOREF) {
-        lua_State *L = h->L;
-        if (h->hooks[NH_HOOK_CLOSED] != LUA_NOREF) {
-            lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_CLOSED]);
-            nh_lua_push_session(L, s);
-            char what[64];
-            snprintf(what, sizeof what, "session %llu closed hook", (unsigned long long)s->id);
-            nh_host_call_lua(h, 1, 0, what);
-        }
-        nh_lua_session_detach(L, s);
-    }
+    if (h->events.closed) h->events.closed(h->events_ud, s);
     free(s);
 }
 
@@ -224,33 +210,20 @@ static const nh_session_ops_t client_ops = {
 static int on_handshake(nh_session_t *s, const uint8_t *body, size_t len) {
     nh_host_t *h = s->host;
     if (s->state != NH_SS_HANDSHAKE) return reject(s, "second handshake");
-    lua_State *L = h->L;
-    if (h->hooks[NH_HOOK_HANDSHAKE] == LUA_NOREF) {
+    if (!h->events.handshake) {
         char resp[128];
         int n = snprintf(resp, sizeof resp, "{\"code\":200,\"sys\":{\"heartbeat\":%g}}",
                          (double)h->cfg.heartbeat_ms / 1000.0);
         s->state = NH_SS_ACK;
         return send_packet(s, NH_PKT_HANDSHAKE, (const uint8_t *)resp, (size_t)n) < 0 ? -1 : 0;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_HANDSHAKE]);
-    nh_lua_push_session(L, s);
-    lua_pushlstring(L, (const char *)body, len);
-    if (nh_host_call_lua(h, 2, 2, "handshake") != 0)
+    nh_session_handshake_t out = {0};
+    if (h->events.handshake(h->events_ud, s, body, len, &out) != 0)
         return reject_with(s, CLOSE_INTERNAL, "handshake hook failed");
-    size_t rlen = 0;
-    const char *resp = lua_tolstring(L, -2, &rlen);
-    int accepted = lua_toboolean(L, -1);
-    if (!resp) {
-        lua_pop(L, 2);
-        return reject_with(s, CLOSE_INTERNAL, "handshake hook returned no response");
-    }
-    if (s->state == NH_SS_CLOSED) { /* the hook closed it */
-        lua_pop(L, 2);
-        return -1;
-    }
-    int r = send_packet(s, NH_PKT_HANDSHAKE, (const uint8_t *)resp, rlen);
-    lua_pop(L, 2);
-    if (r < 0) return -1;
+    if (!out.reply) return reject_with(s, CLOSE_INTERNAL, "handshake hook returned no response");
+    if (s->state == NH_SS_CLOSED) return -1; /* the hook closed it */
+    if (send_packet(s, NH_PKT_HANDSHAKE, out.reply, out.reply_len) < 0) return -1;
+    int accepted = out.accepted;
     if (!accepted) {
         slog(s, NH_LOG_INFO, "handshake refused");
         s->close_code = CLOSE_POLICY;
@@ -288,40 +261,11 @@ static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
     if (m.type == NH_MSG_REQUEST) s->last_mid = m.id;
     nh_metrics_message(&h->metrics, NH_MD_IN, m.type);
     if (h->cfg.debug) log_message(s, &m);
-    if (h->hooks[NH_HOOK_DISPATCH] == LUA_NOREF) return 0;
-    lua_State *L = h->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_DISPATCH]);
-    nh_lua_push_session(L, s);
-    lua_pushinteger(L, m.type);
-    lua_pushnumber(L, (lua_Number)m.id);
-    if (m.route_compressed)
-        lua_pushinteger(L, m.route_code);
-    else
-        lua_pushlstring(L, m.route, m.route_len);
-    lua_pushlstring(L, (const char *)m.payload, m.payload_len);
-    lua_pushinteger(L, m.flags);
-    /* The Lua dispatcher protects each handler itself and answers with an error response; this
-     * pcall only catches a failure of the dispatcher. The route is for the watchdog's log. */
-    char code[8];
-    const char *route = m.route;
-    size_t route_len = m.route_len;
-    if (m.route_compressed) { /* "#<code>", without snprintf's cost on every message */
-        char digits[5];
-        size_t n = 0;
-        unsigned v = m.route_code;
-        do
-            digits[n++] = (char)('0' + v % 10);
-        while ((v /= 10) != 0);
-        code[0] = '#';
-        for (size_t i = 0; i < n; i++)
-            code[1 + i] = digits[n - 1 - i];
-        route_len = n + 1;
-        route = code;
-    }
+    if (!h->events.message) return 0;
     uint64_t t0 = h->metrics.requests_on && m.type == NH_MSG_REQUEST
                       ? nh_metrics_dispatch_begin(&h->metrics, s->id, m.id)
                       : 0;
-    int failed = nh_host_call_handler(h, 6, 0, "dispatch", s->id, route, route_len) != 0;
+    int failed = h->events.message(h->events_ud, s, &m) != 0;
     if (t0) nh_metrics_dispatch_end(&h->metrics, &m, t0, failed);
     /* The dispatcher itself failed (the watchdog and the Lua memory limit can strike outside a
      * handler's protection): a request still gets an error response rather than none. JSON, as

@@ -15,8 +15,9 @@
  * dispatch through the ops, and read nothing past the common part of the struct.
  *
  * Dependencies run one way: the Lua binding → session → transport → conn. session.c never sees
- * a connection: it knows its transport's link only. Events go up to the layer above through
- * callbacks.
+ * a connection: it knows its transport's link only. What a client session receives goes up to
+ * the layer above through the host's events (nh_session_events_t below), never to Lua directly:
+ * the Lua binding implements them (lua_dispatch.c), a C test installs its own.
  *
  * Life: a transport creates the session when its byte stream starts (TCP: at accept; WebSocket:
  * at accept too, so that the handshake timeout covers the upgrade) and reports to it: bytes
@@ -93,7 +94,9 @@ struct nh_session {
     uint64_t last_mid;         /* id of the last request received */
     uint64_t answered_mid;     /* id of the last response sent (core.respond) */
     nh_session_t *prev, *next; /* host->sessions */
-    int lua_ref;               /* registry ref to the userdata; LUA_NOREF until Lua first sees it */
+    /* the layer above's handle for this session (the Lua binding: a registry reference to the
+     * userdata); 0 until the layer above first sees the session, and again once it let go */
+    int binding_ref;
     uint8_t state;
     uint8_t draining; /* the transport closes once its queue has left: no more timeouts */
     /* Why the session itself closed the connection, as a WebSocket close status: 1002 protocol
@@ -133,6 +136,34 @@ static inline int nh_session_peer(const nh_session_t *s, char *out, size_t len) 
 static inline const char *nh_session_transport(const nh_session_t *s) {
     return s->ops->transport(s);
 }
+
+/* What a session tells the layer above (set on the host: h->events, with h->events_ud passed
+ * back as `ud`; the Lua binding fills in the members whose Lua hook is set). Every member may be
+ * NULL: the session then does what is said below. The calls run on the loop thread, from inside
+ * nh_session_on_bytes (handshake, message) or from the close of the connection (closed). A
+ * callback may close or kick the session; the session checks its state after each call.
+ */
+typedef struct nh_session_handshake {
+    const uint8_t *reply; /* the handshake packet's body to send (the implementation's memory,
+                             valid until its next call) */
+    size_t reply_len;
+    int accepted; /* 0: send the reply, then close (the handshake was refused) */
+} nh_session_handshake_t;
+
+typedef struct nh_session_events {
+    /* The client's handshake packet (body: its JSON). Returns 0 with *out filled, or -1 when it
+     * failed (logged): the session then closes with status 1011. NULL: every handshake is
+     * accepted with {"code":200,"sys":{"heartbeat":<interval>}}. */
+    int (*handshake)(void *ud, nh_session_t *s, const uint8_t *body, size_t len,
+                     nh_session_handshake_t *out);
+    /* A request or notify, decoded (its route, payload point into the read: copy what must
+     * outlive the call). Returns 0, or -1 when the layer above failed to handle it (logged): a
+     * request not answered yet then gets a 500 error response from the session. NULL: messages
+     * are dropped. */
+    int (*message)(void *ud, nh_session_t *s, const nh_msg_t *m);
+    /* The connection is gone; s is freed when this returns. Called for every session. */
+    void (*closed)(void *ud, nh_session_t *s);
+} nh_session_events_t;
 
 /* ---- a client connected here: what its transport calls ---- */
 

@@ -113,6 +113,7 @@ static void shutdown_host(void) {
     nh_host_stop(&host);
     uv_run(&loop, UV_RUN_DEFAULT);
     nh_host_free(&host);
+    nh_lua_host_detach(&host);
     lua_close(L);
     if (uv_loop_close(&loop) != 0) die("loop closed with handles still open");
 }
@@ -124,7 +125,8 @@ static void init_once(void) {
     if (!L) die("luaL_newstate");
     luaL_openlibs(L);
     nh_lua_open(L);
-    if (nh_host_init(&host, &loop, L) != 0) die("nh_host_init");
+    if (nh_host_init(&host, &loop) != 0) die("nh_host_init");
+    nh_lua_host_attach(&host, L);
     const char *lua_dir = getenv("NH_FUZZ_LUA"); /* e.g. lua/ of another checkout */
     if (!lua_dir) lua_dir = NH_SOURCE_DIR "/lua";
     lua_getglobal(L, "package");

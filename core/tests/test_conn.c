@@ -1,8 +1,9 @@
 /* conn.c under a transport of the test's own, with no session and no Lua: a real listener on
- * loopback, a libuv client, a host made without Lua (nh_host_init with L NULL), virtual time for
+ * loopback, a libuv client, a host with no Lua state attached, virtual time for
  * the sweep. conn reports opened, bytes, draining, closing and gone to its transport, frames
  * through its frame_header, closes after flush once drained, enforces the close deadline of a
- * peer that does not read in its own sweep, and cuts a connection off past the send limit. */
+ * peer that does not read in its own sweep, cuts a connection off past the send limit, and closes
+ * every connection at the host's stop (nh_conn_close_all). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -256,15 +257,28 @@ static void test_cut_off_past_the_send_limit(void) {
     close_client();
 }
 
+static void test_close_all_closes_connections_without_a_session(void) {
+    connect_client(1);
+    uint64_t before = host.metrics.closed[NH_CLOSE_SHUTDOWN];
+    nh_conn_close_all(&host, "server shutdown");
+    wait_gone();
+    CHECK(gone() && nevents == 3 && events[1] == EV_CLOSING && events[2] == EV_GONE);
+    CHECK(host.metrics.closed[NH_CLOSE_SHUTDOWN] == before + 1);
+    run_until(&cl.closed);
+    CHECK(cl.closed);
+    close_client();
+}
+
 int main(void) {
     nh_log_set_level(NH_LOG_ERROR); /* the send limit logs a warning by design */
-    if (uv_loop_init(&loop) != 0 || nh_host_init(&host, &loop, NULL) != 0) return 2;
+    if (uv_loop_init(&loop) != 0 || nh_host_init(&host, &loop) != 0) return 2;
     start_listener();
     test_bytes_reach_the_transport();
     test_packets_framed_by_the_transport();
     test_close_after_flush_closes_once_drained();
     test_close_deadline_for_a_peer_that_does_not_read();
     test_cut_off_past_the_send_limit();
+    test_close_all_closes_connections_without_a_session();
     nh_host_stop(&host); /* closes the listener */
     nh_host_free(&host);
     CHECK(uv_loop_close(&loop) == 0);

@@ -163,11 +163,60 @@ static void test_dispatch_accounting(void) {
     nh_metrics_free(&m);
 }
 
+/* The core's families kept in Lua: only nano_ names; a series' index stays valid while more
+ * series are added (the array grows); bumping by index counts and observes; a bad index is
+ * ignored. */
+static void test_core_families_by_index(void) {
+    nh_metrics_t m;
+    CHECK(nh_metrics_init(&m) == 0);
+    const char *labels[] = {"client", "outcome"};
+    static const double bounds[] = {0.1, 1};
+    nh_metrics_family_t *c, *h, *g;
+    CHECK(nh_metrics_core_family_add(&m, "game_q_total", "", NH_KIND_COUNTER, labels, 2, NULL, 0,
+                                     &g) == -EEXIST);
+    CHECK(nh_metrics_core_family_add(&m, "nano_q_total", "Queries.", NH_KIND_COUNTER, labels, 2,
+                                     NULL, 0, &c) == 0);
+    CHECK(nh_metrics_family_add(&m, "nano_q_total", "", NH_KIND_COUNTER, labels, 2, NULL, 0, &g) ==
+          -EEXIST); /* still refused to scripts */
+    CHECK(nh_metrics_core_family_add(&m, "nano_q_seconds", "Latency.", NH_KIND_HISTOGRAM, labels, 1,
+                                     bounds, 2, &h) == 0);
+    const char *ok[] = {"pg", "ok"}, *err[] = {"pg", "error"};
+    int iok = nh_metrics_family_series(c, ok);
+    int ierr = nh_metrics_family_series(c, err);
+    CHECK(iok == 0 && ierr == 1);
+    CHECK(nh_metrics_family_series(c, ok) == iok); /* found again, not added */
+    char name[16];
+    for (int i = 0; i < 20; i++) { /* the series array moves */
+        snprintf(name, sizeof name, "c%d", i);
+        const char *v[] = {name, "ok"};
+        CHECK(nh_metrics_family_series(c, v) == 2 + i);
+    }
+    nh_metrics_family_bump(c, iok, 1);
+    nh_metrics_family_bump(c, iok, 1);
+    nh_metrics_family_bump(c, ierr, 1);
+    nh_metrics_family_bump(c, 99, 1); /* out of range: nothing */
+    nh_metrics_family_bump(c, -1, 1);
+    int ih = nh_metrics_family_series(h, ok);
+    nh_metrics_family_bump(h, ih, 0.05);
+    nh_metrics_family_bump(h, ih, 2);
+    nh_strbuf_t b = {0};
+    const char *t = render(&m, &b);
+    CHECK(strstr(t, "# TYPE nano_q_total counter\n") != NULL);
+    CHECK(strstr(t, "nano_q_total{client=\"pg\",outcome=\"ok\"} 2\n") != NULL);
+    CHECK(strstr(t, "nano_q_total{client=\"pg\",outcome=\"error\"} 1\n") != NULL);
+    CHECK(strstr(t, "nano_q_total{client=\"c19\",outcome=\"ok\"} 0\n") != NULL);
+    CHECK(strstr(t, "nano_q_seconds_bucket{client=\"pg\",le=\"0.1\"} 1\n") != NULL);
+    CHECK(strstr(t, "nano_q_seconds_count{client=\"pg\"} 2\n") != NULL);
+    nh_strbuf_free(&b);
+    nh_metrics_free(&m);
+}
+
 int main(void) {
     test_routes_bounded();
     test_histogram_and_escaping();
     test_families();
     test_close_reasons();
     test_dispatch_accounting();
+    test_core_families_by_index();
     return check_done();
 }

@@ -1,8 +1,9 @@
-/* session.c with no Lua state and no socket: a host made without Lua (nh_host_init with L NULL)
+/* session.c with no Lua state and no socket: a host with no Lua state attached
  * and a transport in memory under the session's link, which decodes what the session sends with
  * the real packet decoder and reports closing and gone back as conn's transports do. Time is
- * virtual (nh_timers_advance drives the host's sweep). One behaviour per test: the handshake and
- * its ack, heartbeats on schedule, the heartbeat and handshake timeouts, bad input closing with
+ * virtual (nh_timers_advance drives the host's sweep), and the events that go up (handshake,
+ * message, closed) are the test's own. One behaviour per test: the handshake and its ack, the
+ * events, heartbeats on schedule, the heartbeat and handshake timeouts, bad input closing with
  * its close code, a kick, and sends after closing. */
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,58 @@ static int count(const mem_t *m, int type) {
     for (int i = 0; i < m->npkts; i++)
         n += m->pkts[i].type == type;
     return n;
+}
+
+/* ---- the layer above: events of the test's own ---- */
+
+static int ev_accept = 1, ev_fail_handshake, ev_fail_message;
+static int ev_messages, ev_closed;
+static nh_msg_t ev_last;
+static char ev_route[32], ev_payload[32];
+
+static int ev_handshake(void *ud, nh_session_t *s, const uint8_t *body, size_t len,
+                        nh_session_handshake_t *out) {
+    (void)ud, (void)s, (void)body, (void)len;
+    if (ev_fail_handshake) return -1;
+    static const char reply[] = "{\"code\":200,\"sys\":{\"heartbeat\":1}}";
+    out->reply = (const uint8_t *)reply;
+    out->reply_len = sizeof reply - 1;
+    out->accepted = ev_accept;
+    return 0;
+}
+
+static int ev_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
+    (void)ud, (void)s;
+    ev_messages++;
+    ev_last = *m;
+    snprintf(ev_route, sizeof ev_route, "%.*s", (int)m->route_len, m->route ? m->route : "");
+    snprintf(ev_payload, sizeof ev_payload, "%.*s", (int)m->payload_len, (const char *)m->payload);
+    return ev_fail_message ? -1 : 0;
+}
+
+static void ev_on_closed(void *ud, nh_session_t *s) {
+    (void)ud, (void)s;
+    ev_closed++;
+}
+
+static void events_on(void) {
+    host.events = (nh_session_events_t){
+        .handshake = ev_handshake, .message = ev_message, .closed = ev_on_closed};
+    ev_accept = 1;
+    ev_fail_handshake = ev_fail_message = 0;
+    ev_messages = ev_closed = 0;
+}
+
+static void events_off(void) {
+    memset(&host.events, 0, sizeof host.events);
+}
+
+static int send_request(mem_t *m, int type, uint64_t id, const char *route, const char *payload) {
+    uint8_t msg[256];
+    nh_msg_t req = {.type = type, .id = id, .route = route, .route_len = strlen(route)};
+    int n = nh_msg_write_header(msg, &req);
+    memcpy(msg + n, payload, strlen(payload));
+    return client_send(m, NH_PKT_DATA, msg, (size_t)n + strlen(payload));
 }
 
 /* ---- tests ---- */
@@ -275,9 +328,61 @@ static void test_sends_through_the_ops(void) {
     mem_free(m);
 }
 
+static void test_messages_go_up_through_the_events(void) {
+    events_on();
+    mem_t *m = mem_working();
+    CHECK(send_request(m, NH_MSG_REQUEST, 3, "room.join", "{\"a\":1}") == 0);
+    CHECK(ev_messages == 1 && ev_last.type == NH_MSG_REQUEST && ev_last.id == 3);
+    CHECK(strcmp(ev_route, "room.join") == 0 && strcmp(ev_payload, "{\"a\":1}") == 0);
+    CHECK(m->s->last_mid == 3 && m->npkts == 0); /* the answer is the layer above's business */
+    CHECK(send_request(m, NH_MSG_NOTIFY, 0, "room.say", "hi") == 0);
+    CHECK(ev_messages == 2 && ev_last.type == NH_MSG_NOTIFY && strcmp(ev_payload, "hi") == 0);
+    mem_free(m);
+    CHECK(ev_closed == 1); /* the closed event, once, when the connection is gone */
+    events_off();
+}
+
+static void test_failed_message_event_answers_500(void) {
+    events_on();
+    mem_t *m = mem_working();
+    ev_fail_message = 1;
+    send_request(m, NH_MSG_REQUEST, 9, "room.join", "{}");
+    nh_msg_t got;
+    CHECK(m->npkts == 1 && m->pkts[0].type == NH_PKT_DATA);
+    CHECK(nh_msg_decode((const uint8_t *)m->pkts[0].body, m->pkts[0].len, &got) == 0 &&
+          got.type == NH_MSG_RESPONSE && got.id == 9 && (got.flags & NH_MSG_FLAG_ERROR) &&
+          got.payload_len > 0 && memmem(got.payload, got.payload_len, "500", 3));
+    send_request(m, NH_MSG_NOTIFY, 0, "room.say", "{}"); /* a notify gets no answer */
+    CHECK(m->npkts == 1 && !m->closing);
+    mem_free(m);
+    events_off();
+}
+
+static void test_refused_handshake_replies_then_closes_with_policy(void) {
+    events_on();
+    ev_accept = 0;
+    mem_t *m = mem_open();
+    client_send(m, NH_PKT_HANDSHAKE, handshake, sizeof handshake - 1);
+    CHECK(m->npkts == 1 && m->pkts[0].type == NH_PKT_HANDSHAKE);
+    CHECK(m->draining && !m->closing && m->s->close_code == 1008);
+    CHECK(m->s->state == NH_SS_CLOSED);
+    mem_free(m);
+    events_off();
+}
+
+static void test_failed_handshake_event_closes_with_server_error(void) {
+    events_on();
+    ev_fail_handshake = 1;
+    mem_t *m = mem_open();
+    client_send(m, NH_PKT_HANDSHAKE, handshake, sizeof handshake - 1);
+    CHECK(m->npkts == 0 && m->closing && m->s->close_code == 1011);
+    mem_free(m);
+    events_off();
+}
+
 int main(void) {
     nh_log_set_level(NH_LOG_ERROR); /* the closes above log warnings by design */
-    if (uv_loop_init(&loop) != 0 || nh_host_init(&host, &loop, NULL) != 0) return 2;
+    if (uv_loop_init(&loop) != 0 || nh_host_init(&host, &loop) != 0) return 2;
     test_handshake_answered_then_ack_starts_work();
     test_data_before_ack_closes_with_protocol_error();
     test_bad_packets_close_with_their_codes();
@@ -287,6 +392,10 @@ int main(void) {
     test_kick_sends_its_packet_then_closes_after_flush();
     test_draining_session_has_no_timeouts();
     test_sends_through_the_ops();
+    test_messages_go_up_through_the_events();
+    test_failed_message_event_answers_500();
+    test_refused_handshake_replies_then_closes_with_policy();
+    test_failed_handshake_event_closes_with_server_error();
     nh_host_stop(&host);
     nh_host_free(&host);
     CHECK(uv_loop_close(&loop) == 0);

@@ -19,6 +19,8 @@ local core = require "nano.core"
 local nats = require "nano.nats_core"
 local task = require "nano.task"
 local json = require "nano.json"
+local metrics = require "nano.metrics"
+local clock = metrics.clock
 
 local type, pairs, ipairs, tostring, tonumber, setmetatable, next, pcall, xpcall =
   type, pairs, ipairs, tostring, tonumber, setmetatable, next, pcall, xpcall
@@ -49,11 +51,16 @@ function M.attach(nano)
     return h, str_sub(data, nl + 1)
   end
 
+  -- envelopes by direction and kind (nano_cluster_messages_total), RPCs (nano_cluster_rpc_*):
+  -- defined by nano.cluster, so that a host without a cluster shows none of these series
+  local count_msg, count_rpc
+
   local function send(to, h, body)
     if not C or not C.link then return nil, "not in a cluster" end
     h.from = C.id
     local ok, err = C.link:publish("nano.srv." .. to, encode(h, body))
     if not ok then return nil, err end
+    count_msg("out", h.k)
     return true
   end
 
@@ -133,7 +140,8 @@ function M.attach(nano)
     local now = core.now()
     for cid, call in pairs(C.calls) do
       if now >= call.deadline then
-        finish_call(cid, nil, { code = 503, msg = str_format("no answer from %s within %g s", call.target, call.timeout) })
+        finish_call(cid, nil, { code = 503, msg = str_format("no answer from %s within %g s", call.target, call.timeout) },
+          "timeout")
       end
     end
   end
@@ -189,19 +197,34 @@ function M.attach(nano)
     if type(target) ~= "string" or type(route) ~= "string" then
       error("rpc: expected (type_or_id, \"Comp.method\", payload)", 2)
     end
+    local t0 = clock()
     local id = C.members[target] and target or pick(target)
-    if not id then return nil, "no server of type or id '" .. target .. "'" end
+    -- counted by the target's type (a bounded set), never by the id or type the caller named
+    if not id then
+      count_rpc("none", "unavailable", t0)
+      return nil, "no server of type or id '" .. target .. "'"
+    end
+    local ttype = tostring(C.members[id].type)
     local ok, body = pcall(serializer().marshal, payload)
-    if not ok then return nil, "cannot serialize: " .. tostring(body) end
+    if not ok then
+      count_rpc(ttype, "error", t0)
+      return nil, "cannot serialize: " .. tostring(body)
+    end
     local timeout = opts and opts.timeout or C.timeout
+    local outcome = "ok"
     local res, err = task.await("nano.rpc", function(resume)
-      local cid = new_call(id, function(r, e)
-        if e then return resume(nil, e) end
+      local cid = new_call(id, function(r, e, why)
+        if e then
+          -- a code 503 is the cluster's own (no member, member gone, leaving); others the handler's
+          outcome = why or (type(e) == "table" and e.code == 503 and "unavailable") or "error"
+          return resume(nil, e)
+        end
         return resume(r)
       end, timeout)
       local sent, why = send(id, { k = "rpc", cid = cid, r = route }, body)
       if not sent then finish_call(cid, nil, { code = 503, msg = why }) end
     end)
+    count_rpc(ttype, outcome, t0)
     if err then return nil, type(err) == "table" and (tostring(err.msg) .. " (" .. tostring(err.code) .. ")") or err end
     return res
   end
@@ -537,6 +560,7 @@ function M.attach(nano)
       return
     end
     if subject == "nano.ctl" then return on_ctl(h) end
+    count_msg("in", h.k)
     local fn = handlers[h.k]
     if not fn then
       log.warn("cluster: unknown message kind %s from %s", tostring(h.k), tostring(h.from))
@@ -604,6 +628,9 @@ function M.attach(nano)
       bindings = setmetatable({}, { __mode = "k" }), seen = setmetatable({}, { __mode = "k" }),
       by_sid = setmetatable({}, { __mode = "v" }), remote = {}, slow = 0,
     }
+    count_msg = count_msg or metrics._cluster_messages({ "fwd", "rpc", "rpcres", "resp", "push",
+      "kick", "close", "bind", "set", "closed", "gpush" })
+    count_rpc = count_rpc or metrics._rpc_recorder()
     local link, err = nats.connect(C.url, id, on_msg, on_event, opts.max_queue)
     if not link then
       C = nil

@@ -16,6 +16,7 @@
 -- argument types, closing a group twice). Queries on a closed group (count, contains, members)
 -- see an empty group, as in nano.
 local core = require "nano.core"
+local scope = require "nano.scope"
 
 local type, tostring, setmetatable, getmetatable, pairs, ipairs, pcall =
   type, tostring, setmetatable, getmetatable, pairs, ipairs, pcall
@@ -302,12 +303,18 @@ function M.attach(nano)
     return "group " .. self._name .. " (" .. #self._list .. " members" .. (self._closed and ", closed)" or ")")
   end
 
-  --- nano.new_group(name) -> group
-  function nano.new_group(name)
-    if type(name) ~= "string" then error("new_group: expected a name (string)", 2) end
+  local function make(name)
     local g = setmetatable({ _name = name, _list = {}, _index = {}, _closed = false }, Group)
     nano._all_groups()[g] = true
     return g
+  end
+
+  --- nano.new_group(name) -> group
+  -- Hot reload (scope.lua): while the main script runs again, the n-th group of a name it makes
+  -- is the n-th group of that name the previous run made, members and all.
+  function nano.new_group(name)
+    if type(name) ~= "string" then error("new_group: expected a name (string)", 2) end
+    return scope.group(name, make)
   end
 
   -- Every group not yet collected (weak keys): the admin console's `groups`.

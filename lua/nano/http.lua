@@ -11,6 +11,8 @@
 -- Redirects are not followed unless redirects = true (or a number: the most to follow).
 local core = require "nano.http_core"
 local task = require "nano.task"
+local metrics = require "nano.metrics"
+local clock = metrics.clock
 
 local type, pairs = type, pairs
 
@@ -21,10 +23,14 @@ local M = {}
 function M.request(opts)
   if type(opts) ~= "table" then error("http.request: expected a table of options", 2) end
   if type(opts.url) ~= "string" then error("http.request: url is required", 2) end
-  return task.await("nano.http.request", function(resume)
-    local id, err = core.request(opts, function(res, e) resume(res, e) end)
+  local t0 = clock()
+  local res, err = task.await("nano.http.request", function(resume)
+    local id, err = core.request(opts, function(r, e) resume(r, e) end)
     if not id then resume(nil, err) end
   end)
+  M._rec = M._rec or metrics._http_recorder()
+  M._rec(opts.method or "GET", res and res.status, t0)
+  return res, err
 end
 
 --- nano.http.get(url [, opts]) -> res | nil, err

@@ -19,6 +19,7 @@
 -- script no longer registers is gone (the table is rebuilt on every run of the main script).
 local mc = require "nano.metrics_core"
 local json = require "nano.json"
+local scope = require "nano.scope"
 
 local M = {}
 
@@ -144,22 +145,14 @@ function M.attach(nano)
     if path == "/metrics" or path == "/healthz" then error("http.route: " .. path .. " is the core's", 2) end
     local run = nano._main_runs and nano._main_runs() or 0
     if generation ~= run then -- a new run of the main script (hot reload): start afresh
+      local before, gen = routes, generation
       routes, generation = {}, run
+      -- a reload that fails changes nothing: the routes its partial run registered are dropped
+      scope.record(function() routes, generation = before, gen end, false)
     end
     routes[path] = routes[path] or {}
     routes[path][method] = fn
     mc.http_router(dispatch)
-  end
-
-  -- A reload that fails changes nothing: the routes its partial run registered are dropped.
-  local reload = nano.reload
-  if reload then
-    function nano.reload(...)
-      local before, gen = routes, generation
-      local ok, err = reload(...)
-      if not ok then routes, generation = before, gen end
-      return ok, err
-    end
   end
 
   local stopped = nano._stopped

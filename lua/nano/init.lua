@@ -3,6 +3,8 @@
 -- See docs/api.md for every function with an example.
 local core = require "nano.core"
 local metrics_core = require "nano.metrics_core"
+-- hot reload's seam (scope.lua): what a load makes is recorded by the functions below themselves
+local scope = require "nano.scope"
 
 local type, pairs, ipairs, tostring, select = type, pairs, ipairs, tostring, select
 local next, rawget, getmetatable = next, rawget, getmetatable
@@ -420,7 +422,8 @@ function nano.register(comp, opts)
   end
   local existing = S.by_name[name]
   -- during a hot reload (reload.lua) registrations are staged, then swapped in all at once
-  if S.reload_register then return S.reload_register(existing, comp, opts, name) end
+  local stage = scope.stager()
+  if stage then return stage(existing, comp, opts, name) end
   if existing then
     if existing.comp ~= comp then error("register: a component named '" .. name .. "' exists", 2) end
     existing.opts = opts
@@ -751,7 +754,7 @@ local function handle(h, s, mtype, id, route, payload, flags)
     msg = decoded
   end
   local t = current_task()
-  t.msg_s, t.msg_type, t.msg_id, t.answered, t.watch_route = s, mtype, id, false, route
+  t.msg_s, t.msg_type, t.msg_id, t.answered, t.watch_route, t.msg_sid = s, mtype, id, false, route, false
   local inflight
   if mtype == MSG_REQUEST then
     inflight = S.inflight[s]
@@ -821,7 +824,6 @@ local function handler_done()
   if S.running == 0 and S.grace then stop_now() end
 end
 
-local spawn = task._run -- the task tables of handlers are reused: nobody keeps them
 
 -- A task that handles one message of a concurrent component.
 local function handle_one(h, s, mtype, id, route, payload, flags)
@@ -848,11 +850,12 @@ end
 -- The core's dispatch hook: one message from a session. By default a session's messages are
 -- handled one after another (the next starts when the previous handler has returned, waits
 -- included); a component registered with { concurrent = true } gets a task per message.
+local enter_task = task._enter
 local function dispatch(s, mtype, id, route, payload, flags)
   local h = resolve(route)
   if h and h.concurrent then
-    spawn(handle_one, h, s, mtype, id, route, payload, flags)
-    return
+    enter_task()
+    return handle_one(h, s, mtype, id, route, payload, flags)
   end
   local queues = S.queues
   local q = queues[s]
@@ -862,8 +865,8 @@ local function dispatch(s, mtype, id, route, payload, flags)
   end
   if not q.busy then
     q.busy = true
-    spawn(handle_in_order, q, h, s, mtype, id, route, payload, flags)
-    return
+    enter_task()
+    return handle_in_order(q, h, s, mtype, id, route, payload, flags)
   end
   if q.tail - q.head >= S.session_queue then
     log.warn("session %d: %d messages already wait for a handler; dropping %s %s", s:id(),
@@ -918,6 +921,15 @@ end
 function nano.on_session_closed(fn)
   if type(fn) ~= "function" then error("on_session_closed: expected a function", 2) end
   S.closed_cbs[#S.closed_cbs + 1] = fn
+  scope.record(function() -- made while the script loads: the next reload's callbacks replace it
+    local cbs = S.closed_cbs
+    for i = 1, #cbs do
+      if cbs[i] == fn then
+        table.remove(cbs, i)
+        return
+      end
+    end
+  end, true)
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -1003,7 +1015,8 @@ end
 
 -- Runs the main script (first load). Returns true, or false after logging the error.
 function nano._main_runs() return S.main_runs or 0 end
-function nano._load_main(script, script_dir, args)
+local reload -- reload.lua, attached below
+local function run_main(script, script_dir, args)
   S.main_runs = (S.main_runs or 0) + 1
   S.script, S.script_dir = script, script_dir
   S.listen_seen = {}
@@ -1019,6 +1032,10 @@ function nano._load_main(script, script_dir, args)
   end
   return true
 end
+-- recorded like a reload's run, so that the first reload can replace what it made
+function nano._load_main(script, script_dir, args)
+  return reload.first_load(run_main, script, script_dir, args)
+end
 
 function nano._start(opts)
   S.started = true
@@ -1028,6 +1045,7 @@ function nano._start(opts)
 end
 
 function nano._stopped()
+  nano.unwatch() -- watchers do not keep the loop alive; closed before the host stops for good
   for _, e in ipairs(S.components) do call_hook(e, "shutdown") end
   nano.http._close() -- requests still in flight are dropped, kept-alive connections closed
   nano.sqlite._close_all() -- storage handles (used by the hooks above)
@@ -1045,11 +1063,10 @@ require("nano.pipeline").attach(nano)
 require("nano.cluster").attach(nano)
 nano.redis = require("nano.redis") -- Redis client (issue 13)
 nano.pg = require("nano.pg") -- PostgreSQL client (issue 13)
--- nano.reload / watch / unwatch / persist (reload.lua). Attached last: it wraps new_*timer,
--- new_group, on_session_closed and the pipeline so a reload can replace what main.lua made.
-require("nano.reload").attach(nano)
--- nano.http.route (http_server.lua): after reload.lua, whose nano.reload it wraps (a reload that
--- fails keeps the routes it had).
+-- nano.reload / watch / unwatch / persist (reload.lua)
+reload = require("nano.reload")
+reload.attach(nano)
+-- nano.http.route (http_server.lua)
 require("nano.http_server").attach(nano)
 
 -- nano.test: back to the state of a fresh process, between specs. Closes every listener and
@@ -1075,6 +1092,7 @@ function nano._reset()
   for k in pairs(S) do S[k] = nil end
   for k, v in pairs(fresh_state()) do S[k] = v end
   inbound = nil
+  scope.reset()
   nano._reset_pipeline() -- empties nano.pipeline's chains (and so unsets both pipeline hooks)
   core.configure(DEFAULT_CONFIG)
   install_hooks()

@@ -90,6 +90,158 @@ function M.histogram(name, help, labels, buckets)
   return define("histogram", name, help, labels, buckets or M.DEFAULT_BUCKETS)
 end
 
+-- ---------------------------------------------------------------------------------------------
+-- The core's own series kept by Lua modules: cluster RPCs (cluster.lua), storage queries
+-- (sqlite.lua, redis.lua, pg.lua), the HTTP client (http.lua). docs/operating.md lists them.
+-- Each module looks its series up once (a label set is fixed when a client is made, or is one of
+-- a few outcomes) and then bumps them by index: per call one clock read at each end and two C
+-- calls with numbers only. Label values never come from a query text or a client.
+
+local clock = mc.clock -- uv_hrtime in seconds, as nano.core's hrtime
+M.clock = clock
+local record = mc.record -- (counter, i, histogram, j, t0): counts one, observes clock() - t0
+
+-- the same as the core's handler latency (core/metrics.c): half a millisecond to ten seconds
+local LATENCY = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+
+local core_families = {}
+
+local function core_family(kind, name, help, labels, buckets)
+  local f = core_families[name]
+  if not f then
+    f = { handle = mc.core_family(name, help, kind, labels, buckets), index = {} }
+    core_families[name] = f
+  end
+  return f
+end
+
+-- the series' index, or false past the family's series limit (then nothing is counted)
+local function series_of(f, key, ...)
+  local i = f.index[key]
+  if i == nil then
+    i = mc.series(f.handle, ...) or false
+    f.index[key] = i
+  end
+  return i
+end
+
+local bump = mc.bump
+
+local function bumper(f, i)
+  if not i then return function() end end
+  local h = f.handle
+  return function(v) bump(h, i, v) end
+end
+
+local STORAGE_OUTCOMES = { "ok", "error" }
+
+--- A storage client's recorder: rec(t0, ok) after each query, t0 = metrics.clock() before it.
+--- kind: "sqlite" | "redis" | "pg"; name: the client's name (opts.name), "default" without one.
+function M._storage(kind, name)
+  local q = core_family("counter", "nano_storage_queries_total",
+    "Storage queries (db:exec, r:call, pg:query) by client kind, client name and outcome.",
+    { "client", "name", "outcome" })
+  local s = core_family("histogram", "nano_storage_query_seconds",
+    "Storage query latency as the caller waits for it (queueing included), by client.",
+    { "client", "name" }, LATENCY)
+  local key = kind .. "\0" .. name
+  local out = {}
+  for _, o in ipairs(STORAGE_OUTCOMES) do out[o] = series_of(q, key .. "\0" .. o, kind, name, o) end
+  -- past a family's series limit a series is false: its handle is nil too, and record skips it
+  local ok_i, err_i, s_i = out.ok, out.error, series_of(s, key, kind, name)
+  local okh, errh, sh = ok_i and q.handle, err_i and q.handle, s_i and s.handle
+  ok_i, err_i, s_i = ok_i or 0, err_i or 0, s_i or 0
+  return function(t0, ok)
+    if ok then record(okh, ok_i, sh, s_i, t0) else record(errh, err_i, sh, s_i, t0) end
+  end
+end
+
+--- the name in a client's options (a short plain word), "default" without one | nil, err
+function M._client_name(opts, what)
+  local name = opts and opts.name
+  if name == nil then return "default" end
+  if type(name) ~= "string" or not name:match("^[%w_.%-]+$") or #name > 64 then
+    return nil, what .. ": opts.name must be 1 to 64 letters, digits, '_', '.' or '-'"
+  end
+  return name
+end
+
+local RPC_OUTCOMES = { ok = true, error = true, timeout = true, unavailable = true }
+
+--- cluster RPCs: rpc(target_type, outcome, t0); outcome ok | error | timeout | unavailable
+function M._rpc_recorder()
+  local c = core_family("counter", "nano_cluster_rpc_total",
+    "nano.rpc calls by target server type and outcome (ok, error, timeout, unavailable).",
+    { "target", "outcome" })
+  local s = core_family("histogram", "nano_cluster_rpc_seconds",
+    "nano.rpc latency by target server type, failed calls included.", { "target" }, LATENCY)
+  local by = {} -- target -> outcome -> { counter handle, index, histogram handle, index }
+  return function(target, outcome, t0)
+    local t = by[target]
+    if not t then
+      t = {}
+      local j = series_of(s, target, target)
+      for o in pairs(RPC_OUTCOMES) do
+        local i = series_of(c, target .. "\0" .. o, target, o)
+        t[o] = { i and c.handle, i or 0, j and s.handle, j or 0 }
+      end
+      by[target] = t
+    end
+    local r = t[outcome]
+    record(r[1], r[2], r[3], r[4], t0)
+  end
+end
+
+--- cluster envelopes: msg(direction, kind) with kind one of a fixed set (else "other")
+function M._cluster_messages(kinds)
+  local c = core_family("counter", "nano_cluster_messages_total",
+    "Cluster envelopes sent and received, by direction and kind (fwd: a forwarded client "
+      .. "message, rpc/rpcres: an RPC and its result, push/resp/kick...: a backend's session "
+      .. "operation, grp: a group broadcast).",
+    { "direction", "kind" })
+  local by = { out = {}, ["in"] = {} }
+  for dir, t in pairs(by) do
+    for _, k in ipairs(kinds) do t[k] = bumper(c, series_of(c, dir .. k, dir, k)) end
+    t.other = bumper(c, series_of(c, dir .. "\0other", dir, "other"))
+  end
+  return function(dir, kind)
+    local t = by[dir]
+    local f = t[kind] or t.other
+    f(1)
+  end
+end
+
+local HTTP_METHODS = { GET = true, POST = true, PUT = true, DELETE = true, PATCH = true, HEAD = true,
+  OPTIONS = true }
+
+--- the HTTP client: rec(method, status | nil, t0); method outside the usual ones is "other",
+--- outcome is the status class (2xx...) or "error" when no response came
+function M._http_recorder()
+  local c = core_family("counter", "nano_http_client_requests_total",
+    "nano.http requests by method and outcome (the status class 1xx..5xx, or error: no response).",
+    { "method", "outcome" })
+  local s = core_family("histogram", "nano_http_client_request_seconds",
+    "nano.http request latency by method, failed requests included.", { "method" }, LATENCY)
+  local by = {}
+  local classes = { "1xx", "2xx", "3xx", "4xx", "5xx" }
+  return function(method, status, t0)
+    local m = HTTP_METHODS[method] and method or "other"
+    local o = status and classes[math.floor(status / 100)] or "error"
+    local t = by[m]
+    if not t then
+      t = {}
+      by[m] = t
+    end
+    local r = t[o]
+    if not r then
+      local i, j = series_of(c, m .. "\0" .. o, m, o), series_of(s, m, m)
+      r = { i and c.handle, i or 0, j and s.handle, j or 0 }
+      t[o] = r
+    end
+    record(r[1], r[2], r[3], r[4], t0)
+  end
+end
+
 function M.attach(nano)
   nano.metrics = M
   --- nano.listen_metrics(addr [, { drain = secs }]) -> bound address

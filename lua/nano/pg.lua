@@ -8,7 +8,8 @@
 --   pg:close()
 --
 -- opts: pool (connections, default 4), timeout (s, default 30: one query; it is then cancelled
--- on the server; false: none), connect_timeout (s, default 10).
+-- on the server; false: none), connect_timeout (s, default 10), name (labels the pool's metrics,
+-- nano_storage_*{client="pg",name=...}; "default" without one).
 --
 -- Values: see nano.pg_core (core/lua_pg.c): rows are arrays of tables keyed by column name;
 -- int2/int4/oid/float4/float8 numbers, int8 a number within ±2^53 and its decimal text beyond,
@@ -20,6 +21,8 @@
 local pc = require "nano.pg_core"
 local core = require "nano.core"
 local task = require "nano.task"
+local metrics = require "nano.metrics"
+local clock = metrics.clock
 
 local type, select, tostring, pairs, ipairs, setmetatable, unpack, pcall =
   type, select, tostring, pairs, ipairs, setmetatable, unpack, pcall
@@ -235,8 +238,10 @@ function M.connect(conninfo, opts)
       return nil, "pg: connect: opts." .. k .. " must be seconds (a number > 0) or false"
     end
   end
+  local name, nerr = metrics._client_name(o, "pg: connect")
+  if not name then return nil, nerr end
   local pool = setmetatable({ conninfo = conninfo, opts = o, size = o.pool, nconns = 0,
-    idle = {}, queue = {}, conns = {} }, Pool)
+    idle = {}, queue = {}, conns = {}, rec = metrics._storage("pg", name) }, Pool)
   open[pool] = true
   if task.current() then
     local conn, err = acquire(pool)
@@ -252,12 +257,20 @@ end
 --- pg:query(sql, ...) -> rows | { changes = n } | nil, err
 function Pool:query(sql, ...)
   need_task("pg:query")
+  local t0 = clock()
   local ok, err = check_sql(sql)
-  if not ok then return nil, err end
+  if not ok then
+    self.rec(t0, false)
+    return nil, err
+  end
   local conn, cerr = acquire(self)
-  if not conn then return nil, cerr end
+  if not conn then
+    self.rec(t0, false)
+    return nil, cerr
+  end
   local res, qerr = run(conn, sql, select("#", ...), ...)
   release(self, conn)
+  self.rec(t0, res ~= nil)
   return res, qerr
 end
 
@@ -299,11 +312,19 @@ end
 
 --- tx:query(sql, ...): as pg:query, on the transaction's connection
 function Tx:query(sql, ...)
-  if not self.open then return nil, "pg: this transaction has ended" end
+  local rec, t0 = self.conn.pool.rec, clock()
+  if not self.open then
+    rec(t0, false)
+    return nil, "pg: this transaction has ended"
+  end
   local ok, err = check_sql(sql)
-  if not ok then return nil, err end
+  if not ok then
+    rec(t0, false)
+    return nil, err
+  end
   local res, qerr = run(self.conn, sql, select("#", ...), ...)
   if qerr then self.failed = self.failed or qerr end
+  rec(t0, res ~= nil)
   return res, qerr
 end
 

@@ -15,6 +15,8 @@ local type, tostring, setmetatable, getmetatable, ipairs = type, tostring, setme
 local xpcall, traceback = xpcall, debug.traceback
 local tinsert, tremove = table.insert, table.remove
 
+local scope = require "nano.scope"
+
 local TYPES = { [0] = "request", [1] = "notify", [2] = "response", [3] = "push" }
 
 local M = {}
@@ -41,6 +43,7 @@ function Chain:push_back(fn)
   check(self, fn, "push_back")
   self._fns[#self._fns + 1] = fn
   self._on_change(self)
+  scope.record(function() self:remove(fn) end, true) -- hot reload: the load's stage
 end
 
 --- chain:push_front(fn): fn runs before the stages already there.
@@ -48,6 +51,7 @@ function Chain:push_front(fn)
   check(self, fn, "push_front")
   tinsert(self._fns, 1, fn)
   self._on_change(self)
+  scope.record(function() self:remove(fn) end, true)
 end
 
 --- chain:remove(fn) -> true if fn was a stage (its first occurrence is removed), else false
@@ -65,8 +69,14 @@ end
 
 --- chain:clear(): removes every stage.
 function Chain:clear()
+  local saved = self._fns
   self._fns = {}
   self._on_change(self)
+  -- a load that clears and then fails gets the stages back
+  scope.record(function()
+    self._fns = saved
+    self._on_change(self)
+  end, false)
 end
 
 --- chain:count() -> number of stages

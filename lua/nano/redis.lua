@@ -8,7 +8,8 @@
 --
 -- opts: connect_timeout (s, default 5: one connection attempt), timeout (s, default 5: one
 -- command; nil/false to wait forever), reconnect_max (s, default 5: the longest pause between
--- reconnection attempts; the pause doubles from 0.05 s).
+-- reconnection attempts; the pause doubles from 0.05 s), name (labels the client's metrics,
+-- nano_storage_*{client="redis",name=...}; "default" without one).
 --
 -- Replies: status and bulk strings → strings, integers → numbers (exact to 2^53), nil → nil,
 -- arrays → tables (a nil inside one is nano.redis.null, the same value as nano.json.null;
@@ -23,6 +24,8 @@
 local rc = require "nano.redis_core"
 local core = require "nano.core"
 local task = require "nano.task"
+local metrics = require "nano.metrics"
+local clock = metrics.clock
 
 local type, select, tostring, tonumber, pairs, ipairs, setmetatable, unpack =
   type, select, tostring, tonumber, pairs, ipairs, setmetatable, unpack
@@ -281,7 +284,10 @@ function M.connect(url, opts)
       return nil, "redis: connect: opts." .. k .. " must be seconds (a number > 0)"
     end
   end
+  local name, nerr = metrics._client_name(opts, "redis: connect")
+  if not name then return nil, nerr end
   local self = new_client(u, opts)
+  self.rec = metrics._storage("redis", name)
   open[self] = true
   if not task.current() then
     start_conn(self)
@@ -318,6 +324,13 @@ end
 
 --- r:call(cmd, ...) -> the reply | nil, err
 function Client:call(...)
+  local t0 = clock()
+  local res, err = self:_call(...)
+  self.rec(t0, res ~= nil)
+  return res, err
+end
+
+function Client:_call(...)
   local n = select("#", ...)
   if self.status == "closed" then return nil, "redis: client closed" end
   local ok, err = check_args(n, ...)

@@ -11,6 +11,8 @@
 --   db:transaction(function(tx) tx:exec(...); tx:exec(...) end) -- commits; a raise rolls back
 local core = require "nano.sqlite_core"
 local task = require "nano.task"
+local metrics = require "nano.metrics"
+local clock = metrics.clock
 
 local type, select, setmetatable, tostring, xpcall, error, unpack, pcall, pairs =
   type, select, setmetatable, tostring, xpcall, error, unpack, pcall, pairs
@@ -24,14 +26,17 @@ local open_dbs = setmetatable({}, { __mode = "k" }) -- to close at shutdown and 
 
 local function str_open_error(path, err) return "sqlite.open " .. path .. ": " .. tostring(err) end
 
---- nano.sqlite.open(path [, { busy_timeout = secs, readonly = bool, max_rows = n }]) -> db | nil, err
+--- nano.sqlite.open(path [, { busy_timeout = secs, readonly = bool, max_rows = n, name = "..." }])
+---   -> db | nil, err. name labels the handle's metrics (nano_storage_*{client="sqlite",name=}).
 --- ":memory:" is a private in-memory database. Inside a task it waits for the file to open and
 --- returns nil, err when it cannot; elsewhere (the main script) it returns at once and an open
 --- error comes back from the first exec.
 function M.open(path, opts)
   if type(path) ~= "string" then error("sqlite.open: expected a file path or \":memory:\"", 2) end
   if opts ~= nil and type(opts) ~= "table" then error("sqlite.open: options must be a table", 2) end
-  local db = setmetatable({ path = path, _waiting = {} }, DB)
+  local name, nerr = metrics._client_name(opts, "sqlite.open")
+  if not name then error(nerr, 2) end
+  local db = setmetatable({ path = path, _waiting = {}, _rec = metrics._storage("sqlite", name) }, DB)
   local opened = {}
   db._h = core.open(path, opts, function(ok, err)
     opened.done, opened.err = true, err
@@ -84,16 +89,20 @@ end
 --- by column name (a NULL column is absent); integers beyond 2^53 come back as strings.
 function DB:exec(sql, ...)
   if type(sql) ~= "string" then error("db:exec: expected SQL text", 2) end
+  local t0 = clock()
   local n = select("#", ...)
   local params = { ... }
   for i = 1, n do
     local t = type(params[i])
     if t ~= "nil" and t ~= "boolean" and t ~= "number" and t ~= "string" then
+      self._rec(t0, false)
       return nil, "parameter " .. i .. ": cannot bind a " .. t .. " (nil, boolean, number or string)"
     end
   end
   wait_turn(self)
-  return run(self, sql, n, params)
+  local res, err = run(self, sql, n, params)
+  self._rec(t0, res ~= nil)
+  return res, err
 end
 
 --- db:transaction(fn) -> fn's results | nil, err

@@ -94,7 +94,21 @@ end
 
 -- What a resume of t's coroutine came back with: DONE and the outcome when the function
 -- returned or raised (the coroutine goes back to the pool), nothing when it waits.
+local release_thread = core.release_thread
+local co_status = coroutine.status
 local function stepped(t, ok, marker, ...)
+  if t.core_thread then -- see M._enter: no DONE protocol, the function simply returns
+    if not ok then
+      by_co[t.co] = nil
+      release_thread(t.co, false)
+      return finish(t, false, traceback(t.co, tostring(marker)))
+    end
+    if co_status(t.co) == "dead" then
+      t.status = "done"
+      release_thread(t.co, true)
+    end
+    return
+  end
   if marker == DONE then
     finish(t, ...)
     if t.reusable then
@@ -121,7 +135,16 @@ end
 local watch_slice = core.watch_slice
 local function step(t, ...)
   local s = t.msg_s
-  if s then watch_slice(s:id(), t.watch_route) else watch_slice() end
+  if s then
+    local sid = t.msg_sid -- asked once per message (a method call into C), not once per wait
+    if not sid then
+      sid = s:id()
+      t.msg_sid = sid
+    end
+    watch_slice(sid, t.watch_route)
+  else
+    watch_slice()
+  end
   return stepped(t, co_resume(t.co, ...))
 end
 
@@ -138,7 +161,7 @@ function M.spawn(fn, ...)
   end
   -- every field a handler's task gets, so the table is sized once
   local t = setmetatable({ co = co, status = "running", msg_s = false, msg_type = false,
-                           msg_id = false, answered = false, watch_route = false }, Task)
+                           msg_id = false, answered = false, watch_route = false, msg_sid = false }, Task)
   by_co[co] = t
   stepped(t, co_resume(co, fn, ...))
   return t
@@ -157,10 +180,29 @@ function M._run(fn, ...)
   else
     t = setmetatable({ co = co_create(run_loop_caught), status = "running", reusable = true,
                        msg_s = false, msg_type = false, msg_id = false, answered = false,
-                       watch_route = false }, Task)
+                       watch_route = false, msg_sid = false }, Task)
   end
   by_co[t.co] = t
   stepped(t, co_resume(t.co, fn, ...))
+end
+
+-- task._enter() -> t: the core runs each message's dispatcher on a thread of its own, which it
+-- resumes itself (host.h: nh_host_handler_thread) and reuses when the function returns, so a
+-- handler that does not wait costs no coroutine.resume, no yield and no table write here. The
+-- dispatcher calls this first: the thread's task is made once and kept with it. When a handler
+-- waits, the thread is left to that wait; step() resumes it like any task, and stepped() gives
+-- it back to the core once it has finished (or drops it if it failed).
+function M._enter()
+  local co = co_running()
+  local t = by_co[co]
+  if t then
+    t.status = "running"
+    return t
+  end
+  t = setmetatable({ co = co, status = "running", core_thread = true, msg_s = false,
+                     msg_type = false, msg_id = false, answered = false, watch_route = false, msg_sid = false }, Task)
+  by_co[co] = t
+  return t
 end
 
 -- A yield fails when a C function stands between the task and the waiting call (a table.sort
@@ -175,6 +217,16 @@ local function yielded(what, resume, ok, ...)
     .. " outside that callback (" .. tostring((...)) .. ")", 3)
 end
 
+-- nano.sleep(0)'s yield came back: resumed by run_ready (t.sleeping cleared), or it failed to
+-- yield (a C function in between: the task stays in the list, marked so it is skipped).
+local function yielded_sleep(ok, ...)
+  if ok then return end
+  local t = by_co[co_running()]
+  if t then t.sleeping = false end
+  error("nano.sleep cannot wait here: a C function (table.sort, string.gsub, a C library's "
+    .. "callback) called this code, and a task cannot wait through it; call nano.sleep"
+    .. " outside that callback (" .. tostring((...)) .. ")", 3)
+end
 --- task.await(what, start) -> the values the operation resumes with (see the contract above).
 function M.await(what, start)
   local co = co_running()
@@ -206,11 +258,23 @@ end
 
 -- nano.sleep(0), "let the others run": every task that asks in one loop turn is resumed on the
 -- next by one core timer, not one timer each (a timer is a userdata and two registry refs).
+-- The list holds resume functions (task.await's) or, for nano.sleep(0) itself, the waiting task:
+-- it needs no completion callback, so its wait makes no closure (the hot path of a handler that
+-- lets others run).
 local ready, ready_n, ready_timer = {}, 0, nil
+local function step_ready(t)
+  if t.sleeping and t.status == "running" then
+    t.sleeping = false
+    step(t)
+  end
+end
 local function run_ready()
   local list, n = ready, ready_n
   ready, ready_n, ready_timer = {}, 0, nil
-  for i = 1, n do list[i]() end
+  for i = 1, n do
+    local r = list[i]
+    if type(r) == "function" then r() else step_ready(r) end
+  end
 end
 -- nano.test's reset stops every timer: the tasks waiting on it are dropped with it
 function M._reset() ready, ready_n, ready_timer = {}, 0, nil end
@@ -225,7 +289,16 @@ function M.sleep(secs)
   if type(secs) ~= "number" or secs < 0 or secs ~= secs then
     error("sleep: expected seconds (a number >= 0)", 2)
   end
-  if secs == 0 then return M.await("nano.sleep", next_turn) end
+  if secs == 0 then
+    local co = co_running()
+    local t = co and by_co[co]
+    if not t then return M.await("nano.sleep", next_turn) end -- await says why it cannot wait
+    ready_n = ready_n + 1
+    ready[ready_n] = t
+    if not ready_timer then ready_timer = core.timer(0, 0, run_ready) end
+    t.sleeping = true
+    return yielded_sleep(pcall(co_yield))
+  end
   return M.await("nano.sleep", function(resume)
     core.timer(secs, 0, function() resume() end)
   end)
@@ -253,6 +326,7 @@ function Task:cancel()
   if self.status ~= "running" then return false end
   self.status, self.err = "cancelled", "cancelled"
   by_co[self.co] = nil -- its coroutine stays suspended (not pooled) until the GC takes it
+  if self.core_thread then release_thread(self.co, false) end -- the core forgets it too
   local waiters = self.waiters
   self.waiters = nil
   if waiters then

@@ -12,6 +12,7 @@
 -- condition once per tick.
 local core = require "nano.core"
 local task_run = require("nano.task")._run
+local scope = require "nano.scope"
 
 local type, tostring, setmetatable = type, tostring, setmetatable
 local xpcall, traceback = xpcall, debug.traceback
@@ -113,6 +114,7 @@ function M.attach(nano)
       t._chained = true
       schedule(t)
     end
+    scope.record(function() t:stop() end, true) -- made while the script loads: the load's
     return t
   end
 
@@ -152,6 +154,7 @@ function M.attach(nano)
         call(t, fn, t)
       end
     end)
+    scope.record(function() t:stop() end, true)
     return t
   end
 

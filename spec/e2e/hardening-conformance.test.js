@@ -6,22 +6,13 @@
 
 const assert = require('node:assert/strict');
 const { test } = require('node:test');
-const { setup, sleep } = require('./lib/harness');
+const { setup, sleep, logMatch } = require('./lib/harness');
 const { startServer, fixture } = require('./lib/server');
 const { packet, varint, PKG } = require('./lib/client');
 const { RawConn, rawUpgrade, encodeFrame, wsKey, hex } = require('./lib/rawws');
 
 const ctx = setup({ script: 'conformance.lua' });
 
-async function logMatch(srv, re, from, timeoutMs = 5000) {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const m = re.exec(srv.stderr.slice(from));
-    if (m) return m;
-    if (Date.now() > until) assert.fail(`no log line matching ${re} within ${timeoutMs} ms\n${srv.logTail()}`);
-    await sleep(20);
-  }
-}
 
 // ---- raw sessions: the pomelo handshake over a raw WebSocket or TCP connection ----
 
@@ -193,10 +184,7 @@ ctx.test('ws: an unsupported Sec-WebSocket-Version is refused with 400 naming ve
   assert.equal(res.headers['sec-websocket-version'], undefined, res.head);
 });
 
-ctx.test('SIGTERM: exit code 0', async () => {
-  const res = await ctx.srv.stop(10000);
-  assert.equal(res.code, 0);
-});
+ctx.sigtermTest('SIGTERM: exit code 0');
 
 // ---- 14: a second stop signal while Lua holds the loop thread ----
 

@@ -7,7 +7,7 @@
 
 const assert = require('node:assert/strict');
 const { test } = require('node:test');
-const { setup, TRANSPORTS } = require('./lib/harness');
+const { setup, TRANSPORTS, logMatch } = require('./lib/harness');
 const { startServer, fixture } = require('./lib/server');
 const { connect } = require('./lib/client');
 
@@ -21,16 +21,6 @@ const ctx = setup({
 const clients = {};
 let n = 0;
 
-// The server's log from `from` on, once it contains `re` (bounded wait).
-async function logMatch(srv, re, from, timeoutMs = 5000) {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const m = re.exec(srv.stderr.slice(from));
-    if (m) return m;
-    if (Date.now() > until) assert.fail(`no log line matching ${re} within ${timeoutMs} ms\n${srv.logTail()}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 async function othersWork() {
   for (const tr of TRANSPORTS) await ctx.ping(clients[tr], ++n, { timeoutMs: 3000 });
@@ -125,12 +115,7 @@ ctx.test('sessions release every Lua registry reference when they close', async 
   assert.equal(after.lua_refs, before.lua_refs, 'registry references back to where they were');
 });
 
-ctx.test('SIGTERM: exit code 0', async () => {
-  await othersWork();
-  const res = await ctx.srv.stop(10000);
-  assert.equal(res.code, 0);
-  assert.doesNotMatch(ctx.srv.stderr, /handles still open|registry reference/);
-});
+ctx.sigtermTest('SIGTERM: exit code 0', { before: othersWork, leaks: true });
 
 // A compiled endless loop never returns: with watchdog_exit the process ends (status 70) so a
 // supervisor can restart it, after the watchdog has logged which handler was stuck.

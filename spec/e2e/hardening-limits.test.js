@@ -9,7 +9,7 @@
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const { test } = require('node:test');
-const { setup, TRANSPORTS, sleep } = require('./lib/harness');
+const { setup, TRANSPORTS, sleep, logMatch } = require('./lib/harness');
 const { startServer, fixture } = require('./lib/server');
 const { connect, packet, PKG } = require('./lib/client');
 const { RawConn, rawUpgrade, upgradeRequest, encodeFrame, wsKey, hex } = require('./lib/rawws');
@@ -22,34 +22,18 @@ const ctx = setup({
   script: 'hardening.lua',
   env: { NH_SEND_LIMIT: String(SEND_LIMIT), NH_HANDSHAKE_TIMEOUT: String(HANDSHAKE_TIMEOUT), NH_HEARTBEAT: String(2 * SLOW) },
 });
-const observers = {};
-let pings = 0;
+const observers = ctx.observers({ timeoutMs: 3000 });
 
 function rssKiB(pid) {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(m[1]);
 }
 
-// Resolves with the first match of `re` in the server log after offset `from` (bounded wait).
-async function logMatch(srv, re, from, timeoutMs = 5000) {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const m = re.exec(srv.stderr.slice(from));
-    if (m) return m;
-    if (Date.now() > until) assert.fail(`no log line matching ${re} within ${timeoutMs} ms\n${srv.logTail()}`);
-    await sleep(20);
-  }
-}
 
-async function observersWork() {
-  for (const tr of TRANSPORTS) {
-    assert.ok(!observers[tr].closed, `the ${tr} observer was closed by the server`);
-    await ctx.ping(observers[tr], ++pings, { timeoutMs: 3000 });
-  }
-}
+const observersWork = observers.work;
 
 ctx.test('observers connect on both transports', async () => {
-  for (const tr of TRANSPORTS) observers[tr] = await ctx.connect(tr);
+  await observers.connect();
   await observersWork();
 });
 
@@ -237,12 +221,7 @@ ctx.test('ws: an HTTP head over 8 KiB is answered 431 and closed', async () => {
   await observersWork();
 });
 
-ctx.test('SIGTERM: exit code 0', async () => {
-  await observersWork();
-  const res = await ctx.srv.stop(10000);
-  assert.equal(res.code, 0);
-  assert.doesNotMatch(ctx.srv.stderr, /handles still open|registry reference/);
-});
+ctx.sigtermTest('SIGTERM: exit code 0', { before: observersWork, leaks: true });
 
 // ---- max_conns: its own server, so that other tests' connections don't count ----
 

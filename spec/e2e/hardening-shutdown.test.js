@@ -6,6 +6,7 @@
 // Run by hand: NANO_HOST=build/nano-host node spec/e2e/hardening-shutdown.test.js
 
 const assert = require('node:assert/strict');
+const net = require('node:net');
 const { test } = require('node:test');
 const { startServer, fixture, watchdog } = require('./lib/server');
 const { connect } = require('./lib/client');
@@ -63,6 +64,28 @@ test(`SIGTERM with ${CLIENTS} active clients: exit 0, every session closed once`
   } finally {
     stop = true;
     for (const c of clients) if (!c.closed) c._destroy();
+    await srv.kill();
+  }
+});
+
+// A connection with no session (a WebSocket port's plain HTTP request, still being sent) is
+// closed by the shutdown too, at once: it does not hold the exit until the HTTP deadline.
+test('SIGTERM with a half-sent HTTP request on the WebSocket port: closed at once, exit 0', { timeout: 60000 }, async () => {
+  const srv = await startServer(fixture('hardening.lua'), [], { env: { NH_HANDSHAKE_TIMEOUT: '30' } });
+  const sock = net.connect(srv.ws.port, srv.ws.host);
+  try {
+    await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+    const closed = new Promise((resolve) => sock.once('close', resolve));
+    sock.on('error', () => {});
+    sock.write('GET /page HTTP/1.1\r\nHost: x\r\n'); // no blank line: the head never ends
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = Date.now();
+    const res = await srv.stop(20000);
+    assert.equal(res.code, 0);
+    assert.ok(Date.now() - t0 < 10000, `exit took ${Date.now() - t0} ms (the HTTP deadline is 30 s)`);
+    await closed;
+  } finally {
+    sock.destroy();
     await srv.kill();
   }
 });

@@ -59,9 +59,8 @@ ctx.test('heartbeat timeouts on both transports (concurrently)', async (t) => {
   await Promise.all(TRANSPORTS.map((tr) => t.test(`${tr}: silent closed, answering and chatty kept`, () => heartbeatCase(tr))));
 }, { concurrency: true });
 
-ctx.test('SIGTERM: exit code 0', async () => {
-  const c = await ctx.connect('ws');
-  const res = await ctx.srv.stop(10000);
-  assert.equal(res.code, 0);
-  await c.waitClose(2000);
+let last;
+ctx.sigtermTest('SIGTERM: exit code 0', {
+  before: async () => { last = await ctx.connect('ws'); },
+  after: () => last.waitClose(2000),
 });

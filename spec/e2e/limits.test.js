@@ -10,18 +10,8 @@ const { RawConn, rawUpgrade, upgradeRequest, encodeFrame, parseFrame, acceptFor,
 
 const { Message } = Protocol;
 const ctx = setup();
-const observers = {};
-let pings = 0;
-
-async function observersWork() {
-  for (const tr of TRANSPORTS) {
-    if (!observers[tr] || observers[tr].closed) {
-      observers[tr] = await ctx.connect(tr);
-      assert.fail(`the ${tr} observer connection was closed by the server`);
-    }
-    await ctx.ping(observers[tr], ++pings, { timeoutMs: 2000 });
-  }
-}
+const observers = ctx.observers({ timeoutMs: 2000 });
+const observersWork = observers.work;
 
 const ascii = (s) => [...Buffer.from(s)];
 const pingRequest = (id = 1) => packet(PKG.DATA, Message.encode(id, MSG.REQUEST, 0, 'Bench.ping', Protocol.strencode('{}')));
@@ -48,7 +38,7 @@ const BAD = [
 ];
 
 ctx.test('observers connect on both transports', async () => {
-  for (const tr of TRANSPORTS) observers[tr] = await ctx.connect(tr);
+  await observers.connect();
   await observersWork();
 });
 
@@ -263,9 +253,7 @@ ctx.test('ws: a close frame without a status gets a close frame back (never stat
   await observersWork();
 });
 
-ctx.test('SIGTERM with observers connected: exit code 0', async () => {
-  await observersWork();
-  const res = await ctx.srv.stop(10000);
-  assert.equal(res.code, 0);
-  for (const tr of TRANSPORTS) await observers[tr].waitClose(2000);
+ctx.sigtermTest('SIGTERM with observers connected: exit code 0', {
+  before: observersWork,
+  after: () => observers.waitClose(2000),
 });

@@ -313,17 +313,18 @@ ctx.test('100 clients on each transport at once', async () => {
 });
 
 // Last: SIGTERM with clients on both transports connected → exit code 0, clients closed.
-ctx.test('SIGTERM with clients connected: exit code 0, clients disconnected', async (t) => {
-  const clients = [];
-  for (const tr of TRANSPORTS) {
-    const c = await ctx.connect(tr);
-    await ctx.ping(c, 1);
-    clients.push(c);
-  }
-  const half = await ctx.connect('tcp', { handshake: false }); // connected, no handshake
-  clients.push(half);
-  const res = await ctx.srv.stop(10000);
-  assert.equal(res.code, 0);
-  t.diagnostic(`nano-host exited ${res.ms} ms after SIGTERM`);
-  for (const c of clients) await c.waitClose(2000);
+const clients = [];
+ctx.sigtermTest('SIGTERM with clients connected: exit code 0, clients disconnected', {
+  before: async () => {
+    for (const tr of TRANSPORTS) {
+      const c = await ctx.connect(tr);
+      await ctx.ping(c, 1);
+      clients.push(c);
+    }
+    clients.push(await ctx.connect('tcp', { handshake: false })); // connected, no handshake
+  },
+  after: async (t, res) => {
+    t.diagnostic(`nano-host exited ${res.ms} ms after SIGTERM`);
+    for (const c of clients) await c.waitClose(2000);
+  },
 });

@@ -50,9 +50,52 @@ function setup({ script = 'basic.lua', args = [], env = {}, fileTimeoutMs = 1150
     return r;
   };
 
+  // Observer clients, one per transport, open across a file's tests: work() pings each and fails
+  // if the server closed one (a fault aimed at other connections must not touch them).
+  ctx.observers = ({ timeoutMs = 2000 } = {}) => {
+    const obs = { clients: {}, pings: 0 };
+    obs.connect = async () => {
+      for (const tr of TRANSPORTS) obs.clients[tr] = await ctx.connect(tr);
+    };
+    obs.work = async () => {
+      for (const tr of TRANSPORTS) {
+        const c = obs.clients[tr];
+        assert.ok(c && !c.closed, `the ${tr} observer was closed by the server`);
+        await ctx.ping(c, ++obs.pings, { timeoutMs });
+      }
+    };
+    obs.waitClose = async (ms) => {
+      for (const tr of TRANSPORTS) await obs.clients[tr].waitClose(ms);
+    };
+    return obs;
+  };
+
+  // A file's last test: SIGTERM, and nano-host exits with code 0 within 10 s. `before` runs first
+  // (e.g. observers still work), `after` once it has exited (e.g. clients were closed); with
+  // `leaks`, the exit must not report libuv handles or Lua registry references left open.
+  ctx.sigtermTest = (name, { before: pre, after: post, leaks = false } = {}) =>
+    ctx.test(name, async (t) => {
+      if (pre) await pre(t);
+      const res = await ctx.srv.stop(10000);
+      assert.equal(res.code, 0);
+      if (leaks) assert.doesNotMatch(ctx.srv.stderr, /handles still open|registry reference/);
+      if (post) await post(t, res);
+    });
+
   return ctx;
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-module.exports = { setup, TRANSPORTS, sleep };
+// The first match of `re` in the server log after offset `from` (bounded wait).
+async function logMatch(srv, re, from = 0, timeoutMs = 5000) {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const m = re.exec(srv.stderr.slice(from));
+    if (m) return m;
+    if (Date.now() > until) assert.fail(`no log line matching ${re} within ${timeoutMs} ms\n${srv.logTail()}`);
+    await sleep(20);
+  }
+}
+
+module.exports = { setup, TRANSPORTS, sleep, logMatch };

@@ -24,10 +24,14 @@ async function startNats(opts = {}) {
     for (let i = 0; i < 200; i++) {
       const f = fs.readdirSync(dir).find((x) => x.endsWith('.ports'));
       if (f) {
-        const url = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')).nats[0];
-        n.port = Number(url.split(':').pop());
-        n.url = `nats://127.0.0.1:${n.port}`;
-        return n;
+        // the server may be caught between creating the file and writing it: read again later
+        let ports = null;
+        try { ports = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')); } catch (e) { /* partial */ }
+        if (ports && ports.nats && ports.nats[0]) {
+          n.port = Number(ports.nats[0].split(':').pop());
+          n.url = `nats://127.0.0.1:${n.port}`;
+          return n;
+        }
       }
       if (n.proc.exitCode !== null) break;
       await sleep(25);

@@ -1,5 +1,5 @@
-/* watchdog — notices a Lua call that does not return (an endless loop in a handler) and a Lua heap
- * over its limit, from a thread of its own, and stops them where LuaJIT allows.
+/* lua_watchdog — notices a Lua call that does not return (an endless loop in a handler) and a Lua
+ * heap over its limit, from a thread of its own, and stops them where LuaJIT allows.
  *
  * The loop thread marks every entry into Lua and every return (nh_host_call_lua does it, and each
  * loop turn), which moves a counter. The watchdog thread wakes a few times per stall period; when
@@ -42,7 +42,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <lua.h>
+/* the Lua state, opaque here (lua.h names the same struct) */
+typedef struct lua_State lua_State;
 
 typedef struct nh_watchdog nh_watchdog_t;
 

@@ -1,4 +1,4 @@
-#include "watchdog.h"
+#include "lua_watchdog.h"
 
 #include <errno.h>
 #include <pthread.h>

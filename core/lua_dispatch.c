@@ -1,0 +1,93 @@
+/* The session events (session.h) implemented by Lua: the hooks lua/nano/init.lua sets with
+ * core.set_hook ("dispatch", "handshake", "closed") are called from here, each through
+ * nh_host_call_lua / nh_host_call_handler (protected, with a traceback, logged). session.c and the
+ * transports know only nh_session_events_t; this file is where they meet the Lua stack. */
+#include <stdio.h>
+
+#include "host.h"
+#include "log.h"
+#include "lua_binding.h"
+
+/* registry key of the last handshake reply: the string stays alive (and its bytes valid) until
+ * the next handshake, as nh_session_handshake_t promises */
+static const char reply_key = 'r';
+
+static int on_handshake(void *ud, nh_session_t *s, const uint8_t *body, size_t len,
+                        nh_session_handshake_t *out) {
+    nh_host_t *h = ud;
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_HANDSHAKE]);
+    nh_lua_push_session(L, s);
+    lua_pushlstring(L, (const char *)body, len);
+    if (nh_host_call_lua(h, 2, 2, "handshake") != 0) return -1;
+    size_t rlen = 0;
+    const char *resp = lua_tolstring(L, -2, &rlen); /* a number becomes its string in place */
+    out->accepted = lua_toboolean(L, -1);
+    out->reply = (const uint8_t *)resp;
+    out->reply_len = rlen;
+    lua_pushlightuserdata(L, (void *)&reply_key);
+    lua_pushvalue(L, -3);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 2);
+    return 0;
+}
+
+static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
+    nh_host_t *h = ud;
+    /* On a thread of its own (host.h): the handler may wait without a coroutine.resume in Lua */
+    lua_State *L = nh_host_handler_thread(h);
+    if (!L) {
+        nh_log(NH_LOG_ERROR, "session %llu: dispatch: out of memory", (unsigned long long)s->id);
+        return -1;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_DISPATCH]);
+    nh_lua_push_session(L, s);
+    lua_pushinteger(L, m->type);
+    lua_pushnumber(L, (lua_Number)m->id);
+    if (m->route_compressed)
+        lua_pushinteger(L, m->route_code);
+    else
+        lua_pushlstring(L, m->route, m->route_len);
+    lua_pushlstring(L, (const char *)m->payload, m->payload_len);
+    lua_pushinteger(L, m->flags);
+    /* The Lua dispatcher protects each handler itself and answers with an error response; this
+     * pcall only catches a failure of the dispatcher. The route is for the watchdog's log. */
+    char code[8];
+    const char *route = m->route;
+    size_t route_len = m->route_len;
+    if (m->route_compressed) { /* "#<code>", without snprintf's cost on every message */
+        char digits[5];
+        size_t n = 0;
+        unsigned v = m->route_code;
+        do
+            digits[n++] = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        code[0] = '#';
+        for (size_t i = 0; i < n; i++)
+            code[1 + i] = digits[n - 1 - i];
+        route_len = n + 1;
+        route = code;
+    }
+    return nh_host_resume_handler(h, L, 6, "dispatch", s->id, route, route_len);
+}
+
+static void on_closed(void *ud, nh_session_t *s) {
+    nh_host_t *h = ud;
+    if (!s->binding_ref) return; /* Lua never saw it */
+    lua_State *L = h->L;
+    if (h->hooks[NH_HOOK_CLOSED] != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_CLOSED]);
+        nh_lua_push_session(L, s);
+        char what[64];
+        snprintf(what, sizeof what, "session %llu closed hook", (unsigned long long)s->id);
+        nh_host_call_lua(h, 1, 0, what);
+    }
+    nh_lua_session_detach(L, s);
+}
+
+void nh_lua_dispatch_install(nh_host_t *h) {
+    h->events_ud = h;
+    h->events.handshake = h->hooks[NH_HOOK_HANDSHAKE] != LUA_NOREF ? on_handshake : NULL;
+    h->events.message = h->hooks[NH_HOOK_DISPATCH] != LUA_NOREF ? on_message : NULL;
+    h->events.closed = on_closed; /* also detaches the userdata when there is no closed hook */
+}
