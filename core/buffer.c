@@ -223,8 +223,8 @@ void nh_outq_consume(nh_outq_t *q, size_t n) {
     }
     if (q->n == 0) {
         q->head = 0;
-        drop_own(q);       /* drained: back to the shared arena */
-        if (q->cap > 16) { /* a burst's segment array is not kept by an idle connection */
+        drop_own(q);  /* drained: back to the shared arena */
+        if (q->cap) { /* an idle connection keeps no segment array (thousands of them) */
             free(q->segs);
             q->segs = NULL;
             q->cap = 0;

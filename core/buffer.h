@@ -65,10 +65,10 @@ typedef struct nh_outseg {
 typedef struct nh_outq {
     nh_outseg_t *segs; /* ring would be overkill: segments are consumed from the front, compacted */
     uint32_t head, n, cap; /* live segments are segs[head .. head+n) */
+    int detached;          /* set by nh_outq_detach, cleared when the queue is empty */
     size_t bytes;          /* total queued, including in flight */
     nh_chunk_pool_t *pool; /* arena and free chunks; NULL: every copy gets a block of its own */
     nh_buf_t *own;         /* detached: the queue's own chunk small copies go into (one ref) */
-    int detached;          /* set by nh_outq_detach, cleared when the queue is empty */
 } nh_outq_t;
 
 void nh_outq_init(nh_outq_t *q, nh_chunk_pool_t *pool);

@@ -102,10 +102,10 @@ static void on_conn_closed(uv_handle_t *handle) {
     if (c->flags & NH_CONN_COUNTED) h->nconns--;
     if (c->flags & NH_CONN_COUNTED) nh_metrics_closed(&h->metrics, c->close_reason);
     if (c->transport->on_gone) c->transport->on_gone(c);
-    if (c->peak >= NH_TRIM_AFTER || c->out.bytes + c->wire.bytes >= NH_TRIM_AFTER)
+    if (c->peak >= NH_TRIM_AFTER || c->out.bytes + (c->wire ? c->wire->bytes : 0) >= NH_TRIM_AFTER)
         h->trim_pending = 1;
     nh_outq_free(&c->out);
-    nh_outq_free(&c->wire);
+    if (c->wire) nh_outq_free(c->wire);
     nh_tls_free(c->tls);
     free(c);
 }
@@ -144,12 +144,12 @@ static void flush(nh_conn_t *c);
 
 /* Bytes a connection holds for its peer: the transport's queue and, over TLS, the ciphertext. */
 static size_t queued(const nh_conn_t *c) {
-    return c->out.bytes + c->wire.bytes;
+    return c->out.bytes + (c->wire ? c->wire->bytes : 0);
 }
 
 /* The queue the socket is written from. */
 static nh_outq_t *wire_queue(nh_conn_t *c) {
-    return c->tls ? &c->wire : &c->out;
+    return c->tls ? c->wire : &c->out;
 }
 
 void nh_conn_close(nh_conn_t *c, const char *reason) {
@@ -230,6 +230,7 @@ static void drained(nh_conn_t *c) {
 
 static void on_write(uv_write_t *req, int status) {
     nh_conn_t *c = req->data;
+    free(req);
     c->flags &= ~(uint32_t)NH_CONN_WRITING;
     nh_outq_consume(wire_queue(c), c->inflight);
     c->inflight = 0;
@@ -255,7 +256,7 @@ static int take_tls_output(nh_conn_t *c) {
         nh_buf_t *b = nh_buf_new(pending);
         if (!b) return UV_ENOMEM;
         b->len = (uint32_t)nh_tls_out_take(c->tls, b->data, pending);
-        int r = b->len ? nh_outq_share(&c->wire, b, 0, b->len) : 0;
+        int r = b->len ? nh_outq_share(c->wire, b, 0, b->len) : 0;
         nh_buf_unref(b);
         if (r) return r;
     }
@@ -315,7 +316,7 @@ static void flush_ex(nh_conn_t *c, int wait) {
         if (r < 0) {
             /* The peer is gone; drop what is queued. */
             nh_outq_consume(&c->out, c->out.bytes);
-            nh_outq_consume(&c->wire, c->wire.bytes);
+            if (c->wire) nh_outq_consume(c->wire, c->wire->bytes);
             if (!(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, uv_strerror(r));
             return;
         }
@@ -331,11 +332,17 @@ static void flush_ex(nh_conn_t *c, int wait) {
         size_t rest = 0;
         for (unsigned i = 0; i < n; i++)
             rest += iov[i].len;
-        c->wreq.data = c;
-        r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, iov, n, on_write);
+        /* A request of its own for this wait only: an idle connection holds none. */
+        uv_write_t *req = malloc(sizeof *req);
+        r = UV_ENOMEM;
+        if (req) {
+            req->data = c;
+            r = uv_write(req, (uv_stream_t *)&c->tcp, iov, n, on_write);
+            if (r < 0) free(req);
+        }
         if (r < 0) {
             nh_outq_consume(&c->out, c->out.bytes);
-            nh_outq_consume(&c->wire, c->wire.bytes);
+            if (c->wire) nh_outq_consume(c->wire, c->wire->bytes);
             nh_conn_close(c, uv_strerror(r));
             return;
         }
@@ -618,7 +625,8 @@ static void on_connection(uv_stream_t *server, int status) {
         accept_failed(l, status);
         return;
     }
-    nh_conn_t *c = calloc(1, sizeof *c);
+    /* Over TLS the wire queue follows the struct; a plain connection has none. */
+    nh_conn_t *c = calloc(1, sizeof *c + (l->tls ? sizeof(nh_outq_t) : 0));
     if (!c) {
         nh_log(NH_LOG_ERROR, "accept: out of memory");
         return;
@@ -635,7 +643,10 @@ static void on_connection(uv_stream_t *server, int status) {
     l->conns++;
     c->transport = l->transport;
     nh_outq_init(&c->out, &h->pool);
-    nh_outq_init(&c->wire, &h->pool);
+    if (l->tls) {
+        c->wire = (nh_outq_t *)(c + 1);
+        nh_outq_init(c->wire, &h->pool);
+    }
     take_over_reserve(h); /* libuv opens a new one with every handle it initialises */
     int ar = uv_accept(server, (uv_stream_t *)&c->tcp);
     if (ar != 0) {

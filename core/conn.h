@@ -116,14 +116,13 @@ struct nh_conn {
     void *tstate;    /* the transport's state */
     nh_outq_t out;   /* what the transport queued; over TLS, plaintext not yet encrypted */
     nh_tls_t *tls;   /* NULL on a plain connection */
-    nh_outq_t wire;  /* TLS only: ciphertext waiting for the socket */
+    nh_outq_t *wire; /* TLS only (NULL on a plain connection): ciphertext waiting for the socket */
     size_t inflight; /* bytes of the queue being written (out, or wire over TLS) in uv_write */
-    uv_write_t wreq;
     nh_conn_t *dirty_next;
     /* host->draining: connections closing once their queue has left, for nh_conn_sweep */
     nh_conn_t *drain_prev, *drain_next;
     uint32_t flags;
-    uint32_t close_after_flush; /* close once everything queued is written (kick, HTTP replies) */
+    uint8_t close_after_flush;  /* close once everything queued is written (kick, HTTP replies) */
     uint8_t close_reason;       /* enum nh_metrics_close_reason: the first reason given wins */
     uint64_t close_deadline_ms; /* ... or at this time (nh_timers_now), whichever comes first */
     uint64_t stalled_turn;      /* flush turn since which the kernel has not taken everything; 0 */

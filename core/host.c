@@ -45,6 +45,7 @@ void nh_host_config_changed(nh_host_t *h) {
         h->sweep_period = p;
         if (!h->stopping) nh_timer_start(&h->timers, &h->sweep, p, p);
     }
+    nh_session_sweep_configure(h); /* sessions' deadlines for the new period and timeouts */
 }
 
 int nh_host_init(nh_host_t *h, uv_loop_t *loop) {
@@ -167,6 +168,7 @@ void nh_host_free(nh_host_t *h) {
     }
     uv_run(h->loop, UV_RUN_DEFAULT); /* runs the close callbacks */
     nh_conn_release_reserve(h);
+    nh_wheel_free(&h->session_wheel);
     nh_chunk_pool_free(&h->pool);
     nh_metrics_free(&h->metrics);
 }

@@ -21,6 +21,7 @@ typedef struct lua_State lua_State;
 #include "metrics_http.h"
 #include "session.h"
 #include "timer.h"
+#include "wheel.h"
 
 /* host.h names conn's types without including conn.h: the layers above the transports
  * (session.c) see no connection. */
@@ -82,6 +83,9 @@ struct nh_host {
     nh_conn_t *draining; /* closing once their queue has left (conn.c's sweep) */
     nh_listener_t *listeners;
     nh_session_list_t sessions;
+    /* the sessions' next heartbeat or timeout, by tick of the sweep (session.c) */
+    nh_wheel_t session_wheel;
+    uint64_t session_wheel_cfg[2]; /* the heartbeat_ms and handshake_timeout_ms it was built for */
     uint32_t nconns;
     uint64_t next_session_id;
     int next_listener_id;

@@ -1,6 +1,8 @@
 /* Session userdata. The userdata outlives the session safely: its pointer is cleared when the
  * connection is gone (nh_lua_session_detach). Key/value state lives in the userdata's
- * environment table, so it stays readable after close (e.g. in on_session_closed). */
+ * environment table, so it stays readable after close (e.g. in on_session_closed). The table is
+ * made by the first set: most sessions of a big server never have state, and an empty table per
+ * idle connection is memory for nothing. */
 #include <stdio.h>
 
 #include <lauxlib.h>
@@ -57,7 +59,7 @@ void nh_lua_push_session(lua_State *L, nh_session_t *s) {
     u->uid = (lua_Number)s->uid;
     luaL_getmetatable(L, SESSION_MT);
     lua_setmetatable(L, -2);
-    lua_createtable(L, 0, 0);
+    lua_pushvalue(L, LUA_GLOBALSINDEX); /* no state yet (push_state) */
     lua_setfenv(L, -2);
     lua_pushvalue(L, -1);
     s->binding_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* never 0: luaL_ref counts from 1 */
@@ -168,14 +170,38 @@ static int s_kick(lua_State *L) {
 
 /* ---- key/value state ---- */
 
-static void push_state(lua_State *L) {
-    check(L, 1);
+/* A session without state has the environment a new userdata gets, the globals table (never
+ * read or written through the session); its state is a table of its own. */
+static int has_state(lua_State *L) {
     lua_getfenv(L, 1);
+    int own = !lua_rawequal(L, -1, LUA_GLOBALSINDEX);
+    lua_pop(L, 1);
+    return own;
+}
+
+/* Pushes the state table; with `make` 0 and no state yet, pushes nothing and returns 0. */
+static int push_state(lua_State *L, int make) {
+    check(L, 1);
+    if (!has_state(L)) {
+        if (!make) return 0;
+        lua_createtable(L, 0, 0);
+        lua_setfenv(L, 1);
+    }
+    lua_getfenv(L, 1);
+    return 1;
+}
+
+/* Drops the state table (the environment goes back to the globals). */
+static void drop_state(lua_State *L) {
+    lua_pushvalue(L, LUA_GLOBALSINDEX);
+    lua_setfenv(L, 1);
 }
 
 static int s_set(lua_State *L) {
     luaL_checkany(L, 2);
-    push_state(L);
+    lua_settop(L, 3);
+    /* setting nil where there is no state: nothing to do (a nil key still raises, as before) */
+    if (!push_state(L, !lua_isnil(L, 3) || lua_isnil(L, 2))) return 0;
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
     lua_rawset(L, -3);
@@ -184,7 +210,10 @@ static int s_set(lua_State *L) {
 
 static int s_get(lua_State *L) {
     luaL_checkany(L, 2);
-    push_state(L);
+    if (!push_state(L, 0)) {
+        lua_pushnil(L);
+        return 1;
+    }
     lua_pushvalue(L, 2);
     lua_rawget(L, -2);
     return 1;
@@ -192,7 +221,10 @@ static int s_get(lua_State *L) {
 
 static int s_has(lua_State *L) {
     luaL_checkany(L, 2);
-    push_state(L);
+    if (!push_state(L, 0)) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
     lua_pushvalue(L, 2);
     lua_rawget(L, -2);
     lua_pushboolean(L, !lua_isnil(L, -1));
@@ -201,7 +233,7 @@ static int s_has(lua_State *L) {
 
 static int s_remove(lua_State *L) {
     luaL_checkany(L, 2);
-    push_state(L);
+    if (!push_state(L, 0)) return 0;
     lua_pushvalue(L, 2);
     lua_pushnil(L);
     lua_rawset(L, -3);
@@ -210,14 +242,16 @@ static int s_remove(lua_State *L) {
 
 static int s_clear(lua_State *L) {
     check(L, 1);
-    lua_createtable(L, 0, 0);
-    lua_setfenv(L, 1);
+    drop_state(L);
     return 0;
 }
 
 /* state(): a copy of the key/value state. */
 static int s_state(lua_State *L) {
-    push_state(L);
+    if (!push_state(L, 0)) {
+        lua_newtable(L);
+        return 1;
+    }
     lua_newtable(L);
     lua_pushnil(L);
     while (lua_next(L, -3)) {

@@ -1,6 +1,8 @@
 #include "session.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +52,50 @@ static int reject(nh_session_t *s, const char *why) {
 
 static const nh_session_ops_t client_ops;
 
+/* ---- the session's next deadline in host->session_wheel ---- */
+
+/* When the sweep must next look at s: the earliest of its deadlines as they stand. A deadline
+ * that moves later (a packet received) leaves the entry where it is: the sweep looks, finds
+ * nothing due and places it again. */
+static uint64_t next_due(const nh_session_t *s) {
+    const nh_config_t *cfg = &s->host->cfg;
+    if (s->state != NH_SS_WORKING) return s->created_ms + cfg->handshake_timeout_ms;
+    uint64_t hb = cfg->heartbeat_ms;
+    uint64_t due = s->last_recv_ms + 2 * hb + hb / 2 + 1; /* silent for more than 2.5x */
+    if (s->next_heartbeat_ms < due) due = s->next_heartbeat_ms;
+    if (s->partial_since_ms && s->partial_since_ms + cfg->handshake_timeout_ms < due)
+        due = s->partial_since_ms + cfg->handshake_timeout_ms;
+    return due;
+}
+
+static void schedule(nh_session_t *s) {
+    nh_host_t *h = s->host;
+    if (!s->link_ctx || s->draining || s->state == NH_SS_CLOSED || !h->session_wheel.slots) {
+        nh_wheel_remove(&h->session_wheel, &s->due);
+        return;
+    }
+    nh_wheel_set(&h->session_wheel, &s->due, next_due(s));
+}
+
+int nh_session_sweep_configure(nh_host_t *h) {
+    uint64_t period = h->sweep_period ? h->sweep_period : 1000;
+    if (h->session_wheel.slots && h->session_wheel.period == period &&
+        h->session_wheel_cfg[0] == h->cfg.heartbeat_ms &&
+        h->session_wheel_cfg[1] == h->cfg.handshake_timeout_ms)
+        return 0; /* built for these already */
+    uint64_t span = h->cfg.heartbeat_ms;
+    if (h->cfg.handshake_timeout_ms > span) span = h->cfg.handshake_timeout_ms;
+    nh_wheel_t w;
+    if (nh_wheel_init(&w, period, span, nh_timers_now(&h->timers))) return -ENOMEM;
+    nh_wheel_free(&h->session_wheel); /* every session's entry is out of it now */
+    h->session_wheel = w;
+    h->session_wheel_cfg[0] = h->cfg.heartbeat_ms;
+    h->session_wheel_cfg[1] = h->cfg.handshake_timeout_ms;
+    for (nh_session_t *s = h->sessions.head; s; s = s->next)
+        schedule(s);
+    return 0;
+}
+
 nh_session_t *nh_session_open(nh_host_t *h, const nh_session_link_t *link, void *ctx) {
     nh_session_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
@@ -65,6 +111,8 @@ nh_session_t *nh_session_open(nh_host_t *h, const nh_session_link_t *link, void 
     if (s->next) s->next->prev = s;
     h->sessions.head = s;
     h->sessions.count++;
+    if (!h->session_wheel.slots) nh_session_sweep_configure(h);
+    schedule(s);
     return s;
 }
 
@@ -74,10 +122,12 @@ void nh_session_heard(nh_session_t *s) {
 
 void nh_session_on_conn_draining(nh_session_t *s) {
     s->draining = 1;
+    nh_wheel_remove(&s->host->session_wheel, &s->due);
 }
 
 void nh_session_on_conn_closing(nh_session_t *s) {
     s->state = NH_SS_CLOSED;
+    nh_wheel_remove(&s->host->session_wheel, &s->due);
 }
 
 void nh_session_on_conn_gone(nh_session_t *s) {
@@ -88,6 +138,7 @@ void nh_session_on_conn_gone(nh_session_t *s) {
         h->sessions.head = s->next;
     if (s->next) s->next->prev = s->prev;
     h->sessions.count--;
+    nh_wheel_remove(&h->session_wheel, &s->due);
     s->link_ctx = NULL;
     s->state = NH_SS_CLOSED;
     nh_pkt_decoder_free(&s->dec);
@@ -239,6 +290,7 @@ static int on_packet(void *ud, int type, const uint8_t *body, size_t len) {
         if (s->state != NH_SS_ACK) return reject(s, "handshake ack out of order");
         s->state = NH_SS_WORKING;
         s->next_heartbeat_ms = s->last_recv_ms + s->host->cfg.heartbeat_ms;
+        schedule(s); /* from the handshake's deadline to the heartbeat's */
         return 0;
     case NH_PKT_HEARTBEAT:
         s->host->metrics.heartbeats[NH_MD_IN]++;
@@ -257,8 +309,12 @@ int nh_session_on_bytes(nh_session_t *s, const uint8_t *data, size_t len) {
     int r = nh_pkt_decoder_feed(&s->dec, data, len, on_packet, s);
     if (s->dec.header_have == 0)
         s->partial_since_ms = 0;
-    else if (!s->partial_since_ms || s->packets_in != packets)
+    else if (!s->partial_since_ms || s->packets_in != packets) {
         s->partial_since_ms = now; /* a packet started in this read */
+        if (s->state == NH_SS_WORKING && s->link_ctx && !s->draining && nh_wheel_linked(&s->due))
+            nh_wheel_set_earlier(&s->host->session_wheel, &s->due,
+                                 now + s->host->cfg.handshake_timeout_ms);
+    }
     if (r < 0 && r != -1 && s->link_ctx && s->state != NH_SS_CLOSED) {
         if (r == NH_ECODEC_PKT_TOO_BIG) {
             char why[96];
@@ -272,49 +328,61 @@ int nh_session_on_bytes(nh_session_t *s, const uint8_t *data, size_t len) {
 
 /* ---- timeouts and heartbeats ---- */
 
-void nh_session_sweep(nh_host_t *h, uint64_t now) {
+/* The sweep's look at one session whose deadline came (it is out of the wheel): closes it, sends
+ * its heartbeat or finds nothing due yet; a session still open goes back into the wheel. */
+static void sweep_one(nh_wheel_entry_t *e, void *arg) {
     static const uint8_t heartbeat[NH_PKT_HEADER_LEN] = {NH_PKT_HEARTBEAT, 0, 0, 0};
+    nh_session_t *s = (nh_session_t *)((char *)e - offsetof(nh_session_t, due));
+    nh_host_t *h = s->host;
+    uint64_t now = *(const uint64_t *)arg;
     uint64_t hb = h->cfg.heartbeat_ms;
-    nh_session_t *next;
-    for (nh_session_t *s = h->sessions.head; s; s = next) {
-        next = s->next; /* closing only starts here; the session is freed in a later phase */
-        /* a draining connection's deadline is its transport's (conn.c's sweep) */
-        if (!s->link_ctx || s->draining || s->state == NH_SS_CLOSED) continue;
-        if (s->state != NH_SS_WORKING) {
-            if (now - s->created_ms >= h->cfg.handshake_timeout_ms) {
-                slog(s, NH_LOG_INFO, "no handshake within %.1f s; closing",
-                     (double)h->cfg.handshake_timeout_ms / 1000.0);
-                close_link(s, 0, 0, "handshake timeout");
-            }
-            continue;
+    /* closing only starts here; the session is freed in a later phase. A draining connection's
+     * deadline is its transport's (conn.c's sweep). */
+    if (!s->link_ctx || s->draining || s->state == NH_SS_CLOSED) return;
+    if (s->state != NH_SS_WORKING) {
+        if (now - s->created_ms >= h->cfg.handshake_timeout_ms) {
+            slog(s, NH_LOG_INFO, "no handshake within %.1f s; closing",
+                 (double)h->cfg.handshake_timeout_ms / 1000.0);
+            close_link(s, 0, 0, "handshake timeout");
         }
-        /* Each byte counts as life for the heartbeat; a packet that never completes does not.
-         * (Before the ack the handshake timeout bounds the whole handshake instead.) */
-        if (s->partial_since_ms && now - s->partial_since_ms >= h->cfg.handshake_timeout_ms) {
-            slog(s, NH_LOG_WARN,
-                 "a packet still incomplete after %.1f s (%u bytes of it received); closing",
-                 (double)(now - s->partial_since_ms) / 1000.0,
-                 (unsigned)s->dec.header_have + s->dec.body_have);
-            close_link(s, 0, 0, "packet timeout");
-            continue;
-        }
-        /* Clients answer our heartbeat one interval late, so a settled client is silent for up to
-         * 2x the interval (also between the ack and its first heartbeat). A session silent for
-         * more than 2.5x is closed: nano closes between 2x and 3x (it checks on its heartbeat
-         * ticks); half an interval of slack keeps a late client timer (a throttled browser tab, a
-         * GC pause) from costing the player the session. */
-        if (now - s->last_recv_ms > 2 * hb + hb / 2) {
-            slog(s, NH_LOG_INFO, "nothing received for %.1f s; closing",
-                 (double)(now - s->last_recv_ms) / 1000.0);
-            close_link(s, 0, 0, "heartbeat timeout");
-            continue;
-        }
-        if (now < s->next_heartbeat_ms) continue;
+        schedule(s);
+        return;
+    }
+    /* Each byte counts as life for the heartbeat; a packet that never completes does not.
+     * (Before the ack the handshake timeout bounds the whole handshake instead.) */
+    if (s->partial_since_ms && now - s->partial_since_ms >= h->cfg.handshake_timeout_ms) {
+        slog(s, NH_LOG_WARN,
+             "a packet still incomplete after %.1f s (%u bytes of it received); closing",
+             (double)(now - s->partial_since_ms) / 1000.0,
+             (unsigned)s->dec.header_have + s->dec.body_have);
+        close_link(s, 0, 0, "packet timeout");
+        schedule(s);
+        return;
+    }
+    /* Clients answer our heartbeat one interval late, so a settled client is silent for up to
+     * 2x the interval (also between the ack and its first heartbeat). A session silent for
+     * more than 2.5x is closed: nano closes between 2x and 3x (it checks on its heartbeat
+     * ticks); half an interval of slack keeps a late client timer (a throttled browser tab, a
+     * GC pause) from costing the player the session. */
+    if (now - s->last_recv_ms > 2 * hb + hb / 2) {
+        slog(s, NH_LOG_INFO, "nothing received for %.1f s; closing",
+             (double)(now - s->last_recv_ms) / 1000.0);
+        close_link(s, 0, 0, "heartbeat timeout");
+        schedule(s);
+        return;
+    }
+    if (now >= s->next_heartbeat_ms) {
         s->link->send(s->link_ctx, heartbeat, sizeof heartbeat, NULL, NULL, 0);
         h->metrics.heartbeats[NH_MD_OUT]++;
-        /* Keep the schedule rather than restarting it from a sweep that ran late, or the interval
-         * would drift by up to one sweep period each time. */
+        /* Keep the schedule rather than restarting it from a sweep that ran late, or the
+         * interval would drift by up to one sweep period each time. */
         s->next_heartbeat_ms += hb;
         if (s->next_heartbeat_ms <= now) s->next_heartbeat_ms = now + hb;
     }
+    schedule(s);
+}
+
+void nh_session_sweep(nh_host_t *h, uint64_t now) {
+    if (!h->session_wheel.slots) return;
+    nh_wheel_advance(&h->session_wheel, now, sweep_one, &now);
 }

@@ -39,6 +39,7 @@
 
 #include "buffer.h"
 #include "codec.h"
+#include "wheel.h"
 
 typedef struct nh_host nh_host_t;
 typedef struct nh_session nh_session_t;
@@ -109,7 +110,8 @@ struct nh_session {
     /* when the first byte of the packet still incomplete arrived (0: none is): a packet must
      * complete within handshake_timeout, or a client trickling bytes would stay for ever */
     uint64_t partial_since_ms;
-    uint64_t packets_in; /* packets received (tells a new partial packet from the same one) */
+    uint64_t packets_in;  /* packets received (tells a new partial packet from the same one) */
+    nh_wheel_entry_t due; /* in host->session_wheel at the next of the deadlines above */
     nh_pkt_decoder_t dec;
 };
 
@@ -181,7 +183,12 @@ void nh_session_on_conn_closing(nh_session_t *s);
 /* The connection is gone: the closed event goes up, the session is freed. */
 void nh_session_on_conn_gone(nh_session_t *s);
 
-/* Called by the host's sweep: heartbeats and timeouts for every session. */
+/* Called by the host's sweep: heartbeats and timeouts of the sessions they are due for. Each
+ * session waits in the host's session_wheel for its next deadline (handshake timeout, packet
+ * timeout, heartbeat timeout, next heartbeat), so a sweep costs what is due, not every session. */
 void nh_session_sweep(nh_host_t *h, uint64_t now);
+/* (Re)builds the wheel for the host's sweep period and timeouts (host->sweep_period, cfg) and
+ * places every session in it. Returns 0 or -ENOMEM (the old wheel is kept). */
+int nh_session_sweep_configure(nh_host_t *h);
 
 #endif

@@ -45,6 +45,7 @@ for (const line of fs.readFileSync(resultsPath, 'utf8').split('\n')) {
 }
 
 const ok = (r) => r && !r.failed && r.count > 0;
+const ok0 = (r) => r && !r.failed && r.up > 0 && !r.closed; // runs that count connections, not requests (none closed by the server)
 const cpuPer = (r) => (ok(r) && r.srv_cpu > 0 ? (r.srv_cpu * 1e6) / r.count : null); // us/op
 const fmt = (v, d = 0) => (v == null || !Number.isFinite(v) ? '—' : v.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }));
 const ratio = (a, b) => (a != null && b != null && b > 0 ? a / b : null);
@@ -168,6 +169,45 @@ for (const s of servers) {
   p(`| ${names[s]} | ${fmt(t.v, 2)}${up(t)} | ${fmt(w.v, 2)}${up(w)} | ${tgt} |`);
 }
 p();
+
+const scaleRuns = runs.filter((x) => x.kind === 'scale' && x.server === 'nano' && ok0(x));
+if (scaleRuns.length) {
+  p('### 3b. Scale: idle handshaken connections, 1,000 to 19,000 (nano-host)');
+  p();
+  p('Memory as in section 3; CPU: the server\'s CPU time over a 10 s window divided by the window, with a heartbeat interval (1 h) longer than the window, so it is what the sweep and the timers cost with nothing due. The heartbeat rounds\' cost: the same at the largest count with a 5 s interval (two rounds in the window), minus the idle figure, per round. 100,000: see "Connection scale" below.');
+  p();
+  p('"B/conn" is the RSS growth over all connections ÷ N (fixed costs of the first connections included); "marginal" is the growth from the previous row\'s count to this one ÷ the connections added: the cost of one more connection.');
+  p();
+  p('| connections | TCP B/conn | TCP marginal | WS B/conn | WS marginal | TCP % of a core | WS % of a core | target |');
+  p('|---|---|---|---|---|---|---|---|');
+  const per = (r) => (r && r.up > 0 && r.rss_up_kb > 0 ? ((r.rss_up_kb - r.rss0_kb) * 1024) / r.up : null);
+  const pct = (r) => (r && r.secs > 0 ? (100 * r.srv_cpu) / r.secs : null);
+  const counts = [...new Set(scaleRuns.map((r) => +r.round))].sort((a, b) => a - b);
+  const marginal = (tr, i) => {
+    if (i === 0) return null;
+    const a = scaleRuns.find((r) => r.transport === tr && +r.round === counts[i - 1]);
+    const b = scaleRuns.find((r) => r.transport === tr && +r.round === counts[i]);
+    if (!a || !b || !(a.rss_up_kb > 0) || !(b.rss_up_kb > 0)) return null;
+    return ((b.rss_up_kb - b.rss0_kb - (a.rss_up_kb - a.rss0_kb)) * 1024) / (b.up - a.up);
+  };
+  counts.forEach((n, idx) => {
+    const t = scaleRuns.find((r) => r.transport === 'tcp' && +r.round === n);
+    const w = scaleRuns.find((r) => r.transport === 'ws' && +r.round === n);
+    const tgt = n === counts[counts.length - 1] ? `≤ 768 B: TCP ${mark(per(t), 768, false)}, WS ${mark(per(w), 768, false)}; < 0.5%: ${mark(Math.max(pct(t) ?? Infinity, pct(w) ?? Infinity), 0.5, false)}` : '';
+    p(`| ${fmt(n)} | ${fmt(per(t))} | ${fmt(marginal('tcp', idx))} | ${fmt(per(w))} | ${fmt(marginal('ws', idx))} | ${fmt(pct(t), 2)} | ${fmt(pct(w), 2)} | ${tgt} |`);
+  });
+  for (const tr of ['tcp', 'ws']) {
+    const h = runs.find((x) => x.kind === 'scalehb' && x.transport === tr && ok0(x));
+    const i = h && scaleRuns.find((r) => r.transport === tr && +r.round === +h.round);
+    if (h && i && h.secs > 0) {
+      const rounds = Math.floor(h.secs / 5);
+      const ms = rounds > 0 ? ((h.srv_cpu - (i.srv_cpu * h.secs) / i.secs) * 1000) / rounds : null;
+      p();
+      p(`Heartbeat rounds, ${tr.toUpperCase()}, ${fmt(+h.round)} connections, 5 s interval: ${fmt(pct(h), 2)}% of a core over the window; one round (a heartbeat out and one in per connection) ≈ ${fmt(ms, 1)} ms of CPU, ${fmt(ms != null ? (ms * 1000) / +h.round : null, 2)} µs per connection.`);
+    }
+  }
+  p();
+}
 
 servers = serversOf('bcast');
 p('### 4. Broadcast: one group of 5,000 members (TCP)');
