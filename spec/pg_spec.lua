@@ -19,6 +19,28 @@ describe("nano.pg", function()
     return assert(nano.pg.connect(info, opts))
   end
 
+  -- PostgreSQL cancels only a query that is running: a cancel that arrives before the backend
+  -- has read the query is ignored, and the query then runs its full time. So the timeout tests
+  -- move the clock once the server shows the sleep running (on a loaded machine the query can
+  -- still be on its way when the test advances).
+  local function wait_for_sleep_running()
+    local probe, seen, done = connect({ pool = 1 }), false, false
+    nano.spawn(function()
+      for _ = 1, 20000 do
+        local rows = probe:query("SELECT count(*)::int AS n FROM pg_stat_activity "
+          .. "WHERE state = 'active' AND query LIKE 'SELECT pg_sleep%'")
+        seen = rows and rows[1] and rows[1].n > 0
+        if seen or done then break end
+        nano.sleep(0)
+      end
+      probe:close()
+    end)
+    local ok, err = pcall(server.wait_until, server, function() return seen end, 30,
+      "the sleep to run on the server")
+    done = true
+    assert(ok, err)
+  end
+
   it("maps integers, floats, booleans, NULL and other types to Lua values", function()
     server:run(function()
       local pg = connect()
@@ -203,7 +225,7 @@ describe("nano.pg", function()
     local res, calling
     nano.spawn(function()
       local pg = connect({ pool = 1, timeout = 5 })
-      calling = true
+      calling = nano.now() -- the query's timeout runs from here, on the host's clock
       res = { pg:query("SELECT pg_sleep(60)") }
       -- the one connection is free again once the server has cancelled the sleep
       res.after = pg:query("SELECT 7 AS v")
@@ -211,8 +233,13 @@ describe("nano.pg", function()
       pg:close()
     end)
     server:wait_until(function() return calling end)
-    server:advance(4.9)
-    assert.is_nil(res)
+    wait_for_sleep_running()
+    -- real time passed while waiting for the server (the clock is real time + what advance adds)
+    local left = calling + 4.9 - server:now()
+    if left > 0 then
+      server:advance(left)
+      assert.is_nil(res)
+    end
     server:advance(0.2)
     -- the cancel opens a connection of its own (a postgres backend forks): give a busy machine time
     server:wait_until(function() return res and res.running end, 30)
@@ -237,6 +264,7 @@ describe("nano.pg", function()
       pg:close()
     end)
     server:wait_until(function() return calling end)
+    wait_for_sleep_running()
     server:advance(5.1)
     server:wait_until(function() return res and res.count end, 30)
     assert.same({ nil, "pg: query timed out after 5 s (cancelled on the server)" }, { res[1], res[2] })
