@@ -23,12 +23,13 @@ describe("nano.pg", function()
   -- has read the query is ignored, and the query then runs its full time. So the timeout tests
   -- move the clock once the server shows the sleep running (on a loaded machine the query can
   -- still be on its way when the test advances).
-  local function wait_for_sleep_running()
+  local function wait_for_sleep_running(pattern)
     local probe, seen, done = connect({ pool = 1 }), false, false
     nano.spawn(function()
       for _ = 1, 20000 do
         local rows = probe:query("SELECT count(*)::int AS n FROM pg_stat_activity "
-          .. "WHERE state = 'active' AND query LIKE 'SELECT pg_sleep%'")
+          .. "WHERE state = 'active' AND query LIKE $1 AND query NOT LIKE '%pg_stat_activity%'",
+          pattern or "SELECT pg_sleep%")
         seen = rows and rows[1] and rows[1].n > 0
         if seen or done then break end
         nano.sleep(0)
@@ -246,6 +247,28 @@ describe("nano.pg", function()
     assert.same({ nil, "pg: query timed out after 5 s (cancelled on the server)" }, { res[1], res[2] })
     assert.same({ { v = 7 } }, res.after)
     assert.same({ { n = 0 } }, res.running)
+  end)
+
+  it("cancels again when the server ignored the cancel, so the connection is freed", function()
+    local res, calling
+    nano.spawn(function()
+      local pg = connect({ pool = 1, timeout = 1 })
+      calling = true
+      -- the block catches the first cancel and sleeps again (as a query still on its way to the
+      -- backend ignores one): only a cancel sent after it ends the query
+      res = { pg:query([[DO $$ BEGIN PERFORM pg_sleep(60);
+        EXCEPTION WHEN query_canceled THEN PERFORM pg_sleep(60); END $$]]) }
+      res.after = pg:query("SELECT 8 AS v")
+      pg:close()
+    end)
+    server:wait_until(function() return calling end)
+    wait_for_sleep_running("DO $$%")
+    server:advance(1.1) -- the timeout: the first cancel
+    server:wait_until(function() return res end, 30, "the timeout")
+    assert.same({ nil, "pg: query timed out after 1 s (cancelled on the server)" }, { res[1], res[2] })
+    server:advance(1.1) -- a second later: the cancel again
+    server:wait_until(function() return res.after end, 30, "the connection to be free again")
+    assert.same({ { v = 8 } }, res.after)
   end)
 
   it("ends a transaction whose query timed out: nothing committed, the pool usable", function()

@@ -186,16 +186,23 @@ local function run(conn, sql, n, ...)
   conn.busy = true
   local timeout = pool.opts.timeout
   return task.await("pg:query", function(resume)
-    local timer
+    local timer, again
     conn.on_result = function(v, e)
       stop_timer(timer)
+      stop_timer(again)
       if v == nil then resume(nil, prefix(tostring(e))) else resume(v) end
     end
     if timeout then
       timer = core.timer(timeout, 0, function()
         timer = nil
         -- The connection stays busy until the server answers the cancel; then it is free.
+        -- PostgreSQL cancels only a query that is running: one still on its way to the backend
+        -- (a busy server) ignores the cancel and would run its full time. So ask again every
+        -- second until the connection answers.
         conn.c:cancel()
+        again = core.timer(1, 1, function()
+          if not conn.dead then conn.c:cancel() end
+        end)
         resume(nil, str_format("pg: query timed out after %g s (cancelled on the server)", timeout))
       end)
     end
