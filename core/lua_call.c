@@ -122,7 +122,7 @@ int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *wh
     lua_getfield(L, -1, "traceback");
     lua_pushthread(T);
     lua_xmove(T, L, 1);
-    lua_pushvalue(T, -2); /* the error */
+    lua_pushvalue(T, -1); /* the error (the thread went to L) */
     lua_xmove(T, L, 1);
     lua_pushinteger(L, 0);
     const char *err = NULL;
