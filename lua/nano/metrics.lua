@@ -168,6 +168,31 @@ end
 
 local RPC_OUTCOMES = { ok = true, error = true, timeout = true, unavailable = true }
 
+-- A recorder over a counter by (target, outcome) and a latency histogram by target:
+-- fn(target, outcome, t0) counts the call and, when t0 is given, observes its latency. Each
+-- target's series are made at its first call (the outcomes are a fixed set).
+local function by_target(c, s, outcomes)
+  local by = {} -- target -> outcome -> { counter handle, index, histogram handle, index }
+  return function(target, outcome, t0)
+    local t = by[target]
+    if not t then
+      t = {}
+      local j = series_of(s, target, target)
+      for o in pairs(outcomes) do
+        local i = series_of(c, target .. "\0" .. o, target, o)
+        t[o] = { i and c.handle, i or 0, j and s.handle, j or 0 }
+      end
+      by[target] = t
+    end
+    local r = t[outcome]
+    if t0 then
+      record(r[1], r[2], r[3], r[4], t0)
+    elseif r[1] then
+      bump(r[1], r[2], 1)
+    end
+  end
+end
+
 --- cluster RPCs: rpc(target_type, outcome, t0); outcome ok | error | timeout | unavailable
 function M._rpc_recorder()
   local c = core_family("counter", "nano_cluster_rpc_total",
@@ -175,21 +200,7 @@ function M._rpc_recorder()
     { "target", "outcome" })
   local s = core_family("histogram", "nano_cluster_rpc_seconds",
     "nano.rpc latency by target server type, failed calls included.", { "target" }, LATENCY)
-  local by = {} -- target -> outcome -> { counter handle, index, histogram handle, index }
-  return function(target, outcome, t0)
-    local t = by[target]
-    if not t then
-      t = {}
-      local j = series_of(s, target, target)
-      for o in pairs(RPC_OUTCOMES) do
-        local i = series_of(c, target .. "\0" .. o, target, o)
-        t[o] = { i and c.handle, i or 0, j and s.handle, j or 0 }
-      end
-      by[target] = t
-    end
-    local r = t[outcome]
-    record(r[1], r[2], r[3], r[4], t0)
-  end
+  return by_target(c, s, RPC_OUTCOMES)
 end
 
 local FORWARD_OUTCOMES = { ok = true, error = true, timeout = true, unavailable = true, notify = true }
@@ -205,25 +216,7 @@ function M._forward_recorder()
   local s = core_family("histogram", "nano_cluster_forwarded_seconds",
     "Forwarded requests' time until the backend's response, by backend server type.",
     { "target" }, LATENCY)
-  local by = {} -- target -> outcome -> { counter handle, index, histogram handle, index }
-  return function(target, outcome, t0)
-    local t = by[target]
-    if not t then
-      t = {}
-      local j = series_of(s, target, target)
-      for o in pairs(FORWARD_OUTCOMES) do
-        local i = series_of(c, target .. "\0" .. o, target, o)
-        t[o] = { i and c.handle, i or 0, j and s.handle, j or 0 }
-      end
-      by[target] = t
-    end
-    local r = t[outcome]
-    if t0 then
-      record(r[1], r[2], r[3], r[4], t0)
-    elseif r[1] then
-      bump(r[1], r[2], 1)
-    end
-  end
+  return by_target(c, s, FORWARD_OUTCOMES)
 end
 
 --- cluster envelopes: msg(direction, kind) with kind one of a fixed set (else "other")
