@@ -118,7 +118,10 @@ int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *wh
     /* The error's traceback, from the dead thread's frames (kept after the error). */
     lua_State *L = h->L;
     lua_getglobal(L, "debug");
-    if (!lua_istable(L, -1)) lua_replace(L, -1), lua_newtable(L);
+    if (!lua_istable(L, -1)) { /* no debug library: the error alone is logged */
+        lua_pop(L, 1);
+        lua_newtable(L);
+    }
     lua_getfield(L, -1, "traceback");
     lua_pushthread(T);
     lua_xmove(T, L, 1);
