@@ -209,23 +209,21 @@ end
 -- comparator, a string.gsub callback, an iterator of a C library): LuaJIT's message ("attempt to
 -- yield across C-call boundary") names neither the call nor the cure, so it is replaced.
 local FORGET = {} -- resume(FORGET): the wait failed to start; later completions are ignored
+local function cannot_wait(what, why)
+  return what .. " cannot wait here: a C function (table.sort, string.gsub, a C library's "
+    .. "callback) called this code, and a task cannot wait through it; call " .. what
+    .. " outside that callback (" .. tostring(why) .. ")"
+end
 local function yielded(what, resume, ok, ...)
   if ok then return ... end
   resume(FORGET)
-  error(what .. " cannot wait here: a C function (table.sort, string.gsub, a C library's "
-    .. "callback) called this code, and a task cannot wait through it; call " .. what
-    .. " outside that callback (" .. tostring((...)) .. ")", 3)
+  error(cannot_wait(what, (...)), 3)
 end
-
--- nano.sleep(0)'s yield came back: resumed by run_ready (t.sleeping cleared), or it failed to
--- yield (a C function in between: the task stays in the list, marked so it is skipped).
 local function yielded_sleep(ok, ...)
   if ok then return end
   local t = by_co[co_running()]
   if t then t.sleeping = false end
-  error("nano.sleep cannot wait here: a C function (table.sort, string.gsub, a C library's "
-    .. "callback) called this code, and a task cannot wait through it; call nano.sleep"
-    .. " outside that callback (" .. tostring((...)) .. ")", 3)
+  error(cannot_wait("nano.sleep", (...)), 3)
 end
 --- task.await(what, start) -> the values the operation resumes with (see the contract above).
 function M.await(what, start)
