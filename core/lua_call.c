@@ -111,7 +111,7 @@ int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *wh
     int r = lua_resume(T, nargs);
     nh_watchdog_leave(h->watchdog, &mark);
     if (r == 0) {
-        if (!keep_idle(h, T)) nh_host_release_thread(h, T, 0);
+        nh_host_release_thread(h, T, 1); /* idle again (or forgotten when the list is full) */
         return 0;
     }
     if (r == LUA_YIELD) return 0; /* Lua resumes it and releases it (task.lua) */
