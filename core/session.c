@@ -52,6 +52,12 @@ static int reject(nh_session_t *s, const char *why) {
 
 static const nh_session_ops_t client_ops;
 
+/* Every idle connection holds one (docs/benchmarks.md, "Connection scale"): on 64-bit glibc a
+ * malloc of up to 168 bytes takes a 176-byte chunk, the next size class 192. */
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(nh_session_t) <= 168, "nh_session_t grew past 168 bytes (a malloc class)");
+#endif
+
 /* ---- the session's next deadline in host->session_wheel ---- */
 
 /* When the sweep must next look at s: the earliest of its deadlines as they stand. A deadline
@@ -282,7 +288,6 @@ static int on_data(nh_session_t *s, const uint8_t *body, size_t len) {
 
 static int on_packet(void *ud, int type, const uint8_t *body, size_t len) {
     nh_session_t *s = ud;
-    s->packets_in++;
     switch (type) {
     case NH_PKT_HANDSHAKE:
         return on_handshake(s, body, len);
@@ -305,11 +310,13 @@ static int on_packet(void *ud, int type, const uint8_t *body, size_t len) {
 int nh_session_on_bytes(nh_session_t *s, const uint8_t *data, size_t len) {
     if (s->state == NH_SS_CLOSED || !s->link_ctx) return 0;
     uint64_t now = s->last_recv_ms = nh_timers_now(&s->host->timers);
-    uint64_t packets = s->packets_in;
+    /* The bytes of the incomplete packet before and after: all of this read went into the same
+     * packet exactly when they grew by len (a packet that completed takes its bytes out). */
+    size_t held = (size_t)s->dec.header_have + s->dec.body_have;
     int r = nh_pkt_decoder_feed(&s->dec, data, len, on_packet, s);
     if (s->dec.header_have == 0)
         s->partial_since_ms = 0;
-    else if (!s->partial_since_ms || s->packets_in != packets) {
+    else if (!s->partial_since_ms || (size_t)s->dec.header_have + s->dec.body_have != held + len) {
         s->partial_since_ms = now; /* a packet started in this read */
         if (s->state == NH_SS_WORKING && s->link_ctx && !s->draining && nh_wheel_linked(&s->due))
             nh_wheel_set_earlier(&s->host->session_wheel, &s->due,

@@ -106,11 +106,16 @@ struct nh_session {
     /* ---- a client connected here (session.c) ---- */
     const nh_session_link_t *link;
     void *link_ctx; /* NULL once gone */
-    uint64_t created_ms, last_recv_ms, next_heartbeat_ms;
+    /* One field for two times that are never needed together: created_ms until the handshake
+     * is acked (the handshake timeout counts from it), next_heartbeat_ms from then on. */
+    union {
+        uint64_t created_ms;
+        uint64_t next_heartbeat_ms;
+    };
+    uint64_t last_recv_ms;
     /* when the first byte of the packet still incomplete arrived (0: none is): a packet must
      * complete within handshake_timeout, or a client trickling bytes would stay for ever */
     uint64_t partial_since_ms;
-    uint64_t packets_in;  /* packets received (tells a new partial packet from the same one) */
     nh_wheel_entry_t due; /* in host->session_wheel at the next of the deadlines above */
     nh_pkt_decoder_t dec;
 };
