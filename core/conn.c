@@ -95,6 +95,12 @@ static void conn_log(const nh_conn_t *c, int level, const char *fmt, ...) {
 
 static void listener_release(nh_listener_t *l);
 
+/* Every idle connection holds one (docs/benchmarks.md, "Connection scale"): with libuv's
+ * uv_tcp_t (248 bytes on 64-bit Linux) it is 408 bytes, the most a 416-byte malloc chunk holds. */
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(nh_conn_t) - sizeof(uv_tcp_t) <= 160, "nh_conn_t grew (a malloc class)");
+#endif
+
 static void on_conn_closed(uv_handle_t *handle) {
     nh_conn_t *c = (nh_conn_t *)handle;
     nh_host_t *h = c->host;
@@ -102,7 +108,7 @@ static void on_conn_closed(uv_handle_t *handle) {
     if (c->flags & NH_CONN_COUNTED) h->nconns--;
     if (c->flags & NH_CONN_COUNTED) nh_metrics_closed(&h->metrics, c->close_reason);
     if (c->transport->on_gone) c->transport->on_gone(c);
-    if (c->peak >= NH_TRIM_AFTER || c->out.bytes + (c->wire ? c->wire->bytes : 0) >= NH_TRIM_AFTER)
+    if ((c->flags & NH_CONN_BIG) || c->out.bytes + (c->wire ? c->wire->bytes : 0) >= NH_TRIM_AFTER)
         h->trim_pending = 1;
     nh_outq_free(&c->out);
     if (c->wire) nh_outq_free(c->wire);
@@ -118,7 +124,7 @@ static void unlink_dirty(nh_conn_t *c) {
             break;
         }
     }
-    c->flags &= ~(uint32_t)NH_CONN_DIRTY;
+    c->flags &= (uint16_t)~NH_CONN_DIRTY;
 }
 
 static void unlink_draining(nh_conn_t *c) {
@@ -223,15 +229,15 @@ static void drained(nh_conn_t *c) {
     c->stalled_turn = 0;
     c->early_flush_at = 0;
     c->big_msg = 0;
-    if (c->peak >= NH_TRIM_AFTER) c->host->trim_pending = 1;
-    c->peak = 0;
+    if (c->flags & NH_CONN_BIG) c->host->trim_pending = 1;
+    c->flags &= (uint16_t)~NH_CONN_BIG;
     if (c->transport->on_drained && !(c->flags & NH_CONN_CLOSING)) c->transport->on_drained(c);
 }
 
 static void on_write(uv_write_t *req, int status) {
     nh_conn_t *c = req->data;
     free(req);
-    c->flags &= ~(uint32_t)NH_CONN_WRITING;
+    c->flags &= (uint16_t)~NH_CONN_WRITING;
     nh_outq_consume(wire_queue(c), c->inflight);
     c->inflight = 0;
     if (status < 0) {
@@ -365,7 +371,7 @@ void nh_conn_flush_all(nh_host_t *h) {
     while (h->dirty) {
         nh_conn_t *c = h->dirty;
         h->dirty = c->dirty_next;
-        c->flags &= ~(uint32_t)NH_CONN_DIRTY;
+        c->flags &= (uint16_t)~NH_CONN_DIRTY;
         flush(c);
     }
     if (h->trim_pending) {
@@ -395,8 +401,9 @@ static int after_queue(nh_conn_t *c, size_t added) {
     size_t limit = c->host->cfg.send_limit;
     /* One message bigger than the limit by itself is not a slow reader: it gets room of its own
      * (it is bounded by the packet format). */
-    if (added > limit && added > c->big_msg) c->big_msg = added;
-    if (queued(c) > c->peak) c->peak = queued(c);
+    if (added > limit && added > c->big_msg)
+        c->big_msg = added < UINT32_MAX ? (uint32_t)added : UINT32_MAX;
+    if (queued(c) >= NH_TRIM_AFTER) c->flags |= NH_CONN_BIG;
     /* A handler producing a lot: let a reading client drain it meanwhile (the kernel takes what
      * it can; nothing waits), instead of holding it all until the turn ends. */
     if (queued(c) >= c->early_flush_at + NH_EARLY_FLUSH && !(c->flags & NH_CONN_WRITING)) {

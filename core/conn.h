@@ -101,6 +101,7 @@ enum nh_conn_flags {
     NH_CONN_WRITING = 4, /* a uv_write is in flight */
     NH_CONN_COUNTED = 8, /* counted in host->nconns */
     NH_CONN_CUT = 16,    /* over the send limit: queue dropped, socket reset, nothing more sent */
+    NH_CONN_BIG = 32,    /* the queue reached NH_TRIM_AFTER since it was last empty */
 };
 
 /* Queue growth between two non-blocking write attempts while a handler produces output. */
@@ -121,14 +122,15 @@ struct nh_conn {
     nh_conn_t *dirty_next;
     /* host->draining: connections closing once their queue has left, for nh_conn_sweep */
     nh_conn_t *drain_prev, *drain_next;
-    uint32_t flags;
-    uint8_t close_after_flush;  /* close once everything queued is written (kick, HTTP replies) */
-    uint8_t close_reason;       /* enum nh_metrics_close_reason: the first reason given wins */
+    uint16_t flags;            /* enum nh_conn_flags */
+    uint8_t close_after_flush; /* close once everything queued is written (kick, HTTP replies) */
+    uint8_t close_reason;      /* enum nh_metrics_close_reason: the first reason given wins */
+    /* largest single message over the send limit queued since the queue was last empty: 32 bits
+     * are enough, a message is a packet (at most 16 MiB) or a Lua string (under 2 GiB) */
+    uint32_t big_msg;
     uint64_t close_deadline_ms; /* ... or at this time (nh_timers_now), whichever comes first */
     uint64_t stalled_turn;      /* flush turn since which the kernel has not taken everything; 0 */
     size_t early_flush_at;      /* queue size at which the next non-blocking write is tried */
-    size_t big_msg;             /* largest single message queued since the queue was last empty */
-    size_t peak;                /* largest queue since the last memory trim check */
 };
 
 /* Parses "host:port", ":port", "[v6]:port" and binds + listens. `l` is malloc'd by the caller
