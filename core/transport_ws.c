@@ -23,8 +23,8 @@ typedef struct ws_state {
     nh_session_t *session; /* from the upgrade until the connection is gone */
     ws_http_t *http;       /* the HTTP phase, until the upgrade */
     nh_ws_parser_t parser;
-    int upgraded;
-    int close_sent;
+    uint8_t upgraded;
+    uint8_t close_sent;
 } ws_state_t;
 
 enum http_phase {
@@ -167,6 +167,7 @@ static void ws_gone(nh_conn_t *c) {
     if (!w) return;
     if (w->session) nh_session_on_conn_gone(w->session);
     http_free(c->host, w->http);
+    nh_ws_parser_release(&w->parser);
     free(w);
     c->tstate = NULL;
 }

@@ -34,6 +34,8 @@ const char *nh_ws_strerror(int err) {
         return "invalid frame payload length";
     case NH_EWS_TEXT:
         return "text frame (the protocol is binary)";
+    case NH_EWS_NOMEM:
+        return "out of memory";
     default:
         return "unknown WebSocket error";
     }
@@ -47,6 +49,8 @@ int nh_ws_error_close_code(int err) {
         return 1007; /* invalid payload data */
     case NH_EWS_TEXT:
         return 1003; /* cannot accept this data type */
+    case NH_EWS_NOMEM:
+        return 1011; /* internal error */
     case NH_EWS_HTTP:
     case NH_EWS_HTTP_TOO_BIG:
     case NH_EWS_UNMASKED:
@@ -439,6 +443,12 @@ void nh_ws_parser_init(nh_ws_parser_t *p, uint64_t max_frame) {
     p->max_frame = max_frame;
 }
 
+void nh_ws_parser_release(nh_ws_parser_t *p) {
+    free(p->ctl);
+    p->ctl = NULL;
+    p->ctl_len = 0;
+}
+
 /* RFC 3629 well-formed UTF-8: no overlongs, surrogates or code points above U+10FFFF. */
 static int utf8_valid(const uint8_t *s, size_t len) {
     size_t i = 0;
@@ -558,22 +568,36 @@ static int start_payload(nh_ws_parser_t *p, uint8_t *at, const nh_ws_callbacks_t
     return 0;
 }
 
-static int deliver_control(nh_ws_parser_t *p, const nh_ws_callbacks_t *cb, void *ud) {
+/* A whole control frame's payload (unmasked), where it lies or as collected. */
+static int deliver_control(nh_ws_parser_t *p, const uint8_t *payload, size_t len,
+                           const nh_ws_callbacks_t *cb, void *ud) {
     next_frame(p);
     switch (p->opcode) {
     case NH_WS_PING:
-        return cb->on_ping ? cb->on_ping(ud, p->ctl, p->ctl_len) : 0;
+        return cb->on_ping ? cb->on_ping(ud, payload, len) : 0;
     case NH_WS_PONG:
-        return cb->on_pong ? cb->on_pong(ud, p->ctl, p->ctl_len) : 0;
+        return cb->on_pong ? cb->on_pong(ud, payload, len) : 0;
     default: /* NH_WS_CLOSE */
         break;
     }
-    if (p->ctl_len == 0) return cb->on_close ? cb->on_close(ud, 1005, p->ctl, 0) : 0;
-    if (p->ctl_len == 1) return NH_EWS_CLOSE_CODE;
-    int code = p->ctl[0] << 8 | p->ctl[1];
+    if (len == 0) return cb->on_close ? cb->on_close(ud, 1005, payload, 0) : 0;
+    if (len == 1) return NH_EWS_CLOSE_CODE;
+    int code = payload[0] << 8 | payload[1];
     if (!close_code_valid(code)) return NH_EWS_CLOSE_CODE;
-    if (!utf8_valid(p->ctl + 2, p->ctl_len - 2u)) return NH_EWS_CLOSE_UTF8;
-    return cb->on_close ? cb->on_close(ud, code, p->ctl + 2, p->ctl_len - 2u) : 0;
+    if (!utf8_valid(payload + 2, len - 2u)) return NH_EWS_CLOSE_UTF8;
+    return cb->on_close ? cb->on_close(ud, code, payload + 2, len - 2u) : 0;
+}
+
+/* A collected control frame is whole: hand it out, then free its buffer (the callback may stop
+ * the parser, but the buffer is the parser's until then). */
+static int deliver_collected(nh_ws_parser_t *p, const nh_ws_callbacks_t *cb, void *ud) {
+    uint8_t *buf = p->ctl;
+    size_t len = p->ctl_len;
+    p->ctl = NULL;
+    p->ctl_len = 0;
+    int rc = deliver_control(p, buf, len, cb, ud);
+    free(buf);
+    return rc;
 }
 
 int nh_ws_parser_feed(nh_ws_parser_t *p, uint8_t *data, size_t len, const nh_ws_callbacks_t *cb,
@@ -609,19 +633,29 @@ int nh_ws_parser_feed(nh_ws_parser_t *p, uint8_t *data, size_t len, const nh_ws_
             break;
         }
         case ST_CONTROL: {
+            if (!p->ctl && avail >= p->remaining) { /* whole in this feed: where it lies */
+                uint8_t *payload = data + i;
+                size_t n = (size_t)p->remaining;
+                unmask(p, payload, n);
+                p->remaining = 0;
+                i += n;
+                if ((rc = deliver_control(p, payload, n, cb, ud)) != 0) return rc;
+                break;
+            }
+            if (!p->ctl && !(p->ctl = malloc((size_t)p->remaining))) return NH_EWS_NOMEM;
             size_t n = avail < p->remaining ? avail : (size_t)p->remaining;
+            unmask(p, data + i, n); /* in place, as every payload byte is */
             memcpy(p->ctl + p->ctl_len, data + i, n);
-            unmask(p, p->ctl + p->ctl_len, n);
             p->ctl_len = (uint8_t)(p->ctl_len + n);
             p->remaining -= n;
             i += n;
+            if (p->remaining == 0 && (rc = deliver_collected(p, cb, ud)) != 0) return rc;
             break;
         }
         }
-        /* also reached with no bytes left: a control frame whose last byte just arrived, or an
-         * empty one whose header did */
-        if (p->state == ST_CONTROL && p->remaining == 0) {
-            if ((rc = deliver_control(p, cb, ud)) != 0) return rc;
+        /* also reached with no bytes left: an empty control frame whose header just arrived */
+        if (p->state == ST_CONTROL && p->remaining == 0 && !p->ctl) {
+            if ((rc = deliver_control(p, data + i, 0, cb, ud)) != 0) return rc;
         }
     }
     return 0;

@@ -1,7 +1,7 @@
 /* ws — WebSocket (RFC 6455) server-side protocol logic, without I/O.
  *
  * Four pieces, each incremental and allocation-free after init (but for a plain request's headers,
- * kept when the caller asks):
+ * kept when the caller asks, and a control frame split across feeds, collected until whole):
  *  - nh_http_req_*: parses an HTTP/1.1 request head (http-parser underneath), keeping only what
  *    the server needs: method, path, the upgrade headers; for a plain request (an HTTP route) the
  *    target, the body's length and, on request, every header.
@@ -38,6 +38,7 @@ enum {
     NH_EWS_CLOSE_UTF8 = -4010,   /* close reason not valid UTF-8 */
     NH_EWS_LENGTH = -4011,       /* 64-bit payload length with the most significant bit set */
     NH_EWS_TEXT = -4012,         /* a text frame where refuse_text is set (close 1003) */
+    NH_EWS_NOMEM = -4013,        /* out of memory collecting a split control frame (1011) */
 };
 
 const char *nh_ws_strerror(int err);
@@ -148,6 +149,14 @@ typedef struct nh_ws_callbacks {
 } nh_ws_callbacks_t;
 
 typedef struct nh_ws_parser {
+    uint64_t remaining; /* payload bytes left in the current frame */
+    uint64_t max_frame;
+    /* A control frame's payload (at most 125 bytes) that did not arrive in one feed, collected
+     * here until whole: malloc'd when such a frame starts, freed when it is delivered (or by
+     * nh_ws_parser_release). NULL otherwise: a control frame that arrives whole is handed out
+     * where it lies, so an idle connection holds no buffer for it. */
+    uint8_t *ctl;
+    uint8_t ctl_len;
     uint8_t state;
     uint8_t hdr[14];
     uint8_t hdr_have, hdr_need;
@@ -156,11 +165,7 @@ typedef struct nh_ws_parser {
     uint8_t in_message; /* a fragmented data message is in progress */
     uint8_t msg_opcode; /* NH_WS_TEXT or NH_WS_BINARY of the current message (read in on_data) */
     uint8_t mask[4];
-    uint64_t remaining; /* payload bytes left in the current frame */
-    uint8_t mask_off;   /* payload offset mod 4, for the mask index */
-    uint8_t ctl[125];   /* control frame payload being collected */
-    uint8_t ctl_len;
-    uint64_t max_frame;
+    uint8_t mask_off; /* payload offset mod 4, for the mask index */
     /* Set by the caller after init: a text message is refused (NH_EWS_TEXT, close 1003 "cannot
      * accept this data type"). nano's protocol is binary; RFC 6455 8.1 would otherwise ask for
      * UTF-8 validation of text, which no client of this protocol needs. */
@@ -170,6 +175,9 @@ typedef struct nh_ws_parser {
 /* max_frame limits the payload of each data frame (not of a whole fragmented message: the
  * caller counts what on_data delivers). Control frames are limited to 125 bytes by RFC 6455. */
 void nh_ws_parser_init(nh_ws_parser_t *p, uint64_t max_frame);
+/* Frees a split control frame's buffer, if one is being collected. The parser may then be
+ * initialised again (it must not be fed without that). */
+void nh_ws_parser_release(nh_ws_parser_t *p);
 
 /* Unmasks `data` in place. Callbacks returning non-zero stop parsing; that value is returned.
  * Any callback may be NULL. Returns 0, a callback's stop value, or a negative NH_EWS_* error;

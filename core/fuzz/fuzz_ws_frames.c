@@ -150,6 +150,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
     /* unmasking in place must agree too, up to where both stopped */
     if (rca == 0 && memcmp(whole, split, size) != 0) abort();
 
+    nh_ws_parser_release(&pa);
+    nh_ws_parser_release(&pb);
     free(whole);
     free(split);
     return 0;

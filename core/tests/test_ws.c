@@ -521,8 +521,48 @@ static void test_frame_header_encoding(void) {
     CHECK(memcmp(h, huge, 10) == 0);
 }
 
+/* A control frame split across feeds is collected and handed out whole; one that arrives whole
+ * is handed out where it lies. Either way the parser holds no buffer once it is delivered: an
+ * idle connection's parser owns no memory (docs/benchmarks.md, "Connection scale"). */
+static void test_split_control_frame_is_collected_then_freed(void) {
+    uint8_t buf[64];
+    size_t n = frame(buf, 0x89, "Hello", 5, LEN_MIN);
+    n += frame(buf + n, 0x82, "ab", 2, LEN_MIN);
+    for (size_t cut = 1; cut < n; cut++) {
+        uint8_t copy[64];
+        memcpy(copy, buf, n);
+        static rec_t r;
+        rec_reset(&r);
+        nh_ws_parser_t p;
+        nh_ws_parser_init(&p, 1024);
+        CHECK(p.ctl == NULL);
+        CHECK(nh_ws_parser_feed(&p, copy, cut, &cbs, &r) == 0);
+        /* collecting exactly while the ping's payload (bytes 6..10) is cut */
+        CHECK((p.ctl != NULL) == (cut > 6 && cut < 11));
+        CHECK(nh_ws_parser_feed(&p, copy + cut, n - cut, &cbs, &r) == 0);
+        CHECK(rec_is(&r, "<ping:Hello>ab|"));
+        CHECK(p.ctl == NULL);
+        nh_ws_parser_release(&p);
+    }
+}
+
+/* The parser let go while a control frame is being collected: release frees its buffer (ASan
+ * would report it otherwise). */
+static void test_release_mid_control_frame(void) {
+    uint8_t buf[64];
+    size_t n = frame(buf, 0x8a, "pong!", 5, LEN_MIN);
+    static rec_t r;
+    rec_reset(&r);
+    nh_ws_parser_t p;
+    nh_ws_parser_init(&p, 1024);
+    CHECK(nh_ws_parser_feed(&p, buf, n - 2, &cbs, &r) == 0);
+    CHECK(p.ctl != NULL && r.len == 0);
+    nh_ws_parser_release(&p);
+    CHECK(p.ctl == NULL);
+}
+
 static void test_strerror_names_every_error(void) {
-    for (int e = NH_EWS_TEXT; e <= NH_EWS_HTTP; e++)
+    for (int e = NH_EWS_NOMEM; e <= NH_EWS_HTTP; e++)
         CHECK(strcmp(nh_ws_strerror(e), nh_ws_strerror(1)) != 0);
     CHECK(nh_ws_error_close_code(NH_EWS_UNMASKED) == 1002);
     CHECK(nh_ws_error_close_code(NH_EWS_OPCODE) == 1002);
@@ -984,6 +1024,8 @@ int main(void) {
     test_rfc_unmasked_frames_are_rejected();
     test_rfc_fragmented_hello();
     test_rfc_ping_and_masked_pong();
+    test_split_control_frame_is_collected_then_freed();
+    test_release_mid_control_frame();
     test_multi_frame_stream_every_split_point();
     test_multi_frame_stream_byte_at_a_time();
     test_payload_is_delivered_as_it_arrives();
