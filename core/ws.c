@@ -5,9 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
-#include <openssl/sha.h>
-
 const char *nh_ws_strerror(int err) {
     switch (err) {
     case NH_EWS_HTTP:
@@ -406,8 +403,68 @@ int nh_http_req_is_upgrade(const nh_http_req_t *r) {
     return nh_http_req_check_upgrade(r) == NH_UPGRADE_OK;
 }
 
+/* SHA-1 (FIPS 180-4) and base64 for the accept key, here rather than libcrypto's: OpenSSL 3's
+ * SHA1() fetches the digest from its provider, and the first fetch touches ~2 MB of the
+ * library's pages (resident for the process's life) for one 20-byte hash per upgrade.
+ * Not a security use: RFC 6455 only proves that the server read the key. */
+static uint32_t rol32(uint32_t x, int n) {
+    return x << n | x >> (32 - n);
+}
+
+static void sha1_block(uint32_t h[5], const uint8_t *b) {
+    uint32_t w[80];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 |
+               (uint32_t)b[4 * i + 2] << 8 | b[4 * i + 3];
+    for (int i = 16; i < 80; i++)
+        w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20)
+            f = (bb & c) | (~bb & d), k = 0x5A827999;
+        else if (i < 40)
+            f = bb ^ c ^ d, k = 0x6ED9EBA1;
+        else if (i < 60)
+            f = (bb & c) | (bb & d) | (c & d), k = 0x8F1BBCDC;
+        else
+            f = bb ^ c ^ d, k = 0xCA62C1D6;
+        uint32_t t = rol32(a, 5) + f + e + k + w[i];
+        e = d;
+        d = c;
+        c = rol32(bb, 30);
+        bb = a;
+        a = t;
+    }
+    h[0] += a, h[1] += bb, h[2] += c, h[3] += d, h[4] += e;
+}
+
+static void sha1(const uint8_t *msg, size_t len, uint8_t out[20]) {
+    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    size_t off = 0;
+    for (; len - off >= 64; off += 64)
+        sha1_block(h, msg + off);
+    /* the rest, 0x80, zeros, the length in bits (64-bit big-endian): one or two blocks */
+    uint8_t last[128] = {0};
+    size_t rest = len - off, n = rest + 9 <= 64 ? 64 : 128;
+    memcpy(last, msg + off, rest);
+    last[rest] = 0x80;
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++)
+        last[n - 1 - i] = (uint8_t)(bits >> (8 * i));
+    for (size_t i = 0; i < n; i += 64)
+        sha1_block(h, last + i);
+    for (int i = 0; i < 5; i++) {
+        out[4 * i] = (uint8_t)(h[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(h[i] >> 8);
+        out[4 * i + 3] = (uint8_t)h[i];
+    }
+}
+
 int nh_ws_accept_key(const char *client_key, char out[29]) {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     char buf[64 + sizeof(guid)];
     size_t klen = strlen(client_key);
     if (klen == 0 || klen > 64) {
@@ -417,10 +474,18 @@ int nh_ws_accept_key(const char *client_key, char out[29]) {
     memcpy(buf, client_key, klen);
     memcpy(buf + klen, guid, sizeof(guid) - 1);
 
-    unsigned char digest[SHA_DIGEST_LENGTH];
-    SHA1((const unsigned char *)buf, klen + sizeof(guid) - 1, digest);
-    /* 20 bytes encode to exactly 28 characters, and EVP_EncodeBlock adds the NUL */
-    EVP_EncodeBlock((unsigned char *)out, digest, SHA_DIGEST_LENGTH);
+    uint8_t d[21] = {0}; /* the 20-byte digest, and a zero byte to make 7 groups of 3 */
+    sha1((const uint8_t *)buf, klen + sizeof(guid) - 1, d);
+    /* 20 bytes encode to exactly 28 characters: 6 groups of 3 and one of 2 (one '=') */
+    for (int g = 0; g < 7; g++) {
+        uint32_t v = (uint32_t)d[3 * g] << 16 | (uint32_t)d[3 * g + 1] << 8 | d[3 * g + 2];
+        out[4 * g] = b64[v >> 18 & 63];
+        out[4 * g + 1] = b64[v >> 12 & 63];
+        out[4 * g + 2] = b64[v >> 6 & 63];
+        out[4 * g + 3] = b64[v & 63];
+    }
+    out[27] = '=';
+    out[28] = '\0';
     return 0;
 }
 

@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
 #include "check.h"
 
 /* ---- frame helpers ---- */
@@ -1012,6 +1015,26 @@ static void test_http_method_and_version_requirements(void) {
     CHECK(nh_http_req_is_upgrade(&r) == 0);
 }
 
+/* The accept key against libcrypto's SHA-1 and base64 for every key length the server takes
+ * (ws.c computes it itself; OpenSSL is the reference here). */
+static void test_accept_key_matches_libcrypto(void) {
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    for (size_t klen = 1; klen <= 64; klen++) {
+        char key[65], cat[64 + sizeof guid];
+        for (size_t i = 0; i < klen; i++)
+            key[i] = (char)('!' + (i * 7 + klen) % 90);
+        key[klen] = '\0';
+        memcpy(cat, key, klen);
+        memcpy(cat + klen, guid, sizeof guid - 1);
+        unsigned char digest[SHA_DIGEST_LENGTH];
+        SHA1((const unsigned char *)cat, klen + sizeof guid - 1, digest);
+        char want[32], got[29];
+        EVP_EncodeBlock((unsigned char *)want, digest, SHA_DIGEST_LENGTH);
+        CHECK(nh_ws_accept_key(key, got) == 0);
+        CHECK(strcmp(got, want) == 0);
+    }
+}
+
 static void test_accept_key_rfc_example(void) {
     char out[29];
     CHECK(nh_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", out) == 0);
@@ -1065,5 +1088,6 @@ int main(void) {
     test_http_paths();
     test_http_method_and_version_requirements();
     test_accept_key_rfc_example();
+    test_accept_key_matches_libcrypto();
     return check_done();
 }
