@@ -12,11 +12,31 @@
 
 #define SESSION_MT "nano.session"
 
+/* 16 bytes (every idle connection has one: docs/benchmarks.md, "Connection scale"). While the
+ * session lives, ref is its pointer (bit 0 clear: it is aligned) and id and uid are read from it;
+ * once it is gone, ref holds id << 1 | 1 and uid the uid it had, so both stay readable. */
 typedef struct lsession {
-    nh_session_t *s;
-    lua_Number id;
-    lua_Number uid;
+    uintptr_t ref;
+    lua_Number uid; /* detached only */
 } lsession_t;
+
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(lsession_t) == 16, "the session userdata grew");
+#endif
+
+static nh_session_t *sess(const lsession_t *u) {
+    return (u->ref & 1) ? NULL : (nh_session_t *)u->ref;
+}
+
+static lua_Number sess_id(const lsession_t *u) {
+    const nh_session_t *s = sess(u);
+    return s ? (lua_Number)s->id : (lua_Number)(u->ref >> 1);
+}
+
+static lua_Number sess_uid(const lsession_t *u) {
+    const nh_session_t *s = sess(u);
+    return s ? (lua_Number)s->uid : u->uid;
+}
 
 /* The session metatable of the Lua state that registered it last: comparing a userdata's
  * metatable with it is a pointer compare, where luaL_checkudata looks the name up in the
@@ -36,7 +56,7 @@ static lsession_t *check(lua_State *L, int idx) {
 }
 
 nh_session_t *nh_lua_to_session(lua_State *L, int idx) {
-    return check(L, idx)->s;
+    return sess(check(L, idx));
 }
 
 nh_session_t *nh_lua_test_session(lua_State *L, int idx) {
@@ -45,7 +65,7 @@ nh_session_t *nh_lua_test_session(lua_State *L, int idx) {
     luaL_getmetatable(L, SESSION_MT);
     int same = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
-    return same ? u->s : NULL;
+    return same ? sess(u) : NULL;
 }
 
 void nh_lua_push_session(lua_State *L, nh_session_t *s) {
@@ -54,9 +74,8 @@ void nh_lua_push_session(lua_State *L, nh_session_t *s) {
         return;
     }
     lsession_t *u = lua_newuserdata(L, sizeof *u);
-    u->s = s;
-    u->id = (lua_Number)s->id;
-    u->uid = (lua_Number)s->uid;
+    u->ref = (uintptr_t)s;
+    u->uid = 0;
     luaL_getmetatable(L, SESSION_MT);
     lua_setmetatable(L, -2);
     lua_pushvalue(L, LUA_GLOBALSINDEX); /* no state yet (push_state) */
@@ -70,19 +89,22 @@ void nh_lua_session_detach(lua_State *L, nh_session_t *s) {
     if (!s->binding_ref) return;
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->binding_ref);
     lsession_t *u = lua_touserdata(L, -1);
-    if (u) u->s = NULL;
+    if (u) {
+        u->uid = (lua_Number)s->uid;
+        u->ref = (uintptr_t)s->id << 1 | 1;
+    }
     lua_pop(L, 1);
     luaL_unref(L, LUA_REGISTRYINDEX, s->binding_ref);
     s->binding_ref = 0;
 }
 
 static int s_id(lua_State *L) {
-    lua_pushnumber(L, check(L, 1)->id);
+    lua_pushnumber(L, sess_id(check(L, 1)));
     return 1;
 }
 
 static int s_uid(lua_State *L) {
-    lua_pushnumber(L, check(L, 1)->uid);
+    lua_pushnumber(L, sess_uid(check(L, 1)));
     return 1;
 }
 
@@ -96,27 +118,26 @@ static int s_bind(lua_State *L) {
         lua_pushliteral(L, "illegal uid: must be a positive integer");
         return 2;
     }
-    if (!u->s) {
+    if (!sess(u)) {
         lua_pushnil(L);
         lua_pushliteral(L, "session closed");
         return 2;
     }
-    u->uid = uid;
-    u->s->uid = (int64_t)uid;
+    sess(u)->uid = (int64_t)uid;
     lua_pushboolean(L, 1);
     return 1;
 }
 
 static int s_last_mid(lua_State *L) {
     lsession_t *u = check(L, 1);
-    lua_pushnumber(L, u->s ? (lua_Number)u->s->last_mid : 0);
+    lua_pushnumber(L, sess(u) ? (lua_Number)sess(u)->last_mid : 0);
     return 1;
 }
 
 static int s_remote_addr(lua_State *L) {
     lsession_t *u = check(L, 1);
     char buf[80];
-    if (!u->s || nh_session_peer(u->s, buf, sizeof buf) != 0) {
+    if (!sess(u) || nh_session_peer(sess(u), buf, sizeof buf) != 0) {
         lua_pushnil(L);
         return 1;
     }
@@ -126,7 +147,7 @@ static int s_remote_addr(lua_State *L) {
 
 static int s_transport(lua_State *L) {
     lsession_t *u = check(L, 1);
-    const char *name = u->s ? nh_session_transport(u->s) : NULL;
+    const char *name = sess(u) ? nh_session_transport(sess(u)) : NULL;
     if (!name)
         lua_pushnil(L);
     else
@@ -136,18 +157,18 @@ static int s_transport(lua_State *L) {
 
 static int s_is_closed(lua_State *L) {
     lsession_t *u = check(L, 1);
-    lua_pushboolean(L, !u->s || u->s->state == NH_SS_CLOSED);
+    lua_pushboolean(L, !sess(u) || sess(u)->state == NH_SS_CLOSED);
     return 1;
 }
 
 static int s_close(lua_State *L) {
     lsession_t *u = check(L, 1);
-    if (!u->s || u->s->state == NH_SS_CLOSED) {
+    if (!sess(u) || sess(u)->state == NH_SS_CLOSED) {
         lua_pushnil(L);
         lua_pushliteral(L, "session already closed");
         return 2;
     }
-    nh_session_close(u->s, NH_CLOSE_KICK, "closed by the server");
+    nh_session_close(sess(u), NH_CLOSE_KICK, "closed by the server");
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -158,12 +179,12 @@ static int s_kick(lua_State *L) {
     lsession_t *u = check(L, 1);
     size_t len = 0;
     const char *body = luaL_optlstring(L, 2, "", &len);
-    if (!u->s || u->s->state == NH_SS_CLOSED) {
+    if (!sess(u) || sess(u)->state == NH_SS_CLOSED) {
         lua_pushnil(L);
         lua_pushliteral(L, "session already closed");
         return 2;
     }
-    nh_session_kick(u->s, (const uint8_t *)body, len);
+    nh_session_kick(sess(u), (const uint8_t *)body, len);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -279,7 +300,7 @@ static int s_restore(lua_State *L) {
 
 static int s_tostring(lua_State *L) {
     lsession_t *u = check(L, 1);
-    lua_pushfstring(L, "session %f (uid %f%s)", u->id, u->uid, u->s ? "" : ", closed");
+    lua_pushfstring(L, "session %f (uid %f%s)", sess_id(u), sess_uid(u), sess(u) ? "" : ", closed");
     return 1;
 }
 

@@ -136,6 +136,18 @@ describe("sessions", function()
       assert.is_false(c:was_kicked())
     end)
 
+    it("id, uid and tostring keep their values once the session is gone", function()
+      local id = s:id()
+      assert.is_true(s:bind(42))
+      local gone = false
+      nano.on_session_closed(function(x) if x == s then gone = true end end)
+      assert.is_true(s:close())
+      server:wait_until(function() return gone end)
+      assert.equal(id, s:id())
+      assert.equal(42, s:uid())
+      assert.equal(("session %d (uid 42, closed)"):format(id), tostring(s))
+    end)
+
     it("kick sends the kick packet, then closes", function()
       assert.is_true(s:kick())
       server:wait_until(function() return c:is_closed() end)
