@@ -19,13 +19,31 @@
 
 typedef struct ws_http ws_http_t;
 
+/* 72 bytes, an 80-byte malloc chunk: every idle WebSocket connection holds one
+ * (docs/benchmarks.md, "Connection scale"). */
 typedef struct ws_state {
-    nh_session_t *session; /* from the upgrade until the connection is gone */
-    ws_http_t *http;       /* the HTTP phase, until the upgrade */
+    /* the HTTP phase until the upgrade; from then on the session, until the connection is gone
+     * (NULL when it could not be made): read through http_of and session_of */
+    union {
+        ws_http_t *http;
+        nh_session_t *session;
+    } u;
     nh_ws_parser_t parser;
     uint8_t upgraded;
     uint8_t close_sent;
 } ws_state_t;
+
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(ws_state_t) <= 72, "ws_state_t grew past 72 bytes (a malloc class)");
+#endif
+
+static nh_session_t *session_of(const ws_state_t *w) {
+    return w->upgraded ? w->u.session : NULL;
+}
+
+static ws_http_t *http_of(const ws_state_t *w) {
+    return w->upgraded ? NULL : w->u.http;
+}
 
 enum http_phase {
     PH_HEAD,  /* reading a request head */
@@ -110,7 +128,7 @@ static int http_input(nh_conn_t *c, uint8_t *data, size_t len);
 
 static void on_http_timeout(nh_timer_t *t) {
     nh_conn_t *c = t->data;
-    ws_http_t *x = ((ws_state_t *)c->tstate)->http;
+    ws_http_t *x = http_of(c->tstate);
     double secs = (double)c->host->cfg.handshake_timeout_ms / 1000.0;
     char who[160];
     if (!x->answered && x->phase <= PH_BODY) /* the upgrade (or a first request) never came */
@@ -126,7 +144,7 @@ static void on_http_timeout(nh_timer_t *t) {
 static void on_pump(nh_timer_t *t) {
     nh_conn_t *c = t->data;
     ws_state_t *w = c->tstate;
-    ws_http_t *x = w->http;
+    ws_http_t *x = http_of(w);
     if (!x || x->phase != PH_HEAD || (c->flags & NH_CONN_CLOSING) || c->close_after_flush) return;
     uint8_t *data = x->pending;
     size_t len = x->pending_len;
@@ -152,7 +170,7 @@ static int ws_open(nh_conn_t *c) {
     x->timer.cb = on_http_timeout;
     x->pump.cb = on_pump;
     x->timer.data = x->pump.data = c;
-    w->http = x;
+    w->u.http = x;
     nh_ws_parser_init(&w->parser, c->host->cfg.max_ws_frame);
     w->parser.refuse_text = 1; /* binary protocol: text frames close with 1003 (hardening.md) */
     c->tstate = w;
@@ -165,8 +183,8 @@ static int ws_open(nh_conn_t *c) {
 static void ws_gone(nh_conn_t *c) {
     ws_state_t *w = c->tstate;
     if (!w) return;
-    if (w->session) nh_session_on_conn_gone(w->session);
-    http_free(c->host, w->http);
+    if (session_of(w)) nh_session_on_conn_gone(session_of(w));
+    http_free(c->host, http_of(w));
     nh_ws_parser_release(&w->parser);
     free(w);
     c->tstate = NULL;
@@ -190,24 +208,25 @@ static void send_close(nh_conn_t *c, int code) {
 
 static void ws_draining(nh_conn_t *c) {
     ws_state_t *w = c->tstate;
-    if (w && w->session) nh_session_on_conn_draining(w->session);
+    if (w && session_of(w)) nh_session_on_conn_draining(session_of(w));
 }
 
 static void ws_closing(nh_conn_t *c, int may_send) {
     ws_state_t *w = c->tstate;
     if (!w) return;
-    if (w->session) nh_session_on_conn_closing(w->session);
+    nh_session_t *s = session_of(w);
+    if (s) nh_session_on_conn_closing(s);
     if (!may_send) return;
     /* Server-initiated close (kick, timeout, shutdown, a protocol error found by the session):
      * say so, and why, in the protocol first. */
     int code = c->host->stopping ? 1001 : 1000;
-    if (w->session && w->session->close_code) code = w->session->close_code;
+    if (s && s->close_code) code = s->close_code;
     send_close(c, code);
 }
 
 static uint64_t ws_log_id(const nh_conn_t *c) {
     const ws_state_t *w = c->tstate;
-    return w && w->session ? w->session->id : 0;
+    return w && session_of(w) ? session_of(w)->id : 0;
 }
 
 static size_t ws_frame_header(nh_conn_t *c, uint8_t *out, size_t len) {
@@ -221,8 +240,8 @@ static int on_ws_data(void *ud, const uint8_t *data, size_t len, int fin) {
     (void)fin; /* packets may span frames: the packet decoder does the joining */
     nh_conn_t *c = ud;
     ws_state_t *w = c->tstate;
-    if (!len || !w->session) return 0;
-    return nh_session_on_bytes(w->session, data, len) < 0 ? -1 : 0;
+    if (!len || !session_of(w)) return 0;
+    return nh_session_on_bytes(session_of(w), data, len) < 0 ? -1 : 0;
 }
 
 static int on_ws_ping(void *ud, const uint8_t *data, size_t len) {
@@ -373,7 +392,7 @@ static void file_next(nh_conn_t *c, ws_http_t *x) {
 
 static void file_opened(void *ud, int status, uint64_t size) {
     nh_conn_t *c = ud;
-    ws_http_t *x = ((ws_state_t *)c->tstate)->http;
+    ws_http_t *x = http_of(c->tstate);
     if (status < 0) { /* missing, a folder, unreadable */
         nh_static_file_close(x->file);
         x->file = NULL;
@@ -387,7 +406,7 @@ static void file_opened(void *ud, int status, uint64_t size) {
 
 static void file_chunk(void *ud, int status, nh_buf_t *chunk) {
     nh_conn_t *c = ud;
-    ws_http_t *x = ((ws_state_t *)c->tstate)->http;
+    ws_http_t *x = http_of(c->tstate);
     if (status < 0 || chunk->len == 0) { /* the length was promised: the answer cannot end well */
         nh_conn_close(c, "static file: read failed or the file shrank");
         return;
@@ -403,7 +422,7 @@ static const nh_static_file_events_t file_events = {file_opened, file_chunk};
 
 static void ws_drained(nh_conn_t *c) {
     ws_state_t *w = c->tstate;
-    ws_http_t *x = w ? w->http : NULL;
+    ws_http_t *x = w ? http_of(w) : NULL;
     if (x && x->phase == PH_FILE && x->file && x->file_left) file_next(c, x);
 }
 
@@ -525,8 +544,8 @@ static int upgrade(nh_conn_t *c, ws_http_t *x) {
         return 0;
     }
     ws_state_t *w = c->tstate;
-    w->session = nh_session_open(c->host, &ws_link, c);
-    if (!w->session) {
+    nh_session_t *s = nh_session_open(c->host, &ws_link, c);
+    if (!s) {
         nh_conn_close(c, "out of memory");
         return 0;
     }
@@ -537,7 +556,7 @@ static int upgrade(nh_conn_t *c, ws_http_t *x) {
                      accept);
     nh_conn_send_raw(c, head, (size_t)n);
     http_free(c->host, x);
-    w->http = NULL;
+    w->u.session = s;
     w->upgraded = 1;
     return 1;
 }
@@ -585,8 +604,8 @@ static int on_head(nh_conn_t *c, ws_http_t *x) {
  * only from the frames that follow an upgrade). */
 static int http_input(nh_conn_t *c, uint8_t *data, size_t len) {
     ws_state_t *w = c->tstate;
-    while (len && w->http && !(c->flags & NH_CONN_CLOSING) && !c->close_after_flush) {
-        ws_http_t *x = w->http;
+    while (len && http_of(w) && !(c->flags & NH_CONN_CLOSING) && !c->close_after_flush) {
+        ws_http_t *x = http_of(w);
         if (x->phase == PH_ROUTE || x->phase == PH_FILE) { /* after the pending answer */
             if (x->pending_len + len > NH_HTTP_MAX_HEAD + NH_WS_HTTP_MAX_BODY) {
                 nh_conn_set_close_reason(c, NH_CLOSE_BAD_INPUT);
@@ -639,7 +658,7 @@ static int ws_read(nh_conn_t *c, uint8_t *data, size_t len) {
     ws_state_t *w = c->tstate;
     if (c->close_after_flush) return 0; /* answered already; ignore what else the peer sends */
     if (w->upgraded) {
-        if (w->session) nh_session_heard(w->session);
+        if (w->u.session) nh_session_heard(w->u.session);
         return feed_frames(c, data, len);
     }
     return http_input(c, data, len);
