@@ -74,8 +74,9 @@ int nh_conn_peer(const nh_conn_t *c, char *out, size_t len) {
 const char *nh_conn_describe(const nh_conn_t *c, char *out, size_t len) {
     char peer[80] = "?";
     nh_conn_peer(c, peer, sizeof peer);
-    uint64_t id = c->transport->log_id ? c->transport->log_id(c) : 0;
-    snprintf(out, len, "%s %s session %llu", c->transport->name, peer, (unsigned long long)id);
+    uint64_t id = c->listener->transport->log_id ? c->listener->transport->log_id(c) : 0;
+    snprintf(out, len, "%s %s session %llu", c->listener->transport->name, peer,
+             (unsigned long long)id);
     return out;
 }
 
@@ -96,22 +97,24 @@ static void conn_log(const nh_conn_t *c, int level, const char *fmt, ...) {
 static void listener_release(nh_listener_t *l);
 
 /* Every idle connection holds one (docs/benchmarks.md, "Connection scale"): with libuv's
- * uv_tcp_t (248 bytes on 64-bit Linux) it is 408 bytes, the most a 416-byte malloc chunk holds. */
+ * uv_tcp_t (248 bytes on 64-bit Linux) it is 376 bytes, the most a 384-byte malloc chunk holds. */
 #if UINTPTR_MAX == UINT64_MAX
-_Static_assert(sizeof(nh_conn_t) - sizeof(uv_tcp_t) <= 160, "nh_conn_t grew (a malloc class)");
+_Static_assert(sizeof(nh_conn_t) - sizeof(uv_tcp_t) <= 128, "nh_conn_t grew (a malloc class)");
 #endif
 
 static void on_conn_closed(uv_handle_t *handle) {
     nh_conn_t *c = (nh_conn_t *)handle;
     nh_host_t *h = c->host;
-    if (c->listener) listener_release(c->listener);
+    const nh_transport_t *t = c->listener->transport; /* the listener may go with this release */
+    listener_release(c->listener);
     if (c->flags & NH_CONN_COUNTED) h->nconns--;
     if (c->flags & NH_CONN_COUNTED) nh_metrics_closed(&h->metrics, c->close_reason);
-    if (c->transport->on_gone) c->transport->on_gone(c);
-    if ((c->flags & NH_CONN_BIG) || c->out.bytes + (c->wire ? c->wire->bytes : 0) >= NH_TRIM_AFTER)
+    if (t->on_gone) t->on_gone(c);
+    if ((c->flags & NH_CONN_BIG) ||
+        c->out.bytes + (nh_conn_wire(c) ? nh_conn_wire(c)->bytes : 0) >= NH_TRIM_AFTER)
         h->trim_pending = 1;
     nh_outq_free(&c->out);
-    if (c->wire) nh_outq_free(c->wire);
+    if (nh_conn_wire(c)) nh_outq_free(nh_conn_wire(c));
     nh_tls_free(c->tls);
     free(c);
 }
@@ -127,14 +130,23 @@ static void unlink_dirty(nh_conn_t *c) {
     c->flags &= (uint16_t)~NH_CONN_DIRTY;
 }
 
+/* A connection closing once its queue has left, in host->draining. */
+struct nh_drain {
+    nh_conn_t *c;
+    nh_drain_t *prev, *next;
+    uint64_t deadline_ms; /* closed at this time (nh_timers_now) if the queue has not left */
+};
+
 static void unlink_draining(nh_conn_t *c) {
-    if (!c->close_after_flush) return;
-    if (c->drain_prev)
-        c->drain_prev->drain_next = c->drain_next;
-    else if (c->host->draining == c)
-        c->host->draining = c->drain_next;
-    if (c->drain_next) c->drain_next->drain_prev = c->drain_prev;
-    c->drain_prev = c->drain_next = NULL;
+    nh_drain_t *d = c->drain;
+    if (!d) return;
+    if (d->prev)
+        d->prev->next = d->next;
+    else if (c->host->draining == d)
+        c->host->draining = d->next;
+    if (d->next) d->next->prev = d->prev;
+    free(d);
+    c->drain = NULL;
 }
 
 static void conn_close_now(nh_conn_t *c) {
@@ -150,12 +162,12 @@ static void flush(nh_conn_t *c);
 
 /* Bytes a connection holds for its peer: the transport's queue and, over TLS, the ciphertext. */
 static size_t queued(const nh_conn_t *c) {
-    return c->out.bytes + (c->wire ? c->wire->bytes : 0);
+    return c->out.bytes + (nh_conn_wire(c) ? nh_conn_wire(c)->bytes : 0);
 }
 
 /* The queue the socket is written from. */
 static nh_outq_t *wire_queue(nh_conn_t *c) {
-    return c->tls ? c->wire : &c->out;
+    return c->tls ? nh_conn_wire(c) : &c->out;
 }
 
 void nh_conn_close(nh_conn_t *c, const char *reason) {
@@ -167,7 +179,8 @@ void nh_conn_close(nh_conn_t *c, const char *reason) {
         nh_log(NH_LOG_DEBUG, "%s closed: %s", nh_conn_describe(c, who, sizeof who), reason);
     }
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (c->transport->on_closing) c->transport->on_closing(c, !(c->flags & NH_CONN_CUT));
+    if (c->listener->transport->on_closing)
+        c->listener->transport->on_closing(c, !(c->flags & NH_CONN_CUT));
     if (!(c->flags & NH_CONN_CUT)) {
         if (c->tls) nh_tls_shutdown(c->tls); /* close_notify after the transport's last frame */
         /* One last non-blocking try for what is queued (a kick, a close frame, an HTTP error): a
@@ -182,13 +195,23 @@ void nh_conn_close_after_flush(nh_conn_t *c) {
     uv_read_stop((uv_stream_t *)&c->tcp);
     /* A peer that stops reading must not keep a closing connection (and its queue and its
      * max_conns slot) forever: the sweep closes it after this. */
-    c->close_deadline_ms = nh_timers_now(&c->host->timers) + c->host->cfg.handshake_timeout_ms;
+    uint64_t deadline = nh_timers_now(&c->host->timers) + c->host->cfg.handshake_timeout_ms;
+    if (c->drain) c->drain->deadline_ms = deadline;
     if (!c->close_after_flush) {
+        nh_drain_t *d = malloc(sizeof *d);
+        if (!d) {
+            nh_conn_close(c, "out of memory");
+            return;
+        }
+        d->c = c;
+        d->prev = NULL;
+        d->next = c->host->draining;
+        d->deadline_ms = deadline;
+        if (d->next) d->next->prev = d;
+        c->host->draining = d;
+        c->drain = d;
         c->close_after_flush = 1;
-        c->drain_next = c->host->draining;
-        if (c->drain_next) c->drain_next->drain_prev = c;
-        c->host->draining = c;
-        if (c->transport->on_draining) c->transport->on_draining(c);
+        if (c->listener->transport->on_draining) c->listener->transport->on_draining(c);
     }
     if (queued(c) == 0) nh_conn_close(c, NULL);
 }
@@ -207,10 +230,10 @@ void nh_conn_close_all(nh_host_t *h, const char *reason) {
 }
 
 void nh_conn_sweep(nh_host_t *h, uint64_t now) {
-    nh_conn_t *next;
-    for (nh_conn_t *c = h->draining; c; c = next) {
-        next = c->drain_next; /* closing unlinks c, and nothing else */
-        if (now >= c->close_deadline_ms) nh_conn_close(c, "peer did not read its last packets");
+    nh_drain_t *next;
+    for (nh_drain_t *d = h->draining; d; d = next) {
+        next = d->next; /* closing unlinks (and frees) d, and nothing else */
+        if (now >= d->deadline_ms) nh_conn_close(d->c, "peer did not read its last packets");
     }
 }
 
@@ -231,7 +254,8 @@ static void drained(nh_conn_t *c) {
     c->big_msg = 0;
     if (c->flags & NH_CONN_BIG) c->host->trim_pending = 1;
     c->flags &= (uint16_t)~NH_CONN_BIG;
-    if (c->transport->on_drained && !(c->flags & NH_CONN_CLOSING)) c->transport->on_drained(c);
+    if (c->listener->transport->on_drained && !(c->flags & NH_CONN_CLOSING))
+        c->listener->transport->on_drained(c);
 }
 
 static void on_write(uv_write_t *req, int status) {
@@ -262,7 +286,7 @@ static int take_tls_output(nh_conn_t *c) {
         nh_buf_t *b = nh_buf_new(pending);
         if (!b) return UV_ENOMEM;
         b->len = (uint32_t)nh_tls_out_take(c->tls, b->data, pending);
-        int r = b->len ? nh_outq_share(c->wire, b, 0, b->len) : 0;
+        int r = b->len ? nh_outq_share(nh_conn_wire(c), b, 0, b->len) : 0;
         nh_buf_unref(b);
         if (r) return r;
     }
@@ -322,7 +346,7 @@ static void flush_ex(nh_conn_t *c, int wait) {
         if (r < 0) {
             /* The peer is gone; drop what is queued. */
             nh_outq_consume(&c->out, c->out.bytes);
-            if (c->wire) nh_outq_consume(c->wire, c->wire->bytes);
+            if (nh_conn_wire(c)) nh_outq_consume(nh_conn_wire(c), nh_conn_wire(c)->bytes);
             if (!(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, uv_strerror(r));
             return;
         }
@@ -348,7 +372,7 @@ static void flush_ex(nh_conn_t *c, int wait) {
         }
         if (r < 0) {
             nh_outq_consume(&c->out, c->out.bytes);
-            if (c->wire) nh_outq_consume(c->wire, c->wire->bytes);
+            if (nh_conn_wire(c)) nh_outq_consume(nh_conn_wire(c), nh_conn_wire(c)->bytes);
             nh_conn_close(c, uv_strerror(r));
             return;
         }
@@ -435,7 +459,8 @@ int nh_conn_send(nh_conn_t *c, const uint8_t *head, size_t head_len, nh_buf_t *s
     if (c->close_after_flush) return UV_EPIPE;
     uint8_t pre[16 + NH_PKT_HEADER_LEN + NH_MSG_MAX_HEADER];
     size_t n = 0;
-    if (c->transport->frame_header) n = c->transport->frame_header(c, pre, head_len + body_len);
+    if (c->listener->transport->frame_header)
+        n = c->listener->transport->frame_header(c, pre, head_len + body_len);
     if (head_len > sizeof pre - n) return UV_EINVAL;
     memcpy(pre + n, head, head_len);
     n += head_len;
@@ -511,7 +536,7 @@ static void tls_read(nh_conn_t *c, const uint8_t *data, size_t len) {
             tls_failed(c, nh_tls_error(c->tls));
             return;
         }
-        if (c->transport->on_read(c, c->host->readbuf, (size_t)n) < 0) {
+        if (c->listener->transport->on_read(c, c->host->readbuf, (size_t)n) < 0) {
             nh_conn_close(c, "bad input");
             return;
         }
@@ -529,7 +554,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     c->host->metrics.bytes[NH_MD_IN] += (uint64_t)nread;
     if (c->tls) {
         tls_read(c, (const uint8_t *)buf->base, (size_t)nread);
-    } else if (c->transport->on_read(c, (uint8_t *)buf->base, (size_t)nread) < 0) {
+    } else if (c->listener->transport->on_read(c, (uint8_t *)buf->base, (size_t)nread) < 0) {
         nh_conn_close(c, "bad input");
         return;
     }
@@ -648,11 +673,10 @@ static void on_connection(uv_stream_t *server, int status) {
     c->host = h;
     c->listener = l;
     l->conns++;
-    c->transport = l->transport;
     nh_outq_init(&c->out, &h->pool);
     if (l->tls) {
-        c->wire = (nh_outq_t *)(c + 1);
-        nh_outq_init(c->wire, &h->pool);
+        c->flags |= NH_CONN_WIRE;
+        nh_outq_init(nh_conn_wire(c), &h->pool);
     }
     take_over_reserve(h); /* libuv opens a new one with every handle it initialises */
     int ar = uv_accept(server, (uv_stream_t *)&c->tcp);
@@ -677,13 +701,13 @@ static void on_connection(uv_stream_t *server, int status) {
     }
     h->nconns++;
     c->flags |= NH_CONN_COUNTED;
-    nh_metrics_accepted(&h->metrics, c->transport->name);
+    nh_metrics_accepted(&h->metrics, c->listener->transport->name);
     uv_tcp_nodelay(&c->tcp, 1);
     if (l->tls && !(c->tls = nh_tls_new(l->tls, NULL))) {
         nh_conn_close(c, "out of memory");
         return;
     }
-    if (c->transport->on_open(c) < 0) {
+    if (c->listener->transport->on_open(c) < 0) {
         nh_conn_close(c, "open failed");
         return;
     }

@@ -44,6 +44,7 @@
 
 typedef struct nh_host nh_host_t;
 typedef struct nh_conn nh_conn_t;
+typedef struct nh_drain nh_drain_t;
 typedef struct nh_listener nh_listener_t;
 
 /* What a connection reports to its transport, and asks of it. Every callback but on_open may be
@@ -102,6 +103,7 @@ enum nh_conn_flags {
     NH_CONN_COUNTED = 8, /* counted in host->nconns */
     NH_CONN_CUT = 16,    /* over the send limit: queue dropped, socket reset, nothing more sent */
     NH_CONN_BIG = 32,    /* the queue reached NH_TRIM_AFTER since it was last empty */
+    NH_CONN_WIRE = 64,   /* a TLS ciphertext queue follows the struct (nh_conn_wire) */
 };
 
 /* Queue growth between two non-blocking write attempts while a handler produces output. */
@@ -109,29 +111,36 @@ enum nh_conn_flags {
 /* A queue that grew this big is followed by a malloc_trim once it has drained or closed. */
 #define NH_TRIM_AFTER (1024 * 1024)
 
+/* Every idle connection holds one (docs/benchmarks.md, "Connection scale"): what is needed only
+ * sometimes lives elsewhere — the uv_write_t while the socket is full, the TLS ciphertext queue
+ * after the struct on TLS connections, the drain list's node while closing after a flush. The
+ * transport is the listener's (c->listener->transport: the listener outlives its connections). */
 struct nh_conn {
     uv_tcp_t tcp; /* first: uv handle → conn by cast */
     nh_host_t *host;
     nh_listener_t *listener;
-    const nh_transport_t *transport;
     void *tstate;    /* the transport's state */
     nh_outq_t out;   /* what the transport queued; over TLS, plaintext not yet encrypted */
     nh_tls_t *tls;   /* NULL on a plain connection */
-    nh_outq_t *wire; /* TLS only (NULL on a plain connection): ciphertext waiting for the socket */
     size_t inflight; /* bytes of the queue being written (out, or wire over TLS) in uv_write */
     nh_conn_t *dirty_next;
-    /* host->draining: connections closing once their queue has left, for nh_conn_sweep */
-    nh_conn_t *drain_prev, *drain_next;
+    /* in host->draining while closing once the queue has left (close_after_flush), for
+     * nh_conn_sweep: links and deadline, malloc'd then */
+    nh_drain_t *drain;
     uint16_t flags;            /* enum nh_conn_flags */
     uint8_t close_after_flush; /* close once everything queued is written (kick, HTTP replies) */
     uint8_t close_reason;      /* enum nh_metrics_close_reason: the first reason given wins */
     /* largest single message over the send limit queued since the queue was last empty: 32 bits
      * are enough, a message is a packet (at most 16 MiB) or a Lua string (under 2 GiB) */
     uint32_t big_msg;
-    uint64_t close_deadline_ms; /* ... or at this time (nh_timers_now), whichever comes first */
-    uint64_t stalled_turn;      /* flush turn since which the kernel has not taken everything; 0 */
-    size_t early_flush_at;      /* queue size at which the next non-blocking write is tried */
+    uint64_t stalled_turn; /* flush turn since which the kernel has not taken everything; 0 */
+    size_t early_flush_at; /* queue size at which the next non-blocking write is tried */
 };
+
+/* TLS only (NULL on a plain connection): ciphertext waiting for the socket. */
+static inline nh_outq_t *nh_conn_wire(const nh_conn_t *c) {
+    return (c->flags & NH_CONN_WIRE) ? (nh_outq_t *)(void *)((nh_conn_t *)c + 1) : NULL;
+}
 
 /* Parses "host:port", ":port", "[v6]:port" and binds + listens. `l` is malloc'd by the caller
  * (zeroed, transport and its options filled in); from here on the host owns it: on success it is

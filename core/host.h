@@ -27,6 +27,7 @@ typedef struct lua_State lua_State;
  * (session.c) see no connection. */
 typedef struct nh_host nh_host_t;
 typedef struct nh_conn nh_conn_t;
+typedef struct nh_drain nh_drain_t;
 typedef struct nh_listener nh_listener_t;
 
 typedef struct nh_config {
@@ -80,7 +81,7 @@ struct nh_host {
     uv_signal_t sigint, sigterm, sighup;
     nh_chunk_pool_t pool;
     nh_conn_t *dirty;
-    nh_conn_t *draining; /* closing once their queue has left (conn.c's sweep) */
+    nh_drain_t *draining; /* connections closing once their queue has left (conn.c's sweep) */
     nh_listener_t *listeners;
     nh_session_list_t sessions;
     /* the sessions' next heartbeat or timeout, by tick of the sweep (session.c) */

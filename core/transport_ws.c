@@ -380,7 +380,8 @@ static void file_next(nh_conn_t *c, ws_http_t *x) {
     }
     /* Bounded by the send limit: a chunk is read only when the queue has room for it, so the
      * file is never queued whole; the rest waits for the queue to drain (ws_drained). */
-    size_t limit = c->host->cfg.send_limit, queued = c->out.bytes + (c->wire ? c->wire->bytes : 0);
+    size_t limit = c->host->cfg.send_limit,
+           queued = c->out.bytes + (nh_conn_wire(c) ? nh_conn_wire(c)->bytes : 0);
     size_t chunk = HTTP_CHUNK;
     if (chunk > limit / 2) chunk = limit / 2;
     if (chunk < 256) chunk = 256;

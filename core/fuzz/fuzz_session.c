@@ -177,13 +177,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!c) die("out of memory");
     c->host = &host;
     c->listener = ws ? listener_ws : listener_tcp;
-    c->transport = c->listener->transport;
     nh_outq_init(&c->out, &host.pool);
     uv_tcp_init(&loop, &c->tcp);
     if (uv_tcp_open(&c->tcp, sv[0]) != 0) die("uv_tcp_open");
     host.nconns++;
     c->flags |= NH_CONN_COUNTED; /* as at accept: the close callback uncounts and frees it */
-    if (c->transport->on_open(c) < 0) nh_conn_close(c, "open failed");
+    if (c->listener->transport->on_open(c) < 0) nh_conn_close(c, "open failed");
 
     /* The conn is freed by its close callback, inside uv_run (it is the only connection, so
      * host.nconns says whether it still exists); once closing has started it is not fed again. */
@@ -197,7 +196,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (n > sizeof host.readbuf) n = sizeof host.readbuf;
         memcpy(host.readbuf, data + off, n); /* transports may change the bytes in place */
         off += n;
-        if (c->transport->on_read(c, host.readbuf, n) < 0) nh_conn_close(c, "bad input");
+        if (c->listener->transport->on_read(c, host.readbuf, n) < 0) nh_conn_close(c, "bad input");
         uv_run(&loop, UV_RUN_NOWAIT);
         drain(sv[1]);
     }
