@@ -42,7 +42,7 @@ typedef struct nh_config {
 
 /* Lua functions the core calls (registry refs; LUA_NOREF when unset). See lua_host.c. */
 enum nh_hook {
-    NH_HOOK_DISPATCH,  /* (session, type, id, route, payload, flags) */
+    NH_HOOK_DISPATCH,  /* (session, type, id, route, payload, flags, thread) */
     NH_HOOK_HANDSHAKE, /* (session, body) -> response_json, accepted */
     NH_HOOK_CLOSED,    /* (session) */
     NH_HOOK_ORIGIN,    /* (listener_id, origin) -> bool */

@@ -50,6 +50,7 @@ static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
         lua_pushlstring(L, m->route, m->route_len);
     lua_pushlstring(L, (const char *)m->payload, m->payload_len);
     lua_pushinteger(L, m->flags);
+    lua_pushthread(L); /* the thread itself: Lua's coroutine.running() is not compiled */
     /* The Lua dispatcher protects each handler itself and answers with an error response; this
      * pcall only catches a failure of the dispatcher. The route is for the watchdog's log. */
     char code[8];
@@ -68,7 +69,7 @@ static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
         route_len = n + 1;
         route = code;
     }
-    return nh_host_resume_handler(h, L, 6, "dispatch", s->id, route, route_len);
+    return nh_host_resume_handler(h, L, 7, "dispatch", s->id, route, route_len);
 }
 
 static void on_closed(void *ud, nh_session_t *s) {

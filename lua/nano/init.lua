@@ -2,6 +2,7 @@
 -- replies, lifecycle); mechanism (sockets, codec, sessions, timers) is the C core, `nano.core`.
 -- See docs/api.md for every function with an example.
 local core = require "nano.core"
+local respond = core.respond
 local metrics_core = require "nano.metrics_core"
 -- hot reload's seam (scope.lua): what a load makes is recorded by the functions below themselves
 local scope = require "nano.scope"
@@ -705,7 +706,7 @@ end
 -- Handles one message, inside a task: pipeline, decoding, the handler (which may wait), the
 -- answer. h is the handler resolved on arrival when the message runs at once; a queued message's
 -- (h nil) is looked up now, so that a message queued across a hot reload gets the new code.
-local function handle(h, s, mtype, id, route, payload, flags)
+local function handle(t, h, s, mtype, id, route, payload, flags)
   local name
   if h then
     name = type(route) == "string" and route or h.route
@@ -744,8 +745,15 @@ local function handle(h, s, mtype, id, route, payload, flags)
       if mtype == MSG_REQUEST then send_error(s, id, 400, "gzip payloads are not supported") end
       return
     end
-    local ok, decoded = pcall(serializer_of(s).unmarshal, payload, route,
-      mtype == MSG_REQUEST and "request" or "notify")
+    -- The serializer's non-raising decoder is called as it is (the JIT compiles the return from
+    -- it, not from a pcall that called C: docs/benchmarks.md); it declines what it cannot read,
+    -- and unmarshal, under pcall, decodes that or says why not.
+    local ser = serializer_of(s)
+    local try, ok, decoded = ser.try_unmarshal, false, nil
+    if try then ok, decoded = try(payload) end
+    if not ok then
+      ok, decoded = pcall(ser.unmarshal, payload, route, mtype == MSG_REQUEST and "request" or "notify")
+    end
     if not ok then
       log.warn("session %d %s: payload does not decode: %s", s:id(), route, tostring(decoded))
       if mtype == MSG_REQUEST then send_error(s, id, 400, "payload does not decode") end
@@ -753,7 +761,6 @@ local function handle(h, s, mtype, id, route, payload, flags)
     end
     msg = decoded
   end
-  local t = current_task()
   t.msg_s, t.msg_type, t.msg_id, t.answered, t.watch_route, t.msg_sid = s, mtype, id, false, route, false
   local inflight
   if mtype == MSG_REQUEST then
@@ -778,7 +785,10 @@ local function handle(h, s, mtype, id, route, payload, flags)
     return
   end
   if mtype == MSG_REQUEST and res ~= nil and not answered then
-    local mok, out = pcall(to_payload, res, route, "response", s)
+    local out = raw_bytes[res] -- as to_payload, with the non-raising encoder first (as above)
+    local try, mok = not out and serializer_of(s).try_marshal, true
+    if try then out = try(res) end
+    if not out then mok, out = pcall(to_payload, res, route, "response", s) end
     if not mok then
       log.error("session %d %s: response does not serialize: %s", s:id(), route, tostring(out))
       send_error(s, id, 500, S.debug and tostring(out) or "internal error")
@@ -786,7 +796,9 @@ local function handle(h, s, mtype, id, route, payload, flags)
     end
     if S.debug then log.debug("session %d -> response id=%d %s", s:id(), id, out) end
     out = outgoing(s, MSG_RESPONSE, id, route, out)
-    if out and select(2, core.respond(s, id, out, false)) == "message too big" then
+    local why -- two results, not select(2, ...): the JIT stitches a C call with fixed results
+    if out then local _; _, why = respond(s, id, out, false) end
+    if why == "message too big" then
       log.error("session %d %s: response of %d bytes is over the packet limit; answered 500",
                 s:id(), route, #out)
       send_error(s, id, 500, "response too large")
@@ -826,22 +838,22 @@ end
 
 
 -- A task that handles one message of a concurrent component.
-local function handle_one(h, s, mtype, id, route, payload, flags)
+local function handle_one(t, h, s, mtype, id, route, payload, flags)
   S.running = S.running + 1
-  handle(h, s, mtype, id, route, payload, flags)
+  handle(t, h, s, mtype, id, route, payload, flags)
   handler_done()
 end
 
 -- A session's worker: handles its message, then the ones queued behind it meanwhile, in order.
 -- One task per busy session; the queue q is the session's (S.queues).
-local function handle_in_order(q, h, s, mtype, id, route, payload, flags)
+local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags)
   S.running = S.running + 1
-  handle(h, s, mtype, id, route, payload, flags)
+  handle(t, h, s, mtype, id, route, payload, flags)
   while q.head < q.tail do
     q.head = q.head + 1
     local m = q[q.head]
     q[q.head] = nil
-    handle(nil, s, m[1], m[2], m[3], m[4], m[5])
+    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5])
   end
   q.head, q.tail, q.busy = 0, 0, false
   handler_done()
@@ -851,11 +863,10 @@ end
 -- handled one after another (the next starts when the previous handler has returned, waits
 -- included); a component registered with { concurrent = true } gets a task per message.
 local enter_task = task._enter
-local function dispatch(s, mtype, id, route, payload, flags)
+local function dispatch(s, mtype, id, route, payload, flags, co)
   local h = resolve(route)
   if h and h.concurrent then
-    enter_task()
-    return handle_one(h, s, mtype, id, route, payload, flags)
+    return handle_one(enter_task(co), h, s, mtype, id, route, payload, flags)
   end
   local queues = S.queues
   local q = queues[s]
@@ -865,8 +876,7 @@ local function dispatch(s, mtype, id, route, payload, flags)
   end
   if not q.busy then
     q.busy = true
-    enter_task()
-    return handle_in_order(q, h, s, mtype, id, route, payload, flags)
+    return handle_in_order(enter_task(co), q, h, s, mtype, id, route, payload, flags)
   end
   if q.tail - q.head >= S.session_queue then
     log.warn("session %d: %d messages already wait for a handler; dropping %s %s", s:id(),

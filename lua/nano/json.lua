@@ -142,7 +142,7 @@ end
 -- cjson makes and leaves everything else to cjson. The Lua encoder above where the module is
 -- missing (plain LuaJIT).
 local has_fast, fast = pcall(require, "nano.json_codec")
-local marshal, fast_decode
+local marshal, fast_decode, try_marshal
 local function lua_marshal(v)
   if v == nil then return "" end
   return lua_encode(v)
@@ -154,6 +154,7 @@ if has_fast then
     if v == nil then return "" end
     return fast_encode(v, EMPTY_ARRAY)
   end
+  try_marshal = fast.try_encoder(EMPTY_ARRAY)
 else
   marshal = lua_marshal
 end
@@ -178,6 +179,11 @@ return {
     return decode(s)
   end,
   null = cjson.null,
+  -- For nano's dispatcher, which calls them without pcall (a serializer without them is called
+  -- under pcall): try_unmarshal(bytes) -> true, value | false; try_marshal(v) -> bytes | nil.
+  -- false/nil mean "ask unmarshal/marshal", which decode or raise the error. Never raise.
+  try_unmarshal = fast_decode,
+  try_marshal = try_marshal,
   -- for specs: the fallback encoder and the number formatter, used where nano.json_codec is missing
   _lua_marshal = lua_marshal,
   _format_number = format_number,

@@ -186,14 +186,16 @@ function M._run(fn, ...)
   stepped(t, co_resume(t.co, fn, ...))
 end
 
--- task._enter() -> t: the core runs each message's dispatcher on a thread of its own, which it
--- resumes itself (host.h: nh_host_handler_thread) and reuses when the function returns, so a
+-- task._enter([co]) -> t: the core runs each message's dispatcher on a thread of its own, which
+-- it resumes itself (host.h: nh_host_handler_thread) and reuses when the function returns, so a
 -- handler that does not wait costs no coroutine.resume, no yield and no table write here. The
 -- dispatcher calls this first: the thread's task is made once and kept with it. When a handler
 -- waits, the thread is left to that wait; step() resumes it like any task, and stepped() gives
 -- it back to the core once it has finished (or drops it if it failed).
-function M._enter()
-  local co = co_running()
+-- co is the running thread, which the core passes with each message: coroutine.running() is not
+-- compiled by the JIT, and a call to it costs the dispatcher ~200 instructions (a trace exit).
+function M._enter(co)
+  co = co or co_running()
   local t = by_co[co]
   if t then
     t.status = "running"
