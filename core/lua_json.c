@@ -382,6 +382,28 @@ static int encode(lua_State *L, int quiet, int empty_idx) {
     return 1;
 }
 
+/* The C callers' buffer (lua_binding.h: nh_lua_json_encode): the text stays in it until the next
+ * call, which shrinks it first if one big message grew it. */
+static jbuf_t c_buf;
+
+const char *nh_lua_json_encode(lua_State *L, int idx, const char *empty, size_t empty_len,
+                               size_t *len) {
+    if (c_buf.cap > JBUF_KEEP) {
+        free(c_buf.data);
+        c_buf.data = NULL;
+        c_buf.cap = 0;
+    }
+    int top = lua_gettop(L);
+    enc_t e = {L, &c_buf, empty, empty_len, 1, 0};
+    c_buf.len = 0;
+    lua_pushvalue(L, idx);
+    put_value(&e, 0);
+    lua_settop(L, top);
+    if (e.failed) return NULL;
+    *len = c_buf.len;
+    return c_buf.len ? c_buf.data : "";
+}
+
 /* encode(value [, empty_array]) -> string */
 static int l_encode(lua_State *L) {
     return encode(L, 0, 2);

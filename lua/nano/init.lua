@@ -2,7 +2,7 @@
 -- replies, lifecycle); mechanism (sockets, codec, sessions, timers) is the C core, `nano.core`.
 -- See docs/api.md for every function with an example.
 local core = require "nano.core"
-local respond = core.respond
+local respond, respond_value = core.respond, core.respond_value
 local metrics_core = require "nano.metrics_core"
 -- hot reload's seam (scope.lua): what a load makes is recorded by the functions below themselves
 local scope = require "nano.scope"
@@ -785,22 +785,35 @@ local function handle(t, h, s, mtype, id, route, payload, flags)
     return
   end
   if mtype == MSG_REQUEST and res ~= nil and not answered then
-    local out = raw_bytes[res] -- as to_payload, with the non-raising encoder first (as above)
-    local try, mok = not out and serializer_of(s).try_marshal, true
-    if try then out = try(res) end
-    if not out then mok, out = pcall(to_payload, res, route, "response", s) end
-    if not mok then
-      log.error("session %d %s: response does not serialize: %s", s:id(), route, tostring(out))
-      send_error(s, id, 500, S.debug and tostring(out) or "internal error")
-      return
+    -- Each C function called here ends a JIT trace (docs/benchmarks.md): JSON without a pipeline
+    -- or debug log is encoded and sent by one (the same bytes as marshal's). Its results and
+    -- respond's are taken as they are, not through select(): that too ended the trace.
+    local ser = serializer_of(s)
+    local sent, why, size = false, nil, nil
+    if ser.core_json and not outbound and not S.debug and not raw_bytes[res] then
+      sent, why, size = respond_value(s, id, res, ser.empty_array)
     end
-    if S.debug then log.debug("session %d -> response id=%d %s", s:id(), id, out) end
-    out = outgoing(s, MSG_RESPONSE, id, route, out)
-    local why -- two results, not select(2, ...): the JIT stitches a C call with fixed results
-    if out then local _; _, why = respond(s, id, out, false) end
+    if sent == false then -- the serializer's marshal (its non-raising one first, as above)
+      local out = raw_bytes[res]
+      local try, mok = not out and ser.try_marshal, true
+      if try then out = try(res) end
+      if not out then mok, out = pcall(to_payload, res, route, "response", s) end
+      if not mok then
+        log.error("session %d %s: response does not serialize: %s", s:id(), route, tostring(out))
+        send_error(s, id, 500, S.debug and tostring(out) or "internal error")
+        return
+      end
+      if S.debug then log.debug("session %d -> response id=%d %s", s:id(), id, out) end
+      out = outgoing(s, MSG_RESPONSE, id, route, out)
+      if out then
+        size = #out
+        local _
+        _, why = respond(s, id, out, false)
+      end
+    end
     if why == "message too big" then
       log.error("session %d %s: response of %d bytes is over the packet limit; answered 500",
-                s:id(), route, #out)
+                s:id(), route, size)
       send_error(s, id, 500, "response too large")
     end
   end

@@ -184,6 +184,8 @@ return {
   -- false/nil mean "ask unmarshal/marshal", which decode or raise the error. Never raise.
   try_unmarshal = fast_decode,
   try_marshal = try_marshal,
+  -- the core writes this text itself (core.respond_value: the same encoder, the same bytes)
+  core_json = has_fast or nil,
   -- for specs: the fallback encoder and the number formatter, used where nano.json_codec is missing
   _lua_marshal = lua_marshal,
   _format_number = format_number,

@@ -1,0 +1,68 @@
+-- A handler's return value as its response. With the JSON serializer, no outbound pipeline and
+-- no debug log, the core encodes and sends it in one call (core.respond_value: one C call less
+-- for the JIT's trace, docs/benchmarks.md); everything else goes through the serializer's
+-- marshal. Both must put the same bytes on the wire and fail the same way.
+local nt = require "nano.test"
+local nano = require "nano"
+local json = require "nano.json"
+local U = require "spec.fixtures.api_util"
+
+-- a client that hands every payload over undecoded: the bytes themselves are compared
+local AS_BYTES = { marshal = function(v) return json.marshal(v) end,
+                   unmarshal = function(s) return s end }
+
+-- numbers of every shape, escapes, the empty-array marker, nesting, a sparse array
+local VALUE = { n = 123, f = 0.1, big = 2 ^ 53 + 2, neg = -7.25e-9, s = 'a"b\\c/\n\0ë',
+                list = { 1, "two", true, json.null }, none = json.empty_array,
+                nested = { deeper = { json.empty_array, { x = 1 } } }, sparse = { [1] = 1, [40] = 2 } }
+
+describe("a handler's response", function()
+  local server, lines
+  before_each(function()
+    server = nt.start(U.FIXTURE)
+    local Resp = {}
+    function Resp:value() return VALUE end
+    function Resp:unencodable() return { f = print } end
+    function Resp:nan() return { n = 0 / 0 } end
+    nano.register(Resp, { name = "Resp" })
+  end)
+  after_each(function()
+    server:stop()
+    U.restore_log_level()
+  end)
+
+  it("is the text nano.json's marshal writes, byte for byte", function()
+    local c = server:connect({ serializer = AS_BYTES })
+    assert.equal(json.marshal(VALUE), c:request("Resp.value", {}))
+  end)
+
+  it("is the same text through an outbound pipeline, which sees the encoded bytes", function()
+    local seen
+    nano.pipeline.outbound:push_back(function(_, msg)
+      if msg.type == "response" then seen = msg.data end
+    end)
+    local c = server:connect({ serializer = AS_BYTES })
+    assert.equal(json.marshal(VALUE), c:request("Resp.value", {}))
+    assert.equal(json.marshal(VALUE), seen)
+  end)
+
+  it("that does not encode is answered 500 and logged with the encoder's reason", function()
+    lines = U.capture_logs()
+    local c = server:connect()
+    for _, route in ipairs({ "Resp.unencodable", "Resp.nan" }) do
+      local _, err = c:try_request(route, {})
+      assert.same({ code = 500, msg = "internal error" }, err)
+    end
+    assert.truthy(U.find(lines, "Resp.unencodable: response does not serialize: Cannot serialise function"))
+    assert.truthy(U.find(lines, "Resp.nan: response does not serialize: Cannot serialise number: must not be NaN or Inf"))
+    -- and the session goes on
+    assert.equal(123, c:request("Resp.value", {}).n)
+  end)
+
+  it("follows the session's serializer when it is not JSON", function()
+    nano.set_serializer("msgpack")
+    local msgpack = require "nano.msgpack"
+    local c = server:connect({ serializer = { marshal = msgpack.marshal, unmarshal = function(s) return s end } })
+    assert.equal(msgpack.marshal({ n = 1 }), c:request("Api.echo", { n = 1 }))
+  end)
+end)
