@@ -152,6 +152,12 @@ static int c_set_hook(lua_State *L) {
     return 0;
 }
 
+/* set_predecode(on): the dispatch hook gets each payload's JSON value as well (lua_dispatch.c) */
+static int c_set_predecode(lua_State *L) {
+    host(L)->predecode_json = lua_toboolean(L, 1);
+    return 0;
+}
+
 /* ---- sending ---- */
 
 /* respond(session, id, payload, is_error) -> true | nil, err */
@@ -451,6 +457,7 @@ static int open_core(lua_State *L) {
         {"configure", c_configure},
         {"config", c_config},
         {"set_hook", c_set_hook},
+        {"set_predecode", c_set_predecode},
         {"respond", c_respond},
         {"respond_value", c_respond_value},
         {"push", c_push},

@@ -717,32 +717,47 @@ static int d_value(dec_t *d) {
     }
 }
 
-/* decode(text) -> true, value | false (not plain JSON: ask lua-cjson) */
-static int l_decode(lua_State *L) {
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
-    dec_t d = {L, (const unsigned char *)s, (const unsigned char *)s + len,
-               lua_touserdata(L, lua_upvalueindex(1)), 0};
-    lua_settop(L, 1);
+/* Pushes the value of the text and returns 1; 0, with nothing pushed, when it is not plain JSON.
+ * b: the buffer for unescaped strings. */
+static int decode_into(lua_State *L, const char *s, size_t len, jbuf_t *b) {
+    int top = lua_gettop(L);
+    dec_t d = {L, (const unsigned char *)s, (const unsigned char *)s + len, b, 0};
     skip_ws(&d);
     int r = d_value(&d);
     if (r == 0) {
         skip_ws(&d);
         if (d.p != d.end) r = -1;
     }
-    if (d.b->cap > JBUF_KEEP) {
-        free(d.b->data);
-        d.b->data = NULL;
-        d.b->cap = 0;
+    if (b->cap > JBUF_KEEP) {
+        free(b->data);
+        b->data = NULL;
+        b->cap = 0;
     }
     if (r != 0) {
-        lua_settop(L, 1);
+        lua_settop(L, top);
+        return 0;
+    }
+    return 1;
+}
+
+/* decode(text) -> true, value | false (not plain JSON: ask lua-cjson) */
+static int l_decode(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_settop(L, 1);
+    if (!decode_into(L, s, len, lua_touserdata(L, lua_upvalueindex(1)))) {
         lua_pushboolean(L, 0);
         return 1;
     }
     lua_pushboolean(L, 1);
     lua_insert(L, -2);
     return 2;
+}
+
+static jbuf_t c_dec_buf; /* nh_lua_json_decode's */
+
+int nh_lua_json_decode(lua_State *L, const char *s, size_t len) {
+    return decode_into(L, s, len, &c_dec_buf);
 }
 
 int nh_lua_open_json(lua_State *L) {

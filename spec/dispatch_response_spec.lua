@@ -66,3 +66,41 @@ describe("a handler's response", function()
     assert.equal(msgpack.marshal({ n = 1 }), c:request("Api.echo", { n = 1 }))
   end)
 end)
+
+-- While nano.json is the default serializer, the core decodes each payload with the message
+-- (core.set_predecode); the handler's own serializer still decides what the handler gets.
+describe("a request's payload", function()
+  local server
+  -- a client that sends the text given as it is
+  local AS_TEXT = { marshal = function(v) return v end, unmarshal = function(s) return s end }
+  before_each(function()
+    server = nt.start(U.FIXTURE)
+    local Text = {}
+    function Text:got(s, msg) return "got:" .. tostring(msg) end
+    nano.register(Text, { name = "Text", serializer = {
+      name = "text", marshal = function(v) return v end, unmarshal = function(b) return b end } })
+    local Echo = {}
+    function Echo:back(s, msg) return { v = msg } end
+    nano.register(Echo, { name = "Echo" })
+  end)
+  after_each(function() server:stop() end)
+
+  it("goes through the handler's own serializer, even when it is JSON text", function()
+    local c = server:connect({ serializer = AS_TEXT })
+    assert.equal('got:{"a":1}', c:request("Text.got", '{"a":1}'))
+  end)
+
+  it("that is not plain JSON is what nano.json's unmarshal (lua-cjson) makes of it", function()
+    local c = server:connect({ serializer = AS_TEXT })
+    for _, text in ipairs({ '"raw\ttab"', '+1', '01', '0x10', '[1, 2 ,3]', '{"n": 1e2}' }) do
+      assert.equal(json.marshal({ v = json.unmarshal(text) }), c:request("Echo.back", text))
+    end
+  end)
+
+  it("is decoded by the serializer set later, not by the JSON the core read", function()
+    nano.set_serializer({ name = "upper", marshal = function(v) return tostring(v.v) end,
+                          unmarshal = function(b) return b:upper() end })
+    local c = server:connect({ serializer = AS_TEXT })
+    assert.equal('{"A":1}', c:request("Echo.back", '{"a":1}'))
+  end)
+end)

@@ -220,9 +220,18 @@ local function check_serializer(s, what, level)
 end
 
 --- nano.set_serializer("json" | "msgpack" | nano.protobuf{...} | { name=, marshal=, unmarshal= })
+-- The core decodes each payload as JSON with the message (lua_dispatch.c) while the default
+-- serializer is nano.json and no inbound pipeline rewrites payloads: most handlers then get a
+-- value without one more C call from Lua. handle() still checks each handler's own serializer.
+local inbound -- pipeline hook (nano.pipeline), set by nano.pipeline when used
+local function update_predecode()
+  core.set_predecode(S.serializer and S.serializer.core_json and not inbound or false)
+end
+
 function nano.set_serializer(s)
   S.serializer = check_serializer(s, "set_serializer", 2)
   S.handshake_cache = nil
+  update_predecode()
 end
 
 function nano.serializer() return S.serializer end
@@ -688,8 +697,6 @@ local function handler_traceback(e)
   return traceback(tostring(e), 2)
 end
 
-local inbound -- pipeline hook (nano.pipeline), set by nano.pipeline when used
-
 -- The handler of a route (a number is a dictionary code), and the route's name; nil when none.
 local function resolve(route)
   if type(route) == "number" then
@@ -706,7 +713,7 @@ end
 -- Handles one message, inside a task: pipeline, decoding, the handler (which may wait), the
 -- answer. h is the handler resolved on arrival when the message runs at once; a queued message's
 -- (h nil) is looked up now, so that a message queued across a hot reload gets the new code.
-local function handle(t, h, s, mtype, id, route, payload, flags)
+local function handle(t, h, s, mtype, id, route, payload, flags, pre)
   local name
   if h then
     name = type(route) == "string" and route or h.route
@@ -735,6 +742,7 @@ local function handle(t, h, s, mtype, id, route, payload, flags)
       return
     end
     payload = res
+    pre = nil -- the core decoded the bytes the pipeline was given, not these
   end
   -- pushes and later responses to this session speak the serializer of the handler it called
   S.session_serializer[s] = h.serializer
@@ -748,9 +756,16 @@ local function handle(t, h, s, mtype, id, route, payload, flags)
     -- The serializer's non-raising decoder is called as it is (the JIT compiles the return from
     -- it, not from a pcall that called C: docs/benchmarks.md); it declines what it cannot read,
     -- and unmarshal, under pcall, decodes that or says why not.
+    -- pre: the payload's value as the JSON serializer reads it, decoded by the core with the
+    -- message when nano.json is the default (core.set_predecode); only this handler's
+    -- serializer decides whether it is the one to use.
     local ser = serializer_of(s)
     local try, ok, decoded = ser.try_unmarshal, false, nil
-    if try then ok, decoded = try(payload) end
+    if pre ~= nil and ser.core_json then
+      ok, decoded = true, pre
+    elseif try then
+      ok, decoded = try(payload)
+    end
     if not ok then
       ok, decoded = pcall(ser.unmarshal, payload, route, mtype == MSG_REQUEST and "request" or "notify")
     end
@@ -851,22 +866,22 @@ end
 
 
 -- A task that handles one message of a concurrent component.
-local function handle_one(t, h, s, mtype, id, route, payload, flags)
+local function handle_one(t, h, s, mtype, id, route, payload, flags, pre)
   S.running = S.running + 1
-  handle(t, h, s, mtype, id, route, payload, flags)
+  handle(t, h, s, mtype, id, route, payload, flags, pre)
   handler_done()
 end
 
 -- A session's worker: handles its message, then the ones queued behind it meanwhile, in order.
 -- One task per busy session; the queue q is the session's (S.queues).
-local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags)
+local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre)
   S.running = S.running + 1
-  handle(t, h, s, mtype, id, route, payload, flags)
+  handle(t, h, s, mtype, id, route, payload, flags, pre)
   while q.head < q.tail do
     q.head = q.head + 1
     local m = q[q.head]
     q[q.head] = nil
-    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5])
+    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], m[6])
   end
   q.head, q.tail, q.busy = 0, 0, false
   handler_done()
@@ -876,10 +891,10 @@ end
 -- handled one after another (the next starts when the previous handler has returned, waits
 -- included); a component registered with { concurrent = true } gets a task per message.
 local enter_task = task._enter
-local function dispatch(s, mtype, id, route, payload, flags, co)
+local function dispatch(s, mtype, id, route, payload, flags, co, pre)
   local h = resolve(route)
   if h and h.concurrent then
-    return handle_one(enter_task(co), h, s, mtype, id, route, payload, flags)
+    return handle_one(enter_task(co), h, s, mtype, id, route, payload, flags, pre)
   end
   local queues = S.queues
   local q = queues[s]
@@ -889,7 +904,7 @@ local function dispatch(s, mtype, id, route, payload, flags, co)
   end
   if not q.busy then
     q.busy = true
-    return handle_in_order(enter_task(co), q, h, s, mtype, id, route, payload, flags)
+    return handle_in_order(enter_task(co), q, h, s, mtype, id, route, payload, flags, pre)
   end
   if q.tail - q.head >= S.session_queue then
     log.warn("session %d: %d messages already wait for a handler; dropping %s %s", s:id(),
@@ -898,11 +913,14 @@ local function dispatch(s, mtype, id, route, payload, flags, co)
     return
   end
   q.tail = q.tail + 1
-  q[q.tail] = { mtype, id, route, payload, flags }
+  q[q.tail] = { mtype, id, route, payload, flags, pre }
 end
 nano._dispatch = dispatch
 
-function nano._set_inbound(fn) inbound = fn end
+function nano._set_inbound(fn)
+  inbound = fn
+  update_predecode()
+end
 
 local function run_close_cb(fn, s, what)
   local ok, err = xpcall(fn, traceback, s)
@@ -1013,6 +1031,7 @@ function nano.stats() return core.stats() end
 
 local function install_hooks()
   core.set_hook("dispatch", dispatch)
+  update_predecode()
   core.set_hook("handshake", on_handshake)
   core.set_hook("closed", on_closed)
   core.set_hook("origin", on_origin)
