@@ -47,6 +47,7 @@ enum nh_hook {
     NH_HOOK_CLOSED,    /* (session) */
     NH_HOOK_ORIGIN,    /* (listener_id, origin) -> bool */
     NH_HOOK_SIGNAL,    /* ("shutdown" | "reload") */
+    NH_HOOK_FAILED,    /* (thread, error, traceback) -> handled: a dispatch thread's error */
     NH_HOOK_COUNT
 };
 

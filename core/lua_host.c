@@ -140,8 +140,8 @@ static int c_config(lua_State *L) {
 }
 
 static int c_set_hook(lua_State *L) {
-    static const char *const names[] = {"dispatch", "handshake", "closed",
-                                        "origin",   "signal",    NULL};
+    static const char *const names[] = {"dispatch", "handshake", "closed", "origin",
+                                        "signal",   "failed",    NULL};
     nh_host_t *h = host(L);
     int which = luaL_checkoption(L, 1, NULL, names);
     if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);

@@ -713,7 +713,18 @@ end
 -- Handles one message, inside a task: pipeline, decoding, the handler (which may wait), the
 -- answer. h is the handler resolved on arrival when the message runs at once; a queued message's
 -- (h nil) is looked up now, so that a message queued across a hot reload gets the new code.
-local function handle(t, h, s, mtype, id, route, payload, flags, pre)
+-- A handler's error, as logged and answered: a table error({ code =, msg = }) is the handler's
+-- answer (logged at info), anything else a failure (logged with its traceback, answered 500).
+local function handler_error(s, mtype, id, route, err, tb, answered)
+  if type(err) == "table" then
+    log.info("session %d %s: handler refused: %s %s", s:id(), route, tostring(err.code), tostring(err.msg))
+  else
+    log.error("session %d %s: handler error: %s", s:id(), route, tostring(tb or err))
+  end
+  if mtype == MSG_REQUEST and not answered then send_error(s, id, error_reply(err)) end
+end
+
+local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect)
   local name
   if h then
     name = type(route) == "string" and route or h.route
@@ -786,17 +797,22 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre)
     end
     inflight[id] = t
   end
-  local ok, res = xpcall(h.fn, handler_traceback, h.comp, s, msg)
+  -- On the core's threads the handler is called unprotected: its error ends the thread, and the
+  -- core (or task.lua, after a wait) hands it to thread_failed() below, which answers it as this
+  -- would have. A pcall here would cost every handler that calls a C function (s:push, ...) its
+  -- compiled code after that call: LuaJIT cannot return from there into a pcall, so that part
+  -- ran in the interpreter (~900 instructions a message, docs/benchmarks.md).
+  local ok, res
+  if protect then
+    ok, res = xpcall(h.fn, handler_traceback, h.comp, s, msg)
+  else
+    ok, res = true, h.fn(h.comp, s, msg)
+  end
   t.msg_s, t.watch_route = nil, nil
   if inflight then inflight[id] = nil end
   local answered = t.answered
   if not ok then
-    if type(res) == "table" then
-      log.info("session %d %s: handler refused: %s %s", s:id(), route, tostring(res.code), tostring(res.msg))
-    else
-      log.error("session %d %s: handler error: %s", s:id(), route, tostring(res))
-    end
-    if mtype == MSG_REQUEST and not answered then send_error(s, id, error_reply(res)) end
+    handler_error(s, mtype, id, route, res, nil, answered)
     return
   end
   if mtype == MSG_REQUEST and res ~= nil and not answered then
@@ -865,10 +881,28 @@ local function handler_done()
 end
 
 
--- A task that handles one message of a concurrent component.
+-- A task that handles one message of a concurrent component. t.work says, should the thread
+-- end with an error, what it was doing (thread_failed): true here, the queue below.
 local function handle_one(t, h, s, mtype, id, route, payload, flags, pre)
   S.running = S.running + 1
+  t.work = true
   handle(t, h, s, mtype, id, route, payload, flags, pre)
+  t.work = false
+  handler_done()
+end
+
+-- The messages queued behind a failed one, in a task of their own (each handler protected here:
+-- this task is not one of the core's threads).
+local function drain_queue(q, s)
+  local t = current_task()
+  S.running = S.running + 1
+  while q.head < q.tail do
+    q.head = q.head + 1
+    local m = q[q.head]
+    q[q.head] = nil
+    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], m[6], true)
+  end
+  q.head, q.tail, q.busy = 0, 0, false
   handler_done()
 end
 
@@ -876,6 +910,7 @@ end
 -- One task per busy session; the queue q is the session's (S.queues).
 local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre)
   S.running = S.running + 1
+  t.work, t.work_s = q, s
   handle(t, h, s, mtype, id, route, payload, flags, pre)
   while q.head < q.tail do
     q.head = q.head + 1
@@ -883,9 +918,39 @@ local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre
     q[q.head] = nil
     handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], m[6])
   end
+  t.work, t.work_s = false, false
   q.head, q.tail, q.busy = 0, 0, false
   handler_done()
 end
+
+-- One of the core's dispatcher threads ended with an error err (tb: its traceback), t its task.
+-- Inside a handler it is the handler's error: answered as handle() answers one, and true is
+-- returned (the core logs nothing more). Anywhere else the dispatcher failed: false, and the
+-- core logs it (and answers 500 a request left unanswered). Either way what the thread was doing
+-- is finished for it: the session's queued messages go on in a new task, the handler count
+-- drops.
+local function thread_failed(t, err, tb)
+  if not t then return false end
+  local s = t.msg_s
+  if s then
+    local mtype, id, route = t.msg_type, t.msg_id, t.watch_route
+    t.msg_s, t.watch_route = nil, nil
+    local inflight = mtype == MSG_REQUEST and S.inflight[s]
+    if inflight then inflight[id] = nil end
+    handler_error(s, mtype, id, route, err, tb, t.answered)
+  end
+  local work, ws = t.work, t.work_s
+  if work then
+    t.work, t.work_s = false, false
+    if work ~= true then
+      if work.head < work.tail then task.spawn(drain_queue, work, ws)
+      else work.head, work.tail, work.busy = 0, 0, false end
+    end
+    handler_done()
+  end
+  return s and true or false
+end
+task._set_thread_failed(thread_failed)
 
 -- The core's dispatch hook: one message from a session. By default a session's messages are
 -- handled one after another (the next starts when the previous handler has returned, waits
@@ -1029,8 +1094,19 @@ end
 
 function nano.stats() return core.stats() end
 
+local task_of, task_forget = task._of, task._forget
+local function dispatch_failed(co, err, tb)
+  local t = task_of(co)
+  if t then -- the core forgets the thread
+    t.status, t.err = "failed", tostring(err)
+    task_forget(co)
+  end
+  return thread_failed(t, err, tb)
+end
+
 local function install_hooks()
   core.set_hook("dispatch", dispatch)
+  core.set_hook("failed", dispatch_failed)
   update_predecode()
   core.set_hook("handshake", on_handshake)
   core.set_hook("closed", on_closed)
