@@ -36,6 +36,19 @@ describe("a handler's response", function()
     assert.equal(json.marshal(VALUE), c:request("Resp.value", {}))
   end)
 
+  it("and s:push write the text nano.json's marshal writes (core.push_value: one C call too)", function()
+    local c = server:connect({ serializer = AS_BYTES })
+    c:request("Resp.value", {}) -- the session, as the server sees it
+    local s = c:session()
+    assert.is_true(s:push("onValue", VALUE))
+    assert.equal(json.marshal(VALUE), select(2, c:wait_push("onValue")))
+    local ok, err = s:push("onValue", { f = print })
+    assert.is_nil(ok)
+    assert.matches("^cannot serialize: Cannot serialise function", err)
+    assert.is_true(s:push("onNil", nil))
+    assert.equal("", select(2, c:wait_push("onNil")))
+  end)
+
   it("is the same text through an outbound pipeline, which sees the encoded bytes", function()
     local seen
     nano.pipeline.outbound:push_back(function(_, msg)
@@ -57,6 +70,25 @@ describe("a handler's response", function()
     assert.truthy(U.find(lines, "Resp.nan: response does not serialize: Cannot serialise number: must not be NaN or Inf"))
     -- and the session goes on
     assert.equal(123, c:request("Resp.value", {}).n)
+  end)
+
+  it("goes through json.marshal and json.unmarshal when a script has wrapped them", function()
+    local marshal, unmarshal = json.marshal, json.unmarshal
+    local seen = {}
+    json.marshal = function(v) seen[#seen + 1] = "marshal"; return marshal(v) end
+    json.unmarshal = function(b) seen[#seen + 1] = "unmarshal"; return unmarshal(b) end
+    local ok, err = pcall(function()
+      local c = server:connect({ serializer = { marshal = marshal, unmarshal = unmarshal } })
+      for i = #seen, 1, -1 do seen[i] = nil end -- the handshake's own JSON
+      assert.same({ n = 1 }, c:request("Api.echo", { n = 1 }))
+      c:session():push("onValue", { p = 1 })
+      assert.same({ p = 1 }, select(2, c:wait_push("onValue")))
+    end)
+    json.marshal, json.unmarshal = marshal, unmarshal
+    assert(ok, err)
+    -- the server's (the client has the unwrapped pair): the request's unmarshal, then the
+    -- response's and the push's marshal
+    assert.same({ "unmarshal", "marshal", "marshal" }, seen)
   end)
 
   it("follows the session's serializer when it is not JSON", function()

@@ -136,7 +136,8 @@ end
 local function unmarshal(self, payload, route, kind)
   -- the non-raising decoder first, as nano's dispatcher does (lua/nano/json.lua)
   local ser = self.serializer
-  local try, ok, v = ser.try_unmarshal, false, nil
+  local f = ser.try_unmarshal_for -- as the dispatcher: not when unmarshal was replaced
+  local try, ok, v = (f == nil or f == ser.unmarshal) and ser.try_unmarshal, false, nil
   if try then ok, v = try(payload) end
   if ok then return v end
   ok, v = pcall(ser.unmarshal, payload, route, kind)

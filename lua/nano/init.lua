@@ -224,8 +224,23 @@ end
 -- serializer is nano.json and no inbound pipeline rewrites payloads: most handlers then get a
 -- value without one more C call from Lua. handle() still checks each handler's own serializer.
 local inbound -- pipeline hook (nano.pipeline), set by nano.pipeline when used
+-- A serializer's fast paths (try_marshal / try_unmarshal, and the core's own JSON for core_json)
+-- stand for its marshal / unmarshal only while those are the functions they were made for
+-- (try_marshal_for / try_unmarshal_for, when given): a script that wraps json.marshal gets its
+-- wrapper called.
+local function fast_encoder(ser)
+  local f = ser.try_marshal_for
+  return ser.try_marshal ~= nil and (f == nil or f == ser.marshal)
+end
+local function fast_decoder(ser)
+  local f = ser.try_unmarshal_for
+  return ser.try_unmarshal ~= nil and (f == nil or f == ser.unmarshal)
+end
+local function core_encodes(ser) return ser.core_json and ser.try_marshal_for == ser.marshal end
+local function core_decodes(ser) return ser.core_json and ser.try_unmarshal_for == ser.unmarshal end
+
 local function update_predecode()
-  core.set_predecode(S.serializer and S.serializer.core_json and not inbound or false)
+  core.set_predecode(S.serializer and core_decodes(S.serializer) and not inbound or false)
 end
 
 function nano.set_serializer(s)
@@ -281,8 +296,21 @@ local function route_code(route)
 end
 
 --- s:push(route, v) -> true | nil, err (v: a value to serialize, or nano.raw(bytes))
+local push_value = core.push_value
 function session.push(s, route, v)
-  local ok, payload = pcall(to_payload, v, route, "push", s)
+  -- as a handler's response (handle()): JSON without a pipeline or debug log is encoded and sent
+  -- by one C call, and the serializer's non-raising encoder comes before a pcall (each C call
+  -- ends a JIT trace, and one inside a pcall'd function is not compiled after it)
+  local ser = serializer_of(s)
+  if core_encodes(ser) and not outbound and not S.debug and not raw_bytes[v] and v ~= nil then
+    local ok, err = push_value(s, route_code(route), v, ser.empty_array)
+    if ok ~= false then return ok, err end
+  end
+  local payload = raw_bytes[v]
+  local try = not payload and fast_encoder(ser) and ser.try_marshal
+  if try then payload = try(v) end
+  local ok = true
+  if not payload then ok, payload = pcall(to_payload, v, route, "push", s) end
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   if S.debug then log.debug("session %d -> push %s %s", s:id(), route, payload) end
   local out, err = outgoing(s, MSG_PUSH, nil, route, payload)
@@ -771,8 +799,8 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect)
     -- message when nano.json is the default (core.set_predecode); only this handler's
     -- serializer decides whether it is the one to use.
     local ser = serializer_of(s)
-    local try, ok, decoded = ser.try_unmarshal, false, nil
-    if pre ~= nil and ser.core_json then
+    local try, ok, decoded = fast_decoder(ser) and ser.try_unmarshal, false, nil
+    if pre ~= nil and core_decodes(ser) then
       ok, decoded = true, pre
     elseif try then
       ok, decoded = try(payload)
@@ -821,12 +849,12 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect)
     -- respond's are taken as they are, not through select(): that too ended the trace.
     local ser = serializer_of(s)
     local sent, why, size = false, nil, nil
-    if ser.core_json and not outbound and not S.debug and not raw_bytes[res] then
+    if core_encodes(ser) and not outbound and not S.debug and not raw_bytes[res] then
       sent, why, size = respond_value(s, id, res, ser.empty_array)
     end
     if sent == false then -- the serializer's marshal (its non-raising one first, as above)
       local out = raw_bytes[res]
-      local try, mok = not out and ser.try_marshal, true
+      local try, mok = not out and fast_encoder(ser) and ser.try_marshal, true
       if try then out = try(res) end
       if not out then mok, out = pcall(to_payload, res, route, "response", s) end
       if not mok then

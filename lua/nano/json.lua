@@ -159,6 +159,17 @@ else
   marshal = lua_marshal
 end
 
+local unmarshal = has_fast and function(s)
+  if s == "" then return nil end
+  -- plain JSON is decoded by nano-host's parser; anything else gets lua-cjson's own answer
+  local ok, v = fast_decode(s)
+  if ok then return v end
+  return decode(s)
+end or function(s)
+  if s == "" then return nil end
+  return decode(s)
+end
+
 return {
   name = "json",
   marshal = marshal,
@@ -168,23 +179,19 @@ return {
     if next(t) == nil then return EMPTY_ARRAY end
     return t
   end,
-  unmarshal = has_fast and function(s)
-    if s == "" then return nil end
-    -- plain JSON is decoded by nano-host's parser; anything else gets lua-cjson's own answer
-    local ok, v = fast_decode(s)
-    if ok then return v end
-    return decode(s)
-  end or function(s)
-    if s == "" then return nil end
-    return decode(s)
-  end,
+  unmarshal = unmarshal,
   null = cjson.null,
   -- For nano's dispatcher, which calls them without pcall (a serializer without them is called
   -- under pcall): try_unmarshal(bytes) -> true, value | false; try_marshal(v) -> bytes | nil.
   -- false/nil mean "ask unmarshal/marshal", which decode or raise the error. Never raise.
   try_unmarshal = fast_decode,
   try_marshal = try_marshal,
-  -- the core writes this text itself (core.respond_value: the same encoder, the same bytes)
+  -- ...standing for these two: a script that replaces json.marshal or json.unmarshal (to wrap
+  -- them) gets its own function called, never the fast ones
+  try_marshal_for = marshal,
+  try_unmarshal_for = unmarshal,
+  -- the core reads and writes this JSON itself, with the same codec (core.respond_value,
+  -- core.push_value, core.set_predecode): the same values and bytes
   core_json = has_fast or nil,
   -- for specs: the fallback encoder and the number formatter, used where nano.json_codec is missing
   _lua_marshal = lua_marshal,
