@@ -152,6 +152,15 @@ static int c_set_hook(lua_State *L) {
     return 0;
 }
 
+/* try_call(fn, ...) -> fn's first result, or nil when fn raised an error (dropped). A pcall that
+ * is a plain C call for LuaJIT: a trace stitches around it and goes on compiled after it, which
+ * it cannot after Lua's own pcall of a function that calls C (serializers' try_marshal). */
+static int c_try_call(lua_State *L) {
+    luaL_checkany(L, 1);
+    if (lua_pcall(L, lua_gettop(L) - 1, 1, 0) != 0) lua_pushnil(L);
+    return 1;
+}
+
 /* set_predecode(on): the dispatch hook gets each payload's JSON value as well (lua_dispatch.c) */
 static int c_set_predecode(lua_State *L) {
     host(L)->predecode_json = lua_toboolean(L, 1);
@@ -481,6 +490,7 @@ static int open_core(lua_State *L) {
         {"config", c_config},
         {"set_hook", c_set_hook},
         {"set_predecode", c_set_predecode},
+        {"try_call", c_try_call},
         {"respond", c_respond},
         {"respond_value", c_respond_value},
         {"push_value", c_push_value},

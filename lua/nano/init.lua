@@ -308,7 +308,7 @@ function session.push(s, route, v)
   end
   local payload = raw_bytes[v]
   local try = not payload and fast_encoder(ser) and ser.try_marshal
-  if try then payload = try(v) end
+  if try then payload = try(v, route, "push") end
   local ok = true
   if not payload then ok, payload = pcall(to_payload, v, route, "push", s) end
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
@@ -803,7 +803,7 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect)
     if pre ~= nil and core_decodes(ser) then
       ok, decoded = true, pre
     elseif try then
-      ok, decoded = try(payload)
+      ok, decoded = try(payload, route, mtype == MSG_REQUEST and "request" or "notify")
     end
     if not ok then
       ok, decoded = pcall(ser.unmarshal, payload, route, mtype == MSG_REQUEST and "request" or "notify")
@@ -855,7 +855,7 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect)
     if sent == false then -- the serializer's marshal (its non-raising one first, as above)
       local out = raw_bytes[res]
       local try, mok = not out and fast_encoder(ser) and ser.try_marshal, true
-      if try then out = try(res) end
+      if try then out = try(res, route, "response") end
       if not out then mok, out = pcall(to_payload, res, route, "response", s) end
       if not mok then
         log.error("session %d %s: response does not serialize: %s", s:id(), route, tostring(out))
