@@ -43,11 +43,12 @@ typedef struct nh_config {
 
 /* Lua functions the core calls (registry refs; LUA_NOREF when unset). See lua_host.c. */
 enum nh_hook {
-    NH_HOOK_DISPATCH,  /* (session, type, id, route, payload, flags) */
+    NH_HOOK_DISPATCH,  /* (session, type, id, route, payload, flags, thread, decoded) */
     NH_HOOK_HANDSHAKE, /* (session, body) -> response_json, accepted */
     NH_HOOK_CLOSED,    /* (session) */
     NH_HOOK_ORIGIN,    /* (listener_id, origin) -> bool */
     NH_HOOK_SIGNAL,    /* ("shutdown" | "reload") */
+    NH_HOOK_FAILED,    /* (thread, error, traceback) -> handled: a dispatch thread's error */
     NH_HOOK_COUNT
 };
 
@@ -99,6 +100,8 @@ struct nh_host {
     /* The threads (coroutines) the dispatcher runs on (nh_host_handler_thread): all are kept in
      * a Lua table (registry ref); the idle ones also here, to be taken without touching Lua. */
     int threads_ref;
+    /* core.set_predecode: JSON payloads are decoded in C before the dispatcher gets them */
+    int predecode_json;
     int nidle_threads, idle_cap;
     lua_State **idle_threads; /* grows to the most handlers ever waiting at once, to a cap */
     int stopping;

@@ -70,6 +70,15 @@ int nh_lua_open_session(lua_State *L); /* leaves the methods table on the stack 
 int nh_lua_open_codec(lua_State *L);   /* leaves the module table on the stack */
 int nh_lua_open_tcp(lua_State *L);     /* leaves the module table on the stack */
 int nh_lua_open_json(lua_State *L);    /* `nano.json_codec` (lua_json.c): the module table */
+/* The JSON text nano.json_codec's encode writes for the value at idx (empty: the empty-array
+ * marker or NULL), in a buffer of lua_json.c's valid until the next call; NULL where encode
+ * would raise an error. Never raises. */
+const char *nh_lua_json_encode(lua_State *L, int idx, const char *empty, size_t empty_len,
+                               size_t *len);
+/* Pushes the value nano.json_codec's decode reads from the text and returns 1; 0, with nothing
+ * pushed, where decode declines (not plain JSON: lua-cjson's business). Raises only when out of
+ * memory. */
+int nh_lua_json_decode(lua_State *L, const char *s, size_t len);
 int nh_lua_open_nats(lua_State *L);    /* `nano.nats_core` (lua_nats.c): the module table */
 int nh_lua_open_sqlite(lua_State *L);  /* `nano.sqlite_core` (lua_sqlite.c): the module table */
 int nh_lua_open_http(lua_State *L);    /* `nano.http_core` (lua_http.c): the module table */

@@ -131,10 +131,28 @@ int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *wh
     const char *err = NULL;
     if (lua_pcall(L, 3, 1, 0) == 0) err = lua_tostring(L, -1);
     if (!err) err = lua_tostring(T, -1);
-    nh_log(NH_LOG_ERROR, "%s: %s", what, err ? err : "(no message)");
+    /* The failed hook answers a handler's error (handlers run unprotected on these threads:
+     * nano's dispatcher, lua/nano/init.lua); anything else is logged here. */
+    int handled = 0;
+    if (h->hooks[NH_HOOK_FAILED] != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_FAILED]);
+        lua_pushthread(T);
+        lua_xmove(T, L, 1);
+        lua_pushvalue(T, -1); /* the error object itself (a table for error({code=})) */
+        lua_xmove(T, L, 1);
+        if (err)
+            lua_pushstring(L, err);
+        else
+            lua_pushnil(L);
+        if (nh_host_call_lua(h, 3, 1, "failed hook") == 0) {
+            handled = lua_toboolean(L, -1);
+            lua_pop(L, 1);
+        }
+    }
+    if (!handled) nh_log(NH_LOG_ERROR, "%s: %s", what, err ? err : "(no message)");
     lua_pop(L, 2);
     nh_host_release_thread(h, T, 0);
-    return -1;
+    return handled ? 0 : -1;
 }
 
 int nh_host_call_lua(nh_host_t *h, int nargs, int nres, const char *what) {

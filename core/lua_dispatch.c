@@ -50,6 +50,15 @@ static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
         lua_pushlstring(L, m->route, m->route_len);
     lua_pushlstring(L, (const char *)m->payload, m->payload_len);
     lua_pushinteger(L, m->flags);
+    lua_pushthread(L); /* the thread itself: Lua's coroutine.running() is not compiled */
+    /* The payload's value as the JSON serializer reads it, when the dispatcher asked for it (its
+     * serializer is JSON): the decoder is called here rather than from Lua, where each call of a
+     * C function costs the JIT's trace an exit (docs/benchmarks.md). nil when the payload is not
+     * plain JSON (or gzip'd): the dispatcher then decodes the bytes itself, and it also does when
+     * the handler turns out not to speak JSON. */
+    if (!h->predecode_json || (m->flags & NH_MSG_FLAG_GZIP) ||
+        !nh_lua_json_decode(L, (const char *)m->payload, m->payload_len))
+        lua_pushnil(L);
     /* The Lua dispatcher protects each handler itself and answers with an error response; this
      * pcall only catches a failure of the dispatcher. The route is for the watchdog's log. */
     char code[8];
@@ -68,7 +77,7 @@ static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
         route_len = n + 1;
         route = code;
     }
-    return nh_host_resume_handler(h, L, 6, "dispatch", s->id, route, route_len);
+    return nh_host_resume_handler(h, L, 8, "dispatch", s->id, route, route_len);
 }
 
 static void on_closed(void *ud, nh_session_t *s) {

@@ -140,8 +140,8 @@ static int c_config(lua_State *L) {
 }
 
 static int c_set_hook(lua_State *L) {
-    static const char *const names[] = {"dispatch", "handshake", "closed",
-                                        "origin",   "signal",    NULL};
+    static const char *const names[] = {"dispatch", "handshake", "closed", "origin",
+                                        "signal",   "failed",    NULL};
     nh_host_t *h = host(L);
     int which = luaL_checkoption(L, 1, NULL, names);
     if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -149,6 +149,21 @@ static int c_set_hook(lua_State *L) {
     lua_settop(L, 2);
     h->hooks[which] = lua_isnil(L, 2) ? LUA_NOREF : luaL_ref(L, LUA_REGISTRYINDEX);
     nh_lua_dispatch_install(h);
+    return 0;
+}
+
+/* try_call(fn, ...) -> fn's first result, or nil when fn raised an error (dropped). A pcall that
+ * is a plain C call for LuaJIT: a trace stitches around it and goes on compiled after it, which
+ * it cannot after Lua's own pcall of a function that calls C (serializers' try_marshal). */
+static int c_try_call(lua_State *L) {
+    luaL_checkany(L, 1);
+    if (lua_pcall(L, lua_gettop(L) - 1, 1, 0) != 0) lua_pushnil(L);
+    return 1;
+}
+
+/* set_predecode(on): the dispatch hook gets each payload's JSON value as well (lua_dispatch.c) */
+static int c_set_predecode(lua_State *L) {
+    host(L)->predecode_json = lua_toboolean(L, 1);
     return 0;
 }
 
@@ -170,6 +185,36 @@ static int c_respond(lua_State *L) {
     int r = nh_session_send_msg(s, &m);
     if (r == 0) s->answered_mid = m.id; /* session.c answers a request Lua failed to answer */
     return push_send_result(L, r);
+}
+
+/* respond_value(session, id, value [, empty_array]) -> true | nil, err, size | false: the value
+ * written as nano.json writes it and sent as the response, in one call. For the dispatcher: each
+ * C function Lua calls ends the JIT's trace there (a trace exit, ~370 instructions a call:
+ * docs/benchmarks.md), and this one replaces two (the encoder and respond). size: the text's
+ * length, for the "message too big" log. false: the value does not encode (nothing sent; the
+ * serializer's marshal says why). */
+static int c_respond_value(lua_State *L) {
+    nh_watchdog_check(L);
+    nh_session_t *s = nh_lua_to_session(L, 1);
+    nh_msg_t m = {0};
+    m.type = NH_MSG_RESPONSE;
+    luaL_checknumber(L, 2);
+    m.id = nh_lua_check_msg_id(L, 2);
+    luaL_checkany(L, 3);
+    size_t empty_len = 0;
+    const char *empty = lua_type(L, 4) == LUA_TSTRING ? lua_tolstring(L, 4, &empty_len) : NULL;
+    m.payload = (const uint8_t *)nh_lua_json_encode(L, 3, empty, empty_len, &m.payload_len);
+    if (!m.payload) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (!s) return push_send_result(L, UV_EPIPE);
+    int r = nh_session_send_msg(s, &m);
+    if (r == 0) s->answered_mid = m.id; /* as c_respond */
+    int n = push_send_result(L, r);
+    if (r != UV_E2BIG) return n;
+    lua_pushinteger(L, (lua_Integer)m.payload_len);
+    return n + 1;
 }
 
 /* A push over the packet limit is refused (nil, "message too big"); the operator hears of it
@@ -195,6 +240,29 @@ static int c_push(lua_State *L) {
     m.type = NH_MSG_PUSH;
     nh_lua_check_route(L, 2, &m);
     m.payload = (const uint8_t *)luaL_checklstring(L, 3, &m.payload_len);
+    if (!s) return push_send_result(L, UV_EPIPE);
+    int r = nh_session_send_msg(s, &m);
+    if (r == UV_E2BIG) log_push_too_big(s->id, &m, m.payload_len);
+    return push_send_result(L, r);
+}
+
+/* push_value(session, route_or_code, value [, empty_array]) -> true | nil, err | false: the
+ * value written as nano.json writes it and pushed, in one call (respond_value's reason: one trace
+ * exit for the JIT instead of two). false: the value does not encode (nothing sent). */
+static int c_push_value(lua_State *L) {
+    nh_watchdog_check(L);
+    nh_session_t *s = nh_lua_to_session(L, 1);
+    nh_msg_t m = {0};
+    m.type = NH_MSG_PUSH;
+    nh_lua_check_route(L, 2, &m);
+    luaL_checkany(L, 3);
+    size_t empty_len = 0;
+    const char *empty = lua_type(L, 4) == LUA_TSTRING ? lua_tolstring(L, 4, &empty_len) : NULL;
+    m.payload = (const uint8_t *)nh_lua_json_encode(L, 3, empty, empty_len, &m.payload_len);
+    if (!m.payload) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
     if (!s) return push_send_result(L, UV_EPIPE);
     int r = nh_session_send_msg(s, &m);
     if (r == UV_E2BIG) log_push_too_big(s->id, &m, m.payload_len);
@@ -421,7 +489,11 @@ static int open_core(lua_State *L) {
         {"configure", c_configure},
         {"config", c_config},
         {"set_hook", c_set_hook},
+        {"set_predecode", c_set_predecode},
+        {"try_call", c_try_call},
         {"respond", c_respond},
+        {"respond_value", c_respond_value},
+        {"push_value", c_push_value},
         {"push", c_push},
         {"push_many", c_push_many},
         {"watch_slice", c_watch_slice},

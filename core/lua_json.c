@@ -15,6 +15,9 @@
  * and its decoder allocates and frees a buffer per call (docs/benchmarks.md). Integers are written
  * here directly; other numbers need one to three snprintf + strtod.
  *
+ * try_encoder([empty_array]) -> function(value) -> what encode(value, empty_array) returns, ""
+ * for nil (the serializer's marshal), or nil where encode raises an error.
+ *
  * format_number(x) -> the text encode writes for the number x.
  *
  * Rules (lua-cjson 2.1.0's): a table whose keys are all integers >= 1 is an array up to its
@@ -58,27 +61,41 @@ typedef struct enc {
     jbuf_t *b;
     const char *empty; /* the empty-array marker, or NULL */
     size_t empty_len;
+    int quiet;  /* try_encode: an error is not raised, only remembered */
+    int failed; /* quiet, and an error happened: the output is to be dropped */
 } enc_t;
 
-static void grow(enc_t *e, size_t need) {
+/* An error: raised by encode; remembered by try_encode, whose caller answers nil and leaves the
+ * message to encode. Callers return at once after it (and after a put_value that failed). */
+#define ENC_FAIL(e, ...)                                                                           \
+    do {                                                                                           \
+        if (!(e)->quiet) luaL_error((e)->L, __VA_ARGS__);                                          \
+        (e)->failed = 1;                                                                           \
+    } while (0)
+
+static int grow(enc_t *e, size_t need) {
     jbuf_t *b = e->b;
     size_t cap = b->cap ? b->cap : 256;
     while (cap - b->len < need)
         cap *= 2;
     char *d = realloc(b->data, cap);
-    if (!d) luaL_error(e->L, "json encode: out of memory");
+    if (!d) {
+        ENC_FAIL(e, "json encode: out of memory");
+        return 0;
+    }
     b->data = d;
     b->cap = cap;
+    return 1;
 }
 
 static inline void put(enc_t *e, const char *s, size_t n) {
-    if (e->b->cap - e->b->len < n) grow(e, n);
+    if (e->b->cap - e->b->len < n && !grow(e, n)) return;
     memcpy(e->b->data + e->b->len, s, n);
     e->b->len += n;
 }
 
 static inline void putc_(enc_t *e, char c) {
-    if (e->b->cap == e->b->len) grow(e, 1);
+    if (e->b->cap == e->b->len && !grow(e, 1)) return;
     e->b->data[e->b->len++] = c;
 }
 
@@ -115,7 +132,7 @@ static unsigned char plain[256];
 
 static void put_string(enc_t *e, const char *s, size_t n) {
     /* worst case every byte becomes \u00XX */
-    if (e->b->cap - e->b->len < n * 6 + 2) grow(e, n * 6 + 2);
+    if (e->b->cap - e->b->len < n * 6 + 2 && !grow(e, n * 6 + 2)) return;
     char *o = e->b->data + e->b->len;
     *o++ = '"';
     size_t run = 0;
@@ -217,10 +234,11 @@ static size_t format_double(double x, char *out) {
 
 static void put_number(enc_t *e, lua_Number x, int idx) {
     if (isnan(x) || isinf(x)) {
-        luaL_error(e->L, "Cannot serialise %s: must not be NaN or Inf",
-                   lua_typename(e->L, lua_type(e->L, idx)));
+        ENC_FAIL(e, "Cannot serialise %s: must not be NaN or Inf",
+                 lua_typename(e->L, lua_type(e->L, idx)));
+        return;
     }
-    if (e->b->cap - e->b->len < 32) grow(e, 32);
+    if (e->b->cap - e->b->len < 32 && !grow(e, 32)) return;
     e->b->len += format_double(x, e->b->data + e->b->len);
 }
 
@@ -249,8 +267,10 @@ static double array_length(lua_State *L) {
 
 static void put_table(enc_t *e, int depth) {
     lua_State *L = e->L;
-    if (depth > JSON_MAX_DEPTH || !lua_checkstack(L, 4))
-        luaL_error(L, "Cannot serialise, excessive nesting (%d)", depth);
+    if (depth > JSON_MAX_DEPTH || !lua_checkstack(L, 4)) {
+        ENC_FAIL(e, "Cannot serialise, excessive nesting (%d)", depth);
+        return;
+    }
     double len = array_length(L);
     if (len > 0) {
         putc_(e, '[');
@@ -258,6 +278,7 @@ static void put_table(enc_t *e, int depth) {
             if (i > 1) putc_(e, ',');
             lua_rawgeti(L, -1, (int)i);
             put_value(e, depth);
+            if (e->failed) return;
             lua_pop(L, 1);
         }
         putc_(e, ']');
@@ -280,10 +301,12 @@ static void put_table(enc_t *e, int depth) {
             put_number(e, lua_tonumber(L, -2), -2);
             put(e, "\":", 2);
         } else {
-            luaL_error(L, "Cannot serialise %s: table key must be a number or string",
-                       lua_typename(L, kt));
+            ENC_FAIL(e, "Cannot serialise %s: table key must be a number or string",
+                     lua_typename(L, kt));
+            return;
         }
         put_value(e, depth);
+        if (e->failed) return;
         lua_pop(L, 1);
     }
     putc_(e, '}');
@@ -324,7 +347,7 @@ static void put_value(enc_t *e, int depth) {
         }
         /* fall through */
     default:
-        luaL_error(L, "Cannot serialise %s: type not supported", luaL_typename(L, -1));
+        ENC_FAIL(e, "Cannot serialise %s: type not supported", luaL_typename(L, -1));
     }
 }
 
@@ -339,20 +362,70 @@ static int jbuf_gc(lua_State *L) {
     return 0;
 }
 
-/* encode(value [, empty_array]) -> string */
-static int l_encode(lua_State *L) {
+static int encode(lua_State *L, int quiet, int empty_idx) {
     luaL_checkany(L, 1);
-    enc_t e = {L, lua_touserdata(L, lua_upvalueindex(1)), NULL, 0};
-    if (lua_type(L, 2) == LUA_TSTRING) e.empty = lua_tolstring(L, 2, &e.empty_len);
+    enc_t e = {L, lua_touserdata(L, lua_upvalueindex(1)), NULL, 0, quiet, 0};
+    if (lua_type(L, empty_idx) == LUA_TSTRING) e.empty = lua_tolstring(L, empty_idx, &e.empty_len);
     lua_settop(L, 1);
     e.b->len = 0; /* an error mid-way leaves garbage here, never a leak: the buffer is kept */
     put_value(&e, 0);
-    lua_pushlstring(L, e.b->data, e.b->len);
+    lua_settop(L, 1); /* a quiet failure may leave keys and values behind */
+    if (e.failed)
+        lua_pushnil(L);
+    else
+        lua_pushlstring(L, e.b->data, e.b->len);
     if (e.b->cap > JBUF_KEEP) {
         free(e.b->data);
         e.b->data = NULL;
         e.b->cap = 0;
     }
+    return 1;
+}
+
+/* The C callers' buffer (lua_binding.h: nh_lua_json_encode): the text stays in it until the next
+ * call, which shrinks it first if one big message grew it. */
+static jbuf_t c_buf;
+
+const char *nh_lua_json_encode(lua_State *L, int idx, const char *empty, size_t empty_len,
+                               size_t *len) {
+    if (c_buf.cap > JBUF_KEEP) {
+        free(c_buf.data);
+        c_buf.data = NULL;
+        c_buf.cap = 0;
+    }
+    int top = lua_gettop(L);
+    enc_t e = {L, &c_buf, empty, empty_len, 1, 0};
+    c_buf.len = 0;
+    lua_pushvalue(L, idx);
+    put_value(&e, 0);
+    lua_settop(L, top);
+    if (e.failed) return NULL;
+    *len = c_buf.len;
+    return c_buf.len ? c_buf.data : "";
+}
+
+/* encode(value [, empty_array]) -> string */
+static int l_encode(lua_State *L) {
+    return encode(L, 0, 2);
+}
+
+/* A try_encoder's function: (value) -> string | "" for nil | nil where encode raises. */
+static int l_try_encode(lua_State *L) {
+    if (lua_isnoneornil(L, 1)) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    return encode(L, 1, lua_upvalueindex(2));
+}
+
+/* try_encoder([empty_array]) -> function(value): encode with that marker, without raising. For a
+ * caller that must not run it under pcall: LuaJIT does not compile the return from a function a
+ * pcall called after it called C, so nano's dispatcher calls this directly (lua/nano/json.lua). */
+static int l_try_encoder(lua_State *L) {
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1)); /* the encoders' buffer */
+    lua_insert(L, 1);
+    lua_pushcclosure(L, l_try_encode, 2);
     return 1;
 }
 
@@ -644,32 +717,47 @@ static int d_value(dec_t *d) {
     }
 }
 
-/* decode(text) -> true, value | false (not plain JSON: ask lua-cjson) */
-static int l_decode(lua_State *L) {
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
-    dec_t d = {L, (const unsigned char *)s, (const unsigned char *)s + len,
-               lua_touserdata(L, lua_upvalueindex(1)), 0};
-    lua_settop(L, 1);
+/* Pushes the value of the text and returns 1; 0, with nothing pushed, when it is not plain JSON.
+ * b: the buffer for unescaped strings. */
+static int decode_into(lua_State *L, const char *s, size_t len, jbuf_t *b) {
+    int top = lua_gettop(L);
+    dec_t d = {L, (const unsigned char *)s, (const unsigned char *)s + len, b, 0};
     skip_ws(&d);
     int r = d_value(&d);
     if (r == 0) {
         skip_ws(&d);
         if (d.p != d.end) r = -1;
     }
-    if (d.b->cap > JBUF_KEEP) {
-        free(d.b->data);
-        d.b->data = NULL;
-        d.b->cap = 0;
+    if (b->cap > JBUF_KEEP) {
+        free(b->data);
+        b->data = NULL;
+        b->cap = 0;
     }
     if (r != 0) {
-        lua_settop(L, 1);
+        lua_settop(L, top);
+        return 0;
+    }
+    return 1;
+}
+
+/* decode(text) -> true, value | false (not plain JSON: ask lua-cjson) */
+static int l_decode(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_settop(L, 1);
+    if (!decode_into(L, s, len, lua_touserdata(L, lua_upvalueindex(1)))) {
         lua_pushboolean(L, 0);
         return 1;
     }
     lua_pushboolean(L, 1);
     lua_insert(L, -2);
     return 2;
+}
+
+static jbuf_t c_dec_buf; /* nh_lua_json_decode's */
+
+int nh_lua_json_decode(lua_State *L, const char *s, size_t len) {
+    return decode_into(L, s, len, &c_dec_buf);
 }
 
 int nh_lua_open_json(lua_State *L) {
@@ -684,8 +772,11 @@ int nh_lua_open_json(lua_State *L) {
     lua_pushcfunction(L, jbuf_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
     lua_pushcclosure(L, l_encode, 1);
-    lua_setfield(L, -2, "encode");
+    lua_setfield(L, -3, "encode");
+    lua_pushcclosure(L, l_try_encoder, 1); /* the same buffer: neither runs inside the other */
+    lua_setfield(L, -2, "try_encoder");
     lua_pushcfunction(L, l_format_number);
     lua_setfield(L, -2, "format_number");
     b = lua_newuserdata(L, sizeof *b);

@@ -105,7 +105,11 @@ static void on_closed(uv_handle_t *hd) {
 static void stream_close(stream_t *st, const char *reason) {
     if (st->state >= ST_CLOSING) return;
     st->state = ST_CLOSING;
-    if (reason) snprintf(st->reason, sizeof st->reason, "%s", reason);
+    if (reason) { /* cut to the buffer: a longer reason (an error text) loses its end */
+        size_t n = strnlen(reason, sizeof st->reason - 1);
+        memcpy(st->reason, reason, n);
+        st->reason[n] = '\0';
+    }
     if (st->gai_pending) uv_cancel((uv_req_t *)&st->gai);
     if (!uv_is_closing((uv_handle_t *)&st->tcp)) uv_close((uv_handle_t *)&st->tcp, on_closed);
 }

@@ -23,17 +23,29 @@ struct nh_watchdog {
     int signal_owner;            /* this watchdog installed the handler (one per process) */
     struct sigaction old_action; /* what it replaced, restored by nh_watchdog_stop */
     uint64_t last_leave_gc_ms;   /* loop thread only, like last_gc_warn_ms */
-    pthread_mutex_t mu;          /* everything below; the loop thread's lua_sethook calls */
+    /* What the loop thread publishes about its calls, without a lock: every message passes
+     * here twice, and a mutex round trip each time was ~90 instructions of a ping-pong's ~8,000
+     * (docs/benchmarks.md). The loop thread is the only writer; the watchdog thread takes a
+     * consistent copy (seqlock: seq is odd while the fields change, see snapshot()). The call's
+     * strings are pointers into its caller's memory, valid while that call runs: a reader that
+     * is about to read them sets `reading`, and nh_watchdog_leave, after it publishes that the
+     * call ended, waits on mu when it sees `reading` set, so that the strings outlive the read
+     * (a store then a load on each side, both sequentially consistent: one of the two sees the
+     * other's store). */
+    _Atomic uint64_t seq; /* moves at every enter, leave and loop turn; odd while writing */
+    _Atomic int depth;    /* Lua calls in progress since the loop (or the program) started */
+    _Atomic int in_loop;  /* the running loop made these calls: they may be aborted */
+    struct {
+        _Atomic(const char *) what, route;
+        _Atomic uint64_t session;
+        _Atomic size_t route_len;
+    } call;              /* the innermost call */
+    _Atomic int reading; /* the watchdog thread reads the call's strings */
+    pthread_mutex_t mu;  /* everything below, and the slow paths above (slice, loop begin/end) */
     pthread_cond_t cond;
     nh_watchdog_config_t cfg;
     int stop;
-    uint64_t seq; /* moves at every enter, leave and loop turn */
-    int depth;    /* Lua calls in progress since the loop (or the program) started */
-    int in_loop;  /* the running loop made these calls: they may be aborted */
-    /* The innermost call. Pointers, not copies: they stay valid while that call runs (they are
-     * its caller's), and they are only read under mu while depth says it runs. */
-    nh_watchdog_call_t call;
-    char slice_route[256]; /* nh_watchdog_slice's copy: its caller's string may not outlive it */
+    char slice_route[256]; /* nh_watchdog_slice's copy: written and read under mu */
     int pending;           /* WD_STALL or WD_MEMORY: the hook is installed for this */
     uint64_t pending_seq;
     nh_watchdog_stats_t stats;
@@ -70,9 +82,59 @@ static size_t heap_bytes(lua_State *L) {
     return (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024u + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
 }
 
-/* "session 7 Room.spin" or "timer"; called with mu held. */
-static void describe(const nh_watchdog_t *w, char *out, size_t len) {
-    const nh_watchdog_call_t *c = &w->call;
+/* ---- publishing the call in progress (loop thread) and reading it (either thread) ---- */
+
+#define RELAXED memory_order_relaxed
+
+static nh_watchdog_call_t call_of(nh_watchdog_t *w) {
+    return (nh_watchdog_call_t){atomic_load_explicit(&w->call.what, RELAXED),
+                                atomic_load_explicit(&w->call.route, RELAXED),
+                                atomic_load_explicit(&w->call.session, RELAXED),
+                                atomic_load_explicit(&w->call.route_len, RELAXED)};
+}
+
+/* Loop thread: opens a write (seq odd), then publish_end closes it (seq even again). */
+static inline uint64_t publish_begin(nh_watchdog_t *w) {
+    uint64_t s = atomic_load_explicit(&w->seq, RELAXED);
+    atomic_store_explicit(&w->seq, s + 1, RELAXED);
+    atomic_thread_fence(memory_order_release); /* the odd seq before any field */
+    return s;
+}
+static inline void publish_end(nh_watchdog_t *w, uint64_t s) {
+    atomic_store_explicit(&w->seq, s + 2, memory_order_release); /* the fields before it */
+}
+static inline void set_call(nh_watchdog_t *w, const nh_watchdog_call_t *c) {
+    atomic_store_explicit(&w->call.what, c->what, RELAXED);
+    atomic_store_explicit(&w->call.route, c->route, RELAXED);
+    atomic_store_explicit(&w->call.session, c->session, RELAXED);
+    atomic_store_explicit(&w->call.route_len, c->route_len, RELAXED);
+}
+
+typedef struct snap {
+    uint64_t seq;
+    int depth, in_loop;
+    nh_watchdog_call_t call;
+} snap_t;
+
+/* Watchdog thread: a consistent copy of what the loop thread published; 0 if the loop thread
+ * was writing it all the few times it tried (then it is busy, not stuck). */
+static int snapshot(nh_watchdog_t *w, snap_t *out) {
+    for (int tries = 0; tries < 4; tries++) {
+        uint64_t s = atomic_load_explicit(&w->seq, memory_order_acquire);
+        if (s & 1) continue;
+        out->depth = atomic_load_explicit(&w->depth, RELAXED);
+        out->in_loop = atomic_load_explicit(&w->in_loop, RELAXED);
+        out->call = call_of(w);
+        atomic_thread_fence(memory_order_acquire); /* the fields before seq's second look */
+        if (atomic_load_explicit(&w->seq, RELAXED) != s) continue;
+        out->seq = s;
+        return 1;
+    }
+    return 0;
+}
+
+/* "session 7 Room.spin" or "timer". */
+static void describe(const nh_watchdog_call_t *c, char *out, size_t len) {
     const char *what = c->what ? c->what : "Lua";
     if (c->session && c->route) { /* the client chose the route: escaped */
         char route[NH_LOG_ESCAPED_MAX];
@@ -99,11 +161,14 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
     pthread_mutex_lock(&w->mu);
     lua_sethook(L, NULL, 0, 0); /* one shot */
     int reason = w->pending;
-    int current = w->pending_seq == w->seq;
-    int abortable = w->in_loop && w->depth > 0;
+    uint64_t seq = atomic_load_explicit(&w->seq, RELAXED); /* the loop thread's own */
+    int current = w->pending_seq == seq;
+    int abortable =
+        atomic_load_explicit(&w->in_loop, RELAXED) && atomic_load_explicit(&w->depth, RELAXED) > 0;
     size_t limit = w->cfg.memory_limit;
     char what[400];
-    describe(w, what, sizeof what);
+    nh_watchdog_call_t call = call_of(w);
+    describe(&call, what, sizeof what);
     w->pending = WD_NONE;
     atomic_store_explicit(&abort_hint, 0, memory_order_relaxed);
     pthread_mutex_unlock(&w->mu);
@@ -126,10 +191,10 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
          * client without its error response. The same call fails again only if it grows a
          * quarter past where it failed (a handler that catches the error and goes on). */
         pthread_mutex_lock(&w->mu);
-        int again = w->memory_error_seq == w->seq && used < w->memory_error_used / 4 * 5;
+        int again = w->memory_error_seq == seq && used < w->memory_error_used / 4 * 5;
         if (!again) {
             w->stats.memory_errors++;
-            w->memory_error_seq = w->seq;
+            w->memory_error_seq = seq;
             w->memory_error_used = used;
         }
         pthread_mutex_unlock(&w->mu);
@@ -150,10 +215,10 @@ static void on_signal(int sig) {
     errno = saved;
 }
 
-/* Called with mu held, on the watchdog thread. */
-static void request(nh_watchdog_t *w, int reason) {
+/* Called with mu held, on the watchdog thread; seq: the stuck call's (its snapshot). */
+static void request(nh_watchdog_t *w, int reason, uint64_t seq) {
     w->pending = reason;
-    w->pending_seq = w->seq;
+    w->pending_seq = seq;
     atomic_store(&abort_hint, 1); /* before the signal: the handler checks it */
     if (w->signal_owner) (void)pthread_kill(w->loop_thread, WD_SIGNAL);
 }
@@ -216,7 +281,7 @@ static uint64_t period(const nh_watchdog_config_t *c) {
 static void *run(void *arg) {
     nh_watchdog_t *w = arg;
     pthread_mutex_lock(&w->mu);
-    uint64_t last_seq = w->seq, since = now_ms();
+    uint64_t last_seq = atomic_load(&w->seq), since = now_ms();
     unsigned reported = 0;
     while (!w->stop) {
         uint64_t p = period(&w->cfg);
@@ -237,23 +302,36 @@ static void *run(void *arg) {
         if (w->stop) break;
         if (r != 0 && r != ETIMEDOUT) continue;
         uint64_t t = now_ms();
-        if (w->seq != last_seq) {
-            last_seq = w->seq;
+        /* From here to the unlock, the call's strings may be read: see `reading` */
+        atomic_store_explicit(&w->reading, 1, RELAXED);
+        atomic_thread_fence(memory_order_seq_cst); /* before the snapshot's loads */
+        snap_t sn;
+        if (!snapshot(w, &sn)) { /* being written at every look: moving, not stuck */
+            atomic_store_explicit(&w->reading, 0, memory_order_release);
+            since = t;
+            reported = 0;
+            continue;
+        }
+        if (sn.seq != last_seq) { /* the loop moved */
+            last_seq = sn.seq;
             since = t;
             reported = 0;
         }
-        if (w->depth == 0) continue; /* waiting for events, not stuck */
+        if (sn.depth == 0) { /* waiting for events, not stuck */
+            atomic_store_explicit(&w->reading, 0, memory_order_release);
+            continue;
+        }
         uint64_t stuck = t - since;
-        int can_abort = w->cfg.abort && w->in_loop;
+        int can_abort = w->cfg.abort && sn.in_loop;
 
         /* Over the limit: the hook collects and fails the call only if that did not help. At most
          * every 50 ms, so that live data near the limit cannot keep the loop in full collections.
          */
-        if (w->cfg.memory_limit && w->in_loop && w->pending == WD_NONE &&
+        if (w->cfg.memory_limit && sn.in_loop && w->pending == WD_NONE &&
             t - w->last_memory_request_ms >= 50 &&
             heap_bytes(w->L) > w->cfg.memory_limit) { /* a benign racy read: see the header */
             w->last_memory_request_ms = t;
-            request(w, WD_MEMORY);
+            request(w, WD_MEMORY, sn.seq);
         }
 
         char msg[600] = "";
@@ -261,10 +339,10 @@ static void *run(void *arg) {
         /* Reported at 1, 2, 4, 8, ... stall periods: a stuck call is news, not a log flood. */
         if (w->cfg.stall_ms && reported < 32 && stuck >= w->cfg.stall_ms << reported) {
             char what[400];
-            describe(w, what, sizeof what);
+            describe(&sn.call, what, sizeof what);
             w->stats.stalls++;
             if (can_abort && reported == 0) {
-                request(w, WD_STALL);
+                request(w, WD_STALL, sn.seq);
                 snprintf(msg, sizeof msg,
                          "watchdog: %s has run for %.1f s without returning; aborting it", what,
                          (double)stuck / 1000.0);
@@ -277,14 +355,14 @@ static void *run(void *arg) {
             } else {
                 snprintf(msg, sizeof msg, "watchdog: %s has run for %.1f s without returning%s",
                          what, (double)stuck / 1000.0,
-                         w->in_loop ? "" : " (before the loop runs: not aborted)");
+                         sn.in_loop ? "" : " (before the loop runs: not aborted)");
             }
             reported++;
         }
         char exit_msg[600] = "";
         if (w->cfg.exit_ms && stuck >= w->cfg.exit_ms) {
             char what[400];
-            describe(w, what, sizeof what);
+            describe(&sn.call, what, sizeof what);
             snprintf(
                 exit_msg, sizeof exit_msg, "watchdog: %s has been stuck for %.1f s%s: exiting (%d)",
                 what, (double)stuck / 1000.0,
@@ -292,6 +370,7 @@ static void *run(void *arg) {
                 NH_WATCHDOG_EXIT);
             exiting = 1;
         }
+        atomic_store_explicit(&w->reading, 0, memory_order_release); /* the texts are copied */
         pthread_mutex_unlock(&w->mu);
         /* Log with the lock released: stderr may block, and the loop thread must not wait. */
         if (msg[0]) nh_log(level, "%s", msg);
@@ -364,26 +443,30 @@ void nh_watchdog_stop(nh_watchdog_t *w) {
 void nh_watchdog_enter(nh_watchdog_t *w, nh_watchdog_mark_t *mark, const char *what,
                        uint64_t session, const char *route, size_t route_len) {
     if (!w) return;
-    pthread_mutex_lock(&w->mu);
-    /* Every request passes here: no formatting and no copies (a tenth of a ping-pong's own
-     * instructions once went to formatting the name, see docs/benchmarks.md). */
-    mark->depth = w->depth;
-    mark->call = w->call;
-    w->call = (nh_watchdog_call_t){what, route, session, route_len};
-    w->depth++;
-    w->seq++;
-    pthread_mutex_unlock(&w->mu);
+    /* Every request passes here: no lock, no formatting and no copies (see `seq`). */
+    mark->depth = atomic_load_explicit(&w->depth, RELAXED);
+    mark->call = call_of(w);
+    uint64_t s = publish_begin(w);
+    set_call(w, &(nh_watchdog_call_t){what, route, session, route_len});
+    atomic_store_explicit(&w->depth, mark->depth + 1, RELAXED);
+    publish_end(w, s);
 }
 
 void nh_watchdog_leave(nh_watchdog_t *w, const nh_watchdog_mark_t *mark) {
     if (!w) return;
-    pthread_mutex_lock(&w->mu);
-    w->depth = mark->depth;
-    w->call = mark->call; /* the outer call's again */
-    w->seq++;
-    size_t limit = w->cfg.memory_limit;
-    int outermost = w->depth == 0 && w->in_loop;
-    pthread_mutex_unlock(&w->mu);
+    uint64_t s = publish_begin(w);
+    atomic_store_explicit(&w->depth, mark->depth, RELAXED);
+    set_call(w, &mark->call); /* the outer call's again */
+    publish_end(w, s);
+    /* The call's strings end when this returns: not while the watchdog thread reads them. It
+     * sets `reading` before it looks at seq, this published seq before it looks at `reading`. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&w->reading, RELAXED)) {
+        pthread_mutex_lock(&w->mu); /* it reads under mu: wait for it to finish */
+        pthread_mutex_unlock(&w->mu);
+    }
+    size_t limit = w->cfg.memory_limit; /* cfg: written on this thread only */
+    int outermost = mark->depth == 0 && atomic_load_explicit(&w->in_loop, RELAXED);
     if (!limit || !outermost) return;
     /* After each call from the loop: garbage over the limit is collected now rather than when
      * the collector gets round to it; live data over it is worth a warning. */
@@ -404,45 +487,50 @@ void nh_watchdog_leave(nh_watchdog_t *w, const nh_watchdog_mark_t *mark) {
     }
 }
 
+/* The rare writes take mu as well: the watchdog thread reads slice_route under it, and the
+ * strings the loop's begin and end restore are not the ones a leave waits for. */
 void nh_watchdog_loop_begin(nh_watchdog_t *w, nh_watchdog_mark_t *mark) {
     if (!w) return;
     pthread_mutex_lock(&w->mu);
-    mark->depth = w->depth;
-    mark->in_loop = w->in_loop;
-    mark->call = w->call;
-    w->depth = 0;
-    w->in_loop = 1;
-    w->seq++;
+    mark->depth = atomic_load_explicit(&w->depth, RELAXED);
+    mark->in_loop = atomic_load_explicit(&w->in_loop, RELAXED);
+    mark->call = call_of(w);
+    uint64_t s = publish_begin(w);
+    atomic_store_explicit(&w->depth, 0, RELAXED);
+    atomic_store_explicit(&w->in_loop, 1, RELAXED);
+    publish_end(w, s);
     pthread_mutex_unlock(&w->mu);
 }
 
 void nh_watchdog_loop_end(nh_watchdog_t *w, const nh_watchdog_mark_t *mark) {
     if (!w) return;
     pthread_mutex_lock(&w->mu);
-    w->depth = mark->depth;
-    w->in_loop = mark->in_loop;
-    w->call = mark->call;
-    w->seq++;
+    uint64_t s = publish_begin(w);
+    atomic_store_explicit(&w->depth, mark->depth, RELAXED);
+    atomic_store_explicit(&w->in_loop, mark->in_loop, RELAXED);
+    set_call(w, &mark->call);
+    publish_end(w, s);
     pthread_mutex_unlock(&w->mu);
 }
 
 void nh_watchdog_slice(nh_watchdog_t *w, uint64_t session, const char *route, size_t route_len) {
     if (!w) return;
     pthread_mutex_lock(&w->mu);
-    if (w->depth > 0) { /* inside a call: its leave restores the outer name */
+    uint64_t s = publish_begin(w);
+    if (atomic_load_explicit(&w->depth, RELAXED) > 0) { /* its leave restores the outer name */
         if (route_len > sizeof w->slice_route) route_len = sizeof w->slice_route;
         if (route) memcpy(w->slice_route, route, route_len);
-        w->call = (nh_watchdog_call_t){"task", route ? w->slice_route : NULL, session, route_len};
+        set_call(w,
+                 &(nh_watchdog_call_t){"task", route ? w->slice_route : NULL, session, route_len});
     }
-    w->seq++;
+    publish_end(w, s);
     pthread_mutex_unlock(&w->mu);
 }
 
 void nh_watchdog_tick(nh_watchdog_t *w) {
     if (!w) return;
-    pthread_mutex_lock(&w->mu);
-    w->seq++;
-    pthread_mutex_unlock(&w->mu);
+    uint64_t s = atomic_load_explicit(&w->seq, RELAXED);
+    atomic_store_explicit(&w->seq, s + 2, memory_order_release); /* nothing else changes */
 }
 
 void nh_watchdog_get_stats(nh_watchdog_t *w, nh_watchdog_stats_t *out) {

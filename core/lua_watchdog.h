@@ -30,10 +30,13 @@
  * returns (a full collection when over the limit, at most every 50 ms, and a warning if live data
  * stays over it).
  *
- * Threads: the watchdog thread never runs Lua and never changes the Lua state. It reads the
- * counter and the call description under a mutex, and the heap size without one: a benign racy
- * read of one counter (LuaJIT's gc.total, an aligned word) that is at worst a little stale. It
- * asks for an abort with the signal. All functions here, nh_watchdog_start and nh_watchdog_stop
+ * Threads: the watchdog thread never runs Lua and never changes the Lua state. The loop thread
+ * publishes the counter and the call in progress without a lock (atomics, a seqlock: every
+ * message passes here twice); the watchdog thread takes a consistent copy, and reads the call's
+ * strings only while a flag tells nh_watchdog_leave to wait for it (lua_watchdog.c: `seq`). The
+ * rest (configuration, pending requests, stats) is under a mutex. The heap size is read without
+ * one: a benign racy read of one counter (LuaJIT's gc.total, an aligned word) that is at worst a
+ * little stale. It asks for an abort with the signal. All functions here, nh_watchdog_start and nh_watchdog_stop
  * included, are called on the loop thread: the one that runs Lua and receives the signal.
  */
 #ifndef NH_WATCHDOG_H

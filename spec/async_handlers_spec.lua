@@ -29,6 +29,12 @@ describe("handlers that wait", function()
     return { from = "handler" } -- answered already: not sent
   end
   function Slow:in_task(s) return { task = task.current() ~= nil } end
+  function Slow:fail(s, msg)
+    trace[#trace + 1] = "fail " .. msg.n
+    if msg.secs then nano.sleep(msg.secs) end
+    if msg.refuse then error({ code = 409, msg = "refused " .. msg.n }) end
+    error("failed " .. msg.n)
+  end
 
   local Conc = {}
   function Conc:sleep(s, msg)
@@ -94,6 +100,81 @@ describe("handlers that wait", function()
     server:advance(1)
     server:wait_until(function() return a.done and b.done end)
     assert.same({ "start 1", "end 1", "quick 2" }, trace)
+  end)
+
+  -- Handlers run unprotected on the core's threads (a pcall around them would keep LuaJIT from
+  -- compiling what follows a C call in them): their errors end the thread, and are answered as
+  -- before; what the thread would have done next still happens.
+  describe("a handler's error", function()
+    it("is answered 500 and logged with session, route and traceback; the session goes on", function()
+      local lines = U.capture_logs()
+      local _, err = c:try_request("Slow.fail", { n = 1 })
+      assert.same({ code = 500, msg = "internal error" }, err)
+      local line = U.find(lines, "Slow.fail: handler error:")
+      assert.truthy(line)
+      assert.truthy(line:find("failed 1", 1, true))
+      assert.truthy(line:find("stack traceback", 1, true))
+      assert.same({ n = 2 }, c:request("Slow.quick", { n = 2 }))
+      assert.equal(0, nano._state.running)
+    end)
+
+    it("error({ code, msg }) is the answer, logged at info", function()
+      local lines = U.capture_logs()
+      local _, err = c:try_request("Slow.fail", { n = 1, refuse = true })
+      assert.same({ code = 409, msg = "refused 1" }, err)
+      assert.truthy(U.find(lines, "Slow.fail: handler refused: 409 refused 1"))
+    end)
+
+    it("does not stop the messages queued behind it, which run in order", function()
+      local a = send(c, "Slow.sleep", { n = 1 })
+      local b = send(c, "Slow.fail", { n = 2 })
+      local d = send(c, "Slow.quick", { n = 3 })
+      local e = send(c, "Slow.fail", { n = 4 })
+      local f = send(c, "Slow.quick", { n = 5 })
+      c:sync()
+      server:advance(1)
+      server:wait_until(function() return a.done and b.done and d.done and e.done and f.done end)
+      assert.same({ "start 1", "end 1", "fail 2", "quick 3", "fail 4", "quick 5" }, trace)
+      assert.same({ 500, 500 }, { b.err.code, e.err.code })
+      assert.same({ { n = 1 }, { n = 3 }, { n = 5 } }, { a.res, d.res, f.res })
+      assert.equal(0, nano._state.running)
+      assert.same({ n = 6 }, c:request("Slow.quick", { n = 6 })) -- the queue is free again
+    end)
+
+    it("after a wait is answered the same way", function()
+      local lines = U.capture_logs()
+      local r = send(c, "Slow.fail", { n = 1, secs = 1 })
+      c:sync()
+      server:advance(1)
+      server:wait_until(function() return r.done end)
+      assert.same({ code = 500, msg = "internal error" }, r.err)
+      local line = U.find(lines, "Slow.fail: handler error:")
+      assert.truthy(line)
+      assert.truthy(line:find("failed 1", 1, true))
+      assert.is_nil(U.find(lines, "task failed"))
+      assert.equal(0, nano._state.running)
+    end)
+
+    it("in a concurrent component fails that call only", function()
+      local Cf = {}
+      function Cf:fail() error("concurrent failure") end
+      function Cf:ok() return { ok = true } end
+      nano.register(Cf, { name = "Cf", concurrent = true })
+      assert.equal(500, select(2, c:try_request("Cf.fail", {})).code)
+      assert.same({ ok = true }, c:request("Cf.ok", {}))
+      assert.equal(0, nano._state.running)
+    end)
+
+    it("leaves no dead thread behind: the garbage collector takes it", function()
+      local weak = setmetatable({}, { __mode = "k" })
+      local Keep = {}
+      function Keep:fail() weak[coroutine.running()] = true; error("x") end
+      nano.register(Keep, { name = "Keep" })
+      for _ = 1, 3 do c:try_request("Keep.fail", {}) end
+      collectgarbage("collect")
+      collectgarbage("collect")
+      assert.is_nil(next(weak))
+    end)
   end)
 
   it("other sessions are not held up by a waiting handler", function()

@@ -4,6 +4,7 @@
 -- LuaJIT, no C module) must write the same text as the C one, numbers included.
 local fast = require("nano.json_codec").encode
 local fast_number = require("nano.json_codec").format_number
+local try = require("nano.json_codec").try_encoder() -- never raises: nil where encode raises
 local json = require "nano.json"
 local lua_marshal, lua_number = json._lua_marshal, json._format_number
 local cjson = require("cjson").new()
@@ -16,6 +17,7 @@ local function same_as_cjson(v)
   local want = cjson.encode(v)
   assert.equal(want, fast(v))
   assert.equal(want, lua_marshal(v))
+  assert.equal(want, try(v))
 end
 
 -- the C and the fallback encoder agree, and the text reads back as the same value
@@ -140,6 +142,9 @@ describe("nano.json_codec", function()
       local lok, lerr = pcall(lua_marshal, v)
       assert.is_false(lok)
       assert.equal(err, lerr)
+      local tok, none = pcall(try, v) -- declines without raising: the dispatcher calls it as is
+      assert.is_true(tok)
+      assert.is_nil(none)
     end
   end)
 
@@ -155,6 +160,8 @@ describe("nano.json_codec", function()
     assert.is_false(ok)
     assert.matches("excessive nesting", err)
     assert.equal(err, select(2, pcall(lua_marshal, nest(129))))
+    assert.is_nil(try(nest(129)))
+    assert.is_nil(try({ deep = nest(129), [{}] = 1 }))
     -- the encoder is still usable after an error
     same_as_cjson({ after = "error" })
   end)
@@ -178,6 +185,22 @@ describe("nano.json_codec", function()
     assert.equal('["\\u0000marker",[]]', fast({ "\0marker", marker }, marker))
     assert.equal("[]", fast(marker, marker))
     assert.equal('"\\u0000marker\\u0000"', fast(marker))
+    local try_marker = require("nano.json_codec").try_encoder(marker)
+    assert.equal('{"a":[]}', try_marker({ a = marker }))
+    assert.equal('"\\u0000marker\\u0000"', try(marker))
+  end)
+
+  it("gives the serializer's non-raising pair what marshal and unmarshal give", function()
+    for _, v in ipairs({ { n = 1 }, { a = { json.empty_array, "x" } }, "s", 12.5, true }) do
+      assert.equal(json.marshal(v), json.try_marshal(v))
+      local text = json.marshal(v)
+      local ok, back = json.try_unmarshal(text)
+      assert.is_true(ok)
+      assert.same(json.unmarshal(text), back)
+    end
+    assert.equal("", json.try_marshal(nil)) -- marshal(nil) is "" (no payload)
+    assert.is_nil(json.try_marshal({ f = print }))
+    assert.is_false(json.try_unmarshal("{'lenient': 1}")) -- left to unmarshal (lua-cjson)
   end)
 end)
 

@@ -208,6 +208,23 @@ describe("protobuf serializer", function()
     assert.same({ code = 403, msg = "not allowed" }, err)
   end)
 
+  it("a response or push that does not fit its type fails naming the field, and the session goes on", function()
+    server = nt.start(MAIN)
+    local U = require "spec.fixtures.api_util"
+    local lines = U.capture_logs()
+    local c = server:connect()
+    -- Room.ping's response type is Pong: msg must be a string
+    local _, err = c:try_request("Room.ping", { msg = "bad" })
+    U.restore_log_level()
+    assert.equal(500, err.code)
+    local line = U.find(lines, "Room.ping: response does not serialize:")
+    assert.truthy(line)
+    assert.truthy(line:find("Pong.msg", 1, true))
+    local ok, perr = c:session():push("onMessage", { from = {} })
+    assert.is_nil(ok)
+    assert.matches("^cannot serialize: protobuf: .*from", perr)
+  end)
+
   it("a payload that does not decode gets a 400 error response, and the session goes on", function()
     server = nt.start(MAIN)
     local c = server:connect()

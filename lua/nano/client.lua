@@ -134,7 +134,13 @@ end
 
 -- route and kind ("response" | "push" | "error") for serializers that pick a type by them
 local function unmarshal(self, payload, route, kind)
-  local ok, v = pcall(self.serializer.unmarshal, payload, route, kind)
+  -- the non-raising decoder first, as nano's dispatcher does (lua/nano/json.lua)
+  local ser = self.serializer
+  local f = ser.try_unmarshal_for -- as the dispatcher: not when unmarshal was replaced
+  local try, ok, v = (f == nil or f == ser.unmarshal) and ser.try_unmarshal, false, nil
+  if try then ok, v = try(payload) end
+  if ok then return v end
+  ok, v = pcall(ser.unmarshal, payload, route, kind)
   if ok then return v end
   return payload, "payload does not decode: " .. tostring(v)
 end

@@ -2,6 +2,7 @@
 -- replies, lifecycle); mechanism (sockets, codec, sessions, timers) is the C core, `nano.core`.
 -- See docs/api.md for every function with an example.
 local core = require "nano.core"
+local respond, respond_value = core.respond, core.respond_value
 local metrics_core = require "nano.metrics_core"
 -- hot reload's seam (scope.lua): what a load makes is recorded by the functions below themselves
 local scope = require "nano.scope"
@@ -219,9 +220,33 @@ local function check_serializer(s, what, level)
 end
 
 --- nano.set_serializer("json" | "msgpack" | nano.protobuf{...} | { name=, marshal=, unmarshal= })
+-- The core decodes each payload as JSON with the message (lua_dispatch.c) while the default
+-- serializer is nano.json and no inbound pipeline rewrites payloads: most handlers then get a
+-- value without one more C call from Lua. handle() still checks each handler's own serializer.
+local inbound -- pipeline hook (nano.pipeline), set by nano.pipeline when used
+-- A serializer's fast paths (try_marshal / try_unmarshal, and the core's own JSON for core_json)
+-- stand for its marshal / unmarshal only while those are the functions they were made for
+-- (try_marshal_for / try_unmarshal_for, when given): a script that wraps json.marshal gets its
+-- wrapper called.
+local function fast_encoder(ser)
+  local f = ser.try_marshal_for
+  return ser.try_marshal ~= nil and (f == nil or f == ser.marshal)
+end
+local function fast_decoder(ser)
+  local f = ser.try_unmarshal_for
+  return ser.try_unmarshal ~= nil and (f == nil or f == ser.unmarshal)
+end
+local function core_encodes(ser) return ser.core_json and ser.try_marshal_for == ser.marshal end
+local function core_decodes(ser) return ser.core_json and ser.try_unmarshal_for == ser.unmarshal end
+
+local function update_predecode()
+  core.set_predecode(S.serializer and core_decodes(S.serializer) and not inbound or false)
+end
+
 function nano.set_serializer(s)
   S.serializer = check_serializer(s, "set_serializer", 2)
   S.handshake_cache = nil
+  update_predecode()
 end
 
 function nano.serializer() return S.serializer end
@@ -271,8 +296,21 @@ local function route_code(route)
 end
 
 --- s:push(route, v) -> true | nil, err (v: a value to serialize, or nano.raw(bytes))
+local push_value = core.push_value
 function session.push(s, route, v)
-  local ok, payload = pcall(to_payload, v, route, "push", s)
+  -- as a handler's response (handle()): JSON without a pipeline or debug log is encoded and sent
+  -- by one C call, and the serializer's non-raising encoder comes before a pcall (each C call
+  -- ends a JIT trace, and one inside a pcall'd function is not compiled after it)
+  local ser = serializer_of(s)
+  if core_encodes(ser) and not outbound and not S.debug and not raw_bytes[v] and v ~= nil then
+    local ok, err = push_value(s, route_code(route), v, ser.empty_array)
+    if ok ~= false then return ok, err end
+  end
+  local payload = raw_bytes[v]
+  local try = not payload and fast_encoder(ser) and ser.try_marshal
+  if try then payload = try(v, route, "push") end
+  local ok = true
+  if not payload then ok, payload = pcall(to_payload, v, route, "push", s) end
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   if S.debug then log.debug("session %d -> push %s %s", s:id(), route, payload) end
   local out, err = outgoing(s, MSG_PUSH, nil, route, payload)
@@ -687,8 +725,6 @@ local function handler_traceback(e)
   return traceback(tostring(e), 2)
 end
 
-local inbound -- pipeline hook (nano.pipeline), set by nano.pipeline when used
-
 -- The handler of a route (a number is a dictionary code), and the route's name; nil when none.
 local function resolve(route)
   if type(route) == "number" then
@@ -705,7 +741,18 @@ end
 -- Handles one message, inside a task: pipeline, decoding, the handler (which may wait), the
 -- answer. h is the handler resolved on arrival when the message runs at once; a queued message's
 -- (h nil) is looked up now, so that a message queued across a hot reload gets the new code.
-local function handle(h, s, mtype, id, route, payload, flags)
+-- A handler's error, as logged and answered: a table error({ code =, msg = }) is the handler's
+-- answer (logged at info), anything else a failure (logged with its traceback, answered 500).
+local function handler_error(s, mtype, id, route, err, tb, answered)
+  if type(err) == "table" then
+    log.info("session %d %s: handler refused: %s %s", s:id(), route, tostring(err.code), tostring(err.msg))
+  else
+    log.error("session %d %s: handler error: %s", s:id(), route, tostring(tb or err))
+  end
+  if mtype == MSG_REQUEST and not answered then send_error(s, id, error_reply(err)) end
+end
+
+local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect)
   local name
   if h then
     name = type(route) == "string" and route or h.route
@@ -734,6 +781,7 @@ local function handle(h, s, mtype, id, route, payload, flags)
       return
     end
     payload = res
+    pre = nil -- the core decoded the bytes the pipeline was given, not these
   end
   -- pushes and later responses to this session speak the serializer of the handler it called
   S.session_serializer[s] = h.serializer
@@ -744,8 +792,22 @@ local function handle(h, s, mtype, id, route, payload, flags)
       if mtype == MSG_REQUEST then send_error(s, id, 400, "gzip payloads are not supported") end
       return
     end
-    local ok, decoded = pcall(serializer_of(s).unmarshal, payload, route,
-      mtype == MSG_REQUEST and "request" or "notify")
+    -- The serializer's non-raising decoder is called as it is (the JIT compiles the return from
+    -- it, not from a pcall that called C: docs/benchmarks.md); it declines what it cannot read,
+    -- and unmarshal, under pcall, decodes that or says why not.
+    -- pre: the payload's value as the JSON serializer reads it, decoded by the core with the
+    -- message when nano.json is the default (core.set_predecode); only this handler's
+    -- serializer decides whether it is the one to use.
+    local ser = serializer_of(s)
+    local try, ok, decoded = fast_decoder(ser) and ser.try_unmarshal, false, nil
+    if pre ~= nil and core_decodes(ser) then
+      ok, decoded = true, pre
+    elseif try then
+      ok, decoded = try(payload, route, mtype == MSG_REQUEST and "request" or "notify")
+    end
+    if not ok then
+      ok, decoded = pcall(ser.unmarshal, payload, route, mtype == MSG_REQUEST and "request" or "notify")
+    end
     if not ok then
       log.warn("session %d %s: payload does not decode: %s", s:id(), route, tostring(decoded))
       if mtype == MSG_REQUEST then send_error(s, id, 400, "payload does not decode") end
@@ -753,7 +815,6 @@ local function handle(h, s, mtype, id, route, payload, flags)
     end
     msg = decoded
   end
-  local t = current_task()
   t.msg_s, t.msg_type, t.msg_id, t.answered, t.watch_route, t.msg_sid = s, mtype, id, false, route, false
   local inflight
   if mtype == MSG_REQUEST then
@@ -764,31 +825,54 @@ local function handle(h, s, mtype, id, route, payload, flags)
     end
     inflight[id] = t
   end
-  local ok, res = xpcall(h.fn, handler_traceback, h.comp, s, msg)
+  -- On the core's threads the handler is called unprotected: its error ends the thread, and the
+  -- core (or task.lua, after a wait) hands it to thread_failed() below, which answers it as this
+  -- would have. A pcall here would cost every handler that calls a C function (s:push, ...) its
+  -- compiled code after that call: LuaJIT cannot return from there into a pcall, so that part
+  -- ran in the interpreter (~900 instructions a message, docs/benchmarks.md).
+  local ok, res
+  if protect then
+    ok, res = xpcall(h.fn, handler_traceback, h.comp, s, msg)
+  else
+    ok, res = true, h.fn(h.comp, s, msg)
+  end
   t.msg_s, t.watch_route = nil, nil
   if inflight then inflight[id] = nil end
   local answered = t.answered
   if not ok then
-    if type(res) == "table" then
-      log.info("session %d %s: handler refused: %s %s", s:id(), route, tostring(res.code), tostring(res.msg))
-    else
-      log.error("session %d %s: handler error: %s", s:id(), route, tostring(res))
-    end
-    if mtype == MSG_REQUEST and not answered then send_error(s, id, error_reply(res)) end
+    handler_error(s, mtype, id, route, res, nil, answered)
     return
   end
   if mtype == MSG_REQUEST and res ~= nil and not answered then
-    local mok, out = pcall(to_payload, res, route, "response", s)
-    if not mok then
-      log.error("session %d %s: response does not serialize: %s", s:id(), route, tostring(out))
-      send_error(s, id, 500, S.debug and tostring(out) or "internal error")
-      return
+    -- Each C function called here ends a JIT trace (docs/benchmarks.md): JSON without a pipeline
+    -- or debug log is encoded and sent by one (the same bytes as marshal's). Its results and
+    -- respond's are taken as they are, not through select(): that too ended the trace.
+    local ser = serializer_of(s)
+    local sent, why, size = false, nil, nil
+    if core_encodes(ser) and not outbound and not S.debug and not raw_bytes[res] then
+      sent, why, size = respond_value(s, id, res, ser.empty_array)
     end
-    if S.debug then log.debug("session %d -> response id=%d %s", s:id(), id, out) end
-    out = outgoing(s, MSG_RESPONSE, id, route, out)
-    if out and select(2, core.respond(s, id, out, false)) == "message too big" then
+    if sent == false then -- the serializer's marshal (its non-raising one first, as above)
+      local out = raw_bytes[res]
+      local try, mok = not out and fast_encoder(ser) and ser.try_marshal, true
+      if try then out = try(res, route, "response") end
+      if not out then mok, out = pcall(to_payload, res, route, "response", s) end
+      if not mok then
+        log.error("session %d %s: response does not serialize: %s", s:id(), route, tostring(out))
+        send_error(s, id, 500, S.debug and tostring(out) or "internal error")
+        return
+      end
+      if S.debug then log.debug("session %d -> response id=%d %s", s:id(), id, out) end
+      out = outgoing(s, MSG_RESPONSE, id, route, out)
+      if out then
+        size = #out
+        local _
+        _, why = respond(s, id, out, false)
+      end
+    end
+    if why == "message too big" then
       log.error("session %d %s: response of %d bytes is over the packet limit; answered 500",
-                s:id(), route, #out)
+                s:id(), route, size)
       send_error(s, id, 500, "response too large")
     end
   end
@@ -825,37 +909,85 @@ local function handler_done()
 end
 
 
--- A task that handles one message of a concurrent component.
-local function handle_one(h, s, mtype, id, route, payload, flags)
+-- A task that handles one message of a concurrent component. t.work says, should the thread
+-- end with an error, what it was doing (thread_failed): true here, the queue below.
+local function handle_one(t, h, s, mtype, id, route, payload, flags, pre)
   S.running = S.running + 1
-  handle(h, s, mtype, id, route, payload, flags)
+  t.work = true
+  handle(t, h, s, mtype, id, route, payload, flags, pre)
+  t.work = false
   handler_done()
 end
 
--- A session's worker: handles its message, then the ones queued behind it meanwhile, in order.
--- One task per busy session; the queue q is the session's (S.queues).
-local function handle_in_order(q, h, s, mtype, id, route, payload, flags)
+-- The messages queued behind a failed one, in a task of their own (each handler protected here:
+-- this task is not one of the core's threads).
+local function drain_queue(q, s)
+  local t = current_task()
   S.running = S.running + 1
-  handle(h, s, mtype, id, route, payload, flags)
   while q.head < q.tail do
     q.head = q.head + 1
     local m = q[q.head]
     q[q.head] = nil
-    handle(nil, s, m[1], m[2], m[3], m[4], m[5])
+    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], m[6], true)
   end
   q.head, q.tail, q.busy = 0, 0, false
   handler_done()
 end
 
+-- A session's worker: handles its message, then the ones queued behind it meanwhile, in order.
+-- One task per busy session; the queue q is the session's (S.queues).
+local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre)
+  S.running = S.running + 1
+  t.work, t.work_s = q, s
+  handle(t, h, s, mtype, id, route, payload, flags, pre)
+  while q.head < q.tail do
+    q.head = q.head + 1
+    local m = q[q.head]
+    q[q.head] = nil
+    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], m[6])
+  end
+  t.work, t.work_s = false, false
+  q.head, q.tail, q.busy = 0, 0, false
+  handler_done()
+end
+
+-- One of the core's dispatcher threads ended with an error err (tb: its traceback), t its task.
+-- Inside a handler it is the handler's error: answered as handle() answers one, and true is
+-- returned (the core logs nothing more). Anywhere else the dispatcher failed: false, and the
+-- core logs it (and answers 500 a request left unanswered). Either way what the thread was doing
+-- is finished for it: the session's queued messages go on in a new task, the handler count
+-- drops.
+local function thread_failed(t, err, tb)
+  if not t then return false end
+  local s = t.msg_s
+  if s then
+    local mtype, id, route = t.msg_type, t.msg_id, t.watch_route
+    t.msg_s, t.watch_route = nil, nil
+    local inflight = mtype == MSG_REQUEST and S.inflight[s]
+    if inflight then inflight[id] = nil end
+    handler_error(s, mtype, id, route, err, tb, t.answered)
+  end
+  local work, ws = t.work, t.work_s
+  if work then
+    t.work, t.work_s = false, false
+    if work ~= true then
+      if work.head < work.tail then task.spawn(drain_queue, work, ws)
+      else work.head, work.tail, work.busy = 0, 0, false end
+    end
+    handler_done()
+  end
+  return s and true or false
+end
+task._set_thread_failed(thread_failed)
+
 -- The core's dispatch hook: one message from a session. By default a session's messages are
 -- handled one after another (the next starts when the previous handler has returned, waits
 -- included); a component registered with { concurrent = true } gets a task per message.
 local enter_task = task._enter
-local function dispatch(s, mtype, id, route, payload, flags)
+local function dispatch(s, mtype, id, route, payload, flags, co, pre)
   local h = resolve(route)
   if h and h.concurrent then
-    enter_task()
-    return handle_one(h, s, mtype, id, route, payload, flags)
+    return handle_one(enter_task(co), h, s, mtype, id, route, payload, flags, pre)
   end
   local queues = S.queues
   local q = queues[s]
@@ -865,8 +997,7 @@ local function dispatch(s, mtype, id, route, payload, flags)
   end
   if not q.busy then
     q.busy = true
-    enter_task()
-    return handle_in_order(q, h, s, mtype, id, route, payload, flags)
+    return handle_in_order(enter_task(co), q, h, s, mtype, id, route, payload, flags, pre)
   end
   if q.tail - q.head >= S.session_queue then
     log.warn("session %d: %d messages already wait for a handler; dropping %s %s", s:id(),
@@ -875,11 +1006,14 @@ local function dispatch(s, mtype, id, route, payload, flags)
     return
   end
   q.tail = q.tail + 1
-  q[q.tail] = { mtype, id, route, payload, flags }
+  q[q.tail] = { mtype, id, route, payload, flags, pre }
 end
 nano._dispatch = dispatch
 
-function nano._set_inbound(fn) inbound = fn end
+function nano._set_inbound(fn)
+  inbound = fn
+  update_predecode()
+end
 
 local function run_close_cb(fn, s, what)
   local ok, err = xpcall(fn, traceback, s)
@@ -988,8 +1122,20 @@ end
 
 function nano.stats() return core.stats() end
 
+local task_of, task_forget = task._of, task._forget
+local function dispatch_failed(co, err, tb)
+  local t = task_of(co)
+  if t then -- the core forgets the thread
+    t.status, t.err = "failed", tostring(err)
+    task_forget(co)
+  end
+  return thread_failed(t, err, tb)
+end
+
 local function install_hooks()
   core.set_hook("dispatch", dispatch)
+  core.set_hook("failed", dispatch_failed)
+  update_predecode()
   core.set_hook("handshake", on_handshake)
   core.set_hook("closed", on_closed)
   core.set_hook("origin", on_origin)

@@ -142,7 +142,7 @@ end
 -- cjson makes and leaves everything else to cjson. The Lua encoder above where the module is
 -- missing (plain LuaJIT).
 local has_fast, fast = pcall(require, "nano.json_codec")
-local marshal, fast_decode
+local marshal, fast_decode, try_marshal
 local function lua_marshal(v)
   if v == nil then return "" end
   return lua_encode(v)
@@ -154,8 +154,20 @@ if has_fast then
     if v == nil then return "" end
     return fast_encode(v, EMPTY_ARRAY)
   end
+  try_marshal = fast.try_encoder(EMPTY_ARRAY)
 else
   marshal = lua_marshal
+end
+
+local unmarshal = has_fast and function(s)
+  if s == "" then return nil end
+  -- plain JSON is decoded by nano-host's parser; anything else gets lua-cjson's own answer
+  local ok, v = fast_decode(s)
+  if ok then return v end
+  return decode(s)
+end or function(s)
+  if s == "" then return nil end
+  return decode(s)
 end
 
 return {
@@ -167,17 +179,20 @@ return {
     if next(t) == nil then return EMPTY_ARRAY end
     return t
   end,
-  unmarshal = has_fast and function(s)
-    if s == "" then return nil end
-    -- plain JSON is decoded by nano-host's parser; anything else gets lua-cjson's own answer
-    local ok, v = fast_decode(s)
-    if ok then return v end
-    return decode(s)
-  end or function(s)
-    if s == "" then return nil end
-    return decode(s)
-  end,
+  unmarshal = unmarshal,
   null = cjson.null,
+  -- For nano's dispatcher, which calls them without pcall (a serializer without them is called
+  -- under pcall): try_unmarshal(bytes) -> true, value | false; try_marshal(v) -> bytes | nil.
+  -- false/nil mean "ask unmarshal/marshal", which decode or raise the error. Never raise.
+  try_unmarshal = fast_decode,
+  try_marshal = try_marshal,
+  -- ...standing for these two: a script that replaces json.marshal or json.unmarshal (to wrap
+  -- them) gets its own function called, never the fast ones
+  try_marshal_for = marshal,
+  try_unmarshal_for = unmarshal,
+  -- the core reads and writes this JSON itself, with the same codec (core.respond_value,
+  -- core.push_value, core.set_predecode): the same values and bytes
+  core_json = has_fast or nil,
   -- for specs: the fallback encoder and the number formatter, used where nano.json_codec is missing
   _lua_marshal = lua_marshal,
   _format_number = format_number,

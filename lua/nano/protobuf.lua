@@ -10,6 +10,7 @@
 -- (an error response), "kick". A route with no message type for that kind, an error without
 -- `errors =`, and a kick are JSON, as pomelo's clients do for routes without a schema.
 local pbc = require "nano.protobuf_codec"
+local core = require "nano.core"
 local json = require "nano.json"
 
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
@@ -178,6 +179,29 @@ function M.new(opts, script_dir, level)
     if not v then error(derr, 0) end
     return v
   end
+  -- The non-raising pair nano's dispatcher calls without a pcall (docs/api.md): false / nil
+  -- where unmarshal / marshal would raise, which then say why.
+  local json_try_unmarshal, json_try_marshal = json.try_unmarshal, json.try_marshal
+  local try_call = core.try_call
+  function s.try_unmarshal(bytes, route, kind)
+    local fns = dec[kind]
+    local decode = fns and fns[kind == "error" or route]
+    if not decode then
+      if json_try_unmarshal and bytes ~= "" then return json_try_unmarshal(bytes) end
+      return false
+    end
+    local v = decode(bytes, enum_numbers) -- nil, err: no raise
+    if v == nil then return false end
+    return true, v
+  end
+  function s.try_marshal(v, route, kind)
+    local fns = enc[kind]
+    local encode = fns and fns[kind == "error" or route]
+    if not encode then return json_try_marshal and json_try_marshal(v) end
+    if type(v) == "string" then return v end
+    return try_call(encode, v) -- the encoder raises on a value that does not fit the type
+  end
+  s.try_marshal_for, s.try_unmarshal_for = s.marshal, s.unmarshal
   --- The message type for a route and direction, or nil (JSON).
   s.type_of = type_of
   return s

@@ -96,12 +96,18 @@ end
 -- returned or raised (the coroutine goes back to the pool), nothing when it waits.
 local release_thread = core.release_thread
 local co_status = coroutine.status
+local thread_failed -- nano's dispatcher: a core thread's error after a wait (M._set_thread_failed)
 local function stepped(t, ok, marker, ...)
   if t.core_thread then -- see M._enter: no DONE protocol, the function simply returns
     if not ok then
       by_co[t.co] = nil
       release_thread(t.co, false)
-      return finish(t, false, traceback(t.co, tostring(marker)))
+      local tb = traceback(t.co, tostring(marker))
+      if thread_failed and thread_failed(t, marker, tb) then
+        t.status, t.err = "failed", tostring(marker) -- the dispatcher answered and logged it
+        return
+      end
+      return finish(t, false, tb)
     end
     if co_status(t.co) == "dead" then
       t.status = "done"
@@ -186,21 +192,34 @@ function M._run(fn, ...)
   stepped(t, co_resume(t.co, fn, ...))
 end
 
--- task._enter() -> t: the core runs each message's dispatcher on a thread of its own, which it
--- resumes itself (host.h: nh_host_handler_thread) and reuses when the function returns, so a
+-- task._enter([co]) -> t: the core runs each message's dispatcher on a thread of its own, which
+-- it resumes itself (host.h: nh_host_handler_thread) and reuses when the function returns, so a
 -- handler that does not wait costs no coroutine.resume, no yield and no table write here. The
 -- dispatcher calls this first: the thread's task is made once and kept with it. When a handler
 -- waits, the thread is left to that wait; step() resumes it like any task, and stepped() gives
 -- it back to the core once it has finished (or drops it if it failed).
-function M._enter()
-  local co = co_running()
+-- co is the running thread, which the core passes with each message: coroutine.running() is not
+-- compiled by the JIT, and a call to it costs the dispatcher ~200 instructions (a trace exit).
+-- nano's dispatcher runs handlers unprotected on the core's threads: fn(t, err, traceback) answers
+-- a handler's error that ends one (true), or leaves it to be logged as a failed task (false).
+function M._set_thread_failed(fn) thread_failed = fn end
+--- task._of(co) -> the task of a coroutine, while it can run
+function M._of(co) return by_co[co] end
+--- task._forget(co): a core thread that died is not a task any more. by_co's keys are weak, but
+--- its values (the tasks) hold their coroutines: without this the dead thread, and all its
+--- stack held, would stay.
+function M._forget(co) by_co[co] = nil end
+
+function M._enter(co)
+  co = co or co_running()
   local t = by_co[co]
   if t then
     t.status = "running"
     return t
   end
   t = setmetatable({ co = co, status = "running", core_thread = true, msg_s = false,
-                     msg_type = false, msg_id = false, answered = false, watch_route = false, msg_sid = false }, Task)
+                     msg_type = false, msg_id = false, answered = false, watch_route = false, msg_sid = false,
+                     work = false, work_s = false }, Task)
   by_co[co] = t
   return t
 end

@@ -107,12 +107,12 @@ nt.Server = Server
 -- Messages to the sync route (client:sync()) are answered here, without a log line.
 local function install_sync_hook()
   local dispatch = nano._dispatch
-  core.set_hook("dispatch", function(s, mtype, id, route, payload, flags)
+  core.set_hook("dispatch", function(s, mtype, id, route, payload, flags, co, pre)
     if route == client.SYNC_ROUTE then
       if mtype == 0 then core.respond(s, id, "{}", false) end
       return
     end
-    return dispatch(s, mtype, id, route, payload, flags)
+    return dispatch(s, mtype, id, route, payload, flags, co, pre)
   end)
 end
 

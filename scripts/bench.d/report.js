@@ -112,8 +112,9 @@ const row = (label, f, target, tgt, higher = true) => {
   p(`| ${label} | ${fmt(vt, 2)} (${mark(vt, tt, higher)}) | ${fmt(vw, 2)} (${mark(vw, tw, higher)}) | ${target} |`);
 };
 row('nano-host ÷ floor, responses/s', (tr) => ratio(g('nano', tr).rate, g('floor', tr).rate), '≥ 0.75 TCP, ≥ 0.65 WS', (tr) => (tr === 'tcp' ? 0.75 : 0.65));
-row('nano-host ÷ floor, CPU ratio', (tr) => ratio(g('floor', tr).cpu_us, g('nano', tr).cpu_us), '≥ 0.75 TCP, ≥ 0.65 WS', (tr) => (tr === 'tcp' ? 0.75 : 0.65));
-row('nano-host p99 ÷ floor p99', (tr) => ratio(g('nano', tr).p99_us, g('floor', tr).p99_us), '≤ 2', 2, false);
+// issue 18's targets: CPU ratio >= 0.85 TCP, >= 0.80 WS (flat out and at equal load), p99 within 1.2x
+row('nano-host ÷ floor, CPU ratio', (tr) => ratio(g('floor', tr).cpu_us, g('nano', tr).cpu_us), '≥ 0.85 TCP, ≥ 0.80 WS', (tr) => (tr === 'tcp' ? 0.85 : 0.8));
+row('nano-host p99 ÷ floor p99', (tr) => ratio(g('nano', tr).p99_us, g('floor', tr).p99_us), '≤ 1.2', 1.2, false);
 if (servers.includes('pomelo')) {
   row('nano-host ÷ pomelo, responses/s', (tr) => ratio(g('nano', tr).rate, g('pomelo', tr).rate), '≥ 2', 2);
   row('nano-host ÷ pomelo, CPU ratio', (tr) => ratio(g('pomelo', tr).cpu_us, g('nano', tr).cpu_us), '≥ 2', 2);
@@ -144,7 +145,7 @@ if (servers.length) {
   const e = (s, tr) => calmest('eq', s, tr) || {};
   p('| figure | TCP | WS | target |');
   p('|---|---|---|---|');
-  row('nano-host ÷ floor, CPU ratio at equal load', (tr) => ratio(e('floor', tr).cpu_us, e('nano', tr).cpu_us), '≥ 0.75 TCP, ≥ 0.65 WS', (tr) => (tr === 'tcp' ? 0.75 : 0.65));
+  row('nano-host ÷ floor, CPU ratio at equal load', (tr) => ratio(e('floor', tr).cpu_us, e('nano', tr).cpu_us), '≥ 0.85 TCP, ≥ 0.80 WS', (tr) => (tr === 'tcp' ? 0.85 : 0.8));
   row('nano-host p99 ÷ floor p99 at equal load', (tr) => ratio(e('nano', tr).p99_us, e('floor', tr).p99_us), '≤ 2', 2, false);
   if (servers.includes('pomelo')) row('nano-host ÷ pomelo, CPU ratio at equal load', (tr) => ratio(e('pomelo', tr).cpu_us, e('nano', tr).cpu_us), '≥ 2', 2);
   p();

@@ -1,0 +1,138 @@
+-- A handler's return value as its response. With the JSON serializer, no outbound pipeline and
+-- no debug log, the core encodes and sends it in one call (core.respond_value: one C call less
+-- for the JIT's trace, docs/benchmarks.md); everything else goes through the serializer's
+-- marshal. Both must put the same bytes on the wire and fail the same way.
+local nt = require "nano.test"
+local nano = require "nano"
+local json = require "nano.json"
+local U = require "spec.fixtures.api_util"
+
+-- a client that hands every payload over undecoded: the bytes themselves are compared
+local AS_BYTES = { marshal = function(v) return json.marshal(v) end,
+                   unmarshal = function(s) return s end }
+
+-- numbers of every shape, escapes, the empty-array marker, nesting, a sparse array
+local VALUE = { n = 123, f = 0.1, big = 2 ^ 53 + 2, neg = -7.25e-9, s = 'a"b\\c/\n\0ë',
+                list = { 1, "two", true, json.null }, none = json.empty_array,
+                nested = { deeper = { json.empty_array, { x = 1 } } }, sparse = { [1] = 1, [40] = 2 } }
+
+describe("a handler's response", function()
+  local server, lines
+  before_each(function()
+    server = nt.start(U.FIXTURE)
+    local Resp = {}
+    function Resp:value() return VALUE end
+    function Resp:unencodable() return { f = print } end
+    function Resp:nan() return { n = 0 / 0 } end
+    nano.register(Resp, { name = "Resp" })
+  end)
+  after_each(function()
+    server:stop()
+    U.restore_log_level()
+  end)
+
+  it("is the text nano.json's marshal writes, byte for byte", function()
+    local c = server:connect({ serializer = AS_BYTES })
+    assert.equal(json.marshal(VALUE), c:request("Resp.value", {}))
+  end)
+
+  it("and s:push write the text nano.json's marshal writes (core.push_value: one C call too)", function()
+    local c = server:connect({ serializer = AS_BYTES })
+    c:request("Resp.value", {}) -- the session, as the server sees it
+    local s = c:session()
+    assert.is_true(s:push("onValue", VALUE))
+    assert.equal(json.marshal(VALUE), select(2, c:wait_push("onValue")))
+    local ok, err = s:push("onValue", { f = print })
+    assert.is_nil(ok)
+    assert.matches("^cannot serialize: Cannot serialise function", err)
+    assert.is_true(s:push("onNil", nil))
+    assert.equal("", select(2, c:wait_push("onNil")))
+  end)
+
+  it("is the same text through an outbound pipeline, which sees the encoded bytes", function()
+    local seen
+    nano.pipeline.outbound:push_back(function(_, msg)
+      if msg.type == "response" then seen = msg.data end
+    end)
+    local c = server:connect({ serializer = AS_BYTES })
+    assert.equal(json.marshal(VALUE), c:request("Resp.value", {}))
+    assert.equal(json.marshal(VALUE), seen)
+  end)
+
+  it("that does not encode is answered 500 and logged with the encoder's reason", function()
+    lines = U.capture_logs()
+    local c = server:connect()
+    for _, route in ipairs({ "Resp.unencodable", "Resp.nan" }) do
+      local _, err = c:try_request(route, {})
+      assert.same({ code = 500, msg = "internal error" }, err)
+    end
+    assert.truthy(U.find(lines, "Resp.unencodable: response does not serialize: Cannot serialise function"))
+    assert.truthy(U.find(lines, "Resp.nan: response does not serialize: Cannot serialise number: must not be NaN or Inf"))
+    -- and the session goes on
+    assert.equal(123, c:request("Resp.value", {}).n)
+  end)
+
+  it("goes through json.marshal and json.unmarshal when a script has wrapped them", function()
+    local marshal, unmarshal = json.marshal, json.unmarshal
+    local seen = {}
+    json.marshal = function(v) seen[#seen + 1] = "marshal"; return marshal(v) end
+    json.unmarshal = function(b) seen[#seen + 1] = "unmarshal"; return unmarshal(b) end
+    local ok, err = pcall(function()
+      local c = server:connect({ serializer = { marshal = marshal, unmarshal = unmarshal } })
+      for i = #seen, 1, -1 do seen[i] = nil end -- the handshake's own JSON
+      assert.same({ n = 1 }, c:request("Api.echo", { n = 1 }))
+      c:session():push("onValue", { p = 1 })
+      assert.same({ p = 1 }, select(2, c:wait_push("onValue")))
+    end)
+    json.marshal, json.unmarshal = marshal, unmarshal
+    assert(ok, err)
+    -- the server's (the client has the unwrapped pair): the request's unmarshal, then the
+    -- response's and the push's marshal
+    assert.same({ "unmarshal", "marshal", "marshal" }, seen)
+  end)
+
+  it("follows the session's serializer when it is not JSON", function()
+    nano.set_serializer("msgpack")
+    local msgpack = require "nano.msgpack"
+    local c = server:connect({ serializer = { marshal = msgpack.marshal, unmarshal = function(s) return s end } })
+    assert.equal(msgpack.marshal({ n = 1 }), c:request("Api.echo", { n = 1 }))
+  end)
+end)
+
+-- While nano.json is the default serializer, the core decodes each payload with the message
+-- (core.set_predecode); the handler's own serializer still decides what the handler gets.
+describe("a request's payload", function()
+  local server
+  -- a client that sends the text given as it is
+  local AS_TEXT = { marshal = function(v) return v end, unmarshal = function(s) return s end }
+  before_each(function()
+    server = nt.start(U.FIXTURE)
+    local Text = {}
+    function Text:got(s, msg) return "got:" .. tostring(msg) end
+    nano.register(Text, { name = "Text", serializer = {
+      name = "text", marshal = function(v) return v end, unmarshal = function(b) return b end } })
+    local Echo = {}
+    function Echo:back(s, msg) return { v = msg } end
+    nano.register(Echo, { name = "Echo" })
+  end)
+  after_each(function() server:stop() end)
+
+  it("goes through the handler's own serializer, even when it is JSON text", function()
+    local c = server:connect({ serializer = AS_TEXT })
+    assert.equal('got:{"a":1}', c:request("Text.got", '{"a":1}'))
+  end)
+
+  it("that is not plain JSON is what nano.json's unmarshal (lua-cjson) makes of it", function()
+    local c = server:connect({ serializer = AS_TEXT })
+    for _, text in ipairs({ '"raw\ttab"', '+1', '01', '0x10', '[1, 2 ,3]', '{"n": 1e2}' }) do
+      assert.equal(json.marshal({ v = json.unmarshal(text) }), c:request("Echo.back", text))
+    end
+  end)
+
+  it("is decoded by the serializer set later, not by the JSON the core read", function()
+    nano.set_serializer({ name = "upper", marshal = function(v) return tostring(v.v) end,
+                          unmarshal = function(b) return b:upper() end })
+    local c = server:connect({ serializer = AS_TEXT })
+    assert.equal('{"A":1}', c:request("Echo.back", '{"a":1}'))
+  end)
+end)
