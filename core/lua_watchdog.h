@@ -36,8 +36,9 @@
  * strings only while a flag tells nh_watchdog_leave to wait for it (lua_watchdog.c: `seq`). The
  * rest (configuration, pending requests, stats) is under a mutex. The heap size is read without
  * one: a benign racy read of one counter (LuaJIT's gc.total, an aligned word) that is at worst a
- * little stale. It asks for an abort with the signal. All functions here, nh_watchdog_start and nh_watchdog_stop
- * included, are called on the loop thread: the one that runs Lua and receives the signal.
+ * little stale. It asks for an abort with the signal. All functions here, nh_watchdog_start and
+ * nh_watchdog_stop included, are called on the loop thread: the one that runs Lua and receives the
+ * signal.
  */
 #ifndef NH_WATCHDOG_H
 #define NH_WATCHDOG_H
