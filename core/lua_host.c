@@ -187,6 +187,16 @@ static int c_respond(lua_State *L) {
     return push_send_result(L, r);
 }
 
+/* The value at index 3 as nano.json writes it (the empty-array marker at 4) into m's payload;
+ * 0, nothing set, when it does not encode. */
+static int json_payload(lua_State *L, nh_msg_t *m) {
+    luaL_checkany(L, 3);
+    size_t empty_len = 0;
+    const char *empty = lua_type(L, 4) == LUA_TSTRING ? lua_tolstring(L, 4, &empty_len) : NULL;
+    m->payload = (const uint8_t *)nh_lua_json_encode(L, 3, empty, empty_len, &m->payload_len);
+    return m->payload != NULL;
+}
+
 /* respond_value(session, id, value [, empty_array]) -> true | nil, err, size | false: the value
  * written as nano.json writes it and sent as the response, in one call. For the dispatcher: each
  * C function Lua calls ends the JIT's trace there (a trace exit, ~370 instructions a call:
@@ -200,11 +210,7 @@ static int c_respond_value(lua_State *L) {
     m.type = NH_MSG_RESPONSE;
     luaL_checknumber(L, 2);
     m.id = nh_lua_check_msg_id(L, 2);
-    luaL_checkany(L, 3);
-    size_t empty_len = 0;
-    const char *empty = lua_type(L, 4) == LUA_TSTRING ? lua_tolstring(L, 4, &empty_len) : NULL;
-    m.payload = (const uint8_t *)nh_lua_json_encode(L, 3, empty, empty_len, &m.payload_len);
-    if (!m.payload) {
+    if (!json_payload(L, &m)) {
         lua_pushboolean(L, 0);
         return 1;
     }
@@ -255,11 +261,7 @@ static int c_push_value(lua_State *L) {
     nh_msg_t m = {0};
     m.type = NH_MSG_PUSH;
     nh_lua_check_route(L, 2, &m);
-    luaL_checkany(L, 3);
-    size_t empty_len = 0;
-    const char *empty = lua_type(L, 4) == LUA_TSTRING ? lua_tolstring(L, 4, &empty_len) : NULL;
-    m.payload = (const uint8_t *)nh_lua_json_encode(L, 3, empty, empty_len, &m.payload_len);
-    if (!m.payload) {
+    if (!json_payload(L, &m)) {
         lua_pushboolean(L, 0);
         return 1;
     }
