@@ -169,6 +169,15 @@ static int c_set_predecode(lua_State *L) {
 
 /* ---- sending ---- */
 
+/* Sends the response m to s (NULL: closed) and returns what nh_session_send_msg did; a response
+ * sent is remembered, so that session.c answers only a request Lua failed to answer. */
+static int send_response(nh_session_t *s, const nh_msg_t *m) {
+    if (!s) return UV_EPIPE;
+    int r = nh_session_send_msg(s, m);
+    if (r == 0) s->answered_mid = m->id;
+    return r;
+}
+
 /* respond(session, id, payload, is_error) -> true | nil, err */
 static int c_respond(lua_State *L) {
     nh_watchdog_check(L);
@@ -179,12 +188,9 @@ static int c_respond(lua_State *L) {
     m.id = nh_lua_check_msg_id(L, 2);
     m.payload = (const uint8_t *)luaL_checklstring(L, 3, &m.payload_len);
     if (lua_toboolean(L, 4)) m.flags = NH_MSG_FLAG_ERROR;
-    if (!s) return push_send_result(L, UV_EPIPE);
-    if (m.flags)
+    if (s && m.flags)
         nh_metrics_error_response(&s->host->metrics, s->id, m.id, (int)lua_tointeger(L, 5));
-    int r = nh_session_send_msg(s, &m);
-    if (r == 0) s->answered_mid = m.id; /* session.c answers a request Lua failed to answer */
-    return push_send_result(L, r);
+    return push_send_result(L, send_response(s, &m));
 }
 
 /* The value at index 3 as nano.json writes it (the empty-array marker at 4) into m's payload;
@@ -214,9 +220,7 @@ static int c_respond_value(lua_State *L) {
         lua_pushboolean(L, 0);
         return 1;
     }
-    if (!s) return push_send_result(L, UV_EPIPE);
-    int r = nh_session_send_msg(s, &m);
-    if (r == 0) s->answered_mid = m.id; /* as c_respond */
+    int r = send_response(s, &m);
     int n = push_send_result(L, r);
     if (r != UV_E2BIG) return n;
     lua_pushinteger(L, (lua_Integer)m.payload_len);

@@ -268,6 +268,27 @@ nano.session_methods = session
 -- Outbound pipeline hook (nano.pipeline.outbound), set only while that chain has stages:
 -- fn(s, mtype, id, route, payload, is_error) -> payload | nil, err
 local outbound
+
+-- Whether the core may encode v itself and send it in the same call (core.respond_value,
+-- core.push_value): nano.json unwrapped, no outbound pipeline or debug log to see the bytes, and
+-- not bytes already (nano.raw).
+local function core_sends(ser, v)
+  return core_encodes(ser) and not outbound and not S.debug and v ~= nil and not raw_bytes[v]
+end
+
+-- v's bytes for route and kind -> true, bytes | false, err: nano.raw's own, else the serializer's
+-- non-raising encoder (called as it is: see fast_encoder), else its marshal under pcall, which
+-- also says why v does not serialize.
+local function serialize(s, ser, v, route, kind)
+  local bytes = raw_bytes[v]
+  if bytes then return true, bytes end
+  if fast_encoder(ser) then
+    bytes = ser.try_marshal(v, route, kind)
+    if bytes then return true, bytes end
+  end
+  return pcall(to_payload, v, route, kind, s)
+end
+
 local MSG_RESPONSE, MSG_PUSH = 2, 3
 
 function nano._set_outbound(fn) outbound = fn end
@@ -302,15 +323,11 @@ function session.push(s, route, v)
   -- by one C call, and the serializer's non-raising encoder comes before a pcall (each C call
   -- ends a JIT trace, and one inside a pcall'd function is not compiled after it)
   local ser = serializer_of(s)
-  if core_encodes(ser) and not outbound and not S.debug and not raw_bytes[v] and v ~= nil then
+  if core_sends(ser, v) then
     local ok, err = push_value(s, route_code(route), v, ser.empty_array)
     if ok ~= false then return ok, err end
   end
-  local payload = raw_bytes[v]
-  local try = not payload and fast_encoder(ser) and ser.try_marshal
-  if try then payload = try(v, route, "push") end
-  local ok = true
-  if not payload then ok, payload = pcall(to_payload, v, route, "push", s) end
+  local ok, payload = serialize(s, ser, v, route, "push")
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   if S.debug then log.debug("session %d -> push %s %s", s:id(), route, payload) end
   local out, err = outgoing(s, MSG_PUSH, nil, route, payload)
@@ -849,14 +866,9 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect)
     -- respond's are taken as they are, not through select(): that too ended the trace.
     local ser = serializer_of(s)
     local sent, why, size = false, nil, nil
-    if core_encodes(ser) and not outbound and not S.debug and not raw_bytes[res] then
-      sent, why, size = respond_value(s, id, res, ser.empty_array)
-    end
-    if sent == false then -- the serializer's marshal (its non-raising one first, as above)
-      local out = raw_bytes[res]
-      local try, mok = not out and fast_encoder(ser) and ser.try_marshal, true
-      if try then out = try(res, route, "response") end
-      if not out then mok, out = pcall(to_payload, res, route, "response", s) end
+    if core_sends(ser, res) then sent, why, size = respond_value(s, id, res, ser.empty_array) end
+    if sent == false then -- the serializer's way (serialize), the pipeline, respond
+      local mok, out = serialize(s, ser, res, route, "response")
       if not mok then
         log.error("session %d %s: response does not serialize: %s", s:id(), route, tostring(out))
         send_error(s, id, 500, S.debug and tostring(out) or "internal error")
