@@ -632,15 +632,35 @@ static int d_literal(dec_t *d, const char *word, size_t n) {
 
 static int d_value(dec_t *d);
 
+/* Objects and arrays are built from their first DEC_BATCH members held on the stack, in a table
+ * created at that size: filling an empty table rehashes it as it grows (the hash part 0 -> 1 -> 2
+ * -> 4: lua_rawset on a one-key object cost ~420 instructions, most of a small payload's decode).
+ * Members past the batch go into the table as they come (it grows as before). */
+#define DEC_BATCH 16
+
+/* Moves the n key/value pairs above the table at index t into it, in order (a key given twice
+ * keeps its last value, as lua-cjson's), leaving the table on top. */
+static void flush_pairs(lua_State *L, int t, int n) {
+    for (int i = 0; i < n; i++) {
+        lua_pushvalue(L, t + 1 + 2 * i);
+        lua_pushvalue(L, t + 2 + 2 * i);
+        lua_rawset(L, t);
+    }
+    lua_settop(L, t);
+}
+
 static int d_object(dec_t *d) {
     lua_State *L = d->L;
     d->p++;
-    lua_newtable(L);
     skip_ws(d);
     if (d->p < d->end && *d->p == '}') {
         d->p++;
+        lua_createtable(L, 0, 0);
         return 0;
     }
+    /* t: the table's index once created (0 until the first batch is full or the object ends) */
+    int base = lua_gettop(L), t = 0, n = 0;
+    if (!lua_checkstack(L, 2 * DEC_BATCH + 4)) return -1;
     for (;;) {
         skip_ws(d);
         if (d->p >= d->end || *d->p != '"' || d_string(d)) return -1;
@@ -649,7 +669,14 @@ static int d_object(dec_t *d) {
         d->p++;
         skip_ws(d);
         if (d_value(d)) return -1;
-        lua_rawset(L, -3);
+        if (t) {
+            lua_rawset(L, t);
+        } else if (++n == DEC_BATCH) {
+            lua_createtable(L, 0, 2 * DEC_BATCH);
+            lua_insert(L, base + 1);
+            t = base + 1;
+            flush_pairs(L, t, n);
+        }
         skip_ws(d);
         if (d->p >= d->end) return -1;
         if (*d->p == ',') {
@@ -658,6 +685,11 @@ static int d_object(dec_t *d) {
         }
         if (*d->p != '}') return -1;
         d->p++;
+        if (!t) {
+            lua_createtable(L, 0, n);
+            lua_insert(L, base + 1);
+            flush_pairs(L, base + 1, n);
+        }
         return 0;
     }
 }
@@ -665,16 +697,26 @@ static int d_object(dec_t *d) {
 static int d_array(dec_t *d) {
     lua_State *L = d->L;
     d->p++;
-    lua_newtable(L);
     skip_ws(d);
     if (d->p < d->end && *d->p == ']') {
         d->p++;
+        lua_createtable(L, 0, 0);
         return 0;
     }
+    int base = lua_gettop(L), t = 0, n = 0;
+    if (!lua_checkstack(L, DEC_BATCH + 4)) return -1;
     for (int i = 1;; i++) {
         skip_ws(d);
         if (d_value(d)) return -1;
-        lua_rawseti(L, -2, i);
+        if (t) {
+            lua_rawseti(L, t, i);
+        } else if (++n == DEC_BATCH) {
+            lua_createtable(L, 2 * DEC_BATCH, 0);
+            lua_insert(L, base + 1);
+            t = base + 1;
+            for (int k = n; k >= 1; k--) /* pops from the top: the last element first */
+                lua_rawseti(L, t, k);
+        }
         skip_ws(d);
         if (d->p >= d->end) return -1;
         if (*d->p == ',') {
@@ -683,6 +725,12 @@ static int d_array(dec_t *d) {
         }
         if (*d->p != ']') return -1;
         d->p++;
+        if (!t) {
+            lua_createtable(L, n, 0);
+            lua_insert(L, base + 1);
+            for (int k = n; k >= 1; k--)
+                lua_rawseti(L, base + 1, k);
+        }
         return 0;
     }
 }
@@ -693,7 +741,7 @@ static int d_value(dec_t *d) {
     switch (*d->p) {
     case '{':
     case '[': {
-        if (++d->depth > JSON_MAX_DEPTH || !lua_checkstack(d->L, 4)) return -1;
+        if (++d->depth > JSON_MAX_DEPTH) return -1;
         int r = *d->p == '{' ? d_object(d) : d_array(d);
         d->depth--;
         return r;

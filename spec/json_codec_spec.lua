@@ -249,6 +249,30 @@ describe("nano.json_codec decode", function()
     for _, t in ipairs(plain) do check(t, true) end
   end)
 
+  -- the decoder builds a table from its first members held on the stack (lua_json.c, DEC_BATCH):
+  -- sizes around and past that batch, and a key given again on either side of it
+  it("reads objects and arrays of any size, the last of a repeated key winning", function()
+    for _, n in ipairs({ 1, 2, 15, 16, 17, 31, 32, 33, 100, 1000 }) do
+      local items, pairs_ = {}, {}
+      for i = 1, n do
+        items[i] = tostring(i * 3)
+        pairs_[i] = string.format('"k%d":%d', i, i)
+      end
+      check("[" .. table.concat(items, ",") .. "]", true)
+      check("{" .. table.concat(pairs_, ",") .. "}", true)
+      check('{"dup":0,' .. table.concat(pairs_, ",") .. ',"dup":1}', true)
+      check('{"k1":"again",' .. table.concat(pairs_, ",") .. "}", true)
+      check("[" .. table.concat(items, ",") .. ',{"in":[' .. table.concat(items, ",") .. "]}]", true)
+    end
+    local _, v = fast_decode('{"dup":0,"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,' ..
+                             '"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"dup":1}')
+    assert.equal(1, v.dup)
+    -- objects nested 128 deep, each holding a batch's worth of members before the next level
+    local open = string.rep('{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,' ..
+                            '"k":11,"l":12,"m":13,"n":14,"o":15,"z":', 127)
+    check(open .. "{}" .. string.rep("}", 127), true)
+  end)
+
   it("leaves everything else to lua-cjson", function()
     local other = { ' ', '{', '}', '[1,]', '{"a":1,}', '{"a"}', '{a:1}', "{'a':1}", '01', '-',
       '+1', '.5', '1.', '1e', '1e+', '0x10', 'NaN', 'nan', 'inf', '-Infinity', 'tru', 'nul',
