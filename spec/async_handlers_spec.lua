@@ -28,6 +28,14 @@ describe("handlers that wait", function()
     nano.sleep(2)
     return { from = "handler" } -- answered already: not sent
   end
+  -- answers at once from another task, then returns a value of its own (not sent)
+  local function answer_first(_, s)
+    local mid = s:last_mid()
+    nano.spawn(function() assert(s:response_mid(mid, { from = "task" })) end)
+    nano.sleep(0)
+    return { from = "handler" }
+  end
+  Slow.answer_first = answer_first
   function Slow:in_task(s) return { task = task.current() ~= nil } end
   function Slow:fail(s, msg)
     trace[#trace + 1] = "fail " .. msg.n
@@ -37,6 +45,7 @@ describe("handlers that wait", function()
   end
 
   local Conc = {}
+  Conc.answer_first = answer_first
   function Conc:sleep(s, msg)
     trace[#trace + 1] = "start " .. msg.n
     nano.sleep(1)
@@ -90,6 +99,18 @@ describe("handlers that wait", function()
     -- request still gets its own answer
     assert.same({ n = 9 }, c:request("Slow.quick", { n = 9 }))
   end)
+
+  -- one answer per request, in order (the handler's task found from the session's queue) and for
+  -- a concurrent component's task (found in S.inflight): a second would be a stray response
+  for _, route in ipairs({ "Slow.answer_first", "Conc.answer_first" }) do
+    it("a request answered from another task is not answered again by its handler: " .. route, function()
+      for _ = 1, 3 do
+        assert.same({ from = "task" }, c:request(route, {}))
+      end
+      assert.same({ n = 9 }, c:request("Slow.quick", { n = 9 }))
+      assert.equal(0, c:stray_responses())
+    end)
+  end
 
   it("a session's next message starts only when its previous handler has finished", function()
     local a = send(c, "Slow.sleep", { n = 1 })

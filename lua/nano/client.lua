@@ -209,7 +209,10 @@ end
 
 local function on_response(self, m)
   local p = self.pending[m.id]
-  if not p then return end -- a response to nothing we wait for: ignore, as pomelo's clients do
+  if not p then -- a response to nothing we wait for: ignore, as pomelo's clients do (counted)
+    self.stray = self.stray + 1
+    return
+  end
   self.pending[m.id] = nil
   local v, err = unmarshal(self, m.payload, p.route, m.error and "error" or "response")
   p.done = true
@@ -298,6 +301,7 @@ function M.open(host, port, opts, on_ready)
     dict = {}, route_of = {},
     next_id = 0,
     pending = {},
+    stray = 0,
     all_pushes = {}, queue = {},
     push_handlers = {}, push_handlers_any = {},
     close_handlers = {},
@@ -423,6 +427,10 @@ function Client:sync(timeout)
   if p.failed then error(p.failed .. " while waiting for the server to answer sync", 2) end
   return true
 end
+
+--- c:stray_responses() -> how many responses came for no request waiting for one (ignored, as
+--- pomelo's clients ignore them): a request answered twice shows here.
+function Client:stray_responses() return self.stray end
 
 --- c:send_raw(bytes): bytes as they are, for protocol tests.
 function Client:send_raw(bytes)

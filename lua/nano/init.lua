@@ -45,8 +45,11 @@ local function fresh_state() return {
   handshake_time = -1,
   -- handlers that wait (task.lua): messages waiting for their session's previous handler,
   -- requests being handled, and the limits of both (nano.configure)
-  queues = setmetatable({}, { __mode = "k" }),   -- session -> { busy=, head=, tail=, [i]=msg }
-  inflight = setmetatable({}, { __mode = "k" }), -- session -> { [mid] = request being handled }
+  -- session -> { busy=, head=, tail=, [i]=msg, task= the task working through it while busy }
+  queues = setmetatable({}, { __mode = "k" }),
+  -- session -> { [mid] = task }: requests being handled by concurrent components' tasks (a
+  -- session's in-order requests are found through its queue's task)
+  inflight = setmetatable({}, { __mode = "k" }),
   session_queue = 64,   -- messages queued per session behind a running handler
   shutdown_grace = 5,   -- seconds nano.shutdown gives waiting handlers
   running = 0,          -- handlers started and not finished (waits included)
@@ -339,15 +342,24 @@ local task = require "nano.task"
 local current_task = task.current
 
 -- The message a task is handling is on the task (t.msg_s, t.msg_type, t.msg_id), so that a
--- notify handler calling s:response() gets nano's ErrSessionOnNotify. Requests being handled are
--- in S.inflight (session -> { [mid] = task }), so that an answer from any task (s:response_mid)
--- tells the handler (t.answered) not to answer again when it returns. Nothing is allocated per
--- message: the task's fields and one table per session.
+-- notify handler calling s:response() gets nano's ErrSessionOnNotify. The task handling a request
+-- is found from the session (handling_task) so that an answer from any task (s:response_mid)
+-- tells the handler (t.answered) not to answer again when it returns: the session's queue's task
+-- for in-order messages, S.inflight (session -> { [mid] = task }) for concurrent components.
+-- Nothing is allocated per message: the task's fields and a table per session.
+
+-- The task whose handler is handling request mid of session s, or nil.
+local function handling_task(s, mid)
+  local q = S.queues[s]
+  local t = q and q.busy and q.task
+  if t and t.msg_s == s and t.msg_id == mid and t.msg_type == MSG_REQUEST then return t end
+  local inflight = S.inflight[s]
+  return inflight and inflight[mid] or nil
+end
 
 --- s:response_mid(mid, v) -> true | nil, err
 function session.response_mid(s, mid, v)
-  local inflight = S.inflight[s]
-  local handling = inflight and inflight[mid]
+  local handling = handling_task(s, mid)
   -- a response's type follows its request's route: the handling task's, else the session's
   -- last request's (serializers that pick no type by route ignore it)
   local route = handling and handling.watch_route or (mid == s:last_mid() and S.last_route[s] or nil)
@@ -769,7 +781,9 @@ local function handler_error(s, mtype, id, route, err, tb, answered)
   if mtype == MSG_REQUEST and not answered then send_error(s, id, error_reply(err)) end
 end
 
-local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect)
+-- concurrent: the task is one of a concurrent component's (handle_one), found through S.inflight
+-- while it handles a request; protect: call the handler under xpcall (not on a core thread).
+local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, concurrent)
   local name
   if h then
     name = type(route) == "string" and route or h.route
@@ -801,7 +815,10 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect)
     pre = nil -- the core decoded the bytes the pipeline was given, not these
   end
   -- pushes and later responses to this session speak the serializer of the handler it called
-  S.session_serializer[s] = h.serializer
+  -- (stored only when it changes: storing nil for a session not in the table made a new key of
+  -- it each message)
+  local hser = h.serializer
+  if S.session_serializer[s] ~= hser then S.session_serializer[s] = hser end
   if mtype == MSG_REQUEST then S.last_route[s] = route end
   local msg = payload
   if not h.raw then
@@ -834,7 +851,7 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect)
   end
   t.msg_s, t.msg_type, t.msg_id, t.answered, t.watch_route, t.msg_sid = s, mtype, id, false, route, false
   local inflight
-  if mtype == MSG_REQUEST then
+  if concurrent and mtype == MSG_REQUEST then
     inflight = S.inflight[s]
     if not inflight then
       inflight = {}
@@ -926,7 +943,7 @@ end
 local function handle_one(t, h, s, mtype, id, route, payload, flags, pre)
   S.running = S.running + 1
   t.work = true
-  handle(t, h, s, mtype, id, route, payload, flags, pre)
+  handle(t, h, s, mtype, id, route, payload, flags, pre, false, true)
   t.work = false
   handler_done()
 end
@@ -936,13 +953,14 @@ end
 local function drain_queue(q, s)
   local t = current_task()
   S.running = S.running + 1
+  q.task = t
   while q.head < q.tail do
     q.head = q.head + 1
     local m = q[q.head]
     q[q.head] = nil
     handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], m[6], true)
   end
-  q.head, q.tail, q.busy = 0, 0, false
+  q.head, q.tail, q.busy, q.task = 0, 0, false, false
   handler_done()
 end
 
@@ -950,7 +968,7 @@ end
 -- One task per busy session; the queue q is the session's (S.queues).
 local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre)
   S.running = S.running + 1
-  t.work, t.work_s = q, s
+  t.work, t.work_s, q.task = q, s, t
   handle(t, h, s, mtype, id, route, payload, flags, pre)
   while q.head < q.tail do
     q.head = q.head + 1
@@ -959,7 +977,7 @@ local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre
     handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], m[6])
   end
   t.work, t.work_s = false, false
-  q.head, q.tail, q.busy = 0, 0, false
+  q.head, q.tail, q.busy, q.task = 0, 0, false, false
   handler_done()
 end
 
@@ -984,7 +1002,7 @@ local function thread_failed(t, err, tb)
     t.work, t.work_s = false, false
     if work ~= true then
       if work.head < work.tail then task.spawn(drain_queue, work, ws)
-      else work.head, work.tail, work.busy = 0, 0, false end
+      else work.head, work.tail, work.busy, work.task = 0, 0, false, false end
     end
     handler_done()
   end
@@ -1004,7 +1022,7 @@ local function dispatch(s, mtype, id, route, payload, flags, co, pre)
   local queues = S.queues
   local q = queues[s]
   if not q then
-    q = { busy = false, head = 0, tail = 0 }
+    q = { busy = false, head = 0, tail = 0, task = false }
     queues[s] = q
   end
   if not q.busy then
