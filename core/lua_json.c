@@ -271,7 +271,20 @@ static void put_table(enc_t *e, int depth) {
         ENC_FAIL(e, "Cannot serialise, excessive nesting (%d)", depth);
         return;
     }
-    double len = array_length(L);
+    /* A string key makes it an object: found by the first lua_next, which the object's loop
+     * then goes on from (array_length's pass would read that key once more) */
+    lua_pushnil(L);
+    int first = lua_next(L, -2);
+    double len = 0;
+    if (first && lua_type(L, -2) != LUA_TSTRING) {
+        lua_pop(L, 2);
+        first = 0;
+        len = array_length(L);
+        if (len < 0) {
+            lua_pushnil(L);
+            first = lua_next(L, -2);
+        }
+    }
     if (len > 0) {
         putc_(e, '[');
         for (double i = 1; i <= len; i++) {
@@ -286,8 +299,7 @@ static void put_table(enc_t *e, int depth) {
     }
     putc_(e, '{');
     int comma = 0;
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
+    for (int more = first; more; more = lua_next(L, -2)) {
         if (comma) putc_(e, ',');
         comma = 1;
         int kt = lua_type(L, -2);
