@@ -100,8 +100,13 @@ struct nh_host {
     /* The threads (coroutines) the dispatcher runs on (nh_host_handler_thread): all are kept in
      * a Lua table (registry ref); the idle ones also here, to be taken without touching Lua. */
     int threads_ref;
-    /* core.set_predecode: JSON payloads are decoded in C before the dispatcher gets them */
+    /* core.set_predecode: JSON payloads are decoded in C before the dispatcher gets them, and
+     * the dispatcher then gets false for the bytes: core.message_bytes(thread) makes their string
+     * while that thread runs the message's dispatch and has not yielded (lua_dispatch.c) */
     int predecode_json;
+    lua_State *msg_thread;
+    const uint8_t *msg_bytes;
+    size_t msg_len;
     int nidle_threads, idle_cap;
     lua_State **idle_threads; /* grows to the most handlers ever waiting at once, to a cap */
     int stopping;

@@ -48,17 +48,23 @@ static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
         lua_pushinteger(L, m->route_code);
     else
         lua_pushlstring(L, m->route, m->route_len);
-    lua_pushlstring(L, (const char *)m->payload, m->payload_len);
+    int bytes_at = lua_gettop(L) + 1;
+    lua_pushboolean(L, 0); /* the bytes: see below */
     lua_pushinteger(L, m->flags);
     lua_pushthread(L); /* the thread itself: Lua's coroutine.running() is not compiled */
     /* The payload's value as the JSON serializer reads it, when the dispatcher asked for it (its
      * serializer is JSON): the decoder is called here rather than from Lua, where each call of a
      * C function costs the JIT's trace an exit (docs/benchmarks.md). nil when the payload is not
      * plain JSON (or gzip'd): the dispatcher then decodes the bytes itself, and it also does when
-     * the handler turns out not to speak JSON. */
+     * the handler turns out not to speak JSON. With the value, the bytes are false: a string of
+     * them is made only if the dispatcher asks (core.message_bytes: a pipeline, a raw handler, a
+     * handler that does not speak JSON, a queued message), not one per message for the GC. */
     if (!h->predecode_json || (m->flags & NH_MSG_FLAG_GZIP) ||
-        !nh_lua_json_decode(L, (const char *)m->payload, m->payload_len))
+        !nh_lua_json_decode(L, (const char *)m->payload, m->payload_len)) {
         lua_pushnil(L);
+        lua_pushlstring(L, (const char *)m->payload, m->payload_len);
+        lua_replace(L, bytes_at);
+    }
     /* The Lua dispatcher protects each handler itself and answers with an error response; this
      * pcall only catches a failure of the dispatcher. The route is for the watchdog's log. */
     char code[8];
@@ -77,7 +83,19 @@ static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
         route_len = n + 1;
         route = code;
     }
-    return nh_host_resume_handler(h, L, 8, "dispatch", s->id, route, route_len);
+    /* core.message_bytes' message while this thread runs it (a handler may run the loop, e.g. a
+     * spec's server:poll(), and dispatch another message on another thread meanwhile) */
+    lua_State *prev_thread = h->msg_thread;
+    const uint8_t *prev_bytes = h->msg_bytes;
+    size_t prev_len = h->msg_len;
+    h->msg_thread = L;
+    h->msg_bytes = m->payload;
+    h->msg_len = m->payload_len;
+    int r = nh_host_resume_handler(h, L, 8, "dispatch", s->id, route, route_len);
+    h->msg_thread = prev_thread;
+    h->msg_bytes = prev_bytes;
+    h->msg_len = prev_len;
+    return r;
 }
 
 static void on_closed(void *ud, nh_session_t *s) {

@@ -167,6 +167,17 @@ static int c_set_predecode(lua_State *L) {
     return 0;
 }
 
+/* message_bytes(thread) -> the payload's bytes of the message that thread is dispatching, or nil
+ * once it has yielded or returned (the dispatcher got false for them: lua_dispatch.c) */
+static int c_message_bytes(lua_State *L) {
+    nh_host_t *h = host(L);
+    if (h->msg_thread && lua_tothread(L, 1) == h->msg_thread)
+        lua_pushlstring(L, (const char *)h->msg_bytes, h->msg_len);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
 /* ---- sending ---- */
 
 /* Sends the response m to s (NULL: closed) and returns what nh_session_send_msg did; a response
@@ -496,6 +507,7 @@ static int open_core(lua_State *L) {
         {"config", c_config},
         {"set_hook", c_set_hook},
         {"set_predecode", c_set_predecode},
+        {"message_bytes", c_message_bytes},
         {"try_call", c_try_call},
         {"respond", c_respond},
         {"respond_value", c_respond_value},

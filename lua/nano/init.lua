@@ -3,6 +3,7 @@
 -- See docs/api.md for every function with an example.
 local core = require "nano.core"
 local respond, respond_value = core.respond, core.respond_value
+local message_bytes = core.message_bytes
 local metrics_core = require "nano.metrics_core"
 -- hot reload's seam (scope.lua): what a load makes is recorded by the functions below themselves
 local scope = require "nano.scope"
@@ -783,6 +784,8 @@ end
 
 -- concurrent: the task is one of a concurrent component's (handle_one), found through S.inflight
 -- while it handles a request; protect: call the handler under xpcall (not on a core thread).
+-- payload is false when the core decoded it (pre) and kept the bytes: they are read (a string
+-- made) only where needed, before the handler runs, while the core's thread t.co runs the message.
 local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, concurrent)
   local name
   if h then
@@ -791,6 +794,7 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
     h, name = resolve(route)
   end
   if not h then
+    if payload == false then payload = message_bytes(t.co) end
     if name and nano._forward and nano._forward(s, mtype, id, name, payload) then return end
     if name then
       log.warn("session %d: handler not found: %s", s:id(), name)
@@ -803,6 +807,7 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
   end
   route = name
   if inbound then
+    if payload == false then payload = message_bytes(t.co) end
     local ok, res, why = pcall(inbound, s, mtype, id, route, payload)
     if not ok or res == nil then
       local err = ok and why or res
@@ -820,6 +825,9 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
   local hser = h.serializer
   if S.session_serializer[s] ~= hser then S.session_serializer[s] = hser end
   if mtype == MSG_REQUEST then S.last_route[s] = route end
+  if payload == false and (h.raw or not core_decodes(serializer_of(s))) then
+    payload = message_bytes(t.co)
+  end
   local msg = payload
   if not h.raw then
     if flags and flags % 32 >= FLAG_GZIP then
@@ -1036,6 +1044,7 @@ local function dispatch(s, mtype, id, route, payload, flags, co, pre)
     return
   end
   q.tail = q.tail + 1
+  if payload == false then payload = message_bytes(co) end -- the core's bytes go with the message
   q[q.tail] = { mtype, id, route, payload, flags, pre }
 end
 nano._dispatch = dispatch
