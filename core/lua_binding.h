@@ -60,6 +60,8 @@ nh_session_t *nh_lua_to_session(lua_State *L, int idx);
 /* The same, but never raises: NULL also when idx is not a session. For loops that hold C
  * resources a Lua error would leak (core.push_many). */
 nh_session_t *nh_lua_test_session(lua_State *L, int idx);
+/* The id of the session userdata at idx, closed or not (raises if idx is not a session). */
+uint64_t nh_lua_session_id(lua_State *L, int idx);
 
 /* Argument checks shared by nano.core and nano.codec (raise on a bad value): a message id
  * (0..2^64, integral; nil is 0) and a route (a string, or a 16-bit dictionary code). */

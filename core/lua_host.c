@@ -345,6 +345,61 @@ static int c_watch_slice(lua_State *L) {
     return 0;
 }
 
+/* resume(co, release, session, route, ...) -> true, finished, results... | false, false, err
+ * coroutine.resume(co, ...) for a task that waited (task.lua's step), with what goes with it done
+ * in the same call: a new watchdog slice first (as watch_slice(session's id, route); session nil
+ * or false: none), and when release is true (a dispatcher thread) and the coroutine returned, the
+ * thread handed back (as release_thread(co, true)). finished: it returned rather than yielded.
+ * One C call where a resume after a wait took four (s:id(), watch_slice, coroutine.resume,
+ * coroutine.status), each a trace exit for the JIT. A failed coroutine keeps its frames (for its
+ * traceback) and is not released. */
+static int c_resume(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTHREAD);
+    nh_host_t *h = host(L);
+    lua_State *T = lua_tothread(L, 1);
+    int release = lua_toboolean(L, 2);
+    uint64_t session = lua_isuserdata(L, 3) ? nh_lua_session_id(L, 3) : 0;
+    size_t route_len = 0;
+    const char *route = lua_type(L, 4) == LUA_TSTRING ? lua_tolstring(L, 4, &route_len) : NULL;
+    int nargs = lua_gettop(L) - 4;
+    if (nargs < 0) nargs = 0;
+    int st = lua_status(T);
+    if (T == L || (st != LUA_YIELD && (st != 0 || lua_gettop(T) == 0))) {
+        lua_pushboolean(L, 0);
+        lua_pushboolean(L, 0);
+        lua_pushstring(L, T == L ? "cannot resume non-suspended coroutine"
+                                 : "cannot resume dead coroutine");
+        return 3;
+    }
+    if (!lua_checkstack(T, nargs)) return luaL_error(L, "resume: too many arguments");
+    lua_xmove(L, T, nargs);
+    nh_watchdog_slice(h->watchdog, session, route, route_len); /* copies the route */
+    int r = lua_resume(T, nargs);
+    if (r != 0 && r != LUA_YIELD) {
+        lua_pushboolean(L, 0);
+        lua_pushboolean(L, 0);
+        lua_xmove(T, L, 1); /* the error value; T keeps its frames */
+        return 3;
+    }
+    int n = lua_gettop(T);
+    if (!lua_checkstack(L, n + 2)) {
+        lua_settop(T, 0);
+        return luaL_error(L, "resume: too many results");
+    }
+    lua_pushboolean(L, 1);
+    lua_pushboolean(L, r == 0);
+    lua_xmove(T, L, n);
+    if (r == 0 && release) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->threads_ref);
+        lua_pushvalue(L, 1);
+        lua_rawget(L, -2);
+        int ours = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+        if (ours) nh_host_release_thread(h, T, 1);
+    }
+    return n + 2;
+}
+
 /* release_thread(co, reusable): a dispatcher thread (host.h) that yielded — its handler waited —
  * has finished (reusable: true) or failed or been abandoned (false): task.lua hands it back. */
 static int c_release_thread(lua_State *L) {
@@ -516,6 +571,7 @@ static int open_core(lua_State *L) {
         {"push_many", c_push_many},
         {"watch_slice", c_watch_slice},
         {"release_thread", c_release_thread},
+        {"resume", c_resume},
         {"run", c_run},
         {"stop", c_stop},
         {"restart", c_restart},

@@ -59,6 +59,10 @@ nh_session_t *nh_lua_to_session(lua_State *L, int idx) {
     return sess(check(L, idx));
 }
 
+uint64_t nh_lua_session_id(lua_State *L, int idx) {
+    return (uint64_t)sess_id(check(L, idx));
+}
+
 nh_session_t *nh_lua_test_session(lua_State *L, int idx) {
     lsession_t *u = lua_touserdata(L, idx);
     if (!u || !lua_getmetatable(L, idx)) return NULL;

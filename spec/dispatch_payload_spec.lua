@@ -36,6 +36,7 @@ describe("a payload the core decoded", function()
       nano.sleep(0)
       return { before = before, after = core.message_bytes(co) or "gone" }
     end
+    function Bytes:echo(_, msg) return msg end
     nano.register(Bytes, { name = "Bytes" })
     c = server:connect({ serializer = AS_BYTES })
   end)
@@ -63,6 +64,16 @@ describe("a payload the core decoded", function()
     server:advance(1)
     server:wait_until(function() return done and r.res end)
     assert.equal(BYTES, r.res)
+  end)
+
+  it("reaches the handler through a script's own hook that passes on six values only", function()
+    local dispatch = nano._dispatch
+    core.set_hook("dispatch", function(s, mtype, id, route, payload, flags)
+      return dispatch(s, mtype, id, route, payload, flags)
+    end)
+    assert.equal(BYTES, c:request("RawIn.echo", BYTES))
+    local j = server:connect()
+    assert.same({ b = 2.5, a = { 1, 2 } }, j:request("Bytes.echo", { b = 2.5, a = { 1, 2 } }))
   end)
 
   it("is readable by its thread until the thread waits, not after", function()

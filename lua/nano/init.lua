@@ -857,7 +857,7 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
     end
     msg = decoded
   end
-  t.msg_s, t.msg_type, t.msg_id, t.answered, t.watch_route, t.msg_sid = s, mtype, id, false, route, false
+  t.msg_s, t.msg_type, t.msg_id, t.answered, t.watch_route = s, mtype, id, false, route
   local inflight
   if concurrent and mtype == MSG_REQUEST then
     inflight = S.inflight[s]
@@ -1023,6 +1023,11 @@ task._set_thread_failed(thread_failed)
 -- included); a component registered with { concurrent = true } gets a task per message.
 local enter_task = task._enter
 local function dispatch(s, mtype, id, route, payload, flags, co, pre)
+  -- a script's own hook around this one that passes on the first six values only: the bytes
+  if payload == false and pre == nil then
+    co = co or coroutine.running()
+    payload = message_bytes(co)
+  end
   local h = resolve(route)
   if h and h.concurrent then
     return handle_one(enter_task(co), h, s, mtype, id, route, payload, flags, pre)

@@ -93,11 +93,12 @@ local function finish(t, ok, ...)
 end
 
 -- What a resume of t's coroutine came back with: DONE and the outcome when the function
--- returned or raised (the coroutine goes back to the pool), nothing when it waits.
+-- returned or raised (the coroutine goes back to the pool), nothing when it waits. finished: the
+-- coroutine returned (core.resume says so; a core thread's function simply returns, and
+-- core.resume has handed the thread back then).
 local release_thread = core.release_thread
-local co_status = coroutine.status
 local thread_failed -- nano's dispatcher: a core thread's error after a wait (M._set_thread_failed)
-local function stepped(t, ok, marker, ...)
+local function stepped(t, ok, finished, marker, ...)
   if t.core_thread then -- see M._enter: no DONE protocol, the function simply returns
     if not ok then
       by_co[t.co] = nil
@@ -109,10 +110,7 @@ local function stepped(t, ok, marker, ...)
       end
       return finish(t, false, tb)
     end
-    if co_status(t.co) == "dead" then
-      t.status = "done"
-      release_thread(t.co, true)
-    end
+    if finished then t.status = "done" end
     return
   end
   if marker == DONE then
@@ -134,24 +132,17 @@ local function stepped(t, ok, marker, ...)
   end
 end
 
+-- A task's first resume (coroutine.resume: no new watchdog slice, it runs inside its caller's).
+local function started(t, ok, ...) return stepped(t, ok, false, ...) end
+
 -- Resumes t with the values; when its function returns or raises, the task is finished. A resume
--- after a wait starts a new slice for the watchdog (core.watch_slice): each slice between waits
--- gets the whole budget, and a stuck slice is named after the task (t.msg_s, the session, and
--- t.watch_route, which nano sets for a handler).
-local watch_slice = core.watch_slice
+-- after a wait starts a new slice for the watchdog: each slice between waits gets the whole
+-- budget, and a stuck slice is named after the task (t.msg_s, the session, and t.watch_route,
+-- which nano sets for a handler). core.resume does the slice, the resume, and a core thread's
+-- hand-back in one C call (each C call is a trace exit for the JIT).
+local core_resume = core.resume
 local function step(t, ...)
-  local s = t.msg_s
-  if s then
-    local sid = t.msg_sid -- asked once per message (a method call into C), not once per wait
-    if not sid then
-      sid = s:id()
-      t.msg_sid = sid
-    end
-    watch_slice(sid, t.watch_route)
-  else
-    watch_slice()
-  end
-  return stepped(t, co_resume(t.co, ...))
+  return stepped(t, core_resume(t.co, t.core_thread, t.msg_s, t.watch_route, ...))
 end
 
 --- task.spawn(fn, ...) -> task: fn runs now, in a (pooled) coroutine, until it first waits.
@@ -167,9 +158,9 @@ function M.spawn(fn, ...)
   end
   -- every field a handler's task gets, so the table is sized once
   local t = setmetatable({ co = co, status = "running", msg_s = false, msg_type = false,
-                           msg_id = false, answered = false, watch_route = false, msg_sid = false }, Task)
+                           msg_id = false, answered = false, watch_route = false }, Task)
   by_co[co] = t
-  stepped(t, co_resume(co, fn, ...))
+  started(t, co_resume(co, fn, ...))
   return t
 end
 
@@ -186,10 +177,10 @@ function M._run(fn, ...)
   else
     t = setmetatable({ co = co_create(run_loop_caught), status = "running", reusable = true,
                        msg_s = false, msg_type = false, msg_id = false, answered = false,
-                       watch_route = false, msg_sid = false }, Task)
+                       watch_route = false }, Task)
   end
   by_co[t.co] = t
-  stepped(t, co_resume(t.co, fn, ...))
+  started(t, co_resume(t.co, fn, ...))
 end
 
 -- task._enter([co]) -> t: the core runs each message's dispatcher on a thread of its own, which
@@ -218,7 +209,7 @@ function M._enter(co)
     return t
   end
   t = setmetatable({ co = co, status = "running", core_thread = true, msg_s = false,
-                     msg_type = false, msg_id = false, answered = false, watch_route = false, msg_sid = false,
+                     msg_type = false, msg_id = false, answered = false, watch_route = false,
                      work = false, work_s = false }, Task)
   by_co[co] = t
   return t
