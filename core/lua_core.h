@@ -1,6 +1,6 @@
 /* lua_core — the parts of the `nano.core` module, one file per object:
  *
- *   lua_host.c    the app: configure/config, set_hook, respond/push/push_many, watch_slice,
+ *   lua_host.c    the app: configure/config, set_hook, respond/push/push_many, resume,
  *                 release_thread, run/stop/restart, stats, running, sessions, log/log_level; it
  *                 opens the module (nh_lua_open) and adds the parts below to it
  *   lua_listen.c  listen, unlisten, listener_tls; transport_ws's origin check

@@ -332,25 +332,14 @@ static int c_push_many(lua_State *L) {
 
 /* ---- slices the watchdog sees ---- */
 
-/* watch_slice([session [, route]]): task.lua calls it before it resumes a task that waited, so
- * that each slice of a handler between waits has a stall budget of its own and a stuck slice is
- * named after the handler it continues, not the timer or completion that resumed it. One C call
- * and no pcall: the resume itself stays in Lua. */
-static int c_watch_slice(lua_State *L) {
-    nh_host_t *h = host(L);
-    uint64_t session = (uint64_t)luaL_optnumber(L, 1, 0);
-    size_t route_len = 0;
-    const char *route = luaL_optlstring(L, 2, NULL, &route_len);
-    nh_watchdog_slice(h->watchdog, session, route, route_len);
-    return 0;
-}
-
 /* resume(co, release, session, route, ...) -> true, finished, results... | false, false, err
  * coroutine.resume(co, ...) for a task that waited (task.lua's step), with what goes with it done
- * in the same call: a new watchdog slice first (as watch_slice(session's id, route); session nil
- * or false: none), and when release is true (a dispatcher thread) and the coroutine returned, the
- * thread handed back (as release_thread(co, true)). finished: it returned rather than yielded.
- * One C call where a resume after a wait took four (s:id(), watch_slice, coroutine.resume,
+ * in the same call. First a new watchdog slice, so that each slice of a handler between waits has
+ * a stall budget of its own and a stuck slice is named after the handler it continues (the
+ * session's id and the route; session nil or false: none), not after the timer or completion that
+ * resumed it. Then, when release is true (a dispatcher thread) and the coroutine returned, the
+ * thread is handed back (as release_thread(co, true)). finished: it returned rather than yielded.
+ * One C call where a resume after a wait took four (s:id(), a slice call, coroutine.resume,
  * coroutine.status), each a trace exit for the JIT. A failed coroutine keeps its frames (for its
  * traceback) and is not released. */
 static int c_resume(lua_State *L) {
@@ -569,7 +558,6 @@ static int open_core(lua_State *L) {
         {"push_value", c_push_value},
         {"push", c_push},
         {"push_many", c_push_many},
-        {"watch_slice", c_watch_slice},
         {"release_thread", c_release_thread},
         {"resume", c_resume},
         {"run", c_run},
