@@ -22,6 +22,8 @@ int nh_chunk_pool_init(nh_chunk_pool_t *p, uint32_t max) {
     p->n = 0;
     p->max = max;
     p->arena = NULL;
+    p->seg_arrays = NULL;
+    p->nseg_arrays = 0;
     return p->free ? 0 : UV_ENOMEM;
 }
 
@@ -33,6 +35,24 @@ void nh_chunk_pool_free(nh_chunk_pool_t *p) {
     p->n = 0;
     nh_buf_unref(p->arena); /* queues still holding it free it with their last segment */
     p->arena = NULL;
+    while (p->seg_arrays) {
+        void *a = p->seg_arrays;
+        memcpy(&p->seg_arrays, a, sizeof(void *));
+        free(a);
+    }
+    p->nseg_arrays = 0;
+}
+
+/* A drained queue's segment array: kept by the pool (while it lives: p->free is cleared when it
+ * is freed) if it is of the first size and the cache has room, else freed. */
+static void segs_release(nh_chunk_pool_t *p, nh_outseg_t *segs, uint32_t cap) {
+    if (p && p->free && cap == NH_SEG_FIRST && p->nseg_arrays < NH_SEG_CACHE) {
+        memcpy(segs, &p->seg_arrays, sizeof(void *));
+        p->seg_arrays = segs;
+        p->nseg_arrays++;
+        return;
+    }
+    free(segs);
 }
 
 static nh_buf_t *chunk_get(nh_chunk_pool_t *p) {
@@ -73,7 +93,7 @@ void nh_outq_free(nh_outq_t *q) {
         buf_release(q->pool, q->segs[q->head + i].buf);
     }
     drop_own(q);
-    free(q->segs);
+    if (q->segs) segs_release(q->pool, q->segs, q->cap);
     nh_chunk_pool_t *pool = q->pool;
     memset(q, 0, sizeof *q);
     q->pool = pool;
@@ -84,8 +104,14 @@ static int seg_push(nh_outq_t *q, nh_buf_t *b, size_t off, size_t len) {
         if (q->head > 0) {
             memmove(q->segs, q->segs + q->head, q->n * sizeof *q->segs);
             q->head = 0;
+        } else if (!q->cap && q->pool && q->pool->seg_arrays) {
+            nh_chunk_pool_t *p = q->pool;
+            q->segs = p->seg_arrays;
+            memcpy(&p->seg_arrays, q->segs, sizeof(void *));
+            p->nseg_arrays--;
+            q->cap = NH_SEG_FIRST;
         } else {
-            uint32_t cap = q->cap ? q->cap * 2 : 4;
+            uint32_t cap = q->cap ? q->cap * 2 : NH_SEG_FIRST;
             nh_outseg_t *s = realloc(q->segs, cap * sizeof *s);
             if (!s) return UV_ENOMEM;
             q->segs = s;
@@ -225,7 +251,7 @@ void nh_outq_consume(nh_outq_t *q, size_t n) {
         q->head = 0;
         drop_own(q);  /* drained: back to the shared arena */
         if (q->cap) { /* an idle connection keeps no segment array (thousands of them) */
-            free(q->segs);
+            segs_release(q->pool, q->segs, q->cap);
             q->segs = NULL;
             q->cap = 0;
         }

@@ -47,11 +47,19 @@ void nh_buf_unref(nh_buf_t *b);
 #define NH_CHUNK_SIZE 16384
 
 /* A bounded free list of NH_CHUNK_SIZE chunks shared by all queues of one loop, and the arena
- * (the chunk small copies go into; the pool holds one reference to it, NULL until first used). */
+ * (the chunk small copies go into; the pool holds one reference to it, NULL until first used).
+ * Also the segment arrays of queues that drained (NH_SEG_FIRST segments each, at most
+ * NH_SEG_CACHE of them, linked through their first bytes): an idle queue keeps no array, and a
+ * queue that sends one message and drains, which is every connection answering a request, would
+ * otherwise malloc and free one per message. */
+#define NH_SEG_FIRST 4
+#define NH_SEG_CACHE 256
 typedef struct nh_chunk_pool {
     nh_buf_t **free;
     uint32_t n, max;
     nh_buf_t *arena;
+    void *seg_arrays;
+    uint32_t nseg_arrays;
 } nh_chunk_pool_t;
 
 int nh_chunk_pool_init(nh_chunk_pool_t *p, uint32_t max);

@@ -257,6 +257,57 @@ static void truncate_keeps_what_is_in_flight(void) {
     nh_chunk_pool_free(&pool);
 }
 
+/* A queue that drains gives its segment array to the pool, the next queue that needs one takes
+ * it (no malloc/free per message); the cache is bounded, grown arrays are freed, and the pool
+ * frees what it holds. Run under ASan/valgrind, a lost or doubly freed array shows. */
+static void drained_segment_arrays_are_reused_through_the_pool(void) {
+    nh_chunk_pool_t pool;
+    CHECK(nh_chunk_pool_init(&pool, 8) == 0);
+    nh_outq_t a, b;
+    nh_outq_init(&a, &pool);
+    nh_outq_init(&b, &pool);
+    CHECK(nh_outq_copy(&a, "one", 3) == 0);
+    nh_outseg_t *first = a.segs;
+    CHECK(first != NULL && a.cap == NH_SEG_FIRST);
+    nh_outq_consume(&a, 3); /* drained: the array goes to the pool */
+    CHECK(a.segs == NULL && a.cap == 0 && pool.nseg_arrays == 1);
+    CHECK(nh_outq_copy(&b, "two", 3) == 0); /* another queue takes that same array */
+    CHECK(b.segs == first && pool.nseg_arrays == 0);
+    CHECK(queued_equals(&b, "two"));
+    /* grown past the first size: freed when drained, not cached */
+    nh_buf_t *big = nh_buf_new(8);
+    big->len = 8;
+    for (int i = 0; i < 6; i++)
+        CHECK(nh_outq_share(&b, big, 0, 8) == 0);
+    CHECK(b.cap > NH_SEG_FIRST);
+    nh_outq_consume(&b, b.bytes);
+    CHECK(b.segs == NULL && pool.nseg_arrays == 0);
+    /* the cache is bounded */
+    static nh_outq_t many[NH_SEG_CACHE + 8];
+    for (int i = 0; i < NH_SEG_CACHE + 8; i++) {
+        nh_outq_init(&many[i], &pool);
+        CHECK(nh_outq_share(&many[i], big, 0, 1) == 0);
+    }
+    for (int i = 0; i < NH_SEG_CACHE + 8; i++)
+        nh_outq_consume(&many[i], 1);
+    CHECK(pool.nseg_arrays == NH_SEG_CACHE);
+    /* a queue freed with an array (not drained) gives it back too */
+    CHECK(nh_outq_copy(&a, "x", 1) == 0);
+    CHECK(pool.nseg_arrays == NH_SEG_CACHE - 1);
+    nh_outq_free(&a);
+    CHECK(pool.nseg_arrays == NH_SEG_CACHE);
+    nh_buf_unref(big);
+    nh_outq_free(&b);
+    nh_chunk_pool_free(&pool); /* frees the cached arrays */
+    CHECK(pool.nseg_arrays == 0 && pool.seg_arrays == NULL);
+    /* a queue that outlives its pool frees its array itself */
+    CHECK(nh_chunk_pool_init(&pool, 8) == 0);
+    nh_outq_init(&a, &pool);
+    CHECK(nh_outq_copy(&a, "late", 4) == 0);
+    nh_chunk_pool_free(&pool);
+    nh_outq_free(&a);
+}
+
 int main(void) {
     a_detached_queue_pins_only_its_own_bytes();
     truncate_keeps_what_is_in_flight();
@@ -266,5 +317,6 @@ int main(void) {
     big_copies_and_shared_buffers_are_segments_of_their_own();
     closing_a_queue_with_bytes_left_releases_them();
     a_queue_without_a_pool_still_works();
+    drained_segment_arrays_are_reused_through_the_pool();
     return check_done();
 }
