@@ -104,6 +104,10 @@ enum nh_conn_flags {
     NH_CONN_CUT = 16,    /* over the send limit: queue dropped, socket reset, nothing more sent */
     NH_CONN_BIG = 32,    /* the queue reached NH_TRIM_AFTER since it was last empty */
     NH_CONN_WIRE = 64,   /* a TLS ciphertext queue follows the struct (nh_conn_wire) */
+    /* transport_ws.c: tstate is the session itself (the WebSocket state was given back between
+     * frames: an idle connection keeps none), and the close frame has been sent */
+    NH_CONN_WS_IDLE = 128,
+    NH_CONN_WS_CLOSE_SENT = 256,
 };
 
 /* Queue growth between two non-blocking write attempts while a handler produces output. */

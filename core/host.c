@@ -8,6 +8,7 @@
 #include "log.h"
 #include "session.h"
 #include "stop_signal.h"
+#include "transport_ws.h"
 
 /* Flush what the previous callbacks queued: before the loop blocks (prepare) and after I/O
  * callbacks (check). One writev per connection per turn, however many messages it got. */
@@ -170,5 +171,6 @@ void nh_host_free(nh_host_t *h) {
     nh_conn_release_reserve(h);
     nh_wheel_free(&h->session_wheel);
     nh_chunk_pool_free(&h->pool);
+    nh_ws_spare_free(h);
     nh_metrics_free(&h->metrics);
 }

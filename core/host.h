@@ -81,6 +81,10 @@ struct nh_host {
     uv_check_t check;
     uv_signal_t sigint, sigterm, sighup;
     nh_chunk_pool_t pool;
+    /* WebSocket connections' states given back between frames, for the next read (transport_ws.c:
+     * linked through their first bytes, at most NH_WS_SPARE; freed by nh_ws_spare_free) */
+    void *ws_spare;
+    uint32_t nws_spare;
     nh_conn_t *dirty;
     nh_drain_t *draining; /* connections closing once their queue has left (conn.c's sweep) */
     nh_listener_t *listeners;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "host.h"
 #include "log.h"
@@ -19,30 +20,97 @@
 
 typedef struct ws_http ws_http_t;
 
-/* 72 bytes, an 80-byte malloc chunk: every idle WebSocket connection holds one
- * (docs/benchmarks.md, "Connection scale"). */
+/* A connection's state while it is in its HTTP phase or a frame is in progress. Between frames
+ * an upgraded connection keeps none: c->tstate is then its session (NH_CONN_WS_IDLE), and the
+ * state goes back to the host's spares until the next read takes one (ws_state / ws_idle). An
+ * idle WebSocket connection so costs what a TCP one does (docs/benchmarks.md, "Connection
+ * scale"); a message costs a spare taken and given back, not a malloc. */
 typedef struct ws_state {
     /* the HTTP phase until the upgrade; from then on the session, until the connection is gone
-     * (NULL when it could not be made): read through http_of and session_of */
+     * (NULL when it could not be made): read through http_of and ws_session */
     union {
         ws_http_t *http;
         nh_session_t *session;
     } u;
     nh_ws_parser_t parser;
     uint8_t upgraded;
-    uint8_t close_sent;
 } ws_state_t;
+
+#define NH_WS_SPARE 256 /* spare states a host keeps */
 
 #if UINTPTR_MAX == UINT64_MAX
 _Static_assert(sizeof(ws_state_t) <= 72, "ws_state_t grew past 72 bytes (a malloc class)");
 #endif
 
-static nh_session_t *session_of(const ws_state_t *w) {
-    return w->upgraded ? w->u.session : NULL;
+/* The connection's state; NULL while it is idle between frames (or gone). */
+static ws_state_t *state_of(const nh_conn_t *c) {
+    return (c->flags & NH_CONN_WS_IDLE) ? NULL : c->tstate;
+}
+
+static nh_session_t *ws_session(const nh_conn_t *c) {
+    if (c->flags & NH_CONN_WS_IDLE) return c->tstate;
+    const ws_state_t *w = c->tstate;
+    return w && w->upgraded ? w->u.session : NULL;
 }
 
 static ws_http_t *http_of(const ws_state_t *w) {
-    return w->upgraded ? NULL : w->u.http;
+    return w && !w->upgraded ? w->u.http : NULL;
+}
+
+static void parser_init(nh_conn_t *c, ws_state_t *w) {
+    nh_ws_parser_init(&w->parser, c->host->cfg.max_ws_frame);
+    w->parser.refuse_text = 1; /* binary protocol: text frames close with 1003 (hardening.md) */
+}
+
+/* An idle connection's state again, for the bytes that came (a spare, else a new one). NULL:
+ * out of memory. */
+static ws_state_t *ws_wake(nh_conn_t *c) {
+    nh_host_t *h = c->host;
+    ws_state_t *w;
+    if (h->ws_spare) {
+        w = h->ws_spare;
+        memcpy(&h->ws_spare, w, sizeof(void *));
+        h->nws_spare--;
+    } else if (!(w = malloc(sizeof *w))) {
+        return NULL;
+    }
+    w->u.session = c->tstate;
+    w->upgraded = 1;
+    parser_init(c, w);
+    c->tstate = w;
+    c->flags &= (uint16_t)~NH_CONN_WS_IDLE;
+    return w;
+}
+
+static void spare_put(nh_host_t *h, ws_state_t *w) {
+    if (h->nws_spare >= NH_WS_SPARE) {
+        free(w);
+        return;
+    }
+    memcpy(w, &h->ws_spare, sizeof(void *));
+    h->ws_spare = w;
+    h->nws_spare++;
+}
+
+/* After a read: an upgraded connection with nothing in progress gives its state back. */
+static void ws_idle(nh_conn_t *c) {
+    ws_state_t *w = state_of(c);
+    if (!w || !w->upgraded || !w->u.session || (c->flags & NH_CONN_CLOSING) ||
+        c->close_after_flush || !nh_ws_parser_between_frames(&w->parser))
+        return;
+    c->tstate = w->u.session;
+    c->flags |= NH_CONN_WS_IDLE;
+    nh_ws_parser_release(&w->parser);
+    spare_put(c->host, w);
+}
+
+void nh_ws_spare_free(nh_host_t *h) {
+    while (h->ws_spare) {
+        void *w = h->ws_spare;
+        memcpy(&h->ws_spare, w, sizeof(void *));
+        free(w);
+    }
+    h->nws_spare = 0;
 }
 
 enum http_phase {
@@ -116,7 +184,7 @@ static void http_free(nh_host_t *h, ws_http_t *x) {
     nh_http_req_release(&x->req);
     free(x->body);
     free(x->pending);
-    free(x);
+    munmap(x, sizeof *x); /* mmap'd: ws_open */
 }
 
 static void http_deadline(ws_http_t *x) {
@@ -128,7 +196,7 @@ static int http_input(nh_conn_t *c, uint8_t *data, size_t len);
 
 static void on_http_timeout(nh_timer_t *t) {
     nh_conn_t *c = t->data;
-    ws_http_t *x = http_of(c->tstate);
+    ws_http_t *x = http_of(state_of(c));
     double secs = (double)c->host->cfg.handshake_timeout_ms / 1000.0;
     char who[160];
     if (!x->answered && x->phase <= PH_BODY) /* the upgrade (or a first request) never came */
@@ -143,8 +211,7 @@ static void on_http_timeout(nh_timer_t *t) {
 
 static void on_pump(nh_timer_t *t) {
     nh_conn_t *c = t->data;
-    ws_state_t *w = c->tstate;
-    ws_http_t *x = http_of(w);
+    ws_http_t *x = http_of(state_of(c));
     if (!x || x->phase != PH_HEAD || (c->flags & NH_CONN_CLOSING) || c->close_after_flush) return;
     uint8_t *data = x->pending;
     size_t len = x->pending_len;
@@ -159,8 +226,14 @@ static void on_pump(nh_timer_t *t) {
 static int ws_open(nh_conn_t *c) {
     ws_state_t *w = calloc(1, sizeof *w);
     if (!w) return UV_ENOMEM;
-    ws_http_t *x = calloc(1, sizeof *x);
-    if (!x) {
+    /* The HTTP phase's ~2.6 KiB (a parser and its buffers) lives until the upgrade, while the
+     * connection's lasting allocations (conn, session) are made: from malloc, each freed one
+     * left a hole that those split, and after 19,000 handshakes ~40 bytes a connection of
+     * free heap stayed resident (docs/benchmarks.md, "Connection scale"). Its own pages go back
+     * to the system whole; an mmap and a munmap per connection is the price. */
+    ws_http_t *x =
+        mmap(NULL, sizeof *x, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (x == MAP_FAILED) {
         free(w);
         return UV_ENOMEM;
     }
@@ -171,8 +244,7 @@ static int ws_open(nh_conn_t *c) {
     x->pump.cb = on_pump;
     x->timer.data = x->pump.data = c;
     w->u.http = x;
-    nh_ws_parser_init(&w->parser, c->host->cfg.max_ws_frame);
-    w->parser.refuse_text = 1; /* binary protocol: text frames close with 1003 (hardening.md) */
+    parser_init(c, w);
     c->tstate = w;
     /* No session yet: a page load or a route request is not a game session (no id taken, not
      * counted). The HTTP phase has its own deadline instead of the handshake timeout. */
@@ -181,13 +253,16 @@ static int ws_open(nh_conn_t *c) {
 }
 
 static void ws_gone(nh_conn_t *c) {
-    ws_state_t *w = c->tstate;
-    if (!w) return;
-    if (session_of(w)) nh_session_on_conn_gone(session_of(w));
-    http_free(c->host, http_of(w));
-    nh_ws_parser_release(&w->parser);
-    free(w);
+    nh_session_t *s = ws_session(c);
+    ws_state_t *w = state_of(c);
+    if (s) nh_session_on_conn_gone(s);
+    if (w) {
+        http_free(c->host, http_of(w));
+        nh_ws_parser_release(&w->parser);
+        free(w);
+    }
     c->tstate = NULL;
+    c->flags &= (uint16_t)~NH_CONN_WS_IDLE;
 }
 
 static void send_control(nh_conn_t *c, int opcode, const uint8_t *payload, size_t len) {
@@ -199,22 +274,22 @@ static void send_control(nh_conn_t *c, int opcode, const uint8_t *payload, size_
 }
 
 static void send_close(nh_conn_t *c, int code) {
-    ws_state_t *w = c->tstate;
-    if (!w || !w->upgraded || w->close_sent) return;
-    w->close_sent = 1;
+    const ws_state_t *w = state_of(c);
+    int upgraded = (c->flags & NH_CONN_WS_IDLE) || (w && w->upgraded);
+    if (!upgraded || (c->flags & NH_CONN_WS_CLOSE_SENT)) return;
+    c->flags |= NH_CONN_WS_CLOSE_SENT;
     uint8_t p[2] = {(uint8_t)(code >> 8), (uint8_t)code};
     send_control(c, NH_WS_CLOSE, p, code == 1005 ? 0 : 2);
 }
 
 static void ws_draining(nh_conn_t *c) {
-    ws_state_t *w = c->tstate;
-    if (w && session_of(w)) nh_session_on_conn_draining(session_of(w));
+    nh_session_t *s = ws_session(c);
+    if (s) nh_session_on_conn_draining(s);
 }
 
 static void ws_closing(nh_conn_t *c, int may_send) {
-    ws_state_t *w = c->tstate;
-    if (!w) return;
-    nh_session_t *s = session_of(w);
+    if (!c->tstate) return;
+    nh_session_t *s = ws_session(c);
     if (s) nh_session_on_conn_closing(s);
     if (!may_send) return;
     /* Server-initiated close (kick, timeout, shutdown, a protocol error found by the session):
@@ -225,8 +300,8 @@ static void ws_closing(nh_conn_t *c, int may_send) {
 }
 
 static uint64_t ws_log_id(const nh_conn_t *c) {
-    const ws_state_t *w = c->tstate;
-    return w && session_of(w) ? session_of(w)->id : 0;
+    const nh_session_t *s = ws_session(c);
+    return s ? s->id : 0;
 }
 
 static size_t ws_frame_header(nh_conn_t *c, uint8_t *out, size_t len) {
@@ -239,9 +314,9 @@ static size_t ws_frame_header(nh_conn_t *c, uint8_t *out, size_t len) {
 static int on_ws_data(void *ud, const uint8_t *data, size_t len, int fin) {
     (void)fin; /* packets may span frames: the packet decoder does the joining */
     nh_conn_t *c = ud;
-    ws_state_t *w = c->tstate;
-    if (!len || !session_of(w)) return 0;
-    return nh_session_on_bytes(session_of(w), data, len) < 0 ? -1 : 0;
+    nh_session_t *s = ws_session(c);
+    if (!len || !s) return 0;
+    return nh_session_on_bytes(s, data, len) < 0 ? -1 : 0;
 }
 
 static int on_ws_ping(void *ud, const uint8_t *data, size_t len) {
@@ -271,7 +346,11 @@ static int on_ws_close(void *ud, int code, const uint8_t *reason, size_t len) {
 static const nh_ws_callbacks_t ws_callbacks = {on_ws_data, on_ws_ping, on_ws_pong, on_ws_close};
 
 static int feed_frames(nh_conn_t *c, uint8_t *data, size_t len) {
-    ws_state_t *w = c->tstate;
+    ws_state_t *w = state_of(c);
+    if (!w && !(w = ws_wake(c))) {
+        nh_conn_close(c, "out of memory");
+        return 0;
+    }
     int r = nh_ws_parser_feed(&w->parser, data, len, &ws_callbacks, c);
     if (r >= 0 || r == -1) return r < 0 ? -1 : 0; /* -1: the session already closed it */
     char who[160];
@@ -393,7 +472,7 @@ static void file_next(nh_conn_t *c, ws_http_t *x) {
 
 static void file_opened(void *ud, int status, uint64_t size) {
     nh_conn_t *c = ud;
-    ws_http_t *x = http_of(c->tstate);
+    ws_http_t *x = http_of(state_of(c));
     if (status < 0) { /* missing, a folder, unreadable */
         nh_static_file_close(x->file);
         x->file = NULL;
@@ -407,7 +486,7 @@ static void file_opened(void *ud, int status, uint64_t size) {
 
 static void file_chunk(void *ud, int status, nh_buf_t *chunk) {
     nh_conn_t *c = ud;
-    ws_http_t *x = http_of(c->tstate);
+    ws_http_t *x = http_of(state_of(c));
     if (status < 0 || chunk->len == 0) { /* the length was promised: the answer cannot end well */
         nh_conn_close(c, "static file: read failed or the file shrank");
         return;
@@ -422,8 +501,7 @@ static void file_chunk(void *ud, int status, nh_buf_t *chunk) {
 static const nh_static_file_events_t file_events = {file_opened, file_chunk};
 
 static void ws_drained(nh_conn_t *c) {
-    ws_state_t *w = c->tstate;
-    ws_http_t *x = w ? http_of(w) : NULL;
+    ws_http_t *x = http_of(state_of(c));
     if (x && x->phase == PH_FILE && x->file && x->file_left) file_next(c, x);
 }
 
@@ -604,7 +682,7 @@ static int on_head(nh_conn_t *c, ws_http_t *x) {
 /* Bytes of the HTTP phase (any split, any number of pipelined requests). Returns 0 (negative
  * only from the frames that follow an upgrade). */
 static int http_input(nh_conn_t *c, uint8_t *data, size_t len) {
-    ws_state_t *w = c->tstate;
+    ws_state_t *w = state_of(c);
     while (len && http_of(w) && !(c->flags & NH_CONN_CLOSING) && !c->close_after_flush) {
         ws_http_t *x = http_of(w);
         if (x->phase == PH_ROUTE || x->phase == PH_FILE) { /* after the pending answer */
@@ -656,13 +734,18 @@ static int http_input(nh_conn_t *c, uint8_t *data, size_t len) {
 }
 
 static int ws_read(nh_conn_t *c, uint8_t *data, size_t len) {
-    ws_state_t *w = c->tstate;
     if (c->close_after_flush) return 0; /* answered already; ignore what else the peer sends */
-    if (w->upgraded) {
-        if (w->u.session) nh_session_heard(w->u.session);
-        return feed_frames(c, data, len);
+    const ws_state_t *w = state_of(c);
+    int r;
+    if (!w || w->upgraded) {
+        nh_session_t *s = ws_session(c);
+        if (s) nh_session_heard(s);
+        r = feed_frames(c, data, len);
+    } else {
+        r = http_input(c, data, len);
     }
-    return http_input(c, data, len);
+    ws_idle(c);
+    return r;
 }
 
 const nh_transport_t nh_transport_ws = {

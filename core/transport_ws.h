@@ -44,6 +44,9 @@ typedef struct nh_ws_options {
     void *ud;             /* for both */
 } nh_ws_options_t;
 
+/* Frees the host's spare WebSocket states (host.h: ws_spare). */
+void nh_ws_spare_free(nh_host_t *h);
+
 /* nh_listener_t.opts_free for these options. */
 void nh_ws_options_free(void *opts);
 

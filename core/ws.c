@@ -501,6 +501,10 @@ static int is_control(int opcode) {
     return opcode & 0x8;
 }
 
+int nh_ws_parser_between_frames(const nh_ws_parser_t *p) {
+    return p->state == ST_HEADER && p->hdr_have == 0 && !p->in_message && !p->ctl;
+}
+
 void nh_ws_parser_init(nh_ws_parser_t *p, uint64_t max_frame) {
     memset(p, 0, sizeof(*p));
     p->state = ST_HEADER;

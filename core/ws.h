@@ -175,6 +175,10 @@ typedef struct nh_ws_parser {
 /* max_frame limits the payload of each data frame (not of a whole fragmented message: the
  * caller counts what on_data delivers). Control frames are limited to 125 bytes by RFC 6455. */
 void nh_ws_parser_init(nh_ws_parser_t *p, uint64_t max_frame);
+/* 1 when the parser holds nothing across feeds: no frame or fragmented message in progress, so
+ * that it may be dropped and initialised again for the next bytes (transport_ws.c does, to keep
+ * no parser for an idle connection). */
+int nh_ws_parser_between_frames(const nh_ws_parser_t *p);
 /* Frees a split control frame's buffer, if one is being collected. The parser may then be
  * initialised again (it must not be fed without that). */
 void nh_ws_parser_release(nh_ws_parser_t *p);
