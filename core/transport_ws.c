@@ -22,7 +22,7 @@ typedef struct ws_http ws_http_t;
 
 /* A connection's state while it is in its HTTP phase or a frame is in progress. Between frames
  * an upgraded connection keeps none: c->tstate is then its session (NH_CONN_WS_IDLE), and the
- * state goes back to the host's spares until the next read takes one (ws_state / ws_idle). An
+ * state goes back to the host's spares until the next read takes one (ws_wake / ws_idle). An
  * idle WebSocket connection so costs what a TCP one does (docs/benchmarks.md, "Connection
  * scale"); a message costs a spare taken and given back, not a malloc. */
 typedef struct ws_state {
