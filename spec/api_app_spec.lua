@@ -303,6 +303,21 @@ describe("application", function()
     end)
   end)
 
+    it("a handshake body repeated from the last accepted one is still validated", function()
+      local body = { user = { version = "1.0" } }
+      assert.is_false(server:connect(body):is_closed()) -- accepted without a validator: remembered
+      assert.is_false(server:connect(body):is_closed()) -- the same body again: accepted
+      local calls = 0
+      nano.set_handshake_validator(function()
+        calls = calls + 1
+        return false
+      end)
+      assert.has_error(function() server:connect(body) end)
+      assert.equal(1, calls)
+      nano.set_handshake_validator(nil)
+      assert.is_false(server:connect(body):is_closed())
+    end)
+
   describe("configuration and the loop", function()
     it("configure sets the core's limits; config reads them", function()
       nano.configure({ send_limit = 65536, max_conns = 50, handshake_timeout = 3 })
