@@ -189,14 +189,32 @@ static int send_response(nh_session_t *s, const nh_msg_t *m) {
     return r;
 }
 
-/* respond(session, id, payload, is_error) -> true | nil, err */
-static int c_respond(lua_State *L) {
+/* The arguments respond and respond_value share: the session at 1 (NULL: closed) and the request
+ * id at 2, which m answers (raises on a bad argument). */
+static nh_session_t *check_response(lua_State *L, nh_msg_t *m) {
     nh_watchdog_check(L);
     nh_session_t *s = nh_lua_to_session(L, 1);
-    nh_msg_t m = {0};
-    m.type = NH_MSG_RESPONSE;
+    *m = (nh_msg_t){0};
+    m->type = NH_MSG_RESPONSE;
     luaL_checknumber(L, 2);
-    m.id = nh_lua_check_msg_id(L, 2);
+    m->id = nh_lua_check_msg_id(L, 2);
+    return s;
+}
+
+/* The same for push and push_value: the session at 1 and the route (or its code) at 2. */
+static nh_session_t *check_push(lua_State *L, nh_msg_t *m) {
+    nh_watchdog_check(L);
+    nh_session_t *s = nh_lua_to_session(L, 1);
+    *m = (nh_msg_t){0};
+    m->type = NH_MSG_PUSH;
+    nh_lua_check_route(L, 2, m);
+    return s;
+}
+
+/* respond(session, id, payload, is_error) -> true | nil, err */
+static int c_respond(lua_State *L) {
+    nh_msg_t m;
+    nh_session_t *s = check_response(L, &m);
     m.payload = (const uint8_t *)luaL_checklstring(L, 3, &m.payload_len);
     if (lua_toboolean(L, 4)) m.flags = NH_MSG_FLAG_ERROR;
     if (s && m.flags)
@@ -221,12 +239,8 @@ static int json_payload(lua_State *L, nh_msg_t *m) {
  * length, for the "message too big" log. false: the value does not encode (nothing sent; the
  * serializer's marshal says why). */
 static int c_respond_value(lua_State *L) {
-    nh_watchdog_check(L);
-    nh_session_t *s = nh_lua_to_session(L, 1);
-    nh_msg_t m = {0};
-    m.type = NH_MSG_RESPONSE;
-    luaL_checknumber(L, 2);
-    m.id = nh_lua_check_msg_id(L, 2);
+    nh_msg_t m;
+    nh_session_t *s = check_response(L, &m);
     if (!json_payload(L, &m)) {
         lua_pushboolean(L, 0);
         return 1;
@@ -253,37 +267,33 @@ static void log_push_too_big(uint64_t session, const nh_msg_t *m, size_t size) {
                (unsigned)NH_PKT_MAX_BODY);
 }
 
+/* Sends push m to s (NULL: closed) and pushes push's results. */
+static int send_push(lua_State *L, nh_session_t *s, const nh_msg_t *m) {
+    if (!s) return push_send_result(L, UV_EPIPE);
+    int r = nh_session_send_msg(s, m);
+    if (r == UV_E2BIG) log_push_too_big(s->id, m, m->payload_len);
+    return push_send_result(L, r);
+}
+
 /* push(session, route_or_code, payload) -> true | nil, err */
 static int c_push(lua_State *L) {
-    nh_watchdog_check(L);
-    nh_session_t *s = nh_lua_to_session(L, 1);
-    nh_msg_t m = {0};
-    m.type = NH_MSG_PUSH;
-    nh_lua_check_route(L, 2, &m);
+    nh_msg_t m;
+    nh_session_t *s = check_push(L, &m);
     m.payload = (const uint8_t *)luaL_checklstring(L, 3, &m.payload_len);
-    if (!s) return push_send_result(L, UV_EPIPE);
-    int r = nh_session_send_msg(s, &m);
-    if (r == UV_E2BIG) log_push_too_big(s->id, &m, m.payload_len);
-    return push_send_result(L, r);
+    return send_push(L, s, &m);
 }
 
 /* push_value(session, route_or_code, value [, empty_array]) -> true | nil, err | false: the
  * value written as nano.json writes it and pushed, in one call (respond_value's reason: one trace
  * exit for the JIT instead of two). false: the value does not encode (nothing sent). */
 static int c_push_value(lua_State *L) {
-    nh_watchdog_check(L);
-    nh_session_t *s = nh_lua_to_session(L, 1);
-    nh_msg_t m = {0};
-    m.type = NH_MSG_PUSH;
-    nh_lua_check_route(L, 2, &m);
+    nh_msg_t m;
+    nh_session_t *s = check_push(L, &m);
     if (!json_payload(L, &m)) {
         lua_pushboolean(L, 0);
         return 1;
     }
-    if (!s) return push_send_result(L, UV_EPIPE);
-    int r = nh_session_send_msg(s, &m);
-    if (r == UV_E2BIG) log_push_too_big(s->id, &m, m.payload_len);
-    return push_send_result(L, r);
+    return send_push(L, s, &m);
 }
 
 /* push_many(sessions, route_or_code, payload [, filter_out]) -> delivered, failed_list
