@@ -26,6 +26,16 @@ async function session() {
   return conn;
 }
 
+// Runs fn(conn) on a fresh session; the socket is destroyed whatever happens.
+async function withSession(fn) {
+  const conn = await session();
+  try {
+    await fn(conn);
+  } finally {
+    conn.destroy();
+  }
+}
+
 const request = (id, n) => packet(PKG.DATA, Message.encode(id, MSG.REQUEST, 0, 'Bench.ping', Protocol.strencode(JSON.stringify({ n }))));
 
 // The next data packet's response (heartbeats skipped): [id, body].
@@ -39,9 +49,8 @@ async function response(conn) {
   }
 }
 
-ctx.test('ws: a frame split across reads, inside its header and inside its payload, is read whole', async () => {
-  const conn = await session();
-  try {
+ctx.test('ws: a frame split across reads, inside its header and inside its payload, is read whole', () =>
+  withSession(async (conn) => {
     const frame = encodeFrame(0x2, request(1, 1));
     conn.write(frame.subarray(0, 1));
     await sleep(30);
@@ -49,14 +58,10 @@ ctx.test('ws: a frame split across reads, inside its header and inside its paylo
     await sleep(30);
     conn.write(frame.subarray(9));
     assert.deepEqual(await response(conn), [1, { n: 1 }]);
-  } finally {
-    conn.destroy();
-  }
-});
+  }));
 
-ctx.test('ws: a message in fragments over several reads, a ping between them, is read whole', async () => {
-  const conn = await session();
-  try {
+ctx.test('ws: a message in fragments over several reads, a ping between them, is read whole', () =>
+  withSession(async (conn) => {
     const p = request(2, 2);
     conn.write(encodeFrame(0x2, p.subarray(0, 5), { fin: false }));
     await sleep(30);
@@ -67,14 +72,10 @@ ctx.test('ws: a message in fragments over several reads, a ping between them, is
     await sleep(30);
     conn.write(encodeFrame(0x0, p.subarray(5), { fin: true }));
     assert.deepEqual(await response(conn), [2, { n: 2 }]);
-  } finally {
-    conn.destroy();
-  }
-});
+  }));
 
-ctx.test('ws: after an idle pause, messages, a ping and a close still work', async () => {
-  const conn = await session();
-  try {
+ctx.test('ws: after idle pauses, messages and a close still work', () =>
+  withSession(async (conn) => {
     for (let i = 3; i <= 5; i++) {
       await sleep(50); // each message on a connection that went idle
       conn.write(encodeFrame(0x2, request(i, i)));
@@ -96,7 +97,4 @@ ctx.test('ws: after an idle pause, messages, a ping and a close still work', asy
     assert.equal(close.opcode, 0x8);
     assert.equal(close.payload.readUInt16BE(0), 1000);
     await conn.waitClosed(3000);
-  } finally {
-    conn.destroy();
-  }
-});
+  }));
