@@ -650,15 +650,30 @@ static int d_value(dec_t *d);
  * Members past the batch go into the table as they come (it grows as before). */
 #define DEC_BATCH 16
 
-/* Moves the n key/value pairs above the table at index t into it, in order (a key given twice
- * keeps its last value, as lua-cjson's), leaving the table on top. */
-static void flush_pairs(lua_State *L, int t, int n) {
+/* A table with room for nrec keys, made of the n key/value pairs above index base, in order (a
+ * key given twice keeps its last value, as lua-cjson's); it replaces them, at base + 1, which is
+ * returned. */
+static int object_of_pairs(lua_State *L, int base, int n, int nrec) {
+    int t = base + 1;
+    lua_createtable(L, 0, nrec);
+    lua_insert(L, t);
     for (int i = 0; i < n; i++) {
         lua_pushvalue(L, t + 1 + 2 * i);
         lua_pushvalue(L, t + 2 + 2 * i);
         lua_rawset(L, t);
     }
     lua_settop(L, t);
+    return t;
+}
+
+/* The same for an array of the n values above base, with room for narr. */
+static int array_of_values(lua_State *L, int base, int n, int narr) {
+    int t = base + 1;
+    lua_createtable(L, narr, 0);
+    lua_insert(L, t);
+    for (int k = n; k >= 1; k--) /* pops from the top: the last element first */
+        lua_rawseti(L, t, k);
+    return t;
 }
 
 static int d_object(dec_t *d) {
@@ -684,10 +699,7 @@ static int d_object(dec_t *d) {
         if (t) {
             lua_rawset(L, t);
         } else if (++n == DEC_BATCH) {
-            lua_createtable(L, 0, 2 * DEC_BATCH);
-            lua_insert(L, base + 1);
-            t = base + 1;
-            flush_pairs(L, t, n);
+            t = object_of_pairs(L, base, n, 2 * DEC_BATCH);
         }
         skip_ws(d);
         if (d->p >= d->end) return -1;
@@ -697,11 +709,7 @@ static int d_object(dec_t *d) {
         }
         if (*d->p != '}') return -1;
         d->p++;
-        if (!t) {
-            lua_createtable(L, 0, n);
-            lua_insert(L, base + 1);
-            flush_pairs(L, base + 1, n);
-        }
+        if (!t) object_of_pairs(L, base, n, n);
         return 0;
     }
 }
@@ -723,11 +731,7 @@ static int d_array(dec_t *d) {
         if (t) {
             lua_rawseti(L, t, i);
         } else if (++n == DEC_BATCH) {
-            lua_createtable(L, 2 * DEC_BATCH, 0);
-            lua_insert(L, base + 1);
-            t = base + 1;
-            for (int k = n; k >= 1; k--) /* pops from the top: the last element first */
-                lua_rawseti(L, t, k);
+            t = array_of_values(L, base, n, 2 * DEC_BATCH);
         }
         skip_ws(d);
         if (d->p >= d->end) return -1;
@@ -737,12 +741,7 @@ static int d_array(dec_t *d) {
         }
         if (*d->p != ']') return -1;
         d->p++;
-        if (!t) {
-            lua_createtable(L, n, 0);
-            lua_insert(L, base + 1);
-            for (int k = n; k >= 1; k--)
-                lua_rawseti(L, base + 1, k);
-        }
+        if (!t) array_of_values(L, base, n, n);
         return 0;
     }
 }
