@@ -835,9 +835,12 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
   local hser = h.serializer
   if S.session_serializer[s] ~= hser then S.session_serializer[s] = hser end
   if mtype == MSG_REQUEST then S.last_route[s] = route end
-  if payload == false and (h.raw or not core_decodes(serializer_of(s))) then
-    payload = message_bytes(t.co)
-  end
+  -- pre: the payload's value as the JSON serializer reads it, decoded by the core with the
+  -- message when nano.json is the default (core.set_predecode); only this handler's serializer
+  -- decides whether it is the one to use.
+  local ser = serializer_of(s)
+  local use_pre = pre ~= nil and not h.raw and core_decodes(ser)
+  if payload == false and not use_pre then payload = message_bytes(t.co) end
   local msg = payload
   if not h.raw then
     if flags and flags % 32 >= FLAG_GZIP then
@@ -847,12 +850,8 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
     -- The serializer's non-raising decoder is called as it is (the JIT compiles the return from
     -- it, not from a pcall that called C: docs/benchmarks.md); it declines what it cannot read,
     -- and unmarshal, under pcall, decodes that or says why not.
-    -- pre: the payload's value as the JSON serializer reads it, decoded by the core with the
-    -- message when nano.json is the default (core.set_predecode); only this handler's
-    -- serializer decides whether it is the one to use.
-    local ser = serializer_of(s)
     local try, ok, decoded = fast_decoder(ser) and ser.try_unmarshal, false, nil
-    if pre ~= nil and core_decodes(ser) then
+    if use_pre then
       ok, decoded = true, pre
     elseif try then
       ok, decoded = try(payload, route, mtype == MSG_REQUEST and "request" or "notify")
@@ -898,8 +897,9 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
   if mtype == MSG_REQUEST and res ~= nil and not answered then
     -- Each C function called here ends a JIT trace (docs/benchmarks.md): JSON without a pipeline
     -- or debug log is encoded and sent by one (the same bytes as marshal's). Its results and
-    -- respond's are taken as they are, not through select(): that too ended the trace.
-    local ser = serializer_of(s)
+    -- respond's are taken as they are, not through select(): that too ended the trace. The
+    -- session's serializer is read again: the handler may have waited meanwhile.
+    ser = serializer_of(s)
     local sent, why, size = false, nil, nil
     if core_sends(ser, res) then sent, why, size = respond_value(s, id, res, ser.empty_array) end
     if sent == false then -- the serializer's way (serialize), the pipeline, respond
