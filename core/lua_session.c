@@ -63,12 +63,18 @@ uint64_t nh_lua_session_id(lua_State *L, int idx) {
     return (uint64_t)sess_id(check(L, idx));
 }
 
+/* The pointer compare first, as in check(): a broadcast asks this once per member, and the
+ * registry lookup by name was a third of a push's instructions (docs/benchmarks.md). */
 nh_session_t *nh_lua_test_session(lua_State *L, int idx) {
     lsession_t *u = lua_touserdata(L, idx);
     if (!u || !lua_getmetatable(L, idx)) return NULL;
-    luaL_getmetatable(L, SESSION_MT);
-    int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
+    int same = lua_topointer(L, -1) == session_mt;
+    if (!same) {
+        luaL_getmetatable(L, SESSION_MT);
+        same = lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
     return same ? sess(u) : NULL;
 }
 

@@ -109,6 +109,19 @@ describe("nano.new_group", function()
     end)
   end)
 
+  describe("core.push_many (the broadcast's one C call)", function()
+    it("delivers to the sessions and lists what is not one as failed, without raising", function()
+      local core = require "nano.core"
+      local cs, ss = members(2)
+      local not_sessions = { {}, io.stdout, "s", 7 }
+      local list = { ss[1], not_sessions[1], not_sessions[2], ss[2], not_sessions[3], not_sessions[4] }
+      local n, failed = core.push_many(list, "onRaw", '{"x":1}')
+      assert.equal(2, n)
+      assert.same(not_sessions, failed)
+      for _, c in ipairs(cs) do assert.same({ "onRaw", { x = 1 } }, { c:wait_push("onRaw") }) end
+    end)
+  end)
+
   describe("broadcast", function()
     it("pushes to every member exactly once and says how many got it", function()
       local cs = members(3)
