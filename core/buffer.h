@@ -84,6 +84,9 @@ void nh_outq_free(nh_outq_t *q);
 
 /* Copies len bytes to the end of the queue. Returns 0 or UV_ENOMEM. */
 int nh_outq_copy(nh_outq_t *q, const void *data, size_t len);
+/* The same for a_len bytes then b_len bytes, as one copy of both (a header and its body without
+ * staging them together first). Returns 0 or UV_ENOMEM. */
+int nh_outq_copy2(nh_outq_t *q, const void *a_data, size_t a_len, const void *b_data, size_t b_len);
 /* Queues b->data[off, off+len) by reference. Returns 0 or UV_ENOMEM. */
 int nh_outq_share(nh_outq_t *q, nh_buf_t *b, size_t off, size_t len);
 

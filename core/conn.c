@@ -468,12 +468,8 @@ int nh_conn_send(nh_conn_t *c, const uint8_t *head, size_t head_len, nh_buf_t *s
     if (shared && body_len >= NH_SHARE_MIN) {
         r = nh_outq_copy(&c->out, pre, n);
         if (!r) r = nh_outq_share(&c->out, shared, (size_t)(body - shared->data), body_len);
-    } else if (n + body_len <= sizeof pre) {
-        if (body_len) memcpy(pre + n, body, body_len);
-        r = nh_outq_copy(&c->out, pre, n + body_len);
     } else {
-        r = nh_outq_copy(&c->out, pre, n);
-        if (!r) r = nh_outq_copy(&c->out, body, body_len);
+        r = nh_outq_copy2(&c->out, pre, n, body, body_len);
     }
     if (r) {
         nh_conn_close(c, "out of memory");

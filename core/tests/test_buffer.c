@@ -308,6 +308,44 @@ static void drained_segment_arrays_are_reused_through_the_pool(void) {
     nh_outq_free(&a);
 }
 
+/* nh_outq_copy2: a header and its body queued as one copy, contiguous in the arena (one segment,
+ * extending the last when it ends there), in one block of their own when big, in a detached
+ * queue's own chunk when detached, and on their own without a pool. */
+static void two_part_copies_land_as_one(void) {
+    nh_chunk_pool_t pool;
+    CHECK(nh_chunk_pool_init(&pool, 8) == 0);
+    nh_outq_t a, b;
+    nh_outq_init(&a, &pool);
+    nh_outq_init(&b, &pool);
+    CHECK(nh_outq_copy2(&a, "head:", 5, "body ", 5) == 0);
+    CHECK(nh_outq_copy2(&a, "h2:", 3, "b2", 2) == 0); /* contiguous: extends the segment */
+    CHECK(a.n == 1 && queued_equals(&a, "head:body h2:b2"));
+    CHECK(nh_outq_copy2(&a, NULL, 0, NULL, 0) == 0 && a.n == 1);
+    CHECK(nh_outq_copy2(&b, "only-a", 6, NULL, 0) == 0 && queued_equals(&b, "only-a"));
+    CHECK(nh_outq_copy2(&b, NULL, 0, "+b", 2) == 0 && queued_equals(&b, "only-a+b"));
+    /* big: one block holding both parts */
+    static char big[NH_CHUNK_SIZE];
+    memset(big, 'x', sizeof big);
+    nh_outq_t c;
+    nh_outq_init(&c, &pool);
+    CHECK(nh_outq_copy2(&c, "HDR", 3, big, sizeof big) == 0);
+    CHECK(c.n == 1 && c.bytes == 3 + sizeof big && c.segs[c.head].buf != pool.arena);
+    CHECK(memcmp(c.segs[c.head].buf->data, "HDRxx", 5) == 0);
+    /* detached: both parts in the queue's own chunk */
+    CHECK(nh_outq_detach(&b) == 0 && b.detached);
+    CHECK(nh_outq_copy2(&b, "|d1", 3, "|d2", 3) == 0);
+    CHECK(queued_equals(&b, "only-a+b|d1|d2"));
+    /* no pool */
+    nh_outq_t d;
+    nh_outq_init(&d, NULL);
+    CHECK(nh_outq_copy2(&d, "no ", 3, "pool", 4) == 0 && d.n == 1 && queued_equals(&d, "no pool"));
+    nh_outq_free(&a);
+    nh_outq_free(&b);
+    nh_outq_free(&c);
+    nh_outq_free(&d);
+    nh_chunk_pool_free(&pool);
+}
+
 int main(void) {
     a_detached_queue_pins_only_its_own_bytes();
     truncate_keeps_what_is_in_flight();
@@ -318,5 +356,6 @@ int main(void) {
     closing_a_queue_with_bytes_left_releases_them();
     a_queue_without_a_pool_still_works();
     drained_segment_arrays_are_reused_through_the_pool();
+    two_part_copies_land_as_one();
     return check_done();
 }

@@ -13,7 +13,7 @@ PID=$!
 for _ in $(seq 120); do grep -q 'listening ws://' "$LOG" && break; sleep 1; done
 PORT=$(grep -oE 'listening tcp://[0-9.]+:[0-9]+' "$LOG" | head -1 | sed 's/.*://')
 # one load generator: members join, a warm-up, then the counters are zeroed mid-run and dumped
-"$LOADGEN" --port "$PORT" -c "$N" -w 8 -d 8 --mode bcast --join-route Bench.join --bcast-route Bench.bcast \
+"$LOADGEN" --port "$PORT" -c "$N" -w 8 -d 8 --mode bcast --join-route Bench.join --bcast-route Bench.bcast --window "${CG_BCAST_WINDOW:-4}" \
     >"$OUT.lg" 2>&1 &
 LG=$!
 sleep "${CG_BCAST_ZERO_AT:-14}"
