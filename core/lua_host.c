@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "host.h"
 #include "log.h"
+#include "lua_alloc.h"
 #include "lua_binding.h"
 #include "lua_core.h"
 #include "lua_fs.h"
@@ -503,6 +504,9 @@ static int c_stats(lua_State *L) {
     lua_setfield(L, -2, "timers");
     lua_pushnumber(L, (lua_Number)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0));
     lua_setfield(L, -2, "lua_memory");
+    nh_lua_alloc_stats_t as = nh_lua_alloc_stats(L);
+    lua_pushnumber(L, (lua_Number)as.slab_bytes);
+    lua_setfield(L, -2, "lua_slab_bytes");
     lua_pushinteger(L, nh_lua_registry_refs(L));
     lua_setfield(L, -2, "lua_refs");
     nh_watchdog_stats_t ws;

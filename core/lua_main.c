@@ -13,6 +13,7 @@
 
 #include "host.h"
 #include "log.h"
+#include "lua_alloc.h"
 #include "lua_binding.h"
 #include "lua_main.h"
 
@@ -57,7 +58,7 @@ static void set_paths(lua_State *L, const char *script_dir) {
 }
 
 int nh_lua_main(const nh_lua_main_t *m) {
-    lua_State *L = luaL_newstate();
+    lua_State *L = nh_lua_new_state(); /* lua_alloc.h: why not LuaJIT's own allocator */
     if (!L) {
         fprintf(stderr, "nano-host: cannot create a Lua state\n");
         return 1;
@@ -127,7 +128,7 @@ int nh_lua_main(const nh_lua_main_t *m) {
      * one still held is a leak that lua_close would hide. */
     int refs = nh_lua_registry_refs(L);
     if (refs) nh_log(NH_LOG_WARN, "%d Lua registry reference(s) still held at exit", refs);
-    lua_close(L);
+    nh_lua_close_state(L);
     if (uv_loop_close(&loop) != 0) nh_log(NH_LOG_WARN, "loop closed with handles still open");
     free(h);
     return status;

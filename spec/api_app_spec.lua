@@ -353,6 +353,22 @@ describe("application", function()
       assert.equal(2, st.listeners)
     end)
 
+    it("stats says what the allocator keeps for small Lua objects: at least what they use", function()
+      local st = nano.stats()
+      local function fill() -- ~1.3 MB of small tables, garbage once it returns
+        local keep = {}
+        for i = 1, 20000 do keep[i] = { i } end
+        return nano.stats(), #keep
+      end
+      local grown, n = fill()
+      assert.equal(20000, n)
+      assert.is_true(grown.lua_slab_bytes >= st.lua_slab_bytes + 1000000)
+      collectgarbage()
+      -- freed, they stay with the allocator for reuse: the slabs do not shrink
+      assert.equal(grown.lua_slab_bytes, nano.stats().lua_slab_bytes)
+      assert.is_true(nano.stats().lua_memory < grown.lua_memory)
+    end)
+
     it("version is a string", function()
       assert.is_string(nano.version)
       assert.equal(core.version, nano.version)
