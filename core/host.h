@@ -108,6 +108,9 @@ struct nh_host {
      * the dispatcher then gets false for the bytes: core.message_bytes(thread) makes their string
      * while that thread runs the message's dispatch and has not yielded (lua_dispatch.c) */
     int predecode_json;
+    /* the strings each message brings again, its route and its payload's keys (lua_strcache.h);
+     * NULL without Lua, or when it could not be allocated */
+    struct nh_strcache *strings;
     lua_State *msg_thread;
     const uint8_t *msg_bytes;
     size_t msg_len;

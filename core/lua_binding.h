@@ -79,8 +79,9 @@ const char *nh_lua_json_encode(lua_State *L, int idx, const char *empty, size_t 
                                size_t *len);
 /* Pushes the value nano.json_codec's decode reads from the text and returns 1; 0, with nothing
  * pushed, where decode declines (not plain JSON: lua-cjson's business). Raises only when out of
- * memory. */
-int nh_lua_json_decode(lua_State *L, const char *s, size_t len);
+ * memory. keys: the cache object keys are pushed through (lua_strcache.h), or NULL. */
+struct nh_strcache;
+int nh_lua_json_decode(lua_State *L, const char *s, size_t len, struct nh_strcache *keys);
 int nh_lua_open_nats(lua_State *L);    /* `nano.nats_core` (lua_nats.c): the module table */
 int nh_lua_open_sqlite(lua_State *L);  /* `nano.sqlite_core` (lua_sqlite.c): the module table */
 int nh_lua_open_http(lua_State *L);    /* `nano.http_core` (lua_http.c): the module table */

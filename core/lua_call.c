@@ -13,6 +13,7 @@
 #include "host.h"
 #include "log.h"
 #include "lua_binding.h"
+#include "lua_strcache.h"
 
 static const char host_key = 'h'; /* registry key: its address is unique */
 
@@ -181,6 +182,8 @@ int nh_lua_host_attach(nh_host_t *h, lua_State *L) {
     lua_newtable(L);
     h->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     h->watchdog = nh_watchdog_start(L, &h->cfg.watchdog); /* NULL: runs without (logged) */
+    h->strings = malloc(sizeof *h->strings);              /* NULL: strings pushed as they come */
+    if (h->strings) nh_strcache_init(h->strings);
     h->on_turn = on_turn;
     h->on_config_changed = on_config_changed;
     return 0;
@@ -191,6 +194,9 @@ void nh_lua_host_detach(nh_host_t *h) {
     if (--lua_hosts == 0 || sole_host == h) sole_host = NULL;
     luaL_unref(h->L, LUA_REGISTRYINDEX, h->traceback_ref);
     luaL_unref(h->L, LUA_REGISTRYINDEX, h->threads_ref);
+    if (h->strings) nh_strcache_free(h->strings, h->L);
+    free(h->strings);
+    h->strings = NULL;
     free(h->idle_threads);
     h->idle_threads = NULL;
     h->nidle_threads = h->idle_cap = 0;

@@ -7,6 +7,7 @@
 #include "host.h"
 #include "log.h"
 #include "lua_binding.h"
+#include "lua_strcache.h"
 
 /* registry key of the last handshake reply: the string stays alive (and its bytes valid) until
  * the next handshake, as nh_session_handshake_t promises */
@@ -47,7 +48,7 @@ static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
     if (m->route_compressed)
         lua_pushinteger(L, m->route_code);
     else
-        lua_pushlstring(L, m->route, m->route_len);
+        nh_strcache_push(h->strings, L, m->route, m->route_len);
     int bytes_at = lua_gettop(L) + 1;
     lua_pushboolean(L, 0); /* the bytes: see below */
     lua_pushinteger(L, m->flags);
@@ -60,7 +61,7 @@ static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
      * them is made only if the dispatcher asks (core.message_bytes: a pipeline, a raw handler, a
      * handler that does not speak JSON, a queued message), not one per message for the GC. */
     if (!h->predecode_json || (m->flags & NH_MSG_FLAG_GZIP) ||
-        !nh_lua_json_decode(L, (const char *)m->payload, m->payload_len)) {
+        !nh_lua_json_decode(L, (const char *)m->payload, m->payload_len, h->strings)) {
         lua_pushnil(L);
         lua_pushlstring(L, (const char *)m->payload, m->payload_len);
         lua_replace(L, bytes_at);

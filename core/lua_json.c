@@ -45,6 +45,8 @@
 
 #include <lauxlib.h>
 
+#include "lua_strcache.h"
+
 #include "lua_binding.h"
 
 #define JSON_MAX_DEPTH 128
@@ -158,6 +160,11 @@ static void put_string(enc_t *e, const char *s, size_t n) {
  * back as x (strtod), nearest x among those, laid out as JS lays them out (plain digits up to 1e21,
  * "0.000001", then "1e-7", "1.5e+300"). -0 stays "-0" (JS writes "0") so that every double reads
  * back as itself. out holds at least 32 bytes; returns the length. */
+static const char digit_pairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233"
+    "34353637383940414243444546474849505152535455565758596061626364656667"
+    "6869707172737475767778798081828384858687888990919293949596979899";
+
 static size_t format_double(double x, char *out) {
     char *o = out;
     if (x == 0) {
@@ -168,17 +175,25 @@ static size_t format_double(double x, char *out) {
     if (x >= -9007199254740992.0 && x <= 9007199254740992.0 && x == (double)(int64_t)x) {
         /* integers up to 2^53, the common case, without printf */
         int64_t v = (int64_t)x;
-        char digits[20];
-        int n = 0;
         uint64_t u = v < 0 ? (uint64_t)(-v) : (uint64_t)v;
-        do {
-            digits[n++] = (char)('0' + u % 10);
-            u /= 10;
-        } while (u);
         if (v < 0) *o++ = '-';
-        while (n)
-            *o++ = digits[--n];
-        return (size_t)(o - out);
+        /* written from the last digit back, two at a time (a division per digit was ~70
+         * instructions of a ping-pong's six-digit number) */
+        int n = 1;
+        for (uint64_t p = 10; n < 16 && u >= p; p *= 10) /* u <= 2^53 < 10^16 */
+            n++;
+        char *w = o + n;
+        while (u >= 100) {
+            unsigned r = (unsigned)(u % 100);
+            u /= 100;
+            w -= 2;
+            memcpy(w, digit_pairs + 2 * r, 2);
+        }
+        if (u >= 10)
+            memcpy(w - 2, digit_pairs + 2 * u, 2);
+        else
+            w[-1] = (char)('0' + u);
+        return (size_t)(o + n - out);
     }
     /* Any decimal of at most 15 significant digits survives decimal -> double -> decimal
      * (DBL_DIG), so when 15 digits read back, the shortest form is those digits with trailing
@@ -458,6 +473,7 @@ typedef struct dec {
     const unsigned char *p, *end;
     jbuf_t *b; /* unescaped strings */
     int depth;
+    nh_strcache_t *keys; /* object keys pushed through it (NULL: as lua_pushlstring does) */
 } dec_t;
 
 static inline void skip_ws(dec_t *d) {
@@ -506,14 +522,15 @@ static size_t utf8_put(char *o, unsigned cp) {
     return 4;
 }
 
-/* A string (d->p at the opening quote) pushed onto the stack. */
-static int d_string(dec_t *d) {
+/* A string (d->p at the opening quote) pushed onto the stack; an object's key (key: 1) through
+ * the key cache, values as they are (they repeat less, and would only churn it). */
+static int d_string(dec_t *d, int key) {
     const unsigned char *s = ++d->p, *p = s;
     while (p < d->end && *p != '"' && *p != '\\' && *p >= 0x20)
         p++;
     if (p >= d->end || *p < 0x20) return -1;
     if (*p == '"') { /* no escapes: the common case */
-        lua_pushlstring(d->L, (const char *)s, (size_t)(p - s));
+        nh_strcache_push(key ? d->keys : NULL, d->L, (const char *)s, (size_t)(p - s));
         d->p = p + 1;
         return 0;
     }
@@ -580,7 +597,7 @@ static int d_string(dec_t *d) {
             return -1;
         }
     }
-    lua_pushlstring(d->L, b->data, (size_t)(o - b->data));
+    nh_strcache_push(key ? d->keys : NULL, d->L, b->data, (size_t)(o - b->data));
     d->p = p;
     return 0;
 }
@@ -690,7 +707,7 @@ static int d_object(dec_t *d) {
     if (!lua_checkstack(L, 2 * DEC_BATCH + 4)) return -1;
     for (;;) {
         skip_ws(d);
-        if (d->p >= d->end || *d->p != '"' || d_string(d)) return -1;
+        if (d->p >= d->end || *d->p != '"' || d_string(d, 1)) return -1;
         skip_ws(d);
         if (d->p >= d->end || *d->p != ':') return -1;
         d->p++;
@@ -758,7 +775,7 @@ static int d_value(dec_t *d) {
         return r;
     }
     case '"':
-        return d_string(d);
+        return d_string(d, 0);
     case 't':
         if (d_literal(d, "true", 4)) return -1;
         lua_pushboolean(d->L, 1);
@@ -778,9 +795,9 @@ static int d_value(dec_t *d) {
 
 /* Pushes the value of the text and returns 1; 0, with nothing pushed, when it is not plain JSON.
  * b: the buffer for unescaped strings. */
-static int decode_into(lua_State *L, const char *s, size_t len, jbuf_t *b) {
+static int decode_into(lua_State *L, const char *s, size_t len, jbuf_t *b, nh_strcache_t *keys) {
     int top = lua_gettop(L);
-    dec_t d = {L, (const unsigned char *)s, (const unsigned char *)s + len, b, 0};
+    dec_t d = {L, (const unsigned char *)s, (const unsigned char *)s + len, b, 0, keys};
     skip_ws(&d);
     int r = d_value(&d);
     if (r == 0) {
@@ -804,7 +821,7 @@ static int l_decode(lua_State *L) {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
     lua_settop(L, 1);
-    if (!decode_into(L, s, len, lua_touserdata(L, lua_upvalueindex(1)))) {
+    if (!decode_into(L, s, len, lua_touserdata(L, lua_upvalueindex(1)), NULL)) {
         lua_pushboolean(L, 0);
         return 1;
     }
@@ -815,8 +832,8 @@ static int l_decode(lua_State *L) {
 
 static jbuf_t c_dec_buf; /* nh_lua_json_decode's */
 
-int nh_lua_json_decode(lua_State *L, const char *s, size_t len) {
-    return decode_into(L, s, len, &c_dec_buf);
+int nh_lua_json_decode(lua_State *L, const char *s, size_t len, nh_strcache_t *keys) {
+    return decode_into(L, s, len, &c_dec_buf, keys);
 }
 
 int nh_lua_open_json(lua_State *L) {

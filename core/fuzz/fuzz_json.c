@@ -4,7 +4,9 @@
  * answers) or returns a value, and then lua-cjson must accept the same text and make the same
  * value. Every value decoded is encoded again: both encoders must accept or refuse it alike, and
  * nano-host's text must read back as the very same value (numbers are not rounded to 14 digits
- * as lua-cjson's are, so the bytes may differ there). Any disagreement aborts.
+ * as lua-cjson's are, so the bytes may differ there). The dispatcher's decode, whose object keys
+ * go through a cache of strings (lua_strcache.h), must make the same value, twice. Any
+ * disagreement aborts.
  *
  *   cmake -DNH_FUZZ=ON -DCMAKE_C_COMPILER=clang ... ; see cmake/fuzz.cmake and scripts/fuzz
  */
@@ -16,9 +18,10 @@
 #include <lualib.h>
 
 #include "lua_binding.h"
+#include "lua_strcache.h"
 
 static const char check_lua[] =
-    "local fast = ...\n"
+    "local fast, decode_cached = ...\n"
     "local cjson = require('cjson').new()\n"
     "cjson.encode_sparse_array(true); cjson.encode_max_depth(128); cjson.decode_max_depth(128)\n"
     "local function same(a, b)\n"
@@ -37,6 +40,10 @@ static const char check_lua[] =
     "  local cok, cv = pcall(cjson.decode, s)\n"
     "  if ok then\n"
     "    assert(cok, 'decoded what lua-cjson refuses')\n"
+    "    for _ = 1, 2 do\n" /* the second time its keys come from the cache */
+    "      local kok, kv = decode_cached(s)\n"
+    "      assert(kok and same(kv, v), 'decoding with the key cache made another value')\n"
+    "    end\n"
     "    assert(same(v, cv), 'decoded a different value')\n"
     "  end\n"
     "  if cok then\n"
@@ -47,6 +54,21 @@ static const char check_lua[] =
     "  end\n"
     "end\n";
 
+/* The dispatcher's decode (nh_lua_json_decode with the host's key cache, lua_strcache.h):
+ * decode_cached(text) -> true, value | false. */
+static nh_strcache_t keys;
+static int decode_cached(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    if (!nh_lua_json_decode(L, s, len, &keys)) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    lua_pushboolean(L, 1);
+    lua_insert(L, -2);
+    return 2;
+}
+
 /* A fresh Lua state per input: inputs stay independent, and everything (lua-cjson's buffers
  * included, which LeakSanitizer cannot see through LuaJIT's own allocator) is freed. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -55,7 +77,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     luaL_openlibs(L);
     if (luaL_loadbuffer(L, check_lua, sizeof check_lua - 1, "fuzz_json") != 0) abort();
     nh_lua_open_json(L);
-    if (lua_pcall(L, 1, 1, 0) != 0) {
+    nh_strcache_init(&keys); /* its references go with the state */
+    lua_pushcfunction(L, decode_cached);
+    if (lua_pcall(L, 2, 1, 0) != 0) {
         fprintf(stderr, "fuzz_json: %s\n", lua_tostring(L, -1));
         abort();
     }
