@@ -243,6 +243,27 @@ p();
 p(`Median of ${bf ? bf.all.length : 0} round(s), servers alternating. Per round, pushes/s: ${servers.map((s) => { const b = medianOf('bcast', s, 'tcp'); return b ? `${s} ${b.all.map((r) => fmt(r.rate)).join(' / ')}` : `${s} failed`; }).join('; ')}.`);
 p();
 
+if (runs.some((r) => r.kind === 'bcastw')) {
+  p('### 4a. Broadcast with 16 in flight (TCP, 5,000 members)');
+  p();
+  p('The same broadcast with 16 requests in flight: the pushes to each member pile up between two writes (one `send` carries several), so the figure is the push path\'s own cost rather than how the server and the load generator overlap.');
+  p();
+  p('| server | pushes delivered/s | server CPU/push µs | ÷ floor, pushes/s | ÷ floor, CPU ratio | errors |');
+  p('|---|---|---|---|---|---|');
+  const wf = medianOf('bcastw', 'floor', 'tcp');
+  for (const s of serversOf('bcastw')) {
+    const b = medianOf('bcastw', s, 'tcp');
+    if (!b) {
+      p(`| ${names[s]} | failed | | | | |`);
+      continue;
+    }
+    p(`| ${names[s]} | ${fmt(b.rate)} | ${fmt(b.cpu_us, 2)} | ${fmt(ratio(b.rate, wf && wf.rate), 2)} | ${fmt(ratio(wf && wf.cpu_us, b.cpu_us), 2)} | ${b.errors + b.closed} |`);
+  }
+  p();
+  p(`Median of ${wf ? wf.all.length : 0} round(s). Per round, pushes/s: ${serversOf('bcastw').map((s) => { const b = medianOf('bcastw', s, 'tcp'); return b ? `${s} ${b.all.map((r) => fmt(r.rate)).join(' / ')}` : `${s} failed`; }).join('; ')}.`);
+  p();
+}
+
 if (runs.some((r) => r.kind === 'pb')) {
   p('### 4b. Protobuf payloads against JSON (nano-host ping-pong, 1,000 connections)');
   p();
