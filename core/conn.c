@@ -462,11 +462,13 @@ int nh_conn_send(nh_conn_t *c, const uint8_t *head, size_t head_len, nh_buf_t *s
     if (c->listener->transport->frame_header)
         n = c->listener->transport->frame_header(c, pre, head_len + body_len);
     if (head_len > sizeof pre - n) return UV_EINVAL;
-    memcpy(pre + n, head, head_len);
+    if (head_len) memcpy(pre + n, head, head_len);
     n += head_len;
     int r;
-    if (shared && body_len >= NH_SHARE_MIN) {
-        r = nh_outq_copy(&c->out, pre, n);
+    /* A shared body is referenced when it is big, or when nothing goes before it (a broadcast's
+     * whole packet over raw TCP): one segment either way, and no copy. */
+    if (shared && (body_len >= NH_SHARE_MIN || n == 0)) {
+        r = n ? nh_outq_copy(&c->out, pre, n) : 0;
         if (!r) r = nh_outq_share(&c->out, shared, (size_t)(body - shared->data), body_len);
     } else {
         r = nh_outq_copy2(&c->out, pre, n, body, body_len);

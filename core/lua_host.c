@@ -299,7 +299,7 @@ static int c_push_value(lua_State *L) {
 }
 
 /* push_many(sessions, route_or_code, payload [, filter_out]) -> delivered, failed_list
- * The message is encoded once into one shared buffer that every member's queue references.
+ * The packet is encoded once into one shared buffer that every member's queue references.
  * Sessions that are closed or over their send limit are skipped (and listed in failed). */
 static int c_push_many(lua_State *L) {
     nh_watchdog_check(L);
@@ -314,11 +314,14 @@ static int c_push_many(lua_State *L) {
     if ((size_t)hn + m.payload_len > NH_PKT_MAX_BODY) log_push_too_big(0, &m, m.payload_len);
     lua_settop(L, 3);
     lua_newtable(L); /* slot 4: the failed list; made before the buffer so no error can leak it */
-    nh_buf_t *b = nh_buf_new((size_t)hn + m.payload_len);
+    /* the whole data packet, once: each member's queue references it (session.h) */
+    size_t body = (size_t)hn + m.payload_len;
+    nh_buf_t *b = nh_buf_new(NH_PKT_HEADER_LEN + body);
     if (!b) return luaL_error(L, "out of memory");
-    memcpy(b->data, head, (size_t)hn);
-    memcpy(b->data + hn, m.payload, m.payload_len);
-    b->len = (uint32_t)(hn + m.payload_len);
+    nh_pkt_write_header(b->data, NH_PKT_DATA, body);
+    memcpy(b->data + NH_PKT_HEADER_LEN, head, (size_t)hn);
+    memcpy(b->data + NH_PKT_HEADER_LEN + hn, m.payload, m.payload_len);
+    b->len = (uint32_t)(NH_PKT_HEADER_LEN + body);
     /* From here to the unref nothing may raise: members are looked up without checks that
      * throw (a non-session member simply fails). */
     int n = (int)lua_objlen(L, 1), delivered = 0, failed = 0;

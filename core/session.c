@@ -174,13 +174,11 @@ static int client_send_msg(nh_session_t *s, const nh_msg_t *m) {
                          m->payload_len);
 }
 
-static int client_send_shared(nh_session_t *s, nh_buf_t *msg) {
+static int client_send_shared(nh_session_t *s, nh_buf_t *pkt) {
     if (!s->link_ctx || s->state == NH_SS_CLOSED) return UV_EPIPE;
-    if (msg->len > NH_PKT_MAX_BODY) return UV_E2BIG;
-    uint8_t hdr[NH_PKT_HEADER_LEN];
-    nh_pkt_write_header(hdr, NH_PKT_DATA, msg->len);
+    if (pkt->len > NH_PKT_HEADER_LEN + NH_PKT_MAX_BODY) return UV_E2BIG;
     nh_metrics_message(&s->host->metrics, NH_MD_OUT, NH_MSG_PUSH);
-    return s->link->send(s->link_ctx, hdr, sizeof hdr, msg, msg->data, msg->len);
+    return s->link->send(s->link_ctx, NULL, 0, pkt, pkt->data, pkt->len);
 }
 
 static void client_kick(nh_session_t *s, const uint8_t *body, size_t len) {

@@ -57,9 +57,10 @@ enum nh_session_state {
 typedef struct nh_session_ops {
     /* A response or a push; the payload is copied. */
     int (*send_msg)(nh_session_t *s, const nh_msg_t *m);
-    /* A push already encoded (message header + payload) in msg, which the session may reference
-     * rather than copy: a broadcast encodes once for all its members. */
-    int (*send_shared)(nh_session_t *s, nh_buf_t *msg);
+    /* A push already encoded as a whole data packet (packet header, message header, payload)
+     * in pkt, which the session may reference rather than copy: a broadcast encodes once for all
+     * its members, and a member's queue then holds a reference, not a copy. */
+    int (*send_shared)(nh_session_t *s, nh_buf_t *pkt);
     /* The kick packet (body: the serialized reason), then close once it has left. */
     void (*kick)(nh_session_t *s, const uint8_t *body, size_t len);
     /* Closes now; queued output gets one try to leave. reason: why, for the close metrics
@@ -125,8 +126,8 @@ struct nh_session {
 static inline int nh_session_send_msg(nh_session_t *s, const nh_msg_t *m) {
     return s->ops->send_msg(s, m);
 }
-static inline int nh_session_send_shared(nh_session_t *s, nh_buf_t *msg) {
-    return s->ops->send_shared(s, msg);
+static inline int nh_session_send_shared(nh_session_t *s, nh_buf_t *pkt) {
+    return s->ops->send_shared(s, pkt);
 }
 /* The body should not be empty: nano's and pomelo's browser clients parse it as JSON. */
 static inline void nh_session_kick(nh_session_t *s, const uint8_t *body, size_t len) {

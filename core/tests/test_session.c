@@ -55,7 +55,7 @@ static int mem_send(void *ctx, const uint8_t *head, size_t head_len, nh_buf_t *s
     if (m->closing || m->draining) return UV_EPIPE; /* as conn does once closing has started */
     uint8_t buf[1024];
     if (head_len + body_len > sizeof buf) return UV_ENOBUFS;
-    memcpy(buf, head, head_len);
+    if (head_len) memcpy(buf, head, head_len);
     if (body_len) memcpy(buf + head_len, body, body_len);
     return nh_pkt_decoder_feed(&m->dec, buf, head_len + body_len, on_sent, m) < 0 ? UV_EINVAL : 0;
 }
@@ -306,11 +306,13 @@ static void test_sends_through_the_ops(void) {
     nh_msg_t resp = {
         .type = NH_MSG_RESPONSE, .id = 7, .payload = (const uint8_t *)"{}", .payload_len = 2};
     CHECK(nh_session_send_msg(m->s, &resp) == 0);
-    nh_buf_t *b = nh_buf_new(16);
+    /* send_shared takes a whole packet, its header included (a broadcast's) */
+    nh_buf_t *b = nh_buf_new(32);
     nh_msg_t push = {.type = NH_MSG_PUSH, .route = "on", .route_len = 2};
-    int n = nh_msg_write_header(b->data, &push);
-    memcpy(b->data + n, "[1]", 3);
-    b->len = (uint32_t)n + 3;
+    int n = nh_msg_write_header(b->data + NH_PKT_HEADER_LEN, &push);
+    memcpy(b->data + NH_PKT_HEADER_LEN + n, "[1]", 3);
+    nh_pkt_write_header(b->data, NH_PKT_DATA, (size_t)n + 3);
+    b->len = NH_PKT_HEADER_LEN + (uint32_t)n + 3;
     CHECK(nh_session_send_shared(m->s, b) == 0);
     nh_buf_unref(b);
     CHECK(m->npkts == 2 && count(m, NH_PKT_DATA) == 2);
