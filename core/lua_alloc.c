@@ -115,9 +115,10 @@ static void release(lalloc_t *a, void *p, size_t n) {
     push_free(a, c, p);
 }
 
-/* lua_Alloc: osize is the size the block was given (0 with ptr NULL) */
-static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-    lalloc_t *a = ud;
+/* Everything but the two common cases below: resizes, big blocks, an empty free list. Kept out
+ * of line so that lalloc's fast paths save no registers. */
+__attribute__((noinline)) static void *lalloc_slow(lalloc_t *a, void *ptr, size_t osize,
+                                                   size_t nsize) {
     if (nsize == 0) {
         if (ptr) release(a, ptr, osize);
         return NULL;
@@ -133,6 +134,29 @@ static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     memcpy(p, ptr, osize < nsize ? osize : nsize);
     release(a, ptr, osize);
     return p;
+}
+
+/* lua_Alloc: osize is the size the block was given (0 with ptr NULL). A small block freed, or
+ * taken from its class's free list, in a few instructions; the rest in lalloc_slow. */
+static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    lalloc_t *a = ud;
+    if (nsize == 0) {
+        if (ptr && osize <= NH_LALLOC_SMALL) {
+            size_t c = class_of(osize);
+            a->small_bytes -= c << CLASS_SHIFT;
+            push_free(a, c, ptr);
+            return NULL;
+        }
+    } else if (!ptr && nsize <= NH_LALLOC_SMALL) {
+        size_t c = class_of(nsize);
+        void *p = a->free[c];
+        if (p) {
+            memcpy(&a->free[c], p, sizeof(void *));
+            a->small_bytes += c << CLASS_SHIFT;
+            return p;
+        }
+    }
+    return lalloc_slow(a, ptr, osize, nsize);
 }
 
 static int panic(lua_State *L) {
