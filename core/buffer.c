@@ -216,6 +216,8 @@ int nh_outq_share(nh_outq_t *q, nh_buf_t *b, size_t off, size_t len) {
     return seg_push(q, b, off, len);
 }
 
+#define NH_DETACH_COPY_MAX 256
+
 int nh_outq_detach(nh_outq_t *q) {
     if (q->detached || !q->pool) return 0; /* nothing of the arena was queued since */
     nh_outq_t d;
@@ -223,8 +225,11 @@ int nh_outq_detach(nh_outq_t *q) {
     d.detached = 1;
     for (uint32_t i = 0; i < q->n; i++) {
         const nh_outseg_t *s = &q->segs[q->head + i];
-        int r = s->buf->arena ? copy_detached(&d, s->buf->data + s->off, s->len)
-                              : seg_push(&d, s->buf, s->off, s->len);
+        /* arena bytes, and small shared ones (a broadcast's packets: a segment and a whole
+         * buffer each if kept by reference), are copied into the queue's own chunks */
+        int r = s->buf->arena || s->len < NH_DETACH_COPY_MAX
+                    ? copy_detached(&d, s->buf->data + s->off, s->len)
+                    : seg_push(&d, s->buf, s->off, s->len);
         if (r) {
             nh_outq_free(&d);
             return r;

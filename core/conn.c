@@ -450,7 +450,8 @@ static int after_queue(nh_conn_t *c, size_t added) {
     return 1;
 }
 
-/* Bodies at least this big are referenced rather than copied when the caller shares them. */
+/* Bodies at least this big are referenced rather than copied when the caller shares them (a
+ * smaller one only when nothing goes before it and the queue is not detached: see below). */
 #define NH_SHARE_MIN 256
 
 int nh_conn_send(nh_conn_t *c, const uint8_t *head, size_t head_len, nh_buf_t *shared,
@@ -466,8 +467,10 @@ int nh_conn_send(nh_conn_t *c, const uint8_t *head, size_t head_len, nh_buf_t *s
     n += head_len;
     int r;
     /* A shared body is referenced when it is big, or when nothing goes before it (a broadcast's
-     * whole packet over raw TCP): one segment either way, and no copy. */
-    if (shared && (body_len >= NH_SHARE_MIN || n == 0)) {
+     * whole packet over raw TCP): one segment either way, and no copy. Not into a detached
+     * (stalled) queue: small references there would each pin a buffer and a segment, more than
+     * the bytes the send limit counts. */
+    if (shared && (body_len >= NH_SHARE_MIN || (n == 0 && !c->out.detached))) {
         r = n ? nh_outq_copy(&c->out, pre, n) : 0;
         if (!r) r = nh_outq_share(&c->out, shared, (size_t)(body - shared->data), body_len);
     } else {

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CLASS_SHIFT 4 /* 16-byte classes: LuaJIT's own blocks are 16-byte aligned */
+#define CLASS_SHIFT 4 /* 16-byte classes (LuaJIT needs 8-byte alignment; 16 suits any C type) */
 #define NCLASSES (NH_LALLOC_SMALL >> CLASS_SHIFT)
 
 /* A slab's first 16 bytes link it to the previous one (kept 16 so that blocks stay aligned). */
@@ -130,7 +130,16 @@ __attribute__((noinline)) static void *lalloc_slow(lalloc_t *a, void *ptr, size_
         return big_realloc(a, ptr, nsize);
     }
     void *p = acquire(a, nsize);
-    if (!p) return NULL; /* LuaJIT raises its memory error; ptr stays valid */
+    if (!p) {
+        if (nsize > osize) return NULL; /* LuaJIT raises its memory error; ptr stays valid */
+        /* A shrink must not fail (LuaJIT shrinks stacks and buffers in the GC): the block stays
+         * where it is, counted at its new size. Its later free, with that size, puts it on the
+         * list of a class it is at least as big as (a big block stays on the list of bigs
+         * until the state closes). */
+        if (osize <= NH_LALLOC_SMALL) a->small_bytes -= class_of(osize) << CLASS_SHIFT;
+        a->small_bytes += class_of(nsize) << CLASS_SHIFT;
+        return ptr;
+    }
     memcpy(p, ptr, osize < nsize ? osize : nsize);
     release(a, ptr, osize);
     return p;

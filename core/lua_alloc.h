@@ -9,7 +9,7 @@
  * each on a list of the allocator's (a 16-byte header), so that all Lua holds stays reachable even
  * when the process exits without closing the state (watchdog_exit; valgrind checks at exit).
  * Lua gives the size of every block it frees or resizes (lua_Alloc's osize), so blocks carry no
- * header, and every block is 16-byte aligned, as LuaJIT's own are.
+ * header, and every block is 16-byte aligned (LuaJIT needs 8).
  *
  * The price: a small block freed stays with the state for reuse (it never goes back to malloc
  * until the state closes), so the state's high-water mark of small objects stays resident. The

@@ -156,15 +156,16 @@ static void put_string(enc_t *e, const char *s, size_t n) {
     e->b->len = (size_t)(o - e->b->data);
 }
 
-/* Writes x as JavaScript's Number.prototype.toString does: the fewest significant digits that read
- * back as x (strtod), nearest x among those, laid out as JS lays them out (plain digits up to 1e21,
- * "0.000001", then "1e-7", "1.5e+300"). -0 stays "-0" (JS writes "0") so that every double reads
- * back as itself. out holds at least 32 bytes; returns the length. */
+/* "00".."99", for writing integers two digits at a time */
 static const char digit_pairs[] =
     "00010203040506070809101112131415161718192021222324252627282930313233"
     "34353637383940414243444546474849505152535455565758596061626364656667"
     "6869707172737475767778798081828384858687888990919293949596979899";
 
+/* Writes x as JavaScript's Number.prototype.toString does: the fewest significant digits that read
+ * back as x (strtod), nearest x among those, laid out as JS lays them out (plain digits up to 1e21,
+ * "0.000001", then "1e-7", "1.5e+300"). -0 stays "-0" (JS writes "0") so that every double reads
+ * back as itself. out holds at least 32 bytes; returns the length. */
 static size_t format_double(double x, char *out) {
     char *o = out;
     if (x == 0) {

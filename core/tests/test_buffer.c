@@ -346,6 +346,31 @@ static void two_part_copies_land_as_one(void) {
     nh_chunk_pool_free(&pool);
 }
 
+/* A detached (stalled) queue copies small shared segments into its own chunk (a broadcast's
+ * packets would otherwise each pin a buffer and a segment) and keeps big ones by reference. */
+static void detaching_copies_small_shared_bytes(void) {
+    nh_chunk_pool_t pool;
+    CHECK(nh_chunk_pool_init(&pool, 8) == 0);
+    nh_outq_t q;
+    nh_outq_init(&q, &pool);
+    nh_buf_t *small = nh_buf_new(8), *big = nh_buf_new(1000);
+    memcpy(small->data, "packet!!", 8);
+    small->len = 8;
+    memset(big->data, 'B', 1000);
+    big->len = 1000;
+    for (int i = 0; i < 3; i++)
+        CHECK(nh_outq_share(&q, small, 0, 8) == 0);
+    CHECK(nh_outq_share(&q, big, 0, 1000) == 0);
+    CHECK(small->refs == 4 && big->refs == 2);
+    CHECK(nh_outq_detach(&q) == 0);
+    CHECK(small->refs == 1 && big->refs == 2); /* small copied, big still referenced */
+    CHECK(q.bytes == 3 * 8 + 1000 && q.n == 2);
+    nh_outq_free(&q);
+    nh_buf_unref(small);
+    nh_buf_unref(big);
+    nh_chunk_pool_free(&pool);
+}
+
 int main(void) {
     a_detached_queue_pins_only_its_own_bytes();
     truncate_keeps_what_is_in_flight();
@@ -357,5 +382,6 @@ int main(void) {
     a_queue_without_a_pool_still_works();
     drained_segment_arrays_are_reused_through_the_pool();
     two_part_copies_land_as_one();
+    detaching_copies_small_shared_bytes();
     return check_done();
 }

@@ -44,4 +44,5 @@ for f in sys.argv[1:]:
 print(total)
 PY
 )
-echo "ir=$ir pushes=$pushes per_push=$((ir / ${pushes:-1}))"
+[ "${pushes:-0}" -gt 0 ] || { echo "cg_bcast: no pushes counted in the window" >&2; exit 1; }
+echo "ir=$ir pushes=$pushes per_push=$((ir / pushes))"
