@@ -145,10 +145,14 @@ int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *wh
             lua_pushstring(L, err);
         else
             lua_pushnil(L);
+        /* T's dead frames hold the failed handler's data until it is released below: a
+         * handler that failed for memory is answered all the same */
+        nh_watchdog_answering(h->watchdog, 1);
         if (nh_host_call_lua(h, 3, 1, "failed hook") == 0) {
             handled = lua_toboolean(L, -1);
             lua_pop(L, 1);
         }
+        nh_watchdog_answering(h->watchdog, 0);
     }
     if (!handled) nh_log(NH_LOG_ERROR, "%s: %s", what, err ? err : "(no message)");
     lua_pop(L, 2);

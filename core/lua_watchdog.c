@@ -53,6 +53,7 @@ struct nh_watchdog {
     uint64_t last_memory_request_ms;
     uint64_t memory_error_seq; /* the call that last failed for memory, and its heap then */
     size_t memory_error_used;
+    int answering; /* nh_watchdog_answering: a failed call is being answered */
 };
 
 static const char registry_key = 'w'; /* the hook finds its watchdog here */
@@ -191,7 +192,8 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
          * client without its error response. The same call fails again only if it grows a
          * quarter past where it failed (a handler that catches the error and goes on). */
         pthread_mutex_lock(&w->mu);
-        int again = w->memory_error_seq == seq && used < w->memory_error_used / 4 * 5;
+        int again =
+            (w->memory_error_seq == seq || w->answering) && used < w->memory_error_used / 4 * 5;
         if (!again) {
             w->stats.memory_errors++;
             w->memory_error_seq = seq;
@@ -259,6 +261,13 @@ static void signal_remove(nh_watchdog_t *w) {
     sigaction(WD_SIGNAL, &w->old_action, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     w->signal_owner = 0;
+}
+
+void nh_watchdog_answering(nh_watchdog_t *w, int on) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu); /* the hook reads it with the rest, under mu */
+    w->answering = on;
+    pthread_mutex_unlock(&w->mu);
 }
 
 void nh_watchdog_check(lua_State *L) {

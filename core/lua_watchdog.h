@@ -105,6 +105,12 @@ void nh_watchdog_check(lua_State *L);
  * is copied (at most 256 bytes). */
 void nh_watchdog_slice(nh_watchdog_t *w, uint64_t session, const char *route, size_t route_len);
 
+/* on: the loop thread answers a call that failed (nano's failed hook) while the failed call's data
+ * is still reachable from its thread's dead frames, so the heap may be over the memory limit for
+ * it alone; calls made meanwhile are not failed for memory unless the heap grows a quarter past
+ * where that call failed (as within the failed call itself). off: as before. */
+void nh_watchdog_answering(nh_watchdog_t *w, int on);
+
 /* One loop turn: moves the counter. */
 void nh_watchdog_tick(nh_watchdog_t *w);
 

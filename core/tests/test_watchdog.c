@@ -199,6 +199,28 @@ static void case_memory_limit_allows_garbage(fixture_t *f) {
     CHECK(stats(f).memory_errors == 0);
 }
 
+/* While a failed call is answered (nh_watchdog_answering), the heap that call left over the limit
+ * (here kept in a global, as a dead thread's frames keep it) fails no other call; once answered,
+ * it does again. Each call runs an interpreted loop for 0.3 s: the watchdog looks every 10 ms. */
+static void case_memory_limit_spares_the_answer(fixture_t *f) {
+    set_memory_limit(f);
+    CHECK(call(f->L, f->w, 1,
+               "held = {} local function f() for i = 1, 2000 do held[i] = string.rep('x', "
+               "1048000) .. i end end jit.off(f) f()") != 0);
+    CHECK(stats(f).memory_errors == 1);
+    static const char busy[] = "local function f() local t0, n = os.clock(), 0 "
+                               "while os.clock() - t0 < 0.3 do n = n + #tostring(n) end end "
+                               "jit.off(f) f()";
+    nh_watchdog_answering(f->w, 1);
+    CHECK(call(f->L, f->w, 1, busy) == 0);
+    nh_watchdog_answering(f->w, 0);
+    CHECK(stats(f).memory_errors == 1);
+    CHECK(call(f->L, f->w, 1, busy) != 0);
+    CHECK(strstr(err, "Lua memory limit exceeded") != NULL);
+    lua_pushnil(f->L);
+    lua_setglobal(f->L, "held");
+}
+
 /* The cases. CMake reads the NH_CASE lines to make one CTest entry per case. */
 #define NH_CASE(name)                                                                              \
     { #name, case_##name }
@@ -218,6 +240,7 @@ static const test_case_t cases[] = {
     NH_CASE(turned_off_reports_nothing),
     NH_CASE(memory_limit_fails_live_data),
     NH_CASE(memory_limit_allows_garbage),
+    NH_CASE(memory_limit_spares_the_answer),
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
