@@ -43,12 +43,13 @@ typedef struct nh_config {
 
 /* Lua functions the core calls (registry refs; LUA_NOREF when unset). See lua_host.c. */
 enum nh_hook {
-    NH_HOOK_DISPATCH,  /* (session, type, id, route, payload, flags, thread, decoded) */
+    NH_HOOK_DISPATCH,  /* (session, type, id, route, payload, flags, thread, decoded [, true]) */
     NH_HOOK_HANDSHAKE, /* (session, body) -> response_json, accepted */
     NH_HOOK_CLOSED,    /* (session) */
     NH_HOOK_ORIGIN,    /* (listener_id, origin) -> bool */
     NH_HOOK_SIGNAL,    /* ("shutdown" | "reload") */
     NH_HOOK_FAILED,    /* (thread, error, traceback) -> handled: a dispatch thread's error */
+    NH_HOOK_UNSENT,    /* (session, id, value, route, size): set with the dispatch hook */
     NH_HOOK_COUNT
 };
 
@@ -178,15 +179,18 @@ int nh_host_call_handler(nh_host_t *h, int nargs, int nres, const char *what, ui
  * nh_host_handler_thread() returns an idle thread (a new one when none is idle), or NULL when
  * out of memory. The caller pushes a function and its nargs arguments onto that thread and calls
  * nh_host_resume_handler(), which resumes it (protected; the watchdog names session and route):
- *   - the function returned: the thread is idle again (its stack emptied); 0.
+ *   - the function returned: returned(h, T, ctx) is called with its results on T's stack, when
+ *     given, and the thread is idle again (its stack emptied); 0.
  *   - it yielded (a handler waits): the thread now belongs to that wait; Lua resumes it later
  *     itself and hands it back with core.release_thread(thread, reusable) once it has finished
  *     or failed (task.lua); 0.
  *   - it raised: logged as "<what>: <error>" with the thread's traceback, the thread is
  *     dropped; -1. */
 lua_State *nh_host_handler_thread(nh_host_t *h);
+typedef void (*nh_returned_fn)(nh_host_t *h, lua_State *T, void *ctx);
 int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *what,
-                           uint64_t session, const char *route, size_t route_len);
+                           uint64_t session, const char *route, size_t route_len,
+                           nh_returned_fn returned, void *ctx);
 /* Gives a thread that finished after a wait back to the idle ones (reusable), or forgets it. */
 void nh_host_release_thread(nh_host_t *h, lua_State *T, int reusable);
 

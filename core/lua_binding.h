@@ -57,6 +57,10 @@ void nh_lua_session_detach(lua_State *L, nh_session_t *s);
 /* The session behind the userdata at idx (raises a Lua error if idx is not a session);
  * NULL when the session is closed. */
 nh_session_t *nh_lua_to_session(lua_State *L, int idx);
+/* The dispatch hook's returned response (core.set_hook's on_unsent, lua_host.c): T's results
+ * (value, empty_array, route) sent as the response to request id of s, nothing for a nil value;
+ * one that does not encode or is too big goes to the hook's on_unsent. */
+void nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t id);
 /* The same, but never raises: NULL also when idx is not a session. For loops that hold C
  * resources a Lua error would leak (core.push_many). */
 nh_session_t *nh_lua_test_session(lua_State *L, int idx);

@@ -106,12 +106,14 @@ void nh_host_release_thread(nh_host_t *h, lua_State *T, int reusable) {
 }
 
 int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *what,
-                           uint64_t session, const char *route, size_t route_len) {
+                           uint64_t session, const char *route, size_t route_len,
+                           nh_returned_fn returned, void *ctx) {
     nh_watchdog_mark_t mark;
     nh_watchdog_enter(h->watchdog, &mark, what, session, route, route_len);
     int r = lua_resume(T, nargs);
     nh_watchdog_leave(h->watchdog, &mark);
     if (r == 0) {
+        if (returned && lua_gettop(T) > 0) returned(h, T, ctx);
         nh_host_release_thread(h, T, 1); /* idle again (or forgotten when the list is full) */
         return 0;
     }

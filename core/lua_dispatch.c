@@ -33,6 +33,17 @@ static int on_handshake(void *ud, nh_session_t *s, const uint8_t *body, size_t l
     return 0;
 }
 
+struct returned_ctx {
+    nh_session_t *s;
+    uint64_t id;
+};
+
+/* The dispatcher returned without waiting: its results are the request's response, if any */
+static void on_returned(nh_host_t *h, lua_State *T, void *ctx) {
+    struct returned_ctx *rc = ctx;
+    nh_lua_send_returned(h, T, rc->s, rc->id);
+}
+
 static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
     nh_host_t *h = ud;
     /* On a thread of its own (host.h): the handler may wait without a coroutine.resume in Lua */
@@ -53,6 +64,7 @@ static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
     lua_pushboolean(L, 0); /* the bytes: see below */
     lua_pushinteger(L, m->flags);
     lua_pushthread(L); /* the thread itself: Lua's coroutine.running() is not compiled */
+    int nargs = 8;
     /* The payload's value as the JSON serializer reads it, when the dispatcher asked for it (its
      * serializer is JSON): the decoder is called here rather than from Lua, where each call of a
      * C function costs the JIT's trace an exit (docs/benchmarks.md). nil when the payload is not
@@ -92,7 +104,16 @@ static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
     h->msg_thread = L;
     h->msg_bytes = m->payload;
     h->msg_len = m->payload_len;
-    int r = nh_host_resume_handler(h, L, 8, "dispatch", s->id, route, route_len);
+    /* A request to a hook that may return its response (core.set_hook's on_unsent): told so by
+     * a ninth argument, and what it returns is sent once it has (returned() below). */
+    struct returned_ctx rc = {s, m->id};
+    nh_returned_fn returned = NULL;
+    if (m->type == NH_MSG_REQUEST && h->hooks[NH_HOOK_UNSENT] != LUA_NOREF) {
+        lua_pushboolean(L, 1);
+        nargs++;
+        returned = on_returned;
+    }
+    int r = nh_host_resume_handler(h, L, nargs, "dispatch", s->id, route, route_len, returned, &rc);
     h->msg_thread = prev_thread;
     h->msg_bytes = prev_bytes;
     h->msg_len = prev_len;

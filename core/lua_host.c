@@ -141,12 +141,30 @@ static int c_config(lua_State *L) {
     return 1;
 }
 
+/* set_hook(name, fn | nil [, on_unsent]). The dispatch hook with on_unsent may return a
+ * request's response instead of sending it: (value, empty_array, route), which the core writes as
+ * nano.json does and sends once the hook's thread has returned (lua_dispatch.c) — the dispatcher
+ * calls no C function for it, and each such call ends a JIT trace (docs/benchmarks.md). Such a
+ * hook gets a ninth argument, true, for each request: only then may it return one (a script's
+ * own hook around it, set without on_unsent, passes on eight, and its dispatcher then sends as
+ * before). A value that does not encode, or is over the packet limit, goes to
+ * on_unsent(session, id, value, route, size | nil), which answers the request in its stead. */
 static int c_set_hook(lua_State *L) {
     static const char *const names[] = {"dispatch", "handshake", "closed", "origin",
                                         "signal",   "failed",    NULL};
     nh_host_t *h = host(L);
     int which = luaL_checkoption(L, 1, NULL, names);
     if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+    int unsent = which == NH_HOOK_DISPATCH && !lua_isnoneornil(L, 3);
+    if (unsent) luaL_checktype(L, 3, LUA_TFUNCTION);
+    if (which == NH_HOOK_DISPATCH) {
+        luaL_unref(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_UNSENT]);
+        h->hooks[NH_HOOK_UNSENT] = LUA_NOREF;
+        if (unsent && !lua_isnil(L, 2)) {
+            lua_settop(L, 3);
+            h->hooks[NH_HOOK_UNSENT] = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
+    }
     luaL_unref(L, LUA_REGISTRYINDEX, h->hooks[which]);
     lua_settop(L, 2);
     h->hooks[which] = lua_isnil(L, 2) ? LUA_NOREF : luaL_ref(L, LUA_REGISTRYINDEX);
@@ -211,6 +229,30 @@ static nh_session_t *check_push(lua_State *L, nh_msg_t *m) {
     m->type = NH_MSG_PUSH;
     nh_lua_check_route(L, 2, m);
     return s;
+}
+
+void nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t id) {
+    if (lua_isnil(T, 1)) return;
+    lua_settop(T, 3);
+    nh_msg_t m = {.type = NH_MSG_RESPONSE, .id = id};
+    size_t empty_len = 0;
+    const char *empty = lua_type(T, 2) == LUA_TSTRING ? lua_tolstring(T, 2, &empty_len) : NULL;
+    m.payload = (const uint8_t *)nh_lua_json_encode(T, 1, empty, empty_len, &m.payload_len);
+    if (m.payload && send_response(s, &m) != UV_E2BIG) return;
+    /* on_unsent(session, id, value, route, size | nil): the Lua side answers it (logged there) */
+    if (h->hooks[NH_HOOK_UNSENT] == LUA_NOREF) return;
+    lua_State *L = h->L;
+    if (!lua_checkstack(L, 6)) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_UNSENT]);
+    nh_lua_push_session(L, s);
+    lua_pushnumber(L, (lua_Number)id);
+    lua_xmove(T, L, 3); /* the value, the empty-array marker, the route */
+    lua_remove(L, -2);
+    if (m.payload)
+        lua_pushinteger(L, (lua_Integer)m.payload_len);
+    else
+        lua_pushnil(L);
+    nh_host_call_handler(h, 5, 0, "response", s->id, NULL, 0);
 }
 
 /* respond(session, id, payload, is_error) -> true | nil, err */

@@ -136,3 +136,99 @@ describe("a request's payload", function()
     assert.equal('{"A":1}', c:request("Echo.back", '{"a":1}'))
   end)
 end)
+
+-- A handler's answer is returned by nano's dispatcher to the core, which sends it once the
+-- dispatcher's thread has returned (core.set_hook("dispatch", fn, on_unsent)): no C call in the
+-- dispatcher for it. Only a hook set with on_unsent is told (a ninth argument, true, for each
+-- request) that it may return one; any other hook's results are dropped, as before.
+describe("a response the dispatcher returns to the core", function()
+  local core = require "nano.core"
+  local server
+  before_each(function()
+    server = nt.start(U.FIXTURE)
+    local Ret = {}
+    function Ret:after_push(s, msg)
+      s:push("onFirst", { n = msg.n })
+      return { n = msg.n }
+    end
+    function Ret:after_wait(s, msg)
+      nano.sleep(0)
+      return { waited = msg.n }
+    end
+    nano.register(Ret, { name = "Ret" })
+  end)
+  after_each(function()
+    server:stop()
+    U.restore_log_level()
+  end)
+
+  it("arrives once, after what the handler pushed", function()
+    local c = server:connect()
+    local order = {}
+    c:on_push("onFirst", function() order[#order + 1] = "push" end)
+    local res = c:request("Ret.after_push", { n = 7 })
+    order[#order + 1] = "response"
+    assert.same({ n = 7 }, res)
+    assert.same({ "push", "response" }, order)
+    assert.same({ n = 8 }, c:request("Ret.after_push", { n = 8 }))
+    c:sync()
+    assert.equal(0, c:stray_responses())
+  end)
+
+  it("is sent by the dispatcher itself after a wait (the thread no longer returns to the core)", function()
+    local c = server:connect()
+    assert.same({ waited = 1 }, c:request("Ret.after_wait", { n = 1 }))
+    -- the same thread, reused for a handler that answers at once
+    assert.same({ n = 2 }, c:request("Ret.after_push", { n = 2 }))
+  end)
+
+  it("is not taken from a script's own hook set without on_unsent: nano's dispatcher sends it", function()
+    local dispatch, nargs, returned = nano._dispatch, {}, {}
+    core.set_hook("dispatch", function(...)
+      nargs[#nargs + 1] = select("#", ...)
+      returned[#returned + 1] = dispatch(...) == nil
+      return { ignored = true } -- a hook without on_unsent: its results are not a response
+    end)
+    local c = server:connect()
+    assert.same({ n = 3 }, c:request("Ret.after_push", { n = 3 }))
+    assert.same({ waited = 4 }, c:request("Ret.after_wait", { n = 4 }))
+    assert.equal(0, c:stray_responses())
+    assert.same({ 8, 8 }, nargs)
+    assert.same({ true, true }, returned)
+  end)
+
+  it("from a hook with on_unsent: requests get true as a ninth argument, notifies nothing", function()
+    local ninth = {}
+    core.set_hook("dispatch", function(s, mtype, id, route, payload, flags, co, pre, defer)
+      ninth[#ninth + 1] = { mtype, defer }
+      if mtype == 0 and defer then return { route = route, id = id }, nil, route end
+    end, function() end)
+    local c = server:connect()
+    local got = c:request("Any.thing", {})
+    assert.same("Any.thing", got.route)
+    c:notify("Any.note", {})
+    c:sync() -- a request too: answered by the hook, as any other
+    assert.same({ 0, true }, ninth[1])
+    assert.same({ 1, nil }, ninth[2])
+  end)
+
+  it("that does not encode or is over the packet limit goes to on_unsent, which answers it", function()
+    local calls = {}
+    local c = server:connect()
+    core.set_hook("dispatch", function(s, mtype, id, route, payload, flags, co, pre, defer)
+      if route == "Bad.fn" then return { f = print }, nil, route end
+      if route == "Bad.big" then return string.rep("x", 0xFFFFFF), nil, route end
+      core.respond(s, id, "{}", false)
+    end, function(s, id, value, route, size)
+      calls[#calls + 1] = { route = route, size = size, value = type(value), s = s == c:session() }
+      core.respond(s, id, '{"code":500}', true, 500)
+    end)
+    local _, err = c:try_request("Bad.fn", {})
+    assert.same({ code = 500 }, err)
+    _, err = c:try_request("Bad.big", {})
+    assert.same({ code = 500 }, err)
+    assert.same({ route = "Bad.fn", value = "table", s = true }, calls[1])
+    assert.same({ route = "Bad.big", value = "string", size = 0xFFFFFF + 2, s = true }, calls[2])
+    assert.equal(2, #calls)
+  end)
+end)

@@ -178,7 +178,8 @@ end
 -- The serializer a session speaks: its last handler's component's (register's serializer
 -- option), else the server's. Serializers get (v, route, kind), kind = "response" | "push" |
 -- "error" | "kick"; serializers that need neither (JSON, msgpack) ignore them.
-local function serializer_of(s) return s and S.session_serializer[s] or S.serializer end
+-- (rawget: the compiled lookup skips the weak table's metatable)
+local function serializer_of(s) return s and rawget(S.session_serializer, s) or S.serializer end
 nano._serializer_of = serializer_of
 local function marshal(v, route, kind, s) return serializer_of(s).marshal(v, route, kind) end
 
@@ -277,7 +278,7 @@ local outbound
 -- core.push_value): nano.json unwrapped, no outbound pipeline or debug log to see the bytes, and
 -- not bytes already (nano.raw).
 local function core_sends(ser, v)
-  return core_encodes(ser) and not outbound and not S.debug and v ~= nil and not raw_bytes[v]
+  return core_encodes(ser) and not outbound and not S.debug and v ~= nil and not rawget(raw_bytes, v)
 end
 
 -- v's bytes for route and kind -> true, bytes | false, err: nano.raw's own, else the serializer's
@@ -792,11 +793,44 @@ local function handler_error(s, mtype, id, route, err, tb, answered)
   if mtype == MSG_REQUEST and not answered then send_error(s, id, error_reply(err)) end
 end
 
+-- A response after the core's try at sending it as JSON (sent: true; false: it did not encode or
+-- was not tried; nil: not sent, why): the serializer's way (serialize), the pipeline and respond
+-- when it did not encode, the log and a 500 when it was over the packet limit.
+local function respond_rest(s, id, route, ser, res, sent, why, size)
+  if sent == false then
+    local mok, out = serialize(s, ser, res, route, "response")
+    if not mok then
+      log.error("session %d %s: response does not serialize: %s", s:id(), route, tostring(out))
+      send_error(s, id, 500, S.debug and tostring(out) or "internal error")
+      return
+    end
+    if S.debug then log.debug("session %d -> response id=%d %s", s:id(), id, out) end
+    out = outgoing(s, MSG_RESPONSE, id, route, out)
+    if out then
+      size = #out
+      local _
+      _, why = respond(s, id, out, false)
+    end
+  end
+  if why == "message too big" then
+    log.error("session %d %s: response of %d bytes is over the packet limit; answered 500",
+              s:id(), route, size)
+    send_error(s, id, 500, "response too large")
+  end
+end
+
+-- The core's dispatch hook could not send a response the dispatcher returned (core.set_hook):
+-- size nil: it does not encode as the core's JSON; else it is over the packet limit.
+local function unsent(s, id, res, route, size)
+  if size then return respond_rest(s, id, route, nil, res, nil, "message too big", size) end
+  return respond_rest(s, id, route, serializer_of(s), res, false)
+end
+
 -- concurrent: the task is one of a concurrent component's (handle_one), found through S.inflight
 -- while it handles a request; protect: call the handler under xpcall (not on a core thread).
 -- payload is false when the core decoded it (pre) and kept the bytes: they are read (a string
 -- made) only where needed, before the handler runs, while the core's thread t.co runs the message.
-local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, concurrent)
+local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, concurrent, defer)
   local name
   if h then
     name = type(route) == "string" and route or h.route
@@ -833,7 +867,7 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
   -- (stored only when it changes: storing nil for a session not in the table made a new key of
   -- it each message)
   local hser = h.serializer
-  if S.session_serializer[s] ~= hser then S.session_serializer[s] = hser end
+  if rawget(S.session_serializer, s) ~= hser then S.session_serializer[s] = hser end
   if mtype == MSG_REQUEST then S.last_route[s] = route end
   -- pre: the payload's value as the JSON serializer reads it, decoded by the core with the
   -- message when nano.json is the default (core.set_predecode); only this handler's serializer
@@ -887,7 +921,9 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
   else
     ok, res = true, h.fn(h.comp, s, msg)
   end
-  t.msg_s, t.watch_route = nil, nil
+  -- false, not nil: a field stored nil would make the next message's store check the task's
+  -- metatable for __newindex
+  t.msg_s, t.watch_route = false, false
   if inflight then inflight[id] = nil end
   local answered = t.answered
   if not ok then
@@ -896,32 +932,19 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
   end
   if mtype == MSG_REQUEST and res ~= nil and not answered then
     -- Each C function called here ends a JIT trace (docs/benchmarks.md): JSON without a pipeline
-    -- or debug log is encoded and sent by one (the same bytes as marshal's). Its results and
-    -- respond's are taken as they are, not through select(): that too ended the trace. The
+    -- or debug log is encoded and sent by the core, either after the dispatcher returns it (defer:
+    -- the core's hook said it takes it, and the handler did not wait, so this thread returns to
+    -- the core that resumed it; core.set_hook) or by one call (the same bytes as marshal's). Its
+    -- results are taken as they are, not through select(): that too ended the trace. The
     -- session's serializer is read again: the handler may have waited meanwhile.
     ser = serializer_of(s)
-    local sent, why, size = false, nil, nil
-    if core_sends(ser, res) then sent, why, size = respond_value(s, id, res, ser.empty_array) end
-    if sent == false then -- the serializer's way (serialize), the pipeline, respond
-      local mok, out = serialize(s, ser, res, route, "response")
-      if not mok then
-        log.error("session %d %s: response does not serialize: %s", s:id(), route, tostring(out))
-        send_error(s, id, 500, S.debug and tostring(out) or "internal error")
-        return
-      end
-      if S.debug then log.debug("session %d -> response id=%d %s", s:id(), id, out) end
-      out = outgoing(s, MSG_RESPONSE, id, route, out)
-      if out then
-        size = #out
-        local _
-        _, why = respond(s, id, out, false)
-      end
+    if core_sends(ser, res) then
+      if defer and not t.waited then return res, ser.empty_array, route end
+      local sent, why, size = respond_value(s, id, res, ser.empty_array)
+      if sent ~= false and why ~= "message too big" then return end
+      return respond_rest(s, id, route, ser, res, sent, why, size)
     end
-    if why == "message too big" then
-      log.error("session %d %s: response of %d bytes is over the packet limit; answered 500",
-                s:id(), route, size)
-      send_error(s, id, 500, "response too large")
-    end
+    return respond_rest(s, id, route, ser, res, false)
   end
 end
 
@@ -958,12 +981,13 @@ end
 
 -- A task that handles one message of a concurrent component. t.work says, should the thread
 -- end with an error, what it was doing (thread_failed): true here, the queue below.
-local function handle_one(t, h, s, mtype, id, route, payload, flags, pre)
+local function handle_one(t, h, s, mtype, id, route, payload, flags, pre, defer)
   S.running = S.running + 1
   t.work = true
-  handle(t, h, s, mtype, id, route, payload, flags, pre, false, true)
+  local res, empty, rroute = handle(t, h, s, mtype, id, route, payload, flags, pre, false, true, defer)
   t.work = false
   handler_done()
+  return res, empty, rroute
 end
 
 -- The messages queued behind a failed one, in a task of their own (each handler protected here:
@@ -984,10 +1008,20 @@ end
 
 -- A session's worker: handles its message, then the ones queued behind it meanwhile, in order.
 -- One task per busy session; the queue q is the session's (S.queues).
-local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre)
+-- defer: the response may be returned to the core (handle), which sends it after this returns;
+-- messages queued meanwhile (a handler that ran the loop) are answered after it, so it is sent
+-- first then.
+local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre, defer)
   S.running = S.running + 1
   t.work, t.work_s, q.task = q, s, t
-  handle(t, h, s, mtype, id, route, payload, flags, pre)
+  local res, empty, rroute = handle(t, h, s, mtype, id, route, payload, flags, pre, false, false, defer)
+  if res ~= nil and q.head < q.tail then
+    local sent, why, size = respond_value(s, id, res, empty)
+    if sent == false or why == "message too big" then
+      respond_rest(s, id, rroute, serializer_of(s), res, sent, why, size)
+    end
+    res = nil
+  end
   while q.head < q.tail do
     q.head = q.head + 1
     local m = q[q.head]
@@ -997,6 +1031,7 @@ local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre
   t.work, t.work_s = false, false
   q.head, q.tail, q.busy, q.task = 0, 0, false, false
   handler_done()
+  return res, empty, rroute
 end
 
 -- One of the core's dispatcher threads ended with an error err (tb: its traceback), t its task.
@@ -1010,7 +1045,7 @@ local function thread_failed(t, err, tb)
   local s = t.msg_s
   if s then
     local mtype, id, route = t.msg_type, t.msg_id, t.watch_route
-    t.msg_s, t.watch_route = nil, nil
+    t.msg_s, t.watch_route = false, false
     local inflight = mtype == MSG_REQUEST and S.inflight[s]
     if inflight then inflight[id] = nil end
     handler_error(s, mtype, id, route, err, tb, t.answered)
@@ -1032,7 +1067,10 @@ task._set_thread_failed(thread_failed)
 -- handled one after another (the next starts when the previous handler has returned, waits
 -- included); a component registered with { concurrent = true } gets a task per message.
 local enter_task = task._enter
-local function dispatch(s, mtype, id, route, payload, flags, co, pre)
+-- defer: true when the core takes a request's response returned by this (core.set_hook's
+-- on_unsent: nano's own hook, or one around it that passes it on); the dispatcher then returns
+-- (value, empty_array, route) rather than calling the core to send it.
+local function dispatch(s, mtype, id, route, payload, flags, co, pre, defer)
   -- a script's own hook around this one that passes on the first six values only: the bytes
   if payload == false and pre == nil then
     co = co or coroutine.running()
@@ -1040,7 +1078,7 @@ local function dispatch(s, mtype, id, route, payload, flags, co, pre)
   end
   local h = resolve(route)
   if h and h.concurrent then
-    return handle_one(enter_task(co), h, s, mtype, id, route, payload, flags, pre)
+    return handle_one(enter_task(co), h, s, mtype, id, route, payload, flags, pre, defer)
   end
   local queues = S.queues
   local q = queues[s]
@@ -1050,7 +1088,7 @@ local function dispatch(s, mtype, id, route, payload, flags, co, pre)
   end
   if not q.busy then
     q.busy = true
-    return handle_in_order(enter_task(co), q, h, s, mtype, id, route, payload, flags, pre)
+    return handle_in_order(enter_task(co), q, h, s, mtype, id, route, payload, flags, pre, defer)
   end
   if q.tail - q.head >= S.session_queue then
     log.warn("session %d: %d messages already wait for a handler; dropping %s %s", s:id(),
@@ -1063,6 +1101,7 @@ local function dispatch(s, mtype, id, route, payload, flags, co, pre)
   q[q.tail] = { mtype, id, route, payload, flags, pre }
 end
 nano._dispatch = dispatch
+nano._unsent = unsent
 
 function nano._set_inbound(fn)
   inbound = fn
@@ -1187,7 +1226,7 @@ local function dispatch_failed(co, err, tb)
 end
 
 local function install_hooks()
-  core.set_hook("dispatch", dispatch)
+  core.set_hook("dispatch", dispatch, unsent)
   core.set_hook("failed", dispatch_failed)
   update_predecode()
   core.set_hook("handshake", on_handshake)

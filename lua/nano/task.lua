@@ -142,6 +142,9 @@ local function started(t, ok, ...) return stepped(t, ok, false, ...) end
 -- hand-back in one C call (each C call is a trace exit for the JIT).
 local core_resume = core.resume
 local function step(t, ...)
+  -- a core thread resumed here returns to this resume, not to the core: nano's dispatcher then
+  -- sends its response itself (init.lua's handle)
+  if t.core_thread then t.waited = true end
   return stepped(t, core_resume(t.co, t.core_thread, t.msg_s, t.watch_route, ...))
 end
 
@@ -205,12 +208,12 @@ function M._enter(co)
   co = co or co_running()
   local t = by_co[co]
   if t then
-    t.status = "running"
+    t.status, t.waited = "running", false
     return t
   end
   t = setmetatable({ co = co, status = "running", core_thread = true, msg_s = false,
                      msg_type = false, msg_id = false, answered = false, watch_route = false,
-                     work = false, work_s = false }, Task)
+                     work = false, work_s = false, waited = false }, Task)
   by_co[co] = t
   return t
 end

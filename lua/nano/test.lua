@@ -107,13 +107,13 @@ nt.Server = Server
 -- Messages to the sync route (client:sync()) are answered here, without a log line.
 local function install_sync_hook()
   local dispatch = nano._dispatch
-  core.set_hook("dispatch", function(s, mtype, id, route, payload, flags, co, pre)
+  core.set_hook("dispatch", function(s, mtype, id, route, payload, flags, co, pre, defer)
     if route == client.SYNC_ROUTE then
       if mtype == 0 then core.respond(s, id, "{}", false) end
       return
     end
-    return dispatch(s, mtype, id, route, payload, flags, co, pre)
-  end)
+    return dispatch(s, mtype, id, route, payload, flags, co, pre, defer)
+  end, nano._unsent)
 end
 
 local function load_script(path, dir, args)
