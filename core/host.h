@@ -180,14 +180,15 @@ int nh_host_call_handler(nh_host_t *h, int nargs, int nres, const char *what, ui
  * out of memory. The caller pushes a function and its nargs arguments onto that thread and calls
  * nh_host_resume_handler(), which resumes it (protected; the watchdog names session and route):
  *   - the function returned: returned(h, T, ctx) is called with its results on T's stack, when
- *     given, and the thread is idle again (its stack emptied); 0.
+ *     given, and the thread is idle again (its stack emptied); what returned() returned (0 with
+ *     none): -1 says it could not do what the results asked (the caller answers for it).
  *   - it yielded (a handler waits): the thread now belongs to that wait; Lua resumes it later
  *     itself and hands it back with core.release_thread(thread, reusable) once it has finished
  *     or failed (task.lua); 0.
  *   - it raised: logged as "<what>: <error>" with the thread's traceback, the thread is
  *     dropped; -1. */
 lua_State *nh_host_handler_thread(nh_host_t *h);
-typedef void (*nh_returned_fn)(nh_host_t *h, lua_State *T, void *ctx);
+typedef int (*nh_returned_fn)(nh_host_t *h, lua_State *T, void *ctx);
 int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *what,
                            uint64_t session, const char *route, size_t route_len,
                            nh_returned_fn returned, void *ctx);

@@ -59,8 +59,9 @@ void nh_lua_session_detach(lua_State *L, nh_session_t *s);
 nh_session_t *nh_lua_to_session(lua_State *L, int idx);
 /* The dispatch hook's returned response (core.set_hook's on_unsent, lua_host.c): T's results
  * (value, empty_array, route) sent as the response to request id of s, nothing for a nil value;
- * one that does not encode or is too big goes to the hook's on_unsent. */
-void nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t id);
+ * one that does not encode or is too big goes to the hook's on_unsent. 0, or -1 when it was not
+ * answered (on_unsent failed, or there is none): the caller answers 500. */
+int nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t id);
 /* The same, but never raises: NULL also when idx is not a session. For loops that hold C
  * resources a Lua error would leak (core.push_many). */
 nh_session_t *nh_lua_test_session(lua_State *L, int idx);

@@ -113,9 +113,9 @@ int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *wh
     int r = lua_resume(T, nargs);
     nh_watchdog_leave(h->watchdog, &mark);
     if (r == 0) {
-        if (returned && lua_gettop(T) > 0) returned(h, T, ctx);
+        int rr = returned && lua_gettop(T) > 0 ? returned(h, T, ctx) : 0;
         nh_host_release_thread(h, T, 1); /* idle again (or forgotten when the list is full) */
-        return 0;
+        return rr;
     }
     if (r == LUA_YIELD) return 0; /* Lua resumes it and releases it (task.lua) */
     /* The error's traceback, from the dead thread's frames (kept after the error). */
@@ -149,12 +149,12 @@ int nh_host_resume_handler(nh_host_t *h, lua_State *T, int nargs, const char *wh
             lua_pushnil(L);
         /* T's dead frames hold the failed handler's data until it is released below: a
          * handler that failed for memory is answered all the same */
-        nh_watchdog_answering(h->watchdog, 1);
+        nh_watchdog_answering(h->watchdog, &mark);
         if (nh_host_call_lua(h, 3, 1, "failed hook") == 0) {
             handled = lua_toboolean(L, -1);
             lua_pop(L, 1);
         }
-        nh_watchdog_answering(h->watchdog, 0);
+        nh_watchdog_answering(h->watchdog, NULL);
     }
     if (!handled) nh_log(NH_LOG_ERROR, "%s: %s", what, err ? err : "(no message)");
     lua_pop(L, 2);

@@ -38,10 +38,11 @@ struct returned_ctx {
     uint64_t id;
 };
 
-/* The dispatcher returned without waiting: its results are the request's response, if any */
-static void on_returned(nh_host_t *h, lua_State *T, void *ctx) {
+/* The dispatcher returned without waiting: its results are the request's response, if any; -1
+ * when it could not be answered (session.c then answers 500, as for a failed dispatcher) */
+static int on_returned(nh_host_t *h, lua_State *T, void *ctx) {
     struct returned_ctx *rc = ctx;
-    nh_lua_send_returned(h, T, rc->s, rc->id);
+    return nh_lua_send_returned(h, T, rc->s, rc->id);
 }
 
 static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {

@@ -147,8 +147,11 @@ static int c_config(lua_State *L) {
  * calls no C function for it, and each such call ends a JIT trace (docs/benchmarks.md). Such a
  * hook gets a ninth argument, true, for each request: only then may it return one (a script's
  * own hook around it, set without on_unsent, passes on eight, and its dispatcher then sends as
- * before). A value that does not encode, or is over the packet limit, goes to
- * on_unsent(session, id, value, route, size | nil), which answers the request in its stead. */
+ * before). Only a return without a wait counts: after a yield the thread returns to whoever
+ * resumed it (task.lua), not to the core, so a hook that waited sends its own answer (nano's
+ * dispatcher does: t.waited). A value that does not encode, or is over the packet limit, goes to
+ * on_unsent(session, id, value, route, size | nil), which answers the request in its stead; if
+ * that fails, the core answers 500, as for a dispatcher that failed. */
 static int c_set_hook(lua_State *L) {
     static const char *const names[] = {"dispatch", "handshake", "closed", "origin",
                                         "signal",   "failed",    NULL};
@@ -231,18 +234,18 @@ static nh_session_t *check_push(lua_State *L, nh_msg_t *m) {
     return s;
 }
 
-void nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t id) {
-    if (lua_isnil(T, 1)) return;
+int nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t id) {
+    if (lua_isnil(T, 1)) return 0;
     lua_settop(T, 3);
     nh_msg_t m = {.type = NH_MSG_RESPONSE, .id = id};
     size_t empty_len = 0;
     const char *empty = lua_type(T, 2) == LUA_TSTRING ? lua_tolstring(T, 2, &empty_len) : NULL;
     m.payload = (const uint8_t *)nh_lua_json_encode(T, 1, empty, empty_len, &m.payload_len);
-    if (m.payload && send_response(s, &m) != UV_E2BIG) return;
-    /* on_unsent(session, id, value, route, size | nil): the Lua side answers it (logged there) */
-    if (h->hooks[NH_HOOK_UNSENT] == LUA_NOREF) return;
+    if (m.payload && send_response(s, &m) != UV_E2BIG) return 0;
+    /* on_unsent(session, id, value, route, size | nil): the Lua side answers it (logged there);
+     * should that fail, the caller's 500 answers instead */
     lua_State *L = h->L;
-    if (!lua_checkstack(L, 6)) return;
+    if (h->hooks[NH_HOOK_UNSENT] == LUA_NOREF || !lua_checkstack(L, 6)) return -1;
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->hooks[NH_HOOK_UNSENT]);
     nh_lua_push_session(L, s);
     lua_pushnumber(L, (lua_Number)id);
@@ -252,7 +255,7 @@ void nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t 
         lua_pushinteger(L, (lua_Integer)m.payload_len);
     else
         lua_pushnil(L);
-    nh_host_call_handler(h, 5, 0, "response", s->id, NULL, 0);
+    return nh_host_call_handler(h, 5, 0, "response", s->id, NULL, 0);
 }
 
 /* respond(session, id, payload, is_error) -> true | nil, err */

@@ -263,10 +263,11 @@ static void signal_remove(nh_watchdog_t *w) {
     w->signal_owner = 0;
 }
 
-void nh_watchdog_answering(nh_watchdog_t *w, int on) {
+void nh_watchdog_answering(nh_watchdog_t *w, const nh_watchdog_mark_t *failed) {
     if (!w) return;
     pthread_mutex_lock(&w->mu); /* the hook reads it with the rest, under mu */
-    w->answering = on;
+    /* stats.memory_errors is written on this (the loop) thread only, by the hook */
+    w->answering = failed && w->stats.memory_errors != failed->memory_errors;
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -455,6 +456,7 @@ void nh_watchdog_enter(nh_watchdog_t *w, nh_watchdog_mark_t *mark, const char *w
     /* Every request passes here: no lock, no formatting and no copies (see `seq`). */
     mark->depth = atomic_load_explicit(&w->depth, RELAXED);
     mark->call = call_of(w);
+    mark->memory_errors = w->stats.memory_errors; /* written on this thread only (the hook) */
     uint64_t s = publish_begin(w);
     set_call(w, &(nh_watchdog_call_t){what, route, session, route_len});
     atomic_store_explicit(&w->depth, mark->depth + 1, RELAXED);

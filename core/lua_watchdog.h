@@ -82,6 +82,7 @@ typedef struct nh_watchdog_call {
 typedef struct nh_watchdog_mark {
     int depth, in_loop;
     nh_watchdog_call_t call;
+    uint64_t memory_errors; /* the count when the call began (nh_watchdog_answering) */
 } nh_watchdog_mark_t;
 void nh_watchdog_enter(nh_watchdog_t *w, nh_watchdog_mark_t *mark, const char *what,
                        uint64_t session, const char *route, size_t route_len);
@@ -105,11 +106,12 @@ void nh_watchdog_check(lua_State *L);
  * is copied (at most 256 bytes). */
 void nh_watchdog_slice(nh_watchdog_t *w, uint64_t session, const char *route, size_t route_len);
 
-/* on: the loop thread answers a call that failed (nano's failed hook) while the failed call's data
- * is still reachable from its thread's dead frames, so the heap may be over the memory limit for
- * it alone; calls made meanwhile are not failed for memory unless the heap grows a quarter past
- * where that call failed (as within the failed call itself). off: as before. */
-void nh_watchdog_answering(nh_watchdog_t *w, int on);
+/* failed: the mark of a call (entered and left) whose thread an error ended; the loop thread now
+ * answers it (nano's failed hook) while that call's data is still reachable from the thread's
+ * dead frames. If the call failed for memory, the heap may be over the limit for it alone: calls
+ * made meanwhile are not failed for memory unless the heap grows a quarter past where that call
+ * failed (as within the failed call itself). NULL: the answer is given, as before. */
+void nh_watchdog_answering(nh_watchdog_t *w, const nh_watchdog_mark_t *failed);
 
 /* One loop turn: moves the counter. */
 void nh_watchdog_tick(nh_watchdog_t *w);

@@ -1,7 +1,8 @@
 -- A handler's return value as its response. With the JSON serializer, no outbound pipeline and
--- no debug log, the core encodes and sends it in one call (core.respond_value: one C call less
--- for the JIT's trace, docs/benchmarks.md); everything else goes through the serializer's
--- marshal. Both must put the same bytes on the wire and fail the same way.
+-- no debug log, the core encodes and sends it (returned by the dispatcher to the core, or after a
+-- wait by one call, core.respond_value: no C call, or one, for the JIT's trace,
+-- docs/benchmarks.md); everything else goes through the serializer's marshal. Both must put the
+-- same bytes on the wire and fail the same way.
 local nt = require "nano.test"
 local nano = require "nano"
 local json = require "nano.json"
@@ -163,6 +164,13 @@ describe("a response the dispatcher returns to the core", function()
   end)
 
   it("arrives once, after what the handler pushed", function()
+    -- nano.test's own hook, seeing what nano's dispatcher returns
+    local dispatch, returned = nano._dispatch, {}
+    core.set_hook("dispatch", function(...)
+      local r = { dispatch(...) }
+      returned[#returned + 1] = r[1] ~= nil
+      return unpack(r, 1, 3)
+    end, nano._unsent)
     local c = server:connect()
     local order = {}
     c:on_push("onFirst", function() order[#order + 1] = "push" end)
@@ -171,15 +179,22 @@ describe("a response the dispatcher returns to the core", function()
     assert.same({ n = 7 }, res)
     assert.same({ "push", "response" }, order)
     assert.same({ n = 8 }, c:request("Ret.after_push", { n = 8 }))
-    c:sync()
     assert.equal(0, c:stray_responses())
+    assert.same({ true, true }, returned) -- returned to the core, not sent by a C call
   end)
 
   it("is sent by the dispatcher itself after a wait (the thread no longer returns to the core)", function()
+    local dispatch, returned = nano._dispatch, {}
+    core.set_hook("dispatch", function(...)
+      local r = { dispatch(...) }
+      returned[#returned + 1] = r[1] ~= nil
+      return unpack(r, 1, 3)
+    end, nano._unsent)
     local c = server:connect()
     assert.same({ waited = 1 }, c:request("Ret.after_wait", { n = 1 }))
     -- the same thread, reused for a handler that answers at once
     assert.same({ n = 2 }, c:request("Ret.after_push", { n = 2 }))
+    assert.same({ false, true }, returned)
   end)
 
   it("is not taken from a script's own hook set without on_unsent: nano's dispatcher sends it", function()
@@ -230,5 +245,17 @@ describe("a response the dispatcher returns to the core", function()
     assert.same({ route = "Bad.fn", value = "table", s = true }, calls[1])
     assert.same({ route = "Bad.big", value = "string", size = 0xFFFFFF + 2, s = true }, calls[2])
     assert.equal(2, #calls)
+  end)
+
+  it("that on_unsent fails to answer is answered 500 by the core", function()
+    core.set_hook("dispatch", function(s, mtype, id, route, payload, flags, co, pre, defer)
+      if route == "Bad.fn" then return { f = print }, nil, route end
+      core.respond(s, id, "{}", false)
+    end, function() error("on_unsent broke") end)
+    local c = server:connect()
+    local _, err = c:try_request("Bad.fn", {})
+    assert.same({ code = 500, msg = "internal error" }, err)
+    assert.same({}, c:request("Any.thing", {})) -- the session goes on
+    assert.equal(0, c:stray_responses())
   end)
 end)

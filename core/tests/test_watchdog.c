@@ -199,22 +199,35 @@ static void case_memory_limit_allows_garbage(fixture_t *f) {
     CHECK(stats(f).memory_errors == 0);
 }
 
-/* While a failed call is answered (nh_watchdog_answering), the heap that call left over the limit
- * (here kept in a global, as a dead thread's frames keep it) fails no other call; once answered,
- * it does again. Each call runs an interpreted loop for 0.3 s: the watchdog looks every 10 ms. */
+/* While a call that failed for memory is answered (nh_watchdog_answering), the heap it left over
+ * the limit (here kept in a global, as a dead thread's frames keep it) fails no other call; once
+ * answered, it does again; and a call that failed for another reason gets no such grace. Each
+ * call runs an interpreted loop for 0.3 s: the watchdog looks every 10 ms. */
 static void case_memory_limit_spares_the_answer(fixture_t *f) {
     set_memory_limit(f);
+    nh_watchdog_mark_t failed = {0};
+    failed.memory_errors = stats(f).memory_errors; /* as nh_watchdog_enter keeps it */
     CHECK(call(f->L, f->w, 1,
                "held = {} local function f() for i = 1, 2000 do held[i] = string.rep('x', "
                "1048000) .. i end end jit.off(f) f()") != 0);
     CHECK(stats(f).memory_errors == 1);
+    /* 2 MiB more held (outside the loop: not failed), so that the heap stays over the limit once
+     * the failed call's temporaries are garbage, and under a quarter past where it failed */
+    CHECK(call(f->L, f->w, 0,
+               "for i = #held + 1, #held + 2 do held[i] = string.rep('z', 1048000) .. i end") == 0);
     static const char busy[] = "local function f() local t0, n = os.clock(), 0 "
                                "while os.clock() - t0 < 0.3 do n = n + #tostring(n) end end "
                                "jit.off(f) f()";
-    nh_watchdog_answering(f->w, 1);
+    nh_watchdog_answering(f->w, &failed);
     CHECK(call(f->L, f->w, 1, busy) == 0);
-    nh_watchdog_answering(f->w, 0);
+    nh_watchdog_answering(f->w, NULL);
     CHECK(stats(f).memory_errors == 1);
+    nh_watchdog_mark_t other = {0}; /* a call that failed, but not for memory */
+    other.memory_errors = stats(f).memory_errors;
+    nh_watchdog_answering(f->w, &other);
+    CHECK(call(f->L, f->w, 1, busy) != 0);
+    CHECK(strstr(err, "Lua memory limit exceeded") != NULL);
+    nh_watchdog_answering(f->w, NULL);
     CHECK(call(f->L, f->w, 1, busy) != 0);
     CHECK(strstr(err, "Lua memory limit exceeded") != NULL);
     lua_pushnil(f->L);

@@ -274,9 +274,9 @@ nano.session_methods = session
 -- fn(s, mtype, id, route, payload, is_error) -> payload | nil, err
 local outbound
 
--- Whether the core may encode v itself and send it in the same call (core.respond_value,
--- core.push_value): nano.json unwrapped, no outbound pipeline or debug log to see the bytes, and
--- not bytes already (nano.raw).
+-- Whether the core may encode v itself and send it (a response the dispatcher returns to the
+-- core, core.respond_value, core.push_value): nano.json unwrapped, no outbound pipeline or debug
+-- log to see the bytes, and not bytes already (nano.raw).
 local function core_sends(ser, v)
   return core_encodes(ser) and not outbound and not S.debug and v ~= nil and not rawget(raw_bytes, v)
 end

@@ -190,8 +190,8 @@ return {
   -- them) gets its own function called, never the fast ones
   try_marshal_for = marshal,
   try_unmarshal_for = unmarshal,
-  -- the core reads and writes this JSON itself, with the same codec (core.respond_value,
-  -- core.push_value, core.set_predecode): the same values and bytes
+  -- the core reads and writes this JSON itself, with the same codec (a response returned to the
+  -- core, core.respond_value, core.push_value, core.set_predecode): the same values and bytes
   core_json = has_fast or nil,
   -- for specs: the fallback encoder and the number formatter, used where nano.json_codec is missing
   _lua_marshal = lua_marshal,
