@@ -163,14 +163,20 @@ describe("a response the dispatcher returns to the core", function()
     U.restore_log_level()
   end)
 
-  it("arrives once, after what the handler pushed", function()
-    -- nano.test's own hook, seeing what nano's dispatcher returns
+  -- A hook around nano's dispatcher, as nano.test's own: whether each request's dispatch
+  -- returned a response to the core (true) or sent it itself (false), in order
+  local function watch_returns()
     local dispatch, returned = nano._dispatch, {}
     core.set_hook("dispatch", function(...)
       local r = { dispatch(...) }
       returned[#returned + 1] = r[1] ~= nil
       return unpack(r, 1, 3)
     end, nano._unsent)
+    return returned
+  end
+
+  it("arrives once, after what the handler pushed", function()
+    local returned = watch_returns()
     local c = server:connect()
     local order = {}
     c:on_push("onFirst", function() order[#order + 1] = "push" end)
@@ -184,12 +190,7 @@ describe("a response the dispatcher returns to the core", function()
   end)
 
   it("is sent by the dispatcher itself after a wait (the thread no longer returns to the core)", function()
-    local dispatch, returned = nano._dispatch, {}
-    core.set_hook("dispatch", function(...)
-      local r = { dispatch(...) }
-      returned[#returned + 1] = r[1] ~= nil
-      return unpack(r, 1, 3)
-    end, nano._unsent)
+    local returned = watch_returns()
     local c = server:connect()
     assert.same({ waited = 1 }, c:request("Ret.after_wait", { n = 1 }))
     -- the same thread, reused for a handler that answers at once
