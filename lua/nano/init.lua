@@ -819,6 +819,14 @@ local function respond_rest(s, id, route, ser, res, sent, why, size)
   end
 end
 
+-- res sent as the core's JSON by one call (core.respond_value), and respond_rest when it did not
+-- encode or was too big.
+local function respond_json(s, id, route, ser, res, empty)
+  local sent, why, size = respond_value(s, id, res, empty)
+  if sent ~= false and why ~= "message too big" then return end
+  return respond_rest(s, id, route, ser, res, sent, why, size)
+end
+
 -- The core's dispatch hook could not send a response the dispatcher returned (core.set_hook):
 -- size nil: it does not encode as the core's JSON; else it is over the packet limit.
 local function unsent(s, id, res, route, size)
@@ -940,9 +948,7 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
     ser = serializer_of(s)
     if core_sends(ser, res) then
       if defer and not t.waited then return res, ser.empty_array, route end
-      local sent, why, size = respond_value(s, id, res, ser.empty_array)
-      if sent ~= false and why ~= "message too big" then return end
-      return respond_rest(s, id, route, ser, res, sent, why, size)
+      return respond_json(s, id, route, ser, res, ser.empty_array)
     end
     return respond_rest(s, id, route, ser, res, false)
   end
@@ -1016,10 +1022,7 @@ local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre
   t.work, t.work_s, q.task = q, s, t
   local res, empty, rroute = handle(t, h, s, mtype, id, route, payload, flags, pre, false, false, defer)
   if res ~= nil and q.head < q.tail then
-    local sent, why, size = respond_value(s, id, res, empty)
-    if sent == false or why == "message too big" then
-      respond_rest(s, id, rroute, serializer_of(s), res, sent, why, size)
-    end
+    respond_json(s, id, rroute, serializer_of(s), res, empty)
     res = nil
   end
   while q.head < q.tail do
