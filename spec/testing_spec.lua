@@ -205,6 +205,18 @@ describe("nano.test", function()
       assert.is_true(took >= 0.6 and took < 3, "three waits of 0.2 s took " .. took .. " s")
     end)
 
+    it("ends a wait in the time asked when the spec kept the loop from turning before it", function()
+      server = nt.start(FIXTURE .. "main.lua")
+      -- the loop's clock stands still while the spec works: a wake-up counted from it comes early
+      local t0 = core.hrtime()
+      while core.hrtime() - t0 < 0.15 do end
+      t0 = core.hrtime()
+      local ok = pcall(server.wait_until, server, function() return false end, 0.2)
+      local took = core.hrtime() - t0
+      assert.is_false(ok)
+      assert.is_true(took >= 0.2 and took < 0.6, "a wait of 0.2 s took " .. took .. " s")
+    end)
+
     it("points the error at the spec's line", function()
       server = nt.start(FIXTURE .. "main.lua")
       local c = server:connect({ timeout = 0.1 })

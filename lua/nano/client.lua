@@ -55,8 +55,15 @@ local function wait_raw(self, done, timeout, closing)
   if done() then return true end
   if core.running() then return nil, "callback" end
   local deadline = core.hrtime() + timeout
-  -- wakes the loop at the deadline even when nothing else happens
-  local wake = core.timer(timeout, 0, function() end)
+  -- Wakes the loop at the deadline even when nothing else happens. A timer counts from the loop's
+  -- clock, which stands still between the loop's turns (the spec's own work before this wait, or
+  -- server:advance's virtual time), so it can fire before the deadline: it is then armed again for
+  -- what is left, not left to whatever event comes next.
+  local wake
+  local function arm()
+    wake = core.timer(math.max(deadline - core.hrtime(), 0.001), 0, function() wake = nil end)
+  end
+  arm()
   local ok, why = true, nil
   while not done() do
     if not closing and self and self.state == "closed" then
@@ -67,9 +74,10 @@ local function wait_raw(self, done, timeout, closing)
       ok, why = nil, "timeout"
       break
     end
+    if not wake then arm() end
     core.run("once")
   end
-  wake:stop()
+  if wake then wake:stop() end
   return ok, why
 end
 
