@@ -2,7 +2,8 @@
  *
  * lua_host.c    the `nano.core` module: configure, send, loop control, hooks, stats, log; with
  *               lua_listen.c (listeners) and lua_timer.c (time, timers): see lua_core.h.
- * lua_session.c session userdata (methods in C; the Lua side adds push/response on top).
+ * lua_session.c session userdata (methods in C; the Lua side adds push/response on top), and
+ *               member lists (a group's sessions for core.push_many).
  * lua_codec.c   the wire codec for Lua (nano.client, tests): Lua never re-implements it.
  * lua_tcp.c     `nano.tcp`: outgoing TCP streams on the host's loop (nano.client).
  * lua_json.c    `nano.json_codec`: the JSON serializer's codec (lua-cjson's output, faster).
@@ -65,6 +66,15 @@ int nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t i
 /* The same, but never raises: NULL also when idx is not a session. For loops that hold C
  * resources a Lua error would leak (core.push_many). */
 nh_session_t *nh_lua_test_session(lua_State *L, int idx);
+/* Member lists (lua_session.c): nh_lua_core_members adds members_new, members_add and
+ * members_remove to the module table on top of the stack. nh_lua_is_members: whether idx is one.
+ * nh_lua_members_send_shared: sends packet b (session.h's send_shared) to every member of the
+ * list at idx, appends those it did not reach (closed, over their send limit, not a session of
+ * this state) to the table at failed_idx, counting them in *failed; the number reached. Never
+ * raises. */
+void nh_lua_core_members(lua_State *L);
+int nh_lua_is_members(lua_State *L, int idx);
+int nh_lua_members_send_shared(lua_State *L, int idx, nh_buf_t *b, int failed_idx, int *failed);
 /* The id of the session userdata at idx, closed or not (raises if idx is not a session). */
 uint64_t nh_lua_session_id(lua_State *L, int idx);
 

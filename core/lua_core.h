@@ -6,6 +6,8 @@
  *   lua_listen.c  listen, unlisten, listener_tls; transport_ws's origin check
  *   lua_timer.c   now, hrtime, advance, timer (class `nano.core.timer`), stop_timers
  *   lua_fs.c      watch, scandir (class `nano.core.watcher`; lua_fs.h)
+ *   lua_session.c members_new, members_add, members_remove (class `nano.core.members`: a
+ *                 group's members for push_many), and the session userdata
  *
  * Naming, in these files: c_<name> is the module function <name>; <class>_<method> is a method
  * of a class (timer_stop); nh_lua_core_<part>(L) adds a part's functions to the module table on

@@ -343,12 +343,15 @@ static int c_push_value(lua_State *L) {
     return send_push(L, s, &m);
 }
 
-/* push_many(sessions, route_or_code, payload [, filter_out]) -> delivered, failed_list
- * The packet is encoded once into one shared buffer that every member's queue references.
+/* push_many(sessions, route_or_code, payload) -> delivered, failed_list
+ * sessions: an array, or a member list (members_new: a group's, walked without reading the
+ * sessions out of Lua one by one). The packet is encoded once into one shared buffer that every
+ * member's queue references.
  * Sessions that are closed or over their send limit are skipped (and listed in failed). */
 static int c_push_many(lua_State *L) {
     nh_watchdog_check(L);
-    luaL_checktype(L, 1, LUA_TTABLE);
+    int members = nh_lua_is_members(L, 1);
+    if (!members) luaL_checktype(L, 1, LUA_TTABLE);
     nh_msg_t m = {0};
     m.type = NH_MSG_PUSH;
     nh_lua_check_route(L, 2, &m);
@@ -369,7 +372,9 @@ static int c_push_many(lua_State *L) {
     b->len = (uint32_t)(NH_PKT_HEADER_LEN + body);
     /* From here to the unref nothing may raise: members are looked up without checks that
      * throw (a non-session member simply fails). */
-    int n = (int)lua_objlen(L, 1), delivered = 0, failed = 0;
+    int delivered = 0, failed = 0;
+    int n = members ? 0 : (int)lua_objlen(L, 1);
+    if (members) delivered = nh_lua_members_send_shared(L, 1, b, 4, &failed);
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, 1, i);
         nh_session_t *s = nh_lua_test_session(L, -1);
@@ -640,9 +645,10 @@ static int open_core(lua_State *L) {
     };
     lua_newtable(L);
     luaL_register(L, NULL, fns);
-    nh_lua_core_listen(L); /* listen, unlisten, listener_tls: lua_listen.c */
-    nh_lua_core_timers(L); /* now, hrtime, advance, timer, stop_timers: lua_timer.c */
-    nh_lua_open_fs(L);     /* watch, scandir: lua_fs.c */
+    nh_lua_core_listen(L);  /* listen, unlisten, listener_tls: lua_listen.c */
+    nh_lua_core_timers(L);  /* now, hrtime, advance, timer, stop_timers: lua_timer.c */
+    nh_lua_open_fs(L);      /* watch, scandir: lua_fs.c */
+    nh_lua_core_members(L); /* members_new, members_add, members_remove: lua_session.c */
     nh_lua_open_session(L);
     lua_setfield(L, -2, "session_methods");
     lua_pushstring(L, NH_VERSION);

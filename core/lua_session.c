@@ -1,9 +1,11 @@
-/* Session userdata. The userdata outlives the session safely: its pointer is cleared when the
+/* Session userdata, and member lists of them (below: a group's members as core.push_many walks
+ * them). The userdata outlives the session safely: its pointer is cleared when the
  * connection is gone (nh_lua_session_detach). Key/value state lives in the userdata's
  * environment table, so it stays readable after close (e.g. in on_session_closed). The table is
  * made by the first set: most sessions of a big server never have state, and an empty table per
  * idle connection is memory for nothing. */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include <lauxlib.h>
 
@@ -65,7 +67,7 @@ uint64_t nh_lua_session_id(lua_State *L, int idx) {
 
 /* The pointer compare first, as in check(): a broadcast asks this once per member, and the
  * registry lookup by name was a third of a push's instructions (docs/benchmarks.md). */
-nh_session_t *nh_lua_test_session(lua_State *L, int idx) {
+static lsession_t *test_udata(lua_State *L, int idx) {
     lsession_t *u = lua_touserdata(L, idx);
     if (!u || !lua_getmetatable(L, idx)) return NULL;
     int same = lua_topointer(L, -1) == session_mt;
@@ -75,7 +77,12 @@ nh_session_t *nh_lua_test_session(lua_State *L, int idx) {
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    return same ? sess(u) : NULL;
+    return same ? u : NULL;
+}
+
+nh_session_t *nh_lua_test_session(lua_State *L, int idx) {
+    lsession_t *u = test_udata(L, idx);
+    return u ? sess(u) : NULL;
 }
 
 void nh_lua_push_session(lua_State *L, nh_session_t *s) {
@@ -312,6 +319,129 @@ static int s_tostring(lua_State *L) {
     lsession_t *u = check(L, 1);
     lua_pushfstring(L, "session %f (uid %f%s)", sess_id(u), sess_uid(u), sess(u) ? "" : ", closed");
     return 1;
+}
+
+/* ---- member lists: a group's members, for core.push_many ----
+ *
+ * A broadcast sends one packet to thousands of sessions. Reading them one by one out of a Lua
+ * table (lua_rawgeti, the metatable check, the pops) cost ~200 instructions a member, a third of
+ * a push delivered (docs/benchmarks.md). A member list keeps the members twice: in its
+ * environment table, an array that holds them (and so keeps their userdata where they are: the
+ * collector does not move objects), and as those userdata's addresses in a C array, which
+ * push_many walks. Only members_add and members_remove change them, both the same way, so the
+ * two always agree; a member that is not a session of this state (a cluster's remote session)
+ * has NULL in the C array. */
+#define MEMBERS_MT "nano.core.members"
+
+typedef struct members {
+    const lsession_t **at;
+    uint32_t n, cap;
+} members_t;
+
+static members_t *check_members(lua_State *L, int idx) {
+    return luaL_checkudata(L, idx, MEMBERS_MT);
+}
+
+static int members_gc(lua_State *L) {
+    members_t *m = check_members(L, 1);
+    free(m->at);
+    m->at = NULL;
+    m->n = m->cap = 0;
+    return 0;
+}
+
+/* members_new() -> list: an empty member list */
+static int c_members_new(lua_State *L) {
+    members_t *m = lua_newuserdata(L, sizeof *m);
+    *m = (members_t){0};
+    luaL_getmetatable(L, MEMBERS_MT);
+    lua_setmetatable(L, -2);
+    lua_newtable(L);
+    lua_setfenv(L, -2);
+    return 1;
+}
+
+/* members_add(list, value) -> its position: value (a session, or any other value) goes last */
+static int c_members_add(lua_State *L) {
+    members_t *m = check_members(L, 1);
+    luaL_checkany(L, 2);
+    if (m->n == m->cap) {
+        uint32_t cap = m->cap ? m->cap * 2 : 8;
+        const lsession_t **at = realloc(m->at, cap * sizeof *at);
+        if (!at) return luaL_error(L, "not enough memory");
+        m->at = at;
+        m->cap = cap;
+    }
+    lua_getfenv(L, 1);
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, (int)m->n + 1);
+    m->at[m->n++] = test_udata(L, 2);
+    lua_pushinteger(L, m->n);
+    return 1;
+}
+
+/* members_remove(list, i) -> the member that moved into position i (the last one), or nothing
+ * when i was the last: the member at i leaves, in O(1) */
+static int c_members_remove(lua_State *L) {
+    members_t *m = check_members(L, 1);
+    lua_Integer i = luaL_checkinteger(L, 2);
+    if (i < 1 || i > (lua_Integer)m->n) return luaL_argerror(L, 2, "no member at that position");
+    lua_getfenv(L, 1);
+    int last = (int)m->n, moved = i < last;
+    if (moved) {
+        lua_rawgeti(L, -1, last);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -3, (int)i);
+        m->at[i - 1] = m->at[last - 1];
+    }
+    lua_pushnil(L);
+    lua_rawseti(L, moved ? -3 : -2, last);
+    m->n--;
+    return moved;
+}
+
+int nh_lua_members_send_shared(lua_State *L, int idx, nh_buf_t *b, int failed_idx, int *failed) {
+    members_t *m = lua_touserdata(L, idx);
+    int delivered = 0, have_list = 0;
+    /* m->n and m->at read each time: nothing here should change them, but a change must not
+     * read past the array */
+    for (uint32_t i = 0; i < m->n; i++) {
+        const lsession_t *u = m->at[i];
+        nh_session_t *s = u ? sess(u) : NULL;
+        if (s && nh_session_send_shared(s, b) == 0) {
+            delivered++;
+            continue;
+        }
+        if (!have_list) {
+            lua_getfenv(L, idx);
+            have_list = lua_gettop(L);
+        }
+        lua_rawgeti(L, have_list, (int)i + 1);
+        lua_rawseti(L, failed_idx, ++*failed);
+    }
+    if (have_list) lua_remove(L, have_list);
+    return delivered;
+}
+
+int nh_lua_is_members(lua_State *L, int idx) {
+    if (!lua_touserdata(L, idx) || !lua_getmetatable(L, idx)) return 0;
+    luaL_getmetatable(L, MEMBERS_MT);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same;
+}
+
+void nh_lua_core_members(lua_State *L) {
+    static const luaL_Reg meta[] = {{"__gc", members_gc}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {
+        {"members_new", c_members_new},
+        {"members_add", c_members_add},
+        {"members_remove", c_members_remove},
+        {NULL, NULL},
+    };
+    static const luaL_Reg none[] = {{NULL, NULL}}; /* no methods: the module's functions */
+    nh_lua_class(L, MEMBERS_MT, none, meta);
+    luaL_register(L, NULL, fns);
 }
 
 int nh_lua_open_session(lua_State *L) {

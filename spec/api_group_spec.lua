@@ -122,7 +122,73 @@ describe("nano.new_group", function()
     end)
   end)
 
+  describe("core member lists (a group's members, walked in C)", function()
+    local core = require "nano.core"
+
+    it("push_many to one delivers to its sessions and lists what is not one as failed", function()
+      local cs, ss = members(2)
+      local m, other = core.members_new(), {}
+      assert.equal(1, core.members_add(m, ss[1]))
+      assert.equal(2, core.members_add(m, other))
+      assert.equal(3, core.members_add(m, ss[2]))
+      local n, failed = core.push_many(m, "onRaw", '{"x":1}')
+      assert.equal(2, n)
+      assert.same({ other }, failed)
+      for _, c in ipairs(cs) do assert.same({ "onRaw", { x = 1 } }, { c:wait_push("onRaw") }) end
+    end)
+
+    it("members_remove moves the last member into the place it empties", function()
+      local cs, ss = members(3)
+      local m = core.members_new()
+      for i = 1, 3 do core.members_add(m, ss[i]) end
+      assert.equal(ss[3], core.members_remove(m, 1))
+      assert.is_nil(core.members_remove(m, 2)) -- the last: nothing moves
+      assert.has_error(function() core.members_remove(m, 2) end)
+      assert.equal(1, core.push_many(m, "onRaw", "{}"))
+      cs[3]:wait_push("onRaw")
+      cs[1]:sync()
+      cs[2]:sync()
+      server:poll()
+      assert.same({}, cs[1]:pushes())
+      assert.same({}, cs[2]:pushes())
+    end)
+
+    it("keeps a member that closed: it is listed as failed, not read after it is gone", function()
+      local m = core.members_new()
+      -- the sessions are not kept here: only the list holds the first one's userdata after close
+      -- (its group lets it go)
+      local cs = (function()
+        local cs, ss = members(2)
+        core.members_add(m, ss[1])
+        core.members_add(m, ss[2])
+        return cs
+      end)()
+      cs[1]:close()
+      server:wait_until(function() return g:count() == 1 end)
+      collectgarbage()
+      collectgarbage()
+      local n, failed = core.push_many(m, "onRaw", "{}")
+      assert.equal(1, n)
+      assert.equal(1, #failed)
+      assert.is_true(failed[1]:is_closed())
+    end)
+  end)
+
   describe("broadcast", function()
+    it("reaches exactly the members left after leaves from the middle, the end and the front", function()
+      local cs, ss = members(6)
+      assert.is_true(g:leave(ss[3]))
+      assert.is_true(g:leave(ss[6]))
+      assert.is_true(g:leave(ss[1]))
+      assert.equal(3, (g:broadcast("onSay", { text = "hi" })))
+      for _, i in ipairs({ 2, 4, 5 }) do cs[i]:wait_push("onSay") end
+      for _, c in ipairs(cs) do c:sync() end
+      server:poll()
+      for i, c in ipairs(cs) do
+        assert.equal((i == 2 or i == 4 or i == 5) and 1 or 0, #c:pushes("onSay"), "client " .. i)
+      end
+    end)
+
     it("pushes to every member exactly once and says how many got it", function()
       local cs = members(3)
       local outsider = server:connect()

@@ -1,8 +1,10 @@
 -- nano.new_group(name): a set of sessions that receive the same pushes, as nano's Group.
 --
--- Members are kept in one array (plus a session -> position index), so a broadcast is a single
--- core.push_many(array, route, payload): the payload is serialized once, the message encoded once
--- into one shared buffer, and each member's send queue takes a reference to it. A member that is
+-- Members are kept in one array (plus a session -> position index), and the same way in a core
+-- member list (core.members_new: their addresses in C, so the core walks them without reading
+-- each out of Lua), so a broadcast is a single core.push_many(members, route, payload): the
+-- payload is serialized once, the message encoded once into one shared buffer, and each member's
+-- send queue takes a reference to it. A member that is
 -- closed or over its send limit misses that broadcast only (the core closes an over-limit
 -- session) and is listed in the second result.
 --
@@ -21,6 +23,7 @@ local scope = require "nano.scope"
 local type, tostring, setmetatable, getmetatable, pairs, ipairs, pcall =
   type, tostring, setmetatable, getmetatable, pairs, ipairs, pcall
 local push_many, push = core.push_many, core.push
+local members_new, members_add, members_remove = core.members_new, core.members_add, core.members_remove
 
 local M = {}
 
@@ -70,9 +73,8 @@ function M.attach(nano)
     if self._closed then return nil, "group closed" end
     if self._index[s] then return nil, "session already in group" end
     if s:is_closed() then return nil, "session closed" end
-    local list = self._list
-    local n = #list + 1
-    list[n] = s
+    local n = members_add(self._members, s) -- the same position as in _list: both append
+    self._list[n] = s
     self._index[s] = n
     if is_remote(s) then self._nremote = (self._nremote or 0) + 1 end
     local r = registry()
@@ -90,6 +92,7 @@ function M.attach(nano)
     local index, list = g._index, g._list
     local i = index[s]
     if not i then return false end
+    members_remove(g._members, i) -- the same swap in the core's list
     local n = #list
     local last = list[n]
     list[i], index[last] = last, i
@@ -112,7 +115,7 @@ function M.attach(nano)
     check_group(self, "leave_all")
     if self._closed then return nil, "group closed" end
     for _, s in ipairs(self._list) do forget(self, s) end
-    self._list, self._index, self._nremote = {}, {}, nil
+    self._list, self._index, self._members, self._nremote = {}, {}, members_new(), nil
     return true
   end
 
@@ -195,7 +198,8 @@ function M.attach(nano)
     end
     local chain = nano._outbound_chain()
     if not chain then
-      local n, failed = push_many(targets, code, payload)
+      -- every member: the core's member list, the same sessions in the same order
+      local n, failed = push_many(targets == g._list and g._members or targets, code, payload)
       if remote then n = n + nano._cluster_group_push(remote, route, payload) end
       return n, failed
     end
@@ -292,7 +296,7 @@ function M.attach(nano)
     if self._closed then error("close: group '" .. self._name .. "' is already closed", 2) end
     for _, s in ipairs(self._list) do forget(self, s) end
     self._closed = true
-    self._list, self._index, self._nremote = {}, {}, nil
+    self._list, self._index, self._members, self._nremote = {}, {}, members_new(), nil
     return true
   end
 
@@ -304,7 +308,7 @@ function M.attach(nano)
   end
 
   local function make(name)
-    local g = setmetatable({ _name = name, _list = {}, _index = {}, _closed = false }, Group)
+    local g = setmetatable({ _name = name, _list = {}, _index = {}, _members = members_new(), _closed = false }, Group)
     nano._all_groups()[g] = true
     return g
   end
