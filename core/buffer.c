@@ -24,6 +24,8 @@ int nh_chunk_pool_init(nh_chunk_pool_t *p, uint32_t max) {
     p->arena = NULL;
     p->seg_arrays = NULL;
     p->nseg_arrays = 0;
+    p->gather_blocks = NULL;
+    p->ngather_blocks = 0;
     return p->free ? 0 : UV_ENOMEM;
 }
 
@@ -41,6 +43,12 @@ void nh_chunk_pool_free(nh_chunk_pool_t *p) {
         free(a);
     }
     p->nseg_arrays = 0;
+    while (p->gather_blocks) {
+        void *b = p->gather_blocks;
+        memcpy(&p->gather_blocks, b, sizeof(void *));
+        free(b);
+    }
+    p->ngather_blocks = 0;
 }
 
 /* A drained queue's segment array: kept by the pool (while it lives: p->free is cleared when it
@@ -66,12 +74,30 @@ static nh_buf_t *chunk_get(nh_chunk_pool_t *p) {
     return nh_buf_new(NH_CHUNK_SIZE);
 }
 
+static nh_buf_t *gather_block_get(nh_chunk_pool_t *p) {
+    if (!p->gather_blocks) return nh_buf_new(NH_GATHER_BLOCK);
+    nh_buf_t *b = p->gather_blocks;
+    memcpy(&p->gather_blocks, b, sizeof(void *));
+    p->ngather_blocks--;
+    b->refs = 1;
+    b->len = 0;
+    b->cap = NH_GATHER_BLOCK;
+    b->arena = 0;
+    return b;
+}
+
 /* Drops one reference; a chunk nobody references any more goes back to the pool's free list
  * (while it has room) instead of to free(). */
 static void buf_release(nh_chunk_pool_t *p, nh_buf_t *b) {
     if (--b->refs) return;
     if (p && p->free && p->n < p->max && b->cap == NH_CHUNK_SIZE) {
         p->free[p->n++] = b;
+        return;
+    }
+    if (p && p->free && p->ngather_blocks < NH_GATHER_CACHE && b->cap == NH_GATHER_BLOCK) {
+        memcpy(b, &p->gather_blocks, sizeof(void *));
+        p->gather_blocks = b;
+        p->ngather_blocks++;
         return;
     }
     free(b);
@@ -140,15 +166,16 @@ static int copy_own(nh_outq_t *q, const void *a_data, size_t a_len, const void *
     return r;
 }
 
-/* Appends to the queue's own chunk (detached queues), taking a fresh one when it is full; bytes
- * may straddle two chunks. */
-static int copy_detached(nh_outq_t *q, const void *data, size_t len) {
+/* Appends to the queue's own block, taking a fresh one when it is full; bytes may straddle two
+ * blocks. The block is a pool chunk for a detached queue, a small one for a gathering queue
+ * (gathering()). */
+static int copy_own_block(nh_outq_t *q, const void *data, size_t len) {
     const uint8_t *p = data;
     while (len) {
         nh_buf_t *o = q->own;
         if (o && o->refs == 1) o->len = 0; /* nothing queued points into it: start over */
         if (!o || o->len == o->cap) {
-            nh_buf_t *c = chunk_get(q->pool);
+            nh_buf_t *c = q->detached ? chunk_get(q->pool) : gather_block_get(q->pool);
             if (!c) return UV_ENOMEM;
             if (o) buf_release(q->pool, o);
             q->own = o = c;
@@ -172,6 +199,32 @@ static int copy_detached(nh_outq_t *q, const void *data, size_t len) {
     return 0;
 }
 
+/* Small messages to a queue that already holds NH_GATHER_AFTER segments (a burst piling up
+ * between two writes: a broadcast's pushes, several broadcasts a turn) are copied into a small
+ * block of the queue's own, each copy extending one segment, rather than each taking a segment of
+ * its own (a reference to the broadcast's packet, or a piece of the arena that other
+ * connections' bytes interleave with): per push, a copy of a few dozen bytes instead of a
+ * segment to add, list for writev and release, and the segment array's growth; and one iovec for
+ * the kernel where there were dozens (docs/benchmarks.md). Once started, a burst goes on there
+ * until the queue is empty. */
+static int gathering(const nh_outq_t *q, size_t len) {
+    return q->pool && len <= NH_GATHER_MAX && (q->own || q->n >= NH_GATHER_AFTER);
+}
+
+/* The common case of a gathering queue's copy: it fits in the block after the bytes its last
+ * segment ends with. 0: not that case (copy_own_block then). */
+static int gather_append(nh_outq_t *q, const void *data, size_t len) {
+    nh_buf_t *o = q->own;
+    if (!o || q->detached || o->cap - o->len < len || !q->n) return 0;
+    nh_outseg_t *last = &q->segs[q->head + q->n - 1];
+    if (last->buf != o || last->off + last->len != o->len) return 0;
+    memcpy(o->data + o->len, data, len);
+    o->len += (uint32_t)len;
+    last->len += (uint32_t)len;
+    q->bytes += len;
+    return 1;
+}
+
 int nh_outq_copy(nh_outq_t *q, const void *data, size_t len) {
     return nh_outq_copy2(q, data, len, NULL, 0);
 }
@@ -183,9 +236,9 @@ int nh_outq_copy2(nh_outq_t *q, const void *a_data, size_t a_len, const void *b_
     nh_chunk_pool_t *p = q->pool;
     /* Big messages get a block of their own rather than crowding the arena. */
     if (!p || len > NH_CHUNK_SIZE / 2) return copy_own(q, a_data, a_len, b_data, b_len);
-    if (q->detached) {
-        int r = copy_detached(q, a_data, a_len);
-        return r ? r : copy_detached(q, b_data, b_len);
+    if (q->detached || gathering(q, len)) {
+        int r = copy_own_block(q, a_data, a_len);
+        return r ? r : copy_own_block(q, b_data, b_len);
     }
     nh_buf_t *a = p->arena;
     if (a && a->refs == 1) a->len = 0; /* nothing queued anywhere points into it: start over */
@@ -213,6 +266,10 @@ int nh_outq_copy2(nh_outq_t *q, const void *a_data, size_t a_len, const void *b_
 
 int nh_outq_share(nh_outq_t *q, nh_buf_t *b, size_t off, size_t len) {
     if (len == 0) return 0;
+    if (gathering(q, len)) {
+        if (gather_append(q, b->data + off, len)) return 0;
+        return copy_own_block(q, b->data + off, len);
+    }
     return seg_push(q, b, off, len);
 }
 
@@ -228,7 +285,7 @@ int nh_outq_detach(nh_outq_t *q) {
         /* arena bytes, and small shared ones (a broadcast's packets: a segment and a whole
          * buffer each if kept by reference), are copied into the queue's own chunks */
         int r = s->buf->arena || s->len < NH_DETACH_COPY_MAX
-                    ? copy_detached(&d, s->buf->data + s->off, s->len)
+                    ? copy_own_block(&d, s->buf->data + s->off, s->len)
                     : seg_push(&d, s->buf, s->off, s->len);
         if (r) {
             nh_outq_free(&d);

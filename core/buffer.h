@@ -54,12 +54,22 @@ void nh_buf_unref(nh_buf_t *b);
  * otherwise malloc and free one per message. */
 #define NH_SEG_FIRST 4
 #define NH_SEG_CACHE 256
+/* A queue holding NH_GATHER_AFTER segments copies messages of up to NH_GATHER_MAX bytes into
+ * blocks of its own (NH_GATHER_BLOCK bytes of data: 512 with the header) until it is empty
+ * again: buffer.c's gathering(). The pool keeps up to NH_GATHER_CACHE of them that were given
+ * back (512 KiB), linked through their first bytes. */
+#define NH_GATHER_AFTER 2
+#define NH_GATHER_MAX 256
+#define NH_GATHER_BLOCK (512 - 16)
+#define NH_GATHER_CACHE 1024
 typedef struct nh_chunk_pool {
     nh_buf_t **free;
     uint32_t n, max;
     nh_buf_t *arena;
     void *seg_arrays;
     uint32_t nseg_arrays;
+    void *gather_blocks;
+    uint32_t ngather_blocks;
 } nh_chunk_pool_t;
 
 int nh_chunk_pool_init(nh_chunk_pool_t *p, uint32_t max);
@@ -76,7 +86,8 @@ typedef struct nh_outq {
     int detached;          /* set by nh_outq_detach, cleared when the queue is empty */
     size_t bytes;          /* total queued, including in flight */
     nh_chunk_pool_t *pool; /* arena and free chunks; NULL: every copy gets a block of its own */
-    nh_buf_t *own;         /* detached: the queue's own chunk small copies go into (one ref) */
+    nh_buf_t *own; /* the queue's own block small copies go into (one ref): detached, a chunk;
+                      gathering (NH_GATHER_AFTER), a small block */
 } nh_outq_t;
 
 void nh_outq_init(nh_outq_t *q, nh_chunk_pool_t *pool);
@@ -87,7 +98,8 @@ int nh_outq_copy(nh_outq_t *q, const void *data, size_t len);
 /* The same for a_len bytes then b_len bytes, as one copy of both (a header and its body without
  * staging them together first). Returns 0 or UV_ENOMEM. */
 int nh_outq_copy2(nh_outq_t *q, const void *a_data, size_t a_len, const void *b_data, size_t b_len);
-/* Queues b->data[off, off+len) by reference. Returns 0 or UV_ENOMEM. */
+/* Queues b->data[off, off+len) by reference (or, small and into a queue that gathers, as a copy).
+ * Returns 0 or UV_ENOMEM. */
 int nh_outq_share(nh_outq_t *q, nh_buf_t *b, size_t off, size_t len);
 
 /* Moves every queued byte that lies in a shared arena chunk into chunks of the queue's own and

@@ -24,7 +24,7 @@ static size_t gather(const nh_outq_t *q, size_t skip, uint8_t *out, size_t cap) 
 }
 
 static int queued_equals(const nh_outq_t *q, const char *want) {
-    uint8_t buf[4096];
+    static uint8_t buf[32768];
     size_t n = gather(q, 0, buf, sizeof buf);
     return n == strlen(want) && memcmp(buf, want, n) == 0 && q->bytes == n;
 }
@@ -181,8 +181,17 @@ static unsigned buffers_pinned(const nh_outq_t *q) {
     return n;
 }
 
-/* The attack: a slow queue gets a few bytes while busy queues fill the arena between them, so
- * each of its few bytes kept a whole 16 KiB chunk alive. Detached, it holds its own bytes only. */
+/* The attack: a slow queue gets a few hundred bytes at a time while busy queues fill the arena
+ * between them, so each of its messages kept a whole 16 KiB chunk alive. Detached, it holds its
+ * own bytes only. (Messages over NH_GATHER_MAX: smaller ones a queue with a backlog gathers into
+ * blocks of its own anyway, gathering_small_messages_makes_one_segment.) */
+#define SLOW_MSG (NH_GATHER_MAX + 44)
+static void slow_msg(char *msg, int i) {
+    memset(msg, 'a' + i % 26, SLOW_MSG);
+    snprintf(msg, 9, "m%07d", i);
+    msg[8] = '.';
+}
+
 static void a_detached_queue_pins_only_its_own_bytes(void) {
     nh_chunk_pool_t pool;
     CHECK(nh_chunk_pool_init(&pool, 512) == 0);
@@ -190,37 +199,37 @@ static void a_detached_queue_pins_only_its_own_bytes(void) {
     nh_outq_init(&slow, &pool);
     nh_outq_init(&busy, &pool);
     static uint8_t fill[8000];
-    char want[2000 * 8 + 1];
+    static char want[90 * SLOW_MSG + 1];
     size_t wl = 0;
-    for (int i = 0; i < 100; i++) {
-        char msg[9];
-        snprintf(msg, sizeof msg, "m%07d", i);
-        CHECK(nh_outq_copy(&slow, msg, 8) == 0);
-        memcpy(want + wl, msg, 8);
-        wl += 8;
+    for (int i = 0; i < 45; i++) {
+        char msg[SLOW_MSG];
+        slow_msg(msg, i);
+        CHECK(nh_outq_copy(&slow, msg, SLOW_MSG) == 0);
+        memcpy(want + wl, msg, SLOW_MSG);
+        wl += SLOW_MSG;
         CHECK(nh_outq_copy(&busy, fill, sizeof fill) == 0); /* busy drains at once */
         CHECK(nh_outq_copy(&busy, fill, sizeof fill) == 0);
         nh_outq_consume(&busy, busy.bytes);
     }
     want[wl] = '\0';
-    CHECK(buffers_pinned(&slow) >= 40); /* 800 bytes keeping dozens of chunks alive */
+    CHECK(buffers_pinned(&slow) >= 40); /* 13 KiB keeping 700 KiB of chunks alive */
     CHECK(nh_outq_detach(&slow) == 0);
     CHECK(queued_equals(&slow, want));
     CHECK(buffers_pinned(&slow) == 1);
     /* later copies stay out of the arena, however they interleave with other queues */
-    for (int i = 100; i < 200; i++) {
-        char msg[9];
-        snprintf(msg, sizeof msg, "m%07d", i);
-        CHECK(nh_outq_copy(&slow, msg, 8) == 0);
-        memcpy(want + wl, msg, 8);
-        wl += 8;
+    for (int i = 45; i < 90; i++) {
+        char msg[SLOW_MSG];
+        slow_msg(msg, i);
+        CHECK(nh_outq_copy(&slow, msg, SLOW_MSG) == 0);
+        memcpy(want + wl, msg, SLOW_MSG);
+        wl += SLOW_MSG;
         CHECK(nh_outq_copy(&busy, fill, sizeof fill) == 0);
         CHECK(nh_outq_copy(&busy, fill, sizeof fill) == 0);
         nh_outq_consume(&busy, busy.bytes);
     }
     want[wl] = '\0';
     CHECK(queued_equals(&slow, want));
-    CHECK(buffers_pinned(&slow) == 1);
+    CHECK(buffers_pinned(&slow) == 2); /* 27 KiB: its own two chunks */
     CHECK(slow.segs[slow.head].buf != pool.arena);
     /* drained, it goes back to the shared arena */
     nh_outq_consume(&slow, slow.bytes);
@@ -274,11 +283,11 @@ static void drained_segment_arrays_are_reused_through_the_pool(void) {
     CHECK(nh_outq_copy(&b, "two", 3) == 0); /* another queue takes that same array */
     CHECK(b.segs == first && pool.nseg_arrays == 0);
     CHECK(queued_equals(&b, "two"));
-    /* grown past the first size: freed when drained, not cached */
-    nh_buf_t *big = nh_buf_new(8);
-    big->len = 8;
+    /* grown past the first size: freed when drained, not cached (segments too big to gather) */
+    nh_buf_t *big = nh_buf_new(NH_GATHER_MAX + 1);
+    big->len = NH_GATHER_MAX + 1;
     for (int i = 0; i < 6; i++)
-        CHECK(nh_outq_share(&b, big, 0, 8) == 0);
+        CHECK(nh_outq_share(&b, big, 0, NH_GATHER_MAX + 1) == 0);
     CHECK(b.cap > NH_SEG_FIRST);
     nh_outq_consume(&b, b.bytes);
     CHECK(b.segs == NULL && pool.nseg_arrays == 0);
@@ -361,12 +370,76 @@ static void detaching_copies_small_shared_bytes(void) {
     for (int i = 0; i < 3; i++)
         CHECK(nh_outq_share(&q, small, 0, 8) == 0);
     CHECK(nh_outq_share(&q, big, 0, 1000) == 0);
-    CHECK(small->refs == 4 && big->refs == 2);
+    /* two references, then the third is gathered (a copy in the queue's own block) */
+    CHECK(small->refs == 3 && big->refs == 2 && q.own != NULL);
     CHECK(nh_outq_detach(&q) == 0);
     CHECK(small->refs == 1 && big->refs == 2); /* small copied, big still referenced */
     CHECK(q.bytes == 3 * 8 + 1000 && q.n == 2);
     nh_outq_free(&q);
     nh_buf_unref(small);
+    nh_buf_unref(big);
+    nh_chunk_pool_free(&pool);
+}
+
+/* A queue with a backlog (a broadcast's pushes piling up between two writes) copies small
+ * messages into a block of its own, one segment for all of them, in order with everything else
+ * it holds, and drops the block when it is empty. */
+static void gathering_small_messages_makes_one_segment(void) {
+    nh_chunk_pool_t pool;
+    CHECK(nh_chunk_pool_init(&pool, 8) == 0);
+    nh_outq_t q, other;
+    nh_outq_init(&q, &pool);
+    nh_outq_init(&other, &pool);
+    nh_buf_t *pkt = nh_buf_new(8), *big = nh_buf_new(NH_GATHER_MAX + 1);
+    memcpy(pkt->data, "packet!!", 8);
+    pkt->len = 8;
+    memset(big->data, 'B', NH_GATHER_MAX + 1);
+    big->len = NH_GATHER_MAX + 1;
+    static char want[4096];
+    size_t wl = 0;
+    for (int i = 0; i < 20; i++) { /* another queue's bytes in between, as a broadcast's are */
+        CHECK(nh_outq_share(&q, pkt, 0, 8) == 0);
+        CHECK(nh_outq_copy(&other, "zz", 2) == 0);
+        memcpy(want + wl, "packet!!", 8);
+        wl += 8;
+    }
+    CHECK(nh_outq_copy(&q, "tail", 4) == 0); /* a copy joins the gathered bytes too */
+    memcpy(want + wl, "tail", 4);
+    wl += 4;
+    want[wl] = '\0';
+    CHECK(q.n == NH_GATHER_AFTER + 1 && pkt->refs == 1 + NH_GATHER_AFTER);
+    CHECK(queued_equals(&q, want));
+    /* a big message is still referenced, and what follows it is gathered after it */
+    CHECK(nh_outq_share(&q, big, 0, NH_GATHER_MAX + 1) == 0 && big->refs == 2);
+    CHECK(nh_outq_share(&q, pkt, 0, 8) == 0);
+    CHECK(q.n == NH_GATHER_AFTER + 3);
+    memset(want + wl, 'B', NH_GATHER_MAX + 1);
+    wl += NH_GATHER_MAX + 1;
+    memcpy(want + wl, "packet!!", 8);
+    wl += 8;
+    want[wl] = '\0';
+    CHECK(queued_equals(&q, want));
+    /* past a block's end: the next block, in order */
+    for (int i = 0; i < 200; i++) {
+        CHECK(nh_outq_share(&q, pkt, 0, 8) == 0);
+        memcpy(want + wl, "packet!!", 8);
+        wl += 8;
+    }
+    want[wl] = '\0';
+    CHECK(queued_equals(&q, want));
+    CHECK(q.bytes == wl);
+    /* written: the blocks go, the next message takes the arena again */
+    nh_outq_consume(&q, q.bytes);
+    CHECK(q.own == NULL && q.n == 0 && pkt->refs == 1 && big->refs == 1);
+    CHECK(pool.ngather_blocks == 4); /* 1,604 bytes took four blocks: kept for the next burst */
+    for (int i = 0; i < 3; i++)
+        CHECK(nh_outq_share(&q, pkt, 0, 8) == 0);
+    CHECK(pool.ngather_blocks == 3 && q.own != NULL);
+    nh_outq_consume(&q, q.bytes);
+    CHECK(nh_outq_copy(&q, "x", 1) == 0 && q.segs[q.head].buf == pool.arena);
+    nh_outq_free(&q);
+    nh_outq_free(&other);
+    nh_buf_unref(pkt);
     nh_buf_unref(big);
     nh_chunk_pool_free(&pool);
 }
@@ -383,5 +456,6 @@ int main(void) {
     drained_segment_arrays_are_reused_through_the_pool();
     two_part_copies_land_as_one();
     detaching_copies_small_shared_bytes();
+    gathering_small_messages_makes_one_segment();
     return check_done();
 }
