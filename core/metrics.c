@@ -76,6 +76,22 @@ static uint32_t hash(const char *s, size_t len) {
     return h;
 }
 
+/* Whether the TSC may time requests: the kernel itself keeps time by it (it checked that it is
+ * constant, does not stop, and agrees across cores; a VM whose TSC is not reliable gets another
+ * clocksource). */
+static int tsc_usable(void) {
+#if NH_METRICS_HAVE_TSC
+    FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
+    if (!f) return 0;
+    char name[32] = "";
+    int ok = fgets(name, sizeof name, f) && strcmp(name, "tsc\n") == 0;
+    fclose(f);
+    return ok;
+#else
+    return 0;
+#endif
+}
+
 int nh_metrics_init(nh_metrics_t *m) {
     memset(m, 0, sizeof *m);
     nh_histogram_init(&m->reload_seconds, reload_bounds, NBOUNDS(reload_bounds));
@@ -92,6 +108,7 @@ int nh_metrics_init(nh_metrics_t *m) {
         m->route_index[i] = -1;
     strcpy(m->routes[0].name, "unknown");
     m->routes[0].len = 7;
+    m->tsc_ok = tsc_usable();
     nh_histogram_init(&m->routes[0].latency, latency_bounds, NBOUNDS(latency_bounds));
     m->nroutes = 1;
     return 0;
@@ -195,7 +212,7 @@ uint32_t nh_metrics_route_add(nh_metrics_t *m, const char *name, size_t len) {
     return r;
 }
 
-void nh_metrics_request(nh_metrics_t *m, uint32_t route, int code, double seconds) {
+static inline void count_request(nh_metrics_t *m, uint32_t route, int code, double seconds) {
     if (route >= m->nroutes) route = 0;
     nh_metrics_route_t *rt = &m->routes[route];
     nh_histogram_observe(&rt->latency, seconds);
@@ -216,6 +233,10 @@ void nh_metrics_request(nh_metrics_t *m, uint32_t route, int code, double second
     }
 }
 
+void nh_metrics_request(nh_metrics_t *m, uint32_t route, int code, double seconds) {
+    count_request(m, route, code, seconds);
+}
+
 int nh_metrics_route_code(nh_metrics_t *m, uint16_t code, uint32_t route) {
     if (!m->route_of_code && !(m->route_of_code = calloc(65536, sizeof *m->route_of_code)))
         return -ENOMEM;
@@ -229,22 +250,51 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-uint64_t nh_metrics_dispatch_begin(nh_metrics_t *m, uint64_t sid, uint64_t mid) {
-    m->dispatch_sid = sid;
-    m->dispatch_mid = mid;
-    m->dispatch_code = 0;
-    uint64_t t = now_ns();
-    return t ? t : 1;
+uint64_t nh_metrics_clock_ns(nh_metrics_t *m) {
+    uint64_t ns = now_ns();
+    if (m->tsc_ok && !m->ns_per_tick_next) {
+        if (!m->ns0) {
+            m->ns0 = ns;
+            m->tsc0 = nh_metrics_ticks();
+        } else if (ns - m->ns0 >= NH_METRICS_CALIBRATE_NS) {
+            uint64_t ticks = nh_metrics_ticks() - m->tsc0;
+            if (ticks > 0) m->ns_per_tick_next = (double)(ns - m->ns0) / (double)ticks;
+        }
+    }
+    return ns;
+}
+
+/* Whether route text a (a registered name) is the n bytes at b: the last request's route, so
+ * nearly always. Routes of 8 to 16 bytes (most: "Room.join") are two pairs of 8-byte words, not
+ * a memcmp call (the compare was a fifth of the per-request cost). */
+static inline int same_route(const char *a, const char *b, size_t n) {
+    if (n >= 8 && n <= 16) {
+        uint64_t a1, a2, b1, b2;
+        memcpy(&a1, a, 8);
+        memcpy(&b1, b, 8);
+        memcpy(&a2, a + n - 8, 8);
+        memcpy(&b2, b + n - 8, 8);
+        return a1 == b1 && a2 == b2;
+    }
+    return memcmp(a, b, n) == 0;
 }
 
 void nh_metrics_dispatch_end(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0, int failed) {
-    uint64_t t = now_ns();
+    double seconds;
+    if (m->ns_per_tick > 0) {
+        uint64_t t = nh_metrics_ticks();
+        seconds = t > t0 ? (double)(t - t0) * m->ns_per_tick / 1e9 : 0.0;
+    } else {
+        uint64_t t = now_ns(); /* begin's clock: ns_per_tick changes only below */
+        seconds = t > t0 ? (double)(t - t0) / 1e9 : 0.0;
+        if (m->ns_per_tick_next > 0) m->ns_per_tick = m->ns_per_tick_next;
+    }
     uint32_t route;
     const nh_metrics_route_t *last = &m->routes[m->last_route];
     if (msg->route_compressed) {
         route = m->route_of_code ? m->route_of_code[msg->route_code] : 0;
     } else if (m->last_route && last->len == msg->route_len &&
-               memcmp(last->name, msg->route, msg->route_len) == 0) {
+               same_route(last->name, msg->route, msg->route_len)) {
         route = m->last_route; /* measured: the lookup was half of this function's cost */
     } else {
         route = nh_metrics_route_find(m, msg->route, msg->route_len);
@@ -252,7 +302,7 @@ void nh_metrics_dispatch_end(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0, 
     }
     int code = m->dispatch_code;
     if (failed && code == 0) code = 500; /* session.c answers for the failed dispatcher */
-    nh_metrics_request(m, route, code, t > t0 ? (double)(t - t0) / 1e9 : 0.0);
+    count_request(m, route, code, seconds);
     m->dispatch_sid = m->dispatch_mid = 0;
 }
 
@@ -415,6 +465,45 @@ int nh_metrics_family_update(nh_metrics_family_t *f, const char *const *values, 
 
 /* ---- rendering ---- */
 
+/* Room for n more bytes and the NUL after them; 0 when out of memory (b->failed set). */
+static int reserve(nh_strbuf_t *b, size_t n) {
+    if (b->data && b->len + n < b->cap) return 1;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap <= b->len + n)
+        cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) {
+        b->failed = 1;
+        return 0;
+    }
+    b->data = d;
+    b->cap = cap;
+    return 1;
+}
+
+/* A scrape writes a few hundred samples: the common pieces are copied, not printf'd (a printf is
+ * ~1,500 instructions; a scrape was ~850,000: docs/benchmarks.md, "The cost of metrics"). */
+void nh_strbuf_put(nh_strbuf_t *b, const char *s, size_t n) {
+    if (b->failed || !reserve(b, n)) return;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0'; /* as printf leaves it: label texts are used as C strings */
+}
+
+static void put_str(nh_strbuf_t *b, const char *s) {
+    nh_strbuf_put(b, s, strlen(s));
+}
+
+static void put_u64(nh_strbuf_t *b, uint64_t v) {
+    char t[20];
+    int i = (int)sizeof t;
+    do {
+        t[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    nh_strbuf_put(b, t + i, sizeof t - (size_t)i);
+}
+
 void nh_strbuf_printf(nh_strbuf_t *b, const char *fmt, ...) {
     if (b->failed) return;
     for (;;) {
@@ -431,16 +520,7 @@ void nh_strbuf_printf(nh_strbuf_t *b, const char *fmt, ...) {
             b->len += (size_t)n;
             return;
         }
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap <= b->len + (size_t)n)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d) {
-            b->failed = 1;
-            return;
-        }
-        b->data = d;
-        b->cap = cap;
+        if (!reserve(b, (size_t)n)) return;
     }
 }
 
@@ -451,6 +531,11 @@ void nh_strbuf_free(nh_strbuf_t *b) {
 
 /* Label values and HELP text: backslash, newline (and for values the double quote) escaped. */
 static void put_escaped(nh_strbuf_t *b, const char *s, int quote) {
+    size_t plain = strcspn(s, quote ? "\\\n\"" : "\\\n");
+    if (!s[plain]) { /* nothing to escape: the usual case */
+        nh_strbuf_put(b, s, plain);
+        return;
+    }
     const char *start = s;
     for (; *s; s++) {
         const char *esc = *s == '\\'             ? "\\\\"
@@ -465,23 +550,55 @@ static void put_escaped(nh_strbuf_t *b, const char *s, int quote) {
 }
 
 static void head(nh_strbuf_t *b, const char *name, const char *type, const char *help) {
-    nh_strbuf_printf(b, "# HELP %s ", name);
+    put_str(b, "# HELP ");
+    put_str(b, name);
+    put_str(b, " ");
     put_escaped(b, help, 0);
-    nh_strbuf_printf(b, "\n# TYPE %s %s\n", name, type);
+    put_str(b, "\n# TYPE ");
+    put_str(b, name);
+    put_str(b, " ");
+    put_str(b, type);
+    put_str(b, "\n");
 }
 
+/* The texts put_double wrote last, by value: histogram bounds come back at every scrape, and
+ * each costs a printf and a strtod or more. Per thread (the render has no lock). */
+static _Thread_local struct {
+    double v;
+    uint8_t len;
+    char txt[31];
+} double_texts[64];
+
 static void put_double(nh_strbuf_t *b, double v) {
-    if (isnan(v))
-        nh_strbuf_printf(b, "NaN");
-    else if (isinf(v))
-        nh_strbuf_printf(b, v > 0 ? "+Inf" : "-Inf");
-    else { /* short text that reads back as the same double: %.15g is exact for most values */
+    if (isnan(v)) {
+        put_str(b, "NaN");
+    } else if (isinf(v)) {
+        put_str(b, v > 0 ? "+Inf" : "-Inf");
+    } else if (v > -1e15 && v < 1e15 && v == (double)(int64_t)v && (v != 0 || !signbit(v))) {
+        /* an integer: the digits %.15g would write */
+        if (v < 0) put_str(b, "-");
+        put_u64(b, v < 0 ? (uint64_t) - (int64_t)v : (uint64_t)(int64_t)v);
+    } else {
+        uint64_t bits;
+        memcpy(&bits, &v, sizeof bits);
+        unsigned slot = (unsigned)((bits * 0x9E3779B97F4A7C15u) >> 58);
+        if (double_texts[slot].len && double_texts[slot].v == v) {
+            nh_strbuf_put(b, double_texts[slot].txt, double_texts[slot].len);
+            return;
+        }
+        /* short text that reads back as the same double: %.15g is exact for most values */
         char txt[32];
+        int n = 0;
         for (int prec = 15; prec <= 17; prec++) {
-            snprintf(txt, sizeof txt, "%.*g", prec, v);
+            n = snprintf(txt, sizeof txt, "%.*g", prec, v);
             if (strtod(txt, NULL) == v) break;
         }
-        nh_strbuf_printf(b, "%s", txt);
+        if (n > 0 && n < (int)sizeof double_texts[slot].txt) {
+            double_texts[slot].v = v;
+            double_texts[slot].len = (uint8_t)n;
+            memcpy(double_texts[slot].txt, txt, (size_t)n);
+        }
+        put_str(b, txt);
     }
 }
 
@@ -492,17 +609,40 @@ static void put_histogram(nh_strbuf_t *b, const char *name, const char *labels,
     const char *sep = *labels ? "," : "";
     for (int i = 0; i <= hg->nbounds; i++) {
         cum += hg->counts[i];
-        nh_strbuf_printf(b, "%s_bucket{%s%sle=\"", name, labels, sep);
+        put_str(b, name);
+        put_str(b, "_bucket{");
+        put_str(b, labels);
+        put_str(b, sep);
+        put_str(b, "le=\"");
         if (i < hg->nbounds)
             put_double(b, hg->bounds[i]);
         else
-            nh_strbuf_printf(b, "+Inf");
-        nh_strbuf_printf(b, "\"} %llu\n", (unsigned long long)cum);
+            put_str(b, "+Inf");
+        put_str(b, "\"} ");
+        put_u64(b, cum);
+        put_str(b, "\n");
     }
-    nh_strbuf_printf(b, "%s_sum%s%s%s ", name, *labels ? "{" : "", labels, *labels ? "}" : "");
+    const char *open = *labels ? "{" : "", *close = *labels ? "}" : "";
+    nh_strbuf_printf(b, "%s_sum%s%s%s ", name, open, labels, close);
     put_double(b, hg->sum);
-    nh_strbuf_printf(b, "\n%s_count%s%s%s %llu\n", name, *labels ? "{" : "", labels,
-                     *labels ? "}" : "", (unsigned long long)hg->count);
+    nh_strbuf_printf(b, "\n%s_count%s%s%s %llu\n", name, open, labels, close,
+                     (unsigned long long)hg->count);
+}
+
+/* name{label="value"} v, or name v without a label */
+static void put_sample(nh_strbuf_t *b, const char *name, const char *label, const char *value,
+                       uint64_t v) {
+    put_str(b, name);
+    if (label) {
+        put_str(b, "{");
+        put_str(b, label);
+        put_str(b, "=\"");
+        put_str(b, value);
+        put_str(b, "\"}");
+    }
+    put_str(b, " ");
+    put_u64(b, v);
+    put_str(b, "\n");
 }
 
 static void render_core(const nh_metrics_t *m, const nh_metrics_gauges_t *g, nh_strbuf_t *b) {
@@ -511,20 +651,18 @@ static void render_core(const nh_metrics_t *m, const nh_metrics_gauges_t *g, nh_
 
     head(b, "nano_sessions", "gauge", "Sessions past the handshake, by transport.");
     for (int t = 0; t < NH_MT_COUNT; t++)
-        nh_strbuf_printf(b, "nano_sessions{transport=\"%s\"} %llu\n", transport_names[t],
-                         (unsigned long long)g->sessions[t]);
+        put_sample(b, "nano_sessions", "transport", transport_names[t], g->sessions[t]);
     head(b, "nano_connections", "gauge",
          "Open client connections (including ones not through the handshake and HTTP requests).");
-    nh_strbuf_printf(b, "nano_connections %llu\n", (unsigned long long)g->connections);
+    put_sample(b, "nano_connections", NULL, NULL, g->connections);
 
     head(b, "nano_connections_accepted_total", "counter", "Connections accepted, by transport.");
     for (int t = 0; t < NH_MT_COUNT; t++)
-        nh_strbuf_printf(b, "nano_connections_accepted_total{transport=\"%s\"} %llu\n",
-                         transport_names[t], (unsigned long long)m->accepted[t]);
+        put_sample(b, "nano_connections_accepted_total", "transport", transport_names[t],
+                   m->accepted[t]);
     head(b, "nano_connections_closed_total", "counter", "Connections closed, by reason.");
     for (int r = NH_CLOSE_UNSET + 1; r < NH_CLOSE_COUNT; r++)
-        nh_strbuf_printf(b, "nano_connections_closed_total{reason=\"%s\"} %llu\n", close_names[r],
-                         (unsigned long long)m->closed[r]);
+        put_sample(b, "nano_connections_closed_total", "reason", close_names[r], m->closed[r]);
 
     head(b, "nano_messages_total", "counter",
          "Protocol messages, by direction (in: from clients) and type.");
@@ -537,25 +675,24 @@ static void render_core(const nh_metrics_t *m, const nh_metrics_gauges_t *g, nh_
     head(b, "nano_bytes_total", "counter",
          "Bytes read from and queued to client sockets (framing included), by direction.");
     for (int d = 0; d < NH_MD_COUNT; d++)
-        nh_strbuf_printf(b, "nano_bytes_total{direction=\"%s\"} %llu\n", dir_names[d],
-                         (unsigned long long)m->bytes[d]);
+        put_sample(b, "nano_bytes_total", "direction", dir_names[d], m->bytes[d]);
     head(b, "nano_send_buffer_overflows_total", "counter",
          "Connections cut off because their output queue passed send_limit.");
-    nh_strbuf_printf(b, "nano_send_buffer_overflows_total %llu\n",
-                     (unsigned long long)m->send_overflows);
+    put_sample(b, "nano_send_buffer_overflows_total", NULL, NULL, m->send_overflows);
     head(b, "nano_heartbeats_total", "counter", "Heartbeat packets, by direction.");
     for (int d = 0; d < NH_MD_COUNT; d++)
-        nh_strbuf_printf(b, "nano_heartbeats_total{direction=\"%s\"} %llu\n", dir_names[d],
-                         (unsigned long long)m->heartbeats[d]);
+        put_sample(b, "nano_heartbeats_total", "direction", dir_names[d], m->heartbeats[d]);
 
     head(b, "nano_requests_total", "counter",
          "Requests handled, by route (registered routes; any other is \"unknown\") and outcome "
          "(ok, the error response's code, error when it had none, or other).");
     for (uint32_t r = 0; r < m->nroutes; r++) {
         const nh_metrics_route_t *rt = &m->routes[r];
-        nh_strbuf_printf(b, "nano_requests_total{route=\"");
+        put_str(b, "nano_requests_total{route=\"");
         put_escaped(b, rt->name, 1);
-        nh_strbuf_printf(b, "\",outcome=\"ok\"} %llu\n", (unsigned long long)rt->ok);
+        put_str(b, "\",outcome=\"ok\"} ");
+        put_u64(b, rt->ok);
+        put_str(b, "\n");
         for (int i = 0; i < rt->ncodes; i++) {
             nh_strbuf_printf(b, "nano_requests_total{route=\"");
             put_escaped(b, rt->name, 1);
@@ -577,9 +714,9 @@ static void render_core(const nh_metrics_t *m, const nh_metrics_gauges_t *g, nh_
          "Time in the dispatcher and handler (its first slice when it waits), by route.");
     for (uint32_t r = 0; r < m->nroutes; r++) {
         nh_strbuf_t lb = {0};
-        nh_strbuf_printf(&lb, "route=\"");
+        put_str(&lb, "route=\"");
         put_escaped(&lb, m->routes[r].name, 1);
-        nh_strbuf_printf(&lb, "\"");
+        put_str(&lb, "\"");
         if (lb.failed) {
             b->failed = 1;
         } else {

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "check.h"
 #include "metrics.h"
@@ -163,6 +164,73 @@ static void test_dispatch_accounting(void) {
     nh_metrics_free(&m);
 }
 
+/* Requests to routes that differ in one byte, one after the other, each counted under its own
+ * route: the last route's cached compare (whole words for 8 to 16 bytes, memcmp otherwise). */
+static void test_routes_told_apart(void) {
+    static const char *const names[] = {"R.a",
+                                        "R.b",
+                                        "Room.joinA",
+                                        "Room.joinB",
+                                        "Room.join.abcdefA",
+                                        "Room.join.abcdefB",
+                                        "Room.join.abcdefgh",
+                                        "Room.join.abcdefgi"};
+    const int n = (int)(sizeof names / sizeof names[0]);
+    nh_metrics_t m;
+    CHECK(nh_metrics_init(&m) == 0);
+    uint32_t id[8];
+    for (int i = 0; i < n; i++)
+        id[i] = nh_metrics_route_add(&m, names[i], strlen(names[i]));
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < n; i++) {
+            /* the route's bytes in a buffer of their own, as they come in a packet */
+            char buf[32];
+            memcpy(buf, names[i], strlen(names[i]));
+            nh_msg_t msg = {
+                .type = NH_MSG_REQUEST, .id = 1, .route = buf, .route_len = strlen(names[i])};
+            for (int k = 0; k <= i % 2; k++) /* and the same route twice in a row */
+                nh_metrics_dispatch_end(&m, &msg, nh_metrics_dispatch_begin(&m, 1, 1), 0);
+        }
+    for (int i = 0; i < n; i++)
+        CHECK(m.routes[id[i]].ok == (uint64_t)(3 * (1 + i % 2)));
+    CHECK(m.routes[0].ok == 0);
+    nh_metrics_free(&m);
+}
+
+/* Where the kernel keeps time by the TSC, requests are timed by it once it is calibrated against
+ * CLOCK_MONOTONIC (after NH_METRICS_CALIBRATE_NS of requests): a request that takes 5 ms is
+ * observed as 5 ms before and after. Real time, as the clocks are what is tested (bounded). */
+static double timed_request(nh_metrics_t *m, const nh_msg_t *msg, long ns) {
+    double before = m->routes[0].latency.sum;
+    uint64_t t0 = nh_metrics_dispatch_begin(m, 1, 1);
+    if (ns) nanosleep(&(struct timespec){.tv_nsec = ns}, NULL);
+    nh_metrics_dispatch_end(m, msg, t0, 0);
+    return m->routes[0].latency.sum - before;
+}
+
+static void test_request_clock(void) {
+    nh_metrics_t m;
+    CHECK(nh_metrics_init(&m) == 0);
+    nh_msg_t msg = {.type = NH_MSG_REQUEST, .id = 1, .route = "X.y", .route_len = 3};
+    double took = timed_request(&m, &msg, 5000000);
+    CHECK(took >= 0.005 && took < 0.5);
+    if (!m.tsc_ok) { /* another clocksource: clock_gettime all along */
+        printf("# test_request_clock: the TSC is not this system's clocksource\n");
+        nh_metrics_free(&m);
+        return;
+    }
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do {
+        timed_request(&m, &msg, 0);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+    } while (!(m.ns_per_tick > 0) && b.tv_sec - a.tv_sec < 3);
+    CHECK(m.ns_per_tick > 0);
+    took = timed_request(&m, &msg, 5000000);
+    CHECK(took >= 0.005 && took < 0.5);
+    nh_metrics_free(&m);
+}
+
 /* The core's families kept in Lua: only nano_ names; a series' index stays valid while more
  * series are added (the array grows); bumping by index counts and observes; a bad index is
  * ignored. */
@@ -211,12 +279,62 @@ static void test_core_families_by_index(void) {
     nh_metrics_free(&m);
 }
 
+/* Sample values as %.15g (or more digits when it does not read back) writes them, also the second
+ * time (put_double keeps the texts of the values it wrote). */
+static void test_number_texts(void) {
+    static const struct {
+        double v;
+        const char *txt;
+    } cases[] = {
+        {123, "123"},
+        {-5, "-5"},
+        {0, "0"},
+        {-0.0, "-0"},
+        {0.0005, "0.0005"},
+        {1e-7, "1e-07"},
+        {2.5e-5, "2.5e-05"},
+        {1e15, "1e+15"},
+        {999999999999999, "999999999999999"},
+        {-123456.75, "-123456.75"},
+        {0.1 + 0.2, "0.30000000000000004"},
+        {1.0 / 0.0, "+Inf"},
+        {-1.0 / 0.0, "-Inf"},
+    };
+    const int n = (int)(sizeof cases / sizeof cases[0]);
+    nh_metrics_t m;
+    CHECK(nh_metrics_init(&m) == 0);
+    const char *labels[] = {"i"};
+    nh_metrics_family_t *f;
+    CHECK(nh_metrics_family_add(&m, "game_v", "values", NH_KIND_GAUGE, labels, 1, NULL, 0, &f) ==
+          0);
+    for (int i = 0; i < n; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "%d", i);
+        const char *v[] = {name};
+        nh_metrics_family_update(f, v, 1, cases[i].v);
+    }
+    for (int round = 0; round < 2; round++) {
+        nh_strbuf_t b = {0};
+        const char *t = render(&m, &b);
+        for (int i = 0; i < n; i++) {
+            char want[64];
+            snprintf(want, sizeof want, "game_v{i=\"%d\"} %s\n", i, cases[i].txt);
+            CHECK(strstr(t, want) != NULL);
+        }
+        nh_strbuf_free(&b);
+    }
+    nh_metrics_free(&m);
+}
+
 int main(void) {
+    test_number_texts();
     test_routes_bounded();
     test_histogram_and_escaping();
     test_families();
     test_close_reasons();
     test_dispatch_accounting();
+    test_routes_told_apart();
+    test_request_clock();
     test_core_families_by_index();
     return check_done();
 }
