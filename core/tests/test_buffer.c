@@ -186,10 +186,25 @@ static unsigned buffers_pinned(const nh_outq_t *q) {
  * own bytes only. (Messages over NH_GATHER_MAX: smaller ones a queue with a backlog gathers into
  * blocks of its own anyway, gathering_small_messages_makes_one_segment.) */
 #define SLOW_MSG (NH_GATHER_MAX + 44)
-static void slow_msg(char *msg, int i) {
-    memset(msg, 'a' + i % 26, SLOW_MSG);
-    snprintf(msg, 9, "m%07d", i);
-    msg[8] = '.';
+
+/* Messages from..to-1 to the slow queue (and to want), each followed by two chunks' worth of a
+ * busy queue's bytes that are written at once. */
+static void slow_and_busy(nh_outq_t *slow, nh_outq_t *busy, int from, int to, char *want,
+                          size_t *wl) {
+    static uint8_t fill[8000];
+    for (int i = from; i < to; i++) {
+        char msg[SLOW_MSG];
+        memset(msg, 'a' + i % 26, SLOW_MSG);
+        snprintf(msg, 9, "m%07d", i);
+        msg[8] = '.';
+        CHECK(nh_outq_copy(slow, msg, SLOW_MSG) == 0);
+        memcpy(want + *wl, msg, SLOW_MSG);
+        *wl += SLOW_MSG;
+        CHECK(nh_outq_copy(busy, fill, sizeof fill) == 0);
+        CHECK(nh_outq_copy(busy, fill, sizeof fill) == 0);
+        nh_outq_consume(busy, busy->bytes);
+    }
+    want[*wl] = '\0';
 }
 
 static void a_detached_queue_pins_only_its_own_bytes(void) {
@@ -198,36 +213,15 @@ static void a_detached_queue_pins_only_its_own_bytes(void) {
     nh_outq_t slow, busy;
     nh_outq_init(&slow, &pool);
     nh_outq_init(&busy, &pool);
-    static uint8_t fill[8000];
     static char want[90 * SLOW_MSG + 1];
     size_t wl = 0;
-    for (int i = 0; i < 45; i++) {
-        char msg[SLOW_MSG];
-        slow_msg(msg, i);
-        CHECK(nh_outq_copy(&slow, msg, SLOW_MSG) == 0);
-        memcpy(want + wl, msg, SLOW_MSG);
-        wl += SLOW_MSG;
-        CHECK(nh_outq_copy(&busy, fill, sizeof fill) == 0); /* busy drains at once */
-        CHECK(nh_outq_copy(&busy, fill, sizeof fill) == 0);
-        nh_outq_consume(&busy, busy.bytes);
-    }
-    want[wl] = '\0';
+    slow_and_busy(&slow, &busy, 0, 45, want, &wl);
     CHECK(buffers_pinned(&slow) >= 40); /* 13 KiB keeping 700 KiB of chunks alive */
     CHECK(nh_outq_detach(&slow) == 0);
     CHECK(queued_equals(&slow, want));
     CHECK(buffers_pinned(&slow) == 1);
     /* later copies stay out of the arena, however they interleave with other queues */
-    for (int i = 45; i < 90; i++) {
-        char msg[SLOW_MSG];
-        slow_msg(msg, i);
-        CHECK(nh_outq_copy(&slow, msg, SLOW_MSG) == 0);
-        memcpy(want + wl, msg, SLOW_MSG);
-        wl += SLOW_MSG;
-        CHECK(nh_outq_copy(&busy, fill, sizeof fill) == 0);
-        CHECK(nh_outq_copy(&busy, fill, sizeof fill) == 0);
-        nh_outq_consume(&busy, busy.bytes);
-    }
-    want[wl] = '\0';
+    slow_and_busy(&slow, &busy, 45, 90, want, &wl);
     CHECK(queued_equals(&slow, want));
     CHECK(buffers_pinned(&slow) == 2); /* 27 KiB: its own two chunks */
     CHECK(slow.segs[slow.head].buf != pool.arena);
