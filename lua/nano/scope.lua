@@ -97,7 +97,7 @@ end
 
 -- core.timer is the C binding's and cannot call this module: it is the one function wrapped, so
 -- that a timer any Lua code makes during a load (nano.invoke, a script calling core.timer) is
--- recorded. Outside a scope the wrapper is a tail call.
+-- recorded. Outside a scope the wrapper only calls it.
 local raw_timer = core.timer
 
 -- Called through pcall, the C function's "bad argument" carries no position: name the line of
@@ -112,11 +112,20 @@ local function rethrow(err)
   error(err, 0)
 end
 
-function core.timer(...)
-  if not current then return raw_timer(...) end
-  local ok, t = pcall(raw_timer, ...)
+local function timer_in_scope(delay, rep, fn)
+  local ok, t = pcall(raw_timer, delay, rep, fn)
   if not ok then rethrow(t) end
   if t then M.record(function() t:stop() end, true) end
+  return t
+end
+
+-- A handler that waits (nano.sleep) makes a timer on its way, so this is on a path the JIT
+-- compiles: no closure here (a return from a function whose locals a closure captured closes
+-- them, UCLO, which is not compiled: the trace aborted), and the C function called rather than
+-- tail-called.
+function core.timer(delay, rep, fn)
+  if current then return timer_in_scope(delay, rep, fn) end
+  local t = raw_timer(delay, rep, fn)
   return t
 end
 
