@@ -195,8 +195,9 @@ static void slow_and_busy(nh_outq_t *slow, nh_outq_t *busy, int from, int to, ch
     for (int i = from; i < to; i++) {
         char msg[SLOW_MSG];
         memset(msg, 'a' + i % 26, SLOW_MSG);
-        snprintf(msg, 9, "m%07d", i);
-        msg[8] = '.';
+        char tag[16];
+        snprintf(tag, sizeof tag, "m%07d.", i);
+        memcpy(msg, tag, 9);
         CHECK(nh_outq_copy(slow, msg, SLOW_MSG) == 0);
         memcpy(want + *wl, msg, SLOW_MSG);
         *wl += SLOW_MSG;
