@@ -373,17 +373,20 @@ static int c_push_many(lua_State *L) {
     /* From here to the unref nothing may raise: members are looked up without checks that
      * throw (a non-session member simply fails). */
     int delivered = 0, failed = 0;
-    int n = members ? 0 : (int)lua_objlen(L, 1);
-    if (members) delivered = nh_lua_members_send_shared(L, 1, b, 4, &failed);
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, 1, i);
-        nh_session_t *s = nh_lua_test_session(L, -1);
-        int r = s ? nh_session_send_shared(s, b) : UV_EPIPE;
-        if (r == 0) {
-            delivered++;
-            lua_pop(L, 1);
-        } else {
-            lua_rawseti(L, 4, ++failed);
+    if (members) {
+        delivered = nh_lua_members_send_shared(L, 1, b, 4, &failed);
+    } else {
+        int n = (int)lua_objlen(L, 1);
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, 1, i);
+            nh_session_t *s = nh_lua_test_session(L, -1);
+            int r = s ? nh_session_send_shared(s, b) : UV_EPIPE;
+            if (r == 0) {
+                delivered++;
+                lua_pop(L, 1);
+            } else {
+                lua_rawseti(L, 4, ++failed);
+            }
         }
     }
     nh_buf_unref(b);
