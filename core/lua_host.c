@@ -236,7 +236,7 @@ static nh_session_t *check_push(lua_State *L, nh_msg_t *m) {
 
 int nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t id) {
     if (lua_isnil(T, 1)) return 0;
-    lua_settop(T, 3);
+    if (lua_gettop(T) != 3) lua_settop(T, 3); /* nano's dispatcher returns three */
     nh_msg_t m = {.type = NH_MSG_RESPONSE, .id = id};
     size_t empty_len = 0;
     const char *empty = lua_type(T, 2) == LUA_TSTRING ? lua_tolstring(T, 2, &empty_len) : NULL;

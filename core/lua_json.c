@@ -166,7 +166,8 @@ static const char digit_pairs[] =
  * back as x (strtod), nearest x among those, laid out as JS lays them out (plain digits up to 1e21,
  * "0.000001", then "1e-7", "1.5e+300"). -0 stays "-0" (JS writes "0") so that every double reads
  * back as itself. out holds at least 32 bytes; returns the length. */
-static size_t format_double(double x, char *out) {
+static size_t format_other(double x, char *out);
+static inline size_t format_double(double x, char *out) {
     char *o = out;
     if (x == 0) {
         if (signbit(x)) *o++ = '-';
@@ -174,7 +175,8 @@ static size_t format_double(double x, char *out) {
         return (size_t)(o - out);
     }
     if (x >= -9007199254740992.0 && x <= 9007199254740992.0 && x == (double)(int64_t)x) {
-        /* integers up to 2^53, the common case, without printf */
+        /* integers up to 2^53, the common case, without printf (inlined: a call was a fifth of
+         * a small integer's cost) */
         int64_t v = (int64_t)x;
         uint64_t u = v < 0 ? (uint64_t)(-v) : (uint64_t)v;
         if (v < 0) *o++ = '-';
@@ -196,6 +198,12 @@ static size_t format_double(double x, char *out) {
             w[-1] = (char)('0' + u);
         return (size_t)(o + n - out);
     }
+    return format_other(x, out);
+}
+
+/* format_double's numbers that are not integers up to 2^53 (nor 0) */
+static size_t format_other(double x, char *out) {
+    char *o = out;
     /* Any decimal of at most 15 significant digits survives decimal -> double -> decimal
      * (DBL_DIG), so when 15 digits read back, the shortest form is those digits with trailing
      * zeros dropped; else 16 digits may do; 17 always do. Subnormals hold fewer digits: all
@@ -249,7 +257,7 @@ static size_t format_double(double x, char *out) {
 }
 
 static void put_number(enc_t *e, lua_Number x, int idx) {
-    if (isnan(x) || isinf(x)) {
+    if (!isfinite(x)) {
         ENC_FAIL(e, "Cannot serialise %s: must not be NaN or Inf",
                  lua_typename(e->L, lua_type(e->L, idx)));
         return;
@@ -258,95 +266,101 @@ static void put_number(enc_t *e, lua_Number x, int idx) {
     e->b->len += format_double(x, e->b->data + e->b->len);
 }
 
-static void put_value(enc_t *e, int depth);
+/* The encoder works on absolute stack indices: a value is read where it is, not pushed again,
+ * and a table's traversal puts its key and value at top + 1 and top + 2, top being the stack's
+ * height when the table was reached (kept here, not asked of Lua: each C API call is ~20
+ * instructions of a small response's ~300). */
+static void put_value(enc_t *e, int idx, int top, int depth);
 
 /* lua-cjson's lua_array_length: the largest key when every key is an integer >= 1 and the
- * array is not excessively sparse; -1 for an object. Table on top of the stack. */
-static double array_length(lua_State *L) {
+ * array is not excessively sparse; -1 for an object. The table is at t, the stack at top. */
+static double array_length(lua_State *L, int t, int top) {
     double max = 0, items = 0;
     lua_pushnil(L);
-    while (lua_next(L, -2)) {
+    while (lua_next(L, t)) {
         double k;
-        if (lua_type(L, -2) == LUA_TNUMBER && (k = lua_tonumber(L, -2)) != 0 && floor(k) == k &&
-            k >= 1) {
+        if (lua_type(L, top + 1) == LUA_TNUMBER && (k = lua_tonumber(L, top + 1)) != 0 &&
+            floor(k) == k && k >= 1) {
             if (k > max) max = k;
             items++;
-            lua_pop(L, 1);
+            lua_settop(L, top + 1);
             continue;
         }
-        lua_pop(L, 2);
+        lua_settop(L, top);
         return -1;
     }
     if (max > items * SPARSE_RATIO && max > SPARSE_SAFE) return -1; /* converted to an object */
     return max;
 }
 
-static void put_table(enc_t *e, int depth) {
+/* The table at t; the stack's height is top. Each level pushes two values: the stack is grown
+ * every eighth level, by enough for eight. */
+static void put_table(enc_t *e, int t, int top, int depth) {
     lua_State *L = e->L;
-    if (depth > JSON_MAX_DEPTH || !lua_checkstack(L, 4)) {
+    if (depth > JSON_MAX_DEPTH || ((depth & 7) == 1 && !lua_checkstack(L, 2 * 8 + 2))) {
         ENC_FAIL(e, "Cannot serialise, excessive nesting (%d)", depth);
         return;
     }
     /* A string key makes it an object: found by the first lua_next, which the object's loop
      * then goes on from (array_length's pass would read that key once more) */
     lua_pushnil(L);
-    int first = lua_next(L, -2);
+    int first = lua_next(L, t);
+    int kt = first ? lua_type(L, top + 1) : LUA_TNIL;
     double len = 0;
-    if (first && lua_type(L, -2) != LUA_TSTRING) {
-        lua_pop(L, 2);
+    if (first && kt != LUA_TSTRING) {
+        lua_settop(L, top);
         first = 0;
-        len = array_length(L);
+        len = array_length(L, t, top);
         if (len < 0) {
             lua_pushnil(L);
-            first = lua_next(L, -2);
+            first = lua_next(L, t);
+            kt = first ? lua_type(L, top + 1) : LUA_TNIL;
         }
     }
     if (len > 0) {
         putc_(e, '[');
         for (double i = 1; i <= len; i++) {
             if (i > 1) putc_(e, ',');
-            lua_rawgeti(L, -1, (int)i);
-            put_value(e, depth);
+            lua_rawgeti(L, t, (int)i);
+            put_value(e, top + 1, top + 1, depth);
             if (e->failed) return;
-            lua_pop(L, 1);
+            lua_settop(L, top);
         }
         putc_(e, ']');
         return;
     }
     putc_(e, '{');
-    int comma = 0;
-    for (int more = first; more; more = lua_next(L, -2)) {
+    for (int more = first, comma = 0; more; comma = 1) {
         if (comma) putc_(e, ',');
-        comma = 1;
-        int kt = lua_type(L, -2);
         if (kt == LUA_TSTRING) {
             size_t kl;
-            const char *k = lua_tolstring(L, -2, &kl);
+            const char *k = lua_tolstring(L, top + 1, &kl);
             put_string(e, k, kl);
             putc_(e, ':');
         } else if (kt == LUA_TNUMBER) {
             putc_(e, '"');
-            put_number(e, lua_tonumber(L, -2), -2);
+            put_number(e, lua_tonumber(L, top + 1), top + 1);
             put(e, "\":", 2);
         } else {
             ENC_FAIL(e, "Cannot serialise %s: table key must be a number or string",
                      lua_typename(L, kt));
             return;
         }
-        put_value(e, depth);
+        put_value(e, top + 2, top + 2, depth);
         if (e->failed) return;
-        lua_pop(L, 1);
+        lua_settop(L, top + 1);
+        if ((more = lua_next(L, t))) kt = lua_type(L, top + 1);
     }
     putc_(e, '}');
 }
 
-/* The value on top of the stack (left there). */
-static void put_value(enc_t *e, int depth) {
+/* The value at idx (left there); the stack's height is top. */
+static void put_value(enc_t *e, int idx, int top, int depth) {
     lua_State *L = e->L;
-    switch (lua_type(L, -1)) {
+    switch (lua_type(L, idx)) {
     case LUA_TSTRING: {
         size_t n;
-        const char *s = lua_tolstring(L, -1, &n);
+        const char *s = lua_tolstring(L, idx, &n);
         if (e->empty && n == e->empty_len && memcmp(s, e->empty, n) == 0)
             put(e, "[]", 2);
         else
@@ -354,28 +368,28 @@ static void put_value(enc_t *e, int depth) {
         break;
     }
     case LUA_TNUMBER:
-        put_number(e, lua_tonumber(L, -1), -1);
+        put_number(e, lua_tonumber(L, idx), idx);
         break;
     case LUA_TBOOLEAN:
-        if (lua_toboolean(L, -1))
+        if (lua_toboolean(L, idx))
             put(e, "true", 4);
         else
             put(e, "false", 5);
         break;
     case LUA_TTABLE:
-        put_table(e, depth + 1);
+        put_table(e, idx, top, depth + 1);
         break;
     case LUA_TNIL:
         put(e, "null", 4);
         break;
     case LUA_TLIGHTUSERDATA:
-        if (lua_touserdata(L, -1) == NULL) {
+        if (lua_touserdata(L, idx) == NULL) {
             put(e, "null", 4);
             break;
         }
         /* fall through */
     default:
-        ENC_FAIL(e, "Cannot serialise %s: type not supported", luaL_typename(L, -1));
+        ENC_FAIL(e, "Cannot serialise %s: type not supported", luaL_typename(L, idx));
     }
 }
 
@@ -396,7 +410,7 @@ static int encode(lua_State *L, int quiet, int empty_idx) {
     if (lua_type(L, empty_idx) == LUA_TSTRING) e.empty = lua_tolstring(L, empty_idx, &e.empty_len);
     lua_settop(L, 1);
     e.b->len = 0; /* an error mid-way leaves garbage here, never a leak: the buffer is kept */
-    put_value(&e, 0);
+    put_value(&e, 1, 1, 0);
     lua_settop(L, 1); /* a quiet failure may leave keys and values behind */
     if (e.failed)
         lua_pushnil(L);
@@ -424,10 +438,12 @@ const char *nh_lua_json_encode(lua_State *L, int idx, const char *empty, size_t 
     int top = lua_gettop(L);
     enc_t e = {L, &c_buf, empty, empty_len, 1, 0};
     c_buf.len = 0;
-    lua_pushvalue(L, idx);
-    put_value(&e, 0);
-    lua_settop(L, top);
-    if (e.failed) return NULL;
+    if (idx < 0) idx = top + 1 + idx; /* the traversal pushes: a relative index would move */
+    put_value(&e, idx, top, 0);       /* leaves the stack as it was, but where it failed */
+    if (e.failed) {
+        lua_settop(L, top);
+        return NULL;
+    }
     *len = c_buf.len;
     return c_buf.len ? c_buf.data : "";
 }
@@ -474,7 +490,9 @@ typedef struct dec {
     const unsigned char *p, *end;
     jbuf_t *b; /* unescaped strings */
     int depth;
-    nh_strcache_t *keys; /* object keys pushed through it (NULL: as lua_pushlstring does) */
+    nh_strcache_t *keys;      /* object keys pushed through it (NULL: as lua_pushlstring does) */
+    const unsigned char *key; /* the last string's bytes in the text; NULL: it had escapes */
+    size_t key_len;
 } dec_t;
 
 static inline void skip_ws(dec_t *d) {
@@ -532,9 +550,12 @@ static int d_string(dec_t *d, int key) {
     if (p >= d->end || *p < 0x20) return -1;
     if (*p == '"') { /* no escapes: the common case */
         nh_strcache_push(key ? d->keys : NULL, d->L, (const char *)s, (size_t)(p - s));
+        d->key = s;
+        d->key_len = (size_t)(p - s);
         d->p = p + 1;
         return 0;
     }
+    d->key = NULL;
     /* escapes: unescaped text is never longer than the escaped one */
     jbuf_t *b = d->b;
     size_t room = (size_t)(d->end - s);
@@ -670,11 +691,17 @@ static int d_value(dec_t *d);
 
 /* A table with room for nrec keys, made of the n key/value pairs above index base, in order (a
  * key given twice keeps its last value, as lua-cjson's); it replaces them, at base + 1, which is
- * returned. */
-static int object_of_pairs(lua_State *L, int base, int n, int nrec) {
+ * returned. distinct: no key is given twice, so the pairs are set from the top, as lua_rawset
+ * pops them, with no copies (the last pair first: only a key given twice could tell). */
+static int object_of_pairs(lua_State *L, int base, int n, int nrec, int distinct) {
     int t = base + 1;
     lua_createtable(L, 0, nrec);
     lua_insert(L, t);
+    if (distinct) {
+        for (int i = 0; i < n; i++)
+            lua_rawset(L, t);
+        return t;
+    }
     for (int i = 0; i < n; i++) {
         lua_pushvalue(L, t + 1 + 2 * i);
         lua_pushvalue(L, t + 2 + 2 * i);
@@ -682,6 +709,24 @@ static int object_of_pairs(lua_State *L, int base, int n, int nrec) {
     }
     lua_settop(L, t);
     return t;
+}
+
+/* 1 when the key d_string just read is not one of the object's keys before it, as far as a
+ * 256-bit set of their hashes tells (seen); 0 when it may be (or had escapes: its bytes are not
+ * at hand). A few instructions a key, where two lua_pushvalue were ~46 (object_of_pairs). */
+static int key_is_new(const dec_t *d, uint64_t seen[4]) {
+    const unsigned char *k = d->key;
+    if (!k) return 0;
+    size_t n = d->key_len;
+    uint64_t a = n, b = 0;
+    for (size_t i = 0; i < n && i < 8; i++)
+        a = a << 8 | k[i];
+    if (n > 8) memcpy(&b, k + n - 8, 8);
+    unsigned h = (unsigned)(((a ^ (b * 0x9E3779B97F4A7C15ull)) * 0xFF51AFD7ED558CCDull) >> 56);
+    uint64_t bit = 1ull << (h & 63);
+    if (seen[h >> 6] & bit) return 0;
+    seen[h >> 6] |= bit;
+    return 1;
 }
 
 /* The same for an array of the n values above base, with room for narr. */
@@ -704,11 +749,13 @@ static int d_object(dec_t *d) {
         return 0;
     }
     /* t: the table's index once created (0 until the first batch is full or the object ends) */
-    int base = lua_gettop(L), t = 0, n = 0;
+    int base = lua_gettop(L), t = 0, n = 0, distinct = 1;
+    uint64_t seen[4] = {0, 0, 0, 0};
     if (!lua_checkstack(L, 2 * DEC_BATCH + 4)) return -1;
     for (;;) {
         skip_ws(d);
         if (d->p >= d->end || *d->p != '"' || d_string(d, 1)) return -1;
+        if (distinct && !t) distinct = key_is_new(d, seen);
         skip_ws(d);
         if (d->p >= d->end || *d->p != ':') return -1;
         d->p++;
@@ -717,7 +764,7 @@ static int d_object(dec_t *d) {
         if (t) {
             lua_rawset(L, t);
         } else if (++n == DEC_BATCH) {
-            t = object_of_pairs(L, base, n, 2 * DEC_BATCH);
+            t = object_of_pairs(L, base, n, 2 * DEC_BATCH, distinct);
         }
         skip_ws(d);
         if (d->p >= d->end) return -1;
@@ -727,7 +774,7 @@ static int d_object(dec_t *d) {
         }
         if (*d->p != '}') return -1;
         d->p++;
-        if (!t) object_of_pairs(L, base, n, n);
+        if (!t) object_of_pairs(L, base, n, n, distinct);
         return 0;
     }
 }
@@ -798,7 +845,7 @@ static int d_value(dec_t *d) {
  * b: the buffer for unescaped strings. */
 static int decode_into(lua_State *L, const char *s, size_t len, jbuf_t *b, nh_strcache_t *keys) {
     int top = lua_gettop(L);
-    dec_t d = {L, (const unsigned char *)s, (const unsigned char *)s + len, b, 0, keys};
+    dec_t d = {L, (const unsigned char *)s, (const unsigned char *)s + len, b, 0, keys, NULL, 0};
     skip_ws(&d);
     int r = d_value(&d);
     if (r == 0) {

@@ -155,6 +155,9 @@ describe("nano.json_codec", function()
       return t
     end
     same_as_cjson(nest(128))
+    local objects = {} -- two stack slots a level (key and value), where an array takes one
+    for _ = 1, 127 do objects = { a = objects, b = 1 } end
+    same_as_cjson(objects)
     assert.is_false((pcall(cjson.encode, nest(129))))
     local ok, err = pcall(fast, nest(129))
     assert.is_false(ok)
@@ -245,7 +248,9 @@ describe("nano.json_codec decode", function()
       '0.1', '3.14159265358979323846', '1e308', '1e-320', ' {"a" : [ 1 , "x" , null ] } \n',
       '{"a":1,"a":2}', '{"nested":{"deep":{"list":[{"k":"v"}]}}}', '[null,null]',
       '{"":""}', '"\\"\\\\\\/\\b\\f\\n\\r\\t"', '"\\u0000"', '"\\u00e9\\u4e2d\\uffff"',
-      '"\\ud83d\\ude00"', '"h\\u00e9llo w\\u00f6rld"', '"caf\195\169"', '{"name":"Zo\195\171"}' }
+      '"\\ud83d\\ude00"', '"h\\u00e9llo w\\u00f6rld"', '"caf\195\169"', '{"name":"Zo\195\171"}',
+      -- a key given twice, once escaped; keys that differ only between their first and last 8 bytes
+      '{"a":1,"\\u0061":2}', '{"\\u0061":1,"a":2}', '{"aaaaaaaaXbbbbbbbb":1,"aaaaaaaaYbbbbbbbb":2}' }
     for _, t in ipairs(plain) do check(t, true) end
   end)
 
