@@ -71,6 +71,11 @@ int nh_pkt_decoder_feed(nh_pkt_decoder_t *d, const uint8_t *data, size_t len, nh
     size_t off = 0;
     while (off < len) {
         if (d->header_have < NH_PKT_HEADER_LEN) {
+            if (d->header_have == 0 && len - off >= NH_PKT_HEADER_LEN) { /* the common case */
+                memcpy(d->header, data + off, NH_PKT_HEADER_LEN);
+                d->header_have = NH_PKT_HEADER_LEN;
+                off += NH_PKT_HEADER_LEN;
+            }
             while (d->header_have < NH_PKT_HEADER_LEN && off < len)
                 d->header[d->header_have++] = data[off++];
             if (d->header_have < NH_PKT_HEADER_LEN) return 0;
