@@ -490,9 +490,8 @@ typedef struct dec {
     const unsigned char *p, *end;
     jbuf_t *b; /* unescaped strings */
     int depth;
-    nh_strcache_t *keys;      /* object keys pushed through it (NULL: as lua_pushlstring does) */
-    const unsigned char *key; /* the last string's bytes in the text; NULL: it had escapes */
-    size_t key_len;
+    nh_strcache_t *keys; /* object keys pushed through it (NULL: as lua_pushlstring does) */
+    int key_slot;        /* the last key's entry in keys; -1: it did not go through the cache */
 } dec_t;
 
 static inline void skip_ws(dec_t *d) {
@@ -549,13 +548,11 @@ static int d_string(dec_t *d, int key) {
         p++;
     if (p >= d->end || *p < 0x20) return -1;
     if (*p == '"') { /* no escapes: the common case */
-        nh_strcache_push(key ? d->keys : NULL, d->L, (const char *)s, (size_t)(p - s));
-        d->key = s;
-        d->key_len = (size_t)(p - s);
+        d->key_slot =
+            nh_strcache_push(key ? d->keys : NULL, d->L, (const char *)s, (size_t)(p - s));
         d->p = p + 1;
         return 0;
     }
-    d->key = NULL;
     /* escapes: unescaped text is never longer than the escaped one */
     jbuf_t *b = d->b;
     size_t room = (size_t)(d->end - s);
@@ -619,7 +616,7 @@ static int d_string(dec_t *d, int key) {
             return -1;
         }
     }
-    nh_strcache_push(key ? d->keys : NULL, d->L, b->data, (size_t)(o - b->data));
+    d->key_slot = nh_strcache_push(key ? d->keys : NULL, d->L, b->data, (size_t)(o - b->data));
     d->p = p;
     return 0;
 }
@@ -711,18 +708,14 @@ static int object_of_pairs(lua_State *L, int base, int n, int nrec, int distinct
     return t;
 }
 
-/* 1 when the key d_string just read is not one of the object's keys before it, as far as a
- * 256-bit set of their hashes tells (seen); 0 when it may be (or had escapes: its bytes are not
- * at hand). A few instructions a key, where two lua_pushvalue were ~46 (object_of_pairs). */
-static int key_is_new(const dec_t *d, uint64_t seen[4]) {
-    const unsigned char *k = d->key;
-    if (!k) return 0;
-    size_t n = d->key_len;
-    uint64_t a = n, b = 0;
-    for (size_t i = 0; i < n && i < 8; i++)
-        a = a << 8 | k[i];
-    if (n > 8) memcpy(&b, k + n - 8, 8);
-    unsigned h = (unsigned)(((a ^ (b * 0x9E3779B97F4A7C15ull)) * 0xFF51AFD7ED558CCDull) >> 56);
+/* 1 when the key d_string just read is not one of the object's keys before it, as far as the
+ * set of their string cache entries tells (seen: 256 bits, one per entry; equal keys share an
+ * entry); 0 when it may be, or did not go through the cache. A few instructions a key, where two
+ * lua_pushvalue were ~46 (object_of_pairs). */
+_Static_assert(NH_STRCACHE_SIZE % 64 == 0, "key_is_new's set is whole 64-bit words");
+static int key_is_new(const dec_t *d, uint64_t seen[NH_STRCACHE_SIZE / 64]) {
+    if (d->key_slot < 0) return 0;
+    unsigned h = (unsigned)d->key_slot;
     uint64_t bit = 1ull << (h & 63);
     if (seen[h >> 6] & bit) return 0;
     seen[h >> 6] |= bit;
@@ -750,7 +743,7 @@ static int d_object(dec_t *d) {
     }
     /* t: the table's index once created (0 until the first batch is full or the object ends) */
     int base = lua_gettop(L), t = 0, n = 0, distinct = 1;
-    uint64_t seen[4] = {0, 0, 0, 0};
+    uint64_t seen[NH_STRCACHE_SIZE / 64] = {0};
     if (!lua_checkstack(L, 2 * DEC_BATCH + 4)) return -1;
     for (;;) {
         skip_ws(d);
@@ -845,7 +838,7 @@ static int d_value(dec_t *d) {
  * b: the buffer for unescaped strings. */
 static int decode_into(lua_State *L, const char *s, size_t len, jbuf_t *b, nh_strcache_t *keys) {
     int top = lua_gettop(L);
-    dec_t d = {L, (const unsigned char *)s, (const unsigned char *)s + len, b, 0, keys, NULL, 0};
+    dec_t d = {L, (const unsigned char *)s, (const unsigned char *)s + len, b, 0, keys, -1};
     skip_ws(&d);
     int r = d_value(&d);
     if (r == 0) {

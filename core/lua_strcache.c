@@ -44,18 +44,19 @@ static unsigned slot_of(uint64_t a, uint64_t b, size_t len) {
     return (unsigned)(h >> (64 - NH_STRCACHE_BITS));
 }
 
-void nh_strcache_push(nh_strcache_t *c, lua_State *L, const char *s, size_t len) {
+int nh_strcache_push(nh_strcache_t *c, lua_State *L, const char *s, size_t len) {
     if (!c || len > NH_STRCACHE_MAX) {
         lua_pushlstring(L, s, len);
-        return;
+        return -1;
     }
     uint64_t a, b;
     ends_of(s, len, &a, &b);
-    nh_strcache_entry_t *e = &c->e[slot_of(a, b, len)];
+    unsigned slot = slot_of(a, b, len);
+    nh_strcache_entry_t *e = &c->e[slot];
     if (e->ref > 0 && e->len == len && e->a == a && e->b == b &&
         (len <= 16 || memcmp(e->middle, s + 8, len - 16) == 0)) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref);
-        return;
+        return (int)slot;
     }
     lua_pushlstring(L, s, len);
     lua_pushvalue(L, -1);
@@ -69,4 +70,5 @@ void nh_strcache_push(nh_strcache_t *c, lua_State *L, const char *s, size_t len)
     e->a = a;
     e->b = b;
     if (len > 16) memcpy(e->middle, s + 8, len - 16);
+    return (int)slot;
 }

@@ -39,7 +39,9 @@ void nh_strcache_init(nh_strcache_t *c);
 /* Releases the entries' registry references (L: the state they were taken in). */
 void nh_strcache_free(nh_strcache_t *c, lua_State *L);
 /* lua_pushlstring(L, s, len), through the cache; c may be NULL (then exactly lua_pushlstring). L
- * is any thread of the state the cache belongs to. */
-void nh_strcache_push(nh_strcache_t *c, lua_State *L, const char *s, size_t len);
+ * is any thread of the state the cache belongs to. Returns the string's entry (0 ..
+ * NH_STRCACHE_SIZE - 1: equal strings have the same one, a hash of their bytes), or -1 when it did
+ * not go through the cache (c NULL, or longer than NH_STRCACHE_MAX). */
+int nh_strcache_push(nh_strcache_t *c, lua_State *L, const char *s, size_t len);
 
 #endif

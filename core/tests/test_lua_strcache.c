@@ -76,19 +76,24 @@ static void a_string_seen_before_comes_from_its_entry(void) {
     lua_State *L = luaL_newstate();
     nh_strcache_t c;
     nh_strcache_init(&c);
-    nh_strcache_push(&c, L, "Bench.ping", 10);
+    int slot = nh_strcache_push(&c, L, "Bench.ping", 10);
     lua_pop(L, 1);
-    int ref = 0;
-    for (int i = 0; i < NH_STRCACHE_SIZE; i++)
-        if (c.e[i].ref > 0) ref = c.e[i].ref;
+    CHECK(slot >= 0 && slot < NH_STRCACHE_SIZE);
+    int ref = c.e[slot].ref; /* the entry returned is the one that holds it */
     CHECK(ref > 0);
     lua_pushliteral(L, "the entry's");
     lua_rawseti(L, LUA_REGISTRYINDEX, ref);
-    nh_strcache_push(&c, L, "Bench.ping", 10);
+    CHECK(nh_strcache_push(&c, L, "Bench.ping", 10) == slot);
     CHECK(strcmp(lua_tostring(L, -1), "the entry's") == 0);
     lua_pop(L, 1);
-    /* a NULL cache pushes as lua_pushlstring does */
+    /* a NULL cache pushes as lua_pushlstring does, and names no entry; so does a long string */
     CHECK(same_as_interned(NULL, L, "plain", 5));
+    CHECK(nh_strcache_push(NULL, L, "plain", 5) == -1);
+    lua_pop(L, 1);
+    char longer[NH_STRCACHE_MAX + 1];
+    memset(longer, 'x', sizeof longer);
+    CHECK(nh_strcache_push(&c, L, longer, sizeof longer) == -1);
+    lua_pop(L, 1);
     nh_strcache_free(&c, L);
     lua_close(L);
 }
