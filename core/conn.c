@@ -562,11 +562,19 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     /* What this read produced for this connection (its responses) leaves now, in one write,
      * instead of after every other ready connection has been handled too: the client gets to
      * work on it meanwhile (on 2 cores the per-turn batch made client and server take turns; see
-     * docs/benchmarks.md). The connection stays on the dirty list; the turn's flush finds it
-     * empty or writes what later callbacks queued for it. */
+     * docs/benchmarks.md). */
     if (!(c->flags & (NH_CONN_CLOSING | NH_CONN_WRITING)) &&
-        (queued(c) || (c->tls && nh_tls_out_pending(c->tls))))
+        (queued(c) || (c->tls && nh_tls_out_pending(c->tls)))) {
         flush(c);
+        /* All written: off the dirty list when it went on last (this read queued it, the usual
+         * case; elsewhere the turn's flush finds it empty), so the turn's flush does not visit it
+         * again. Queuing more puts it back. */
+        nh_host_t *h = c->host;
+        if (h->dirty == c && !(c->flags & (NH_CONN_CLOSING | NH_CONN_WRITING)) && !queued(c)) {
+            h->dirty = c->dirty_next;
+            c->flags &= (uint16_t)~NH_CONN_DIRTY;
+        }
+    }
 }
 
 /* ---- accepting ---- */

@@ -201,6 +201,13 @@ describe("protobuf serializer", function()
     assert.same({ from = "ann", text = "hello" }, push)
   end)
 
+  it("a response sent after the handler returned is typed by the route of that request", function()
+    server = nt.start(MAIN)
+    local c = server:connect()
+    assert.same({ msg = "later", seq = 7 }, c:request("Room.later", { msg = "later", seq = 7 }))
+    assert.same({ msg = "again", seq = 8 }, c:request("Room.later", { msg = "again", seq = 8 }))
+  end)
+
   it("error responses use the errors type", function()
     server = nt.start(MAIN)
     local c = server:connect()

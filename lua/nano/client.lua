@@ -146,7 +146,7 @@ local function unmarshal(self, payload, route, kind)
   local ser = self.serializer
   local f = ser.try_unmarshal_for -- as the dispatcher: not when unmarshal was replaced
   local try, ok, v = (f == nil or f == ser.unmarshal) and ser.try_unmarshal, false, nil
-  if try then ok, v = try(payload) end
+  if try then ok, v = try(payload, route, kind) end
   if ok then return v end
   ok, v = pcall(ser.unmarshal, payload, route, kind)
   if ok then return v end

@@ -28,7 +28,6 @@ local function fresh_state() return {
   route_of = {},        -- code -> route
   serializer = require "nano.json",
   session_serializer = setmetatable({}, { __mode = "k" }), -- session -> its component's serializer
-  last_route = setmetatable({}, { __mode = "k" }), -- session -> route of its last request
   validator = nil,      -- handshake validator
   check_origin = nil,   -- default origin check for WebSocket listeners
   listeners = {},       -- "addr transport path" -> { { id=, addr=, bound=, opts= }, ... }
@@ -364,7 +363,8 @@ function session.response_mid(s, mid, v)
   local handling = handling_task(s, mid)
   -- a response's type follows its request's route: the handling task's, else the session's
   -- last request's (serializers that pick no type by route ignore it)
-  local route = handling and handling.watch_route or (mid == s:last_mid() and S.last_route[s] or nil)
+  local q = S.queues[s]
+  local route = handling and handling.watch_route or (mid == s:last_mid() and q and q.last_route or nil)
   local ok, payload = pcall(to_payload, v, route, "response", s)
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   if handling then handling.answered = true end
@@ -835,10 +835,11 @@ local function unsent(s, id, res, route, size)
 end
 
 -- concurrent: the task is one of a concurrent component's (handle_one), found through S.inflight
--- while it handles a request; protect: call the handler under xpcall (not on a core thread).
+-- while it handles a request; protect: call the handler under xpcall (not on a core thread);
+-- q: the session's table in S.queues (its queue, and the route of its last request).
 -- payload is false when the core decoded it (pre) and kept the bytes: they are read (a string
 -- made) only where needed, before the handler runs, while the core's thread t.co runs the message.
-local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, concurrent, defer)
+local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, concurrent, defer, q)
   local name
   if h then
     name = type(route) == "string" and route or h.route
@@ -876,7 +877,9 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
   -- it each message)
   local hser = h.serializer
   if rawget(S.session_serializer, s) ~= hser then S.session_serializer[s] = hser end
-  if mtype == MSG_REQUEST then S.last_route[s] = route end
+  -- (on the session's queue table, which the dispatcher has in hand: a table keyed by the
+  -- session cost a hash lookup per request)
+  if mtype == MSG_REQUEST then q.last_route = route end
   -- pre: the payload's value as the JSON serializer reads it, decoded by the core with the
   -- message when nano.json is the default (core.set_predecode); only this handler's serializer
   -- decides whether it is the one to use.
@@ -987,10 +990,10 @@ end
 
 -- A task that handles one message of a concurrent component. t.work says, should the thread
 -- end with an error, what it was doing (thread_failed): true here, the queue below.
-local function handle_one(t, h, s, mtype, id, route, payload, flags, pre, defer)
+local function handle_one(t, h, s, mtype, id, route, payload, flags, pre, defer, q)
   S.running = S.running + 1
   t.work = true
-  local res, empty, rroute = handle(t, h, s, mtype, id, route, payload, flags, pre, false, true, defer)
+  local res, empty, rroute = handle(t, h, s, mtype, id, route, payload, flags, pre, false, true, defer, q)
   t.work = false
   handler_done()
   return res, empty, rroute
@@ -1006,7 +1009,7 @@ local function drain_queue(q, s)
     q.head = q.head + 1
     local m = q[q.head]
     q[q.head] = nil
-    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], m[6], true)
+    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], m[6], true, false, nil, q)
   end
   q.head, q.tail, q.busy, q.task = 0, 0, false, false
   handler_done()
@@ -1020,7 +1023,7 @@ end
 local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre, defer)
   S.running = S.running + 1
   t.work, t.work_s, q.task = q, s, t
-  local res, empty, rroute = handle(t, h, s, mtype, id, route, payload, flags, pre, false, false, defer)
+  local res, empty, rroute = handle(t, h, s, mtype, id, route, payload, flags, pre, false, false, defer, q)
   if res ~= nil and q.head < q.tail then
     respond_json(s, id, rroute, serializer_of(s), res, empty)
     res = nil
@@ -1029,7 +1032,7 @@ local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre
     q.head = q.head + 1
     local m = q[q.head]
     q[q.head] = nil
-    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], m[6])
+    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], m[6], false, false, nil, q)
   end
   t.work, t.work_s = false, false
   q.head, q.tail, q.busy, q.task = 0, 0, false, false
@@ -1079,15 +1082,16 @@ local function dispatch(s, mtype, id, route, payload, flags, co, pre, defer)
     co = co or coroutine.running()
     payload = message_bytes(co)
   end
-  local h = resolve(route)
-  if h and h.concurrent then
-    return handle_one(enter_task(co), h, s, mtype, id, route, payload, flags, pre, defer)
-  end
+  -- the session's table: its queue, and the route of its last request (session.response_mid)
   local queues = S.queues
   local q = queues[s]
   if not q then
-    q = { busy = false, head = 0, tail = 0, task = false }
+    q = { busy = false, head = 0, tail = 0, task = false, last_route = false }
     queues[s] = q
+  end
+  local h = resolve(route)
+  if h and h.concurrent then
+    return handle_one(enter_task(co), h, s, mtype, id, route, payload, flags, pre, defer, q)
   end
   if not q.busy then
     q.busy = true
