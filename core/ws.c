@@ -563,25 +563,34 @@ static int close_code_valid(int code) {
     return code >= 3000 && code <= 4999;
 }
 
-/* Eight bytes at a time, then the rest: every payload byte of every client frame passes here. */
+/* Eight bytes at a time, then four, then the rest: every payload byte of every client frame
+ * passes here. The key is stored twice over, so the four bytes of it that apply from any phase
+ * are one load, and eight are those four twice (in either byte order), not a loop that gathers
+ * them. */
 static void unmask(nh_ws_parser_t *p, uint8_t *data, size_t n) {
     unsigned off = p->mask_off;
+    const uint8_t *key = p->mask + off; /* key[k] applies to data[i + k] while i % 4 == 0 */
+    uint32_t m4;
+    memcpy(&m4, key, sizeof m4);
     size_t i = 0;
     if (n >= 8) {
-        uint8_t m8[8];
-        for (unsigned k = 0; k < 8; k++)
-            m8[k] = p->mask[(off + k) & 3];
-        uint64_t m;
-        memcpy(&m, m8, sizeof m);
-        for (; i + 8 <= n; i += 8) { /* i stays a multiple of 4: the mask's phase is off's */
+        uint64_t m = (uint64_t)m4 << 32 | m4;
+        for (; i + 8 <= n; i += 8) {
             uint64_t v;
             memcpy(&v, data + i, sizeof v);
             v ^= m;
             memcpy(data + i, &v, sizeof v);
         }
     }
-    for (; i < n; i++)
-        data[i] ^= p->mask[(off + i) & 3];
+    if (i + 4 <= n) {
+        uint32_t v;
+        memcpy(&v, data + i, sizeof v);
+        v ^= m4;
+        memcpy(data + i, &v, sizeof v);
+        i += 4;
+    }
+    for (size_t k = 0; i < n; i++, k++)
+        data[i] ^= key[k];
     p->mask_off = (uint8_t)((off + n) & 3);
 }
 
@@ -632,6 +641,7 @@ static int start_payload(nh_ws_parser_t *p, uint8_t *at, const nh_ws_callbacks_t
         len = (uint64_t)len7;
     }
     memcpy(p->mask, p->hdr + off, 4);
+    memcpy(p->mask + 4, p->mask, 4);
     p->mask_off = 0;
     p->remaining = len;
 
@@ -693,6 +703,25 @@ int nh_ws_parser_feed(nh_ws_parser_t *p, uint8_t *data, size_t len, const nh_ws_
         size_t avail = len - i;
         switch (p->state) {
         case ST_HEADER: {
+            if (p->hdr_have == 0 && avail >= 2) {
+                /* The usual case: a header that starts here, and is often whole here. Copied
+                 * at once (as much as a header can be); only its own bytes are consumed. */
+                size_t n = sizeof p->hdr;
+                if (avail >= n) /* a copy of a constant size: two moves, no call */
+                    memcpy(p->hdr, data + i, sizeof p->hdr);
+                else
+                    memcpy(p->hdr, data + i, n = avail);
+                if ((rc = check_first_two(p)) != 0) return rc;
+                if (n < p->hdr_need) { /* all of avail: the rest of the header comes later */
+                    p->hdr_have = (uint8_t)n;
+                    i += n;
+                    break;
+                }
+                p->hdr_have = p->hdr_need;
+                i += p->hdr_need;
+                if ((rc = start_payload(p, data + i, cb, ud)) != 0) return rc;
+                break;
+            }
             size_t want = (size_t)(p->hdr_need - p->hdr_have);
             size_t n = avail < want ? avail : want;
             memcpy(p->hdr + p->hdr_have, data + i, n);

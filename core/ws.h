@@ -164,8 +164,8 @@ typedef struct nh_ws_parser {
     uint8_t fin;
     uint8_t in_message; /* a fragmented data message is in progress */
     uint8_t msg_opcode; /* NH_WS_TEXT or NH_WS_BINARY of the current message (read in on_data) */
-    uint8_t mask[4];
-    uint8_t mask_off; /* payload offset mod 4, for the mask index */
+    uint8_t mask[8];    /* the frame's 4-byte key twice: the 4 bytes of it from any phase */
+    uint8_t mask_off;   /* payload offset mod 4, for the mask index */
     /* Set by the caller after init: a text message is refused (NH_EWS_TEXT, close 1003 "cannot
      * accept this data type"). nano's protocol is binary; RFC 6455 8.1 would otherwise ask for
      * UTF-8 validation of text, which no client of this protocol needs. */
