@@ -68,15 +68,19 @@ static ws_state_t *ws_wake(nh_conn_t *c) {
     nh_host_t *h = c->host;
     ws_state_t *w;
     if (h->ws_spare) {
+        /* its parser is as ws_idle left it, between frames with nothing held, as a new one is:
+         * only the limit may have changed since */
         w = h->ws_spare;
         memcpy(&h->ws_spare, w, sizeof(void *));
         h->nws_spare--;
+        w->parser.max_frame = h->cfg.max_ws_frame;
     } else if (!(w = malloc(sizeof *w))) {
         return NULL;
+    } else {
+        parser_init(c, w);
     }
     w->u.session = c->tstate;
     w->upgraded = 1;
-    parser_init(c, w);
     c->tstate = w;
     c->flags &= (uint16_t)~NH_CONN_WS_IDLE;
     return w;
@@ -100,8 +104,7 @@ static void ws_idle(nh_conn_t *c) {
         return;
     c->tstate = w->u.session;
     c->flags |= NH_CONN_WS_IDLE;
-    nh_ws_parser_release(&w->parser);
-    spare_put(c->host, w);
+    spare_put(c->host, w); /* between frames: its parser holds no control frame buffer */
 }
 
 void nh_ws_spare_free(nh_host_t *h) {
