@@ -45,7 +45,8 @@ local function fresh_state() return {
   handshake_time = -1,
   -- handlers that wait (task.lua): messages waiting for their session's previous handler,
   -- requests being handled, and the limits of both (nano.configure)
-  -- session -> { busy=, head=, tail=, [i]=msg, task= the task working through it while busy }
+  -- session -> { busy=, head=, tail=, [i]=msg, task= the task working through it while busy,
+  -- last_route= the route of its last request (session.response_mid) }
   queues = setmetatable({}, { __mode = "k" }),
   -- session -> { [mid] = task }: requests being handled by concurrent components' tasks (a
   -- session's in-order requests are found through its queue's task)
@@ -53,6 +54,9 @@ local function fresh_state() return {
   session_queue = 64,   -- messages queued per session behind a running handler
   shutdown_grace = 5,   -- seconds nano.shutdown gives waiting handlers
   running = 0,          -- handlers started and not finished (waits included)
+  -- { timer = } during nano.shutdown's grace period, else false (not nil: a key that is there
+  -- is a direct slot in the dispatcher's compiled code, an absent one a hash lookup)
+  grace = false,
 } end
 local S = fresh_state()
 nano._state = S
@@ -967,7 +971,7 @@ end
 local function stop_now()
   local grace = S.grace
   if not grace then return end
-  S.grace = nil
+  S.grace = false
   if grace.timer then grace.timer:stop() end
   if S.running > 0 then
     log.warn("shutdown: %d waiting handler%s cut short after the grace period", S.running,
