@@ -495,6 +495,8 @@ typedef struct dec {
 } dec_t;
 
 static inline void skip_ws(dec_t *d) {
+    /* Nearly always none: every byte that may follow is above the space, one compare. */
+    if (d->p < d->end && (unsigned)*d->p > 0x20) return;
     while (d->p < d->end && (*d->p == ' ' || *d->p == '\n' || *d->p == '\r' || *d->p == '\t'))
         d->p++;
 }
