@@ -563,18 +563,15 @@ static int close_code_valid(int code) {
     return code >= 3000 && code <= 4999;
 }
 
-/* Eight bytes at a time, then four, then the rest: every payload byte of every client frame
- * passes here. The key is stored twice over, so the four bytes of it that apply from any phase
- * are one load, and eight are those four twice (in either byte order), not a loop that gathers
- * them. */
-static void unmask(nh_ws_parser_t *p, uint8_t *data, size_t n) {
-    unsigned off = p->mask_off;
-    const uint8_t *key = p->mask + off; /* key[k] applies to data[i + k] while i % 4 == 0 */
+/* XORs data with the 4-byte key repeating from key[0]: eight bytes at a time, then four, then
+ * the rest (at most three, so only key[0..3] is read). Every payload byte of every client frame
+ * passes here. */
+static void xor_key(uint8_t *data, size_t n, const uint8_t *key) {
     uint32_t m4;
     memcpy(&m4, key, sizeof m4);
     size_t i = 0;
     if (n >= 8) {
-        uint64_t m = (uint64_t)m4 << 32 | m4;
+        uint64_t m = (uint64_t)m4 << 32 | m4; /* the same four bytes twice: either byte order */
         for (; i + 8 <= n; i += 8) {
             uint64_t v;
             memcpy(&v, data + i, sizeof v);
@@ -591,6 +588,13 @@ static void unmask(nh_ws_parser_t *p, uint8_t *data, size_t n) {
     }
     for (size_t k = 0; i < n; i++, k++)
         data[i] ^= key[k];
+}
+
+/* The frame's key is stored twice over, so that the four bytes of it from any phase lie in a row
+ * (key[k] applies to data[k] while the phase is mask_off). */
+static void unmask(nh_ws_parser_t *p, uint8_t *data, size_t n) {
+    unsigned off = p->mask_off;
+    xor_key(data, n, p->mask + off);
     p->mask_off = (uint8_t)((off + n) & 3);
 }
 
@@ -703,6 +707,21 @@ int nh_ws_parser_feed(nh_ws_parser_t *p, uint8_t *data, size_t len, const nh_ws_
         size_t avail = len - i;
         switch (p->state) {
         case ST_HEADER: {
+            const uint8_t *h = data + i;
+            size_t small = avail >= 6 ? h[1] & 0x7F : 126;
+            if (p->hdr_have == 0 && small < 126 && h[0] == (0x80 | NH_WS_BINARY) && (h[1] & 0x80) &&
+                small <= avail - 6 && small <= p->max_frame && !p->in_message) {
+                /* The usual frame: a small, final, masked binary one, whole here (what
+                 * check_first_two and start_payload would find, and the payload after): read
+                 * where it lies, without the header's copy or the states. */
+                uint8_t *payload = data + i + 6;
+                xor_key(payload, small, h + 2);
+                i += 6 + small;
+                p->opcode = p->msg_opcode = NH_WS_BINARY;
+                p->fin = 1;
+                if (cb->on_data && (rc = cb->on_data(ud, payload, small, 1)) != 0) return rc;
+                break;
+            }
             if (p->hdr_have == 0 && avail >= 2) {
                 /* The usual case: a header that starts here, and is often whole here. Copied
                  * at once (as much as a header can be); only its own bytes are consumed. */
