@@ -1039,7 +1039,8 @@ local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre
     handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], m[6], false, false, nil, q)
   end
   t.work, t.work_s = false, false
-  q.head, q.tail, q.busy, q.task = 0, 0, false, false
+  if q.tail ~= 0 then q.head, q.tail = 0, 0 end -- (a queue that was used: two stores less a message)
+  q.busy, q.task = false, false
   handler_done()
   return res, empty, rroute
 end
