@@ -57,16 +57,6 @@ void nh_histogram_init(nh_histogram_t *hg, const double *bounds, int nbounds) {
     hg->nbounds = nbounds > NH_METRICS_MAX_BUCKETS ? NH_METRICS_MAX_BUCKETS : nbounds;
 }
 
-void nh_histogram_observe(nh_histogram_t *hg, double v) {
-    if (isnan(v)) return;
-    int i = 0;
-    while (i < hg->nbounds && v > hg->bounds[i])
-        i++;
-    hg->counts[i]++;
-    hg->count++;
-    hg->sum += v;
-}
-
 /* ---- routes ---- */
 
 static uint32_t hash(const char *s, size_t len) {
@@ -264,22 +254,7 @@ uint64_t nh_metrics_clock_ns(nh_metrics_t *m) {
     return ns;
 }
 
-/* Whether route text a (a registered name) is the n bytes at b: the last request's route, so
- * nearly always. Routes of 8 to 16 bytes (most: "Room.join") are two pairs of 8-byte words, not
- * a memcmp call (the compare was a fifth of the per-request cost). */
-static inline int same_route(const char *a, const char *b, size_t n) {
-    if (n >= 8 && n <= 16) {
-        uint64_t a1, a2, b1, b2;
-        memcpy(&a1, a, 8);
-        memcpy(&b1, b, 8);
-        memcpy(&a2, a + n - 8, 8);
-        memcpy(&b2, b + n - 8, 8);
-        return a1 == b1 && a2 == b2;
-    }
-    return memcmp(a, b, n) == 0;
-}
-
-void nh_metrics_dispatch_end(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0, int failed) {
+void nh_metrics_dispatch_end_slow(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0, int failed) {
     double seconds;
     if (m->ns_per_tick > 0) {
         uint64_t t = nh_metrics_ticks();
@@ -294,7 +269,7 @@ void nh_metrics_dispatch_end(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0, 
     if (msg->route_compressed) {
         route = m->route_of_code ? m->route_of_code[msg->route_code] : 0;
     } else if (m->last_route && last->len == msg->route_len &&
-               same_route(last->name, msg->route, msg->route_len)) {
+               nh_metrics_same_route(last->name, msg->route, msg->route_len)) {
         route = m->last_route; /* measured: the lookup was half of this function's cost */
     } else {
         route = nh_metrics_route_find(m, msg->route, msg->route_len);

@@ -17,8 +17,10 @@
 #ifndef NH_METRICS_H
 #define NH_METRICS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <x86intrin.h>
@@ -59,7 +61,15 @@ typedef struct nh_histogram {
     double sum;
 } nh_histogram_t;
 void nh_histogram_init(nh_histogram_t *hg, const double *bounds, int nbounds);
-void nh_histogram_observe(nh_histogram_t *hg, double v);
+static inline void nh_histogram_observe(nh_histogram_t *hg, double v) {
+    if (isnan(v)) return;
+    int i = 0;
+    while (i < hg->nbounds && v > hg->bounds[i])
+        i++;
+    hg->counts[i]++;
+    hg->count++;
+    hg->sum += v;
+}
 
 #define NH_METRICS_MAX_ROUTES 4096
 #define NH_METRICS_MAX_CODES 8
@@ -172,7 +182,38 @@ static inline uint64_t nh_metrics_dispatch_begin(nh_metrics_t *m, uint64_t sid, 
     uint64_t t = m->ns_per_tick > 0 ? nh_metrics_ticks() : nh_metrics_clock_ns(m);
     return t ? t : 1;
 }
-void nh_metrics_dispatch_end(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0, int failed);
+void nh_metrics_dispatch_end_slow(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0, int failed);
+/* Whether route text a (a registered name) is the n bytes at b: the last request's route, so
+ * nearly always. Routes of 8 to 16 bytes (most: "Room.join") are two pairs of 8-byte words, not
+ * a memcmp call (the compare was a fifth of the per-request cost). */
+static inline int nh_metrics_same_route(const char *a, const char *b, size_t n) {
+    if (n >= 8 && n <= 16) {
+        uint64_t a1, a2, b1, b2;
+        memcpy(&a1, a, 8);
+        memcpy(&b1, b, 8);
+        memcpy(&a2, a + n - 8, 8);
+        memcpy(&b2, b + n - 8, 8);
+        return a1 == b1 && a2 == b2;
+    }
+    return memcmp(a, b, n) == 0;
+}
+/* The usual end, inline (out of line it was a fifth of the metrics' cost per request): a request
+ * that succeeded, timed by the TSC, to the same named route as the one before; the rest (the
+ * first requests, errors, other routes, route codes) in nh_metrics_dispatch_end_slow. */
+static inline void nh_metrics_dispatch_end(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0,
+                                           int failed) {
+    nh_metrics_route_t *rt = &m->routes[m->last_route];
+    if (failed || m->dispatch_code || !(m->ns_per_tick > 0) || msg->route_compressed ||
+        !m->last_route || rt->len != msg->route_len ||
+        !nh_metrics_same_route(rt->name, msg->route, msg->route_len)) {
+        nh_metrics_dispatch_end_slow(m, msg, t0, failed);
+        return;
+    }
+    uint64_t t = nh_metrics_ticks();
+    nh_histogram_observe(&rt->latency, t > t0 ? (double)(t - t0) * m->ns_per_tick / 1e9 : 0.0);
+    rt->ok++;
+    m->dispatch_sid = m->dispatch_mid = 0;
+}
 /* lua_host.c: an error response to message `mid` of session `sid`, with its code (< 0: none). */
 static inline void nh_metrics_error_response(nh_metrics_t *m, uint64_t sid, uint64_t mid,
                                              int code) {
