@@ -688,14 +688,15 @@ static int d_value(dec_t *d);
  * Members past the batch go into the table as they come (it grows as before). */
 #define DEC_BATCH 16
 
-/* A table with room for nrec keys, made of the n key/value pairs above index base, in order (a
- * key given twice keeps its last value, as lua-cjson's); it replaces them, at base + 1, which is
- * returned. distinct: no key is given twice, so the pairs are set from the top, as lua_rawset
- * pops them, with no copies (the last pair first: only a key given twice could tell). */
+/* A table with room for nrec keys, made of the n key/value pairs above index base + 1, in order
+ * (a key given twice keeps its last value, as lua-cjson's); it takes the place held for it at
+ * base + 1 (a slot the caller pushed first, so that nothing above moves), which is returned, and
+ * replaces the pairs. distinct: no key is given twice, so the pairs are set from the top, as
+ * lua_rawset pops them, with no copies (the last pair first: only a key given twice could tell). */
 static int object_of_pairs(lua_State *L, int base, int n, int nrec, int distinct) {
     int t = base + 1;
     lua_createtable(L, 0, nrec);
-    lua_insert(L, t);
+    lua_replace(L, t);
     if (distinct) {
         for (int i = 0; i < n; i++)
             lua_rawset(L, t);
@@ -724,11 +725,11 @@ static int key_is_new(const dec_t *d, uint64_t seen[NH_STRCACHE_SIZE / 64]) {
     return 1;
 }
 
-/* The same for an array of the n values above base, with room for narr. */
+/* The same for an array of the n values above base + 1, with room for narr. */
 static int array_of_values(lua_State *L, int base, int n, int narr) {
     int t = base + 1;
     lua_createtable(L, narr, 0);
-    lua_insert(L, t);
+    lua_replace(L, t);
     for (int k = n; k >= 1; k--) /* pops from the top: the last element first */
         lua_rawseti(L, t, k);
     return t;
@@ -747,6 +748,7 @@ static int d_object(dec_t *d) {
     int base = lua_gettop(L), t = 0, n = 0, distinct = 1;
     uint64_t seen[NH_STRCACHE_SIZE / 64] = {0};
     if (!lua_checkstack(L, 2 * DEC_BATCH + 4)) return -1;
+    lua_pushnil(L); /* the table's place */
     for (;;) {
         skip_ws(d);
         if (d->p >= d->end || *d->p != '"' || d_string(d, 1)) return -1;
@@ -785,6 +787,7 @@ static int d_array(dec_t *d) {
     }
     int base = lua_gettop(L), t = 0, n = 0;
     if (!lua_checkstack(L, DEC_BATCH + 4)) return -1;
+    lua_pushnil(L); /* the table's place */
     for (int i = 1;; i++) {
         skip_ws(d);
         if (d_value(d)) return -1;
