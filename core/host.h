@@ -109,6 +109,9 @@ struct nh_host {
      * the dispatcher then gets false for the bytes: core.message_bytes(thread) makes their string
      * while that thread runs the message's dispatch and has not yielded (lua_dispatch.c) */
     int predecode_json;
+    /* or, with a protobuf serializer, a request's payload decoded with the message type its route
+     * has in this core types table (registry ref, LUA_NOREF: none; lua_protobuf.c) */
+    int predecode_pb_ref;
     /* the strings each message brings again, its route and its payload's keys (lua_strcache.h);
      * NULL without Lua, or when it could not be allocated */
     struct nh_strcache *strings;

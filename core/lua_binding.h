@@ -60,6 +60,7 @@ void nh_lua_session_detach(lua_State *L, nh_session_t *s);
 nh_session_t *nh_lua_to_session(lua_State *L, int idx);
 /* The dispatch hook's returned response (core.set_hook's on_unsent, lua_host.c): T's results
  * (value, empty_array, route) sent as the response to request id of s, nothing for a nil value;
+ * the value is JSON, or protobuf when the second is a core types table (nh_lua_pb_core_encode);
  * one that does not encode or is too big goes to the hook's on_unsent. 0, or -1 when it was not
  * answered (on_unsent failed, or there is none): the caller answers 500. */
 int nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t id);
@@ -108,6 +109,15 @@ int nh_lua_open_console(lua_State *L); /* `nano.console_core` (lua_console.c): t
 /* `nano.protobuf_codec` (lua_protobuf.c): leaves the module table on the stack (also registered
  * in package.preload by nh_lua_open) */
 int nh_lua_open_protobuf(lua_State *L);
+/* With a core types table (schema:core_types: routes to message types) at `types`: pushes the
+ * table the type for the route at `route` decodes from the bytes, and returns 1; 0, with nothing
+ * pushed, when it has no type for it (a route code, a route without one) or the bytes do not
+ * decode (the serializer's own decode then says why). Raises only when out of memory. */
+int nh_lua_pb_core_decode(lua_State *L, int types, int route, const uint8_t *data, size_t len);
+/* The bytes of the value at idx as that type, in a buffer of the schema's valid until its next
+ * encode; NULL when there is no type or the value does not fit it (the serializer's marshal then
+ * says why). Never raises. */
+const uint8_t *nh_lua_pb_core_encode(lua_State *L, int types, int route, int idx, size_t *len);
 
 /* A class: registers the metatable `mt` (methods as __index, then the metamethods in `meta`, e.g.
  * {"__gc", fn}; NULL for none) unless it exists. The stack is left as it was. */

@@ -45,6 +45,25 @@ static int on_returned(nh_host_t *h, lua_State *T, void *ctx) {
     return nh_lua_send_returned(h, T, rc->s, rc->id);
 }
 
+/* Pushes the payload's value as the serializer reads it, decoded here (core.set_predecode), and
+ * returns 1; 0 with nothing pushed when it is not: JSON that is not plain, a gzip'd payload, a
+ * protobuf request whose route has no type here (or a notify: its type may differ), bytes that
+ * do not decode. The dispatcher then decodes the bytes itself. */
+static int predecode(nh_host_t *h, lua_State *L, const nh_msg_t *m, int route_at) {
+    if (m->flags & NH_MSG_FLAG_GZIP) return 0;
+    if (h->predecode_json)
+        return nh_lua_json_decode(L, (const char *)m->payload, m->payload_len, h->strings);
+    if (h->predecode_pb_ref == LUA_NOREF || m->type != NH_MSG_REQUEST) return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->predecode_pb_ref);
+    int types = lua_gettop(L);
+    if (!nh_lua_pb_core_decode(L, types, route_at, m->payload, m->payload_len)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_remove(L, types);
+    return 1;
+}
+
 static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
     nh_host_t *h = ud;
     /* On a thread of its own (host.h): the handler may wait without a coroutine.resume in Lua */
@@ -66,15 +85,15 @@ static int on_message(void *ud, nh_session_t *s, const nh_msg_t *m) {
     lua_pushinteger(L, m->flags);
     lua_pushthread(L); /* the thread itself: Lua's coroutine.running() is not compiled */
     int nargs = 8;
-    /* The payload's value as the JSON serializer reads it, when the dispatcher asked for it (its
-     * serializer is JSON): the decoder is called here rather than from Lua, where each call of a
-     * C function costs the JIT's trace an exit (docs/benchmarks.md). nil when the payload is not
-     * plain JSON (or gzip'd): the dispatcher then decodes the bytes itself, and it also does when
-     * the handler turns out not to speak JSON. With the value, the bytes are false: a string of
-     * them is made only if the dispatcher asks (core.message_bytes: a pipeline, a raw handler, a
-     * handler that does not speak JSON, a queued message), not one per message for the GC. */
-    if (!h->predecode_json || (m->flags & NH_MSG_FLAG_GZIP) ||
-        !nh_lua_json_decode(L, (const char *)m->payload, m->payload_len, h->strings)) {
+    /* The payload's value as the serializer reads it, when the dispatcher asked for it (its
+     * serializer is JSON, or protobuf: predecode): the decoder is called here rather than from
+     * Lua, where each call of a C function costs the JIT's trace an exit (docs/benchmarks.md).
+     * nil when it is not decoded here: the dispatcher then decodes the bytes itself, and it also
+     * does when the handler turns out not to speak that. With the value, the bytes are false: a
+     * string of them is made only if the dispatcher asks (core.message_bytes: a pipeline, a raw
+     * handler, a handler with another serializer, a queued message), not one per message for the
+     * GC. */
+    if (!predecode(h, L, m, bytes_at - 1)) {
         lua_pushnil(L);
         lua_pushlstring(L, (const char *)m->payload, m->payload_len);
         lua_replace(L, bytes_at);

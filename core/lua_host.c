@@ -184,9 +184,20 @@ static int c_try_call(lua_State *L) {
     return 1;
 }
 
-/* set_predecode(on): the dispatch hook gets each payload's JSON value as well (lua_dispatch.c) */
+/* set_predecode(on | core_types): the dispatch hook gets each payload's JSON value as well, or
+ * with a protobuf serializer's core types table (schema:core_types) each request's payload
+ * decoded with its route's type (lua_dispatch.c); false: neither */
 static int c_set_predecode(lua_State *L) {
-    host(L)->predecode_json = lua_toboolean(L, 1);
+    nh_host_t *h = host(L);
+    luaL_unref(L, LUA_REGISTRYINDEX, h->predecode_pb_ref);
+    h->predecode_pb_ref = LUA_NOREF;
+    h->predecode_json = 0;
+    if (lua_istable(L, 1)) {
+        lua_settop(L, 1);
+        h->predecode_pb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+        h->predecode_json = lua_toboolean(L, 1);
+    }
     return 0;
 }
 
@@ -238,9 +249,14 @@ int nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t i
     if (lua_isnil(T, 1)) return 0;
     if (lua_gettop(T) != 3) lua_settop(T, 3); /* nano's dispatcher returns three */
     nh_msg_t m = {.type = NH_MSG_RESPONSE, .id = id};
-    size_t empty_len = 0;
-    const char *empty = lua_type(T, 2) == LUA_TSTRING ? lua_tolstring(T, 2, &empty_len) : NULL;
-    m.payload = (const uint8_t *)nh_lua_json_encode(T, 1, empty, empty_len, &m.payload_len);
+    int marker = lua_type(T, 2);
+    if (marker == LUA_TTABLE) { /* a protobuf serializer's core types: the route's type */
+        m.payload = nh_lua_pb_core_encode(T, 2, 3, 1, &m.payload_len);
+    } else {
+        size_t empty_len = 0;
+        const char *empty = marker == LUA_TSTRING ? lua_tolstring(T, 2, &empty_len) : NULL;
+        m.payload = (const uint8_t *)nh_lua_json_encode(T, 1, empty, empty_len, &m.payload_len);
+    }
     if (m.payload && send_response(s, &m) != UV_E2BIG) return 0;
     /* on_unsent(session, id, value, route, size | nil): the Lua side answers it (logged there);
      * should that fail, the caller's 500 answers instead */

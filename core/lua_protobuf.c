@@ -276,10 +276,10 @@ static int on_end(void *ud, const nh_pb_field_t *f) {
 
 static const nh_pb_visitor_t to_lua = {on_scalar, on_bytes, on_begin, on_end};
 
-/* Decodes the string at idx as m into a new table: pushes the table, or nil and the error. */
-static int decode_at(lua_State *L, const nh_pb_message_t *m, int idx, int enums_as_numbers) {
-    size_t len;
-    const char *data = luaL_checklstring(L, idx, &len);
+/* Decodes len bytes as m into a new table: pushes it and returns 0, or an nh_pb error with the
+ * stack as it was. Raises only when out of memory. */
+static int decode_bytes(lua_State *L, const nh_pb_message_t *m, const uint8_t *data, size_t len,
+                        int enums_as_numbers) {
     decode_state_t d; /* not zeroed whole: frames are written as the decoder goes down */
     d.c.L = L;
     d.c.enums_as_numbers = enums_as_numbers;
@@ -288,14 +288,21 @@ static int decode_at(lua_State *L, const nh_pb_message_t *m, int idx, int enums_
     int top = lua_gettop(L);
     /* sized for the fields most messages carry: no rehash while it fills */
     lua_createtable(L, 0, m->nfields < 16 ? (int)m->nfields : 16);
-    int e = nh_pb_decode(m, (const uint8_t *)data, len, &to_lua, &d);
+    int e = nh_pb_decode(m, data, len, &to_lua, &d);
+    lua_settop(L, e ? top : top + 1);
+    return e;
+}
+
+/* Decodes the string at idx as m into a new table: pushes the table, or nil and the error. */
+static int decode_at(lua_State *L, const nh_pb_message_t *m, int idx, int enums_as_numbers) {
+    size_t len;
+    const char *data = luaL_checklstring(L, idx, &len);
+    int e = decode_bytes(L, m, (const uint8_t *)data, len, enums_as_numbers);
     if (e) {
-        lua_settop(L, top);
         lua_pushnil(L);
         lua_pushfstring(L, "%s: %s", m->full_name, nh_pb_strerror(e));
         return 2;
     }
-    lua_settop(L, top + 1);
     return 1;
 }
 
@@ -594,6 +601,103 @@ static int l_codec(lua_State *L) {
     return 2;
 }
 
+/* ---- the core's own use: a serializer's message types by route, read and written in C ----
+ * A "core types" table maps routes to message types (light userdata) and holds the schema (which
+ * keeps the types alive) at [1], whether enums decode as numbers at [2] and the encoder's
+ * protected half at [3] (routes are strings; integer keys, as light userdata keys cost an
+ * interning each time they are pushed, and a C function pushed anew an allocation). The
+ * core's dispatch decodes a request's payload with one (core.set_predecode) and encodes the
+ * response a handler returned with one (the dispatcher returns it: lua_host.c), without a Lua
+ * string of the bytes or a call from Lua (each one a JIT trace exit: docs/benchmarks.md). */
+enum { CORE_SCHEMA = 1, CORE_ENUMS = 2, CORE_ENCODER = 3 };
+static int core_encode_protected(lua_State *L);
+
+/* schema:core_types({ [route] = type name }, enums_as_numbers) -> the core types table */
+static int l_core_types(lua_State *L) {
+    lschema_t *ls = check_schema(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int enums = lua_toboolean(L, 3);
+    lua_settop(L, 2);
+    lua_newtable(L); /* 3 */
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+            const nh_pb_message_t *m = find_message(L, ls, lua_gettop(L), 1);
+            lua_pushvalue(L, -2);
+            lua_pushlightuserdata(L, (void *)m);
+            lua_rawset(L, 3);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, 3, CORE_SCHEMA);
+    lua_pushboolean(L, enums);
+    lua_rawseti(L, 3, CORE_ENUMS);
+    lua_pushcfunction(L, core_encode_protected);
+    lua_rawseti(L, 3, CORE_ENCODER);
+    return 1;
+}
+
+/* The message type the core types table at t gives the route at r, and its schema; NULL when
+ * it has none. */
+static const nh_pb_message_t *core_type(lua_State *L, int t, int r, lschema_t **ls) {
+    if (lua_type(L, r) != LUA_TSTRING) return NULL; /* route codes: the serializer's path */
+    lua_pushvalue(L, r);
+    lua_rawget(L, t);
+    const nh_pb_message_t *m = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (!m) return NULL;
+    lua_rawgeti(L, t, CORE_SCHEMA);
+    *ls = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return *ls && (*ls)->s ? m : NULL;
+}
+
+int nh_lua_pb_core_decode(lua_State *L, int types, int route, const uint8_t *data, size_t len) {
+    lschema_t *ls;
+    const nh_pb_message_t *m = core_type(L, types, route, &ls);
+    if (!m) return 0;
+    lua_rawgeti(L, types, CORE_ENUMS);
+    int enums = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return decode_bytes(L, m, data, len, enums) == 0;
+}
+
+/* What core_encode_protected writes: set just before the call (the loop thread's alone; the
+ * encoder calls no Lua code that could encode meanwhile). */
+static struct core_encode {
+    lschema_t *ls;
+    const nh_pb_message_t *m;
+} core_encoding;
+
+/* (value) under lua_pcall: encode_message raises on a value that does not fit */
+static int core_encode_protected(lua_State *L) {
+    const struct core_encode *e = &core_encoding;
+    if (!lua_istable(L, 1)) return luaL_error(L, "protobuf: not a table");
+    encode_ctx_t c = {L, &e->ls->out, e->m};
+    encode_message(&c, e->m, 1, 0);
+    if (e->ls->out.failed) return luaL_error(L, "protobuf: out of memory");
+    return 0;
+}
+
+const uint8_t *nh_lua_pb_core_encode(lua_State *L, int types, int route, int idx, size_t *len) {
+    struct core_encode e;
+    if (!(e.m = core_type(L, types, route, &e.ls)) || !lua_checkstack(L, 3)) return NULL;
+    nh_pb_buf_t *out = &e.ls->out;
+    if (out->cap > (1u << 20)) nh_pb_buf_free(out); /* the last one was huge: not kept */
+    out->len = 0;
+    out->failed = 0;
+    core_encoding = e;
+    lua_rawgeti(L, types, CORE_ENCODER);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 0, 0) != 0) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    *len = out->len;
+    return out->len ? out->data : (const uint8_t *)"";
+}
+
 /* schema:has(type) -> boolean */
 static int l_has(lua_State *L) {
     lschema_t *ls = check_schema(L);
@@ -698,9 +802,9 @@ static int l_build(lua_State *L) {
 }
 
 int nh_lua_open_protobuf(lua_State *L) {
-    static const luaL_Reg methods[] = {{"encode", l_encode},     {"decode", l_decode},
-                                       {"codec", l_codec},       {"has", l_has},
-                                       {"messages", l_messages}, {NULL, NULL}};
+    static const luaL_Reg methods[] = {
+        {"encode", l_encode},     {"decode", l_decode},         {"codec", l_codec}, {"has", l_has},
+        {"messages", l_messages}, {"core_types", l_core_types}, {NULL, NULL}};
     if (luaL_newmetatable(L, SCHEMA_MT)) {
         lua_newtable(L);
         for (const luaL_Reg *r = methods; r->name; r++) {

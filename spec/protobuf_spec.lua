@@ -185,6 +185,21 @@ describe("protobuf serializer", function()
     assert.equal(seen.inbound, seen.outbound) -- Ping and Pong have the same fields
   end)
 
+  it("without pipelines the core decodes requests and encodes responses itself: the same values", function()
+    server = nt.start(MAIN)
+    local c = server:connect() -- its decoder takes only protobuf for a route with a type
+    assert.same({ msg = "hi", seq = "9007199254740993" }, c:request("Room.ping", { msg = "hi", seq = "9007199254740993" }))
+    assert.same({ seq = -1 }, c:request("Room.ping", { seq = -1 })) -- proto3: "" is not written
+    assert.same({}, c:request("Room.ping", {}))
+  end)
+
+  it("a handler that waits, and a route whose response has no type (JSON), are answered too", function()
+    server = nt.start(MAIN)
+    local c = server:connect()
+    assert.same({ msg = "w", seq = 3 }, c:request("Room.slow", { msg = "w", seq = 3 }))
+    assert.same({ msg = "u", n = 1 }, c:request("Room.untyped", { msg = "u" }))
+  end)
+
   it("pushes are encoded by route", function()
     server = nt.start(MAIN)
     local c = server:connect()

@@ -246,9 +246,25 @@ local function fast_decoder(ser)
 end
 local function core_encodes(ser) return ser.core_json and ser.try_marshal_for == ser.marshal end
 local function core_decodes(ser) return ser.core_json and ser.try_unmarshal_for == ser.unmarshal end
+-- A protobuf serializer's message types by route as the core reads them (nano.protobuf's
+-- core_pb: { decode =, encode = } core types tables, lua_protobuf.c): while its marshal /
+-- unmarshal are its own, the core decodes its requests' payloads (the default serializer's) and
+-- encodes the responses its handlers return, as it does JSON's.
+local function core_pb_decodes(ser)
+  return ser.core_pb ~= nil and ser.try_unmarshal_for == ser.unmarshal and ser.core_pb.decode
+end
+local function core_pb_encodes(ser)
+  return ser.core_pb ~= nil and ser.try_marshal_for == ser.marshal and ser.core_pb.encode
+end
+-- what the core decodes payloads with (core.set_predecode): the JSON flag, the default
+-- serializer's core types table, or false; a handler uses the value only if its serializer is the
+-- one it was decoded for
+local predecoded = false
 
 local function update_predecode()
-  core.set_predecode(S.serializer and core_decodes(S.serializer) and not inbound or false)
+  local ser = S.serializer
+  predecoded = ser and not inbound and (core_decodes(ser) or core_pb_decodes(ser)) or false
+  core.set_predecode(predecoded)
 end
 
 function nano.set_serializer(s)
@@ -888,7 +904,9 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
   -- message when nano.json is the default (core.set_predecode); only this handler's serializer
   -- decides whether it is the one to use.
   local ser = serializer_of(s)
-  local use_pre = pre ~= nil and not h.raw and core_decodes(ser)
+  local use_pre = pre ~= nil and not h.raw and
+                    (predecoded == true and core_decodes(ser) or
+                       predecoded ~= false and predecoded == core_pb_decodes(ser))
   if payload == false and not use_pre then payload = message_bytes(t.co) end
   local msg = payload
   if not h.raw then
@@ -956,6 +974,12 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
     if core_sends(ser, res) then
       if defer and not t.waited then return res, ser.empty_array, route end
       return respond_json(s, id, route, ser, res, ser.empty_array)
+    end
+    -- protobuf: the core encodes a table with the route's response type (nothing to send
+    -- otherwise: unsent answers then, through the serializer)
+    if defer and not t.waited and type(res) == "table" and not outbound and not S.debug then
+      local types = core_pb_encodes(ser)
+      if types then return res, types, route end
     end
     return respond_rest(s, id, route, ser, res, false)
   end
@@ -1029,7 +1053,8 @@ local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre
   t.work, t.work_s, q.task = q, s, t
   local res, empty, rroute = handle(t, h, s, mtype, id, route, payload, flags, pre, false, false, defer, q)
   if res ~= nil and q.head < q.tail then
-    respond_json(s, id, rroute, serializer_of(s), res, empty)
+    if type(empty) == "table" then respond_rest(s, id, rroute, serializer_of(s), res, false) -- protobuf
+    else respond_json(s, id, rroute, serializer_of(s), res, empty) end
     res = nil
   end
   while q.head < q.tail do

@@ -202,6 +202,13 @@ function M.new(opts, script_dir, level)
     return try_call(encode, v) -- the encoder raises on a value that does not fit the type
   end
   s.try_marshal_for, s.try_unmarshal_for = s.marshal, s.unmarshal
+  -- The same types as the core reads them (lua_protobuf.c, core types): it decodes requests'
+  -- payloads and encodes the responses handlers return itself, without a Lua string of the
+  -- bytes or a call from Lua (nano's dispatcher: core_pb in lua/nano/init.lua). Requests only: a
+  -- notify's type may differ from its route's request type.
+  local req_types, resp_types = {}, {}
+  for route, t in pairs(by_route) do req_types[route], resp_types[route] = t.request, t.response end
+  s.core_pb = { decode = schema:core_types(req_types, enum_numbers), encode = schema:core_types(resp_types) }
   --- The message type for a route and direction, or nil (JSON).
   s.type_of = type_of
   return s
