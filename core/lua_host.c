@@ -141,17 +141,18 @@ static int c_config(lua_State *L) {
     return 1;
 }
 
-/* set_hook(name, fn | nil [, on_unsent]). The dispatch hook with on_unsent may return a
- * request's response instead of sending it: (value, empty_array, route), which the core writes as
- * nano.json does and sends once the hook's thread has returned (lua_dispatch.c) — the dispatcher
- * calls no C function for it, and each such call ends a JIT trace (docs/benchmarks.md). Such a
- * hook gets a ninth argument, true, for each request: only then may it return one (a script's
- * own hook around it, set without on_unsent, passes on eight, and its dispatcher then sends as
- * before). Only a return without a wait counts: after a yield the thread returns to whoever
- * resumed it (task.lua), not to the core, so a hook that waited sends its own answer (nano's
- * dispatcher does: t.waited). A value that does not encode, or is over the packet limit, goes to
- * on_unsent(session, id, value, route, size | nil), which answers the request in its stead; if
- * that fails, the core answers 500, as for a dispatcher that failed. */
+/* set_hook(name, fn | nil [, on_unsent]). The dispatch hook with on_unsent may return a request's
+ * response instead of sending it: (value, empty_array, route), which the core writes as nano.json
+ * does (or, when the second is a protobuf serializer's core types table, as the route's response
+ * type: lua_protobuf.c) and sends once the hook's thread has returned (lua_dispatch.c) — the
+ * dispatcher calls no C function for it, and each such call ends a JIT trace (docs/benchmarks.md).
+ * Such a hook gets a ninth argument, true, for each request: only then may it return one (a
+ * script's own hook around it, set without on_unsent, passes on eight, and its dispatcher then
+ * sends as before). Only a return without a wait counts: after a yield the thread returns to
+ * whoever resumed it (task.lua), not to the core, so a hook that waited sends its own answer
+ * (nano's dispatcher does: t.waited). A value that does not encode, or is over the packet limit,
+ * goes to on_unsent(session, id, value, route, size | nil), which answers the request in its
+ * stead; if that fails, the core answers 500, as for a dispatcher that failed. */
 static int c_set_hook(lua_State *L) {
     static const char *const names[] = {"dispatch", "handshake", "closed", "origin",
                                         "signal",   "failed",    NULL};

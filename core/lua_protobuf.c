@@ -672,7 +672,7 @@ static struct core_encode {
 
 /* (value) under lua_pcall: encode_message raises on a value that does not fit */
 static int core_encode_protected(lua_State *L) {
-    const struct core_encode *e = &core_encoding;
+    const struct core_encode e0 = core_encoding, *e = &e0; /* a copy: safe from a nested one */
     if (!lua_istable(L, 1)) return luaL_error(L, "protobuf: not a table");
     encode_ctx_t c = {L, &e->ls->out, e->m};
     encode_message(&c, e->m, 1, 0);

@@ -200,6 +200,16 @@ describe("protobuf serializer", function()
     assert.same({ msg = "u", n = 1 }, c:request("Room.untyped", { msg = "u" }))
   end)
 
+  it("a request queued behind a waiting handler is decoded in its turn and answered in order", function()
+    server = nt.start(MAIN)
+    local c = server:connect()
+    local got = {}
+    c:request("Room.slow", { msg = "a", seq = 1 }, function(res) got[#got + 1] = res end)
+    c:request("Room.ping", { msg = "b", seq = 2 }, function(res) got[#got + 1] = res end)
+    server:wait_until(function() return #got == 2 end, nil, "two responses")
+    assert.same({ { msg = "a", seq = 1 }, { msg = "b", seq = 2 } }, got)
+  end)
+
   it("pushes are encoded by route", function()
     server = nt.start(MAIN)
     local c = server:connect()

@@ -266,6 +266,7 @@ local function update_predecode()
   predecoded = ser and not inbound and (core_decodes(ser) or core_pb_decodes(ser)) or false
   core.set_predecode(predecoded)
 end
+nano._update_predecode = update_predecode -- reload.lua, after a failed reload put S back
 
 function nano.set_serializer(s)
   S.serializer = check_serializer(s, "set_serializer", 2)
@@ -1135,7 +1136,9 @@ local function dispatch(s, mtype, id, route, payload, flags, co, pre, defer)
   end
   q.tail = q.tail + 1
   if payload == false then payload = message_bytes(co) end -- the core's bytes go with the message
-  q[q.tail] = { mtype, id, route, payload, flags, pre }
+  -- and not the value the core decoded: what decodes payloads may change before the message's
+  -- turn (a reload, nano.set_serializer), so its bytes are decoded then
+  q[q.tail] = { mtype, id, route, payload, flags }
 end
 nano._dispatch = dispatch
 nano._unsent = unsent

@@ -159,6 +159,7 @@ local function restore(snap)
   end
   for _, name in ipairs(now_loaded) do package.loaded[name] = nil end
   for name, v in pairs(snap.modules) do package.loaded[name] = v end
+  nano._update_predecode() -- the core decodes payloads for the serializer put back
 end
 
 -- ---------------------------------------------------------------------------------------------
