@@ -901,9 +901,10 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
   -- (on the session's queue table, which the dispatcher has in hand: a table keyed by the
   -- session cost a hash lookup per request)
   if mtype == MSG_REQUEST then q.last_route = route end
-  -- pre: the payload's value as the JSON serializer reads it, decoded by the core with the
-  -- message when nano.json is the default (core.set_predecode); only this handler's serializer
-  -- decides whether it is the one to use.
+  -- pre: the payload's value as the default serializer reads it (nano.json, or a protobuf one:
+  -- the request with its route's type), decoded by the core with the message
+  -- (core.set_predecode, `predecoded`); only this handler's serializer decides whether it is the
+  -- one to use.
   local ser = serializer_of(s)
   local use_pre = pre ~= nil and not h.raw and
                     (predecoded == true and core_decodes(ser) or
@@ -1038,7 +1039,7 @@ local function drain_queue(q, s)
     q.head = q.head + 1
     local m = q[q.head]
     q[q.head] = nil
-    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], m[6], true, false, nil, q)
+    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], nil, true, false, nil, q)
   end
   q.head, q.tail, q.busy, q.task = 0, 0, false, false
   handler_done()
@@ -1062,7 +1063,7 @@ local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre
     q.head = q.head + 1
     local m = q[q.head]
     q[q.head] = nil
-    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], m[6], false, false, nil, q)
+    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], nil, false, false, nil, q)
   end
   t.work, t.work_s = false, false
   if q.tail ~= 0 then q.head, q.tail = 0, 0 end -- (a queue that was used: two stores less a message)
