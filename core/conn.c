@@ -569,11 +569,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
         /* All written: off the dirty list when it went on last (this read queued it, the usual
          * case; elsewhere the turn's flush finds it empty), so the turn's flush does not visit it
          * again. Queuing more puts it back. */
-        nh_host_t *h = c->host;
-        if (h->dirty == c && !(c->flags & (NH_CONN_CLOSING | NH_CONN_WRITING)) && !queued(c)) {
-            h->dirty = c->dirty_next;
-            c->flags &= (uint16_t)~NH_CONN_DIRTY;
-        }
+        if (c->host->dirty == c && !(c->flags & (NH_CONN_CLOSING | NH_CONN_WRITING)) && !queued(c))
+            unlink_dirty(c); /* the list's head: no walk */
     }
 }
 

@@ -257,8 +257,7 @@ uint64_t nh_metrics_clock_ns(nh_metrics_t *m) {
 void nh_metrics_dispatch_end_slow(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0, int failed) {
     double seconds;
     if (m->ns_per_tick > 0) {
-        uint64_t t = nh_metrics_ticks();
-        seconds = t > t0 ? (double)(t - t0) * m->ns_per_tick / 1e9 : 0.0;
+        seconds = nh_metrics_tsc_seconds(m, t0);
     } else {
         uint64_t t = now_ns(); /* begin's clock: ns_per_tick changes only below */
         seconds = t > t0 ? (double)(t - t0) / 1e9 : 0.0;

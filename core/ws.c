@@ -722,25 +722,6 @@ int nh_ws_parser_feed(nh_ws_parser_t *p, uint8_t *data, size_t len, const nh_ws_
                 if (cb->on_data && (rc = cb->on_data(ud, payload, small, 1)) != 0) return rc;
                 break;
             }
-            if (p->hdr_have == 0 && avail >= 2) {
-                /* The usual case: a header that starts here, and is often whole here. Copied
-                 * at once (as much as a header can be); only its own bytes are consumed. */
-                size_t n = sizeof p->hdr;
-                if (avail >= n) /* a copy of a constant size: two moves, no call */
-                    memcpy(p->hdr, data + i, sizeof p->hdr);
-                else
-                    memcpy(p->hdr, data + i, n = avail);
-                if ((rc = check_first_two(p)) != 0) return rc;
-                if (n < p->hdr_need) { /* all of avail: the rest of the header comes later */
-                    p->hdr_have = (uint8_t)n;
-                    i += n;
-                    break;
-                }
-                p->hdr_have = p->hdr_need;
-                i += p->hdr_need;
-                if ((rc = start_payload(p, data + i, cb, ud)) != 0) return rc;
-                break;
-            }
             size_t want = (size_t)(p->hdr_need - p->hdr_have);
             size_t n = avail < want ? avail : want;
             memcpy(p->hdr + p->hdr_have, data + i, n);

@@ -256,14 +256,15 @@ end
 local function core_pb_encodes(ser)
   return ser.core_pb ~= nil and ser.try_marshal_for == ser.marshal and ser.core_pb.encode
 end
--- what the core decodes payloads with (core.set_predecode): the JSON flag, the default
--- serializer's core types table, or false; a handler uses the value only if its serializer is the
--- one it was decoded for
+-- What the core would decode ser's payloads with: true (JSON), a core types table, or false/nil.
+local function decoded_for(ser) return core_decodes(ser) or core_pb_decodes(ser) end
+-- what the core decodes payloads with (core.set_predecode): decoded_for the default serializer,
+-- or false; a handler uses the value only if its serializer is decoded the same way
 local predecoded = false
 
 local function update_predecode()
   local ser = S.serializer
-  predecoded = ser and not inbound and (core_decodes(ser) or core_pb_decodes(ser)) or false
+  predecoded = ser and not inbound and decoded_for(ser) or false
   core.set_predecode(predecoded)
 end
 nano._update_predecode = update_predecode -- reload.lua, after a failed reload put S back
@@ -906,9 +907,7 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
   -- (core.set_predecode, `predecoded`); only this handler's serializer decides whether it is the
   -- one to use.
   local ser = serializer_of(s)
-  local use_pre = pre ~= nil and not h.raw and
-                    (predecoded == true and core_decodes(ser) or
-                       predecoded ~= false and predecoded == core_pb_decodes(ser))
+  local use_pre = pre ~= nil and not h.raw and predecoded ~= false and predecoded == decoded_for(ser)
   if payload == false and not use_pre then payload = message_bytes(t.co) end
   local msg = payload
   if not h.raw then
