@@ -346,7 +346,11 @@ static void put_table(enc_t *e, int t, int top, int depth) {
                      lua_typename(L, kt));
             return;
         }
-        put_value(e, top + 2, top + 2, depth);
+        /* a number, the usual member of a game's message, without put_value's call */
+        if (lua_type(L, top + 2) == LUA_TNUMBER)
+            put_number(e, lua_tonumber(L, top + 2), top + 2);
+        else
+            put_value(e, top + 2, top + 2, depth);
         if (e->failed) return;
         lua_settop(L, top + 1);
         if ((more = lua_next(L, t))) kt = lua_type(L, top + 1);
