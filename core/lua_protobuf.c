@@ -35,6 +35,15 @@ typedef struct lschema {
     nh_pb_buf_t out; /* reused by every encode: one allocation that stays warm */
 } lschema_t;
 
+/* The userdata's environment table caches message types by name, and holds each field's name
+ * as a Lua string at [field index + 1] (make_names): a field's key is pushed with one
+ * lua_rawgeti from it, where interning the C string cost ~65 instructions a field each way
+ * (docs/benchmarks.md). The codec keeps that table on the stack while it works: names is its
+ * index. */
+static inline void push_name(lua_State *L, int names, const nh_pb_field_t *f) {
+    lua_rawgeti(L, names, (int)f->index + 1);
+}
+
 /* The methods hold the metatable as their upvalue: comparing with it is cheaper than
  * luaL_checkudata's registry lookup by name, on a path taken once per message. */
 static lschema_t *check_schema(lua_State *L) {
@@ -73,6 +82,7 @@ static const nh_pb_message_t *find_message(lua_State *L, lschema_t *ls, int idx,
 typedef struct decode_ctx {
     lua_State *L;
     int enums_as_numbers;
+    int names; /* stack index of the names (push_name) */
 } decode_ctx_t;
 
 static void push_i64(lua_State *L, int64_t v) {
@@ -127,12 +137,14 @@ static void push_scalar(decode_ctx_t *c, const nh_pb_field_t *f, nh_pb_scalar_t 
 }
 
 /* Another member of the same oneof was set before: only the last one stays. */
-static void clear_oneof(lua_State *L, const nh_pb_message_t *m, const nh_pb_field_t *f, int t) {
+static void clear_oneof(lua_State *L, int names, const nh_pb_message_t *m, const nh_pb_field_t *f,
+                        int t) {
     for (size_t i = 0; i < m->nfields; i++) {
         const nh_pb_field_t *o = &m->fields[i];
         if (o != f && o->oneof == f->oneof) {
+            push_name(L, names, o);
             lua_pushnil(L);
-            lua_setfield(L, t, o->name);
+            lua_rawset(L, t);
         }
     }
 }
@@ -149,38 +161,63 @@ typedef struct decode_state {
     int depth;
 } decode_state_t;
 
-/* Stores the value on top of the stack as field f of the table below it, and pops it. */
-static void store(decode_state_t *d, const nh_pb_field_t *f) {
+/* The tables the decoder makes have no metatable: raw gets and sets are what lua_getfield and
+ * lua_setfield would do. */
+
+/* Pushes the sequence of repeated field f in the table at t, made when it is not there yet. */
+static void push_sequence(decode_state_t *d, const nh_pb_field_t *f, int t) {
     lua_State *L = d->c.L;
-    int t = lua_gettop(L) - 1;
-    if (f->repeated) {
-        lua_getfield(L, t, f->name);
-        if (!lua_istable(L, -1)) {
-            lua_pop(L, 1);
-            lua_newtable(L);
-            lua_pushvalue(L, -1);
-            lua_setfield(L, t, f->name);
-        }
-        lua_insert(L, -2); /* t ... arr value */
-        lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+    push_name(L, d->c.names, f);
+    lua_rawget(L, t);
+    if (!lua_istable(L, -1)) {
         lua_pop(L, 1);
-        return;
+        lua_newtable(L);
+        push_name(L, d->c.names, f);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, t);
     }
-    if (f->oneof >= 0) clear_oneof(L, d->frames[d->depth].m, f, t);
-    lua_setfield(L, t, f->name);
+}
+
+/* Stores the value on top of the stack as element of repeated field f of the table below it,
+ * and pops it. */
+static void store_element(decode_state_t *d, const nh_pb_field_t *f) {
+    lua_State *L = d->c.L;
+    push_sequence(d, f, lua_gettop(L) - 1);
+    lua_insert(L, -2); /* t ... arr value */
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+    lua_pop(L, 1);
+}
+
+/* A field that is not repeated: its name is pushed before its value, for one lua_rawset. */
+static void begin_single(decode_state_t *d, const nh_pb_field_t *f) {
+    lua_State *L = d->c.L;
+    if (f->oneof >= 0) clear_oneof(L, d->c.names, d->frames[d->depth].m, f, lua_gettop(L));
+    push_name(L, d->c.names, f);
 }
 
 static int on_scalar(void *ud, const nh_pb_field_t *f, nh_pb_scalar_t v) {
     decode_state_t *d = ud;
+    if (f->repeated) {
+        push_scalar(&d->c, f, v);
+        store_element(d, f);
+        return 0;
+    }
+    begin_single(d, f);
     push_scalar(&d->c, f, v);
-    store(d, f);
+    lua_rawset(d->c.L, -3);
     return 0;
 }
 
 static int on_bytes(void *ud, const nh_pb_field_t *f, const uint8_t *p, size_t len) {
     decode_state_t *d = ud;
+    if (f->repeated) {
+        lua_pushlstring(d->c.L, (const char *)p, len);
+        store_element(d, f);
+        return 0;
+    }
+    begin_single(d, f);
     lua_pushlstring(d->c.L, (const char *)p, len);
-    store(d, f);
+    lua_rawset(d->c.L, -3);
     return 0;
 }
 
@@ -198,13 +235,15 @@ static int on_begin(void *ud, const nh_pb_field_t *f) {
         lua_createtable(L, 0, f->message->nfields < 16 ? (int)f->message->nfields : 16);
     } else {
         /* a message field seen twice is merged, as protobuf says */
-        lua_getfield(L, t, f->name);
+        push_name(L, d->c.names, f);
+        lua_rawget(L, t);
         if (!lua_istable(L, -1)) {
             lua_pop(L, 1);
-            if (f->oneof >= 0) clear_oneof(L, d->frames[d->depth].m, f, t);
+            if (f->oneof >= 0) clear_oneof(L, d->c.names, d->frames[d->depth].m, f, t);
             lua_createtable(L, 0, f->message->nfields < 16 ? (int)f->message->nfields : 16);
-            lua_pushvalue(L, -1);
-            lua_setfield(L, t, f->name);
+            push_name(L, d->c.names, f);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, t);
         }
     }
     d->frames[++d->depth].m = f->message;
@@ -245,19 +284,15 @@ static int on_end(void *ud, const nh_pb_field_t *f) {
         const nh_pb_field_t *kf = nh_pb_field_by_number(f->message, 1);
         const nh_pb_field_t *vf = nh_pb_field_by_number(f->message, 2);
         if (!kf || !vf) return 1;
-        lua_getfield(L, t, f->name);
-        if (!lua_istable(L, -1)) {
-            lua_pop(L, 1);
-            lua_newtable(L);
-            lua_pushvalue(L, -1);
-            lua_setfield(L, t, f->name);
-        }
-        lua_getfield(L, entry, "key");
+        push_sequence(d, f, t); /* the map */
+        push_name(L, d->c.names, kf);
+        lua_rawget(L, entry);
         if (lua_isnil(L, -1)) {
             lua_pop(L, 1);
             push_default(L, kf, d->c.enums_as_numbers);
         }
-        lua_getfield(L, entry, "value");
+        push_name(L, d->c.names, vf);
+        lua_rawget(L, entry);
         if (lua_isnil(L, -1)) {
             lua_pop(L, 1);
             push_default(L, vf, d->c.enums_as_numbers);
@@ -267,7 +302,7 @@ static int on_end(void *ud, const nh_pb_field_t *f) {
         return 0;
     }
     if (f->repeated) {
-        store(d, f);
+        store_element(d, f);
         return 0;
     }
     lua_pop(L, 1);
@@ -277,12 +312,14 @@ static int on_end(void *ud, const nh_pb_field_t *f) {
 static const nh_pb_visitor_t to_lua = {on_scalar, on_bytes, on_begin, on_end};
 
 /* Decodes len bytes as m into a new table: pushes it and returns 0, or an nh_pb error with the
- * stack as it was. Raises only when out of memory. */
-static int decode_bytes(lua_State *L, const nh_pb_message_t *m, const uint8_t *data, size_t len,
-                        int enums_as_numbers) {
+ * stack as it was. names: the stack index of its schema's names (push_name). Raises only when
+ * out of memory. */
+static int decode_bytes(lua_State *L, int names, const nh_pb_message_t *m, const uint8_t *data,
+                        size_t len, int enums_as_numbers) {
     decode_state_t d; /* not zeroed whole: frames are written as the decoder goes down */
     d.c.L = L;
     d.c.enums_as_numbers = enums_as_numbers;
+    d.c.names = names;
     d.frames[0].m = m;
     d.depth = 0;
     int top = lua_gettop(L);
@@ -293,11 +330,14 @@ static int decode_bytes(lua_State *L, const nh_pb_message_t *m, const uint8_t *d
     return e;
 }
 
-/* Decodes the string at idx as m into a new table: pushes the table, or nil and the error. */
-static int decode_at(lua_State *L, const nh_pb_message_t *m, int idx, int enums_as_numbers) {
+/* Decodes the string at idx as m (a type of the schema at ud) into a new table: pushes the
+ * table, or nil and the error. */
+static int decode_at(lua_State *L, int ud, const nh_pb_message_t *m, int idx,
+                     int enums_as_numbers) {
     size_t len;
     const char *data = luaL_checklstring(L, idx, &len);
-    int e = decode_bytes(L, m, (const uint8_t *)data, len, enums_as_numbers);
+    lua_getfenv(L, ud);
+    int e = decode_bytes(L, lua_gettop(L), m, (const uint8_t *)data, len, enums_as_numbers);
     if (e) {
         lua_pushnil(L);
         lua_pushfstring(L, "%s: %s", m->full_name, nh_pb_strerror(e));
@@ -310,7 +350,7 @@ static int decode_at(lua_State *L, const nh_pb_message_t *m, int idx, int enums_
 static int l_decode(lua_State *L) {
     lschema_t *ls = check_schema(L);
     const nh_pb_message_t *m = find_message(L, ls, 2, 1);
-    return decode_at(L, m, 3, lua_toboolean(L, 4));
+    return decode_at(L, 1, m, 3, lua_toboolean(L, 4));
 }
 
 /* ---- encoding: a table walked by the schema's fields, in field-number order ---- */
@@ -319,6 +359,7 @@ typedef struct encode_ctx {
     lua_State *L;
     nh_pb_buf_t *b;
     const nh_pb_message_t *m; /* whose field is being written (for errors) */
+    int names;                /* stack index of the names (push_name) */
 } encode_ctx_t;
 
 /* Raises (never returns). */
@@ -503,7 +544,7 @@ static void encode_message(encode_ctx_t *c, const nh_pb_message_t *m, int t, int
     for (size_t i = 0; i < m->nfields; i++) {
         const nh_pb_field_t *f = &m->fields[i];
         c->m = m;
-        lua_pushstring(L, f->name);
+        push_name(L, c->names, f);
         lua_rawget(L, t);
         int v = lua_gettop(L);
         if (lua_isnil(L, v)) {
@@ -549,12 +590,13 @@ static void encode_message(encode_ctx_t *c, const nh_pb_message_t *m, int t, int
 }
 
 /* Encodes the table at idx (the top of the stack) as m and pushes the bytes. */
-static int encode_at(lua_State *L, lschema_t *ls, const nh_pb_message_t *m, int idx) {
+static int encode_at(lua_State *L, lschema_t *ls, int ud, const nh_pb_message_t *m, int idx) {
     luaL_checktype(L, idx, LUA_TTABLE);
     lua_settop(L, idx);
+    lua_getfenv(L, ud); /* idx + 1: the names */
     ls->out.len = 0;
     ls->out.failed = 0;
-    encode_ctx_t c = {L, &ls->out, m};
+    encode_ctx_t c = {L, &ls->out, m, idx + 1};
     encode_message(&c, m, idx, 0);
     if (ls->out.failed) return luaL_error(L, "protobuf: out of memory");
     lua_pushlstring(L, (const char *)ls->out.data, ls->out.len);
@@ -566,7 +608,7 @@ static int encode_at(lua_State *L, lschema_t *ls, const nh_pb_message_t *m, int 
 /* schema:encode(type, table) -> bytes; raises on a value the schema cannot take. */
 static int l_encode(lua_State *L) {
     lschema_t *ls = check_schema(L);
-    return encode_at(L, ls, find_message(L, ls, 2, 1), 3);
+    return encode_at(L, ls, 1, find_message(L, ls, 2, 1), 3);
 }
 
 /* The closures of schema:codec(type): upvalue 1 the schema (kept alive), 2 the message type.
@@ -579,12 +621,13 @@ static lschema_t *codec_schema(lua_State *L) {
 
 static int c_encode(lua_State *L) {
     lschema_t *ls = codec_schema(L);
-    return encode_at(L, ls, lua_touserdata(L, lua_upvalueindex(2)), 1);
+    return encode_at(L, ls, lua_upvalueindex(1), lua_touserdata(L, lua_upvalueindex(2)), 1);
 }
 
 static int c_decode(lua_State *L) {
     codec_schema(L);
-    return decode_at(L, lua_touserdata(L, lua_upvalueindex(2)), 1, lua_toboolean(L, 2));
+    return decode_at(L, lua_upvalueindex(1), lua_touserdata(L, lua_upvalueindex(2)), 1,
+                     lua_toboolean(L, 2));
 }
 
 /* schema:codec(type) -> encode(table) -> bytes, decode(bytes [, enums_as_numbers]) -> t | nil, err
@@ -602,14 +645,20 @@ static int l_codec(lua_State *L) {
 }
 
 /* ---- the core's own use: a serializer's message types by route, read and written in C ----
- * A "core types" table maps routes to message types (light userdata) and holds the schema (which
- * keeps the types alive) at [1], whether enums decode as numbers at [2] and the encoder's
- * protected half at [3] (routes are strings; integer keys, as light userdata keys cost an
- * interning each time they are pushed, and a C function pushed anew an allocation). The
- * core's dispatch decodes a request's payload with one (core.set_predecode) and encodes the
- * response a handler returned with one (the dispatcher returns it: lua_host.c), without a Lua
- * string of the bytes or a call from Lua (each one a JIT trace exit: docs/benchmarks.md). */
-enum { CORE_SCHEMA = 1, CORE_ENUMS = 2, CORE_ENCODER = 3 };
+ * A "core types" table maps each route to its core_route_t (a userdata: the message type, its
+ * schema and whether enums decode as numbers, read with one lookup) and holds the schema (which
+ * keeps the types alive) at [1], the encoder's protected half at [3] and the schema's field names
+ * (push_name) at [4] (integer keys, as light userdata keys cost an interning each time they are
+ * pushed, and a C function pushed anew an allocation; routes are strings). The core's dispatch
+ * decodes a request's payload with one (core.set_predecode) and encodes the response a handler
+ * returned with one (the dispatcher returns it: lua_host.c), without a Lua string of the bytes or
+ * a call from Lua (each one a JIT trace exit: docs/benchmarks.md). */
+typedef struct core_route {
+    const nh_pb_message_t *m;
+    lschema_t *ls; /* the userdata at [1] */
+    int enums_as_numbers;
+} core_route_t;
+enum { CORE_SCHEMA = 1, CORE_ENCODER = 3, CORE_NAMES = 4 };
 static int core_encode_protected(lua_State *L);
 
 /* schema:core_types({ [route] = type name }, enums_as_numbers) -> the core types table */
@@ -624,43 +673,43 @@ static int l_core_types(lua_State *L) {
         if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
             const nh_pb_message_t *m = find_message(L, ls, lua_gettop(L), 1);
             lua_pushvalue(L, -2);
-            lua_pushlightuserdata(L, (void *)m);
+            core_route_t *cr = lua_newuserdata(L, sizeof *cr);
+            *cr = (core_route_t){m, ls, enums};
             lua_rawset(L, 3);
         }
         lua_pop(L, 1);
     }
     lua_pushvalue(L, 1);
     lua_rawseti(L, 3, CORE_SCHEMA);
-    lua_pushboolean(L, enums);
-    lua_rawseti(L, 3, CORE_ENUMS);
     lua_pushcfunction(L, core_encode_protected);
     lua_rawseti(L, 3, CORE_ENCODER);
+    lua_getfenv(L, 1);
+    lua_rawseti(L, 3, CORE_NAMES);
     return 1;
 }
 
-/* The message type the core types table at t gives the route at r, and its schema; NULL when
- * it has none. */
-static const nh_pb_message_t *core_type(lua_State *L, int t, int r, lschema_t **ls) {
-    if (lua_type(L, r) != LUA_TSTRING) return NULL; /* route codes: the serializer's path */
+/* What the core types table at t gives the route at r; NULL when it has none (or a route
+ * code: the serializer's path). The userdata stays valid while the table holds it. */
+static const core_route_t *core_route(lua_State *L, int t, int r) {
+    if (lua_type(L, r) != LUA_TSTRING) return NULL;
     lua_pushvalue(L, r);
     lua_rawget(L, t);
-    const nh_pb_message_t *m = lua_touserdata(L, -1);
+    const core_route_t *cr = lua_touserdata(L, -1);
     lua_pop(L, 1);
-    if (!m) return NULL;
-    lua_rawgeti(L, t, CORE_SCHEMA);
-    *ls = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return *ls && (*ls)->s ? m : NULL;
+    return cr && cr->ls->s ? cr : NULL;
 }
 
 int nh_lua_pb_core_decode(lua_State *L, int types, int route, const uint8_t *data, size_t len) {
-    lschema_t *ls;
-    const nh_pb_message_t *m = core_type(L, types, route, &ls);
-    if (!m) return 0;
-    lua_rawgeti(L, types, CORE_ENUMS);
-    int enums = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return decode_bytes(L, m, data, len, enums) == 0;
+    const core_route_t *cr = core_route(L, types, route);
+    if (!cr) return 0;
+    lua_rawgeti(L, types, CORE_NAMES);
+    int names = lua_gettop(L);
+    if (decode_bytes(L, names, cr->m, data, len, cr->enums_as_numbers) != 0) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_replace(L, names); /* the table, where the names were */
+    return 1;
 }
 
 /* What core_encode_protected writes: set just before the call (the loop thread's alone; the
@@ -670,19 +719,20 @@ static struct core_encode {
     const nh_pb_message_t *m;
 } core_encoding;
 
-/* (value) under lua_pcall: encode_message raises on a value that does not fit */
+/* (value, names) under lua_pcall: encode_message raises on a value that does not fit */
 static int core_encode_protected(lua_State *L) {
     const struct core_encode e0 = core_encoding, *e = &e0; /* a copy: safe from a nested one */
     if (!lua_istable(L, 1)) return luaL_error(L, "protobuf: not a table");
-    encode_ctx_t c = {L, &e->ls->out, e->m};
+    encode_ctx_t c = {L, &e->ls->out, e->m, 2};
     encode_message(&c, e->m, 1, 0);
     if (e->ls->out.failed) return luaL_error(L, "protobuf: out of memory");
     return 0;
 }
 
 const uint8_t *nh_lua_pb_core_encode(lua_State *L, int types, int route, int idx, size_t *len) {
-    struct core_encode e;
-    if (!(e.m = core_type(L, types, route, &e.ls)) || !lua_checkstack(L, 3)) return NULL;
+    const core_route_t *cr = core_route(L, types, route);
+    if (!cr || !lua_checkstack(L, 4)) return NULL;
+    struct core_encode e = {cr->ls, cr->m};
     nh_pb_buf_t *out = &e.ls->out;
     if (out->cap > (1u << 20)) nh_pb_buf_free(out); /* the last one was huge: not kept */
     out->len = 0;
@@ -690,7 +740,8 @@ const uint8_t *nh_lua_pb_core_encode(lua_State *L, int types, int route, int idx
     core_encoding = e;
     lua_rawgeti(L, types, CORE_ENCODER);
     lua_pushvalue(L, idx);
-    if (lua_pcall(L, 1, 0, 0) != 0) {
+    lua_rawgeti(L, types, CORE_NAMES);
+    if (lua_pcall(L, 2, 0, 0) != 0) {
         lua_pop(L, 1);
         return NULL;
     }
@@ -725,6 +776,20 @@ static int l_gc(lua_State *L) {
     return 0;
 }
 
+/* The schema just loaded or built (the userdata on top): its fields' names into its
+ * environment table (push_name). */
+static void make_names(lua_State *L, lschema_t *ls) {
+    lua_getfenv(L, -1);
+    for (size_t i = 0; i < nh_pb_schema_message_count(ls->s); i++) {
+        const nh_pb_message_t *m = nh_pb_schema_message_at(ls->s, i);
+        for (size_t j = 0; j < m->nfields; j++) {
+            lua_pushstring(L, m->fields[j].name);
+            lua_rawseti(L, -2, (int)m->fields[j].index + 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
 /* load(descriptor_set_bytes) -> schema | nil, err */
 static int l_load(lua_State *L) {
     size_t len;
@@ -741,6 +806,7 @@ static int l_load(lua_State *L) {
         lua_pushstring(L, err);
         return 2;
     }
+    make_names(L, ls);
     return 1;
 }
 
@@ -798,6 +864,7 @@ static int l_build(lua_State *L) {
         lua_pushstring(L, err);
         return 2; /* the userdata's __gc frees what was built */
     }
+    make_names(L, ls);
     return 1;
 }
 

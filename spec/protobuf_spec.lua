@@ -88,6 +88,25 @@ describe("protobuf codec", function()
     assert.same({ f_inner = { id = 1, name = "n" } }, s:decode("kinds.All", b))
   end)
 
+  it("each schema reads and writes its own fields' names", function()
+    -- a schema keeps its fields' names by the fields' indexes (core/lua_protobuf.c): two schemas
+    -- with fields at the same indexes, used in turn, each keep their own
+    local function one(name, field, sub)
+      return assert(pbc.build({
+        { name = name, fields = { { name = field, number = 1, type = 5 }, { name = sub, number = 2, type = 11, type_name = name .. ".S" } } },
+        { name = name .. ".S", fields = { { name = field .. "_in", number = 1, type = 9 } } },
+      }))
+    end
+    local a, b = one("A", "x", "s"), one("B", "y", "t")
+    local bytes = a:encode("A", { x = 7, s = { x_in = "p" } })
+    assert.equal(bytes, b:encode("B", { y = 7, t = { y_in = "p" } }))
+    assert.same({ y = 7, t = { y_in = "p" } }, b:decode("B", bytes))
+    assert.same({ x = 7, s = { x_in = "p" } }, a:decode("A", bytes))
+    local enc_b, dec_b = b:codec("B")
+    assert.same({ y = 7, t = { y_in = "p" } }, dec_b(enc_b({ y = 7, t = { y_in = "p" } })))
+    assert.same({ x = 7, s = { x_in = "p" } }, a:decode("A", bytes))
+  end)
+
   it("64-bit integers: numbers up to 2^53, decimal strings beyond; strings and int64 cdata encode", function()
     local s = schema()
     local ffi = require "ffi"
