@@ -51,17 +51,22 @@ void nh_buf_unref(nh_buf_t *b);
  * Also the segment arrays of queues that drained (NH_SEG_FIRST segments each, at most
  * NH_SEG_CACHE of them, linked through their first bytes): an idle queue keeps no array, and a
  * queue that sends one message and drains, which is every connection answering a request, would
- * otherwise malloc and free one per message. */
+ * otherwise malloc and free one per message.
+ * The caches are sized for a broadcast's members: each member's queue takes an array and a
+ * gather block for the turn and gives them back when written. With caches smaller than the
+ * group, the rest went to malloc and free every turn, ~60 of a push's ~320 instructions
+ * (docs/benchmarks.md). What they hold at most (8192 of each: 512 KiB of arrays, 4 MiB of
+ * blocks) is what malloc would keep in its free lists after the same burst. */
 #define NH_SEG_FIRST 4
-#define NH_SEG_CACHE 256
+#define NH_SEG_CACHE 8192
 /* A queue holding NH_GATHER_AFTER segments copies messages of up to NH_GATHER_MAX bytes into
  * blocks of its own (NH_GATHER_BLOCK bytes of data: 512 with the header) until it is empty
  * again: buffer.c's gathering(). The pool keeps up to NH_GATHER_CACHE of them that were given
- * back (512 KiB), linked through their first bytes. */
+ * back, linked through their first bytes. */
 #define NH_GATHER_AFTER 2
 #define NH_GATHER_MAX 256
 #define NH_GATHER_BLOCK (512 - 16)
-#define NH_GATHER_CACHE 1024
+#define NH_GATHER_CACHE 8192
 typedef struct nh_chunk_pool {
     nh_buf_t **free;
     uint32_t n, max;
