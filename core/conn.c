@@ -330,17 +330,20 @@ static int seal(nh_conn_t *c) {
 
 /* Writes what the kernel takes now. `wait`: hand the rest to libuv and wait for the socket (the
  * turn's flush); otherwise leave it queued (a try while a handler's output grows). */
-/* uv_try_write's writev, made here: glibc's writev() is a thread cancellation point, and the
- * wrapper's enabling and disabling of cancellation cost ~30 instructions a call on top of
- * uv_try_write's own ~60, where syscall() is plain (a response's write is ~2 % of its
- * instructions). Only while libuv has no write of the connection's in flight (NH_CONN_WRITING
- * unset), as uv_try_write itself requires. uv_buf_t is struct iovec's layout on Unix (uv.h). */
+/* uv_try_write, made here as a sendmsg: glibc's writev() is a thread cancellation point, and
+ * its wrapper's enabling and disabling of cancellation cost ~30 instructions a call on top of
+ * uv_try_write's own ~60, where syscall() is plain; and the kernel's writev goes through the
+ * file layer (vfs_writev, the file position lock, sock_write_iter) before the socket's sendmsg,
+ * ~8 % of a broadcast's kernel time against sendmsg (docs/benchmarks.md). Only while libuv has
+ * no write of the connection's in flight (NH_CONN_WRITING unset), as uv_try_write itself
+ * requires. uv_buf_t is struct iovec's layout on Unix (uv.h). */
 static int try_write(nh_conn_t *c, const uv_buf_t *iov, unsigned n) {
     uv_os_fd_t fd;
     if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) return UV_EBADF;
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = n};
     long r;
     do
-        r = syscall(SYS_writev, fd, (const struct iovec *)iov, (int)n);
+        r = syscall(SYS_sendmsg, fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (r < 0 && errno == EINTR);
     if (r >= 0) return (int)r; /* what a queue holds fits an int, as for uv_try_write */
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return UV_EAGAIN;
