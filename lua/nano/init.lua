@@ -856,6 +856,43 @@ local function unsent(s, id, res, route, size)
   return respond_rest(s, id, route, serializer_of(s), res, false)
 end
 
+-- What follows a handler's call (handle, below), answering it. A function of its own, with a
+-- fixed argument list: a handler that waited resumes in LuaJIT's interpreter, which goes on
+-- interpreting until it reaches the start of a compiled trace, and a function's entry is one
+-- where the code after a call is not (inline in handle, this ran interpreted after every wait:
+-- docs/benchmarks.md). A handler that did not wait has it inlined into its trace as before.
+local function handled(t, s, mtype, id, route, ok, res, inflight, defer)
+  -- false, not nil: a field stored nil would make the next message's store check the task's
+  -- metatable for __newindex
+  t.msg_s, t.watch_route = false, false
+  if inflight then inflight[id] = nil end
+  local answered = t.answered
+  if not ok then
+    handler_error(s, mtype, id, route, res, nil, answered)
+    return
+  end
+  if mtype == MSG_REQUEST and res ~= nil and not answered then
+    -- Each C function called here ends a JIT trace (docs/benchmarks.md): JSON without a pipeline
+    -- or debug log is encoded and sent by the core, either after the dispatcher returns it (defer:
+    -- the core's hook said it takes it, and the handler did not wait, so this thread returns to
+    -- the core that resumed it; core.set_hook) or by one call (the same bytes as marshal's). Its
+    -- results are taken as they are, not through select(): that too ended the trace. The
+    -- session's serializer is read again: the handler may have waited meanwhile.
+    local ser = serializer_of(s)
+    if core_sends(ser, res) then
+      if defer and not t.waited then return res, ser.empty_array, route end
+      return respond_json(s, id, route, ser, res, ser.empty_array)
+    end
+    -- protobuf: the core encodes a table with the route's response type (nothing to send
+    -- otherwise: unsent answers then, through the serializer)
+    if defer and not t.waited and type(res) == "table" and not outbound and not S.debug then
+      local types = core_pb_encodes(ser)
+      if types then return res, types, route end
+    end
+    return respond_rest(s, id, route, ser, res, false)
+  end
+end
+
 -- concurrent: the task is one of a concurrent component's (handle_one), found through S.inflight
 -- while it handles a request; protect: call the handler under xpcall (not on a core thread);
 -- q: the session's table in S.queues (its queue, and the route of its last request).
@@ -955,35 +992,7 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
   else
     ok, res = true, h.fn(h.comp, s, msg)
   end
-  -- false, not nil: a field stored nil would make the next message's store check the task's
-  -- metatable for __newindex
-  t.msg_s, t.watch_route = false, false
-  if inflight then inflight[id] = nil end
-  local answered = t.answered
-  if not ok then
-    handler_error(s, mtype, id, route, res, nil, answered)
-    return
-  end
-  if mtype == MSG_REQUEST and res ~= nil and not answered then
-    -- Each C function called here ends a JIT trace (docs/benchmarks.md): JSON without a pipeline
-    -- or debug log is encoded and sent by the core, either after the dispatcher returns it (defer:
-    -- the core's hook said it takes it, and the handler did not wait, so this thread returns to
-    -- the core that resumed it; core.set_hook) or by one call (the same bytes as marshal's). Its
-    -- results are taken as they are, not through select(): that too ended the trace. The
-    -- session's serializer is read again: the handler may have waited meanwhile.
-    ser = serializer_of(s)
-    if core_sends(ser, res) then
-      if defer and not t.waited then return res, ser.empty_array, route end
-      return respond_json(s, id, route, ser, res, ser.empty_array)
-    end
-    -- protobuf: the core encodes a table with the route's response type (nothing to send
-    -- otherwise: unsent answers then, through the serializer)
-    if defer and not t.waited and type(res) == "table" and not outbound and not S.debug then
-      local types = core_pb_encodes(ser)
-      if types then return res, types, route end
-    end
-    return respond_rest(s, id, route, ser, res, false)
-  end
+  return handled(t, s, mtype, id, route, ok, res, inflight, defer)
 end
 
 local function stop_core()
@@ -1017,15 +1026,19 @@ local function handler_done()
 end
 
 
+-- handle_one's and handle_in_order's ends are functions of their own for the reason handled's is.
+local function one_done(t, res, empty, rroute)
+  t.work = false
+  handler_done()
+  return res, empty, rroute
+end
+
 -- A task that handles one message of a concurrent component. t.work says, should the thread
 -- end with an error, what it was doing (thread_failed): true here, the queue below.
 local function handle_one(t, h, s, mtype, id, route, payload, flags, pre, defer, q)
   S.running = S.running + 1
   t.work = true
-  local res, empty, rroute = handle(t, h, s, mtype, id, route, payload, flags, pre, false, true, defer, q)
-  t.work = false
-  handler_done()
-  return res, empty, rroute
+  return one_done(t, handle(t, h, s, mtype, id, route, payload, flags, pre, false, true, defer, q))
 end
 
 -- The messages queued behind a failed one, in a task of their own (each handler protected here:
@@ -1044,15 +1057,8 @@ local function drain_queue(q, s)
   handler_done()
 end
 
--- A session's worker: handles its message, then the ones queued behind it meanwhile, in order.
--- One task per busy session; the queue q is the session's (S.queues).
--- defer: the response may be returned to the core (handle), which sends it after this returns;
--- messages queued meanwhile (a handler that ran the loop) are answered after it, so it is sent
--- first then.
-local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre, defer)
-  S.running = S.running + 1
-  t.work, t.work_s, q.task = q, s, t
-  local res, empty, rroute = handle(t, h, s, mtype, id, route, payload, flags, pre, false, false, defer, q)
+-- handle_in_order's end, after its message's handler (a function of its own: see one_done)
+local function in_order_done(t, q, s, id, res, empty, rroute)
   if res ~= nil and q.head < q.tail then
     if type(empty) == "table" then respond_rest(s, id, rroute, serializer_of(s), res, false) -- protobuf
     else respond_json(s, id, rroute, serializer_of(s), res, empty) end
@@ -1069,6 +1075,18 @@ local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre
   q.busy, q.task = false, false
   handler_done()
   return res, empty, rroute
+end
+
+-- A session's worker: handles its message, then the ones queued behind it meanwhile, in order.
+-- One task per busy session; the queue q is the session's (S.queues).
+-- defer: the response may be returned to the core (handle), which sends it after this returns;
+-- messages queued meanwhile (a handler that ran the loop) are answered after it, so it is sent
+-- first then.
+local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre, defer)
+  S.running = S.running + 1
+  t.work, t.work_s, q.task = q, s, t
+  return in_order_done(t, q, s, id,
+                       handle(t, h, s, mtype, id, route, payload, flags, pre, false, false, defer, q))
 end
 
 -- One of the core's dispatcher threads ended with an error err (tb: its traceback), t its task.

@@ -98,21 +98,24 @@ end
 -- core.resume has handed the thread back then).
 local release_thread = core.release_thread
 local thread_failed -- nano's dispatcher: a core thread's error after a wait (M._set_thread_failed)
-local function stepped(t, ok, finished, marker, ...)
-  if t.core_thread then -- see M._enter: no DONE protocol, the function simply returns
-    if not ok then
-      by_co[t.co] = nil
-      release_thread(t.co, false)
-      local tb = traceback(t.co, tostring(marker))
-      if thread_failed and thread_failed(t, marker, tb) then
-        t.status, t.err = "failed", tostring(marker) -- the dispatcher answered and logged it
-        return
-      end
-      return finish(t, false, tb)
+-- A core thread (see M._enter): no DONE protocol, the function simply returns. A fixed argument
+-- list: LuaJIT compiles no trace that starts at a vararg function's entry, and this is where a
+-- handler's resume after a wait comes back to.
+local function stepped_core(t, ok, finished, marker)
+  if not ok then
+    by_co[t.co] = nil
+    release_thread(t.co, false)
+    local tb = traceback(t.co, tostring(marker))
+    if thread_failed and thread_failed(t, marker, tb) then
+      t.status, t.err = "failed", tostring(marker) -- the dispatcher answered and logged it
+      return
     end
-    if finished then t.status = "done" end
-    return
+    return finish(t, false, tb)
   end
+  if finished then t.status = "done" end
+end
+local function stepped(t, ok, finished, marker, ...)
+  if t.core_thread then return stepped_core(t, ok, finished, marker) end
   if marker == DONE then
     finish(t, ...)
     if t.reusable then
@@ -144,8 +147,11 @@ local core_resume = core.resume
 local function step(t, ...)
   -- a core thread resumed here returns to this resume, not to the core: nano's dispatcher then
   -- sends its response itself (init.lua's handle)
-  if t.core_thread then t.waited = true end
-  return stepped(t, core_resume(t.co, t.core_thread, t.msg_s, t.watch_route, ...))
+  if t.core_thread then
+    t.waited = true
+    return stepped_core(t, core_resume(t.co, true, t.msg_s, t.watch_route, ...))
+  end
+  return stepped(t, core_resume(t.co, false, t.msg_s, t.watch_route, ...))
 end
 
 --- task.spawn(fn, ...) -> task: fn runs now, in a (pooled) coroutine, until it first waits.
@@ -232,11 +238,12 @@ local function yielded(what, resume, ok, ...)
   resume(FORGET)
   error(cannot_wait(what, (...)), 3)
 end
-local function yielded_sleep(ok, ...)
+-- (a fixed argument list: what runs first after nano.sleep(0)'s resume, see stepped_core)
+local function yielded_sleep(ok, err)
   if ok then return end
   local t = by_co[co_running()]
   if t then t.sleeping = false end
-  error(cannot_wait("nano.sleep", (...)), 3)
+  error(cannot_wait("nano.sleep", err), 3)
 end
 --- task.await(what, start) -> the values the operation resumes with (see the contract above).
 function M.await(what, start)
