@@ -51,6 +51,21 @@ void nh_chunk_pool_free(nh_chunk_pool_t *p) {
     p->ngather_blocks = 0;
 }
 
+void nh_chunk_pool_shrink(nh_chunk_pool_t *p) {
+    while (p->nseg_arrays > NH_SEG_KEEP) {
+        void *a = p->seg_arrays;
+        memcpy(&p->seg_arrays, a, sizeof(void *));
+        free(a);
+        p->nseg_arrays--;
+    }
+    while (p->ngather_blocks > NH_GATHER_KEEP) {
+        void *b = p->gather_blocks;
+        memcpy(&p->gather_blocks, b, sizeof(void *));
+        free(b);
+        p->ngather_blocks--;
+    }
+}
+
 /* A drained queue's segment array: kept by the pool (while it lives: p->free is cleared when it
  * is freed) if it is of the first size and the cache has room, else freed. */
 static void segs_release(nh_chunk_pool_t *p, nh_outseg_t *segs, uint32_t cap) {
@@ -204,9 +219,9 @@ static int copy_own_block(nh_outq_t *q, const void *data, size_t len) {
  * block of the queue's own, each copy extending one segment, rather than each taking a segment of
  * its own (a reference to the broadcast's packet, or a piece of the arena that other
  * connections' bytes interleave with): per push, a copy of a few dozen bytes instead of a
- * segment to add, list for writev and release, and the segment array's growth; and one iovec for
- * the kernel where there were dozens (docs/benchmarks.md). Once started, a burst goes on there
- * until the queue is empty. */
+ * segment to add, list for the system call and release, and the segment array's growth; and one
+ * iovec for the kernel where there were dozens (docs/benchmarks.md). Once started, a burst goes on
+ * there until the queue is empty. */
 static int gathering(const nh_outq_t *q, size_t len) {
     return q->pool && len <= NH_GATHER_MAX && (q->own || q->n >= NH_GATHER_AFTER);
 }

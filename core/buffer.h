@@ -7,9 +7,9 @@
  * nh_outq_t: what a connection still has to write, as a list of (buffer, offset, length) segments.
  * Small writes are copied into the pool's arena: one chunk that the queues of every connection
  * append to, each queued segment holding a reference. Consecutive copies for one connection extend
- * one segment, so one loop turn's messages leave in one writev. Chunks never move or grow, so bytes
- * already handed to the kernel (in flight) stay valid while more are appended; once no segment
- * references the arena (everything written) it is reused from its start. A full arena still
+ * one segment, so one loop turn's messages leave in one system call. Chunks never move or grow, so
+ * bytes already handed to the kernel (in flight) stay valid while more are appended; once no
+ * segment references the arena (everything written) it is reused from its start. A full arena still
  * referenced is left to its segments and a fresh chunk becomes the arena.
  * Why one arena rather than a chunk per connection: a turn that answers a thousand connections
  * would take (and, past the pool's bound, malloc and free) a thousand 16 KiB chunks for a few
@@ -55,10 +55,13 @@ void nh_buf_unref(nh_buf_t *b);
  * The caches are sized for a broadcast's members: each member's queue takes an array and a
  * gather block for the turn and gives them back when written. With caches smaller than the
  * group, the rest went to malloc and free every turn, ~60 of a push's ~320 instructions
- * (docs/benchmarks.md). What they hold at most (8192 of each: 512 KiB of arrays, 4 MiB of
- * blocks) is what malloc would keep in its free lists after the same burst. */
+ * (docs/benchmarks.md, ninth pass). What a burst left in them beyond NH_SEG_KEEP arrays and
+ * NH_GATHER_KEEP blocks goes back to malloc with nh_chunk_pool_shrink (the host's sweep, at
+ * least once a second), so the pool holds at most 512 KiB of arrays and 4 MiB of blocks, and
+ * that only while broadcasts keep using them. */
 #define NH_SEG_FIRST 4
 #define NH_SEG_CACHE 8192
+#define NH_SEG_KEEP 256
 /* A queue holding NH_GATHER_AFTER segments copies messages of up to NH_GATHER_MAX bytes into
  * blocks of its own (NH_GATHER_BLOCK bytes of data: 512 with the header) until it is empty
  * again: buffer.c's gathering(). The pool keeps up to NH_GATHER_CACHE of them that were given
@@ -67,6 +70,7 @@ void nh_buf_unref(nh_buf_t *b);
 #define NH_GATHER_MAX 256
 #define NH_GATHER_BLOCK (512 - 16)
 #define NH_GATHER_CACHE 8192
+#define NH_GATHER_KEEP 1024
 typedef struct nh_chunk_pool {
     nh_buf_t **free;
     uint32_t n, max;
@@ -79,6 +83,8 @@ typedef struct nh_chunk_pool {
 
 int nh_chunk_pool_init(nh_chunk_pool_t *p, uint32_t max);
 void nh_chunk_pool_free(nh_chunk_pool_t *p);
+/* Frees the cached segment arrays and gather blocks beyond NH_SEG_KEEP and NH_GATHER_KEEP. */
+void nh_chunk_pool_shrink(nh_chunk_pool_t *p);
 
 typedef struct nh_outseg {
     nh_buf_t *buf;

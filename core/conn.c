@@ -1,5 +1,6 @@
 #include "conn.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -328,16 +329,16 @@ static int seal(nh_conn_t *c) {
     return take_tls_output(c);
 }
 
-/* Writes what the kernel takes now. `wait`: hand the rest to libuv and wait for the socket (the
- * turn's flush); otherwise leave it queued (a try while a handler's output grows). */
-/* uv_try_write, made here as a sendmsg: glibc's writev() is a thread cancellation point, and
- * its wrapper's enabling and disabling of cancellation cost ~30 instructions a call on top of
- * uv_try_write's own ~60, where syscall() is plain; and the kernel's writev goes through the
- * file layer (vfs_writev, the file position lock, sock_write_iter) before the socket's sendmsg,
- * ~8 % of a broadcast's kernel time against sendmsg (docs/benchmarks.md). Only while libuv has
- * no write of the connection's in flight (NH_CONN_WRITING unset), as uv_try_write itself
- * requires. uv_buf_t is struct iovec's layout on Unix (uv.h). */
+/* uv_try_write, made here as a sendmsg (docs/benchmarks.md, ninth pass):
+ * - the kernel's writev, libuv's call, goes through the file layer (vfs_writev, the position
+ *   lock, sock_write_iter) before the socket's sendmsg: ~10 % of a broadcast's server time;
+ * - glibc's wrappers of both are thread cancellation points, whose enabling and disabling cost
+ *   ~30 instructions a call on top of uv_try_write's own ~60; syscall() is plain.
+ * Only while libuv has no write of the connection's in flight (NH_CONN_WRITING unset), as
+ * uv_try_write itself requires: the one uv_write below is the connection's only other writer (no
+ * uv_shutdown, no connect). uv_buf_t is struct iovec's layout on Unix (uv.h). */
 static int try_write(nh_conn_t *c, const uv_buf_t *iov, unsigned n) {
+    assert(uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp) == 0);
     uv_os_fd_t fd;
     if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) return UV_EBADF;
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = n};
@@ -350,6 +351,8 @@ static int try_write(nh_conn_t *c, const uv_buf_t *iov, unsigned n) {
     return -errno; /* libuv's errors are negated errno values on Unix */
 }
 
+/* Writes what the kernel takes now. `wait`: hand the rest to libuv and wait for the socket (the
+ * turn's flush); otherwise leave it queued (a try while a handler's output grows). */
 static void flush_ex(nh_conn_t *c, int wait) {
     if (c->tls && seal(c) < 0) {
         nh_outq_consume(&c->out, c->out.bytes);
@@ -373,7 +376,7 @@ static void flush_ex(nh_conn_t *c, int wait) {
             return;
         }
         nh_outq_consume(q, (size_t)r);
-        if ((size_t)r == total) continue;       /* more segments than one writev took */
+        if ((size_t)r == total) continue;       /* more segments than one sendmsg took */
         if (c->flags & NH_CONN_CLOSING) return; /* no waiting on a closing socket */
         if (!wait) break;
         /* The kernel buffer is full: hand the rest of this batch to libuv and wait. The queue

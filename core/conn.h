@@ -9,7 +9,7 @@
  * Writes never go straight to the socket: they are queued, and a connection's queue is written
  * after the read that produced it has been handled (its responses), and for every dirty
  * connection once per loop turn (before the loop blocks and after I/O callbacks: pushes and
- * broadcasts), so the messages of one read or one turn leave in one writev. While a handler's
+ * broadcasts), so the messages of one read or one turn leave in one sendmsg. While a handler's
  * output grows past NH_EARLY_FLUSH bytes the queue is also tried (non-blocking) every further
  * NH_EARLY_FLUSH bytes, so a reading client drains a burst while it is being produced.
  *

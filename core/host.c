@@ -10,16 +10,22 @@
 #include "stop_signal.h"
 #include "transport_ws.h"
 
-/* Flush what the previous callbacks queued, before the loop blocks: one writev per connection
- * per turn, however many messages it got. Once a turn is enough: what the I/O callbacks queue is
- * flushed here on the next pass, after only the closing handles and the due timers, none of
- * which blocks (a check callback flushing after I/O as well cost ~70 instructions a turn, a
- * request's turn at low load, for nothing sooner). A run that ends instead (core.run "once" or
- * "nowait", the last run at exit) flushes after uv_run. */
+/* Flush what the previous callbacks queued, before the loop blocks (prepare) and after I/O
+ * callbacks (check): one sendmsg per connection per turn, however many messages it got. The
+ * check's flush is for what the I/O callbacks queued for other connections than their own (a
+ * read's own responses leave when it has been handled: conn.c): a broadcast, a push, a handler
+ * resumed by a database's reply. Without it they would wait for the closing callbacks and the
+ * due timers (Lua's, a game's tick) before the next prepare. It does only that, and only when a
+ * connection is dirty: the watchdog's tick once a turn is enough (a full second flush and tick
+ * cost ~70 instructions a turn, a request's turn at a low load). */
 static void on_prepare(uv_prepare_t *p) {
     nh_host_t *h = p->data;
     nh_conn_flush_all(h);
     if (h->on_turn) h->on_turn(h); /* the loop turns (the watchdog, lua_call.c) */
+}
+static void on_check(uv_check_t *c) {
+    nh_host_t *h = c->data;
+    if (h->dirty) nh_conn_flush_all(h);
 }
 
 static void on_sweep(nh_timer_t *t) {
@@ -27,6 +33,7 @@ static void on_sweep(nh_timer_t *t) {
     uint64_t now = nh_timers_now(&h->timers);
     nh_conn_sweep(h, now);
     nh_session_sweep(h, now);
+    nh_chunk_pool_shrink(&h->pool); /* a broadcast's blocks, once it has passed */
 }
 
 static uint64_t sweep_period(const nh_host_t *h) {
@@ -71,14 +78,21 @@ int nh_host_init(nh_host_t *h, uv_loop_t *loop) {
     h->sweep.data = h;
     if ((r = uv_prepare_init(loop, &h->prepare))) goto no_prepare;
     h->prepare.data = h;
-    if ((r = uv_prepare_start(&h->prepare, on_prepare))) goto not_started;
+    if ((r = uv_check_init(loop, &h->check))) goto no_check;
+    h->check.data = h;
+    if ((r = uv_prepare_start(&h->prepare, on_prepare)) ||
+        (r = uv_check_start(&h->check, on_check)))
+        goto not_started;
     uv_unref((uv_handle_t *)&h->prepare); /* flushing alone is no reason to keep the loop alive */
+    uv_unref((uv_handle_t *)&h->check);
     nh_host_config_changed(h);
     uv_unref((uv_handle_t *)&h->timers.uv); /* sessions and listeners keep the loop alive */
     return 0;
 
     /* What was set up is closed again (its close callbacks run with the loop's next turn). */
 not_started:
+    uv_close((uv_handle_t *)&h->check, NULL);
+no_check:
     uv_close((uv_handle_t *)&h->prepare, NULL);
 no_prepare:
     nh_timers_close(&h->timers, NULL);
@@ -151,6 +165,7 @@ void nh_host_free(nh_host_t *h) {
     nh_conn_flush_all(h);
     nh_timers_close(&h->timers, NULL);
     close_if_open((uv_handle_t *)&h->prepare);
+    close_if_open((uv_handle_t *)&h->check);
     nh_metrics_http_close(h->metrics_http);
     nh_console_close(h->console);
     if (h->signals_on) {

@@ -79,6 +79,7 @@ struct nh_host {
     nh_timers_t timers;
     nh_timer_t sweep; /* heartbeats, heartbeat and handshake timeouts */
     uv_prepare_t prepare;
+    uv_check_t check;
     uv_signal_t sigint, sigterm, sighup;
     nh_chunk_pool_t pool;
     /* WebSocket connections' states given back between frames, for the next read (transport_ws.c:

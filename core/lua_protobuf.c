@@ -658,6 +658,7 @@ typedef struct core_route {
     lschema_t *ls; /* the userdata at [1] */
     int enums_as_numbers;
 } core_route_t;
+/* ([2] held the enum flag, now in core_route_t: left unused) */
 enum { CORE_SCHEMA = 1, CORE_ENCODER = 3, CORE_NAMES = 4 };
 static int core_encode_protected(lua_State *L);
 

@@ -229,6 +229,23 @@ describe("protobuf serializer", function()
     assert.same({ { msg = "a", seq = 1 }, { msg = "b", seq = 2 } }, got)
   end)
 
+  it("the core decodes and encodes with the schema of the serializer set last", function()
+    -- a second schema whose fields sit at the same indexes as game.proto's under other names
+    -- (core/lua_protobuf.c keeps the names per schema): the core's path takes the new one's
+    server = nt.start(MAIN)
+    local path = os.tmpname() .. ".proto"
+    local f = assert(io.open(path, "w"))
+    f:write('syntax = "proto3"; package other; message Ask { string note = 1; int64 n = 2; }\n')
+    f:close()
+    local other = nano.protobuf { proto = path, routes = { ["Echo.back"] = { request = "Ask", response = "Ask" } } }
+    os.remove(path)
+    nano.register({ back = function(_, _, msg) return { note = msg.note .. "!", n = msg.n + 1 } end }, { name = "Echo" })
+    nano.set_serializer(other)
+    local c = client.connect(server.host, server.port, { serializer = other })
+    assert.same({ note = "x!", n = 6 }, c:request("Echo.back", { note = "x", n = 5 }))
+    c:close()
+  end)
+
   it("pushes are encoded by route", function()
     server = nt.start(MAIN)
     local c = server:connect()

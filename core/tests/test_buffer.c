@@ -300,6 +300,17 @@ static void drained_segment_arrays_are_reused_through_the_pool(void) {
     CHECK(pool.nseg_arrays == NH_SEG_CACHE - 1);
     nh_outq_free(&a);
     CHECK(pool.nseg_arrays == NH_SEG_CACHE);
+    /* a burst's arrays go back to malloc past NH_SEG_KEEP (the host's sweep); a second shrink
+     * keeps what the first kept */
+    nh_chunk_pool_shrink(&pool);
+    CHECK(pool.nseg_arrays == NH_SEG_KEEP);
+    nh_chunk_pool_shrink(&pool);
+    CHECK(pool.nseg_arrays == NH_SEG_KEEP);
+    for (int i = 0; i < NH_SEG_KEEP; i++) /* and the kept ones are still a list */
+        CHECK(nh_outq_share(&many[i], big, 0, 1) == 0 && many[i].cap == NH_SEG_FIRST);
+    CHECK(pool.nseg_arrays == 0 && pool.seg_arrays == NULL);
+    for (int i = 0; i < NH_SEG_KEEP; i++)
+        nh_outq_consume(&many[i], 1);
     nh_buf_unref(big);
     nh_outq_free(&b);
     nh_chunk_pool_free(&pool); /* frees the cached arrays */
@@ -430,6 +441,8 @@ static void gathering_small_messages_makes_one_segment(void) {
     for (int i = 0; i < 3; i++)
         CHECK(nh_outq_share(&q, pkt, 0, 8) == 0);
     CHECK(pool.ngather_blocks == 3 && q.own != NULL);
+    nh_chunk_pool_shrink(&pool); /* under NH_GATHER_KEEP: all kept */
+    CHECK(pool.ngather_blocks == 3);
     nh_outq_consume(&q, q.bytes);
     CHECK(nh_outq_copy(&q, "x", 1) == 0 && q.segs[q.head].buf == pool.arena);
     nh_outq_free(&q);

@@ -196,8 +196,8 @@ end
 -- it resumes itself (host.h: nh_host_handler_thread) and reuses when the function returns, so a
 -- handler that does not wait costs no coroutine.resume, no yield and no table write here. The
 -- dispatcher calls this first: the thread's task is made once and kept with it. When a handler
--- waits, the thread is left to that wait; step() resumes it like any task, and stepped() gives
--- it back to the core once it has finished (or drops it if it failed).
+-- waits, the thread is left to that wait; step() resumes it like any task, core.resume gives it
+-- back to the core once it has finished, and stepped_core() drops it if it failed.
 -- co is the running thread, which the core passes with each message: coroutine.running() is not
 -- compiled by the JIT, and a call to it costs the dispatcher ~200 instructions (a trace exit).
 -- nano's dispatcher runs handlers unprotected on the core's threads: fn(t, err, traceback) answers
