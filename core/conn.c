@@ -343,8 +343,10 @@ static int try_write(nh_conn_t *c, const uv_buf_t *iov, unsigned n) {
     if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) return UV_EBADF;
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = n};
     long r;
-    do
-        r = syscall(SYS_sendmsg, fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    do /* one buffer (a read's responses, usually): send, without sendmsg's header to copy */
+        r = n == 1 ? syscall(SYS_sendto, fd, iov[0].base, iov[0].len, MSG_NOSIGNAL | MSG_DONTWAIT,
+                             NULL, 0)
+                   : syscall(SYS_sendmsg, fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (r < 0 && errno == EINTR);
     if (r >= 0) return (int)r; /* what a queue holds fits an int, as for uv_try_write */
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return UV_EAGAIN;
