@@ -647,8 +647,8 @@ static int l_codec(lua_State *L) {
 /* ---- the core's own use: a serializer's message types by route, read and written in C ----
  * A "core types" table maps each route to its core_route_t (a userdata: the message type, its
  * schema and whether enums decode as numbers, read with one lookup) and holds the schema (which
- * keeps the types alive) at [1], the encoder's protected half at [3] and the schema's field names
- * (push_name) at [4] (integer keys, as light userdata keys cost an interning each time they are
+ * keeps the types alive) at [1], the encoder's protected half at [2] and the schema's field names
+ * (push_name) at [3] (integer keys, as light userdata keys cost an interning each time they are
  * pushed, and a C function pushed anew an allocation; routes are strings). The core's dispatch
  * decodes a request's payload with one (core.set_predecode) and encodes the response a handler
  * returned with one (the dispatcher returns it: lua_host.c), without a Lua string of the bytes or
@@ -658,8 +658,7 @@ typedef struct core_route {
     lschema_t *ls; /* the userdata at [1] */
     int enums_as_numbers;
 } core_route_t;
-/* ([2] held the enum flag, now in core_route_t: left unused) */
-enum { CORE_SCHEMA = 1, CORE_ENCODER = 3, CORE_NAMES = 4 };
+enum { CORE_SCHEMA = 1, CORE_ENCODER = 2, CORE_NAMES = 3 };
 static int core_encode_protected(lua_State *L);
 
 /* schema:core_types({ [route] = type name }, enums_as_numbers) -> the core types table */

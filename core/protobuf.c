@@ -458,7 +458,6 @@ struct nh_pb_schema {
     int pomelo; /* the pomelo-protobuf flavour (set by finish) */
     load_msg_t *msgs;
     size_t nmsgs, cap_msgs;
-    size_t nfields; /* of all messages: the fields' indexes (set by resolve) */
     nh_pb_enum_t *enums;
     size_t nenums, cap_enums;
 };
@@ -783,10 +782,10 @@ static int resolve(loader_t *ld) {
                 return fail(ld, NH_EPB_SCHEMA, "%s: field number %u used twice", lm->m.full_name,
                             lm->m.fields[j].number);
     }
-    s->nfields = 0;
+    uint32_t index = 0;
     for (size_t i = 0; i < s->nmsgs; i++)
         for (size_t j = 0; j < s->msgs[i].m.nfields; j++)
-            s->msgs[i].m.fields[j].index = (uint32_t)s->nfields++;
+            s->msgs[i].m.fields[j].index = index++;
     return 0;
 }
 
@@ -909,10 +908,6 @@ const nh_pb_message_t *nh_pb_schema_message(const nh_pb_schema_t *s, const char 
 
 size_t nh_pb_schema_message_count(const nh_pb_schema_t *s) {
     return s->nmsgs;
-}
-
-size_t nh_pb_schema_field_count(const nh_pb_schema_t *s) {
-    return s->nfields;
 }
 
 const nh_pb_message_t *nh_pb_schema_message_at(const nh_pb_schema_t *s, size_t i) {

@@ -86,8 +86,9 @@ typedef struct nh_pb_field {
     uint8_t any_wire;               /* pomelo-protobuf: a tag's wire type is not trusted (its
                                        browser build writes 2 for a uInt32); decode by the type */
     int32_t oneof;                  /* index of the real oneof in the message, -1 for none */
-    uint32_t index;                 /* 0 .. nh_pb_schema_field_count() - 1, one per field of the
-                                       schema: for a caller's own data per field */
+    uint32_t index;                 /* 0, 1, ... over the schema's fields, message by message in
+                                       nh_pb_schema_message_at order: a caller's own data per
+                                       field */
     const nh_pb_message_t *message; /* type of a message field (a map's entry type) */
     const nh_pb_enum_t *enumt;      /* type of an enum field */
 } nh_pb_field_t;
@@ -136,7 +137,6 @@ int nh_pb_schema_finish(nh_pb_schema_t *s, int flavour, char *err, size_t errlen
  * that name, by its last component ("Msg"). NULL when none (or several) match. */
 const nh_pb_message_t *nh_pb_schema_message(const nh_pb_schema_t *s, const char *name);
 size_t nh_pb_schema_message_count(const nh_pb_schema_t *s);
-size_t nh_pb_schema_field_count(const nh_pb_schema_t *s); /* of all its messages */
 const nh_pb_message_t *nh_pb_schema_message_at(const nh_pb_schema_t *s, size_t i);
 
 const nh_pb_field_t *nh_pb_field_by_number(const nh_pb_message_t *m, uint32_t number);

@@ -114,8 +114,8 @@ local function stepped_core(t, ok, finished, marker)
   end
   if finished then t.status = "done" end
 end
+-- Any other task (spawn, _run: run_loop's DONE protocol); core threads go to stepped_core.
 local function stepped(t, ok, finished, marker, ...)
-  if t.core_thread then return stepped_core(t, ok, finished, marker) end
   if marker == DONE then
     finish(t, ...)
     if t.reusable then
