@@ -61,7 +61,8 @@ nh_session_t *nh_lua_to_session(lua_State *L, int idx);
 /* The dispatch hook's returned response (core.set_hook's on_unsent, lua_host.c): T's results
  * (value, empty_array, route) sent as the response to request id of s, nothing for a nil value;
  * the value is JSON, or protobuf when the second is a core types table (nh_lua_pb_core_encode);
- * one that does not encode or is too big goes to the hook's on_unsent. 0, or -1 when it was not
+ * or the text is written already: (json_codec.flat_mark, value, route), nh_lua_json_flat_take.
+ * One that does not encode or is too big goes to the hook's on_unsent. 0, or -1 when it was not
  * answered (on_unsent failed, or there is none): the caller answers 500. */
 int nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t id);
 /* The same, but never raises: NULL also when idx is not a session. For loops that hold C
@@ -96,6 +97,10 @@ const char *nh_lua_json_encode(lua_State *L, int idx, const char *empty, size_t 
 /* Pushes the value nano.json_codec's decode reads from the text and returns 1; 0, with nothing
  * pushed, where decode declines (not plain JSON: lua-cjson's business). Raises only when out of
  * memory. keys: the cache object keys are pushed through (lua_strcache.h), or NULL. */
+/* The text nano's dispatcher wrote with nano.json_codec's flat writer, when mark is the writer's
+ * (json_codec.flat_mark, which the dispatcher returns to the core in the response's place): valid
+ * until the dispatcher writes the next. NULL for any other pointer, or when the writing failed. */
+const char *nh_lua_json_flat_take(const void *mark, size_t *len);
 struct nh_strcache;
 int nh_lua_json_decode(lua_State *L, const char *s, size_t len, struct nh_strcache *keys);
 int nh_lua_open_nats(lua_State *L);    /* `nano.nats_core` (lua_nats.c): the module table */

@@ -247,18 +247,27 @@ static nh_session_t *check_push(lua_State *L, nh_msg_t *m) {
 }
 
 int nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t id) {
-    if (lua_isnil(T, 1)) return 0;
+    int first = lua_type(T, 1);
+    if (first == LUA_TNIL) return 0;
     if (lua_gettop(T) != 3) lua_settop(T, 3); /* nano's dispatcher returns three */
     nh_msg_t m = {.type = NH_MSG_RESPONSE, .id = id};
-    int marker = lua_type(T, 2);
-    if (marker == LUA_TTABLE) { /* a protobuf serializer's core types: the route's type */
-        m.payload = nh_lua_pb_core_encode(T, 2, 3, 1, &m.payload_len);
+    if (first == LUA_TLIGHTUSERDATA && (m.payload = (const uint8_t *)nh_lua_json_flat_take(
+                                            lua_touserdata(T, 1), &m.payload_len))) {
+        /* the dispatcher wrote the text (its flat writer), the value second */
+        if (send_response(s, &m) != UV_E2BIG) return 0;
+        lua_pushvalue(T, 2);
+        lua_replace(T, 1); /* the value, for on_unsent below */
     } else {
-        size_t empty_len = 0;
-        const char *empty = marker == LUA_TSTRING ? lua_tolstring(T, 2, &empty_len) : NULL;
-        m.payload = (const uint8_t *)nh_lua_json_encode(T, 1, empty, empty_len, &m.payload_len);
+        int marker = lua_type(T, 2);
+        if (marker == LUA_TTABLE) { /* a protobuf serializer's core types: the route's type */
+            m.payload = nh_lua_pb_core_encode(T, 2, 3, 1, &m.payload_len);
+        } else {
+            size_t empty_len = 0;
+            const char *empty = marker == LUA_TSTRING ? lua_tolstring(T, 2, &empty_len) : NULL;
+            m.payload = (const uint8_t *)nh_lua_json_encode(T, 1, empty, empty_len, &m.payload_len);
+        }
+        if (m.payload && send_response(s, &m) != UV_E2BIG) return 0;
     }
-    if (m.payload && send_response(s, &m) != UV_E2BIG) return 0;
     /* on_unsent(session, id, value, route, size | nil): the Lua side answers it (logged there);
      * should that fail, the caller's 500 answers instead */
     lua_State *L = h->L;

@@ -400,6 +400,91 @@ static void put_value(enc_t *e, int idx, int top, int depth) {
 #define JBUF_MT "nano.json_codec.buffer"
 #define JBUF_KEEP (64 * 1024) /* a buffer grown past this by one big message is not kept */
 
+/* ---- the flat object writer: nano's dispatcher writes a reply's members through the FFI ----
+ *
+ * Most replies a game returns are one table of string keys and number, string or boolean values.
+ * nano's dispatcher (lua/nano/init.lua: flat_reply) walks such a table itself, in Lua the JIT
+ * compiles, with `next`, and hands each member to these functions through the FFI, which the
+ * trace calls directly: no trace exit, and none of the ~20 instructions a C API call costs
+ * (put_table pays one for each lua_next, lua_type, lua_tolstring and lua_tonumber of a member).
+ * The text is encode's, byte for byte: the same put_string and put_number, members in `next`
+ * order (lua_next's), '{' before the first and ',' between them, '}' after ("{}" for none).
+ * Anything else (a nested
+ * table, a key that is not a string, NaN or Inf, the empty-array marker) the dispatcher leaves to
+ * encode, by returning the table to the core as before. The text stays in flat_buf until the next
+ * flat_begin; the dispatcher returns flat_buf's address (its mark) to the core, which takes the
+ * text with nh_lua_json_flat_take. */
+static jbuf_t flat_buf;
+static enc_t flat_enc = {NULL, &flat_buf, NULL, 0, 1, 0}; /* quiet: never raises (no lua_State) */
+
+static void flat_begin(void) {
+    if (flat_buf.cap > JBUF_KEEP) { /* one big reply does not keep its buffer */
+        free(flat_buf.data);
+        flat_buf.data = NULL;
+        flat_buf.cap = 0;
+    }
+    flat_buf.len = 0;
+    flat_enc.failed = 0;
+}
+
+static void flat_key(int first, const char *k, size_t kl) {
+    putc_(&flat_enc, first ? '{' : ',');
+    put_string(&flat_enc, k, kl);
+    putc_(&flat_enc, ':');
+}
+
+static int flat_num(int first, const char *k, size_t kl, double x) {
+    if (!isfinite(x)) return 0; /* encode's error to raise */
+    flat_key(first, k, kl);
+    put_number(&flat_enc, x, 0);
+    return !flat_enc.failed;
+}
+
+static int flat_str(int first, const char *k, size_t kl, const char *s, size_t sl) {
+    flat_key(first, k, kl);
+    put_string(&flat_enc, s, sl);
+    return !flat_enc.failed;
+}
+
+static int flat_bool(int first, const char *k, size_t kl, int b) {
+    flat_key(first, k, kl);
+    if (b)
+        put(&flat_enc, "true", 4);
+    else
+        put(&flat_enc, "false", 5);
+    return !flat_enc.failed;
+}
+
+static int flat_end(int none) {
+    if (none) putc_(&flat_enc, '{');
+    putc_(&flat_enc, '}');
+    return !flat_enc.failed;
+}
+
+/* The functions as lua/nano/init.lua declares them (ffi.cdef "struct nh_json_flat"): keep the
+ * two in step. */
+static const struct nh_json_flat {
+    void (*begin)(void);
+    int (*num)(int first, const char *k, size_t kl, double x);
+    int (*str)(int first, const char *k, size_t kl, const char *s, size_t sl);
+    int (*boolean)(int first, const char *k, size_t kl, int b);
+    int (*finish)(int none);
+} flat_fns = {flat_begin, flat_num, flat_str, flat_bool, flat_end};
+
+static double flat_taken; /* texts the core took (json_codec.flat_taken(): for specs) */
+
+const char *nh_lua_json_flat_take(const void *mark, size_t *len) {
+    if (mark != &flat_buf || flat_enc.failed || !flat_buf.len) return NULL;
+    flat_taken++;
+    *len = flat_buf.len;
+    return flat_buf.data;
+}
+
+static int l_flat_taken(lua_State *L) {
+    lua_pushnumber(L, flat_taken);
+    return 1;
+}
+
 static int jbuf_gc(lua_State *L) {
     jbuf_t *b = luaL_checkudata(L, 1, JBUF_MT);
     free(b->data);
@@ -911,5 +996,12 @@ int nh_lua_open_json(lua_State *L) {
     lua_setmetatable(L, -2);
     lua_pushcclosure(L, l_decode, 1);
     lua_setfield(L, -2, "decode");
+    /* the flat writer (above): its functions, and the mark the dispatcher returns for its text */
+    lua_pushlightuserdata(L, (void *)&flat_fns);
+    lua_setfield(L, -2, "flat_writer");
+    lua_pushlightuserdata(L, (void *)&flat_buf);
+    lua_setfield(L, -2, "flat_mark");
+    lua_pushcfunction(L, l_flat_taken);
+    lua_setfield(L, -2, "flat_taken");
     return 1;
 }

@@ -73,6 +73,55 @@ describe("a handler's response", function()
     assert.equal(123, c:request("Resp.value", {}).n)
   end)
 
+  -- A table of string keys and number, string or boolean values, up to 8 of them, is written by
+  -- the dispatcher through the FFI (init.lua's flat_reply, lua_json.c's flat writer); anything
+  -- else by the core's encoder. Both must write the same text.
+  it("that is a flat table is written by the dispatcher, byte for byte the encoder's text", function()
+    local codec = require "nano.json_codec"
+    local flat = {
+      {}, { n = 123 }, { neg = -7, z = -0.0, f = 0.1, tiny = 5e-324, big = 2 ^ 53 + 2, huge = 1.5e300 },
+      { s = 'a"b\\c/\n\0\127ë\u{1F600}', e = "", t = true, f = false },
+      { ['k"\\/\n'] = 1, ["ü"] = "v", [""] = 0 },
+      { a = 1, b = 2, c = 3, d = 4, e = 5, f = 6, g = 7, h = 8 },
+    }
+    local not_flat = {
+      { a = 1, b = 2, c = 3, d = 4, e = 5, f = 6, g = 7, h = 8, i = 9 }, -- more than 8
+      { x = 1, nested = { y = 2 } }, { 1, 2, 3 }, { [1] = 1, s = "s" }, { l = json.empty_array },
+      { n = json.null },
+    }
+    local Flat = {}
+    local current
+    function Flat:reply() return current end
+    nano.register(Flat, { name = "Flat" })
+    local c = server:connect({ serializer = AS_BYTES })
+    for i, t in ipairs(flat) do
+      current = t
+      local before = codec.flat_taken()
+      assert.equal(json.marshal(t), c:request("Flat.reply", {}), "flat table " .. i)
+      assert.equal(before + 1, codec.flat_taken(), "flat table " .. i .. " written by the dispatcher")
+    end
+    for i, t in ipairs(not_flat) do
+      current = t
+      local before = codec.flat_taken()
+      assert.equal(json.marshal(t), c:request("Flat.reply", {}), "table " .. i)
+      assert.equal(before, codec.flat_taken(), "table " .. i .. " left to the encoder")
+    end
+  end)
+
+  it("that is flat but over the packet limit is answered as the encoder's would be", function()
+    lines = U.capture_logs()
+    local Flat = {}
+    function Flat:big() return { s = string.rep("x", 0xFFFFFF) } end
+    nano.register(Flat, { name = "Flat" })
+    local c = server:connect()
+    local before = require("nano.json_codec").flat_taken()
+    local _, err = c:try_request("Flat.big", {})
+    assert.equal(before + 1, require("nano.json_codec").flat_taken()) -- written by the dispatcher
+    assert.same({ code = 500, msg = "response too large" }, err)
+    assert.truthy(U.find(lines, "Flat.big"))
+    assert.equal(123, c:request("Resp.value", {}).n) -- and the session goes on
+  end)
+
   it("goes through json.marshal and json.unmarshal when a script has wrapped them", function()
     local marshal, unmarshal = json.marshal, json.unmarshal
     local seen = {}

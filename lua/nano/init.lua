@@ -1026,11 +1026,81 @@ local function handler_done()
 end
 
 
+-- A reply the dispatcher returns to the core as JSON (empty: the serializer's empty-array marker)
+-- that is one table of string keys and number, string or boolean values is written here, by the
+-- json codec's flat writer (lua_json.c) called through the FFI: the JIT compiles these calls into
+-- the dispatcher's trace, where the core's encoder reads the table through a C API call per key,
+-- type and value (docs/benchmarks.md, tenth pass). The text is the encoder's, byte for byte. The
+-- core then gets (flat_mark, value, route) and sends the text (nh_lua_send_returned); any other
+-- value, or a member this does not write, goes back as (value, empty, route) for the core to
+-- encode as before.
+local flat_reply
+do
+  local has_codec, codec = pcall(require, "nano.json_codec")
+  local ok_ffi, ffi = pcall(require, "ffi")
+  if has_codec and ok_ffi and codec.flat_writer then
+    pcall(ffi.cdef, [[
+      struct nh_json_flat {
+        void (*begin)(void);
+        int (*num)(int first, const char *k, size_t kl, double x);
+        int (*str)(int first, const char *k, size_t kl, const char *s, size_t sl);
+        int (*boolean)(int first, const char *k, size_t kl, int b);
+        int (*finish)(int none);
+      };
+    ]])
+    local W = ffi.cast("const struct nh_json_flat *", codec.flat_writer)
+    local MARK = codec.flat_mark
+    -- One member (first: 1 for the first, else 0); false when it is not one to write here.
+    local function member(first, k, v, empty)
+      if type(k) ~= "string" then return false end
+      local tv = type(v)
+      if tv == "number" then return W.num(first, k, #k, v) ~= 0 end
+      if tv == "string" then return v ~= empty and W.str(first, k, #k, v, #v) ~= 0 end
+      if tv == "boolean" then return W.boolean(first, k, #k, v and 1 or 0) ~= 0 end
+      return false
+    end
+    -- true when t was written whole: up to 8 members, in next's order (raw, as the encoder's
+    -- lua_next). Unrolled, not a loop: a loop inside the dispatcher's trace aborts it ("inner loop
+    -- in root trace") and leaves the whole dispatcher to the interpreter; a table of more members
+    -- is the encoder's.
+    local function write_flat(t, empty)
+      W.begin()
+      local k, v = next(t)
+      if k == nil then return W.finish(1) ~= 0 end
+      if not member(1, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 2
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 3
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 4
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 5
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 6
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 7
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 8
+      if not member(0, k, v, empty) then return false end
+      return next(t, k) == nil and W.finish(0) ~= 0
+    end
+    flat_reply = function(res, empty, rroute)
+      if type(empty) == "string" and type(res) == "table" and write_flat(res, empty) then
+        return MARK, res, rroute
+      end
+      return res, empty, rroute
+    end
+  else
+    flat_reply = function(res, empty, rroute) return res, empty, rroute end
+  end
+end
+
 -- handle_one's and handle_in_order's ends are functions of their own for the reason handled's is.
+-- Their results go back to the core that resumed the thread (flat_reply: the reply's text).
 local function one_done(t, res, empty, rroute)
   t.work = false
   handler_done()
-  return res, empty, rroute
+  return flat_reply(res, empty, rroute)
 end
 
 -- A task that handles one message of a concurrent component. t.work says, should the thread
@@ -1074,7 +1144,7 @@ local function in_order_done(t, q, s, id, res, empty, rroute)
   if q.tail ~= 0 then q.head, q.tail = 0, 0 end -- (a queue that was used: two stores less a message)
   q.busy, q.task = false, false
   handler_done()
-  return res, empty, rroute
+  return flat_reply(res, empty, rroute)
 end
 
 -- A session's worker: handles its message, then the ones queued behind it meanwhile, in order.
