@@ -296,9 +296,14 @@ static int c_respond(lua_State *L) {
 }
 
 /* The value at index 3 as nano.json writes it (the empty-array marker at 4) into m's payload;
- * 0, nothing set, when it does not encode. */
+ * 0, nothing set, when it does not encode. A value that is json_codec.flat_mark stands for the
+ * text nano's flat writer has just written (lua/nano/init.lua: flat_or): that text. */
 static int json_payload(lua_State *L, nh_msg_t *m) {
     luaL_checkany(L, 3);
+    if (lua_type(L, 3) == LUA_TLIGHTUSERDATA && /* the text the flat writer wrote (lua_json.c) */
+        (m->payload =
+             (const uint8_t *)nh_lua_json_flat_take(lua_touserdata(L, 3), &m->payload_len)))
+        return 1;
     size_t empty_len = 0;
     const char *empty = lua_type(L, 4) == LUA_TSTRING ? lua_tolstring(L, 4, &empty_len) : NULL;
     m->payload = (const uint8_t *)nh_lua_json_encode(L, 3, empty, empty_len, &m->payload_len);

@@ -108,6 +108,24 @@ describe("a handler's response", function()
     end
   end)
 
+  it("that is flat is the flat writer's text after a wait and in s:push too", function()
+    local codec = require "nano.json_codec"
+    local T = { n = -12.5, s = 'q"/\n', ok = true }
+    local Flat = {}
+    function Flat:waited() nano.sleep(0) return T end
+    nano.register(Flat, { name = "Flat" })
+    local c = server:connect({ serializer = AS_BYTES })
+    local before = codec.flat_taken()
+    assert.equal(json.marshal(T), c:request("Flat.waited", {})) -- core.respond_value's
+    assert.equal(before + 1, codec.flat_taken())
+    assert.is_true(c:session():push("onFlat", T)) -- core.push_value's
+    assert.equal(json.marshal(T), select(2, c:wait_push("onFlat")))
+    assert.equal(before + 2, codec.flat_taken())
+    assert.is_true(c:session():push("onNested", { t = T })) -- not flat: the encoder's
+    assert.equal(json.marshal({ t = T }), select(2, c:wait_push("onNested")))
+    assert.equal(before + 2, codec.flat_taken())
+  end)
+
   it("that is flat but over the packet limit is answered as the encoder's would be", function()
     lines = U.capture_logs()
     local Flat = {}

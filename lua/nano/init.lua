@@ -302,6 +302,74 @@ local function core_sends(ser, v)
   return core_encodes(ser) and not outbound and not S.debug and v ~= nil and not rawget(raw_bytes, v)
 end
 
+-- A JSON value the core sends (a reply, a push) that is one table of string keys and number,
+-- string or boolean values, up to 8 of them, is written here by the JSON codec's flat writer
+-- (lua_json.c), called through the FFI: the JIT compiles these calls into the caller's trace,
+-- where the core's encoder reads the table through a C API call per key, type and value
+-- (docs/benchmarks.md, tenth pass). The text is the encoder's, byte for byte. write_flat(t, empty)
+-- -> true when t was written whole; the core then takes the text where it is given FLAT_MARK in
+-- the value's place (core.respond_value, core.push_value, or returned by the dispatcher). Anything
+-- else (a nested table, a key that is not a string, NaN, the empty-array marker `empty`, more
+-- members) is left to the core's encoder: false.
+local write_flat, FLAT_MARK
+do
+  local has_codec, codec = pcall(require, "nano.json_codec")
+  local has_ffi, ffi = pcall(require, "ffi")
+  if has_codec and has_ffi and codec.flat_writer then
+    pcall(ffi.cdef, [[
+      struct nh_json_flat {
+        void (*begin)(void);
+        int (*num)(int first, const char *k, size_t kl, double x);
+        int (*str)(int first, const char *k, size_t kl, const char *s, size_t sl);
+        int (*boolean)(int first, const char *k, size_t kl, int b);
+        int (*finish)(int none);
+      };
+    ]])
+    local W = ffi.cast("const struct nh_json_flat *", codec.flat_writer)
+    FLAT_MARK = codec.flat_mark
+    -- One member (first: 1 for the first, else 0); false when it is not one to write here.
+    local function member(first, k, v, empty)
+      if type(k) ~= "string" then return false end
+      local tv = type(v)
+      if tv == "number" then return W.num(first, k, #k, v) ~= 0 end
+      if tv == "string" then return v ~= empty and W.str(first, k, #k, v, #v) ~= 0 end
+      if tv == "boolean" then return W.boolean(first, k, #k, v and 1 or 0) ~= 0 end
+      return false
+    end
+    -- Members in next's order (raw, as the encoder's lua_next). Unrolled, not a loop: a loop in
+    -- the dispatcher's trace aborts it ("inner loop in root trace"), which leaves the whole
+    -- dispatcher to the interpreter.
+    write_flat = function(t, empty)
+      W.begin()
+      local k, v = next(t)
+      if k == nil then return W.finish(1) ~= 0 end
+      if not member(1, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 2
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 3
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 4
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 5
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 6
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 7
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 8
+      if not member(0, k, v, empty) then return false end
+      return next(t, k) == nil and W.finish(0) ~= 0
+    end
+  else
+    write_flat = function() return false end
+  end
+end
+-- v, or FLAT_MARK when the flat writer wrote it (for core.respond_value and core.push_value)
+local function flat_or(v, empty)
+  if type(v) == "table" and write_flat(v, empty) then return FLAT_MARK end
+  return v
+end
+
 -- v's bytes for route and kind -> true, bytes | false, err: nano.raw's own, else the serializer's
 -- non-raising encoder (called as it is: see fast_encoder), else its marshal under pcall, which
 -- also says why v does not serialize.
@@ -350,7 +418,8 @@ function session.push(s, route, v)
   -- ends a JIT trace, and one inside a pcall'd function is not compiled after it)
   local ser = serializer_of(s)
   if core_sends(ser, v) then
-    local ok, err = push_value(s, route_code(route), v, ser.empty_array)
+    local empty = ser.empty_array
+    local ok, err = push_value(s, route_code(route), flat_or(v, empty), empty)
     if ok ~= false then return ok, err end
   end
   local ok, payload = serialize(s, ser, v, route, "push")
@@ -844,7 +913,7 @@ end
 -- res sent as the core's JSON by one call (core.respond_value), and respond_rest when it did not
 -- encode or was too big.
 local function respond_json(s, id, route, ser, res, empty)
-  local sent, why, size = respond_value(s, id, res, empty)
+  local sent, why, size = respond_value(s, id, flat_or(res, empty), empty)
   if sent ~= false and why ~= "message too big" then return end
   return respond_rest(s, id, route, ser, res, sent, why, size)
 end
@@ -1026,73 +1095,15 @@ local function handler_done()
 end
 
 
--- A reply the dispatcher returns to the core as JSON (empty: the serializer's empty-array marker)
--- that is one table of string keys and number, string or boolean values is written here, by the
--- json codec's flat writer (lua_json.c) called through the FFI: the JIT compiles these calls into
--- the dispatcher's trace, where the core's encoder reads the table through a C API call per key,
--- type and value (docs/benchmarks.md, tenth pass). The text is the encoder's, byte for byte. The
--- core then gets (flat_mark, value, route) and sends the text (nh_lua_send_returned); any other
--- value, or a member this does not write, goes back as (value, empty, route) for the core to
--- encode as before.
-local flat_reply
-do
-  local has_codec, codec = pcall(require, "nano.json_codec")
-  local ok_ffi, ffi = pcall(require, "ffi")
-  if has_codec and ok_ffi and codec.flat_writer then
-    pcall(ffi.cdef, [[
-      struct nh_json_flat {
-        void (*begin)(void);
-        int (*num)(int first, const char *k, size_t kl, double x);
-        int (*str)(int first, const char *k, size_t kl, const char *s, size_t sl);
-        int (*boolean)(int first, const char *k, size_t kl, int b);
-        int (*finish)(int none);
-      };
-    ]])
-    local W = ffi.cast("const struct nh_json_flat *", codec.flat_writer)
-    local MARK = codec.flat_mark
-    -- One member (first: 1 for the first, else 0); false when it is not one to write here.
-    local function member(first, k, v, empty)
-      if type(k) ~= "string" then return false end
-      local tv = type(v)
-      if tv == "number" then return W.num(first, k, #k, v) ~= 0 end
-      if tv == "string" then return v ~= empty and W.str(first, k, #k, v, #v) ~= 0 end
-      if tv == "boolean" then return W.boolean(first, k, #k, v and 1 or 0) ~= 0 end
-      return false
-    end
-    -- true when t was written whole: up to 8 members, in next's order (raw, as the encoder's
-    -- lua_next). Unrolled, not a loop: a loop inside the dispatcher's trace aborts it ("inner loop
-    -- in root trace") and leaves the whole dispatcher to the interpreter; a table of more members
-    -- is the encoder's.
-    local function write_flat(t, empty)
-      W.begin()
-      local k, v = next(t)
-      if k == nil then return W.finish(1) ~= 0 end
-      if not member(1, k, v, empty) then return false end
-      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 2
-      if not member(0, k, v, empty) then return false end
-      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 3
-      if not member(0, k, v, empty) then return false end
-      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 4
-      if not member(0, k, v, empty) then return false end
-      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 5
-      if not member(0, k, v, empty) then return false end
-      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 6
-      if not member(0, k, v, empty) then return false end
-      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 7
-      if not member(0, k, v, empty) then return false end
-      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 8
-      if not member(0, k, v, empty) then return false end
-      return next(t, k) == nil and W.finish(0) ~= 0
-    end
-    flat_reply = function(res, empty, rroute)
-      if type(empty) == "string" and type(res) == "table" and write_flat(res, empty) then
-        return MARK, res, rroute
-      end
-      return res, empty, rroute
-    end
-  else
-    flat_reply = function(res, empty, rroute) return res, empty, rroute end
+-- A reply the dispatcher returns to the core as JSON (empty: the serializer's empty-array marker),
+-- written by the flat writer when it can be (write_flat, above): the core then gets
+-- (FLAT_MARK, value, route) and sends the text (nh_lua_send_returned); any other value goes back
+-- as (value, empty, route) for the core to encode.
+local function flat_reply(res, empty, rroute)
+  if type(empty) == "string" and type(res) == "table" and write_flat(res, empty) then
+    return FLAT_MARK, res, rroute
   end
+  return res, empty, rroute
 end
 
 -- handle_one's and handle_in_order's ends are functions of their own for the reason handled's is.
