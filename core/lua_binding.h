@@ -97,12 +97,14 @@ const char *nh_lua_json_encode(lua_State *L, int idx, const char *empty, size_t 
 /* Pushes the value nano.json_codec's decode reads from the text and returns 1; 0, with nothing
  * pushed, where decode declines (not plain JSON: lua-cjson's business). Raises only when out of
  * memory. keys: the cache object keys are pushed through (lua_strcache.h), or NULL. */
-/* The text nano's dispatcher wrote with nano.json_codec's flat writer, when mark is the writer's
- * (json_codec.flat_mark, which the dispatcher returns to the core in the response's place): valid
- * until the dispatcher writes the next. NULL for any other pointer, or when the writing failed. */
-const char *nh_lua_json_flat_take(const void *mark, size_t *len);
 struct nh_strcache;
 int nh_lua_json_decode(lua_State *L, const char *s, size_t len, struct nh_strcache *keys);
+/* The flat writer's text (lua_json.c; nano's Lua writes it through the FFI and hands the core
+ * json_codec.flat_mark in the value's place): the text when mark is the writer's and a finished
+ * text is there, which is then taken (a second take gets NULL); NULL otherwise. Valid until nano
+ * writes the next. nh_lua_json_is_flat_mark: whether p is the mark, taken or not. */
+const char *nh_lua_json_flat_take(const void *mark, size_t *len);
+int nh_lua_json_is_flat_mark(const void *p);
 int nh_lua_open_nats(lua_State *L);    /* `nano.nats_core` (lua_nats.c): the module table */
 int nh_lua_open_sqlite(lua_State *L);  /* `nano.sqlite_core` (lua_sqlite.c): the module table */
 int nh_lua_open_http(lua_State *L);    /* `nano.http_core` (lua_http.c): the module table */

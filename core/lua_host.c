@@ -144,7 +144,10 @@ static int c_config(lua_State *L) {
 /* set_hook(name, fn | nil [, on_unsent]). The dispatch hook with on_unsent may return a request's
  * response instead of sending it: (value, empty_array, route), which the core writes as nano.json
  * does (or, when the second is a protobuf serializer's core types table, as the route's response
- * type: lua_protobuf.c) and sends once the hook's thread has returned (lua_dispatch.c) — the
+ * type: lua_protobuf.c), or (json_codec.flat_mark, value, route) when nano's flat writer wrote the
+ * text already (lua_json.c; a hook around nano's dispatcher that writes JSON itself before it
+ * returns these has the value serialized by on_unsent instead), and sends once the hook's thread
+ * has returned (lua_dispatch.c) — the
  * dispatcher calls no C function for it, and each such call ends a JIT trace (docs/benchmarks.md).
  * Such a hook gets a ninth argument, true, for each request: only then may it return one (a
  * script's own hook around it, set without on_unsent, passes on eight, and its dispatcher then
@@ -251,12 +254,14 @@ int nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t i
     if (first == LUA_TNIL) return 0;
     if (lua_gettop(T) != 3) lua_settop(T, 3); /* nano's dispatcher returns three */
     nh_msg_t m = {.type = NH_MSG_RESPONSE, .id = id};
-    if (first == LUA_TLIGHTUSERDATA && (m.payload = (const uint8_t *)nh_lua_json_flat_take(
-                                            lua_touserdata(T, 1), &m.payload_len))) {
-        /* the dispatcher wrote the text (its flat writer), the value second */
-        if (send_response(s, &m) != UV_E2BIG) return 0;
+    if (first == LUA_TLIGHTUSERDATA && nh_lua_json_is_flat_mark(lua_touserdata(T, 1))) {
+        /* the dispatcher wrote the text (the flat writer), the value second; no finished text
+         * there (a script's hook around the dispatcher wrote another since): on_unsent, which
+         * serializes the value */
+        m.payload = (const uint8_t *)nh_lua_json_flat_take(lua_touserdata(T, 1), &m.payload_len);
         lua_pushvalue(T, 2);
         lua_replace(T, 1); /* the value, for on_unsent below */
+        if (m.payload && send_response(s, &m) != UV_E2BIG) return 0;
     } else {
         int marker = lua_type(T, 2);
         if (marker == LUA_TTABLE) { /* a protobuf serializer's core types: the route's type */
@@ -297,7 +302,8 @@ static int c_respond(lua_State *L) {
 
 /* The value at index 3 as nano.json writes it (the empty-array marker at 4) into m's payload;
  * 0, nothing set, when it does not encode. A value that is json_codec.flat_mark stands for the
- * text nano's flat writer has just written (lua/nano/init.lua: flat_or): that text. */
+ * text nano's flat writer has just written (lua/nano/init.lua: flat_or): that text; the mark
+ * without one does not encode (the caller serializes the value itself). */
 static int json_payload(lua_State *L, nh_msg_t *m) {
     luaL_checkany(L, 3);
     if (lua_type(L, 3) == LUA_TLIGHTUSERDATA && /* the text the flat writer wrote (lua_json.c) */

@@ -20,6 +20,9 @@
  *
  * format_number(x) -> the text encode writes for the number x.
  *
+ * flat_writer, flat_mark, flat_taken(): the flat object writer nano's own Lua calls through the
+ * FFI (below, "the flat object writer"); flat_taken() counts the texts the core took, for specs.
+ *
  * Rules (lua-cjson 2.1.0's): a table whose keys are all integers >= 1 is an array up to its
  * largest key (holes are null) unless it is excessively sparse (largest key over 10 and over
  * twice the key count), which makes it an object; every other table is an object, keys strings or
@@ -403,19 +406,22 @@ static void put_value(enc_t *e, int idx, int top, int depth) {
 /* ---- the flat object writer: nano's dispatcher writes a reply's members through the FFI ----
  *
  * Most replies a game returns are one table of string keys and number, string or boolean values.
- * nano's dispatcher (lua/nano/init.lua: flat_reply) walks such a table itself, in Lua the JIT
- * compiles, with `next`, and hands each member to these functions through the FFI, which the
- * trace calls directly: no trace exit, and none of the ~20 instructions a C API call costs
+ * nano (lua/nano/init.lua: write_flat, for the replies its dispatcher returns to the core, for a
+ * reply after a wait and for s:push) walks such a table itself, in Lua the JIT compiles, with
+ * `next`, and hands each member to these functions through the FFI, which the trace calls
+ * directly: no trace exit, and none of the ~20 instructions a C API call costs
  * (put_table pays one for each lua_next, lua_type, lua_tolstring and lua_tonumber of a member).
  * The text is encode's, byte for byte: the same put_string and put_number, members in `next`
  * order (lua_next's), '{' before the first and ',' between them, '}' after ("{}" for none).
- * Anything else (a nested
- * table, a key that is not a string, NaN or Inf, the empty-array marker) the dispatcher leaves to
- * encode, by returning the table to the core as before. The text stays in flat_buf until the next
- * flat_begin; the dispatcher returns flat_buf's address (its mark) to the core, which takes the
- * text with nh_lua_json_flat_take. */
+ * Anything else (a nested table, a key that is not a string, NaN or Inf, the empty-array marker)
+ * nano leaves to encode. A finished text stays in flat_buf until the next flat_begin; nano hands
+ * the core flat_buf's address (json_codec.flat_mark) in the value's place, and the core takes the
+ * text once with nh_lua_json_flat_take. */
 static jbuf_t flat_buf;
 static enc_t flat_enc = {NULL, &flat_buf, NULL, 0, 1, 0}; /* quiet: never raises (no lua_State) */
+/* 1 from a finished text (flat_end) until it is taken or a new one begun: a text half written (a
+ * member the writer gave up on) or taken already is never sent */
+static int flat_ready;
 
 static void flat_begin(void) {
     if (flat_buf.cap > JBUF_KEEP) { /* one big reply does not keep its buffer */
@@ -425,6 +431,7 @@ static void flat_begin(void) {
     }
     flat_buf.len = 0;
     flat_enc.failed = 0;
+    flat_ready = 0;
 }
 
 static void flat_key(int first, const char *k, size_t kl) {
@@ -458,7 +465,8 @@ static int flat_bool(int first, const char *k, size_t kl, int b) {
 static int flat_end(int none) {
     if (none) putc_(&flat_enc, '{');
     putc_(&flat_enc, '}');
-    return !flat_enc.failed;
+    flat_ready = !flat_enc.failed;
+    return flat_ready;
 }
 
 /* The functions as lua/nano/init.lua declares them (ffi.cdef "struct nh_json_flat"): keep the
@@ -473,8 +481,13 @@ static const struct nh_json_flat {
 
 static double flat_taken; /* texts the core took (json_codec.flat_taken(): for specs) */
 
+int nh_lua_json_is_flat_mark(const void *p) {
+    return p == &flat_buf;
+}
+
 const char *nh_lua_json_flat_take(const void *mark, size_t *len) {
-    if (mark != &flat_buf || flat_enc.failed || !flat_buf.len) return NULL;
+    if (mark != &flat_buf || !flat_ready) return NULL;
+    flat_ready = 0;
     flat_taken++;
     *len = flat_buf.len;
     return flat_buf.data;

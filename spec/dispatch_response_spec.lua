@@ -315,6 +315,20 @@ describe("a response the dispatcher returns to the core", function()
     assert.equal(2, #calls)
   end)
 
+  it("written by the flat writer is still the value's text when a hook around the dispatcher writes JSON before it returns", function()
+    local c = server:connect()
+    local dispatch = nano._dispatch
+    core.set_hook("dispatch", function(...)
+      local a, b, r = dispatch(...)
+      c:session():push("onState", { hp = 1 }) -- flat: a text of its own, taken by the push
+      return a, b, r
+    end, nano._unsent)
+    local res = c:request("Ret.after_push", { n = 5 })
+    assert.same({ n = 5 }, res) -- not the push's { hp = 1 }
+    assert.same({ hp = 1 }, select(2, c:wait_push("onState")))
+    assert.equal(0, c:stray_responses())
+  end)
+
   it("that on_unsent fails to answer is answered 500 by the core", function()
     core.set_hook("dispatch", function(s, mtype, id, route, payload, flags, co, pre, defer)
       if route == "Bad.fn" then return { f = print }, nil, route end

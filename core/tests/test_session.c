@@ -311,7 +311,11 @@ static void test_sends_through_the_ops(void) {
     nh_msg_t push = {.type = NH_MSG_PUSH, .route = "on", .route_len = 2};
     int n = nh_msg_write_header(b->data + NH_PKT_HEADER_LEN, &push);
     CHECK(n > 0 && NH_PKT_HEADER_LEN + n + 3 <= 32);
-    if (n <= 0 || NH_PKT_HEADER_LEN + n + 3 > 32) return; /* (a failed write is not copied past) */
+    if (n <= 0 || NH_PKT_HEADER_LEN + n + 3 > 32) { /* (a failed write is not copied past) */
+        nh_buf_unref(b);
+        mem_free(m);
+        return;
+    }
     memcpy(b->data + NH_PKT_HEADER_LEN + n, "[1]", 3);
     nh_pkt_write_header(b->data, NH_PKT_DATA, (size_t)n + 3);
     b->len = NH_PKT_HEADER_LEN + (uint32_t)n + 3;
