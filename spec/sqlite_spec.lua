@@ -134,13 +134,20 @@ describe("nano.sqlite", function()
       local a = assert(nano.sqlite.open(path))
       local b = assert(nano.sqlite.open(path, { busy_timeout = 0.1 }))
       assert(a:exec("CREATE TABLE k (v INTEGER)"))
+      local locked = false
       local holder = nano.spawn(function()
         a:transaction(function(tx)
           tx:exec("INSERT INTO k VALUES (1)") -- the write lock, held across a wait
+          locked = true
           nano.sleep(1)
         end)
       end)
-      nano.sleep(0.05)
+      -- until the holder has the lock (a fixed sleep lost the race on a loaded machine)
+      for _ = 1, 200 do
+        if locked then break end
+        nano.sleep(0.01)
+      end
+      assert(locked, "the holder never took the write lock")
       local _, e = b:exec("INSERT INTO k VALUES (2)")
       holder:wait()
       a:close(); b:close()
