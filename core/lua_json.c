@@ -405,22 +405,21 @@ static void put_value(enc_t *e, int idx, int top, int depth) {
 
 /* ---- the flat object writer: nano's dispatcher writes a reply's members through the FFI ----
  *
- * Most replies a game returns are one table of string keys and number, string or boolean values,
- * or of such tables one level down ({ player = { x =, y = }, ok = true }). nano
- * (lua/nano/init.lua: write_flat, for the replies its dispatcher returns to the core, for a
+ * Most replies a game returns are one table of string keys and number, string or boolean values.
+ * nano (lua/nano/init.lua: write_flat, for the replies its dispatcher returns to the core, for a
  * reply after a wait and for s:push) walks such a table itself, in Lua the JIT compiles, with
  * `next`, and hands each member to these functions through the FFI, which the trace calls
  * directly: no trace exit, and none of the ~20 instructions a C API call costs
  * (put_table pays one for each lua_next, lua_type, lua_tolstring and lua_tonumber of a member).
  * The text is encode's, byte for byte: the same put_string and put_number, members in `next`
  * order (lua_next's), '{' before the first and ',' between them, '}' after ("{}" for none).
- * Anything else (a table deeper down, an array, a key that is not a string, NaN or Inf, the
- * empty-array marker) nano leaves to encode. A finished text stays in flat_buf until the next
- * flat_begin; nano hands the core flat_buf's address (json_codec.flat_mark) in the value's place,
- * and the core takes the text once with nh_lua_json_flat_take. */
+ * Anything else (a nested table, a key that is not a string, NaN or Inf, the empty-array marker)
+ * nano leaves to encode. A finished text stays in flat_buf until the next flat_begin; nano hands
+ * the core flat_buf's address (json_codec.flat_mark) in the value's place, and the core takes the
+ * text once with nh_lua_json_flat_take. */
 static jbuf_t flat_buf;
 static enc_t flat_enc = {NULL, &flat_buf, NULL, 0, 1, 0}; /* quiet: never raises (no lua_State) */
-/* 1 from a finished text (flat_done) until it is taken or a new one begun: a text half written (a
+/* 1 from a finished text (flat_end) until it is taken or a new one begun: a text half written (a
  * member the writer gave up on) or taken already is never sent */
 static int flat_ready;
 
@@ -463,22 +462,9 @@ static int flat_bool(int first, const char *k, size_t kl, int b) {
     return !flat_enc.failed;
 }
 
-/* a member whose value is an object: its key; the object's members follow (the first writes its
- * '{'), then flat_close */
-static int flat_open(int first, const char *k, size_t kl) {
-    flat_key(first, k, kl);
-    return !flat_enc.failed;
-}
-
-/* an object's end: '}' after its members, "{}" for none */
-static int flat_close(int none) {
+static int flat_end(int none) {
     if (none) putc_(&flat_enc, '{');
     putc_(&flat_enc, '}');
-    return !flat_enc.failed;
-}
-
-/* the text is whole: the core may take it */
-static int flat_done(void) {
     flat_ready = !flat_enc.failed;
     return flat_ready;
 }
@@ -490,10 +476,8 @@ static const struct nh_json_flat {
     int (*num)(int first, const char *k, size_t kl, double x);
     int (*str)(int first, const char *k, size_t kl, const char *s, size_t sl);
     int (*boolean)(int first, const char *k, size_t kl, int b);
-    int (*open)(int first, const char *k, size_t kl);
-    int (*close)(int none);
-    int (*done)(void);
-} flat_fns = {flat_begin, flat_num, flat_str, flat_bool, flat_open, flat_close, flat_done};
+    int (*finish)(int none);
+} flat_fns = {flat_begin, flat_num, flat_str, flat_bool, flat_end};
 
 static double flat_taken; /* texts the core took (json_codec.flat_taken(): for specs) */
 

@@ -303,14 +303,14 @@ local function core_sends(ser, v)
 end
 
 -- A JSON value the core sends (a reply, a push) that is one table of string keys and number,
--- string or boolean values, or of such tables one level down, up to 8 members each, is written
--- here by the JSON codec's flat writer (lua_json.c), called through the FFI: the JIT compiles
--- these calls into the caller's trace, where the core's encoder reads the table through a C API
--- call per key, type and value (docs/benchmarks.md, tenth pass). The text is the encoder's, byte
--- for byte. write_flat(t, empty) -> true when t was written whole; the core then takes the text
--- where it is given FLAT_MARK in the value's place (core.respond_value, core.push_value, or
--- returned by the dispatcher). Anything else (a table deeper down, an array, a key that is not a
--- string, NaN, the empty-array marker `empty`, more members) is left to the core's encoder: false.
+-- string or boolean values, up to 8 of them, is written here by the JSON codec's flat writer
+-- (lua_json.c), called through the FFI: the JIT compiles these calls into the caller's trace,
+-- where the core's encoder reads the table through a C API call per key, type and value
+-- (docs/benchmarks.md, tenth pass). The text is the encoder's, byte for byte. write_flat(t, empty)
+-- -> true when t was written whole; the core then takes the text where it is given FLAT_MARK in
+-- the value's place (core.respond_value, core.push_value, or returned by the dispatcher). Anything
+-- else (a nested table, a key that is not a string, NaN, the empty-array marker `empty`, more
+-- members) is left to the core's encoder: false.
 local write_flat, FLAT_MARK
 do
   local has_codec, codec = pcall(require, "nano.json_codec")
@@ -322,55 +322,43 @@ do
         int (*num)(int first, const char *k, size_t kl, double x);
         int (*str)(int first, const char *k, size_t kl, const char *s, size_t sl);
         int (*boolean)(int first, const char *k, size_t kl, int b);
-        int (*open)(int first, const char *k, size_t kl);
-        int (*close)(int none);
-        int (*done)(void);
+        int (*finish)(int none);
       };
     ]])
     local W = ffi.cast("const struct nh_json_flat *", codec.flat_writer)
     FLAT_MARK = codec.flat_mark
-    local members
-    -- One member (first: 1 for the first, else 0); false when it is not one to write here. A
-    -- table value is written when it is at depth 0 (the reply's own members) and flat itself.
-    local function member(first, k, v, empty, depth)
+    -- One member (first: 1 for the first, else 0); false when it is not one to write here.
+    local function member(first, k, v, empty)
       if type(k) ~= "string" then return false end
       local tv = type(v)
       if tv == "number" then return W.num(first, k, #k, v) ~= 0 end
       if tv == "string" then return v ~= empty and W.str(first, k, #k, v, #v) ~= 0 end
       if tv == "boolean" then return W.boolean(first, k, #k, v and 1 or 0) ~= 0 end
-      if tv == "table" and depth == 0 then
-        return W.open(first, k, #k) ~= 0 and members(v, empty, 1)
-      end
       return false
     end
-    -- t's members in next's order (raw, as the encoder's lua_next), and its closing brace; false
-    -- when one is not to be written here, or there are more than 8. Unrolled, not a loop: a loop
-    -- in the dispatcher's trace aborts it ("inner loop in root trace"), which leaves the whole
-    -- dispatcher to the interpreter. (The one level of nesting is a call of this function from
-    -- itself, which the JIT inlines: it gives up on recursion only deeper than that.)
-    members = function(t, empty, depth)
-      local k, v = next(t)
-      if k == nil then return W.close(1) ~= 0 end
-      if not member(1, k, v, empty, depth) then return false end
-      k, v = next(t, k); if k == nil then return W.close(0) ~= 0 end -- 2
-      if not member(0, k, v, empty, depth) then return false end
-      k, v = next(t, k); if k == nil then return W.close(0) ~= 0 end -- 3
-      if not member(0, k, v, empty, depth) then return false end
-      k, v = next(t, k); if k == nil then return W.close(0) ~= 0 end -- 4
-      if not member(0, k, v, empty, depth) then return false end
-      k, v = next(t, k); if k == nil then return W.close(0) ~= 0 end -- 5
-      if not member(0, k, v, empty, depth) then return false end
-      k, v = next(t, k); if k == nil then return W.close(0) ~= 0 end -- 6
-      if not member(0, k, v, empty, depth) then return false end
-      k, v = next(t, k); if k == nil then return W.close(0) ~= 0 end -- 7
-      if not member(0, k, v, empty, depth) then return false end
-      k, v = next(t, k); if k == nil then return W.close(0) ~= 0 end -- 8
-      if not member(0, k, v, empty, depth) then return false end
-      return next(t, k) == nil and W.close(0) ~= 0
-    end
+    -- Members in next's order (raw, as the encoder's lua_next). Unrolled, not a loop: a loop in
+    -- the dispatcher's trace aborts it ("inner loop in root trace"), which leaves the whole
+    -- dispatcher to the interpreter.
     write_flat = function(t, empty)
       W.begin()
-      return members(t, empty, 0) and W.done() ~= 0
+      local k, v = next(t)
+      if k == nil then return W.finish(1) ~= 0 end
+      if not member(1, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 2
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 3
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 4
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 5
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 6
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 7
+      if not member(0, k, v, empty) then return false end
+      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 8
+      if not member(0, k, v, empty) then return false end
+      return next(t, k) == nil and W.finish(0) ~= 0
     end
   else
     write_flat = function() return false end

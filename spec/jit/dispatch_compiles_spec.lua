@@ -83,7 +83,7 @@ describe("the dispatch path", function()
     assert.same({}, r.stitched, "a trace of the dispatcher continues after a C call")
   end)
 
-  it("compiles a reply with a table one level down (the flat writer calls itself once)", function()
+  it("compiles a reply with a table one level down (the flat writer leaves it to the encoder)", function()
     server = nt.start(here .. "main.lua")
     local r = traces_of("Bench.nested")
     assert.is_true(#r.compiled > 0, "no trace starts in nano's dispatch path")

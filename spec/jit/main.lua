@@ -5,7 +5,7 @@ local nano = require "nano"
 
 local Bench = {}
 function Bench:ping(s, msg) return msg end
--- a reply with a table one level down: the flat writer's nested walk (lua/nano/init.lua)
+-- a reply with a table one level down: the flat writer (lua/nano/init.lua) gives up on it
 function Bench:nested(s, msg) return { p = msg, ok = true } end
 function Bench:echo(s, msg)
   s:push("onEcho", msg)
