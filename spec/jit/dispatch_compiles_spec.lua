@@ -75,20 +75,21 @@ describe("the dispatch path", function()
     return r
   end
 
-  it("compiles a handler that answers at once, with no C call on the way", function()
+  -- route's handler calls no C function: compiled, no abort, and no trace continues after a C call
+  local function compiles_without_c_calls(route)
     server = nt.start(here .. "main.lua")
-    local r = traces_of("Bench.ping")
+    local r = traces_of(route)
     assert.is_true(#r.compiled > 0, "no trace starts in nano's dispatch path")
     assert.same({}, r.aborts)
     assert.same({}, r.stitched, "a trace of the dispatcher continues after a C call")
+  end
+
+  it("compiles a handler that answers at once, with no C call on the way", function()
+    compiles_without_c_calls("Bench.ping")
   end)
 
   it("compiles a reply with a table one level down (the flat writer leaves it to the encoder)", function()
-    server = nt.start(here .. "main.lua")
-    local r = traces_of("Bench.nested")
-    assert.is_true(#r.compiled > 0, "no trace starts in nano's dispatch path")
-    assert.same({}, r.aborts)
-    assert.same({}, r.stitched, "a trace of the dispatcher continues after a C call")
+    compiles_without_c_calls("Bench.nested")
   end)
 
   it("compiles the dispatcher after a C function the handler calls", function()
