@@ -234,14 +234,8 @@ int nh_metrics_route_code(nh_metrics_t *m, uint16_t code, uint32_t route) {
     return 0;
 }
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 uint64_t nh_metrics_clock_ns(nh_metrics_t *m) {
-    uint64_t ns = now_ns();
+    uint64_t ns = nh_metrics_now_ns();
     if (m->tsc_ok && !m->ns_per_tick_next) {
         if (!m->ns0) {
             m->ns0 = ns;
@@ -259,7 +253,7 @@ void nh_metrics_dispatch_end_slow(nh_metrics_t *m, const nh_msg_t *msg, uint64_t
     if (m->ns_per_tick > 0) {
         seconds = nh_metrics_tsc_seconds(m, t0);
     } else {
-        uint64_t t = now_ns(); /* begin's clock: ns_per_tick changes only below */
+        uint64_t t = nh_metrics_now_ns(); /* begin's clock: ns_per_tick changes only below */
         seconds = t > t0 ? (double)(t - t0) / 1e9 : 0.0;
         if (m->ns_per_tick_next > 0) m->ns_per_tick = m->ns_per_tick_next;
     }

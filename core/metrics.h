@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <x86intrin.h>
@@ -168,6 +169,11 @@ int nh_metrics_route_code(nh_metrics_t *m, uint16_t code, uint32_t route);
 /* session.c around the dispatch of request message `msg` of session `sid`: begin returns a
  * start time (ns, never 0) to hand to end; `failed`: the dispatcher itself failed (500). */
 uint64_t nh_metrics_clock_ns(nh_metrics_t *m); /* CLOCK_MONOTONIC (and the TSC's calibration) */
+static inline uint64_t nh_metrics_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 static inline uint64_t nh_metrics_ticks(void) {
 #if NH_METRICS_HAVE_TSC
     return __rdtsc();
@@ -179,7 +185,9 @@ static inline uint64_t nh_metrics_dispatch_begin(nh_metrics_t *m, uint64_t sid, 
     m->dispatch_sid = sid;
     m->dispatch_mid = mid;
     m->dispatch_code = 0;
-    uint64_t t = m->ns_per_tick > 0 ? nh_metrics_ticks() : nh_metrics_clock_ns(m);
+    uint64_t t = m->ns_per_tick > 0 ? nh_metrics_ticks()
+                 : m->tsc_ok        ? nh_metrics_clock_ns(m) /* calibrating the TSC */
+                                    : nh_metrics_now_ns();
     return t ? t : 1;
 }
 void nh_metrics_dispatch_end_slow(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0, int failed);
@@ -203,18 +211,28 @@ static inline int nh_metrics_same_route(const char *a, const char *b, size_t n) 
     return memcmp(a, b, n) == 0;
 }
 /* The usual end, inline (out of line it was a fifth of the metrics' cost per request): a request
- * that succeeded, timed by the TSC, to the same named route as the one before; the rest (the
- * first requests, errors, other routes, route codes) in nh_metrics_dispatch_end_slow. */
+ * that succeeded, to the same named route as the one before, timed by the TSC or, where the TSC
+ * is not the kernel's clocksource (a VM's kvm-clock: tsc_ok 0), by CLOCK_MONOTONIC; the rest
+ * (the first requests, errors, other routes, route codes, the requests that calibrate the TSC)
+ * in nh_metrics_dispatch_end_slow. */
 static inline void nh_metrics_dispatch_end(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0,
                                            int failed) {
     nh_metrics_route_t *rt = &m->routes[m->last_route];
-    if (failed || m->dispatch_code || !(m->ns_per_tick > 0) || msg->route_compressed ||
+    int tsc = m->ns_per_tick > 0;
+    if (failed || m->dispatch_code || (!tsc && m->tsc_ok) || msg->route_compressed ||
         !m->last_route || rt->len != msg->route_len ||
         !nh_metrics_same_route(rt->name, msg->route, msg->route_len)) {
         nh_metrics_dispatch_end_slow(m, msg, t0, failed);
         return;
     }
-    nh_histogram_observe(&rt->latency, nh_metrics_tsc_seconds(m, t0));
+    double seconds;
+    if (tsc) {
+        seconds = nh_metrics_tsc_seconds(m, t0);
+    } else {
+        uint64_t t = nh_metrics_now_ns();
+        seconds = t > t0 ? (double)(t - t0) / 1e9 : 0.0;
+    }
+    nh_histogram_observe(&rt->latency, seconds);
     rt->ok++;
     m->dispatch_sid = m->dispatch_mid = 0;
 }

@@ -231,6 +231,25 @@ static void test_request_clock(void) {
     nh_metrics_free(&m);
 }
 
+/* Without the TSC (tsc_ok 0: a VM's kvm-clock), a request to the route before it is timed by
+ * CLOCK_MONOTONIC inline (nh_metrics_dispatch_end's usual end), not only in the slow path. */
+static void test_request_clock_without_tsc(void) {
+    nh_metrics_t m;
+    CHECK(nh_metrics_init(&m) == 0);
+    m.tsc_ok = 0;
+    uint32_t r = nh_metrics_route_add(&m, "Room.join", 9);
+    nh_msg_t msg = {.type = NH_MSG_REQUEST, .id = 1, .route = "Room.join", .route_len = 9};
+    nh_metrics_dispatch_end(&m, &msg, nh_metrics_dispatch_begin(&m, 1, 1), 0); /* sets last_route */
+    CHECK(m.last_route == r);
+    uint64_t t0 = nh_metrics_dispatch_begin(&m, 1, 2);
+    nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+    nh_metrics_dispatch_end(&m, &msg, t0, 0);
+    CHECK(m.routes[r].ok == 2 && m.routes[r].latency.count == 2);
+    CHECK(m.routes[r].latency.sum >= 0.005 && m.routes[r].latency.sum < 0.5);
+    CHECK(!(m.ns_per_tick > 0));
+    nh_metrics_free(&m);
+}
+
 /* The core's families kept in Lua: only nano_ names; a series' index stays valid while more
  * series are added (the array grows); bumping by index counts and observes; a bad index is
  * ignored. */
@@ -335,6 +354,7 @@ int main(void) {
     test_dispatch_accounting();
     test_routes_told_apart();
     test_request_clock();
+    test_request_clock_without_tsc();
     test_core_families_by_index();
     return check_done();
 }
