@@ -735,11 +735,16 @@ static int d_number(dec_t *d) {
     }
     if (p >= d->end || *p < '0' || *p > '9') return -1;
     const unsigned char *digits = p;
+    uint64_t v =
+        0; /* the integer part, read as it is scanned (wraps past 19 digits: unused then) */
     if (*p == '0') {
         p++;
     } else {
-        while (p < d->end && *p >= '0' && *p <= '9')
+        unsigned dgt;
+        while (p < d->end && (dgt = (unsigned)*p - '0') <= 9) {
+            v = v * 10 + dgt;
             p++;
+        }
     }
     size_t ndigits = (size_t)(p - digits);
     int plain_int = 1;
@@ -759,10 +764,7 @@ static int d_number(dec_t *d) {
             p++;
     }
     if (p < d->end && *p >= '0' && *p <= '9') return -1; /* "01" */
-    if (plain_int && ndigits <= 15) {
-        int64_t v = 0;
-        for (const unsigned char *q = digits; q < p; q++)
-            v = v * 10 + (*q - '0');
+    if (plain_int && ndigits <= 15) {                    /* exact in a double */
         lua_pushnumber(d->L, neg ? (v ? -(lua_Number)v : -0.0) : (lua_Number)v);
     } else {
         char tmp[64];
