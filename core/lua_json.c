@@ -735,8 +735,8 @@ static int d_number(dec_t *d) {
     }
     if (p >= d->end || *p < '0' || *p > '9') return -1;
     const unsigned char *digits = p;
-    uint64_t v =
-        0; /* the integer part, read as it is scanned (wraps past 19 digits: unused then) */
+    /* the integer part, read as it is scanned (it wraps past 19 digits: unused then) */
+    uint64_t v = 0;
     if (*p == '0') {
         p++;
     } else {
@@ -764,7 +764,8 @@ static int d_number(dec_t *d) {
             p++;
     }
     if (p < d->end && *p >= '0' && *p <= '9') return -1; /* "01" */
-    if (plain_int && ndigits <= 15) {                    /* exact in a double */
+    /* up to 15 digits, v is exact in a double */
+    if (plain_int && ndigits <= 15) {
         lua_pushnumber(d->L, neg ? (v ? -(lua_Number)v : -0.0) : (lua_Number)v);
     } else {
         char tmp[64];
