@@ -405,7 +405,8 @@ static void put_value(enc_t *e, int idx, int top, int depth) {
 
 /* ---- the flat object writer: nano's dispatcher writes a reply's members through the FFI ----
  *
- * Most replies a game returns are one table of string keys and number, string or boolean values.
+ * Most replies a game returns are one table of string keys and number, string or boolean values,
+ * or of such tables one level down.
  * nano (lua/nano/init.lua: write_flat, for the replies its dispatcher returns to the core, for a
  * reply after a wait and for s:push) walks such a table itself, in Lua the JIT compiles, with
  * `next`, and hands each member to these functions through the FFI, which the trace calls
@@ -413,8 +414,9 @@ static void put_value(enc_t *e, int idx, int top, int depth) {
  * (put_table pays one for each lua_next, lua_type, lua_tolstring and lua_tonumber of a member).
  * The text is encode's, byte for byte: the same put_string and put_number, members in `next`
  * order (lua_next's), '{' before the first and ',' between them, '}' after ("{}" for none).
- * Anything else (a nested table, a key that is not a string, NaN or Inf, the empty-array marker)
- * nano leaves to encode. A finished text stays in flat_buf until the next flat_begin; nano hands
+ * An object one level down is written between flat_open and flat_close. Anything else (a table
+ * two levels down, an array, a key that is not a string, NaN or Inf, the empty-array marker) nano
+ * leaves to encode. A finished text stays in flat_buf until the next flat_begin; nano hands
  * the core flat_buf's address (json_codec.flat_mark) in the value's place, and the core takes the
  * text once with nh_lua_json_flat_take. */
 static jbuf_t flat_buf;
@@ -462,10 +464,21 @@ static int flat_bool(int first, const char *k, size_t kl, int b) {
     return !flat_enc.failed;
 }
 
-static int flat_end(int none) {
+/* A member whose value is an object one level down: its key here, its members then through the
+ * functions above (the first with first = 1 writes its '{'), flat_close after them. */
+static int flat_open(int first, const char *k, size_t kl) {
+    flat_key(first, k, kl);
+    return !flat_enc.failed;
+}
+
+static int flat_close(int none) {
     if (none) putc_(&flat_enc, '{');
     putc_(&flat_enc, '}');
-    flat_ready = !flat_enc.failed;
+    return !flat_enc.failed;
+}
+
+static int flat_end(int none) {
+    flat_ready = flat_close(none);
     return flat_ready;
 }
 
@@ -476,8 +489,10 @@ static const struct nh_json_flat {
     int (*num)(int first, const char *k, size_t kl, double x);
     int (*str)(int first, const char *k, size_t kl, const char *s, size_t sl);
     int (*boolean)(int first, const char *k, size_t kl, int b);
+    int (*open)(int first, const char *k, size_t kl);
+    int (*close)(int none);
     int (*finish)(int none);
-} flat_fns = {flat_begin, flat_num, flat_str, flat_bool, flat_end};
+} flat_fns = {flat_begin, flat_num, flat_str, flat_bool, flat_open, flat_close, flat_end};
 
 static double flat_taken; /* texts the core took (json_codec.flat_taken(): for specs) */
 

@@ -73,9 +73,10 @@ describe("a handler's response", function()
     assert.equal(123, c:request("Resp.value", {}).n)
   end)
 
-  -- A table of string keys and number, string or boolean values, up to 8 of them, is written by
-  -- the dispatcher through the FFI (init.lua's flat_reply, lua_json.c's flat writer); anything
-  -- else by the core's encoder. Both must write the same text.
+  -- A table of string keys and number, string or boolean values, or tables of those one level
+  -- down, up to 8 members in each, is written by the dispatcher through the FFI (init.lua's
+  -- flat_reply, lua_json.c's flat writer); anything else by the core's encoder. Both must write
+  -- the same text.
   it("that is a flat table is written by the dispatcher, byte for byte the encoder's text", function()
     local codec = require "nano.json_codec"
     local flat = {
@@ -83,11 +84,19 @@ describe("a handler's response", function()
       { s = 'a"b\\c/\n\0\127ë\u{1F600}', e = "", t = true, f = false },
       { ['k"\\/\n'] = 1, ["ü"] = "v", [""] = 0 },
       { a = 1, b = 2, c = 3, d = 4, e = 5, f = 6, g = 7, h = 8 },
+      -- one level down
+      { x = 1, nested = { y = 2 } }, { p = {}, ok = true }, { inner = { ['k"\n'] = -0.0, f = 0.1, s = "ë" } },
+      { p = { a = 1, b = 2, c = 3, d = 4, e = 5, f = 6, g = 7, h = 8 }, q = { s = 'a"b', t = true } },
+      { a = {}, b = {}, c = {}, d = {}, e = {}, f = {}, g = {}, h = { z = false } },
     }
     local not_flat = {
       { a = 1, b = 2, c = 3, d = 4, e = 5, f = 6, g = 7, h = 8, i = 9 }, -- more than 8
-      { x = 1, nested = { y = 2 } }, { 1, 2, 3 }, { [1] = 1, s = "s" }, { l = json.empty_array },
-      { n = json.null },
+      { 1, 2, 3 }, { [1] = 1, s = "s" }, { l = json.empty_array }, { n = json.null },
+      -- one level down: what is not flat there
+      { p = { q = { r = 1 } } }, { p = { 1, 2 } }, { p = { [1] = 1, s = "s" } },
+      { p = { a = 1, b = 2, c = 3, d = 4, e = 5, f = 6, g = 7, h = 8, i = 9 } },
+      { p = { l = json.empty_array } }, { p = { n = json.null } },
+      { [1] = { y = 2 } },
     }
     local Flat = {}
     local current
@@ -121,9 +130,12 @@ describe("a handler's response", function()
     assert.is_true(c:session():push("onFlat", T)) -- core.push_value's
     assert.equal(json.marshal(T), select(2, c:wait_push("onFlat")))
     assert.equal(before + 2, codec.flat_taken())
-    assert.is_true(c:session():push("onNested", { t = T })) -- not flat: the encoder's
+    assert.is_true(c:session():push("onNested", { t = T })) -- one level down: flat too
     assert.equal(json.marshal({ t = T }), select(2, c:wait_push("onNested")))
-    assert.equal(before + 2, codec.flat_taken())
+    assert.equal(before + 3, codec.flat_taken())
+    assert.is_true(c:session():push("onDeep", { t = { u = T } })) -- two levels: the encoder's
+    assert.equal(json.marshal({ t = { u = T } }), select(2, c:wait_push("onDeep")))
+    assert.equal(before + 3, codec.flat_taken())
   end)
 
   it("that is flat but over the packet limit is answered as the encoder's would be", function()

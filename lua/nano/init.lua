@@ -303,16 +303,18 @@ local function core_sends(ser, v)
 end
 
 -- A JSON value the core sends (a reply, a push) that is one table of string keys and number,
--- string or boolean values, up to 8 of them, is written here by the JSON codec's flat writer
--- (lua_json.c), called through the FFI: the JIT compiles these calls into the caller's trace,
--- where the core's encoder reads the table through a C API call per key, type and value
--- (docs/benchmarks.md, tenth pass). The text is the encoder's, byte for byte. write_flat(t, empty)
--- -> true when t was written whole; the core then takes the text where it is given FLAT_MARK in
--- the value's place (core.respond_value, core.push_value, or returned by the dispatcher). Anything
--- else (a nested table, a key that is not a string, NaN, the empty-array marker `empty`, more
--- members) is left to the core's encoder: false.
+-- string or boolean values, or tables of those one level down, up to 8 members in each, is written
+-- here by the JSON codec's flat writer (lua_json.c), called through the FFI: the JIT compiles
+-- these calls into the caller's trace, where the core's encoder reads the table through a C API
+-- call per key, type and value (docs/benchmarks.md, tenth pass). The text is the encoder's, byte
+-- for byte. write_flat(t, empty) -> true when t was written whole; the core then takes the text
+-- where it is given FLAT_MARK in the value's place (core.respond_value, core.push_value, or
+-- returned by the dispatcher). Anything else (a table two levels down, an array, a key that is
+-- not a string, NaN, the empty-array marker `empty`, more members) is left to the core's encoder:
+-- false.
 local write_flat, FLAT_MARK
 do
+  local FLAT_MEMBERS = 8
   local has_codec, codec = pcall(require, "nano.json_codec")
   local has_ffi, ffi = pcall(require, "ffi")
   if has_codec and has_ffi and codec.flat_writer then
@@ -322,13 +324,16 @@ do
         int (*num)(int first, const char *k, size_t kl, double x);
         int (*str)(int first, const char *k, size_t kl, const char *s, size_t sl);
         int (*boolean)(int first, const char *k, size_t kl, int b);
+        int (*open)(int first, const char *k, size_t kl);
+        int (*close)(int none);
         int (*finish)(int none);
       };
     ]])
     local W = ffi.cast("const struct nh_json_flat *", codec.flat_writer)
     FLAT_MARK = codec.flat_mark
-    -- One member (first: 1 for the first, else 0); false when it is not one to write here.
-    local function member(first, k, v, empty)
+    -- A member whose value is a number, string or boolean (first: 1 for the first, else 0);
+    -- false when it is not one to write here.
+    local function scalar(first, k, v, empty)
       if type(k) ~= "string" then return false end
       local tv = type(v)
       if tv == "number" then return W.num(first, k, #k, v) ~= 0 end
@@ -336,29 +341,34 @@ do
       if tv == "boolean" then return W.boolean(first, k, #k, v and 1 or 0) ~= 0 end
       return false
     end
-    -- Members in next's order (raw, as the encoder's lua_next). Unrolled, not a loop: a loop in
-    -- the dispatcher's trace aborts it ("inner loop in root trace"), which leaves the whole
-    -- dispatcher to the interpreter.
+    -- walk(t, empty): t's members in next's order (raw, as the encoder's lua_next), each handed to
+    -- member(first, k, v, empty), then done(none); false as soon as member gives up. Unrolled,
+    -- not a loop: a loop in the dispatcher's trace aborts it ("inner loop in root trace"), which
+    -- leaves the whole dispatcher to the interpreter. Generated here, so that the walk one level
+    -- down is a function of its own, not the one that calls it: a function that reaches itself
+    -- again can be recorded as recursion, which aborted the dispatcher's trace (bf4bf46).
+    local function unrolled_walk(name, member, done)
+      local src = { "local next, member, done = ...\nreturn function(t, empty)\n",
+        "  local k, v = next(t)\n  if k == nil then return done(1) end\n",
+        "  if not member(1, k, v, empty) then return false end\n" }
+      for _ = 2, FLAT_MEMBERS do
+        src[#src + 1] = "  k, v = next(t, k); if k == nil then return done(0) end\n" ..
+          "  if not member(0, k, v, empty) then return false end\n"
+      end
+      src[#src + 1] = "  return next(t, k) == nil and done(0)\nend\n"
+      return assert(load(table.concat(src), "=" .. name))(next, member, done)
+    end
+    local inner = unrolled_walk("nano.flat_writer (one level down)", scalar,
+      function(none) return W.close(none) ~= 0 end)
+    local outer = unrolled_walk("nano.flat_writer", function(first, k, v, empty)
+      if type(v) == "table" then
+        return type(k) == "string" and W.open(first, k, #k) ~= 0 and inner(v, empty)
+      end
+      return scalar(first, k, v, empty)
+    end, function(none) return W.finish(none) ~= 0 end)
     write_flat = function(t, empty)
       W.begin()
-      local k, v = next(t)
-      if k == nil then return W.finish(1) ~= 0 end
-      if not member(1, k, v, empty) then return false end
-      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 2
-      if not member(0, k, v, empty) then return false end
-      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 3
-      if not member(0, k, v, empty) then return false end
-      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 4
-      if not member(0, k, v, empty) then return false end
-      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 5
-      if not member(0, k, v, empty) then return false end
-      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 6
-      if not member(0, k, v, empty) then return false end
-      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 7
-      if not member(0, k, v, empty) then return false end
-      k, v = next(t, k); if k == nil then return W.finish(0) ~= 0 end -- 8
-      if not member(0, k, v, empty) then return false end
-      return next(t, k) == nil and W.finish(0) ~= 0
+      return outer(t, empty)
     end
   else
     write_flat = function() return false end

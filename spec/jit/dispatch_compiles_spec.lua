@@ -1,6 +1,6 @@
 -- The dispatch path is compiled by LuaJIT, not left to its interpreter (issue 18): under a steady
--- ping-pong, nano's dispatcher (lua/nano/init.lua), tasks (lua/nano/task.lua) and the JSON
--- serializer (lua/nano/json.lua) get traces, and none of the traces that start there aborts (an
+-- ping-pong, nano's dispatcher (lua/nano/init.lua, and the flat writer's walks it generates),
+-- tasks (lua/nano/task.lua) and the JSON serializer (lua/nano/json.lua) get traces, and none of the traces that start there aborts (an
 -- abort is retried, then the spot is blacklisted and left to the interpreter for good; one the GC
 -- caused, by running a finalizer during the recording, counts only if nothing compiled there).
 -- A handler that only returns its answer costs the dispatcher no C call at all: the core sends
@@ -42,6 +42,7 @@ end
 local function ours(info)
   local src = info and info.source or ""
   return src:find("nano/init%.lua$") or src:find("nano/task%.lua$") or src:find("nano/json%.lua$")
+    or src:find("^=nano%.flat_writer") -- the walks init.lua generates
     or (src:find("nano/test%.lua$") and info.linedefined == hook_line)
 end
 
@@ -106,8 +107,12 @@ describe("the dispatch path", function()
     compiles_without_c_calls("Bench.ping")
   end)
 
-  it("compiles a reply with a table one level down (the flat writer leaves it to the encoder)", function()
+  it("compiles a reply with a table one level down (the flat writer's walk one level down)", function()
     compiles_without_c_calls("Bench.nested")
+  end)
+
+  it("compiles a reply with a table two levels down (the flat writer leaves it to the encoder)", function()
+    compiles_without_c_calls("Bench.deep")
   end)
 
   it("compiles the dispatcher after a C function the handler calls", function()

@@ -1,12 +1,14 @@
 -- The fixed workload of dispatch_compiles_spec.lua: a handler that answers at once (with the
--- request, or a table around it), and one that pushes (a C function call inside the handler)
+-- request, or tables around it), and one that pushes (a C function call inside the handler)
 -- before it answers.
 local nano = require "nano"
 
 local Bench = {}
 function Bench:ping(s, msg) return msg end
--- a reply with a table one level down: the flat writer (lua/nano/init.lua) gives up on it
+-- a reply with a table one level down: the flat writer (lua/nano/init.lua) writes it too
 function Bench:nested(s, msg) return { p = msg, ok = true } end
+-- two levels down: the flat writer gives up on it, the core's encoder writes it
+function Bench:deep(s, msg) return { p = { q = msg }, ok = true } end
 function Bench:echo(s, msg)
   s:push("onEcho", msg)
   return msg
