@@ -1030,6 +1030,10 @@ int nh_lua_open_json(lua_State *L) {
     /* the flat writer (above): its functions, and the mark the dispatcher returns for its text */
     lua_pushlightuserdata(L, (void *)&flat_fns);
     lua_setfield(L, -2, "flat_writer");
+    /* its size: nano uses it only where its own declaration has the same (a Lua tree of another
+     * version than the binary would call the wrong functions) */
+    lua_pushinteger(L, (lua_Integer)sizeof flat_fns);
+    lua_setfield(L, -2, "flat_writer_size");
     lua_pushlightuserdata(L, (void *)&flat_buf);
     lua_setfield(L, -2, "flat_mark");
     lua_pushcfunction(L, l_flat_taken);

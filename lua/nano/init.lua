@@ -317,6 +317,7 @@ do
   local FLAT_MEMBERS = 8
   local has_codec, codec = pcall(require, "nano.json_codec")
   local has_ffi, ffi = pcall(require, "ffi")
+  local usable = false
   if has_codec and has_ffi and codec.flat_writer then
     pcall(ffi.cdef, [[
       struct nh_json_flat {
@@ -329,6 +330,11 @@ do
         int (*finish)(int none);
       };
     ]])
+    -- a binary whose writer has other functions than this declaration (another version's):
+    -- everything goes to the encoder
+    usable = codec.flat_writer_size == ffi.sizeof("struct nh_json_flat")
+  end
+  if usable then
     local W = ffi.cast("const struct nh_json_flat *", codec.flat_writer)
     FLAT_MARK = codec.flat_mark
     -- A member whose value is a number, string or boolean (first: 1 for the first, else 0);
