@@ -25,6 +25,7 @@ describe("a handler's response", function()
     function Resp:value() return VALUE end
     function Resp:unencodable() return { f = print } end
     function Resp:nan() return { n = 0 / 0 } end
+    function Resp:nested_nan() return { ok = true, p = { n = 0 / 0 } } end -- the flat writer gives up
     nano.register(Resp, { name = "Resp" })
   end)
   after_each(function()
@@ -63,12 +64,13 @@ describe("a handler's response", function()
   it("that does not encode is answered 500 and logged with the encoder's reason", function()
     lines = U.capture_logs()
     local c = server:connect()
-    for _, route in ipairs({ "Resp.unencodable", "Resp.nan" }) do
+    for _, route in ipairs({ "Resp.unencodable", "Resp.nan", "Resp.nested_nan" }) do
       local _, err = c:try_request(route, {})
       assert.same({ code = 500, msg = "internal error" }, err)
     end
     assert.truthy(U.find(lines, "Resp.unencodable: response does not serialize: Cannot serialise function"))
     assert.truthy(U.find(lines, "Resp.nan: response does not serialize: Cannot serialise number: must not be NaN or Inf"))
+    assert.truthy(U.find(lines, "Resp.nested_nan: response does not serialize: Cannot serialise number: must not be NaN or Inf"))
     -- and the session goes on
     assert.equal(123, c:request("Resp.value", {}).n)
   end)

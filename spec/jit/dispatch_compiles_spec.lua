@@ -20,7 +20,7 @@ local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 -- __gc finalizer runs while a trace is being recorded (lj_gc.c aborts the recording first). That
 -- depends on when the GC reaches its finalize phase, not on the code recorded, and the recording
 -- is retried: such an abort is not the code's, as long as a trace from the same start compiles
--- (traces_of).
+-- and it does not come back (traces_of).
 local RECORDING_INTERRUPTED = 0
 assert(traceerr[RECORDING_INTERRUPTED]:find("during recording", 1, true))
 
@@ -87,9 +87,13 @@ describe("the dispatch path", function()
     for _ = 1, 20 do burst(300) end
     jit.attach(on_trace)
     c:close()
-    -- an interrupted recording counts only when no trace from its start compiled
+    -- an interrupted recording counts when no trace from its start compiled, or when its start
+    -- was interrupted more than twice (a finalizer is rare after the collection above; an error
+    -- the code throws while it is recorded would come back every time)
+    local times = {}
+    for _, abort in ipairs(interrupted) do times[abort[1]] = (times[abort[1]] or 0) + 1 end
     for _, abort in ipairs(interrupted) do
-      if not compiled_from[abort[1]] then r.aborts[#r.aborts + 1] = abort[2] end
+      if not compiled_from[abort[1]] or times[abort[1]] > 2 then r.aborts[#r.aborts + 1] = abort[2] end
     end
     return r
   end
