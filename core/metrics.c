@@ -253,8 +253,7 @@ void nh_metrics_dispatch_end_slow(nh_metrics_t *m, const nh_msg_t *msg, uint64_t
     if (m->ns_per_tick > 0) {
         seconds = nh_metrics_tsc_seconds(m, t0);
     } else {
-        uint64_t t = nh_metrics_now_ns(); /* begin's clock: ns_per_tick changes only below */
-        seconds = t > t0 ? (double)(t - t0) / 1e9 : 0.0;
+        seconds = nh_metrics_clock_seconds(t0); /* begin's clock: ns_per_tick changes only below */
         if (m->ns_per_tick_next > 0) m->ns_per_tick = m->ns_per_tick_next;
     }
     uint32_t route;

@@ -196,6 +196,11 @@ static inline double nh_metrics_tsc_seconds(const nh_metrics_t *m, uint64_t t0) 
     uint64_t t = nh_metrics_ticks();
     return t > t0 ? (double)(t - t0) * m->ns_per_tick / 1e9 : 0.0;
 }
+/* Seconds since t0, a CLOCK_MONOTONIC reading (nh_metrics_now_ns) */
+static inline double nh_metrics_clock_seconds(uint64_t t0) {
+    uint64_t t = nh_metrics_now_ns();
+    return t > t0 ? (double)(t - t0) / 1e9 : 0.0;
+}
 /* Whether route text a (a registered name) is the n bytes at b: the last request's route, so
  * nearly always. Routes of 8 to 16 bytes (most: "Room.join") are two pairs of 8-byte words, not
  * a memcmp call (the compare was a fifth of the per-request cost). */
@@ -225,14 +230,8 @@ static inline void nh_metrics_dispatch_end(nh_metrics_t *m, const nh_msg_t *msg,
         nh_metrics_dispatch_end_slow(m, msg, t0, failed);
         return;
     }
-    double seconds;
-    if (tsc) {
-        seconds = nh_metrics_tsc_seconds(m, t0);
-    } else {
-        uint64_t t = nh_metrics_now_ns();
-        seconds = t > t0 ? (double)(t - t0) / 1e9 : 0.0;
-    }
-    nh_histogram_observe(&rt->latency, seconds);
+    nh_histogram_observe(&rt->latency,
+                         tsc ? nh_metrics_tsc_seconds(m, t0) : nh_metrics_clock_seconds(t0));
     rt->ok++;
     m->dispatch_sid = m->dispatch_mid = 0;
 }
