@@ -1,8 +1,9 @@
 -- The dispatch path is compiled by LuaJIT, not left to its interpreter (issue 18): under a steady
 -- ping-pong, nano's dispatcher (lua/nano/init.lua, and the flat writer's walks it generates),
--- tasks (lua/nano/task.lua) and the JSON serializer (lua/nano/json.lua) get traces, and none of the traces that start there aborts (an
--- abort is retried, then the spot is blacklisted and left to the interpreter for good; one the GC
--- caused, by running a finalizer during the recording, counts only if nothing compiled there).
+-- tasks (lua/nano/task.lua) and the JSON serializer (lua/nano/json.lua) get traces, and none of
+-- the traces that start there aborts (an abort is retried, then the spot is blacklisted and left
+-- to the interpreter for good; one the GC caused, by running a finalizer during the recording,
+-- counts only if nothing compiled from that start or it happened there more than twice).
 -- A handler that only returns its answer costs the dispatcher no C call at all: the core sends
 -- the response the dispatcher returns (core.set_hook's on_unsent), so no trace there ends at one.
 -- One that calls a C function (s:push) ends its trace there, and LuaJIT "stitches" a new one
