@@ -222,22 +222,8 @@ static int copy_own_block(nh_outq_t *q, const void *data, size_t len) {
  * segment to add, list for the system call and release, and the segment array's growth; and one
  * iovec for the kernel where there were dozens (docs/benchmarks.md). Once started, a burst goes on
  * there until the queue is empty. */
-static int gathering(const nh_outq_t *q, size_t len) {
-    return q->pool && len <= NH_GATHER_MAX && (q->own || q->n >= NH_GATHER_AFTER);
-}
-
-/* The common case of a gathering queue's copy: it fits in the block after the bytes its last
- * segment ends with. 0: not that case (copy_own_block then). */
-static int gather_append(nh_outq_t *q, const void *data, size_t len) {
-    nh_buf_t *o = q->own;
-    if (!o || q->detached || o->cap - o->len < len || !q->n) return 0;
-    nh_outseg_t *last = &q->segs[q->head + q->n - 1];
-    if (last->buf != o || last->off + last->len != o->len) return 0;
-    memcpy(o->data + o->len, data, len);
-    o->len += (uint32_t)len;
-    last->len += (uint32_t)len;
-    q->bytes += len;
-    return 1;
+static int gathering(const nh_outq_t *q, size_t len, uint32_t after) {
+    return q->pool && len <= NH_GATHER_MAX && (q->own || q->n >= after);
 }
 
 int nh_outq_copy(nh_outq_t *q, const void *data, size_t len) {
@@ -251,7 +237,7 @@ int nh_outq_copy2(nh_outq_t *q, const void *a_data, size_t a_len, const void *b_
     nh_chunk_pool_t *p = q->pool;
     /* Big messages get a block of their own rather than crowding the arena. */
     if (!p || len > NH_CHUNK_SIZE / 2) return copy_own(q, a_data, a_len, b_data, b_len);
-    if (q->detached || gathering(q, len)) {
+    if (q->detached || gathering(q, len, NH_GATHER_AFTER)) {
         int r = copy_own_block(q, a_data, a_len);
         return r ? r : copy_own_block(q, b_data, b_len);
     }
@@ -281,8 +267,8 @@ int nh_outq_copy2(nh_outq_t *q, const void *a_data, size_t a_len, const void *b_
 
 int nh_outq_share(nh_outq_t *q, nh_buf_t *b, size_t off, size_t len) {
     if (len == 0) return 0;
-    if (gathering(q, len)) {
-        if (gather_append(q, b->data + off, len)) return 0;
+    if (gathering(q, len, NH_GATHER_SHARED_AFTER)) {
+        if (nh_outq_gather(q, b->data + off, len)) return 0;
         return copy_own_block(q, b->data + off, len);
     }
     return seg_push(q, b, off, len);

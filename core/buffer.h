@@ -26,6 +26,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <uv.h>
 
 typedef struct nh_buf {
@@ -64,9 +65,12 @@ void nh_buf_unref(nh_buf_t *b);
 #define NH_SEG_KEEP 256
 /* A queue holding NH_GATHER_AFTER segments copies messages of up to NH_GATHER_MAX bytes into
  * blocks of its own (NH_GATHER_BLOCK bytes of data: 512 with the header) until it is empty
- * again: buffer.c's gathering(). The pool keeps up to NH_GATHER_CACHE of them that were given
- * back, linked through their first bytes. */
+ * again: buffer.c's gathering(). A shared message (a broadcast's packet) starts that from the
+ * second one, NH_GATHER_SHARED_AFTER: a copy goes on extending the arena's segment while the
+ * arena's next bytes are its own, a shared packet never does. The pool keeps up to
+ * NH_GATHER_CACHE blocks that were given back, linked through their first bytes. */
 #define NH_GATHER_AFTER 2
+#define NH_GATHER_SHARED_AFTER 1
 #define NH_GATHER_MAX 256
 #define NH_GATHER_BLOCK (512 - 16)
 #define NH_GATHER_CACHE 8192
@@ -112,6 +116,28 @@ int nh_outq_copy2(nh_outq_t *q, const void *a_data, size_t a_len, const void *b_
 /* Queues b->data[off, off+len) by reference (or, small and into a queue that gathers, as a copy).
  * Returns 0 or UV_ENOMEM. */
 int nh_outq_share(nh_outq_t *q, nh_buf_t *b, size_t off, size_t len);
+
+/* The common case of a gathering queue's copy, inline for a broadcast's pushes (a call per
+ * member): a_len then b_len bytes fit in the queue's own block right after the bytes its last
+ * segment ends with, and are appended there. Returns 1 when done; 0 when not that case (nothing
+ * changed): the caller goes on with nh_outq_copy or nh_outq_share. */
+static inline int nh_outq_gather2(nh_outq_t *q, const void *a_data, size_t a_len,
+                                  const void *b_data, size_t b_len) {
+    nh_buf_t *o = q->own;
+    size_t len = a_len + b_len;
+    if (!o || q->detached || len > NH_GATHER_MAX || o->cap - o->len < len || !q->n) return 0;
+    nh_outseg_t *last = &q->segs[q->head + q->n - 1];
+    if (last->buf != o || last->off + last->len != o->len) return 0;
+    if (a_len) memcpy(o->data + o->len, a_data, a_len);
+    memcpy(o->data + o->len + a_len, b_data, b_len);
+    o->len += (uint32_t)len;
+    last->len += (uint32_t)len;
+    q->bytes += len;
+    return 1;
+}
+static inline int nh_outq_gather(nh_outq_t *q, const void *data, size_t len) {
+    return nh_outq_gather2(q, NULL, 0, data, len);
+}
 
 /* Moves every queued byte that lies in a shared arena chunk into chunks of the queue's own and
  * sends later copies there too, until the queue is next empty. Call it only while nothing of the

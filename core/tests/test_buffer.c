@@ -376,8 +376,8 @@ static void detaching_copies_small_shared_bytes(void) {
     for (int i = 0; i < 3; i++)
         CHECK(nh_outq_share(&q, small, 0, 8) == 0);
     CHECK(nh_outq_share(&q, big, 0, 1000) == 0);
-    /* two references, then the third is gathered (a copy in the queue's own block) */
-    CHECK(small->refs == 3 && big->refs == 2 && q.own != NULL);
+    /* one reference, then the next ones are gathered (copies in the queue's own block) */
+    CHECK(small->refs == 1 + NH_GATHER_SHARED_AFTER && big->refs == 2 && q.own != NULL);
     CHECK(nh_outq_detach(&q) == 0);
     CHECK(small->refs == 1 && big->refs == 2); /* small copied, big still referenced */
     CHECK(q.bytes == 3 * 8 + 1000 && q.n == 2);
@@ -413,12 +413,12 @@ static void gathering_small_messages_makes_one_segment(void) {
     memcpy(want + wl, "tail", 4);
     wl += 4;
     want[wl] = '\0';
-    CHECK(q.n == NH_GATHER_AFTER + 1 && pkt->refs == 1 + NH_GATHER_AFTER);
+    CHECK(q.n == NH_GATHER_SHARED_AFTER + 1 && pkt->refs == 1 + NH_GATHER_SHARED_AFTER);
     CHECK(queued_equals(&q, want));
     /* a big message is still referenced, and what follows it is gathered after it */
     CHECK(nh_outq_share(&q, big, 0, NH_GATHER_MAX + 1) == 0 && big->refs == 2);
     CHECK(nh_outq_share(&q, pkt, 0, 8) == 0);
-    CHECK(q.n == NH_GATHER_AFTER + 3);
+    CHECK(q.n == NH_GATHER_SHARED_AFTER + 3);
     memset(want + wl, 'B', NH_GATHER_MAX + 1);
     wl += NH_GATHER_MAX + 1;
     memcpy(want + wl, "packet!!", 8);
@@ -452,6 +452,67 @@ static void gathering_small_messages_makes_one_segment(void) {
     nh_chunk_pool_free(&pool);
 }
 
+/* nh_outq_gather, the inline append a broadcast's push tries first: only when the queue's own
+ * block ends its last segment and has room; otherwise nothing changes and the caller goes the
+ * long way (which then also keeps the bytes in order). */
+static void the_inline_gather_appends_only_where_it_may(void) {
+    nh_chunk_pool_t pool;
+    CHECK(nh_chunk_pool_init(&pool, 8) == 0);
+    nh_outq_t q;
+    nh_outq_init(&q, &pool);
+    nh_buf_t *pkt = nh_buf_new(8), *big = nh_buf_new(NH_GATHER_MAX + 1);
+    memcpy(pkt->data, "packet!!", 8);
+    pkt->len = 8;
+    memset(big->data, 'B', NH_GATHER_MAX + 1);
+    big->len = NH_GATHER_MAX + 1;
+    CHECK(nh_outq_gather(&q, "ab", 2) == 0 && q.n == 0 && q.bytes == 0); /* empty: no block */
+    CHECK(nh_outq_share(&q, pkt, 0, 8) == 0);
+    CHECK(nh_outq_gather(&q, "ab", 2) == 0 && q.n == 1 && q.bytes == 8); /* a reference last */
+    CHECK(nh_outq_share(&q, pkt, 0, 8) == 0 && q.own != NULL);           /* the block starts */
+    CHECK(nh_outq_gather(&q, "ab", 2) == 1 && q.n == 2 && q.bytes == 18);
+    char over[NH_GATHER_MAX + 1] = {0};
+    CHECK(nh_outq_gather(&q, over, sizeof over) == 0 && q.bytes == 18); /* too big to gather */
+    CHECK(nh_outq_share(&q, big, 0, NH_GATHER_MAX + 1) == 0);
+    CHECK(nh_outq_gather(&q, "cd", 2) == 0 && q.n == 3);  /* the big reference ends the queue */
+    CHECK(nh_outq_share(&q, pkt, 0, 8) == 0 && q.n == 4); /* the long way: the block again */
+    CHECK(nh_outq_gather(&q, "cd", 2) == 1 && q.n == 4);
+    while (q.own->cap - q.own->len >= 8) /* fill the block */
+        CHECK(nh_outq_gather(&q, "packet!!", 8) == 1);
+    size_t before = q.bytes;
+    CHECK(nh_outq_gather(&q, "packet!!", 8) == 0 && q.bytes == before); /* no room: long way */
+    CHECK(nh_outq_share(&q, pkt, 0, 8) == 0 && q.bytes == before + 8);
+    char want[1024] = "packet!!packet!!ab";
+    size_t wl = 18;
+    memset(want + wl, 'B', NH_GATHER_MAX + 1);
+    wl += NH_GATHER_MAX + 1;
+    memcpy(want + wl, "packet!!cd", 10);
+    wl += 10;
+    while (wl < q.bytes) {
+        memcpy(want + wl, "packet!!", 8);
+        wl += 8;
+    }
+    want[wl] = '\0';
+    CHECK(queued_equals(&q, want));
+    /* cut inside the block (bytes in flight kept, the rest dropped): the block's end is no
+     * longer the last segment's, so the next bytes go after what was dropped, as a new segment */
+    nh_outq_consume(&q, q.bytes);
+    CHECK(nh_outq_share(&q, pkt, 0, 8) == 0 && nh_outq_share(&q, pkt, 0, 8) == 0);
+    CHECK(nh_outq_gather(&q, "ab", 2) == 1 && q.n == 2);
+    nh_outq_truncate(&q, 12);
+    CHECK(nh_outq_gather(&q, "cd", 2) == 0 && q.n == 2 && q.bytes == 12);
+    CHECK(nh_outq_share(&q, pkt, 0, 8) == 0 && q.n == 3 &&
+          queued_equals(&q, "packet!!packpacket!!"));
+    /* a detached queue's block is a chunk for its stalled bytes: never the inline way */
+    nh_outq_consume(&q, q.bytes);
+    CHECK(nh_outq_copy(&q, "x", 1) == 0 && nh_outq_detach(&q) == 0);
+    CHECK(nh_outq_copy(&q, "y", 1) == 0 && q.own != NULL);
+    CHECK(nh_outq_gather(&q, "z", 1) == 0 && q.bytes == 2);
+    nh_outq_free(&q);
+    nh_buf_unref(pkt);
+    nh_buf_unref(big);
+    nh_chunk_pool_free(&pool);
+}
+
 int main(void) {
     a_detached_queue_pins_only_its_own_bytes();
     truncate_keeps_what_is_in_flight();
@@ -465,5 +526,6 @@ int main(void) {
     two_part_copies_land_as_one();
     detaching_copies_small_shared_bytes();
     gathering_small_messages_makes_one_segment();
+    the_inline_gather_appends_only_where_it_may();
     return check_done();
 }

@@ -11,11 +11,16 @@ rm -f "$OUT"*
 valgrind --tool=callgrind --callgrind-out-file="$OUT" "$NANO" scripts/bench.d/nano/main.lua 2>"$LOG" &
 PID=$!
 for _ in $(seq 120); do grep -q 'listening ws://' "$LOG" && break; sleep 1; done
-PORT=$(grep -oE 'listening tcp://[0-9.]+:[0-9]+' "$LOG" | head -1 | sed 's/.*://')
+# CG_BCAST_WS=1: the members over WebSocket (each push framed) instead of raw TCP
+if [ "${CG_BCAST_WS:-0}" = 1 ]; then
+    PORT=$(grep -oE 'listening ws://[0-9.]+:[0-9]+' "$LOG" | head -1 | sed 's/.*://') WS=(--ws /nano)
+else
+    PORT=$(grep -oE 'listening tcp://[0-9.]+:[0-9]+' "$LOG" | head -1 | sed 's/.*://') WS=()
+fi
 # one load generator: members join, a warm-up, then the counters are zeroed mid-run and dumped
 # while it still runs (it is stopped after), so the count holds pushes only, no connection set-up
 # or teardown. CG_BCAST_INFLIGHT: broadcasts in flight (4, as scripts/bench's section 4; 16: 4a).
-"$LOADGEN" --port "$PORT" -c "$N" -w 8 -d 120 --mode bcast --join-route Bench.join --bcast-route Bench.bcast \
+"$LOADGEN" --port "$PORT" "${WS[@]}" -c "$N" -w 8 -d 120 --mode bcast --join-route Bench.join --bcast-route Bench.bcast \
     --window "${CG_BCAST_INFLIGHT:-4}" >"$OUT.lg" 2>&1 &
 LG=$!
 sleep "${CG_BCAST_ZERO_AT:-14}"
@@ -27,8 +32,8 @@ wait $LG 2>/dev/null
 kill $PID
 wait $PID 2>/dev/null
 ir=$(cat "$OUT".[0-9]* 2>/dev/null | grep -E '^(summary|totals):' | awk '{print $2}' | sort -n | tail -1)
-# pushes: the calls into nh_conn_send (one per member per broadcast; the broadcast requests'
-# own responses are a few hundredths of a percent of them)
+# pushes: the calls into client_send_shared (the session's op: one per member per broadcast;
+# the broadcast requests' own responses take another way)
 pushes=$(python3 - "$OUT".[0-9]* <<'PY'
 import re, sys
 names, total, pending = {}, 0, False
@@ -37,7 +42,7 @@ for f in sys.argv[1:]:
         m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line.strip())
         if m and m.group(2): names[m.group(1)] = m.group(2)  # an id's name, given once
         if line.startswith("cfn="):
-            pending = bool(m) and names.get(m.group(1), "").startswith("nh_conn_send")
+            pending = bool(m) and names.get(m.group(1), "").startswith("client_send_shared")
         elif line.startswith("calls=") and pending:
             total += int(line.split("=")[1].split()[0])
             pending = False
