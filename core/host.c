@@ -34,6 +34,7 @@ static void on_sweep(nh_timer_t *t) {
     nh_conn_sweep(h, now);
     nh_session_sweep(h, now);
     nh_chunk_pool_shrink(&h->pool); /* a broadcast's blocks, once it has passed */
+    nh_metrics_recalibrate(&h->metrics);
 }
 
 static uint64_t sweep_period(const nh_host_t *h) {

@@ -66,15 +66,43 @@ static uint32_t hash(const char *s, size_t len) {
     return h;
 }
 
-/* Whether the TSC may time requests: the kernel itself keeps time by it (it checked that it is
- * constant, does not stop, and agrees across cores; a VM whose TSC is not reliable gets another
- * clocksource). */
+int nh_metrics_tsc_trusted(const char *clocksource, const char *cpu_flags) {
+    if (strcmp(clocksource, "tsc") == 0) return 1;
+    if (strcmp(clocksource, "kvm-clock") != 0 || !cpu_flags) return 0;
+    int constant = 0, nonstop = 0;
+    for (const char *p = cpu_flags; *p;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t n = strcspn(p, " \t\n");
+        if (n == 12 && memcmp(p, "constant_tsc", 12) == 0) constant = 1;
+        if (n == 11 && memcmp(p, "nonstop_tsc", 11) == 0) nonstop = 1;
+        p += n;
+        if (*p == '\n') break;
+    }
+    return constant && nonstop;
+}
+
+/* Whether the TSC may time requests (nh_metrics_tsc_trusted), read off this system. */
 static int tsc_usable(void) {
 #if NH_METRICS_HAVE_TSC
     FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
     if (!f) return 0;
     char name[32] = "";
-    int ok = fgets(name, sizeof name, f) && strcmp(name, "tsc\n") == 0;
+    if (!fgets(name, sizeof name, f)) name[0] = '\0';
+    fclose(f);
+    name[strcspn(name, "\n")] = '\0';
+    if (strcmp(name, "kvm-clock") != 0) return nh_metrics_tsc_trusted(name, NULL);
+    /* the first processor's flags line: the kernel lists the same for every core */
+    f = fopen("/proc/cpuinfo", "r");
+    if (!f) return 0;
+    char line[8192];
+    int ok = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "flags", 5) != 0) continue;
+        const char *colon = strchr(line, ':');
+        ok = colon && nh_metrics_tsc_trusted(name, colon + 1);
+        break;
+    }
     fclose(f);
     return ok;
 #else
@@ -246,6 +274,20 @@ uint64_t nh_metrics_clock_ns(nh_metrics_t *m) {
         }
     }
     return ns;
+}
+
+void nh_metrics_recalibrate(nh_metrics_t *m) {
+    if (!(m->ns_per_tick > 0)) return; /* the first calibration is the requests' (clock_ns) */
+    uint64_t ns = nh_metrics_now_ns(), ticks = nh_metrics_ticks();
+    if (m->recal_ns && ns - m->recal_ns < NH_METRICS_RECALIBRATE_NS) return;
+    if (m->recal_ns && ticks > m->recal_tsc) {
+        double rate = (double)(ns - m->recal_ns) / (double)(ticks - m->recal_tsc);
+        /* a rate far off the last one is a jump (a VM stopped and resumed between the two
+         * readings), not the processor's new rate: skipped, the next second measures again */
+        if (rate > m->ns_per_tick / 2 && rate < m->ns_per_tick * 2) m->ns_per_tick = rate;
+    }
+    m->recal_ns = ns;
+    m->recal_tsc = ticks;
 }
 
 void nh_metrics_dispatch_end_slow(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0, int failed) {

@@ -116,17 +116,32 @@ typedef struct nh_metrics {
     int requests_on;
     uint64_t dispatch_sid, dispatch_mid;
     int dispatch_code;
-    /* The request timer's clock. Where the kernel's own clocksource is the TSC (x86), requests are
-     * timed by the TSC (one instruction, where clock_gettime is two dozen and a function call,
-     * twice a request) once ns_per_tick is known: measured against CLOCK_MONOTONIC over the first
-     * NH_METRICS_CALIBRATE_NS of requests, timed by clock_gettime meanwhile. 0: not (yet). */
+    /* The request timer's clock. Where the TSC is trusted (nh_metrics_tsc_trusted: x86),
+     * requests are timed by the TSC (one instruction, where clock_gettime is two dozen and a
+     * function call, twice a request) once ns_per_tick is known: measured against
+     * CLOCK_MONOTONIC over the first NH_METRICS_CALIBRATE_NS of requests, timed by clock_gettime
+     * meanwhile, then again every NH_METRICS_RECALIBRATE_NS (nh_metrics_recalibrate: a VM moved
+     * to a host whose TSC runs at another rate). 0: not (yet). */
     double ns_per_tick;
     double ns_per_tick_next; /* set between begin and end; used from the next request */
     int tsc_ok;
     uint64_t tsc0, ns0;
+    uint64_t recal_tsc, recal_ns; /* nh_metrics_recalibrate's last reading */
 } nh_metrics_t;
 
 #define NH_METRICS_CALIBRATE_NS 100000000u
+#define NH_METRICS_RECALIBRATE_NS 1000000000u
+
+/* Whether the TSC may time requests, from the kernel's clocksource and the processor's flags
+ * (/proc/cpuinfo's, space-separated; may be NULL): the kernel keeps time by the TSC itself ("tsc":
+ * it checked that it is constant, does not stop and agrees across cores), or a KVM guest's
+ * kvm-clock, which is computed from the TSC, runs on an invariant TSC (constant_tsc and
+ * nonstop_tsc): then the raw counter times a request as well as kvm-clock would, without its
+ * read (a VM that boots with tsc=unstable still gets kvm-clock, not the TSC). */
+int nh_metrics_tsc_trusted(const char *clocksource, const char *cpu_flags);
+/* Measures the TSC's rate against CLOCK_MONOTONIC again, once NH_METRICS_RECALIBRATE_NS have
+ * passed since the last time (the host's sweep calls it at least once a second). */
+void nh_metrics_recalibrate(nh_metrics_t *m);
 
 /* Values the core reads when a scrape renders (sessions, Lua memory, watchdog): the caller fills
  * them in just before nh_metrics_render. */
@@ -217,7 +232,7 @@ static inline int nh_metrics_same_route(const char *a, const char *b, size_t n) 
 }
 /* The usual end, inline (out of line it was a fifth of the metrics' cost per request): a request
  * that succeeded, to the same named route as the one before, timed by the TSC or, where the TSC
- * is not the kernel's clocksource (a VM's kvm-clock: tsc_ok 0), by CLOCK_MONOTONIC; the rest
+ * is not trusted (tsc_ok 0: nh_metrics_tsc_trusted), by CLOCK_MONOTONIC; the rest
  * (the first requests, errors, other routes, route codes, the requests that calibrate the TSC)
  * in nh_metrics_dispatch_end_slow. */
 static inline void nh_metrics_dispatch_end(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0,

@@ -231,8 +231,8 @@ static void test_request_clock(void) {
     nh_metrics_free(&m);
 }
 
-/* Without the TSC (tsc_ok 0: a VM's kvm-clock), a request to the route before it is timed by
- * CLOCK_MONOTONIC inline (nh_metrics_dispatch_end's usual end), not only in the slow path. */
+/* Without the TSC (tsc_ok 0: not trusted on this system), a request to the route before it is timed
+ * by CLOCK_MONOTONIC inline (nh_metrics_dispatch_end's usual end), not only in the slow path. */
 static void test_request_clock_without_tsc(void) {
     nh_metrics_t m;
     CHECK(nh_metrics_init(&m) == 0);
@@ -251,6 +251,54 @@ static void test_request_clock_without_tsc(void) {
     CHECK(m.routes[r].latency.sum >= 0.005 && m.routes[r].latency.sum < 0.5);
     CHECK(!(m.ns_per_tick > 0)); /* timed inline: the slow end would have switched clocks */
     nh_metrics_free(&m);
+}
+
+/* The TSC times requests under the kernel's "tsc", or under kvm-clock on an invariant TSC (both
+ * flags); never under another clocksource, whatever the flags. */
+static void test_tsc_trusted(void) {
+    const char *both = " fpu vme constant_tsc rep_good nopl nonstop_tsc cpuid\n";
+    CHECK(nh_metrics_tsc_trusted("tsc", NULL) == 1);
+    CHECK(nh_metrics_tsc_trusted("kvm-clock", both) == 1);
+    CHECK(nh_metrics_tsc_trusted("kvm-clock", "constant_tsc nonstop_tsc") == 1);
+    CHECK(nh_metrics_tsc_trusted("kvm-clock", " fpu constant_tsc rep_good\n") == 0);
+    CHECK(nh_metrics_tsc_trusted("kvm-clock", " fpu nonstop_tsc\n") == 0);
+    /* a flag's name inside another's is not the flag */
+    CHECK(nh_metrics_tsc_trusted("kvm-clock", " xconstant_tsc nonstop_tsc_x\n") == 0);
+    CHECK(nh_metrics_tsc_trusted("kvm-clock", NULL) == 0);
+    CHECK(nh_metrics_tsc_trusted("hpet", both) == 0);
+    CHECK(nh_metrics_tsc_trusted("acpi_pm", both) == 0);
+    CHECK(nh_metrics_tsc_trusted("", both) == 0);
+}
+
+/* Recalibration: nothing before the first calibration; then, a second apart, the rate measured
+ * again (a rate set far off comes back to the TSC's); a reading that is too far off is skipped. */
+static void test_tsc_recalibrate(void) {
+#if NH_METRICS_HAVE_TSC
+    nh_metrics_t m;
+    CHECK(nh_metrics_init(&m) == 0);
+    nh_metrics_recalibrate(&m);
+    CHECK(!(m.ns_per_tick > 0) && m.recal_ns == 0); /* not calibrated yet: left to the requests */
+    /* a rate 50 % off what the TSC runs at: the next measurement replaces it */
+    uint64_t ns0 = nh_metrics_now_ns(), t0 = nh_metrics_ticks();
+    nanosleep(&(struct timespec){.tv_nsec = 20000000}, NULL);
+    double real = (double)(nh_metrics_now_ns() - ns0) / (double)(nh_metrics_ticks() - t0);
+    m.ns_per_tick = real * 1.5;
+    nh_metrics_recalibrate(&m); /* the first reading */
+    CHECK(m.recal_ns != 0 && m.ns_per_tick == real * 1.5);
+    nh_metrics_recalibrate(&m); /* under a second later: nothing */
+    CHECK(m.ns_per_tick == real * 1.5);
+    m.recal_ns -= NH_METRICS_RECALIBRATE_NS;                     /* as if a second had passed ... */
+    m.recal_tsc -= (uint64_t)(NH_METRICS_RECALIBRATE_NS / real); /* ... on the TSC too */
+    nh_metrics_recalibrate(&m);
+    CHECK(m.ns_per_tick > real * 0.95 && m.ns_per_tick < real * 1.05);
+    /* a jump: the TSC says ten times the time the clock says; the rate stays */
+    double kept = m.ns_per_tick;
+    m.recal_ns -= NH_METRICS_RECALIBRATE_NS;
+    m.recal_tsc -= (uint64_t)(10.0 * NH_METRICS_RECALIBRATE_NS / real);
+    nh_metrics_recalibrate(&m);
+    CHECK(m.ns_per_tick == kept);
+    nh_metrics_free(&m);
+#endif
 }
 
 /* The core's families kept in Lua: only nano_ names; a series' index stays valid while more
@@ -358,6 +406,8 @@ int main(void) {
     test_routes_told_apart();
     test_request_clock();
     test_request_clock_without_tsc();
+    test_tsc_trusted();
+    test_tsc_recalibrate();
     test_core_families_by_index();
     return check_done();
 }
