@@ -15,9 +15,9 @@ for (const line of fs.readFileSync(resultsPath, 'utf8').split('\n')) {
     if (m) (facts.pbinstr = facts.pbinstr || {})[m[1]] = { count: +m[2], ir: +m[3] };
     continue;
   }
-  if (line.startsWith('instr ')) {
+  if (line.startsWith('instr ') || line.startsWith('instr_nested ')) {
     const m = /count=(\d+) ir=(\d+)/.exec(line);
-    if (m) facts.instr = { count: +m[1], ir: +m[2] };
+    if (m) facts[line.startsWith('instr ') ? 'instr' : 'instrNested'] = { count: +m[1], ir: +m[2] };
     continue;
   }
   if (line.startsWith('instrmx ')) {
@@ -384,6 +384,11 @@ if (facts.instr) {
   p(`| requests | instructions | per request | target |`);
   p('|---|---|---|---|');
   p(`| ${fmt(facts.instr.count)} | ${fmt(facts.instr.ir)} | ${fmt(per)} | ≤ 4,000: ${mark(per, 4000, false)} |`);
+  const n = facts.instrNested;
+  if (n && n.count > 0) {
+    p();
+    p(`The same server answering \`Bench.nested\`, a reply one level deep (\`{ p = msg, ok = true }\`, written by the flat writer): ${fmt(n.ir / n.count)} instructions per request over ${fmt(n.count)} requests, ${fmt(per ? n.ir / n.count / per : null, 2)}× the flat reply's.`);
+  }
   p();
 }
 if (runs.some((r) => r.kind === 'stpp')) {

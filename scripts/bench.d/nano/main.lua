@@ -14,6 +14,10 @@ if os.getenv("NH_BENCH_WAIT") == "1" then
   end
 end
 
+-- a reply one level deep (section 8's second figure): written by the flat writer, as a flat
+-- reply is (docs/benchmarks.md, eleventh pass), not by the encoder
+function Bench:nested(s, msg) return { p = msg, ok = true } end
+
 -- notify + push: the notify's payload comes back as a push
 function Bench:note(s, msg) s:push("onNote", msg) end
 
