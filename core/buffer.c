@@ -214,7 +214,8 @@ static int copy_own_block(nh_outq_t *q, const void *data, size_t len) {
     return 0;
 }
 
-/* Small messages to a queue that already holds NH_GATHER_AFTER segments (a burst piling up
+/* Small messages to a queue that already holds `after` segments (NH_GATHER_AFTER for copies,
+ * NH_GATHER_SHARED_AFTER for shared messages: buffer.h), or its own block (a burst piling up
  * between two writes: a broadcast's pushes, several broadcasts a turn) are copied into a small
  * block of the queue's own, each copy extending one segment, rather than each taking a segment of
  * its own (a reference to the broadcast's packet, or a piece of the arena that other

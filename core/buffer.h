@@ -65,9 +65,10 @@ void nh_buf_unref(nh_buf_t *b);
 #define NH_SEG_KEEP 256
 /* A queue holding NH_GATHER_AFTER segments copies messages of up to NH_GATHER_MAX bytes into
  * blocks of its own (NH_GATHER_BLOCK bytes of data: 512 with the header) until it is empty
- * again: buffer.c's gathering(). A shared message (a broadcast's packet) starts that from the
- * second one, NH_GATHER_SHARED_AFTER: a copy goes on extending the arena's segment while the
- * arena's next bytes are its own, a shared packet never does. The pool keeps up to
+ * again: buffer.c's gathering(). A shared message (nh_outq_share: a broadcast's packet, a small
+ * TLS record, a static file's small last piece) starts that from the second segment,
+ * NH_GATHER_SHARED_AFTER: a copy goes on extending the arena's segment while the arena's next
+ * bytes are its own, a shared message never does. The pool keeps up to
  * NH_GATHER_CACHE blocks that were given back, linked through their first bytes. */
 #define NH_GATHER_AFTER 2
 #define NH_GATHER_SHARED_AFTER 1
@@ -102,7 +103,7 @@ typedef struct nh_outq {
     size_t bytes;          /* total queued, including in flight */
     nh_chunk_pool_t *pool; /* arena and free chunks; NULL: every copy gets a block of its own */
     nh_buf_t *own; /* the queue's own block small copies go into (one ref): detached, a chunk;
-                      gathering (NH_GATHER_AFTER), a small block */
+                      gathering (NH_GATHER_AFTER, NH_GATHER_SHARED_AFTER), a small block */
 } nh_outq_t;
 
 void nh_outq_init(nh_outq_t *q, nh_chunk_pool_t *pool);
@@ -129,7 +130,7 @@ static inline int nh_outq_gather2(nh_outq_t *q, const void *a_data, size_t a_len
     nh_outseg_t *last = &q->segs[q->head + q->n - 1];
     if (last->buf != o || last->off + last->len != o->len) return 0;
     if (a_len) memcpy(o->data + o->len, a_data, a_len);
-    memcpy(o->data + o->len + a_len, b_data, b_len);
+    if (b_len) memcpy(o->data + o->len + a_len, b_data, b_len);
     o->len += (uint32_t)len;
     last->len += (uint32_t)len;
     q->bytes += len;

@@ -476,8 +476,9 @@ static void the_inline_gather_appends_only_where_it_may(void) {
     CHECK(nh_outq_gather(&q, "cd", 2) == 0 && q.n == 3);  /* the big reference ends the queue */
     CHECK(nh_outq_share(&q, pkt, 0, 8) == 0 && q.n == 4); /* the long way: the block again */
     CHECK(nh_outq_gather(&q, "cd", 2) == 1 && q.n == 4);
-    while (q.own->cap - q.own->len >= 8) /* fill the block */
+    for (int i = 0; i < 100 && q.own->cap - q.own->len >= 8; i++) /* fill the block */
         CHECK(nh_outq_gather(&q, "packet!!", 8) == 1);
+    CHECK(q.own->cap - q.own->len < 8);
     size_t before = q.bytes;
     CHECK(nh_outq_gather(&q, "packet!!", 8) == 0 && q.bytes == before); /* no room: long way */
     CHECK(nh_outq_share(&q, pkt, 0, 8) == 0 && q.bytes == before + 8);

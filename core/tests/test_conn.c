@@ -202,6 +202,65 @@ static void test_packets_framed_by_the_transport(void) {
     close_client();
 }
 
+/* The transport without frames (raw TCP's way), for the same connection */
+static const nh_transport_t test_transport_raw = {
+    .name = "test-raw",
+    .on_open = t_open,
+    .on_read = t_read,
+    .on_draining = t_draining,
+    .on_closing = t_closing,
+    .on_gone = t_gone,
+};
+
+/* 20 pushes of a shared packet in one turn, as a broadcast's members get them with another
+ * queue's bytes in the arena in between: gathered into the connection's own block (from the
+ * second push unframed, inline from the third; framed, header and packet together), counted, and
+ * on the wire in order, each framed as the transport frames it. */
+static void pushes_in_one_turn(int framed) {
+    nh_outq_t other; /* another member's queue */
+    nh_outq_init(&other, &host.pool);
+    nh_buf_t *pkt = nh_buf_new(16);
+    if (!pkt) {
+        CHECK(!"out of memory");
+        return;
+    }
+    memcpy(pkt->data, "push#", 5);
+    pkt->len = 5;
+    uint64_t out0 = host.metrics.bytes[NH_MD_OUT];
+    char want[256];
+    size_t wl = 0;
+    for (int i = 0; i < 20; i++) {
+        CHECK(nh_conn_send(conn, NULL, 0, pkt, pkt->data, pkt->len) == 0);
+        CHECK(nh_outq_copy(&other, "zz", 2) == 0);
+        if (framed) {
+            memcpy(want + wl, "<5", 2);
+            wl += 2;
+        }
+        memcpy(want + wl, "push#", 5);
+        wl += 5;
+    }
+    CHECK(conn->out.own != NULL && conn->out.n <= 3 && conn->out.bytes == wl);
+    CHECK(host.metrics.bytes[NH_MD_OUT] - out0 == wl);
+    for (int i = 0; i < 2000 && cl.have < wl; i++)
+        uv_run(&loop, UV_RUN_ONCE); /* the turn's flush writes it */
+    CHECK(cl.have == wl && memcmp(cl.buf, want, wl) == 0);
+    CHECK(conn->out.n == 0 && conn->out.own == NULL && pkt->refs == 1);
+    cl.have = 0;
+    nh_outq_free(&other);
+    nh_buf_unref(pkt);
+}
+
+static void test_shared_pushes_gathered_in_one_turn(void) {
+    connect_client(1);
+    pushes_in_one_turn(1);
+    listener->transport = &test_transport_raw;
+    pushes_in_one_turn(0);
+    listener->transport = &test_transport;
+    nh_conn_close(conn, "test done");
+    wait_gone();
+    close_client();
+}
+
 static void test_close_after_flush_closes_once_drained(void) {
     connect_client(1);
     CHECK(nh_conn_send(conn, (const uint8_t *)"bye", 3, NULL, NULL, 0) == 0);
@@ -275,6 +334,7 @@ int main(void) {
     start_listener();
     test_bytes_reach_the_transport();
     test_packets_framed_by_the_transport();
+    test_shared_pushes_gathered_in_one_turn();
     test_close_after_flush_closes_once_drained();
     test_close_deadline_for_a_peer_that_does_not_read();
     test_cut_off_past_the_send_limit();
