@@ -34,7 +34,9 @@ static void on_sweep(nh_timer_t *t) {
     nh_conn_sweep(h, now);
     nh_session_sweep(h, now);
     nh_chunk_pool_shrink(&h->pool); /* a broadcast's blocks, once it has passed */
-    nh_metrics_recalibrate(&h->metrics);
+    if (nh_metrics_recalibrate(&h->metrics))
+        nh_log(NH_LOG_WARN, "metrics: the TSC no longer agrees with CLOCK_MONOTONIC (a paused or "
+                            "moved VM?): requests are timed by clock_gettime from now on");
 }
 
 static uint64_t sweep_period(const nh_host_t *h) {

@@ -276,18 +276,36 @@ uint64_t nh_metrics_clock_ns(nh_metrics_t *m) {
     return ns;
 }
 
-void nh_metrics_recalibrate(nh_metrics_t *m) {
-    if (!(m->ns_per_tick > 0)) return; /* the first calibration is the requests' (clock_ns) */
-    uint64_t ns = nh_metrics_now_ns(), ticks = nh_metrics_ticks();
-    if (m->recal_ns && ns - m->recal_ns < NH_METRICS_RECALIBRATE_NS) return;
-    if (m->recal_ns && ticks > m->recal_tsc) {
-        double rate = (double)(ns - m->recal_ns) / (double)(ticks - m->recal_tsc);
-        /* a rate far off the last one is a jump (a VM stopped and resumed between the two
-         * readings), not the processor's new rate: skipped, the next second measures again */
-        if (rate > m->ns_per_tick / 2 && rate < m->ns_per_tick * 2) m->ns_per_tick = rate;
+int nh_metrics_recalibrate(nh_metrics_t *m) {
+    if (!(m->ns_per_tick > 0)) return 0; /* the first calibration is the requests' (clock_ns) */
+    if (m->recal_ns && nh_metrics_now_ns() - m->recal_ns < NH_METRICS_RECALIBRATE_NS) return 0;
+    /* the clock read between two TSC reads: a pair that took long (the thread preempted, the
+     * VM's CPU taken away) says little, and the next call reads again */
+    uint64_t t1 = nh_metrics_ticks(), ns = nh_metrics_now_ns(), t2 = nh_metrics_ticks();
+    if (t2 < t1 || (double)(t2 - t1) * m->ns_per_tick > NH_METRICS_RECALIBRATE_PAIR_NS) return 0;
+    uint64_t ticks = t1 + (t2 - t1) / 2;
+    if (m->recal_ns) {
+        double rate = ticks > m->recal_tsc && ns > m->recal_ns
+                          ? (double)(ns - m->recal_ns) / (double)(ticks - m->recal_tsc)
+                          : 0.0;
+        /* the first second corrects the first 100 ms' calibration (within half); after it
+         * an invariant TSC keeps its rate: a tenth off is not that */
+        double off = m->recal_seconds ? 0.1 : 0.5;
+        if (!(rate > m->ns_per_tick * (1 - off) && rate < m->ns_per_tick * (1 + off))) {
+            /* The TSC and the clock disagree over a second: a jump (the VM stopped and resumed
+             * elsewhere), another rate (a host whose TSC runs at another), or cores out of step.
+             * Whichever it is, the TSC no longer times requests: CLOCK_MONOTONIC from here on. */
+            m->tsc_ok = 0;
+            m->ns_per_tick = m->ns_per_tick_next = 0;
+            m->recal_ns = m->recal_tsc = m->recal_seconds = 0;
+            return 1;
+        }
+        m->ns_per_tick = rate;
+        m->recal_seconds++;
     }
     m->recal_ns = ns;
     m->recal_tsc = ticks;
+    return 0;
 }
 
 void nh_metrics_dispatch_end_slow(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0, int failed) {

@@ -127,21 +127,31 @@ typedef struct nh_metrics {
     int tsc_ok;
     uint64_t tsc0, ns0;
     uint64_t recal_tsc, recal_ns; /* nh_metrics_recalibrate's last reading */
+    uint64_t recal_seconds;       /* and how many rates it measured */
 } nh_metrics_t;
 
 #define NH_METRICS_CALIBRATE_NS 100000000u
 #define NH_METRICS_RECALIBRATE_NS 1000000000u
+#define NH_METRICS_RECALIBRATE_PAIR_NS 50000.0
 
 /* Whether the TSC may time requests, from the kernel's clocksource and the processor's flags
  * (/proc/cpuinfo's, space-separated; may be NULL): the kernel keeps time by the TSC itself ("tsc":
  * it checked that it is constant, does not stop and agrees across cores), or a KVM guest's
- * kvm-clock, which is computed from the TSC, runs on an invariant TSC (constant_tsc and
- * nonstop_tsc): then the raw counter times a request as well as kvm-clock would, without its
- * read (a VM that boots with tsc=unstable still gets kvm-clock, not the TSC). */
+ * kvm-clock runs on an invariant TSC (constant_tsc and nonstop_tsc). The second overrides the
+ * kernel's own choice: a guest on an invariant TSC gets kvm-clock when the TSC was declared or
+ * found unstable (tsc=unstable at boot, as firecracker's guests have; a skew its watchdog saw).
+ * For the kernel's time that matters across a VM's pause and move; for a request's few
+ * microseconds it does not, and kvm-clock is itself computed from the TSC. What would matter (a
+ * jump, a new rate, cores out of step) nh_metrics_recalibrate checks every second. */
 int nh_metrics_tsc_trusted(const char *clocksource, const char *cpu_flags);
 /* Measures the TSC's rate against CLOCK_MONOTONIC again, once NH_METRICS_RECALIBRATE_NS have
- * passed since the last time (the host's sweep calls it at least once a second). */
-void nh_metrics_recalibrate(nh_metrics_t *m);
+ * passed since the last time (the host's sweep calls it at least once a second), from a clock
+ * read between two TSC reads at most NH_METRICS_RECALIBRATE_PAIR_NS apart. A rate more than
+ * 10 % off the last (50 % for the first, which corrects the first 100 ms') gives the TSC up:
+ * requests are timed by CLOCK_MONOTONIC from then on, and it returns 1 (once) for the caller to
+ * log. No request is being timed while it runs: it is called between loop callbacks, and a request
+ * is timed within one. */
+int nh_metrics_recalibrate(nh_metrics_t *m);
 
 /* Values the core reads when a scrape renders (sessions, Lua memory, watchdog): the caller fills
  * them in just before nh_metrics_render. */
