@@ -83,7 +83,7 @@ p();
 p(`- Run: ${facts.date}, commit ${facts.commit}; ${facts.rounds} round(s) of ${facts.secs} s per ping-pong figure after warm-up, servers alternating; each ping-pong row is the round with the highest rate (its latencies with it) and the lowest server CPU/op of all rounds.`);
 p(`- Machine: ${facts.machine}; Node ${facts.node}; load average before the run: ${facts.load}.`);
 p(`- Pinning: every server on CPU ${facts.srv_cpu} (taskset; pomelo's master and connector too), the load generator on CPU ${facts.lg_cpu}.`);
-p('- "server CPU/op": the server process\'s own CPU time (user + system, /proc/PID/stat) over the measured window divided by the operations completed. On a shared 2-core machine this is the steadiest figure: the rate can be capped by the load generator or by other work on the machine, the CPU spent per request much less so. "CPU ratio" = floor\'s CPU/op ÷ this server\'s: the share of the floor\'s throughput it would reach were it the bottleneck.');
+p('- "server CPU/op": the server process\'s own CPU time (its threads\' time on a CPU, /proc/PID/task/*/schedstat, in nanoseconds; user + system from /proc/PID/stat where there is no schedstat) over the measured window divided by the operations completed. On a shared 2-core machine this is the steadiest figure: the rate can be capped by the load generator or by other work on the machine, the CPU spent per request much less so. "CPU ratio" = floor\'s CPU/op ÷ this server\'s: the share of the floor\'s throughput it would reach were it the bottleneck.');
 p();
 
 p('### 1–2. Ping-pong, 1,000 connections (closed loop, one request in flight per connection)');
@@ -385,7 +385,7 @@ if (facts.instr) {
   p('|---|---|---|---|');
   p(`| ${fmt(facts.instr.count)} | ${fmt(facts.instr.ir)} | ${fmt(per)} | ≤ 4,000: ${mark(per, 4000, false)} |`);
   const n = facts.instrNested;
-  if (n && n.count > 0) {
+  if (n && n.count > 0 && n.ir > 0) {
     p();
     p(`The same server answering \`Bench.nested\`, a reply one level deep (\`{ p = msg, ok = true }\`, written by the flat writer): ${fmt(n.ir / n.count)} instructions per request over ${fmt(n.count)} requests, ${fmt(per ? n.ir / n.count / per : null, 2)}× the flat reply's.`);
   }
