@@ -387,6 +387,23 @@ static void detaching_copies_small_shared_bytes(void) {
     nh_chunk_pool_free(&pool);
 }
 
+/* A broadcast's small packet ("packet!!"), and a message just too big to gather (all 'B') */
+static nh_buf_t *packet_buf(void) {
+    nh_buf_t *b = nh_buf_new(8);
+    if (!b) abort();
+    memcpy(b->data, "packet!!", 8);
+    b->len = 8;
+    return b;
+}
+
+static nh_buf_t *big_buf(void) {
+    nh_buf_t *b = nh_buf_new(NH_GATHER_MAX + 1);
+    if (!b) abort();
+    memset(b->data, 'B', NH_GATHER_MAX + 1);
+    b->len = NH_GATHER_MAX + 1;
+    return b;
+}
+
 /* A queue with a backlog (a broadcast's pushes piling up between two writes) copies small
  * messages into a block of its own, one segment for all of them, in order with everything else
  * it holds, and drops the block when it is empty. */
@@ -396,11 +413,7 @@ static void gathering_small_messages_makes_one_segment(void) {
     nh_outq_t q, other;
     nh_outq_init(&q, &pool);
     nh_outq_init(&other, &pool);
-    nh_buf_t *pkt = nh_buf_new(8), *big = nh_buf_new(NH_GATHER_MAX + 1);
-    memcpy(pkt->data, "packet!!", 8);
-    pkt->len = 8;
-    memset(big->data, 'B', NH_GATHER_MAX + 1);
-    big->len = NH_GATHER_MAX + 1;
+    nh_buf_t *pkt = packet_buf(), *big = big_buf();
     static char want[4096];
     size_t wl = 0;
     for (int i = 0; i < 20; i++) { /* another queue's bytes in between, as a broadcast's are */
@@ -460,11 +473,7 @@ static void the_inline_gather_appends_only_where_it_may(void) {
     CHECK(nh_chunk_pool_init(&pool, 8) == 0);
     nh_outq_t q;
     nh_outq_init(&q, &pool);
-    nh_buf_t *pkt = nh_buf_new(8), *big = nh_buf_new(NH_GATHER_MAX + 1);
-    memcpy(pkt->data, "packet!!", 8);
-    pkt->len = 8;
-    memset(big->data, 'B', NH_GATHER_MAX + 1);
-    big->len = NH_GATHER_MAX + 1;
+    nh_buf_t *pkt = packet_buf(), *big = big_buf();
     CHECK(nh_outq_gather(&q, "ab", 2) == 0 && q.n == 0 && q.bytes == 0); /* empty: no block */
     CHECK(nh_outq_share(&q, pkt, 0, 8) == 0);
     CHECK(nh_outq_gather(&q, "ab", 2) == 0 && q.n == 1 && q.bytes == 8); /* a reference last */
