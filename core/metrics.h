@@ -139,7 +139,8 @@ typedef struct nh_metrics {
  * it checked that it is constant, does not stop and agrees across cores), or a KVM guest's
  * kvm-clock runs on an invariant TSC (constant_tsc and nonstop_tsc). The second overrides the
  * kernel's own choice: a guest on an invariant TSC gets kvm-clock when the TSC was declared or
- * found unstable (tsc=unstable at boot, as firecracker's guests have; a skew its watchdog saw).
+ * found unstable (tsc=unstable on the kernel's command line, as on these VMs; a skew its
+ * watchdog saw).
  * For the kernel's time that matters across a VM's pause and move; for a request's few
  * microseconds it does not, and kvm-clock is itself computed from the TSC. What would matter (a
  * jump, a new rate, cores out of step) nh_metrics_recalibrate checks every second. */
