@@ -40,6 +40,7 @@
 #include <uv.h>
 
 #include "buffer.h"
+#include "log.h"
 #include "tls.h"
 
 typedef struct nh_host nh_host_t;
@@ -167,10 +168,10 @@ int nh_conn_send_raw_shared(nh_conn_t *c, nh_buf_t *b, size_t off, size_t len);
 
 /* Starts closing: the transport may queue a last frame, what is queued gets one last try to
  * leave, then the socket closes. `reason` is logged at debug level (NULL: nothing). */
-void nh_conn_close(nh_conn_t *c, const char *reason);
+void nh_conn_close(nh_conn_t *c, const char *reason) NH_COLD;
 /* Close once the queue has drained (or right away if it is empty), or after handshake_timeout
  * if the peer does not read it (nh_conn_sweep enforces that). */
-void nh_conn_close_after_flush(nh_conn_t *c);
+void nh_conn_close_after_flush(nh_conn_t *c) NH_COLD;
 /* Why the connection closes, for the close metrics (enum nh_metrics_close_reason), unless a
  * reason was given already: the first one wins. */
 void nh_conn_set_close_reason(nh_conn_t *c, int reason);

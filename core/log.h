@@ -34,8 +34,10 @@ int nh_log_parse_level(const char *name);
 /* printf-style argument checks on a logging function of ours (fmt: the format's position,
  * args: the first argument's). */
 #if defined(__GNUC__)
-#define NH_LOG_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#define NH_COLD __attribute__((cold))
+#define NH_LOG_PRINTF(fmt, args) __attribute__((format(printf, fmt, args))) NH_COLD
 #else
+#define NH_COLD
 #define NH_LOG_PRINTF(fmt, args)
 #endif
 
@@ -43,16 +45,16 @@ void nh_log(int level, const char *fmt, ...) NH_LOG_PRINTF(2, 3);
 
 /* Writes the `len` bytes of `msg` (NULs included, shown as \0) as one entry at `level`; used by
  * the Lua logger. Newlines start continuation lines (see above). */
-void nh_log_text(int level, const char *msg, size_t len);
+void nh_log_text(int level, const char *msg, size_t len) NH_COLD;
 
 /* Writes `msg` as one entry at `level`. */
-void nh_log_line(int level, const char *msg);
+void nh_log_line(int level, const char *msg) NH_COLD;
 
 /* Formats untrusted bytes for a log line, NUL-terminated in out[cap] (cap >= 8): printable ASCII
  * and well-formed UTF-8 (except C1 controls) as they are, everything else escaped as described
  * above. If the escaped text does not fit, it is cut at a character boundary and ends in "...".
  * Returns out, so it can be used as a printf argument. */
-const char *nh_log_escape(char *out, size_t cap, const void *data, size_t len);
+const char *nh_log_escape(char *out, size_t cap, const void *data, size_t len) NH_COLD;
 
 #define nh_log_enabled(level) ((level) >= nh_log_get_level())
 
