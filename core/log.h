@@ -31,8 +31,14 @@ int nh_log_get_level(void);
 /* Parses "debug", "info", "warn", "error", "off"; returns -1 if unknown. */
 int nh_log_parse_level(const char *name);
 
-/* printf-style argument checks on a logging function of ours (fmt: the format's position,
- * args: the first argument's). */
+/* NH_COLD: a function that runs off a request's usual path (logging, closing a connection). The
+ * compiler predicts the branches that call it as not taken and moves their code out of the
+ * function around them (gcc's "cold", into .text.unlikely), so the code a request runs stays
+ * dense in the instruction cache; the function itself is optimized for size. Layout only, never
+ * behaviour: a close that is common (an HTTP reply without keep-alive) is one per connection,
+ * not one per message. docs/benchmarks.md, thirteenth pass.
+ * NH_LOG_PRINTF: printf-style argument checks on a logging function of ours (fmt: the format's
+ * position, args: the first argument's), which is also cold. */
 #if defined(__GNUC__)
 #define NH_COLD __attribute__((cold))
 #define NH_LOG_PRINTF(fmt, args) __attribute__((format(printf, fmt, args))) NH_COLD

@@ -44,8 +44,8 @@ void nh_strcache_free(nh_strcache_t *c, lua_State *L);
  * NH_STRCACHE_SIZE - 1: equal strings have the same one, a hash of their bytes), or -1 when it did
  * not go through the cache (c NULL, or longer than NH_STRCACHE_MAX).
  * Inline for its usual case, a string of up to 16 bytes the cache holds (a route, a key): as a
- * call it saved and restored five registers for the rest, ~35 instructions a request
- * (docs/benchmarks.md, thirteenth pass). */
+ * call it saved and restored five registers for the rest: ~30 instructions a call, and a
+ * request makes two (docs/benchmarks.md, thirteenth pass). */
 static inline int nh_strcache_push(nh_strcache_t *c, lua_State *L, const char *s, size_t len);
 int nh_strcache_push_slow(nh_strcache_t *c, lua_State *L, const char *s, size_t len);
 
