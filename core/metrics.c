@@ -308,7 +308,8 @@ int nh_metrics_recalibrate(nh_metrics_t *m) {
     return 0;
 }
 
-void nh_metrics_dispatch_end_slow(nh_metrics_t *m, const nh_msg_t *msg, uint64_t t0, int failed) {
+void nh_metrics_dispatch_end_slow(nh_metrics_t *m, const nh_msg_t *msg, int failed) {
+    uint64_t t0 = m->dispatch_t0;
     double seconds;
     if (m->ns_per_tick > 0) {
         seconds = nh_metrics_tsc_seconds(m, t0);

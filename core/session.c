@@ -251,13 +251,14 @@ static void log_message(nh_session_t *s, const nh_msg_t *m) {
            nh_log_escape(payload, sizeof payload, m->payload, m->payload_len));
 }
 
-/* A request dispatched while metrics count requests: timed, and counted under its route. Out of
- * line, so that on_data keeps no start time across the dispatch when they do not. */
-static __attribute__((noinline)) int dispatch_timed(nh_host_t *h, nh_session_t *s,
-                                                    const nh_msg_t *m) {
-    uint64_t t0 = nh_metrics_dispatch_begin(&h->metrics, s->id, m->id);
+/* A request dispatched while metrics count requests: timed, and counted under its route. Inline:
+ * out of line it saved and restored six registers around the handler's call, ~25 instructions of
+ * the ~110 that metrics add to a request; the start time is kept in h->metrics, so on_data holds
+ * nothing more across the dispatch when metrics are off (+2 instructions there). */
+static inline int dispatch_timed(nh_host_t *h, nh_session_t *s, const nh_msg_t *m) {
+    nh_metrics_dispatch_begin(&h->metrics, s->id, m->id);
     int failed = h->events.message(h->events_ud, s, m) != 0;
-    nh_metrics_dispatch_end(&h->metrics, m, t0, failed);
+    nh_metrics_dispatch_end(&h->metrics, m, failed);
     return failed;
 }
 

@@ -135,21 +135,23 @@ static void test_dispatch_accounting(void) {
     uint32_t ping = nh_metrics_route_add(&m, "M.ping", 6);
     CHECK(nh_metrics_route_code(&m, 7, ping) == 0);
     nh_msg_t msg = {.type = NH_MSG_REQUEST, .id = 3, .route = "M.ping", .route_len = 6};
-    uint64_t t0 = nh_metrics_dispatch_begin(&m, 1, 3);
-    CHECK(t0 != 0);
-    nh_metrics_dispatch_end(&m, &msg, t0, 0);
-    t0 = nh_metrics_dispatch_begin(&m, 1, 4); /* the same route again: the cached lookup */
+    nh_metrics_dispatch_begin(&m, 1, 3);
+    CHECK(m.dispatch_t0 != 0);
+    nh_metrics_dispatch_end(&m, &msg, 0);
+    nh_metrics_dispatch_begin(&m, 1, 4);      /* the same route again: the cached lookup */
     nh_metrics_error_response(&m, 2, 4, 403); /* another session's error: not this request's */
     nh_metrics_error_response(&m, 1, 4, 403);
     msg.id = 4;
-    nh_metrics_dispatch_end(&m, &msg, t0, 0);
+    nh_metrics_dispatch_end(&m, &msg, 0);
     nh_msg_t coded = {.type = NH_MSG_REQUEST, .id = 5, .route_compressed = 1, .route_code = 7};
-    nh_metrics_dispatch_end(&m, &coded, nh_metrics_dispatch_begin(&m, 1, 5), 1); /* failed: 500 */
+    nh_metrics_dispatch_begin(&m, 1, 5);
+    nh_metrics_dispatch_end(&m, &coded, 1); /* failed: 500 */
     nh_msg_t other = {.type = NH_MSG_REQUEST, .id = 6, .route = "M.pong", .route_len = 6};
-    nh_metrics_dispatch_end(&m, &other, nh_metrics_dispatch_begin(&m, 1, 6), 0);
-    t0 = nh_metrics_dispatch_begin(&m, 1, 7);
+    nh_metrics_dispatch_begin(&m, 1, 6);
+    nh_metrics_dispatch_end(&m, &other, 0);
+    nh_metrics_dispatch_begin(&m, 1, 7);
     nh_metrics_error_response(&m, 1, 7, 0); /* an error response without a code */
-    nh_metrics_dispatch_end(&m, &msg, t0, 0);
+    nh_metrics_dispatch_end(&m, &msg, 0);
     CHECK(m.routes[ping].ok == 1);
     CHECK(m.routes[ping].latency.count == 4);
     CHECK(m.routes[ping].ncodes == 3);
@@ -188,8 +190,10 @@ static void test_routes_told_apart(void) {
             memcpy(buf, names[i], strlen(names[i]));
             nh_msg_t msg = {
                 .type = NH_MSG_REQUEST, .id = 1, .route = buf, .route_len = strlen(names[i])};
-            for (int k = 0; k <= i % 2; k++) /* and the same route twice in a row */
-                nh_metrics_dispatch_end(&m, &msg, nh_metrics_dispatch_begin(&m, 1, 1), 0);
+            for (int k = 0; k <= i % 2; k++) { /* and the same route twice in a row */
+                nh_metrics_dispatch_begin(&m, 1, 1);
+                nh_metrics_dispatch_end(&m, &msg, 0);
+            }
         }
     for (int i = 0; i < n; i++)
         CHECK(m.routes[id[i]].ok == (uint64_t)(3 * (1 + i % 2)));
@@ -202,9 +206,9 @@ static void test_routes_told_apart(void) {
  * observed as 5 ms before and after. Real time, as the clocks are what is tested (bounded). */
 static double timed_request(nh_metrics_t *m, const nh_msg_t *msg, long ns) {
     double before = m->routes[0].latency.sum;
-    uint64_t t0 = nh_metrics_dispatch_begin(m, 1, 1);
+    nh_metrics_dispatch_begin(m, 1, 1);
     if (ns) nanosleep(&(struct timespec){.tv_nsec = ns}, NULL);
-    nh_metrics_dispatch_end(m, msg, t0, 0);
+    nh_metrics_dispatch_end(m, msg, 0);
     return m->routes[0].latency.sum - before;
 }
 
@@ -239,14 +243,15 @@ static void test_request_clock_without_tsc(void) {
     m.tsc_ok = 0;
     uint32_t r = nh_metrics_route_add(&m, "Room.join", 9);
     nh_msg_t msg = {.type = NH_MSG_REQUEST, .id = 1, .route = "Room.join", .route_len = 9};
-    nh_metrics_dispatch_end(&m, &msg, nh_metrics_dispatch_begin(&m, 1, 1), 0); /* sets last_route */
+    nh_metrics_dispatch_begin(&m, 1, 1);
+    nh_metrics_dispatch_end(&m, &msg, 0); /* sets last_route */
     CHECK(m.last_route == r);
     /* a TSC rate the slow end would start using (it takes ns_per_tick_next): the inline end,
      * which has no TSC to switch to here, leaves it */
     m.ns_per_tick_next = 1.0;
-    uint64_t t0 = nh_metrics_dispatch_begin(&m, 1, 2);
+    nh_metrics_dispatch_begin(&m, 1, 2);
     nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
-    nh_metrics_dispatch_end(&m, &msg, t0, 0);
+    nh_metrics_dispatch_end(&m, &msg, 0);
     CHECK(m.routes[r].ok == 2 && m.routes[r].latency.count == 2);
     CHECK(m.routes[r].latency.sum >= 0.005 && m.routes[r].latency.sum < 0.5);
     CHECK(!(m.ns_per_tick > 0)); /* timed inline: the slow end would have switched clocks */
