@@ -214,7 +214,9 @@ describe("nano.test", function()
       local ok = pcall(server.wait_until, server, function() return false end, 0.2)
       local took = core.hrtime() - t0
       assert.is_false(ok)
-      assert.is_true(took >= 0.2 and took < 0.6, "a wait of 0.2 s took " .. took .. " s")
+      -- what is tested is the lower bound (not early); the upper one only catches a wait that
+      -- does not end of itself: the sanitizer build on a busy 2-core machine took 0.85 s
+      assert.is_true(took >= 0.2 and took < 3, "a wait of 0.2 s took " .. took .. " s")
     end)
 
     it("points the error at the spec's line", function()
