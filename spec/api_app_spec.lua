@@ -364,8 +364,10 @@ describe("application", function()
       assert.equal(20000, n)
       assert.is_true(grown.lua_slab_bytes >= st.lua_slab_bytes + 1000000)
       collectgarbage()
-      -- freed, they stay with the allocator for reuse: the slabs do not shrink
-      assert.equal(grown.lua_slab_bytes, nano.stats().lua_slab_bytes)
+      -- freed, they stay with the allocator for reuse: the slabs do not shrink (they may grow by
+      -- a slab: what runs after `grown` was read, stats' own table among it, can need one in a
+      -- size class that was full)
+      assert.is_true(nano.stats().lua_slab_bytes >= grown.lua_slab_bytes)
       assert.is_true(nano.stats().lua_memory < grown.lua_memory)
     end)
 
