@@ -3,6 +3,8 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +19,6 @@
 
 #include "host.h"
 #include "log.h"
-
-static void take_over_reserve(nh_host_t *h);
 
 /* A connection's uv handle carries this address as its data: nh_conn_close_all finds the
  * connections among the loop's handles without a list of its own (nothing per connection). */
@@ -68,9 +68,9 @@ int nh_format_addr(const struct sockaddr *sa, char *out, size_t len) {
 
 int nh_conn_peer(const nh_conn_t *c, char *out, size_t len) {
     struct sockaddr_storage ss;
-    int n = sizeof ss;
-    int r = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &n);
-    if (r) return r;
+    socklen_t n = sizeof ss;
+    if (c->fd < 0) return UV_EBADF;
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &n) != 0) return -errno;
     return nh_format_addr((struct sockaddr *)&ss, out, len);
 }
 
@@ -95,14 +95,39 @@ static void conn_log(const nh_conn_t *c, int level, const char *fmt, ...) {
     nh_log(level, "%s: %s", nh_conn_describe(c, who, sizeof who), msg);
 }
 
+/* ---- readiness ---- */
+
+static void on_io(uv_poll_t *handle, int status, int events);
+
+/* Asks libuv for what the connection waits for now: readability until it closes or drains to
+ * close, writability while the kernel's send buffer is full. Changes are rare (a stall, its end,
+ * closing), which is as well: uv_poll_start takes the descriptor out of epoll and puts it back.
+ * Never on a closing handle (uv_close has stopped it for good). */
+static void watch(nh_conn_t *c) {
+    int want = 0, now = 0;
+    if (!(c->flags & NH_CONN_CLOSING) && !c->close_after_flush) want |= UV_READABLE; /* reading */
+    if (c->flags & NH_CONN_WRITING) want |= UV_WRITABLE;
+    if (c->flags & NH_CONN_POLL_READ) now |= UV_READABLE;
+    if (c->flags & NH_CONN_POLL_WRITE) now |= UV_WRITABLE;
+    if (want == now) return;
+    c->flags &= (uint16_t) ~(NH_CONN_POLL_READ | NH_CONN_POLL_WRITE);
+    if (want & UV_READABLE) c->flags |= NH_CONN_POLL_READ;
+    if (want & UV_WRITABLE) c->flags |= NH_CONN_POLL_WRITE;
+    /* Neither fails on a handle of ours that is not closing (UV_EEXIST: another watcher) */
+    if (want)
+        (void)uv_poll_start(&c->poll, want, on_io);
+    else
+        (void)uv_poll_stop(&c->poll);
+}
+
 /* ---- closing ---- */
 
 static void listener_release(nh_listener_t *l);
 
 /* Every idle connection holds one (docs/benchmarks.md, "Connection scale"): with libuv's
- * uv_tcp_t (248 bytes on 64-bit Linux) it is 376 bytes, the most a 384-byte malloc chunk holds. */
+ * uv_poll_t (160 bytes on 64-bit Linux) it is 280 bytes, the most a 288-byte malloc chunk holds. */
 #if UINTPTR_MAX == UINT64_MAX
-_Static_assert(sizeof(nh_conn_t) - sizeof(uv_tcp_t) <= 128, "nh_conn_t grew (a malloc class)");
+_Static_assert(sizeof(nh_conn_t) - sizeof(uv_poll_t) <= 120, "nh_conn_t grew (a malloc class)");
 #endif
 
 static void on_conn_closed(uv_handle_t *handle) {
@@ -155,10 +180,17 @@ static void unlink_draining(nh_conn_t *c) {
 static void conn_close_now(nh_conn_t *c) {
     unlink_dirty(c);
     unlink_draining(c);
-    if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
+    if (uv_is_closing((uv_handle_t *)&c->poll)) return;
     /* Cut off: SO_LINGER 0, so the kernel drops its send buffer too and the peer gets a RST. */
-    if ((c->flags & NH_CONN_CUT) && uv_tcp_close_reset(&c->tcp, on_conn_closed) == 0) return;
-    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    if (c->flags & NH_CONN_CUT) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        (void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    /* The handle first: uv_close takes the descriptor out of epoll (and out of the turn's pending
+     * events), so the number can be reused at once. */
+    uv_close((uv_handle_t *)&c->poll, on_conn_closed);
+    close(c->fd);
+    c->fd = -1;
 }
 
 static void flush(nh_conn_t *c);
@@ -181,7 +213,6 @@ void nh_conn_close(nh_conn_t *c, const char *reason) {
         char who[160];
         nh_log(NH_LOG_DEBUG, "%s closed: %s", nh_conn_describe(c, who, sizeof who), reason);
     }
-    uv_read_stop((uv_stream_t *)&c->tcp);
     if (c->listener->transport->on_closing)
         c->listener->transport->on_closing(c, !(c->flags & NH_CONN_CUT));
     if (!(c->flags & NH_CONN_CUT)) {
@@ -195,7 +226,6 @@ void nh_conn_close(nh_conn_t *c, const char *reason) {
 
 void nh_conn_close_after_flush(nh_conn_t *c) {
     if (c->flags & NH_CONN_CLOSING) return;
-    uv_read_stop((uv_stream_t *)&c->tcp);
     /* A peer that stops reading must not keep a closing connection (and its queue and its
      * max_conns slot) forever: the sweep closes it after this. */
     uint64_t deadline = nh_timers_now(&c->host->timers) + c->host->cfg.handshake_timeout_ms;
@@ -216,7 +246,10 @@ void nh_conn_close_after_flush(nh_conn_t *c) {
         c->close_after_flush = 1;
         if (c->listener->transport->on_draining) c->listener->transport->on_draining(c);
     }
-    if (queued(c) == 0) nh_conn_close(c, NULL);
+    if (queued(c) == 0)
+        nh_conn_close(c, NULL);
+    else
+        watch(c); /* nothing more is read */
 }
 
 void nh_conn_set_close_reason(nh_conn_t *c, int reason) {
@@ -224,7 +257,7 @@ void nh_conn_set_close_reason(nh_conn_t *c, int reason) {
 }
 
 static void close_if_conn(uv_handle_t *handle, void *reason) {
-    if (handle->type == UV_TCP && handle->data == &conn_tag && !uv_is_closing(handle))
+    if (handle->type == UV_POLL && handle->data == &conn_tag && !uv_is_closing(handle))
         nh_conn_close((nh_conn_t *)handle, reason);
 }
 
@@ -243,7 +276,8 @@ void nh_conn_sweep(nh_host_t *h, uint64_t now) {
 /* ---- writing ---- */
 
 static void mark_dirty(nh_conn_t *c) {
-    if (c->flags & (NH_CONN_DIRTY | NH_CONN_WRITING)) return; /* write_cb flushes the rest */
+    /* waiting for the socket: on_io flushes the rest when it is writable */
+    if (c->flags & (NH_CONN_DIRTY | NH_CONN_WRITING)) return;
     c->flags |= NH_CONN_DIRTY;
     c->dirty_next = c->host->dirty;
     c->host->dirty = c;
@@ -259,25 +293,6 @@ static void drained(nh_conn_t *c) {
     c->flags &= (uint16_t)~NH_CONN_BIG;
     if (c->listener->transport->on_drained && !(c->flags & NH_CONN_CLOSING))
         c->listener->transport->on_drained(c);
-}
-
-static void on_write(uv_write_t *req, int status) {
-    nh_conn_t *c = req->data;
-    free(req);
-    c->flags &= (uint16_t)~NH_CONN_WRITING;
-    nh_outq_consume(wire_queue(c), c->inflight);
-    c->inflight = 0;
-    if (status < 0) {
-        if (status != UV_ECANCELED) nh_conn_close(c, uv_strerror(status));
-        return;
-    }
-    if (c->flags & NH_CONN_CLOSING) return;
-    if (queued(c))
-        mark_dirty(c);
-    else {
-        drained(c);
-        if (c->close_after_flush) nh_conn_close(c, NULL);
-    }
 }
 
 #define NH_MAX_IOV 64
@@ -329,18 +344,16 @@ static int seal(nh_conn_t *c) {
     return take_tls_output(c);
 }
 
-/* uv_try_write, made here as a sendmsg (docs/benchmarks.md, ninth pass):
- * - the kernel's writev, libuv's call, goes through the file layer (vfs_writev, the position
- *   lock, sock_write_iter) before the socket's sendmsg: ~10 % of a broadcast's server time;
- * - glibc's wrappers of both are thread cancellation points, whose enabling and disabling cost
- *   ~30 instructions a call on top of uv_try_write's own ~60; syscall() is plain.
- * Only while libuv has no write of the connection's in flight (NH_CONN_WRITING unset), as
- * uv_try_write itself requires: the one uv_write below is the connection's only other writer (no
- * uv_shutdown, no connect). uv_buf_t is struct iovec's layout on Unix (uv.h). */
+/* A non-blocking send (docs/benchmarks.md, ninth pass):
+ * - send and sendmsg go to the socket directly, where writev (libuv's) goes through the file
+ *   layer first (vfs_writev, the position lock, sock_write_iter): ~10 % of a broadcast's server
+ *   time;
+ * - glibc's wrappers are thread cancellation points, whose enabling and disabling cost ~30
+ *   instructions a call; syscall() is plain.
+ * uv_buf_t is struct iovec's layout on Unix (uv.h). Returns the bytes taken, UV_EAGAIN, or a
+ * negative uv error. */
 static int try_write(nh_conn_t *c, const uv_buf_t *iov, unsigned n) {
-    assert(uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp) == 0);
-    uv_os_fd_t fd;
-    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) return UV_EBADF;
+    int fd = c->fd;
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = n};
     long r;
     do /* one buffer (a read's responses, usually): send, without sendmsg's header to copy */
@@ -353,8 +366,9 @@ static int try_write(nh_conn_t *c, const uv_buf_t *iov, unsigned n) {
     return -errno; /* libuv's errors are negated errno values on Unix */
 }
 
-/* Writes what the kernel takes now. `wait`: hand the rest to libuv and wait for the socket (the
- * turn's flush); otherwise leave it queued (a try while a handler's output grows). */
+/* Writes what the kernel takes now. `wait`: when the kernel takes no more, wait for the socket to
+ * be writable (the turn's flush); otherwise leave the rest queued (a try while a handler's output
+ * grows). */
 static void flush_ex(nh_conn_t *c, int wait) {
     if (c->tls && seal(c) < 0) {
         nh_outq_consume(&c->out, c->out.bytes);
@@ -381,30 +395,12 @@ static void flush_ex(nh_conn_t *c, int wait) {
         if ((size_t)r == total) continue;       /* more segments than one sendmsg took */
         if (c->flags & NH_CONN_CLOSING) return; /* no waiting on a closing socket */
         if (!wait) break;
-        /* The kernel buffer is full: hand the rest of this batch to libuv and wait. The queue
-         * may wait long: its bytes leave the shared arena so that it pins only its own. */
+        /* The kernel buffer is full: wait for the socket (on_io writes the rest). The queue may
+         * wait long: its bytes leave the shared arena so that it pins only its own. */
         if (!c->stalled_turn) c->stalled_turn = c->host->flush_turns;
         nh_outq_detach(q); /* out of memory: stays in the arena, still correct */
-        n = nh_outq_iov(q, 0, iov, NH_MAX_IOV);
-        size_t rest = 0;
-        for (unsigned i = 0; i < n; i++)
-            rest += iov[i].len;
-        /* A request of its own for this wait only: an idle connection holds none. */
-        uv_write_t *req = malloc(sizeof *req);
-        r = UV_ENOMEM;
-        if (req) {
-            req->data = c;
-            r = uv_write(req, (uv_stream_t *)&c->tcp, iov, n, on_write);
-            if (r < 0) free(req);
-        }
-        if (r < 0) {
-            nh_outq_consume(&c->out, c->out.bytes);
-            if (nh_conn_wire(c)) nh_outq_consume(nh_conn_wire(c), nh_conn_wire(c)->bytes);
-            nh_conn_close(c, uv_strerror(r));
-            return;
-        }
-        c->inflight = rest;
         c->flags |= NH_CONN_WRITING;
+        watch(c);
         return;
     }
     if (queued(c)) return;
@@ -417,8 +413,7 @@ static void flush(nh_conn_t *c) {
 }
 
 void nh_conn_flush_all(nh_host_t *h) {
-    h->flush_turns++;
-    take_over_reserve(h);
+    if (++h->flush_turns == 0) h->flush_turns = 1; /* 0: a connection that has not stalled */
     while (h->dirty) {
         nh_conn_t *c = h->dirty;
         h->dirty = c->dirty_next;
@@ -439,10 +434,10 @@ void nh_conn_flush_all(nh_host_t *h) {
     }
 }
 
-/* Drops every queued byte that is not in flight (libuv still points at those). */
+/* Drops every queued byte (a connection cut off: nothing more is sent). */
 static void drop_queued(nh_conn_t *c) {
-    if (c->tls) nh_outq_consume(&c->out, c->out.bytes); /* not encrypted yet: never in flight */
-    nh_outq_truncate(wire_queue(c), c->inflight);
+    nh_outq_consume(&c->out, c->out.bytes);
+    if (nh_conn_wire(c)) nh_outq_consume(nh_conn_wire(c), nh_conn_wire(c)->bytes);
 }
 
 /* after_queue's work when the queue may need it: see there. */
@@ -543,26 +538,18 @@ int nh_conn_send(nh_conn_t *c, const uint8_t *head, size_t head_len, nh_buf_t *s
 }
 
 int nh_conn_send_raw_shared(nh_conn_t *c, nh_buf_t *b, size_t off, size_t len) {
-    if (uv_is_closing((uv_handle_t *)&c->tcp)) return UV_EPIPE;
+    if (uv_is_closing((uv_handle_t *)&c->poll)) return UV_EPIPE;
     int r = nh_outq_share(&c->out, b, off, len);
     return r ? r : send_queued(c, len);
 }
 
 int nh_conn_send_raw(nh_conn_t *c, const void *data, size_t len) {
-    if (uv_is_closing((uv_handle_t *)&c->tcp)) return UV_EPIPE;
+    if (uv_is_closing((uv_handle_t *)&c->poll)) return UV_EPIPE;
     int r = nh_outq_copy(&c->out, data, len);
     return r ? r : send_queued(c, len);
 }
 
 /* ---- reading ---- */
-
-static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
-    (void)suggested;
-    /* One read buffer for the whole host: the loop is single-threaded and each read is consumed
-     * (decoded or copied into a partial-packet buffer) before the next alloc. */
-    nh_conn_t *c = (nh_conn_t *)handle;
-    *buf = uv_buf_init((char *)c->host->readbuf, sizeof c->host->readbuf);
-}
 
 static void tls_failed(nh_conn_t *c, const char *what) {
     conn_log(c, NH_LOG_INFO, "tls: %s; closing", what);
@@ -594,18 +581,13 @@ static void tls_read(nh_conn_t *c, const uint8_t *data, size_t len) {
     }
 }
 
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
-    nh_conn_t *c = (nh_conn_t *)stream;
-    if (nread == 0) return;
-    if (nread < 0) {
-        nh_conn_close(c, nread == UV_EOF ? "peer closed" : uv_strerror((int)nread));
-        return;
-    }
-    if (c->flags & NH_CONN_CLOSING) return;
-    c->host->metrics.bytes[NH_MD_IN] += (uint64_t)nread;
+/* Bytes the socket gave: decrypted (TLS) and handed to the transport, and what they produced for
+ * this connection (its responses) written at once. */
+static void on_bytes(nh_conn_t *c, uint8_t *data, size_t len) {
+    c->host->metrics.bytes[NH_MD_IN] += len;
     if (c->tls) {
-        tls_read(c, (const uint8_t *)buf->base, (size_t)nread);
-    } else if (c->listener->transport->on_read(c, (uint8_t *)buf->base, (size_t)nread) < 0) {
+        tls_read(c, data, len);
+    } else if (c->listener->transport->on_read(c, data, len) < 0) {
         nh_conn_close(c, "bad input");
         return;
     }
@@ -624,20 +606,75 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     }
 }
 
+/* Reads a full buffer at most this many times a turn: a peer that sends faster than the host
+ * handles waits for the next turn, with every other connection. */
+#define NH_READS_PER_TURN 16
+
+/* The socket is readable: recv (not read(2), whose file layer costs more; docs/benchmarks.md,
+ * fifteenth pass) into the host's one read buffer, which each read's handling consumes (decoded,
+ * or copied into a partial packet's buffer) before the next. */
+static void read_socket(nh_conn_t *c) {
+    uint8_t *buf = c->host->readbuf;
+    for (int i = 0; i < NH_READS_PER_TURN; i++) {
+        long n;
+        do /* syscall(): glibc's recv is a cancellation point (see try_write) */
+            n = syscall(SYS_recvfrom, c->fd, buf, sizeof c->host->readbuf, 0, NULL, NULL);
+        while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK) nh_conn_close(c, uv_strerror(-errno));
+            return;
+        }
+        if (n == 0) {
+            nh_conn_close(c, "peer closed");
+            return;
+        }
+        on_bytes(c, buf, (size_t)n);
+        if ((c->flags & NH_CONN_CLOSING) || c->close_after_flush) return;
+        if ((size_t)n < sizeof c->host->readbuf) return; /* the socket had no more */
+    }
+}
+
+/* Reading until the connection closes or drains to close. */
+static inline int reading(const nh_conn_t *c) {
+    return !(c->flags & NH_CONN_CLOSING) && !c->close_after_flush;
+}
+
+static void on_io(uv_poll_t *handle, int status, int events) {
+    nh_conn_t *c = (nh_conn_t *)handle;
+    if (status < 0) {
+        /* An error on the socket (POLLERR: a reset, usually); libuv has stopped watching it.
+         * What the peer sent before is still read, then the read says what happened. */
+        c->flags &= (uint16_t) ~(NH_CONN_POLL_READ | NH_CONN_POLL_WRITE);
+        if (reading(c)) read_socket(c);
+        if (!(c->flags & NH_CONN_CLOSING)) {
+            int err = 0;
+            socklen_t len = sizeof err;
+            if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err == 0) err = EIO;
+            nh_conn_close(c, uv_strerror(-err));
+        }
+        return;
+    }
+    if (events & UV_WRITABLE) {
+        c->flags &= (uint16_t)~NH_CONN_WRITING;
+        flush(c); /* waits again when the kernel takes only part */
+        if (c->flags & NH_CONN_CLOSING) return;
+        watch(c);
+    }
+    /* a hang-up alone comes without UV_READABLE: the read finds the end */
+    if (reading(c) && ((events & UV_READABLE) || !(events & UV_WRITABLE))) read_socket(c);
+}
+
 /* ---- accepting ---- */
 
 /* Out of descriptors, the pending connections cannot be accepted, and the listener would stay
  * readable (a busy loop): free the reserve descriptor, accept and close them (the clients see
- * the connection closed at once), take the reserve again. libuv does the same silently; the host
- * does it itself to count and log it. Returns the connections shed. */
+ * the connection closed at once), take the reserve again. Returns the connections shed. */
 static uint64_t shed_pending(nh_host_t *h, nh_listener_t *l) {
-    uv_os_fd_t lfd;
-    if (uv_fileno((uv_handle_t *)&l->tcp, &lfd) != 0) return 0;
     if (h->reserve_fd >= 0) close(h->reserve_fd);
     h->reserve_fd = -1;
     uint64_t n = 0;
     for (int i = 0; i < 1024; i++) { /* bounded: a flood is shed over several loop turns */
-        int fd = accept(lfd, NULL, NULL);
+        int fd = accept(l->fd, NULL, NULL);
         if (fd < 0) break;
         close(fd);
         n++;
@@ -646,26 +683,12 @@ static uint64_t shed_pending(nh_host_t *h, nh_listener_t *l) {
     return n;
 }
 
-/* Hands the reserve back to libuv: out of descriptors, its accept loop calls us again until an
- * accept says EAGAIN, which only its own shedding (with the reserve) brings about. The host
- * takes the reserve back on the next loop turn, so every later drop is reported again. */
-static void give_reserve_to_libuv(nh_host_t *h) {
-#ifndef _WIN32
-    if (h->reserve_fd < 0 || h->loop->emfile_fd >= 0) return;
-    h->loop->emfile_fd = h->reserve_fd;
-    h->reserve_fd = -1;
-#else
-    (void)h;
-#endif
-}
-
 static void accept_failed(nh_listener_t *l, int status) {
     nh_host_t *h = l->host;
     uint64_t n = 1;
     if (status == UV_EMFILE || status == UV_ENFILE) {
         n = shed_pending(h, l);
-        give_reserve_to_libuv(h);
-        if (!n) return; /* nothing was pending: libuv asked once more before giving up */
+        if (!n) return; /* nothing was pending any more (or no reserve to shed with) */
     }
     h->accept_failed += n;
     h->accept_failed_unlogged += n;
@@ -687,60 +710,9 @@ void nh_conn_release_reserve(nh_host_t *h) {
     h->reserve_fd = -1;
 }
 
-/* libuv keeps a descriptor in reserve to shed connections when out of descriptors and does it
- * silently (the connection callback never hears of it). The host takes that reserve over, so
- * that libuv reports EMFILE and the host sheds, logs and counts (accept_failed). libuv reopens
- * its reserve whenever it initialises a stream, so this runs after each accept (an open and a
- * close: cheap next to an accepted connection's own system calls). */
-static void take_over_reserve(nh_host_t *h) {
-#ifndef _WIN32
-    uv_loop_t *loop = h->loop;
-    if (loop->emfile_fd < 0) return;
-    if (h->reserve_fd < 0)
-        h->reserve_fd = loop->emfile_fd;
-    else
-        close(loop->emfile_fd);
-    loop->emfile_fd = -1;
-#else
-    (void)h;
-#endif
-}
-
-static void on_connection(uv_stream_t *server, int status) {
-    nh_listener_t *l = (nh_listener_t *)server;
+/* A socket accepted on l: refused (stopping, max_conns), or a connection that reads. */
+static void on_accepted(nh_listener_t *l, int fd) {
     nh_host_t *h = l->host;
-    if (status < 0) {
-        accept_failed(l, status);
-        return;
-    }
-    /* Over TLS the wire queue follows the struct; a plain connection has none. */
-    nh_conn_t *c = calloc(1, sizeof *c + (l->tls ? sizeof(nh_outq_t) : 0));
-    if (!c) {
-        nh_log(NH_LOG_ERROR, "accept: out of memory");
-        return;
-    }
-    int r = uv_tcp_init(h->loop, &c->tcp);
-    if (r) { /* no handle: nothing to close */
-        nh_log(NH_LOG_ERROR, "accept: %s", uv_strerror(r));
-        free(c);
-        return;
-    }
-    c->tcp.data = (void *)&conn_tag;
-    c->host = h;
-    c->listener = l;
-    l->conns++;
-    nh_outq_init(&c->out, &h->pool);
-    if (l->tls) {
-        c->flags |= NH_CONN_WIRE;
-        nh_outq_init(nh_conn_wire(c), &h->pool);
-    }
-    take_over_reserve(h); /* libuv opens a new one with every handle it initialises */
-    int ar = uv_accept(server, (uv_stream_t *)&c->tcp);
-    if (ar != 0) {
-        accept_failed(l, ar);
-        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
-        return;
-    }
     if (h->stopping || (h->cfg.max_conns && h->nconns >= h->cfg.max_conns)) {
         /* A flood of connections at the limit must not flood the log as well: one line, then at
          * most one a second with the count since. */
@@ -751,14 +723,33 @@ static void on_connection(uv_stream_t *server, int status) {
             h->refused = 0;
             h->refused_logged_ms = now;
         }
-        c->flags |= NH_CONN_CLOSING;
-        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+        close(fd);
         return;
+    }
+    /* Over TLS the wire queue follows the struct; a plain connection has none. */
+    nh_conn_t *c = calloc(1, sizeof *c + (l->tls ? sizeof(nh_outq_t) : 0));
+    int r = c ? uv_poll_init(h->loop, &c->poll, fd) : UV_ENOMEM;
+    if (r) { /* no handle: nothing to close but the socket */
+        nh_log(NH_LOG_ERROR, "accept: %s", uv_strerror(r));
+        close(fd);
+        free(c);
+        return;
+    }
+    c->poll.data = (void *)&conn_tag;
+    c->fd = fd;
+    c->host = h;
+    c->listener = l;
+    l->conns++;
+    nh_outq_init(&c->out, &h->pool);
+    if (l->tls) {
+        c->flags |= NH_CONN_WIRE;
+        nh_outq_init(nh_conn_wire(c), &h->pool);
     }
     h->nconns++;
     c->flags |= NH_CONN_COUNTED;
     nh_metrics_accepted(&h->metrics, c->listener->transport->name);
-    uv_tcp_nodelay(&c->tcp, 1);
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (l->tls && !(c->tls = nh_tls_new(l->tls, NULL))) {
         nh_conn_close(c, "out of memory");
         return;
@@ -767,8 +758,31 @@ static void on_connection(uv_stream_t *server, int status) {
         nh_conn_close(c, "open failed");
         return;
     }
-    r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    if (r) nh_conn_close(c, uv_strerror(r));
+    if (!(c->flags & NH_CONN_CLOSING)) watch(c);
+}
+
+/* Accepts at most this many connections a turn (the rest on the next: the listener stays
+ * readable), so that a flood of them takes turns with the connections already open. */
+#define NH_ACCEPTS_PER_TURN 128
+
+static void on_listener_io(uv_poll_t *handle, int status, int events) {
+    nh_listener_t *l = (nh_listener_t *)handle;
+    (void)events;
+    if (status < 0) { /* POLLERR on a listening socket; libuv has stopped watching it */
+        nh_log(NH_LOG_ERROR, "%s://%s: error on the listening socket; no longer accepting",
+               l->transport->name, l->bound);
+        return;
+    }
+    for (int i = 0; i < NH_ACCEPTS_PER_TURN && !uv_is_closing((uv_handle_t *)handle); i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            if (errno == EINTR || errno == ECONNABORTED) continue; /* that one is gone: the next */
+            accept_failed(l, -errno);
+            return;
+        }
+        on_accepted(l, fd);
+    }
 }
 
 static void listener_free(nh_listener_t *l) {
@@ -787,35 +801,55 @@ static void on_listener_closed(uv_handle_t *handle) {
     if (l->conns == 0) listener_free(l);
 }
 
+/* The listening socket: bound (SO_REUSEADDR, as libuv binds) and listening. Returns the
+ * descriptor or a negative uv error. */
+static int listen_socket(const struct sockaddr_storage *ss) {
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ss->ss_family == AF_INET6) { /* "[::]:port" takes IPv4 too, whatever the system default */
+        int zero = 0;
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    }
+    /* Several workers (nano-host --workers N) on one port: the kernel spreads connections. */
+    const char *workers = getenv("NANO_WORKERS");
+    if (workers && atoi(workers) > 1)
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    socklen_t len =
+        ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, 1024) != 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
 int nh_listener_start(nh_host_t *h, nh_listener_t *l, const char *addr) {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     int r = parse_addr(addr, &ss);
-    if (!r) r = uv_tcp_init_ex(h->loop, &l->tcp, ss.ss_family);
-    if (r) { /* no handle yet: nothing to close */
+    int fd = r ? r : listen_socket(&ss);
+    if (fd >= 0) {
+        r = uv_poll_init(h->loop, &l->poll, fd);
+        if (r) close(fd);
+    } else {
+        r = fd;
+    }
+    if (r) { /* no handle: nothing to close */
         listener_free(l);
         return r;
     }
-    /* Several workers (nano-host --workers N) on one port: the kernel spreads connections. */
-    const char *workers = getenv("NANO_WORKERS");
-    if (workers && atoi(workers) > 1) {
-        uv_os_fd_t fd;
-        int one = 1;
-        if (uv_fileno((uv_handle_t *)&l->tcp, &fd) == 0)
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    }
+    l->fd = fd;
     l->host = h;
     snprintf(l->addr, sizeof l->addr, "%s", addr);
-    r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
-    if (!r) r = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
-    if (!r) take_over_reserve(h);
-    if (r) {
-        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
-        return r;
-    }
-    int n = sizeof ss;
-    uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &n);
-    nh_format_addr((struct sockaddr *)&ss, l->bound, sizeof l->bound);
+    (void)uv_poll_start(&l->poll, UV_READABLE, on_listener_io);
+    /* kept to shed connections when out of descriptors (shed_pending) */
+    if (h->reserve_fd < 0) h->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    socklen_t n = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &n) == 0)
+        nh_format_addr((struct sockaddr *)&ss, l->bound, sizeof l->bound);
     l->id = ++h->next_listener_id;
     l->next = h->listeners;
     h->listeners = l;
@@ -830,6 +864,8 @@ void nh_listener_close(nh_listener_t *l) {
             break;
         }
     }
-    if (!uv_is_closing((uv_handle_t *)&l->tcp))
-        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+    if (uv_is_closing((uv_handle_t *)&l->poll)) return;
+    uv_close((uv_handle_t *)&l->poll, on_listener_closed); /* out of epoll, then closed */
+    close(l->fd);
+    l->fd = -1;
 }

@@ -1,10 +1,16 @@
-/* conn — listening sockets and client connections on libuv TCP, with batched writes.
+/* conn — listening sockets and client connections, with batched writes.
  *
  * A listener accepts connections and gives each the listener's transport (transport_tcp.c: the
  * raw packet stream; transport_ws.c: WebSocket). conn is the libuv stream, the output queue, the
  * limits and closing, shared by all transports; it knows nothing of what the bytes mean. It
  * reports to its transport (nh_transport_t): opened, bytes read, draining, closing, gone. The
  * transport owns what sits above it (the session) and frames outgoing packets.
+ *
+ * Sockets: libuv only says when a socket is ready (a uv_poll_t on each); conn accepts, reads
+ * (recv) and writes (send, sendmsg) itself. libuv's streams read with read(2), the file layer's
+ * longer path, and cost more per read and more per connection (docs/benchmarks.md, fifteenth
+ * pass). A connection waits for readability while it reads, and for writability only while the
+ * kernel's send buffer is full.
  *
  * Writes never go straight to the socket: they are queued, and a connection's queue is written
  * after the read that produced it has been handled (its responses), and for every dirty
@@ -76,7 +82,8 @@ typedef struct nh_transport {
 } nh_transport_t;
 
 struct nh_listener {
-    uv_tcp_t tcp; /* first: the handle's address is the listener's */
+    uv_poll_t poll; /* first: the handle's address is the listener's */
+    int fd;         /* the listening socket; -1 once closed */
     nh_host_t *host;
     const nh_transport_t *transport;
     nh_listener_t *next;
@@ -100,7 +107,7 @@ struct nh_listener {
 enum nh_conn_flags {
     NH_CONN_CLOSING = 1,
     NH_CONN_DIRTY = 2,
-    NH_CONN_WRITING = 4, /* a uv_write is in flight */
+    NH_CONN_WRITING = 4, /* the kernel's send buffer is full: waiting for it to take more */
     NH_CONN_COUNTED = 8, /* counted in host->nconns */
     NH_CONN_CUT = 16,    /* over the send limit: queue dropped, socket reset, nothing more sent */
     NH_CONN_BIG = 32,    /* the queue reached NH_TRIM_AFTER since it was last empty */
@@ -109,6 +116,9 @@ enum nh_conn_flags {
      * frames: an idle connection keeps none), and the close frame has been sent */
     NH_CONN_WS_IDLE = 128,
     NH_CONN_WS_CLOSE_SENT = 256,
+    /* what the poll handle waits for (conn.c's watch) */
+    NH_CONN_POLL_READ = 512,
+    NH_CONN_POLL_WRITE = 1024,
 };
 
 /* Queue growth between two non-blocking write attempts while a handler produces output. */
@@ -117,28 +127,28 @@ enum nh_conn_flags {
 #define NH_TRIM_AFTER (1024 * 1024)
 
 /* Every idle connection holds one (docs/benchmarks.md, "Connection scale"): what is needed only
- * sometimes lives elsewhere — the uv_write_t while the socket is full, the TLS ciphertext queue
+ * sometimes lives elsewhere — the TLS ciphertext queue
  * after the struct on TLS connections, the drain list's node while closing after a flush. The
  * transport is the listener's (c->listener->transport: the listener outlives its connections). */
 struct nh_conn {
-    uv_tcp_t tcp; /* first: uv handle → conn by cast */
+    uv_poll_t poll; /* first: uv handle → conn by cast */
     nh_host_t *host;
     nh_listener_t *listener;
-    void *tstate;    /* the transport's state */
-    nh_outq_t out;   /* what the transport queued; over TLS, plaintext not yet encrypted */
-    nh_tls_t *tls;   /* NULL on a plain connection */
-    size_t inflight; /* bytes of the queue being written (out, or wire over TLS) in uv_write */
+    void *tstate;  /* the transport's state */
+    nh_outq_t out; /* what the transport queued; over TLS, plaintext not yet encrypted */
+    nh_tls_t *tls; /* NULL on a plain connection */
     nh_conn_t *dirty_next;
     /* in host->draining while closing once the queue has left (close_after_flush), for
      * nh_conn_sweep: links and deadline, malloc'd then */
     nh_drain_t *drain;
+    int fd;                    /* the socket; -1 once closed */
     uint16_t flags;            /* enum nh_conn_flags */
     uint8_t close_after_flush; /* close once everything queued is written (kick, HTTP replies) */
     uint8_t close_reason;      /* enum nh_metrics_close_reason: the first reason given wins */
     /* largest single message over the send limit queued since the queue was last empty: 32 bits
      * are enough, a message is a packet (at most 16 MiB) or a Lua string (under 2 GiB) */
     uint32_t big_msg;
-    uint64_t stalled_turn; /* flush turn since which the kernel has not taken everything; 0 */
+    uint32_t stalled_turn; /* flush turn since which the kernel has not taken everything; 0 */
     size_t early_flush_at; /* queue size at which the next non-blocking write is tried */
 };
 

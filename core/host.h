@@ -145,7 +145,7 @@ struct nh_host {
     /* a big queue was freed: give memory back to the system (at most once a second) */
     int trim_pending;
     uint64_t trimmed_ms;
-    uint64_t flush_turns; /* nh_conn_flush_all calls: "within one turn" for the send limit */
+    uint32_t flush_turns; /* nh_conn_flush_all calls, never 0: "within one turn" (send limit) */
     uint8_t readbuf[NH_READ_BUF_SIZE];
     uint8_t sealbuf[16384]; /* TLS: a flush's small segments gathered into one record */
 };

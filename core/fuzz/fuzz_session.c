@@ -178,8 +178,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     c->host = &host;
     c->listener = ws ? listener_ws : listener_tcp;
     nh_outq_init(&c->out, &host.pool);
-    uv_tcp_init(&loop, &c->tcp);
-    if (uv_tcp_open(&c->tcp, sv[0]) != 0) die("uv_tcp_open");
+    if (uv_poll_init(&loop, &c->poll, sv[0]) != 0) die("uv_poll_init");
+    c->fd = sv[0]; /* closed with the connection */
     host.nconns++;
     c->flags |= NH_CONN_COUNTED; /* as at accept: the close callback uncounts and frees it */
     if (c->listener->transport->on_open(c) < 0) nh_conn_close(c, "open failed");

@@ -2,8 +2,10 @@
  * loopback, a libuv client, a host with no Lua state attached, virtual time for
  * the sweep. conn reports opened, bytes, draining, closing and gone to its transport, frames
  * through its frame_header, closes after flush once drained, enforces the close deadline of a
- * peer that does not read in its own sweep, cuts a connection off past the send limit, and closes
- * every connection at the host's stop (nh_conn_close_all). */
+ * peer that does not read in its own sweep, cuts a connection off past the send limit, closes
+ * every connection at the host's stop (nh_conn_close_all), reads a burst bigger than its read
+ * buffer whole, waits for a full socket to drain (reading meanwhile), and closes on a peer's FIN
+ * or RST. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,8 +24,9 @@ enum { EV_OPEN = 1, EV_DRAINING, EV_CLOSING, EV_CLOSING_CUT, EV_GONE };
 
 static nh_conn_t *conn; /* the accepted connection, NULL once gone */
 static int events[16], nevents;
-static char got[64]; /* bytes the transport read */
+static char got[64]; /* bytes the transport read: the first ones, and how many in all */
 static size_t got_len;
+static uint64_t got_total;
 
 static void note(int ev) {
     if (nevents < 16) events[nevents++] = ev;
@@ -37,9 +40,10 @@ static int t_open(nh_conn_t *c) {
 
 static int t_read(nh_conn_t *c, uint8_t *data, size_t len) {
     (void)c;
-    if (got_len + len > sizeof got) return -1;
-    memcpy(got + got_len, data, len);
-    got_len += len;
+    size_t keep = len < sizeof got - got_len ? len : sizeof got - got_len;
+    memcpy(got + got_len, data, keep);
+    got_len += keep;
+    got_total += len;
     return 0;
 }
 
@@ -135,6 +139,7 @@ static void connect_client(int reading) {
     memset(&cl, 0, sizeof cl);
     nevents = 0;
     got_len = 0;
+    got_total = 0;
     conn = NULL;
     struct sockaddr_storage ss;
     CHECK(nh_parse_addr(listener->bound, &ss) == 0);
@@ -315,6 +320,79 @@ static void test_close_all_closes_connections_without_a_session(void) {
     close_client();
 }
 
+/* More than the host's read buffer in one burst: read in several recv calls, all of it. */
+static void test_a_burst_bigger_than_the_read_buffer_is_read_whole(void) {
+    connect_client(1);
+    static char big[3 * NH_READ_BUF_SIZE + 100];
+    memset(big, 'b', sizeof big);
+    uv_buf_t b = uv_buf_init(big, sizeof big);
+    int n = uv_try_write((uv_stream_t *)&cl.tcp, &b, 1);
+    CHECK(n > 0);
+    for (int i = 0; i < 2000 && got_total < (uint64_t)n; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    CHECK(got_total == (uint64_t)n && got[0] == 'b');
+    nh_conn_close(conn, "test done");
+    wait_gone();
+    close_client();
+}
+
+/* A peer that does not read: the queue waits for the socket to be writable (and reading goes on
+ * meanwhile); once the peer reads, all of it arrives and the connection waits for reads only. */
+static void test_a_stalled_queue_leaves_when_the_peer_reads(void) {
+    host.cfg.send_limit = 64u << 20;
+    connect_client(0);
+    static uint8_t chunk[65536];
+    uint64_t want = 0;
+    for (int i = 0; i < 64; i++) { /* 4 MiB: more than the kernel's buffers take */
+        CHECK(nh_conn_send(conn, chunk, 1, NULL, chunk, sizeof chunk) == 0);
+        want += 2 + 1 + sizeof chunk; /* the frame header, the head, the body */
+    }
+    turns(3);
+    CHECK(conn->out.bytes > 0 && (conn->flags & NH_CONN_WRITING));
+    CHECK((conn->flags & NH_CONN_POLL_WRITE) && (conn->flags & NH_CONN_POLL_READ));
+    uv_buf_t b = uv_buf_init("still", 5); /* read while the queue waits */
+    CHECK(uv_try_write((uv_stream_t *)&cl.tcp, &b, 1) == 5);
+    for (int i = 0; i < 2000 && got_len < 5; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    CHECK(got_len == 5 && memcmp(got, "still", 5) == 0);
+    cl.reading = 1;
+    uv_read_start((uv_stream_t *)&cl.tcp, on_cl_alloc, on_cl_read);
+    for (int i = 0; i < 20000 && cl.bytes < want; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    CHECK(cl.bytes == want);
+    CHECK(conn && conn->out.bytes == 0 && !(conn->flags & NH_CONN_WRITING));
+    CHECK(conn && !(conn->flags & NH_CONN_POLL_WRITE) && (conn->flags & NH_CONN_POLL_READ));
+    nh_conn_close(conn, "test done");
+    wait_gone();
+    close_client();
+}
+
+/* The peer closes (a FIN) or resets (a RST, with bytes queued for it): the connection closes,
+ * counted as the peer's doing. */
+static void peer_goes(int reset) {
+    connect_client(1);
+    CHECK(nh_conn_send(conn, (const uint8_t *)"late", 4, NULL, NULL, 0) == 0);
+    uint64_t before = host.metrics.closed[NH_CLOSE_CLIENT];
+    if (reset) {
+        uv_os_fd_t fd;
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        CHECK(uv_fileno((uv_handle_t *)&cl.tcp, &fd) == 0);
+        CHECK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);
+    }
+    close_client();
+    wait_gone();
+    CHECK(gone() && events[nevents - 2] == EV_CLOSING && events[nevents - 1] == EV_GONE);
+    CHECK(host.metrics.closed[NH_CLOSE_CLIENT] == before + 1);
+}
+
+static void test_a_peer_that_closes_is_closed(void) {
+    peer_goes(0);
+}
+
+static void test_a_peer_that_resets_is_closed(void) {
+    peer_goes(1);
+}
+
 int main(void) {
     nh_log_set_level(NH_LOG_ERROR); /* the send limit logs a warning by design */
     if (uv_loop_init(&loop) != 0 || nh_host_init(&host, &loop) != 0) return 2;
@@ -325,6 +403,10 @@ int main(void) {
     test_close_after_flush_closes_once_drained();
     test_close_deadline_for_a_peer_that_does_not_read();
     test_cut_off_past_the_send_limit();
+    test_a_burst_bigger_than_the_read_buffer_is_read_whole();
+    test_a_stalled_queue_leaves_when_the_peer_reads();
+    test_a_peer_that_closes_is_closed();
+    test_a_peer_that_resets_is_closed();
     test_close_all_closes_connections_without_a_session();
     nh_host_stop(&host); /* closes the listener */
     nh_host_free(&host);
