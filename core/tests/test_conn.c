@@ -343,7 +343,7 @@ static void test_a_stalled_queue_leaves_when_the_peer_reads(void) {
     connect_client(0);
     static uint8_t chunk[65536];
     uint64_t want = 0;
-    for (int i = 0; i < 64; i++) { /* 4 MiB: more than the kernel's buffers take */
+    for (int i = 0; i < 256; i++) { /* 16 MiB: more than the kernel's buffers take */
         CHECK(nh_conn_send(conn, chunk, 1, NULL, chunk, sizeof chunk) == 0);
         want += 2 + 1 + sizeof chunk; /* the frame header, the head, the body */
     }
