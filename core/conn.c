@@ -99,13 +99,15 @@ static void conn_log(const nh_conn_t *c, int level, const char *fmt, ...) {
 
 static void on_io(uv_poll_t *handle, int status, int events);
 
-/* Asks libuv for what the connection waits for now: readability until it closes or drains to
- * close, writability while the kernel's send buffer is full. Changes are rare (a stall, its end,
+/* Asks libuv for what the connection waits for now: readability until it closes (while it
+ * drains to close, what arrives is read and dropped, until the peer's end of the stream),
+ * writability while the kernel's send buffer is full. Changes are rare (a stall, its end,
  * closing), which is as well: uv_poll_start takes the descriptor out of epoll and puts it back.
- * Never on a closing handle (uv_close has stopped it for good). */
+ * Nothing on a closing handle: uv_close has stopped it for good. */
 static void watch(nh_conn_t *c) {
+    if (uv_is_closing((uv_handle_t *)&c->poll)) return;
     int want = 0, now = 0;
-    if (!(c->flags & NH_CONN_CLOSING) && !c->close_after_flush) want |= UV_READABLE; /* reading */
+    if (!(c->flags & (NH_CONN_CLOSING | NH_CONN_PEER_DONE))) want |= UV_READABLE;
     if (c->flags & NH_CONN_WRITING) want |= UV_WRITABLE;
     if (c->flags & NH_CONN_POLL_READ) now |= UV_READABLE;
     if (c->flags & NH_CONN_POLL_WRITE) now |= UV_WRITABLE;
@@ -246,10 +248,7 @@ void nh_conn_close_after_flush(nh_conn_t *c) {
         c->close_after_flush = 1;
         if (c->listener->transport->on_draining) c->listener->transport->on_draining(c);
     }
-    if (queued(c) == 0)
-        nh_conn_close(c, NULL);
-    else
-        watch(c); /* nothing more is read */
+    if (queued(c) == 0) nh_conn_close(c, NULL);
 }
 
 void nh_conn_set_close_reason(nh_conn_t *c, int reason) {
@@ -634,6 +633,34 @@ static void read_socket(nh_conn_t *c) {
     }
 }
 
+/* Closing once the queue has left: what the peer still sends is read and dropped (counted, not
+ * handled), so that the socket holds no unread input when it closes. The kernel answers a close
+ * with unread input by a RST, which also drops what the peer has not read yet: the last packets
+ * (a kick, a WebSocket close frame, an HTTP reply) the drain was for. The peer's end of the stream
+ * stops it (the peer may still read); an error closes now (nothing can be delivered). */
+static void drop_input(nh_conn_t *c) {
+    uint8_t *buf = c->host->readbuf;
+    for (int i = 0; i < NH_READS_PER_TURN; i++) {
+        long n;
+        do
+            n = syscall(SYS_recvfrom, c->fd, buf, sizeof c->host->readbuf, 0, NULL, NULL);
+        while (n < 0 && errno == EINTR);
+        if (n > 0) {
+            c->host->metrics.bytes[NH_MD_IN] += (uint64_t)n;
+            if ((size_t)n < sizeof c->host->readbuf) return;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n < 0) {
+            nh_conn_close(c, uv_strerror(-errno));
+            return;
+        }
+        c->flags |= NH_CONN_PEER_DONE;
+        watch(c);
+        return;
+    }
+}
+
 /* Reading until the connection closes or drains to close. */
 static inline int reading(const nh_conn_t *c) {
     return !(c->flags & NH_CONN_CLOSING) && !c->close_after_flush;
@@ -661,7 +688,11 @@ static void on_io(uv_poll_t *handle, int status, int events) {
         watch(c);
     }
     /* a hang-up alone comes without UV_READABLE: the read finds the end */
-    if (reading(c) && ((events & UV_READABLE) || !(events & UV_WRITABLE))) read_socket(c);
+    if (!(events & UV_READABLE) && (events & UV_WRITABLE)) return;
+    if (reading(c))
+        read_socket(c);
+    else if (!(c->flags & (NH_CONN_CLOSING | NH_CONN_PEER_DONE)))
+        drop_input(c);
 }
 
 /* ---- accepting ---- */

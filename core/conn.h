@@ -65,7 +65,9 @@ typedef struct nh_transport {
     /* Writes the bytes that must precede a packet of `len` bytes into out (<= 16 bytes);
      * returns their count. NULL when packets go out bare. */
     size_t (*frame_header)(nh_conn_t *c, uint8_t *out, size_t len);
-    /* nh_conn_close_after_flush started: nothing more is read; what is queued leaves, then the
+    /* nh_conn_close_after_flush started: nothing more reaches the transport (what the peer
+     * still sends is read and dropped, so that the close is not a reset); what is queued leaves,
+     * then the
      * connection closes (on_closing follows). */
     void (*on_draining)(nh_conn_t *c);
     /* Called once when closing starts: nothing more is read. may_send: the transport may queue
@@ -119,6 +121,9 @@ enum nh_conn_flags {
     /* what the poll handle waits for (conn.c's watch) */
     NH_CONN_POLL_READ = 512,
     NH_CONN_POLL_WRITE = 1024,
+    /* closing after a flush, the peer's end of the stream (or an error) was read: nothing more
+     * to read and drop */
+    NH_CONN_PEER_DONE = 2048,
 };
 
 /* Queue growth between two non-blocking write attempts while a handler produces output. */

@@ -4,8 +4,9 @@
  * through its frame_header, closes after flush once drained, enforces the close deadline of a
  * peer that does not read in its own sweep, cuts a connection off past the send limit, closes
  * every connection at the host's stop (nh_conn_close_all), reads a burst bigger than its read
- * buffer whole, waits for a full socket to drain (reading meanwhile), and closes on a peer's FIN
- * or RST. */
+ * buffer whole, waits for a full socket to drain (reading meanwhile), drops what a peer sends
+ * while its connection drains to close (so that the close is a FIN, not a reset), and closes on a
+ * peer's FIN or RST. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,7 +83,7 @@ static nh_transport_t test_transport = {
 typedef struct client {
     uv_tcp_t tcp;
     uv_connect_t req;
-    int connected, reading, closed;
+    int connected, reading, closed, end; /* end: the read's last status (UV_EOF, a reset) */
     char buf[65536];
     size_t have;
     uint64_t bytes; /* everything read, kept or not */
@@ -100,6 +101,7 @@ static void on_cl_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     (void)s;
     if (n < 0) {
         cl.closed = 1;
+        cl.end = (int)n;
         uv_read_stop((uv_stream_t *)&cl.tcp);
         return;
     }
@@ -327,7 +329,7 @@ static void test_a_burst_bigger_than_the_read_buffer_is_read_whole(void) {
     memset(big, 'b', sizeof big);
     uv_buf_t b = uv_buf_init(big, sizeof big);
     int n = uv_try_write((uv_stream_t *)&cl.tcp, &b, 1);
-    CHECK(n > 0);
+    CHECK(n > NH_READ_BUF_SIZE);
     for (int i = 0; i < 2000 && got_total < (uint64_t)n; i++)
         uv_run(&loop, UV_RUN_ONCE);
     CHECK(got_total == (uint64_t)n && got[0] == 'b');
@@ -367,11 +369,43 @@ static void test_a_stalled_queue_leaves_when_the_peer_reads(void) {
     close_client();
 }
 
-/* The peer closes (a FIN) or resets (a RST, with bytes queued for it): the connection closes,
- * counted as the peer's doing. */
+/* Closing after a flush with a full socket while the peer still sends: what it sends is read and
+ * dropped (the transport sees none of it), so that the socket closes with a FIN once the queue has
+ * left, and the peer gets all of it (a close with unread input would be a RST, which drops what
+ * the peer has not read yet). */
+static void test_a_draining_connection_drops_input_and_closes_cleanly(void) {
+    host.cfg.send_limit = 64u << 20;
+    host.cfg.handshake_timeout_ms = 60000; /* the close deadline: not what this tests */
+    connect_client(0);
+    static uint8_t chunk[65536];
+    uint64_t want = 0;
+    for (int i = 0; i < 256; i++) { /* 16 MiB: more than the kernel's buffers take */
+        CHECK(nh_conn_send(conn, chunk, 1, NULL, chunk, sizeof chunk) == 0);
+        want += 2 + 1 + sizeof chunk;
+    }
+    turns(3);
+    CHECK(conn->out.bytes > 0 && (conn->flags & NH_CONN_WRITING));
+    nh_conn_close_after_flush(conn);
+    uint64_t in0 = host.metrics.bytes[NH_MD_IN];
+    uv_buf_t b = uv_buf_init("ignored", 7);
+    CHECK(uv_try_write((uv_stream_t *)&cl.tcp, &b, 1) == 7);
+    for (int i = 0; i < 2000 && host.metrics.bytes[NH_MD_IN] < in0 + 7; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    CHECK(host.metrics.bytes[NH_MD_IN] == in0 + 7 && got_total == 0 && !gone());
+    cl.reading = 1;
+    uv_read_start((uv_stream_t *)&cl.tcp, on_cl_alloc, on_cl_read);
+    for (int i = 0; i < 20000 && !cl.closed; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    CHECK(cl.closed && cl.end == UV_EOF && cl.bytes == want);
+    wait_gone();
+    CHECK(gone());
+    close_client();
+}
+
+/* The peer closes (a FIN: the read's end) or resets (a RST: an error on the socket): the
+ * connection closes, counted as the peer's doing. */
 static void peer_goes(int reset) {
     connect_client(1);
-    CHECK(nh_conn_send(conn, (const uint8_t *)"late", 4, NULL, NULL, 0) == 0);
     uint64_t before = host.metrics.closed[NH_CLOSE_CLIENT];
     if (reset) {
         uv_os_fd_t fd;
@@ -405,6 +439,7 @@ int main(void) {
     test_cut_off_past_the_send_limit();
     test_a_burst_bigger_than_the_read_buffer_is_read_whole();
     test_a_stalled_queue_leaves_when_the_peer_reads();
+    test_a_draining_connection_drops_input_and_closes_cleanly();
     test_a_peer_that_closes_is_closed();
     test_a_peer_that_resets_is_closed();
     test_close_all_closes_connections_without_a_session();
