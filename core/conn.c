@@ -1,6 +1,5 @@
 #include "conn.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -365,6 +364,12 @@ static int try_write(nh_conn_t *c, const uv_buf_t *iov, unsigned n) {
     return -errno; /* libuv's errors are negated errno values on Unix */
 }
 
+/* Drops every queued byte (the peer is gone, or cut off: nothing more is sent). */
+static void drop_queued(nh_conn_t *c) {
+    nh_outq_consume(&c->out, c->out.bytes);
+    if (nh_conn_wire(c)) nh_outq_consume(nh_conn_wire(c), nh_conn_wire(c)->bytes);
+}
+
 /* Writes what the kernel takes now. `wait`: when the kernel takes no more, wait for the socket to
  * be writable (the turn's flush); otherwise leave the rest queued (a try while a handler's output
  * grows). */
@@ -384,9 +389,7 @@ static void flush_ex(nh_conn_t *c, int wait) {
         int r = try_write(c, iov, n);
         if (r == UV_EAGAIN) r = 0;
         if (r < 0) {
-            /* The peer is gone; drop what is queued. */
-            nh_outq_consume(&c->out, c->out.bytes);
-            if (nh_conn_wire(c)) nh_outq_consume(nh_conn_wire(c), nh_conn_wire(c)->bytes);
+            drop_queued(c); /* the peer is gone */
             if (!(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, uv_strerror(r));
             return;
         }
@@ -431,12 +434,6 @@ void nh_conn_flush_all(nh_host_t *h) {
 #endif
         }
     }
-}
-
-/* Drops every queued byte (a connection cut off: nothing more is sent). */
-static void drop_queued(nh_conn_t *c) {
-    nh_outq_consume(&c->out, c->out.bytes);
-    if (nh_conn_wire(c)) nh_outq_consume(nh_conn_wire(c), nh_conn_wire(c)->bytes);
 }
 
 /* after_queue's work when the queue may need it: see there. */
@@ -609,16 +606,27 @@ static void on_bytes(nh_conn_t *c, uint8_t *data, size_t len) {
  * handles waits for the next turn, with every other connection. */
 #define NH_READS_PER_TURN 16
 
-/* The socket is readable: recv (not read(2), whose file layer costs more; docs/benchmarks.md,
- * fifteenth pass) into the host's one read buffer, which each read's handling consumes (decoded,
- * or copied into a partial packet's buffer) before the next. */
+/* Reading until the connection closes or drains to close. */
+static inline int reading(const nh_conn_t *c) {
+    return !(c->flags & NH_CONN_CLOSING) && !c->close_after_flush;
+}
+
+/* One recv (not read(2), whose file layer costs more; docs/benchmarks.md, fifteenth pass) into
+ * the host's one read buffer, which each read's handling consumes (decoded, or copied into a
+ * partial packet's buffer) before the next. Returns recv's result (errno set when negative). */
+static long recv_socket(nh_conn_t *c) {
+    long n;
+    do /* syscall(): glibc's recv is a cancellation point (see try_write) */
+        n = syscall(SYS_recvfrom, c->fd, c->host->readbuf, sizeof c->host->readbuf, 0, NULL, NULL);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
+/* The socket is readable: what it holds goes to the transport. */
 static void read_socket(nh_conn_t *c) {
     uint8_t *buf = c->host->readbuf;
     for (int i = 0; i < NH_READS_PER_TURN; i++) {
-        long n;
-        do /* syscall(): glibc's recv is a cancellation point (see try_write) */
-            n = syscall(SYS_recvfrom, c->fd, buf, sizeof c->host->readbuf, 0, NULL, NULL);
-        while (n < 0 && errno == EINTR);
+        long n = recv_socket(c);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) nh_conn_close(c, uv_strerror(-errno));
             return;
@@ -628,7 +636,7 @@ static void read_socket(nh_conn_t *c) {
             return;
         }
         on_bytes(c, buf, (size_t)n);
-        if ((c->flags & NH_CONN_CLOSING) || c->close_after_flush) return;
+        if (!reading(c)) return;
         if ((size_t)n < sizeof c->host->readbuf) return; /* the socket had no more */
     }
 }
@@ -639,12 +647,8 @@ static void read_socket(nh_conn_t *c) {
  * (a kick, a WebSocket close frame, an HTTP reply) the drain was for. The peer's end of the stream
  * stops it (the peer may still read); an error closes now (nothing can be delivered). */
 static void drop_input(nh_conn_t *c) {
-    uint8_t *buf = c->host->readbuf;
     for (int i = 0; i < NH_READS_PER_TURN; i++) {
-        long n;
-        do
-            n = syscall(SYS_recvfrom, c->fd, buf, sizeof c->host->readbuf, 0, NULL, NULL);
-        while (n < 0 && errno == EINTR);
+        long n = recv_socket(c);
         if (n > 0) {
             c->host->metrics.bytes[NH_MD_IN] += (uint64_t)n;
             if ((size_t)n < sizeof c->host->readbuf) return;
@@ -659,11 +663,6 @@ static void drop_input(nh_conn_t *c) {
         watch(c);
         return;
     }
-}
-
-/* Reading until the connection closes or drains to close. */
-static inline int reading(const nh_conn_t *c) {
-    return !(c->flags & NH_CONN_CLOSING) && !c->close_after_flush;
 }
 
 static void on_io(uv_poll_t *handle, int status, int events) {
@@ -789,7 +788,7 @@ static void on_accepted(nh_listener_t *l, int fd) {
         nh_conn_close(c, "open failed");
         return;
     }
-    if (!(c->flags & NH_CONN_CLOSING)) watch(c);
+    watch(c); /* nothing when on_open closed it */
 }
 
 /* Accepts at most this many connections a turn (the rest on the next: the listener stays
@@ -862,13 +861,9 @@ int nh_listener_start(nh_host_t *h, nh_listener_t *l, const char *addr) {
     memset(&ss, 0, sizeof ss);
     int r = parse_addr(addr, &ss);
     int fd = r ? r : listen_socket(&ss);
-    if (fd >= 0) {
-        r = uv_poll_init(h->loop, &l->poll, fd);
-        if (r) close(fd);
-    } else {
-        r = fd;
-    }
-    if (r) { /* no handle: nothing to close */
+    r = fd < 0 ? fd : uv_poll_init(h->loop, &l->poll, fd);
+    if (r) { /* no handle: nothing to close but the socket */
+        if (fd >= 0) close(fd);
         listener_free(l);
         return r;
     }

@@ -1,7 +1,7 @@
 /* conn — listening sockets and client connections, with batched writes.
  *
  * A listener accepts connections and gives each the listener's transport (transport_tcp.c: the
- * raw packet stream; transport_ws.c: WebSocket). conn is the libuv stream, the output queue, the
+ * raw packet stream; transport_ws.c: WebSocket). conn is the socket, the output queue, the
  * limits and closing, shared by all transports; it knows nothing of what the bytes mean. It
  * reports to its transport (nh_transport_t): opened, bytes read, draining, closing, gone. The
  * transport owns what sits above it (the session) and frames outgoing packets.
@@ -67,8 +67,7 @@ typedef struct nh_transport {
     size_t (*frame_header)(nh_conn_t *c, uint8_t *out, size_t len);
     /* nh_conn_close_after_flush started: nothing more reaches the transport (what the peer
      * still sends is read and dropped, so that the close is not a reset); what is queued leaves,
-     * then the
-     * connection closes (on_closing follows). */
+     * then the connection closes (on_closing follows). */
     void (*on_draining)(nh_conn_t *c);
     /* Called once when closing starts: nothing more is read. may_send: the transport may queue
      * a last frame (WebSocket close); 0 when the connection was cut off. */
@@ -132,9 +131,9 @@ enum nh_conn_flags {
 #define NH_TRIM_AFTER (1024 * 1024)
 
 /* Every idle connection holds one (docs/benchmarks.md, "Connection scale"): what is needed only
- * sometimes lives elsewhere — the TLS ciphertext queue
- * after the struct on TLS connections, the drain list's node while closing after a flush. The
- * transport is the listener's (c->listener->transport: the listener outlives its connections). */
+ * sometimes lives elsewhere — the TLS ciphertext queue after the struct on TLS connections, the
+ * drain list's node while closing after a flush. The transport is the listener's
+ * (c->listener->transport: the listener outlives its connections). */
 struct nh_conn {
     uv_poll_t poll; /* first: uv handle → conn by cast */
     nh_host_t *host;

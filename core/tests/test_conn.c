@@ -269,18 +269,26 @@ static void test_close_after_flush_closes_once_drained(void) {
     close_client();
 }
 
+/* 16 MiB queued for a client that does not read, more than the kernel's buffers take, and the
+ * turns' flushes: the queue is left waiting for the socket. Returns the bytes the client gets
+ * once it reads (each packet framed by the transport). */
+static uint64_t fill_past_the_kernel(void) {
+    static uint8_t chunk[65536];
+    int failed = 0;
+    for (int i = 0; i < 256; i++)
+        failed += nh_conn_send(conn, chunk, 1, NULL, chunk, sizeof chunk) != 0;
+    CHECK(failed == 0);
+    turns(3);
+    return 256 * (2 + 1 + sizeof chunk); /* the frame header, the head, the body */
+}
+
 static void test_close_deadline_for_a_peer_that_does_not_read(void) {
     host.cfg.heartbeat_ms = 1000; /* the sweep every 250 ms of virtual time */
     host.cfg.handshake_timeout_ms = 2000;
     host.cfg.send_limit = 64u << 20;
     nh_host_config_changed(&host);
     connect_client(0);
-    static uint8_t chunk[65536];
-    int failed = 0;
-    for (int i = 0; i < 256; i++) /* 16 MiB: more than the kernel's buffers take */
-        failed += nh_conn_send(conn, chunk, 1, NULL, chunk, sizeof chunk) != 0;
-    CHECK(failed == 0);
-    turns(3);
+    fill_past_the_kernel();
     CHECK(!gone() && conn->out.bytes > 0);
     nh_conn_close_after_flush(conn);
     uint64_t before = host.metrics.closed[NH_CLOSE_SEND_LIMIT];
@@ -343,13 +351,7 @@ static void test_a_burst_bigger_than_the_read_buffer_is_read_whole(void) {
 static void test_a_stalled_queue_leaves_when_the_peer_reads(void) {
     host.cfg.send_limit = 64u << 20;
     connect_client(0);
-    static uint8_t chunk[65536];
-    uint64_t want = 0;
-    for (int i = 0; i < 256; i++) { /* 16 MiB: more than the kernel's buffers take */
-        CHECK(nh_conn_send(conn, chunk, 1, NULL, chunk, sizeof chunk) == 0);
-        want += 2 + 1 + sizeof chunk; /* the frame header, the head, the body */
-    }
-    turns(3);
+    uint64_t want = fill_past_the_kernel();
     CHECK(conn->out.bytes > 0 && (conn->flags & NH_CONN_WRITING));
     CHECK((conn->flags & NH_CONN_POLL_WRITE) && (conn->flags & NH_CONN_POLL_READ));
     uv_buf_t b = uv_buf_init("still", 5); /* read while the queue waits */
@@ -377,13 +379,7 @@ static void test_a_draining_connection_drops_input_and_closes_cleanly(void) {
     host.cfg.send_limit = 64u << 20;
     host.cfg.handshake_timeout_ms = 60000; /* the close deadline: not what this tests */
     connect_client(0);
-    static uint8_t chunk[65536];
-    uint64_t want = 0;
-    for (int i = 0; i < 256; i++) { /* 16 MiB: more than the kernel's buffers take */
-        CHECK(nh_conn_send(conn, chunk, 1, NULL, chunk, sizeof chunk) == 0);
-        want += 2 + 1 + sizeof chunk;
-    }
-    turns(3);
+    uint64_t want = fill_past_the_kernel();
     CHECK(conn->out.bytes > 0 && (conn->flags & NH_CONN_WRITING));
     nh_conn_close_after_flush(conn);
     uint64_t in0 = host.metrics.bytes[NH_MD_IN];
