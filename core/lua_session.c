@@ -14,16 +14,21 @@
 
 #define SESSION_MT "nano.session"
 
-/* 16 bytes (every idle connection has one: docs/benchmarks.md, "Connection scale"). While the
- * session lives, ref is its pointer (bit 0 clear: it is aligned) and id and uid are read from it;
- * once it is gone, ref holds id << 1 | 1 and uid the uid it had, so both stay readable. */
+/* 24 bytes (every idle connection has one: docs/benchmarks.md, "Connection scale"; with
+ * LuaJIT's header, 64). While the session lives, ref is its pointer (bit 0 clear: it is aligned)
+ * and id and uid are read from it; once it is gone, ref holds id << 1 | 1 and uid the uid it had,
+ * so both stay readable. busy and waiting are the dispatcher's (lua/nano/init.lua, state_of,
+ * which declares this layout to the FFI as nh_lsession_t): the number of the task running the
+ * session's in-order messages (0: none) and how many wait behind it. */
 typedef struct lsession {
     uintptr_t ref;
     lua_Number uid; /* detached only */
+    int32_t busy;
+    int32_t waiting;
 } lsession_t;
 
 #if UINTPTR_MAX == UINT64_MAX
-_Static_assert(sizeof(lsession_t) == 16, "the session userdata grew");
+_Static_assert(sizeof(lsession_t) == 24, "the session userdata grew");
 #endif
 
 static nh_session_t *sess(const lsession_t *u) {
@@ -93,6 +98,7 @@ void nh_lua_push_session(lua_State *L, nh_session_t *s) {
     lsession_t *u = lua_newuserdata(L, sizeof *u);
     u->ref = (uintptr_t)s;
     u->uid = 0;
+    u->busy = u->waiting = 0;
     luaL_getmetatable(L, SESSION_MT);
     lua_setmetatable(L, -2);
     lua_pushvalue(L, LUA_GLOBALSINDEX); /* no state yet (push_state) */

@@ -234,6 +234,21 @@ describe("handlers that wait", function()
     assert.same({ n = 3 }, queued[2].res)
   end)
 
+  it("a session's queue, once drained, holds the next burst in order and counts from zero", function()
+    nano.configure({ session_queue = 2 })
+    for round = 1, 2 do
+      trace = {}
+      local first = send(c, "Slow.sleep", { n = 1 })
+      local queued = { send(c, "Slow.quick", { n = 2 }), send(c, "Slow.quick", { n = 3 }) }
+      c:sync()
+      server:advance(1)
+      server:wait_until(function() return first.done and queued[1].done and queued[2].done end)
+      assert.same({ "start 1", "end 1", "quick 2", "quick 3" }, trace, "round " .. round)
+      assert.same({ { n = 2 }, { n = 3 } }, { queued[1].res, queued[2].res }, "round " .. round)
+    end
+    assert.equal(0, nano._state.running)
+  end)
+
   it("configure refuses a session_queue that is not a whole number", function()
     assert.has_error(function() nano.configure({ session_queue = 1.5 }) end,
       "configure: session_queue: expected an integer number from 0 to 1e+06")

@@ -45,11 +45,14 @@ local function fresh_state() return {
   handshake_time = -1,
   -- handlers that wait (task.lua): messages waiting for their session's previous handler,
   -- requests being handled, and the limits of both (nano.configure)
-  -- session -> { busy=, head=, tail=, [i]=msg, task= the task working through it while busy,
-  -- last_route= the route of its last request (session.response_mid) }
+  -- session -> { head=, tail=, [i]=msg }: the messages waiting (made when the first one waits;
+  -- whether the session's handler runs, and how many wait, is in its userdata: state_of below)
   queues = setmetatable({}, { __mode = "k" }),
+  -- session -> { mid, route }: its last request whose handler returned without answering it,
+  -- for the type of the answer given later (session.response_mid)
+  unanswered = setmetatable({}, { __mode = "k" }),
   -- session -> { [mid] = task }: requests being handled by concurrent components' tasks (a
-  -- session's in-order requests are found through its queue's task)
+  -- session's in-order requests are found through the task its state names)
   inflight = setmetatable({}, { __mode = "k" }),
   session_queue = 64,   -- messages queued per session behind a running handler
   shutdown_grace = 5,   -- seconds nano.shutdown gives waiting handlers
@@ -449,17 +452,45 @@ end
 local task = require "nano.task"
 local current_task = task.current
 
+-- A session's dispatch state, in its userdata (core/lua_session.c, lsession_t): the number of the
+-- task running its in-order messages (0: none) and how many messages wait behind it. Read and
+-- written through the FFI: a message's dispatch touches the session's memory only there, where a
+-- table per session (found in a table keyed by sessions) cost four or five cache lines that the
+-- ~200 ms between a session's messages had taken out of the cache (docs/benchmarks.md, sixteenth
+-- pass). s must be a session's userdata (the core's, or checked by a session method first).
+local ffi = require "ffi"
+if not pcall(ffi.typeof, "nh_lsession_t") then
+  ffi.cdef [[
+    typedef struct nh_lsession { uintptr_t ref; double uid; int32_t busy, waiting; } nh_lsession_t;
+  ]]
+end
+local lsession_ptr = ffi.typeof("nh_lsession_t *")
+local state_of = ffi.cast -- state_of(lsession_ptr, s): no function of ours, where a JIT trace
+-- could start and then run into its caller's loop (LuaJIT aborts such a trace)
+
+-- Tasks by number, for a session's state to name its running task (weak: a task that ended and
+-- was dropped leaves).
+local task_by_n, tasks_numbered = setmetatable({}, { __mode = "v" }), 0
+local function number_of(t)
+  local n = t.n
+  if n then return n end
+  repeat tasks_numbered = tasks_numbered % 0x7fffffff + 1 until task_by_n[tasks_numbered] == nil
+  n = tasks_numbered
+  t.n, task_by_n[n] = n, t
+  return n
+end
+
 -- The message a task is handling is on the task (t.msg_s, t.msg_type, t.msg_id), so that a
 -- notify handler calling s:response() gets nano's ErrSessionOnNotify. The task handling a request
 -- is found from the session (handling_task) so that an answer from any task (s:response_mid)
--- tells the handler (t.answered) not to answer again when it returns: the session's queue's task
--- for in-order messages, S.inflight (session -> { [mid] = task }) for concurrent components.
--- Nothing is allocated per message: the task's fields and a table per session.
+-- tells the handler (t.answered) not to answer again when it returns: the session's running task
+-- (its number in the session's state) for in-order messages, S.inflight (session ->
+-- { [mid] = task }) for concurrent components. Nothing is allocated per message.
 
 -- The task whose handler is handling request mid of session s, or nil.
 local function handling_task(s, mid)
-  local q = S.queues[s]
-  local t = q and q.busy and q.task
+  local n = state_of(lsession_ptr, s).busy
+  local t = n ~= 0 and task_by_n[n]
   if t and t.msg_s == s and t.msg_id == mid and t.msg_type == MSG_REQUEST then return t end
   local inflight = S.inflight[s]
   return inflight and inflight[mid] or nil
@@ -467,11 +498,12 @@ end
 
 --- s:response_mid(mid, v) -> true | nil, err
 function session.response_mid(s, mid, v)
+  s:id() -- a session (what state_of reads), or its error
   local handling = handling_task(s, mid)
-  -- a response's type follows its request's route: the handling task's, else the session's
-  -- last request's (serializers that pick no type by route ignore it)
-  local q = S.queues[s]
-  local route = handling and handling.watch_route or (mid == s:last_mid() and q and q.last_route or nil)
+  -- a response's type follows its request's route: the handling task's, else that of the
+  -- session's last request left unanswered (serializers that pick no type by route ignore it)
+  local late = not handling and S.unanswered[s]
+  local route = handling and handling.watch_route or (late and late[1] == mid and late[2] or nil)
   local ok, payload = pcall(to_payload, v, route, "response", s)
   if not ok then return nil, "cannot serialize: " .. tostring(payload) end
   if handling then handling.answered = true end
@@ -956,6 +988,12 @@ local function handled(t, s, mtype, id, route, ok, res, inflight, defer)
     handler_error(s, mtype, id, route, res, nil, answered)
     return
   end
+  if mtype == MSG_REQUEST and res == nil and not answered then
+    -- answered later (s:response_mid), with the type of this route
+    local late = S.unanswered[s]
+    if late then late[1], late[2] = id, route else S.unanswered[s] = { id, route } end
+    return
+  end
   if mtype == MSG_REQUEST and res ~= nil and not answered then
     -- Each C function called here ends a JIT trace (docs/benchmarks.md): JSON without a pipeline
     -- or debug log is encoded and sent by the core, either after the dispatcher returns it (defer:
@@ -979,11 +1017,10 @@ local function handled(t, s, mtype, id, route, ok, res, inflight, defer)
 end
 
 -- concurrent: the task is one of a concurrent component's (handle_one), found through S.inflight
--- while it handles a request; protect: call the handler under xpcall (not on a core thread);
--- q: the session's table in S.queues (its queue, and the route of its last request).
+-- while it handles a request; protect: call the handler under xpcall (not on a core thread).
 -- payload is false when the core decoded it (pre) and kept the bytes: they are read (a string
 -- made) only where needed, before the handler runs, while the core's thread t.co runs the message.
-local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, concurrent, defer, q)
+local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, concurrent, defer)
   local name
   if h then
     name = type(route) == "string" and route or h.route
@@ -1021,9 +1058,6 @@ local function handle(t, h, s, mtype, id, route, payload, flags, pre, protect, c
   -- it each message)
   local hser = h.serializer
   if rawget(S.session_serializer, s) ~= hser then S.session_serializer[s] = hser end
-  -- (on the session's queue table, which the dispatcher has in hand: a table keyed by the
-  -- session cost a hash lookup per request)
-  if mtype == MSG_REQUEST then q.last_route = route end
   -- pre: the payload's value as the default serializer reads it (nano.json, or a protobuf one:
   -- the request with its route's type), decoded by the core with the message
   -- (core.set_predecode, `predecoded`); only this handler's serializer decides whether it is the
@@ -1131,59 +1165,76 @@ local function one_done(t, res, empty, rroute)
 end
 
 -- A task that handles one message of a concurrent component. t.work says, should the thread
--- end with an error, what it was doing (thread_failed): true here, the queue below.
-local function handle_one(t, h, s, mtype, id, route, payload, flags, pre, defer, q)
+-- end with an error, what it was doing (thread_failed): true here; "order" with t.work_s = the
+-- session below, for a session's in-order messages.
+local function handle_one(t, h, s, mtype, id, route, payload, flags, pre, defer)
   S.running = S.running + 1
   t.work = true
-  return one_done(t, handle(t, h, s, mtype, id, route, payload, flags, pre, false, true, defer, q))
+  return one_done(t, handle(t, h, s, mtype, id, route, payload, flags, pre, false, true, defer))
+end
+
+-- The first message waiting for session s (st: its state), taken off its queue; nil when none.
+local function next_waiting(s, st)
+  local q = S.queues[s]
+  if not q or q.head >= q.tail then
+    st.waiting = 0
+    return nil
+  end
+  q.head = q.head + 1
+  local m = q[q.head]
+  q[q.head] = nil
+  st.waiting = q.tail - q.head
+  if q.head == q.tail then q.head, q.tail = 0, 0 end
+  return m
 end
 
 -- The messages queued behind a failed one, in a task of their own (each handler protected here:
 -- this task is not one of the core's threads).
-local function drain_queue(q, s)
+local function drain_queue(s)
   local t = current_task()
+  local st = state_of(lsession_ptr, s)
   S.running = S.running + 1
-  q.task = t
-  while q.head < q.tail do
-    q.head = q.head + 1
-    local m = q[q.head]
-    q[q.head] = nil
-    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], nil, true, false, nil, q)
+  st.busy = t.n or number_of(t)
+  while st.waiting > 0 do
+    local m = next_waiting(s, st)
+    if not m then break end
+    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], nil, true, false, nil)
   end
-  q.head, q.tail, q.busy, q.task = 0, 0, false, false
+  st.busy = 0
   handler_done()
 end
 
 -- handle_in_order's end, after its message's handler (a function of its own: see one_done)
-local function in_order_done(t, q, s, id, res, empty, rroute)
-  if res ~= nil and q.head < q.tail then
-    if type(empty) == "table" then respond_rest(s, id, rroute, serializer_of(s), res, false) -- protobuf
-    else respond_json(s, id, rroute, serializer_of(s), res, empty) end
-    res = nil
-  end
-  while q.head < q.tail do
-    q.head = q.head + 1
-    local m = q[q.head]
-    q[q.head] = nil
-    handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], nil, false, false, nil, q)
+local function in_order_done(t, s, id, res, empty, rroute)
+  local st = state_of(lsession_ptr, s)
+  if st.waiting > 0 then
+    if res ~= nil then
+      if type(empty) == "table" then respond_rest(s, id, rroute, serializer_of(s), res, false) -- protobuf
+      else respond_json(s, id, rroute, serializer_of(s), res, empty) end
+      res = nil
+    end
+    while st.waiting > 0 do
+      local m = next_waiting(s, st)
+      if not m then break end
+      handle(t, nil, s, m[1], m[2], m[3], m[4], m[5], nil, false, false, nil)
+    end
   end
   t.work, t.work_s = false, false
-  if q.tail ~= 0 then q.head, q.tail = 0, 0 end -- (a queue that was used: two stores less a message)
-  q.busy, q.task = false, false
+  st.busy = 0
   handler_done()
   return flat_reply(res, empty, rroute)
 end
 
 -- A session's worker: handles its message, then the ones queued behind it meanwhile, in order.
--- One task per busy session; the queue q is the session's (S.queues).
+-- One task per busy session, named in the session's state (set by dispatch).
 -- defer: the response may be returned to the core (handle), which sends it after this returns;
 -- messages queued meanwhile (a handler that ran the loop) are answered after it, so it is sent
 -- first then.
-local function handle_in_order(t, q, h, s, mtype, id, route, payload, flags, pre, defer)
+local function handle_in_order(t, h, s, mtype, id, route, payload, flags, pre, defer)
   S.running = S.running + 1
-  t.work, t.work_s, q.task = q, s, t
-  return in_order_done(t, q, s, id,
-                       handle(t, h, s, mtype, id, route, payload, flags, pre, false, false, defer, q))
+  t.work, t.work_s = "order", s
+  return in_order_done(t, s, id,
+                       handle(t, h, s, mtype, id, route, payload, flags, pre, false, false, defer))
 end
 
 -- One of the core's dispatcher threads ended with an error err (tb: its traceback), t its task.
@@ -1206,8 +1257,8 @@ local function thread_failed(t, err, tb)
   if work then
     t.work, t.work_s = false, false
     if work ~= true then
-      if work.head < work.tail then task.spawn(drain_queue, work, ws)
-      else work.head, work.tail, work.busy, work.task = 0, 0, false, false end
+      local st = state_of(lsession_ptr, ws)
+      if st.waiting > 0 then task.spawn(drain_queue, ws) else st.busy = 0 end
     end
     handler_done()
   end
@@ -1228,28 +1279,31 @@ local function dispatch(s, mtype, id, route, payload, flags, co, pre, defer)
     co = co or coroutine.running()
     payload = message_bytes(co)
   end
-  -- the session's table: its queue, and the route of its last request (session.response_mid)
-  local queues = S.queues
-  local q = queues[s]
-  if not q then
-    q = { busy = false, head = 0, tail = 0, task = false, last_route = false }
-    queues[s] = q
-  end
   local h = resolve(route)
   if h and h.concurrent then
-    return handle_one(enter_task(co), h, s, mtype, id, route, payload, flags, pre, defer, q)
+    return handle_one(enter_task(co), h, s, mtype, id, route, payload, flags, pre, defer)
   end
-  if not q.busy then
-    q.busy = true
-    return handle_in_order(enter_task(co), q, h, s, mtype, id, route, payload, flags, pre, defer)
+  local st = state_of(lsession_ptr, s)
+  if st.busy == 0 then
+    local t = enter_task(co)
+    st.busy = t.n or number_of(t)
+    return handle_in_order(t, h, s, mtype, id, route, payload, flags, pre, defer)
   end
-  if q.tail - q.head >= S.session_queue then
+  local waiting = st.waiting
+  if waiting >= S.session_queue then
     log.warn("session %d: %d messages already wait for a handler; dropping %s %s", s:id(),
-             q.tail - q.head, mtype == MSG_REQUEST and "request" or "notify", tostring(route))
+             waiting, mtype == MSG_REQUEST and "request" or "notify", tostring(route))
     if mtype == MSG_REQUEST then send_error(s, id, 429, "too many requests in flight") end
     return
   end
+  local queues = S.queues
+  local q = queues[s]
+  if not q then
+    q = { head = 0, tail = 0 }
+    queues[s] = q
+  end
   q.tail = q.tail + 1
+  st.waiting = q.tail - q.head
   if payload == false then payload = message_bytes(co) end -- the core's bytes go with the message
   -- and not the value the core decoded: what decodes payloads may change before the message's
   -- turn (a reload, nano.set_serializer), so its bytes are decoded then

@@ -167,7 +167,8 @@ function M.spawn(fn, ...)
   end
   -- every field a handler's task gets, so the table is sized once
   local t = setmetatable({ co = co, status = "running", msg_s = false, msg_type = false,
-                           msg_id = false, answered = false, watch_route = false }, Task)
+                           msg_id = false, answered = false, watch_route = false,
+                           n = false }, Task)
   by_co[co] = t
   started(t, co_resume(co, fn, ...))
   return t
@@ -186,7 +187,7 @@ function M._run(fn, ...)
   else
     t = setmetatable({ co = co_create(run_loop_caught), status = "running", reusable = true,
                        msg_s = false, msg_type = false, msg_id = false, answered = false,
-                       watch_route = false }, Task)
+                       watch_route = false, n = false }, Task)
   end
   by_co[t.co] = t
   started(t, co_resume(t.co, fn, ...))
@@ -219,7 +220,7 @@ function M._enter(co)
   end
   t = setmetatable({ co = co, status = "running", core_thread = true, msg_s = false,
                      msg_type = false, msg_id = false, answered = false, watch_route = false,
-                     work = false, work_s = false, waited = false }, Task)
+                     work = false, work_s = false, waited = false, n = false }, Task)
   by_co[co] = t
   return t
 end
