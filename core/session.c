@@ -56,6 +56,8 @@ static const nh_session_ops_t client_ops;
  * malloc of up to 168 bytes takes a 176-byte chunk, the next size class 192. */
 #if UINTPTR_MAX == UINT64_MAX
 _Static_assert(sizeof(nh_session_t) <= 168, "nh_session_t grew past 168 bytes (a malloc class)");
+_Static_assert(offsetof(nh_session_t, dec) + sizeof(nh_pkt_decoder_t) <= 112,
+               "a message's fields of nh_session_t are past its first 112 bytes (session.h)");
 #endif
 
 /* ---- the session's next deadline in host->session_wheel ---- */

@@ -86,39 +86,48 @@ typedef struct nh_session_link {
     int (*peer)(const void *ctx, char *out, size_t len);
 } nh_session_link_t;
 
+/* The fields a message touches come first, in 104 bytes: two cache lines, where they were spread
+ * over the struct's three or four. A session's next message comes some 200 ms later, by when the
+ * lines it touched have left the cache, and each one read again costs more than the rest of the
+ * C side of a message (docs/benchmarks.md, sixteenth pass). "Every session": the ops' callers read
+ * these; "a client": session.c's own. */
 struct nh_session {
-    /* ---- every session ---- */
-    const nh_session_ops_t *ops;
-    nh_host_t *host;
-    uint64_t id;
-    int64_t uid;
-    uint64_t last_mid;         /* id of the last request received */
-    uint64_t answered_mid;     /* id of the last response sent (core.respond) */
-    nh_session_t *prev, *next; /* host->sessions */
-    /* the layer above's handle for this session (the Lua binding: a registry reference to the
-     * userdata); 0 until the layer above first sees the session, and again once it let go */
+    /* ---- touched by every message ---- */
+    const nh_session_ops_t *ops; /* every session */
+    nh_host_t *host;             /* every session */
+    uint64_t last_mid;           /* every session: id of the last request received */
+    uint64_t answered_mid;       /* every session: id of the last response sent (core.respond) */
+    /* every session: the layer above's handle for this session (the Lua binding: a registry
+     * reference to the userdata); 0 until the layer above first sees the session, and again
+     * once it let go */
     int binding_ref;
-    uint8_t state;
-    uint8_t draining; /* the transport closes once its queue has left: no more timeouts */
-    /* Why the session itself closed the connection, as a WebSocket close status: 1002 protocol
-     * error, 1008 policy, 1009 too big, 1011 server error; 0 for a normal close (1000). */
+    uint8_t state;    /* every session */
+    uint8_t draining; /* a client: the transport closes once its queue has left: no timeouts */
+    /* every session: why the session itself closed the connection, as a WebSocket close status:
+     * 1002 protocol error, 1008 policy, 1009 too big, 1011 server error; 0 for a normal close
+     * (1000). */
     uint16_t close_code;
+    const nh_session_link_t *link; /* a client */
+    void *link_ctx;                /* a client: NULL once gone */
+    uint64_t last_recv_ms;         /* a client */
+    /* a client: when the first byte of the packet still incomplete arrived (0: none is): a
+     * packet must complete within handshake_timeout, or a client trickling bytes would stay for
+     * ever */
+    uint64_t partial_since_ms;
+    nh_pkt_decoder_t dec; /* a client */
 
-    /* ---- a client connected here (session.c) ---- */
-    const nh_session_link_t *link;
-    void *link_ctx; /* NULL once gone */
-    /* One field for two times that are never needed together: created_ms until the handshake
-     * is acked (the handshake timeout counts from it), next_heartbeat_ms from then on. */
+    /* ---- the rest ---- */
+    uint64_t id;               /* every session */
+    int64_t uid;               /* every session */
+    nh_session_t *prev, *next; /* every session: host->sessions */
+    /* a client. One field for two times that are never needed together: created_ms until the
+     * handshake is acked (the handshake timeout counts from it), next_heartbeat_ms from then
+     * on. */
     union {
         uint64_t created_ms;
         uint64_t next_heartbeat_ms;
     };
-    uint64_t last_recv_ms;
-    /* when the first byte of the packet still incomplete arrived (0: none is): a packet must
-     * complete within handshake_timeout, or a client trickling bytes would stay for ever */
-    uint64_t partial_since_ms;
-    nh_wheel_entry_t due; /* in host->session_wheel at the next of the deadlines above */
-    nh_pkt_decoder_t dec;
+    nh_wheel_entry_t due; /* a client: in host->session_wheel at the next of the deadlines */
 };
 
 /* ---- what the game does to any session: through its ops ---- */
