@@ -138,7 +138,7 @@ struct nh_conn {
     uv_poll_t poll; /* first: uv handle → conn by cast */
     nh_host_t *host;
     nh_listener_t *listener;
-    void *tstate;  /* the transport's state */
+    void *tstate;  /* the transport's state: its first 128 bytes are prefetched on each event */
     nh_outq_t out; /* what the transport queued; over TLS, plaintext not yet encrypted */
     nh_tls_t *tls; /* NULL on a plain connection */
     nh_conn_t *dirty_next;
