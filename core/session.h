@@ -86,11 +86,11 @@ typedef struct nh_session_link {
     int (*peer)(const void *ctx, char *out, size_t len);
 } nh_session_link_t;
 
-/* The fields a message touches come first, in 104 bytes: two cache lines, where they were spread
- * over the struct's three or four. A session's next message comes some 200 ms later, by when the
- * lines it touched have left the cache, and each one read again costs more than the rest of the
- * C side of a message (docs/benchmarks.md, sixteenth pass). "Every session": the ops' callers read
- * these; "a client": session.c's own. */
+/* The fields a message touches come first, in 104 bytes (session.c asserts at most 112): two cache
+ * lines, where they were spread over the struct's three or four. A session's next message comes
+ * some 200 ms later, by when the lines it touched have left the cache, and each one read again
+ * costs more than the rest of the C side of a message (docs/benchmarks.md, sixteenth pass). "Every
+ * session": the ops' callers read these; "a client": session.c's own. */
 struct nh_session {
     /* ---- touched by every message ---- */
     const nh_session_ops_t *ops; /* every session */
