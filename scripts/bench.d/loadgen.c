@@ -10,6 +10,13 @@
  *             (request) with a window of W in flight; a broadcast is complete when every member
  *             has received it; pushes delivered per second is the figure
  *
+ * --paired 1 (pingpong, push): the run is measured in segments another process switches on and
+ * off, SIGUSR1 to start one and SIGUSR2 to end it: between segments no request is sent, and a
+ * segment ends once its last answer is in. The figures are those of the segments only (their
+ * time, answers, latencies, server CPU), and the run ends with SIGTERM. scripts/bench runs two
+ * servers so, one load generator each, turn by turn half a second apart: this machine's speed
+ * swings over tens of seconds, and the turns put both servers under the same swings.
+ *
  * --tls: every connection runs TLS (core/tls.c as a client, certificate not verified) under
  * either transport, so the same figures can be read over TLS.
  *
@@ -109,6 +116,12 @@ static int hup_sent;
 static nh_tls_ctx_t *tls_ctx; /* --tls */
 static int passive; /* --passive: bcast members only; another load generator drives */
 static int any_reply; /* --any-reply: pingpong's answers need not echo the request's payload */
+static int paired;    /* --paired: measured in segments (SIGUSR1 starts one, SIGUSR2 ends it) */
+static int paused;    /* --paired: no request is sent; a segment still open ends when drained */
+static int seg_open, resume_owed, segments;
+static uint64_t seg_t0, seg_ns; /* the open segment's start; the closed segments' time in all */
+static double seg_srv0, seg_own0, seg_srv, seg_own; /* the same for the server's and own CPU */
+static uv_signal_t sigusr1_h, sigusr2_h;
 
 /* utime + stime of a process, in seconds (from /proc/PID/stat: clock ticks), or -1 */
 static double proc_cpu_ticks(int pid) {
@@ -314,7 +327,7 @@ static size_t make_payload(char *out, size_t cap, uint32_t n) {
 }
 
 static void send_next(conn_t *c) {
-    if (c->state != S_WORKING || c->outstanding) return;
+    if (c->state != S_WORKING || c->outstanding || paused) return;
     if (phase != P_WARMUP && phase != P_RUN) return;
     if (pace_ns) {
         /* Paced: one request per interval per connection, never two at once; a connection whose
@@ -441,6 +454,44 @@ static int payload_seq(const uint8_t *p, size_t len, uint64_t *seq) {
     return 0;
 }
 
+static int outstanding(void);
+
+/* --paired: answers count inside a segment (also those that drain it), never between two */
+static int counting(void) { return phase == P_RUN && (!paired || seg_open); }
+
+/* --paired: ends the open segment once its last answer is in; a start asked for meanwhile
+ * follows. */
+static void segment_begin(void);
+static void segment_end(void) {
+    if (outstanding()) return;
+    if (seg_open) {
+        seg_ns += uv_hrtime() - seg_t0;
+        seg_own += own_cpu() - seg_own0;
+        if (server_pid) seg_srv += proc_cpu(server_pid, &srv_cpu_ticks) - seg_srv0;
+        seg_open = 0;
+        segments++;
+    }
+    if (resume_owed) segment_begin();
+}
+
+static void segment_begin(void) {
+    if (phase != P_RUN || !paused) return;
+    if (seg_open || outstanding()) { /* the last segment (or the warm-up) still draining */
+        resume_owed = 1;
+        return;
+    }
+    resume_owed = paused = 0;
+    seg_open = 1;
+    seg_t0 = uv_hrtime();
+    seg_own0 = own_cpu();
+    if (server_pid) seg_srv0 = proc_cpu(server_pid, &srv_cpu_ticks);
+    for (int i = 0; i < O.conns; i++) {
+        if (pace_ns) /* paced: the first requests spread over one interval again, no burst */
+            conns[i].next_ns = seg_t0 + pace_ns * (uint64_t)i / (uint64_t)O.conns;
+        send_next(&conns[i]);
+    }
+}
+
 static void on_data(conn_t *c, const uint8_t *b, size_t len) {
     if (len < 1) {
         error_note(c, "empty message");
@@ -484,11 +535,12 @@ static void on_data(conn_t *c, const uint8_t *b, size_t len) {
             error_note(c, "response payload differs from the request");
         }
         c->outstanding = 0;
-        if (phase == P_RUN) { /* answers during the drain are waited for, not counted */
+        if (counting()) { /* answers during the drain are waited for, not counted */
             st.responses++;
             lat_record(now - c->sent_ns);
         }
         send_next(c);
+        if (paused) segment_end();
         return;
     }
     if (type != 3) {
@@ -517,11 +569,12 @@ static void on_data(conn_t *c, const uint8_t *b, size_t len) {
         if (len - i != c->payload_len || memcmp(b + i, c->payload, c->payload_len) != 0)
             error_note(c, "push payload differs from the notify");
         c->outstanding = 0;
-        if (phase == P_RUN) { /* answers during the drain are waited for, not counted */
+        if (counting()) { /* answers during the drain are waited for, not counted */
             st.responses++;
             lat_record(now - c->sent_ns);
         }
         send_next(c);
+        if (paused) segment_end();
         return;
     }
     if (O.mode == M_BCAST) {
@@ -820,6 +873,7 @@ static void set_phase(int p) {
             send_next(&conns[i]);
         if (O.mode == M_BCAST) bcast_pump();
     } else if (p == P_RUN) {
+        paused = paired; /* --paired: nothing is sent until the first segment starts */
         st.responses = st.pushes = 0;
         memset(st.hist, 0, MAX_LAT_US * sizeof *st.hist);
         st.max_us = 0;
@@ -891,6 +945,7 @@ static void on_tick(uv_timer_t *t) {
         if (outstanding() == 0 || in_phase >= O.drain) finish();
         break;
     }
+    if (paused && phase == P_RUN) segment_end(); /* --paired: a connection closed meanwhile */
 }
 
 static uint64_t percentile(double q) {
@@ -923,24 +978,43 @@ static void finish(void) {
     phase = P_DONE;
     double secs = (double)(t_run_end - t_run_start) / 1e9;
     if (t_run_start == 0) secs = 0;
+    if (paired) { /* the segments' figures only; one still open ends here */
+        if (seg_open) {
+            seg_ns += t_run_end - seg_t0;
+            seg_own += own_cpu1 - seg_own0;
+            if (server_pid) seg_srv += srv_cpu1 - seg_srv0;
+            segments++;
+        }
+        secs = (double)seg_ns / 1e9;
+        own_cpu0 = srv_cpu0 = 0;
+        own_cpu1 = seg_own;
+        srv_cpu1 = seg_srv;
+    }
     static const char *const names[] = {"pingpong", "push", "idle", "bcast"};
     uint64_t count = O.mode == M_BCAST ? st.pushes : st.responses;
     printf("result transport=%s mode=%s conns=%d up=%d connect_failed=%d secs=%.2f "
            "count=%" PRIu64 " rate=%.1f p50_us=%" PRIu64 " p99_us=%" PRIu64 " max_us=%" PRIu64
            " errors=%" PRIu64 " closed=%" PRIu64 " unanswered=%d bcasts=%" PRIu64
-           " lg_cpu=%.4f srv_cpu=%.4f rss0_kb=%ld rss_up_kb=%ld\n",
+           " lg_cpu=%.4f srv_cpu=%.4f rss0_kb=%ld rss_up_kb=%ld segments=%d\n",
            O.ws_path ? (tls_ctx ? "wss" : "ws") : (tls_ctx ? "tls" : "tcp"), names[O.mode], O.conns, handshaken, connect_failed, secs,
            count, secs > 0 ? (double)count / secs : 0.0, percentile(0.50), percentile(0.99),
            st.max_us, st.errors, st.closed, lost, bcast_done, own_cpu1 - own_cpu0,
-           server_pid ? srv_cpu1 - srv_cpu0 : 0.0, rss0_kb, rss_up_kb);
+           server_pid ? srv_cpu1 - srv_cpu0 : 0.0, rss0_kb, rss_up_kb, segments);
     if (first_error[0]) printf("first_error %s\n", first_error);
     fflush(stdout);
     uv_walk(loop, close_walk, NULL);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
-    (void)s, (void)signum;
-    finish();
+    (void)s;
+    if (signum == SIGUSR1)
+        segment_begin();
+    else if (signum == SIGUSR2) {
+        paused = 1;
+        resume_owed = 0;
+        segment_end();
+    } else
+        finish();
 }
 
 static void usage(void) {
@@ -954,6 +1028,8 @@ static void usage(void) {
             "               [--rate R]           pace pingpong/push at R requests/s in all\n"
             "               [--tls 1]            TLS under the transport (not verified)\n"
             "               [--passive 1]        bcast: members only (another process drives)\n"
+            "               [--paired 1]         pingpong/push: measured in segments, SIGUSR1\n"
+            "                                    starts one, SIGUSR2 ends it, SIGTERM the run\n"
             "               [--any-reply 1]      pingpong: answers need not echo the payload\n"
             "               [--payload json|protobuf]  the payload's encoding (default json)\n");
     exit(2);
@@ -1015,6 +1091,8 @@ int main(int argc, char **argv) {
             server_pid = atoi(v);
         else if (!strcmp(a, "--any-reply"))
             any_reply = atoi(v);
+        else if (!strcmp(a, "--paired"))
+            paired = atoi(v);
         else if (!strcmp(a, "--passive"))
             passive = atoi(v);
         else if (!strcmp(a, "--tls")) {
@@ -1068,6 +1146,15 @@ int main(int argc, char **argv) {
     uv_signal_start(&sigint_h, on_signal, SIGINT);
     uv_signal_init(loop, &sigterm_h);
     uv_signal_start(&sigterm_h, on_signal, SIGTERM);
+    if (paired && (O.mode == M_PINGPONG || O.mode == M_PUSH)) {
+        uv_signal_init(loop, &sigusr1_h);
+        uv_signal_start(&sigusr1_h, on_signal, SIGUSR1);
+        uv_signal_init(loop, &sigusr2_h);
+        uv_signal_start(&sigusr2_h, on_signal, SIGUSR2);
+    } else if (paired) {
+        fprintf(stderr, "loadgen: --paired is for pingpong and push\n");
+        return 2;
+    }
     if (server_pid) rss0_kb = proc_rss_kb(server_pid);
     t_phase_ns = uv_hrtime();
     start_connects();

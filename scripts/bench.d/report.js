@@ -151,6 +151,40 @@ if (servers.length) {
   p();
 }
 
+if (serversOf('turns').length) {
+  p('### 1c. Ping-pong with the floor and nano-host in turns, 1,000 connections each');
+  p();
+  p(`Both servers up at once on the same CPU, one load generator each; the load generators take turns of ${facts.turn_s} s (${facts.turns} turns each), and only the turns are measured (their time, answers, latencies and server CPU; a turn ends when its last answer is in). This machine's speed swings by a third over tens of seconds: the rounds of sections 1–2 and 1b each meet it in a different state, the turns meet it in the same one. Flat out, and at ${fmt(facts.eq_rate)} requests/s offered.`);
+  p();
+  p('| load | transport | floor CPU/op µs | nano-host CPU/op µs | CPU ratio (floor ÷ nano-host) | floor p99 ms | nano-host p99 ms | p99 ratio | responses/s floor, nano-host | errors |');
+  p('|---|---|---|---|---|---|---|---|---|---|');
+  const one = (k, s, tr) => {
+    const r = runs.find((x) => x.kind === k && x.server === s && x.transport === tr && ok(x));
+    return r ? { ...r, cpu_us: cpuPer(r) } : null;
+  };
+  const tv = {};
+  for (const [k, load] of [['turns', 'flat out'], ['turnseq', `${fmt(facts.eq_rate)} req/s`]]) {
+    for (const tr of ['tcp', 'ws']) {
+      const f = one(k, 'floor', tr), n = one(k, 'nano', tr);
+      tv[`${k}/${tr}`] = { cpu: ratio(f && f.cpu_us, n && n.cpu_us), p99: ratio(n && n.p99_us, f && f.p99_us) };
+      if (!f || !n) {
+        p(`| ${load} | ${tr.toUpperCase()} | ${f ? fmt(f.cpu_us, 1) : 'failed'} | ${n ? fmt(n.cpu_us, 1) : 'failed'} | | | | | | |`);
+        continue;
+      }
+      p(`| ${load} | ${tr.toUpperCase()} | ${fmt(f.cpu_us, 1)} | ${fmt(n.cpu_us, 1)} | ${fmt(tv[`${k}/${tr}`].cpu, 2)} | ${fmt(f.p99_us / 1000, 2)} | ${fmt(n.p99_us / 1000, 2)} | ${fmt(tv[`${k}/${tr}`].p99, 2)} | ${fmt(f.rate)}, ${fmt(n.rate)} | ${f.errors + f.closed + f.unanswered + n.errors + n.closed + n.unanswered} |`);
+    }
+  }
+  p();
+  p('| figure (in turns) | TCP | WS | target |');
+  p('|---|---|---|---|');
+  const tgt = (tr) => (tr === 'tcp' ? 0.85 : 0.8);
+  row('nano-host ÷ floor, CPU ratio, flat out', (tr) => tv[`turns/${tr}`].cpu, '≥ 0.85 TCP, ≥ 0.80 WS', tgt);
+  row('nano-host ÷ floor, CPU ratio at equal load', (tr) => tv[`turnseq/${tr}`].cpu, '≥ 0.85 TCP, ≥ 0.80 WS', tgt);
+  row('nano-host p99 ÷ floor p99, flat out', (tr) => tv[`turns/${tr}`].p99, '≤ 1.2', 1.2, false);
+  row('nano-host p99 ÷ floor p99 at equal load', (tr) => tv[`turnseq/${tr}`].p99, '≤ 2', 2, false);
+  p();
+}
+
 servers = serversOf('idle');
 p('### 3. Memory per idle handshaken connection, 10,000 connections');
 p();
