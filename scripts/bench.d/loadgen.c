@@ -10,9 +10,9 @@
  *             (request) with a window of W in flight; a broadcast is complete when every member
  *             has received it; pushes delivered per second is the figure
  *
- * --paired 1 (pingpong, push): the run is measured in segments another process switches on and
+ * --paired 1 (pingpong, push, bcast): the run is measured in segments another process switches on and
  * off, SIGUSR1 to start one and SIGUSR2 to end it: between segments no request is sent, and a
- * segment ends once its last answer is in. The figures are those of the segments only (their
+ * segment ends once its last answer is in (a line "segment N ended" then says so). The figures are those of the segments only (their
  * time, answers, latencies, server CPU), and the run ends with SIGTERM. scripts/bench runs two
  * servers so, one load generator each, turn by turn half a second apart: this machine's speed
  * swings over tens of seconds, and the turns put both servers under the same swings.
@@ -359,7 +359,7 @@ static void send_next(conn_t *c) {
 
 /* bcast: connection 0 keeps `window` broadcasts in flight */
 static void bcast_pump(void) {
-    if (passive) return;
+    if (passive || paused) return;
     conn_t *c = &conns[0];
     if (c->state != S_WORKING) return;
     if (phase != P_WARMUP && phase != P_RUN) return;
@@ -470,6 +470,8 @@ static void segment_end(void) {
         if (server_pid) seg_srv += proc_cpu(server_pid, &srv_cpu_ticks) - seg_srv0;
         seg_open = 0;
         segments++;
+        printf("segment %d ended\n", segments); /* for the caller, before it starts another */
+        fflush(stdout);
     }
     if (resume_owed) segment_begin();
 }
@@ -485,7 +487,8 @@ static void segment_begin(void) {
     seg_t0 = uv_hrtime();
     seg_own0 = own_cpu();
     if (server_pid) seg_srv0 = proc_cpu(server_pid, &srv_cpu_ticks);
-    for (int i = 0; i < O.conns; i++) {
+    if (O.mode == M_BCAST) bcast_pump();
+    for (int i = 0; i < O.conns && O.mode != M_BCAST; i++) {
         if (pace_ns) /* paced: the first requests spread over one interval again, no burst */
             conns[i].next_ns = seg_t0 + pace_ns * (uint64_t)i / (uint64_t)O.conns;
         send_next(&conns[i]);
@@ -523,7 +526,7 @@ static void on_data(conn_t *c, const uint8_t *b, size_t len) {
             return;
         }
         if (O.mode == M_BCAST) {
-            if (phase == P_RUN) st.responses++;
+            if (counting()) st.responses++;
             return;
         }
         if (!c->outstanding || id != c->want_id) {
@@ -588,12 +591,13 @@ static void on_data(conn_t *c, const uint8_t *b, size_t len) {
             error_note(c, why);
         }
         c->bcast_next = seq + 1;
-        if (phase == P_RUN) st.pushes++;
+        if (counting()) st.pushes++;
         if (++bcast_count[seq % BCAST_RING] == (uint32_t)live) {
             while (bcast_done < bcast_sent &&
                    bcast_count[(bcast_done + 1) % BCAST_RING] >= (uint32_t)live)
                 bcast_done++;
             bcast_pump();
+            if (paused) segment_end();
         }
         return;
     }
@@ -1028,7 +1032,7 @@ static void usage(void) {
             "               [--rate R]           pace pingpong/push at R requests/s in all\n"
             "               [--tls 1]            TLS under the transport (not verified)\n"
             "               [--passive 1]        bcast: members only (another process drives)\n"
-            "               [--paired 1]         pingpong/push: measured in segments, SIGUSR1\n"
+            "               [--paired 1]         pingpong/push/bcast: measured in segments, SIGUSR1\n"
             "                                    starts one, SIGUSR2 ends it, SIGTERM the run\n"
             "               [--any-reply 1]      pingpong: answers need not echo the payload\n"
             "               [--payload json|protobuf]  the payload's encoding (default json)\n");
@@ -1146,13 +1150,13 @@ int main(int argc, char **argv) {
     uv_signal_start(&sigint_h, on_signal, SIGINT);
     uv_signal_init(loop, &sigterm_h);
     uv_signal_start(&sigterm_h, on_signal, SIGTERM);
-    if (paired && (O.mode == M_PINGPONG || O.mode == M_PUSH)) {
+    if (paired && O.mode != M_IDLE && !passive) {
         uv_signal_init(loop, &sigusr1_h);
         uv_signal_start(&sigusr1_h, on_signal, SIGUSR1);
         uv_signal_init(loop, &sigusr2_h);
         uv_signal_start(&sigusr2_h, on_signal, SIGUSR2);
     } else if (paired) {
-        fprintf(stderr, "loadgen: --paired is for pingpong and push\n");
+        fprintf(stderr, "loadgen: --paired is for pingpong, push and bcast (not passive)\n");
         return 2;
     }
     if (server_pid) rss0_kb = proc_rss_kb(server_pid);

@@ -151,6 +151,11 @@ if (servers.length) {
   p();
 }
 
+// a run in turns (sections 1c and 4c): one per server, transport and load
+const turnRun = (k, s, tr) => {
+  const r = runs.find((x) => x.kind === k && x.server === s && x.transport === tr && ok(x));
+  return r ? { ...r, cpu_us: cpuPer(r) } : null;
+};
 if (serversOf('turns').length) {
   p('### 1c. Ping-pong with the floor and nano-host in turns, 1,000 connections each');
   p();
@@ -158,14 +163,10 @@ if (serversOf('turns').length) {
   p();
   p('| load | transport | floor CPU/op µs | nano-host CPU/op µs | CPU ratio (floor ÷ nano-host) | floor p99 ms | nano-host p99 ms | p99 ratio | responses/s floor, nano-host | errors |');
   p('|---|---|---|---|---|---|---|---|---|---|');
-  const one = (k, s, tr) => {
-    const r = runs.find((x) => x.kind === k && x.server === s && x.transport === tr && ok(x));
-    return r ? { ...r, cpu_us: cpuPer(r) } : null;
-  };
   const tv = {};
   for (const [k, load] of [['turns', 'flat out'], ['turnseq', `${fmt(facts.eq_rate)} req/s`]]) {
     for (const tr of ['tcp', 'ws']) {
-      const f = one(k, 'floor', tr), n = one(k, 'nano', tr);
+      const f = turnRun(k, 'floor', tr), n = turnRun(k, 'nano', tr);
       tv[`${k}/${tr}`] = { cpu: ratio(f && f.cpu_us, n && n.cpu_us), p99: ratio(n && n.p99_us, f && f.p99_us) };
       if (!f || !n) {
         p(`| ${load} | ${tr.toUpperCase()} | ${f ? fmt(f.cpu_us, 1) : 'failed'} | ${n ? fmt(n.cpu_us, 1) : 'failed'} | | | | | | |`);
@@ -295,6 +296,24 @@ if (runs.some((r) => r.kind === 'bcastw')) {
   }
   p();
   p(`Median of ${wf ? wf.all.length : 0} round(s). Per round, pushes/s: ${serversOf('bcastw').map((s) => { const b = medianOf('bcastw', s, 'tcp'); return b ? `${s} ${b.all.map((r) => fmt(r.rate)).join(' / ')}` : `${s} failed`; }).join('; ')}.`);
+  p();
+}
+
+if (runs.some((r) => r.kind === 'turnsbc' || r.kind === 'turnsbcw')) {
+  p('### 4c. Broadcast with the floor and nano-host in turns (TCP, 5,000 members each)');
+  p();
+  p(`As in 1c: both servers up at once, 5,000 members each, the load generators taking turns of 1 s (${facts.turns} each); a turn ends when its broadcasts in flight have reached every member. Both servers' CPU per push is higher here than in sections 4 and 4a (by about a quarter in the runs so far; twice the sockets are open, and each turn fills and drains its pipeline; not explained further): the ratio is what compares.`);
+  p();
+  p('| in flight | floor pushes/s | nano-host pushes/s | ÷ floor, pushes/s | floor CPU/push µs | nano-host CPU/push µs | ÷ floor, CPU ratio | errors |');
+  p('|---|---|---|---|---|---|---|---|');
+  for (const [k, w] of [['turnsbc', 4], ['turnsbcw', 16]]) {
+    const f = turnRun(k, 'floor', 'tcp'), n = turnRun(k, 'nano', 'tcp');
+    if (!f || !n) {
+      p(`| ${w} | ${f ? fmt(f.rate) : 'failed'} | ${n ? fmt(n.rate) : 'failed'} | | | | | |`);
+      continue;
+    }
+    p(`| ${w} | ${fmt(f.rate)} | ${fmt(n.rate)} | ${fmt(ratio(n.rate, f.rate), 2)} | ${fmt(f.cpu_us, 2)} | ${fmt(n.cpu_us, 2)} | ${fmt(ratio(f.cpu_us, n.cpu_us), 2)} | ${f.errors + f.closed + n.errors + n.closed} |`);
+  }
   p();
 }
 
