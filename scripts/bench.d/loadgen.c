@@ -10,12 +10,12 @@
  *             (request) with a window of W in flight; a broadcast is complete when every member
  *             has received it; pushes delivered per second is the figure
  *
- * --paired 1 (pingpong, push, bcast): the run is measured in segments another process switches on and
- * off, SIGUSR1 to start one and SIGUSR2 to end it: between segments no request is sent, and a
- * segment ends once its last answer is in (a line "segment N ended" then says so). The figures are those of the segments only (their
- * time, answers, latencies, server CPU), and the run ends with SIGTERM. scripts/bench runs two
- * servers so, one load generator each, turn by turn half a second apart: this machine's speed
- * swings over tens of seconds, and the turns put both servers under the same swings.
+ * --paired 1 (pingpong, push, bcast): the run is measured in segments another process switches
+ * on and off, SIGUSR1 to start one and SIGUSR2 to end it: between segments nothing is sent, and a
+ * segment ends once its last answer is in (a line "segment N ended" then says so). The figures
+ * are the segments' only (their time, answers, latencies, server CPU), and SIGTERM ends the run.
+ * scripts/bench runs two servers so, one load generator each, taking turns of a second or less:
+ * this machine's speed swings over tens of seconds, and the turns put both under the same swings.
  *
  * --tls: every connection runs TLS (core/tls.c as a client, certificate not verified) under
  * either transport, so the same figures can be read over TLS.
