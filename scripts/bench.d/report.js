@@ -302,7 +302,7 @@ if (runs.some((r) => r.kind === 'bcastw')) {
 if (runs.some((r) => r.kind === 'turnsbc' || r.kind === 'turnsbcw')) {
   p('### 4c. Broadcast with the floor and nano-host in turns (TCP, 5,000 members each)');
   p();
-  p(`As in 1c: both servers up at once, 5,000 members each, the load generators taking turns of 1 s (${facts.turns} each); a turn ends when its broadcasts in flight have reached every member. Both servers' CPU per push is higher here than in sections 4 and 4a (by about a quarter in the runs so far; twice the sockets are open, and each turn fills and drains its pipeline; not explained further): the ratio is what compares.`);
+  p(`As in 1c: both servers up at once, 5,000 members each, the load generators taking turns of 1 s (${facts.turns} each); a turn ends when its broadcasts in flight have reached every member. Both servers' CPU per push is higher here than in sections 4 and 4a (by a quarter to three quarters in the runs so far; twice the sockets are open, and each turn fills and drains its pipeline; not explained further): the ratio is what compares.`);
   p();
   p('| in flight | floor pushes/s | nano-host pushes/s | ÷ floor, pushes/s | floor CPU/push µs | nano-host CPU/push µs | ÷ floor, CPU ratio | errors |');
   p('|---|---|---|---|---|---|---|---|');
