@@ -15,10 +15,10 @@
 #define SESSION_MT "nano.session"
 
 /* 24 bytes (every idle connection has one: docs/benchmarks.md, "Connection scale"; with
- * LuaJIT's header this takes the Lua allocator's next 16-byte class than the 16 it was: +14 bytes
- * a connection at 19,000, sixteenth pass). While the session lives, ref is its pointer (bit 0
- * clear: it is aligned) and id and uid are read from it; once it is gone, ref holds id << 1 | 1 and
- * uid the uid it had, so both stay readable. busy and waiting are the dispatcher's
+ * LuaJIT's header the block is one 16-byte class of the Lua allocator bigger than when this was
+ * 16: +14 bytes a connection at 19,000, sixteenth pass). While the session lives, ref is its
+ * pointer (bit 0 clear: it is aligned) and id and uid are read from it; once it is gone, ref holds
+ * id << 1 | 1 and uid the uid it had, so both stay readable. busy and waiting are the dispatcher's
  * (lua/nano/init.lua, state_of, which declares this layout to the FFI as nh_lsession_t): the number
  * of the task running the session's in-order messages (0: none) and how many wait behind it. */
 typedef struct lsession {

@@ -462,14 +462,17 @@ static int counting(void) { return phase == P_RUN && (!paired || seg_open); }
 /* --paired: ends the open segment once its last answer is in; a start asked for meanwhile
  * follows. */
 static void segment_begin(void);
+static void segment_close(uint64_t now, double own, double srv) {
+    seg_ns += now - seg_t0;
+    seg_own += own - seg_own0;
+    if (server_pid) seg_srv += srv - seg_srv0;
+    seg_open = 0;
+    segments++;
+}
 static void segment_end(void) {
     if (outstanding()) return;
     if (seg_open) {
-        seg_ns += uv_hrtime() - seg_t0;
-        seg_own += own_cpu() - seg_own0;
-        if (server_pid) seg_srv += proc_cpu(server_pid, &srv_cpu_ticks) - seg_srv0;
-        seg_open = 0;
-        segments++;
+        segment_close(uv_hrtime(), own_cpu(), server_pid ? proc_cpu(server_pid, &srv_cpu_ticks) : 0);
         printf("segment %d ended\n", segments); /* for the caller, before it starts another */
         fflush(stdout);
     }
@@ -983,12 +986,7 @@ static void finish(void) {
     double secs = (double)(t_run_end - t_run_start) / 1e9;
     if (t_run_start == 0) secs = 0;
     if (paired) { /* the segments' figures only; one still open ends here */
-        if (seg_open) {
-            seg_ns += t_run_end - seg_t0;
-            seg_own += own_cpu1 - seg_own0;
-            if (server_pid) seg_srv += srv_cpu1 - seg_srv0;
-            segments++;
-        }
+        if (seg_open) segment_close(t_run_end, own_cpu1, srv_cpu1);
         secs = (double)seg_ns / 1e9;
         own_cpu0 = srv_cpu0 = 0;
         own_cpu1 = seg_own;
