@@ -161,7 +161,7 @@ const turnRun = (k, s, tr) => {
 if (serversOf('turns').length) {
   p('### 1c. Ping-pong with the floor and nano-host in turns, 1,000 connections each');
   p();
-  p(`Both servers up at once on the same CPU, one load generator each; the load generators take turns of ${facts.turn_s} s (${facts.turns} turns each), and only the turns are measured (their time, answers, latencies and server CPU; a turn ends when its last answer is in). This machine's speed swings by a third over tens of seconds: the rounds of sections 1–2 and 1b each meet it in a different state, the turns meet it in the same one. Flat out, and at ${fmt(facts.eq_rate)} requests/s offered.`);
+  p(`Both servers up at once on the same CPU, one load generator each; the load generators take turns of ${facts.turn_s} s (${facts.turns} turns each, in pairs whose order alternates: floor then nano-host, nano-host then floor), and only the turns are measured (their time, answers, latencies and server CPU; a turn ends when its last answer is in). This machine's speed swings by a third over tens of seconds: the rounds of sections 1–2 and 1b each meet it in a different state, the turns meet it in the same one. Flat out, and at ${fmt(facts.eq_rate)} requests/s offered.`);
   p();
   p('| load | transport | floor CPU/op µs | nano-host CPU/op µs | CPU ratio (floor ÷ nano-host) | floor p99 ms | nano-host p99 ms | p99 ratio | responses/s floor, nano-host | errors |');
   p('|---|---|---|---|---|---|---|---|---|---|');
@@ -303,7 +303,7 @@ if (runs.some((r) => r.kind === 'bcastw')) {
 if (runs.some((r) => r.kind === 'turnsbc' || r.kind === 'turnsbcw')) {
   p('### 4c. Broadcast with the floor and nano-host in turns (TCP, 5,000 members each)');
   p();
-  p(`As in 1c: both servers up at once, 5,000 members each, the load generators taking turns of 1 s (${facts.turns} each); a turn ends when its broadcasts in flight have reached every member. Both servers' CPU per push is higher here than in sections 4 and 4a (by a quarter to three quarters in the runs so far; twice the sockets are open, and each turn fills and drains its pipeline; not explained further): the ratio is what compares.`);
+  p(`As in 1c: both servers up at once, 5,000 members each, the load generators taking turns of 1 s (${facts.turns} each, the order alternating); a turn ends when its broadcasts in flight have reached every member. Both servers' CPU per push is higher here than in sections 4 and 4a (by a quarter to three quarters in the runs so far; twice the sockets are open, and each turn fills and drains its pipeline; not explained further): the ratio is what compares.`);
   p();
   p('| in flight | floor pushes/s | nano-host pushes/s | ÷ floor, pushes/s | floor CPU/push µs | nano-host CPU/push µs | ÷ floor, CPU ratio | errors |');
   p('|---|---|---|---|---|---|---|---|');
