@@ -18,6 +18,7 @@
  * defaults filled in). Keys of a table that are not fields of its message are ignored.
  */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -360,10 +361,32 @@ typedef struct encode_ctx {
     nh_pb_buf_t *b;
     const nh_pb_message_t *m; /* whose field is being written (for errors) */
     int names;                /* stack index of the names (push_name) */
+    /* soft: where the encoder would raise (a value the schema cannot take, nesting too deep, no
+     * Lua stack left) or would call Lua (an int64 cdata's tostring), it gives up instead: sets
+     * gave_up and returns, the output and the Lua stack above the value unfinished. The core
+     * encodes a response that way without lua_pcall first (nh_lua_pb_core_encode). */
+    int soft, gave_up;
 } encode_ctx_t;
 
-/* Raises (never returns). */
+/* Raises, or in soft mode gives up and returns 0. */
+static int fail(encode_ctx_t *c, const char *fmt, ...) {
+    if (c->soft) {
+        c->gave_up = 1;
+        return 0;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushvfstring(c->L, fmt, ap);
+    va_end(ap);
+    return lua_error(c->L);
+}
+
+/* Raises (never returns), or in soft mode gives up and returns 0. */
 static int bad_value(encode_ctx_t *c, const nh_pb_field_t *f, int idx, const char *want) {
+    if (c->soft) {
+        c->gave_up = 1;
+        return 0;
+    }
     lua_State *L = c->L;
     const char *got = luaL_typename(L, idx);
     if (lua_type(L, idx) == LUA_TNUMBER || lua_type(L, idx) == LUA_TSTRING)
@@ -390,11 +413,12 @@ static nh_pb_scalar_t to_64(encode_ctx_t *c, const nh_pb_field_t *f, int idx, in
         double d = lua_tonumber(L, idx);
         if (is_unsigned) {
             integral(c, f, idx, 0, 18446744073709551615.0, want);
-            if (d >= 18446744073709551616.0) bad_value(c, f, idx, want);
+            if (c->gave_up || (d >= 18446744073709551616.0 && !bad_value(c, f, idx, want)))
+                return v;
             v.u = (uint64_t)d;
         } else {
             integral(c, f, idx, -9223372036854775808.0, 9223372036854775807.0, want);
-            if (d >= 9223372036854775808.0) bad_value(c, f, idx, want);
+            if (c->gave_up || (d >= 9223372036854775808.0 && !bad_value(c, f, idx, want))) return v;
             v.i = (int64_t)d;
         }
         return v;
@@ -404,6 +428,10 @@ static nh_pb_scalar_t to_64(encode_ctx_t *c, const nh_pb_field_t *f, int idx, in
     if (t == LUA_TSTRING) {
         s = lua_tolstring(L, idx, &len);
     } else if (t == LUA_TCDATA_TYPE) {
+        if (c->soft) { /* its text takes a call into Lua */
+            c->gave_up = 1;
+            return v;
+        }
         lua_getglobal(L, "tostring");
         lua_pushvalue(L, idx);
         lua_call(L, 1, 1);
@@ -436,27 +464,30 @@ static nh_pb_scalar_t to_scalar(encode_ctx_t *c, const nh_pb_field_t *f, int idx
             size_t len;
             const char *s = lua_tolstring(L, idx, &len);
             const nh_pb_enum_value_t *ev = nh_pb_enum_by_name(f->enumt, s, len);
-            if (!ev) bad_value(c, f, idx, "a value name of the enum");
-            v.i = ev->number;
+            if (ev)
+                v.i = ev->number;
+            else
+                bad_value(c, f, idx, "a value name of the enum");
             break;
         }
-        if (t != LUA_TNUMBER) bad_value(c, f, idx, "an enum value name or number");
+        if (t != LUA_TNUMBER && !bad_value(c, f, idx, "an enum value name or number")) break;
         integral(c, f, idx, -2147483648.0, 2147483647.0, "a 32-bit integer");
-        v.i = (int64_t)lua_tonumber(L, idx);
+        if (!c->gave_up) v.i = (int64_t)lua_tonumber(L, idx);
         break;
     case NH_PB_INT32:
     case NH_PB_SINT32:
     case NH_PB_SFIXED32:
-        if (t != LUA_TNUMBER) bad_value(c, f, idx, "a 32-bit integer");
+        if (t != LUA_TNUMBER && !bad_value(c, f, idx, "a 32-bit integer")) break;
         integral(c, f, idx, -2147483648.0, 2147483647.0, "a 32-bit integer");
+        if (c->gave_up) break;
         v.i = (int64_t)lua_tonumber(L, idx);
         if (f->type == NH_PB_SFIXED32) v.u = (uint32_t)(int32_t)v.i;
         break;
     case NH_PB_UINT32:
     case NH_PB_FIXED32:
-        if (t != LUA_TNUMBER) bad_value(c, f, idx, "an unsigned 32-bit integer");
+        if (t != LUA_TNUMBER && !bad_value(c, f, idx, "an unsigned 32-bit integer")) break;
         integral(c, f, idx, 0, 4294967295.0, "an unsigned 32-bit integer");
-        v.u = (uint64_t)lua_tonumber(L, idx);
+        if (!c->gave_up) v.u = (uint64_t)lua_tonumber(L, idx);
         break;
     case NH_PB_UINT64:
     case NH_PB_FIXED64:
@@ -489,7 +520,7 @@ static void put_value(encode_ctx_t *c, const nh_pb_field_t *f, int idx, int skip
     lua_State *L = c->L;
     nh_pb_buf_t *b = c->b;
     if (f->type == NH_PB_MESSAGE) {
-        if (!lua_istable(L, idx)) bad_value(c, f, idx, "a table");
+        if (!lua_istable(L, idx) && !bad_value(c, f, idx, "a table")) return;
         nh_pb_put_tag(b, f->number, NH_PB_LEN);
         size_t mark = nh_pb_begin_len(b);
         const nh_pb_message_t *outer = c->m;
@@ -499,7 +530,7 @@ static void put_value(encode_ctx_t *c, const nh_pb_field_t *f, int idx, int skip
         return;
     }
     if (f->type == NH_PB_STRING || f->type == NH_PB_BYTES) {
-        if (lua_type(L, idx) != LUA_TSTRING) bad_value(c, f, idx, "a string");
+        if (lua_type(L, idx) != LUA_TSTRING && !bad_value(c, f, idx, "a string")) return;
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
         if (skip_zero && len == 0) return;
@@ -508,7 +539,7 @@ static void put_value(encode_ctx_t *c, const nh_pb_field_t *f, int idx, int skip
         return;
     }
     nh_pb_scalar_t v = to_scalar(c, f, idx);
-    if (skip_zero && scalar_is_zero(f, v)) return;
+    if (c->gave_up || (skip_zero && scalar_is_zero(f, v))) return;
     nh_pb_put_tag(b, f->number, nh_pb_wire_of(f->type));
     nh_pb_put_scalar(b, f->type, v);
 }
@@ -518,9 +549,14 @@ static void put_map(encode_ctx_t *c, const nh_pb_field_t *f, int t, int depth) {
     const nh_pb_message_t *entry = f->message, *outer = c->m;
     const nh_pb_field_t *kf = nh_pb_field_by_number(entry, 1);
     const nh_pb_field_t *vf = nh_pb_field_by_number(entry, 2);
-    if (!kf || !vf)
-        luaL_error(L, "protobuf: %s: a map entry without key or value", entry->full_name);
-    if (depth >= NH_PB_MAX_DEPTH) luaL_error(L, "protobuf: tables nested too deep (a cycle?)");
+    if (!kf || !vf) {
+        fail(c, "protobuf: %s: a map entry without key or value", entry->full_name);
+        return;
+    }
+    if (depth >= NH_PB_MAX_DEPTH) {
+        fail(c, "protobuf: tables nested too deep (a cycle?)");
+        return;
+    }
     lua_pushnil(L);
     while (lua_next(L, t)) {
         int k = lua_gettop(L) - 1, v = k + 1;
@@ -530,7 +566,8 @@ static void put_map(encode_ctx_t *c, const nh_pb_field_t *f, int t, int depth) {
         size_t mark = nh_pb_begin_len(c->b);
         c->m = entry;
         put_value(c, kf, k, 0, depth + 1);
-        put_value(c, vf, v, 0, depth + 1);
+        if (!c->gave_up) put_value(c, vf, v, 0, depth + 1);
+        if (c->gave_up) return;
         c->m = outer;
         nh_pb_end_len(c->b, mark);
         lua_pop(L, 2);
@@ -539,8 +576,14 @@ static void put_map(encode_ctx_t *c, const nh_pb_field_t *f, int t, int depth) {
 
 static void encode_message(encode_ctx_t *c, const nh_pb_message_t *m, int t, int depth) {
     lua_State *L = c->L;
-    if (depth >= NH_PB_MAX_DEPTH) luaL_error(L, "protobuf: tables nested too deep (a cycle?)");
-    if (!lua_checkstack(L, 8)) luaL_error(L, "protobuf: Lua stack exhausted");
+    if (depth >= NH_PB_MAX_DEPTH) {
+        fail(c, "protobuf: tables nested too deep (a cycle?)");
+        return;
+    }
+    if (!lua_checkstack(L, 8)) {
+        fail(c, "protobuf: Lua stack exhausted");
+        return;
+    }
     for (size_t i = 0; i < m->nfields; i++) {
         const nh_pb_field_t *f = &m->fields[i];
         c->m = m;
@@ -555,6 +598,7 @@ static void encode_message(encode_ctx_t *c, const nh_pb_message_t *m, int t, int
             put_value(c, f, v, !f->presence, depth);
         } else if (!lua_istable(L, v)) {
             bad_value(c, f, v, is_map(f) ? "a table (map)" : "a table (sequence)");
+            return;
         } else if (is_map(f)) {
             put_map(c, f, v, depth);
         } else if (f->packed) {
@@ -564,7 +608,9 @@ static void encode_message(encode_ctx_t *c, const nh_pb_message_t *m, int t, int
                 nh_pb_put_varint(c->b, (uint64_t)n);
                 for (int j = 1; j <= n; j++) {
                     lua_rawgeti(L, v, j);
-                    nh_pb_put_scalar(c->b, f->type, to_scalar(c, f, v + 1));
+                    nh_pb_scalar_t x = to_scalar(c, f, v + 1);
+                    if (c->gave_up) return;
+                    nh_pb_put_scalar(c->b, f->type, x);
                     lua_pop(L, 1);
                 }
             } else if (n > 0) {
@@ -572,7 +618,9 @@ static void encode_message(encode_ctx_t *c, const nh_pb_message_t *m, int t, int
                 size_t mark = nh_pb_begin_len(c->b);
                 for (int j = 1; j <= n; j++) {
                     lua_rawgeti(L, v, j);
-                    nh_pb_put_scalar(c->b, f->type, to_scalar(c, f, v + 1));
+                    nh_pb_scalar_t x = to_scalar(c, f, v + 1);
+                    if (c->gave_up) return;
+                    nh_pb_put_scalar(c->b, f->type, x);
                     lua_pop(L, 1);
                 }
                 nh_pb_end_len(c->b, mark);
@@ -582,9 +630,11 @@ static void encode_message(encode_ctx_t *c, const nh_pb_message_t *m, int t, int
             for (int j = 1; j <= n; j++) {
                 lua_rawgeti(L, v, j);
                 put_value(c, f, v + 1, 0, depth);
+                if (c->gave_up) return;
                 lua_pop(L, 1);
             }
         }
+        if (c->gave_up) return;
         lua_settop(L, v - 1);
     }
 }
@@ -596,7 +646,7 @@ static int encode_at(lua_State *L, lschema_t *ls, int ud, const nh_pb_message_t 
     lua_getfenv(L, ud); /* idx + 1: the names */
     ls->out.len = 0;
     ls->out.failed = 0;
-    encode_ctx_t c = {L, &ls->out, m, idx + 1};
+    encode_ctx_t c = {L, &ls->out, m, idx + 1, 0, 0};
     encode_message(&c, m, idx, 0);
     if (ls->out.failed) return luaL_error(L, "protobuf: out of memory");
     lua_pushlstring(L, (const char *)ls->out.data, ls->out.len);
@@ -723,7 +773,7 @@ static struct core_encode {
 static int core_encode_protected(lua_State *L) {
     const struct core_encode e0 = core_encoding, *e = &e0; /* a copy: safe from a nested one */
     if (!lua_istable(L, 1)) return luaL_error(L, "protobuf: not a table");
-    encode_ctx_t c = {L, &e->ls->out, e->m, 2};
+    encode_ctx_t c = {L, &e->ls->out, e->m, 2, 0, 0};
     encode_message(&c, e->m, 1, 0);
     if (e->ls->out.failed) return luaL_error(L, "protobuf: out of memory");
     return 0;
@@ -737,6 +787,22 @@ const uint8_t *nh_lua_pb_core_encode(lua_State *L, int types, int route, int idx
     if (out->cap > (1u << 20)) nh_pb_buf_free(out); /* the last one was huge: not kept */
     out->len = 0;
     out->failed = 0;
+    if (lua_istable(L, idx)) {
+        /* Without lua_pcall first (~250 instructions a response): the soft encoder gives up
+         * where it would raise or call Lua, and only then the protected one runs, which raises
+         * with the reason (or encodes an int64 cdata). */
+        int top = lua_gettop(L);
+        lua_rawgeti(L, types, CORE_NAMES);
+        encode_ctx_t c = {L, out, e.m, top + 1, 1, 0};
+        encode_message(&c, e.m, idx, 0);
+        lua_settop(L, top);
+        if (!c.gave_up && !out->failed) {
+            *len = out->len;
+            return out->len ? out->data : (const uint8_t *)"";
+        }
+        out->len = 0;
+        out->failed = 0;
+    }
     core_encoding = e;
     lua_rawgeti(L, types, CORE_ENCODER);
     lua_pushvalue(L, idx);

@@ -212,6 +212,22 @@ describe("protobuf serializer", function()
     assert.same({}, c:request("Room.ping", {}))
   end)
 
+  it("the core's encoder without lua_pcall leaves what it cannot write to the protected one", function()
+    server = nt.start(MAIN)
+    local c = server:connect()
+    -- an int64 cdata needs Lua's tostring: written by the protected encoder, the same value
+    assert.same({ msg = "cdata", seq = "9223372036854775807" }, c:request("Room.ping", { msg = "cdata" }))
+    -- a value that does not fit: the protected encoder's reason, as before (next spec), and the
+    -- session goes on with the unprotected one
+    local U = require "spec.fixtures.api_util"
+    local lines = U.capture_logs()
+    local _, err = c:try_request("Room.ping", { msg = "bad" })
+    U.restore_log_level()
+    assert.equal(500, err.code)
+    assert.truthy(U.find(lines, "Pong.msg"))
+    assert.same({ msg = "ok", seq = 1 }, c:request("Room.ping", { msg = "ok", seq = 1 }))
+  end)
+
   it("a handler that waits, and a route whose response has no type (JSON), are answered too", function()
     server = nt.start(MAIN)
     local c = server:connect()
