@@ -183,7 +183,8 @@ if (serversOf('turns').length) {
   row('nano-host ÷ floor, CPU ratio, flat out', (tr) => tv[`turns/${tr}`].cpu, '≥ 0.85 TCP, ≥ 0.80 WS', cpuTarget);
   row('nano-host ÷ floor, CPU ratio at equal load', (tr) => tv[`turnseq/${tr}`].cpu, '≥ 0.85 TCP, ≥ 0.80 WS', cpuTarget);
   row('nano-host p99 ÷ floor p99, flat out', (tr) => tv[`turns/${tr}`].p99, '≤ 1.2', 1.2, false);
-  row('nano-host p99 ÷ floor p99 at equal load', (tr) => tv[`turnseq/${tr}`].p99, '≤ 2', 2, false);
+  // no target: nano-host against the same binary in turns gave 0.2 to 10.5 at this load (25 runs)
+  p(`| nano-host p99 ÷ floor p99 at equal load | ${fmt(tv['turnseq/tcp'].p99, 2)} | ${fmt(tv['turnseq/ws'].p99, 2)} | none: nano-host against itself gave 0.2 to 10.5 (docs, eighteenth pass) |`);
   p();
 }
 
