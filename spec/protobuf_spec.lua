@@ -217,7 +217,7 @@ describe("protobuf serializer", function()
     local c = server:connect()
     -- an int64 cdata needs Lua's tostring: written by the protected encoder, the same value
     assert.same({ msg = "cdata", seq = "9223372036854775807" }, c:request("Room.ping", { msg = "cdata" }))
-    -- a value that does not fit: the protected encoder's reason, as before (next spec), and the
+    -- a value that does not fit: the protected encoder's reason, as before (a spec below), and the
     -- session goes on with the unprotected one
     local U = require "spec.fixtures.api_util"
     local lines = U.capture_logs()
