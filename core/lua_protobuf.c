@@ -368,12 +368,15 @@ typedef struct encode_ctx {
     int soft, gave_up;
 } encode_ctx_t;
 
+/* Soft mode's stop: marks the encode given up; returns 0. */
+static int give_up(encode_ctx_t *c) {
+    c->gave_up = 1;
+    return 0;
+}
+
 /* Raises, or in soft mode gives up and returns 0. */
 static int fail(encode_ctx_t *c, const char *fmt, ...) {
-    if (c->soft) {
-        c->gave_up = 1;
-        return 0;
-    }
+    if (c->soft) return give_up(c);
     va_list ap;
     va_start(ap, fmt);
     lua_pushvfstring(c->L, fmt, ap);
@@ -383,10 +386,7 @@ static int fail(encode_ctx_t *c, const char *fmt, ...) {
 
 /* Raises (never returns), or in soft mode gives up and returns 0. */
 static int bad_value(encode_ctx_t *c, const nh_pb_field_t *f, int idx, const char *want) {
-    if (c->soft) {
-        c->gave_up = 1;
-        return 0;
-    }
+    if (c->soft) return give_up(c);
     lua_State *L = c->L;
     const char *got = luaL_typename(L, idx);
     if (lua_type(L, idx) == LUA_TNUMBER || lua_type(L, idx) == LUA_TSTRING)
@@ -429,7 +429,7 @@ static nh_pb_scalar_t to_64(encode_ctx_t *c, const nh_pb_field_t *f, int idx, in
         s = lua_tolstring(L, idx, &len);
     } else if (t == LUA_TCDATA_TYPE) {
         if (c->soft) { /* its text takes a call into Lua */
-            c->gave_up = 1;
+            give_up(c);
             return v;
         }
         lua_getglobal(L, "tostring");
