@@ -471,6 +471,14 @@ local state_of = ffi.cast -- state_of(lsession_ptr, s): no function of ours, whe
 -- Tasks by number, for a session's state to name its running task (weak: a task that ended and
 -- was dropped leaves).
 local task_by_n, tasks_numbered = setmetatable({}, { __mode = "v" }), 0
+-- the next number no task has (a loop: after 2^31 tasks the numbers wrap around)
+local function free_number()
+  repeat tasks_numbered = tasks_numbered % 0x7fffffff + 1 until task_by_n[tasks_numbered] == nil
+  return tasks_numbered
+end
+-- No loop here: this is on the dispatcher's path, and a JIT trace that starts in a function (its
+-- hot counter is shared with other code's, so that can happen on any call) aborts at a loop
+-- ("inner loop in root trace": seen in the JIT spec).
 local function number_of(t)
   local n = t.n
   if n then return n end
