@@ -316,18 +316,25 @@ static size_t varint_size(uint64_t v) {
     return n;
 }
 
-static void write_varint_at(uint8_t *p, uint64_t v) {
+/* Returns the bytes written. */
+static size_t write_varint_at(uint8_t *p, uint64_t v) {
+    size_t n = 1;
     while (v >= 0x80) {
         *p++ = (uint8_t)(v | 0x80);
         v >>= 7;
+        n++;
     }
     *p = (uint8_t)v;
+    return n;
 }
 
 void nh_pb_put_varint(nh_pb_buf_t *b, uint64_t v) {
+    if (v < 0x80 && b->len < b->cap && !b->failed) { /* most tags and lengths: one byte */
+        b->data[b->len++] = (uint8_t)v;
+        return;
+    }
     if (!reserve(b, 10)) return;
-    write_varint_at(b->data + b->len, v);
-    b->len += varint_size(v);
+    b->len += write_varint_at(b->data + b->len, v);
 }
 
 void nh_pb_put_tag(nh_pb_buf_t *b, uint32_t number, int wire) {
