@@ -61,7 +61,8 @@ nh_session_t *nh_lua_to_session(lua_State *L, int idx);
 /* The dispatch hook's returned response (core.set_hook's on_unsent, lua_host.c): T's results
  * (value, empty_array, route) sent as the response to request id of s, nothing for a nil value;
  * the value is JSON, or protobuf when the second is a core types table (nh_lua_pb_core_encode);
- * or the text is written already: (json_codec.flat_mark, value, route), nh_lua_json_flat_take.
+ * or the text is written already: (json_codec.flat_mark, value, route), nh_lua_json_flat_take,
+ * or the protobuf bytes: (protobuf_codec.flat_mark, value, route), nh_lua_pb_flat_take.
  * One that does not encode or is too big goes to the hook's on_unsent. 0, or -1 when it was not
  * answered (on_unsent failed, or there is none): the caller answers 500. */
 int nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t id);
@@ -125,6 +126,11 @@ int nh_lua_pb_core_decode(lua_State *L, int types, int route, const uint8_t *dat
  * encode; NULL when there is no type or the value does not fit it (the serializer's marshal then
  * says why). Never raises. */
 const uint8_t *nh_lua_pb_core_encode(lua_State *L, int types, int route, int idx, size_t *len);
+/* The flat writer's bytes (lua_protobuf.c; as nh_lua_json_flat_take for JSON): the message when
+ * mark is protobuf_codec.flat_mark and a finished one is there, which is then taken; NULL
+ * otherwise. nh_lua_pb_is_flat_mark: whether p is the mark, taken or not. */
+const uint8_t *nh_lua_pb_flat_take(const void *mark, size_t *len);
+int nh_lua_pb_is_flat_mark(const void *p);
 
 /* A class: registers the metatable `mt` (methods as __index, then the metamethods in `meta`, e.g.
  * {"__gc", fn}; NULL for none) unless it exists. The stack is left as it was. */

@@ -255,11 +255,13 @@ int nh_lua_send_returned(nh_host_t *h, lua_State *T, nh_session_t *s, uint64_t i
     if (lua_gettop(T) != 3) lua_settop(T, 3); /* nano's dispatcher returns three */
     nh_msg_t m = {.type = NH_MSG_RESPONSE, .id = id};
     const void *mark = first == LUA_TLIGHTUSERDATA ? lua_touserdata(T, 1) : NULL;
-    if (mark && nh_lua_json_is_flat_mark(mark)) {
-        /* the dispatcher wrote the text (the flat writer), the value second; no finished text
-         * there (a script's hook around the dispatcher wrote another since): on_unsent, which
-         * serializes the value */
-        m.payload = (const uint8_t *)nh_lua_json_flat_take(mark, &m.payload_len);
+    if (mark && (nh_lua_json_is_flat_mark(mark) || nh_lua_pb_is_flat_mark(mark))) {
+        /* the dispatcher wrote the text or the protobuf bytes (a flat writer), the value second;
+         * none finished there (a script's hook around the dispatcher wrote another since):
+         * on_unsent, which serializes the value */
+        m.payload = nh_lua_json_is_flat_mark(mark)
+                        ? (const uint8_t *)nh_lua_json_flat_take(mark, &m.payload_len)
+                        : nh_lua_pb_flat_take(mark, &m.payload_len);
         if (m.payload && send_response(s, &m) != UV_E2BIG) return 0;
         lua_pushvalue(T, 2);
         lua_replace(T, 1); /* the value, for on_unsent below */

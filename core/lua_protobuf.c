@@ -396,33 +396,76 @@ static int bad_value(encode_ctx_t *c, const nh_pb_field_t *f, int idx, const cha
                       got);
 }
 
-static void integral(encode_ctx_t *c, const nh_pb_field_t *f, int idx, double lo, double hi,
-                     const char *want) {
-    double d = lua_tonumber(c->L, idx);
-    if (!(d >= lo && d <= hi) || d != floor(d)) bad_value(c, f, idx, want);
+/* The scalar a Lua number gives a field of a numeric type (not bool, string, bytes or message):
+ * 0 with *v set, or -1 when it does not fit (not integral, or out of the type's range). The
+ * encoder and the flat writer (below) both read numbers through it. */
+static int scalar_of_number(int type, double d, nh_pb_scalar_t *v) {
+    v->u = 0;
+    switch (type) {
+    case NH_PB_DOUBLE:
+    case NH_PB_FLOAT:
+        v->d = d;
+        return 0;
+    case NH_PB_BOOL:
+    case NH_PB_STRING:
+    case NH_PB_BYTES:
+    case NH_PB_MESSAGE:
+    case NH_PB_GROUP:
+        return -1;
+    default:
+        break;
+    }
+    /* in range first (NaN is not), then integral: converted and back, without floor()'s call */
+    switch (type) {
+    case NH_PB_UINT32:
+    case NH_PB_FIXED32:
+        if (!(d >= 0 && d <= 4294967295.0)) return -1;
+        v->u = (uint64_t)d;
+        return (double)v->u == d ? 0 : -1;
+    case NH_PB_UINT64:
+    case NH_PB_FIXED64:
+        if (!(d >= 0 && d < 18446744073709551616.0)) return -1;
+        v->u = (uint64_t)d;
+        return (double)v->u == d ? 0 : -1;
+    case NH_PB_INT64:
+    case NH_PB_SINT64:
+    case NH_PB_SFIXED64:
+        if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return -1;
+        v->i = (int64_t)d;
+        return (double)v->i == d ? 0 : -1;
+    default: /* int32, sint32, sfixed32, enum */
+        if (!(d >= -2147483648.0 && d <= 2147483647.0)) return -1;
+        v->i = (int64_t)d;
+        if ((double)v->i != d) return -1;
+        if (type == NH_PB_SFIXED32) v->u = (uint32_t)(int32_t)v->i;
+        return 0;
+    }
 }
 
-/* A 64-bit value from a number, a decimal string or an int64/uint64 cdata (whose tostring is
- * "123LL" / "123ULL"). */
+/* What a field of a numeric type takes, for the error when a value does not fit. */
+static const char *number_wanted(int type) {
+    switch (type) {
+    case NH_PB_UINT32:
+    case NH_PB_FIXED32:
+        return "an unsigned 32-bit integer";
+    case NH_PB_UINT64:
+    case NH_PB_FIXED64:
+        return "an unsigned 64-bit integer";
+    case NH_PB_INT64:
+    case NH_PB_SINT64:
+    case NH_PB_SFIXED64:
+        return "a 64-bit integer";
+    default:
+        return "a 32-bit integer";
+    }
+}
+
+/* A 64-bit value from a decimal string or an int64/uint64 cdata (whose tostring is "123LL" /
+ * "123ULL"); numbers are read by scalar_of_number. */
 static nh_pb_scalar_t to_64(encode_ctx_t *c, const nh_pb_field_t *f, int idx, int is_unsigned) {
     lua_State *L = c->L;
     nh_pb_scalar_t v = {.u = 0};
-    const char *want = is_unsigned ? "an unsigned 64-bit integer" : "a 64-bit integer";
     int t = lua_type(L, idx);
-    if (t == LUA_TNUMBER) {
-        double d = lua_tonumber(L, idx);
-        if (is_unsigned) {
-            integral(c, f, idx, 0, 18446744073709551615.0, want);
-            if (c->gave_up || (d >= 18446744073709551616.0 && !bad_value(c, f, idx, want)))
-                return v;
-            v.u = (uint64_t)d;
-        } else {
-            integral(c, f, idx, -9223372036854775808.0, 9223372036854775807.0, want);
-            if (c->gave_up || (d >= 9223372036854775808.0 && !bad_value(c, f, idx, want))) return v;
-            v.i = (int64_t)d;
-        }
-        return v;
-    }
     size_t len = 0;
     const char *s = NULL;
     if (t == LUA_TSTRING) {
@@ -440,7 +483,8 @@ static nh_pb_scalar_t to_64(encode_ctx_t *c, const nh_pb_field_t *f, int idx, in
             len--;
         lua_replace(L, idx); /* keep the string alive in the value's slot */
     }
-    if (!s || nh_pb_parse_int64(s, len, is_unsigned, &v)) bad_value(c, f, idx, want);
+    if (!s || nh_pb_parse_int64(s, len, is_unsigned, &v))
+        bad_value(c, f, idx, number_wanted(f->type));
     return v;
 }
 
@@ -449,6 +493,11 @@ static nh_pb_scalar_t to_scalar(encode_ctx_t *c, const nh_pb_field_t *f, int idx
     nh_pb_scalar_t v;
     v.u = 0;
     int t = lua_type(L, idx);
+    if (t == LUA_TNUMBER && f->type != NH_PB_BOOL) {
+        if (scalar_of_number(f->type, lua_tonumber(L, idx), &v) != 0)
+            bad_value(c, f, idx, number_wanted(f->type));
+        return v;
+    }
     switch (f->type) {
     case NH_PB_BOOL:
         if (t != LUA_TBOOLEAN) bad_value(c, f, idx, "a boolean");
@@ -456,8 +505,7 @@ static nh_pb_scalar_t to_scalar(encode_ctx_t *c, const nh_pb_field_t *f, int idx
         break;
     case NH_PB_DOUBLE:
     case NH_PB_FLOAT:
-        if (t != LUA_TNUMBER) bad_value(c, f, idx, "a number");
-        v.d = lua_tonumber(L, idx);
+        bad_value(c, f, idx, "a number");
         break;
     case NH_PB_ENUM:
         if (t == LUA_TSTRING) {
@@ -470,24 +518,14 @@ static nh_pb_scalar_t to_scalar(encode_ctx_t *c, const nh_pb_field_t *f, int idx
                 bad_value(c, f, idx, "a value name of the enum");
             break;
         }
-        if (t != LUA_TNUMBER && !bad_value(c, f, idx, "an enum value name or number")) break;
-        integral(c, f, idx, -2147483648.0, 2147483647.0, "a 32-bit integer");
-        if (!c->gave_up) v.i = (int64_t)lua_tonumber(L, idx);
+        bad_value(c, f, idx, "an enum value name or number");
         break;
     case NH_PB_INT32:
     case NH_PB_SINT32:
     case NH_PB_SFIXED32:
-        if (t != LUA_TNUMBER && !bad_value(c, f, idx, "a 32-bit integer")) break;
-        integral(c, f, idx, -2147483648.0, 2147483647.0, "a 32-bit integer");
-        if (c->gave_up) break;
-        v.i = (int64_t)lua_tonumber(L, idx);
-        if (f->type == NH_PB_SFIXED32) v.u = (uint32_t)(int32_t)v.i;
-        break;
     case NH_PB_UINT32:
     case NH_PB_FIXED32:
-        if (t != LUA_TNUMBER && !bad_value(c, f, idx, "an unsigned 32-bit integer")) break;
-        integral(c, f, idx, 0, 4294967295.0, "an unsigned 32-bit integer");
-        if (!c->gave_up) v.u = (uint64_t)lua_tonumber(L, idx);
+        bad_value(c, f, idx, number_wanted(f->type));
         break;
     case NH_PB_UINT64:
     case NH_PB_FIXED64:
@@ -500,8 +538,8 @@ static nh_pb_scalar_t to_scalar(encode_ctx_t *c, const nh_pb_field_t *f, int idx
     return v;
 }
 
-static int scalar_is_zero(const nh_pb_field_t *f, nh_pb_scalar_t v) {
-    switch (f->type) {
+static int scalar_is_zero(int type, nh_pb_scalar_t v) {
+    switch (type) {
     case NH_PB_DOUBLE:
     case NH_PB_FLOAT:
         return v.d == 0 && !signbit(v.d); /* -0.0 is written, as protobuf-go does */
@@ -510,6 +548,23 @@ static int scalar_is_zero(const nh_pb_field_t *f, nh_pb_scalar_t v) {
     default:
         return v.u == 0;
     }
+}
+
+/* A field of a numeric type (its tag, then the value). skip_zero: a proto3 field without
+ * presence, whose zero value is not written. */
+static void put_scalar_field(nh_pb_buf_t *b, uint32_t number, int type, nh_pb_scalar_t v,
+                             int skip_zero) {
+    if (skip_zero && scalar_is_zero(type, v)) return;
+    nh_pb_put_tag(b, number, nh_pb_wire_of(type));
+    nh_pb_put_scalar(b, type, v);
+}
+
+/* A string or bytes field (its tag, the length, the bytes); skip_zero as above. */
+static void put_string_field(nh_pb_buf_t *b, uint32_t number, const char *s, size_t len,
+                             int skip_zero) {
+    if (skip_zero && len == 0) return;
+    nh_pb_put_tag(b, number, NH_PB_LEN);
+    nh_pb_put_bytes(b, s, len);
 }
 
 static void encode_message(encode_ctx_t *c, const nh_pb_message_t *m, int t, int depth);
@@ -533,15 +588,11 @@ static void put_value(encode_ctx_t *c, const nh_pb_field_t *f, int idx, int skip
         if (lua_type(L, idx) != LUA_TSTRING && !bad_value(c, f, idx, "a string")) return;
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        if (skip_zero && len == 0) return;
-        nh_pb_put_tag(b, f->number, NH_PB_LEN);
-        nh_pb_put_bytes(b, s, len);
+        put_string_field(b, f->number, s, len, skip_zero);
         return;
     }
     nh_pb_scalar_t v = to_scalar(c, f, idx);
-    if (c->gave_up || (skip_zero && scalar_is_zero(f, v))) return;
-    nh_pb_put_tag(b, f->number, nh_pb_wire_of(f->type));
-    nh_pb_put_scalar(b, f->type, v);
+    if (!c->gave_up) put_scalar_field(b, f->number, f->type, v, skip_zero);
 }
 
 static void put_map(encode_ctx_t *c, const nh_pb_field_t *f, int t, int depth) {
@@ -815,6 +866,133 @@ const uint8_t *nh_lua_pb_core_encode(lua_State *L, int types, int route, int idx
     return out->len ? out->data : (const uint8_t *)"";
 }
 
+/* ---- the flat writer: nano's dispatcher writes a response of scalar fields through the FFI ----
+ * As for JSON (lua_json.c's flat writer): a response whose type has only single scalar, string,
+ * bytes and enum fields is written by a function generated per type (lua/nano/protobuf.lua,
+ * flat_writer), which reads each field with a raw get and calls these through the FFI. The JIT
+ * compiles those calls into the dispatcher's trace, where the core's encoder above reads the
+ * table through the C API: the route's type looked up, each field's name pushed, its value
+ * fetched and typed (docs/benchmarks.md, nineteenth pass). Each call writes one field as
+ * put_value does, through the same functions, so the bytes are the encoder's; a value the
+ * encoder would refuse returns 0, and the generated function leaves the table to the encoder,
+ * which says why. A finished message stays in flat_buf until the next flat_begin; the dispatcher
+ * returns protobuf_codec.flat_mark in the value's place, and the core takes the bytes once
+ * (nh_lua_pb_flat_take). */
+static nh_pb_buf_t flat_buf;
+/* 1 from a finished message (flat_end) until it is taken or another begun */
+static int flat_ready;
+static double flat_taken; /* messages the core took (protobuf_codec.flat_taken(): for specs) */
+
+static void flat_begin(void) {
+    if (flat_buf.cap > (1u << 20)) nh_pb_buf_free(&flat_buf); /* one huge message: not kept */
+    flat_buf.len = 0;
+    flat_buf.failed = 0;
+    flat_ready = 0;
+}
+
+/* A Lua number as field `number` of a numeric type (an enum's value name is looked up in Lua);
+ * presence: written even when zero. */
+static int flat_num(uint32_t number, int type, int presence, double x) {
+    nh_pb_scalar_t v;
+    if (scalar_of_number(type, x, &v) != 0) return 0;
+    put_scalar_field(&flat_buf, number, type, v, !presence);
+    return !flat_buf.failed;
+}
+
+static int flat_bool(uint32_t number, int presence, int b) {
+    nh_pb_scalar_t v = {.u = 0};
+    v.b = b;
+    put_scalar_field(&flat_buf, number, NH_PB_BOOL, v, !presence);
+    return !flat_buf.failed;
+}
+
+static int flat_str(uint32_t number, int presence, const char *s, size_t len) {
+    put_string_field(&flat_buf, number, s, len, !presence);
+    return !flat_buf.failed;
+}
+
+static int flat_end(void) {
+    flat_ready = !flat_buf.failed;
+    return flat_ready;
+}
+
+/* The functions as lua/nano/protobuf.lua declares them (ffi.cdef "struct nh_pb_flat"): keep the
+ * two in step. */
+static const struct nh_pb_flat {
+    void (*begin)(void);
+    int (*num)(uint32_t number, int type, int presence, double x);
+    int (*boolean)(uint32_t number, int presence, int b);
+    int (*str)(uint32_t number, int presence, const char *s, size_t len);
+    int (*finish)(void);
+} flat_fns = {flat_begin, flat_num, flat_bool, flat_str, flat_end};
+
+int nh_lua_pb_is_flat_mark(const void *p) {
+    return p == &flat_buf;
+}
+
+const uint8_t *nh_lua_pb_flat_take(const void *mark, size_t *len) {
+    if (mark != &flat_buf || !flat_ready) return NULL;
+    flat_ready = 0;
+    flat_taken++;
+    *len = flat_buf.len;
+    return flat_buf.len ? flat_buf.data : (const uint8_t *)"";
+}
+
+static int l_flat_taken(lua_State *L) {
+    lua_pushnumber(L, flat_taken);
+    return 1;
+}
+
+/* flat_take() -> the finished message's bytes, taken as the core takes them; nil when none (for
+ * specs: what the core would send) */
+static int l_flat_take(lua_State *L) {
+    size_t len;
+    const uint8_t *p = nh_lua_pb_flat_take(&flat_buf, &len);
+    if (!p) return 0;
+    lua_pushlstring(L, (const char *)p, len);
+    return 1;
+}
+
+/* The fields a flat writer may write at most (each is a few lines of the generated function,
+ * compiled into the dispatcher's trace). */
+#define FLAT_FIELDS 16
+
+/* schema:flat_fields(type) -> { { name =, number =, type =, presence =, enum = { [name] = number }
+ * }, ... } in field-number order, or nil when the type has a field the flat writer does not write
+ * (a message, a map, a repeated field) or more than FLAT_FIELDS. */
+static int l_flat_fields(lua_State *L) {
+    lschema_t *ls = check_schema(L);
+    const nh_pb_message_t *m = find_message(L, ls, 2, 1);
+    if (m->nfields > FLAT_FIELDS) return 0;
+    for (size_t i = 0; i < m->nfields; i++)
+        if (m->fields[i].repeated || m->fields[i].type == NH_PB_MESSAGE ||
+            m->fields[i].type == NH_PB_GROUP)
+            return 0;
+    lua_createtable(L, (int)m->nfields, 0);
+    for (size_t i = 0; i < m->nfields; i++) {
+        const nh_pb_field_t *f = &m->fields[i];
+        lua_createtable(L, 0, 5);
+        lua_pushstring(L, f->name);
+        lua_setfield(L, -2, "name");
+        lua_pushnumber(L, f->number);
+        lua_setfield(L, -2, "number");
+        lua_pushinteger(L, f->type);
+        lua_setfield(L, -2, "type");
+        lua_pushboolean(L, f->presence);
+        lua_setfield(L, -2, "presence");
+        if (f->type == NH_PB_ENUM) {
+            lua_createtable(L, 0, (int)f->enumt->nvalues);
+            for (size_t j = 0; j < f->enumt->nvalues; j++) {
+                lua_pushnumber(L, f->enumt->values[j].number);
+                lua_setfield(L, -2, f->enumt->values[j].name);
+            }
+            lua_setfield(L, -2, "enum");
+        }
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    return 1;
+}
+
 /* schema:has(type) -> boolean */
 static int l_has(lua_State *L) {
     lschema_t *ls = check_schema(L);
@@ -935,9 +1113,14 @@ static int l_build(lua_State *L) {
 }
 
 int nh_lua_open_protobuf(lua_State *L) {
-    static const luaL_Reg methods[] = {
-        {"encode", l_encode},     {"decode", l_decode},         {"codec", l_codec}, {"has", l_has},
-        {"messages", l_messages}, {"core_types", l_core_types}, {NULL, NULL}};
+    static const luaL_Reg methods[] = {{"encode", l_encode},
+                                       {"decode", l_decode},
+                                       {"codec", l_codec},
+                                       {"has", l_has},
+                                       {"messages", l_messages},
+                                       {"core_types", l_core_types},
+                                       {"flat_fields", l_flat_fields},
+                                       {NULL, NULL}};
     if (luaL_newmetatable(L, SCHEMA_MT)) {
         lua_newtable(L);
         for (const luaL_Reg *r = methods; r->name; r++) {
@@ -957,5 +1140,16 @@ int nh_lua_open_protobuf(lua_State *L) {
     lua_setfield(L, -2, "build");
     lua_pushinteger(L, NH_PB_MAX_DEPTH);
     lua_setfield(L, -2, "max_depth");
+    /* the flat writer (above): its functions, and the mark the dispatcher returns for its bytes */
+    lua_pushlightuserdata(L, (void *)&flat_fns);
+    lua_setfield(L, -2, "flat_writer");
+    lua_pushinteger(L, (lua_Integer)sizeof flat_fns);
+    lua_setfield(L, -2, "flat_writer_size");
+    lua_pushlightuserdata(L, (void *)&flat_buf);
+    lua_setfield(L, -2, "flat_mark");
+    lua_pushcfunction(L, l_flat_taken);
+    lua_setfield(L, -2, "flat_taken");
+    lua_pushcfunction(L, l_flat_take);
+    lua_setfield(L, -2, "flat_take");
     return 1;
 }

@@ -173,6 +173,53 @@ describe("protobuf codec", function()
     assert.has_error(function() s:encode("kinds.Node", cycle) end, "protobuf: tables nested too deep (a cycle?)")
   end)
 
+  it("the flat writer writes the encoder's bytes for each scalar kind, and leaves it what it refuses", function()
+    local s = schema()
+    local write = assert(protobuf.flat_writer(s, "kinds.Flat"))
+    assert.is_nil(protobuf.flat_writer(s, "kinds.All")) -- message, repeated and map fields
+    assert.is_nil(protobuf.flat_writer(s, "kinds.Node")) -- a message field
+    local function same(t)
+      assert.equal(pbc.flat_mark, write(t))
+      assert.equal(hex(s:encode("kinds.Flat", t)), hex(pbc.flat_take()))
+    end
+    local function left(t) -- the writer gives up: the encoder writes it, or says why
+      assert.is_false(write(t))
+      assert.is_nil(pbc.flat_take())
+    end
+    same({})
+    same({ f_double = -1.25e300, f_float = 1.5, f_int64 = -9007199254740992, f_uint64 = 2 ^ 53,
+           f_int32 = -5, f_fixed64 = 2 ^ 40, f_fixed32 = 4294967295, f_bool = true, f_string = "h\195\169llo\0",
+           f_bytes = "\0\1\255", f_uint32 = 4000000000, f_color = "NEGATIVE", f_sfixed32 = -2147483648,
+           f_sfixed64 = -2 ^ 63, f_sint32 = -2, o_sint64 = 1 })
+    -- proto3's zeros are not written, -0.0 is; an optional field's zero is
+    same({ f_double = 0, f_float = -0.0, f_int32 = 0, f_uint64 = 0, f_bool = false, f_string = "",
+           f_bytes = "", f_color = "COLOR_UNSPECIFIED", o_sint64 = 0 })
+    -- the integer kinds at their limits, enums by number (named or not), NaN and infinity, keys
+    -- that are no field, a metatable's (raw reads, as the encoder's)
+    same({ f_int32 = 2147483647, f_sint32 = -2147483648, f_uint32 = 0, f_int64 = 2 ^ 63 - 1024,
+           f_uint64 = 2 ^ 64 - 2048, f_fixed64 = 2 ^ 64 - 2048, f_sfixed64 = 2 ^ 63 - 1024,
+           o_sint64 = -2 ^ 63, f_color = 7, f_double = 0 / 0, f_float = 1 / 0, extra = "x", [1] = 5 })
+    same({ f_color = 2, f_sfixed32 = 2147483647, f_fixed32 = 0 })
+    same(setmetatable({}, { __index = { f_int32 = 9 } }))
+    -- what the encoder refuses, or reads from another Lua type than the writer's
+    left({ f_int32 = 1.5 })
+    left({ f_int32 = 2 ^ 31 })
+    left({ f_sint32 = 0 / 0 })
+    left({ f_uint32 = -1 })
+    left({ f_int64 = 2 ^ 63 })
+    left({ f_uint64 = 2 ^ 64 })
+    left({ f_fixed64 = -1 })
+    left({ f_int64 = "9007199254740993" }) -- a decimal string: the encoder's
+    left({ f_sfixed64 = require("ffi").new("int64_t", 5) }) -- a cdata: the encoder's
+    left({ f_bool = 1 })
+    left({ f_string = 5 })
+    left({ f_double = "1" })
+    left({ f_color = "BLUE" })
+    left({ f_color = true })
+    -- the field after a refused one is not written either: the whole message goes to the encoder
+    left({ f_double = 1, f_int32 = 1.5 })
+  end)
+
   it("schema errors are clear: protoc's message, unknown types", function()
     local bad = os.tmpname()
     local f = io.open(bad, "w")
@@ -226,6 +273,19 @@ describe("protobuf serializer", function()
     assert.equal(500, err.code)
     assert.truthy(U.find(lines, "Pong.msg"))
     assert.same({ msg = "ok", seq = 1 }, c:request("Room.ping", { msg = "ok", seq = 1 }))
+  end)
+
+  it("a response of scalar fields is written by its type's flat writer; the core sends those bytes", function()
+    server = nt.start(MAIN)
+    local c = server:connect()
+    local before = pbc.flat_taken()
+    assert.same({ msg = "hi", seq = -7 }, c:request("Room.ping", { msg = "hi", seq = -7 }))
+    assert.same({ seq = 2 ^ 53 }, c:request("Room.ping", { seq = 2 ^ 53 }))
+    assert.same({}, c:request("Room.ping", {}))
+    assert.equal(before + 3, pbc.flat_taken())
+    -- beyond 2^53 the request's seq decodes to a string: the core's encoder writes it
+    assert.same({ msg = "big", seq = "9007199254740993" }, c:request("Room.ping", { msg = "big", seq = "9007199254740993" }))
+    assert.equal(before + 3, pbc.flat_taken())
   end)
 
   it("a handler that waits, and a route whose response has no type (JSON), are answered too", function()

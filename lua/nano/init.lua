@@ -482,8 +482,8 @@ end
 local function number_of(t)
   local n = t.n
   if n then return n end
-  repeat tasks_numbered = tasks_numbered % 0x7fffffff + 1 until task_by_n[tasks_numbered] == nil
-  n = tasks_numbered
+  n = tasks_numbered % 0x7fffffff + 1
+  if task_by_n[n] == nil then tasks_numbered = n else n = free_number() end
   t.n, task_by_n[n] = n, t
   return n
 end
@@ -1155,11 +1155,23 @@ end
 
 -- A reply the dispatcher returns to the core as JSON (empty: the serializer's empty-array marker),
 -- written by the flat writer when it can be (write_flat, above): the core then gets
--- (FLAT_MARK, value, route) and sends the text (nh_lua_send_returned); any other value goes back
--- as (value, empty, route) for the core to encode.
+-- (FLAT_MARK, value, route) and sends the text (nh_lua_send_returned); as protobuf (empty: the
+-- serializer's core types table), written by the route's type's flat writer when it has one: the
+-- core then gets (protobuf_codec.flat_mark, value, route). Any other value goes back as (value,
+-- empty, route) for the core to encode.
 local function flat_reply(res, empty, rroute)
-  if type(empty) == "string" and type(res) == "table" and write_flat(res, empty) then
-    return FLAT_MARK, res, rroute
+  if type(res) == "table" then
+    local te = type(empty)
+    if te == "string" then
+      if write_flat(res, empty) then return FLAT_MARK, res, rroute end
+    elseif te == "table" then
+      -- protobuf: empty is the core types table, the route's flat writer in its [4]
+      -- (lua/nano/protobuf.lua): the bytes written through the FFI, its mark in the value's place
+      local writers = empty[4]
+      local write = writers and writers[rroute]
+      local mark = write and write(res)
+      if mark then return mark, res, rroute end
+    end
   end
   return res, empty, rroute
 end

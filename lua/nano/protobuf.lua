@@ -100,6 +100,85 @@ local function route_table(schema, routes, level)
   return by_route
 end
 
+-- Flat writers: a response whose type has only single scalar, string, bytes and enum fields is
+-- written by a function made here for that type, which reads each field with rawget and hands it
+-- to the codec's flat writer through the FFI (lua_protobuf.c, "the flat writer"). nano's
+-- dispatcher calls it for a response it returns to the core (flat_reply in lua/nano/init.lua), so
+-- the JIT compiles the writing into the dispatcher's trace where the core's encoder would read the
+-- table through the C API. The bytes are the encoder's: each field is written by the same C code.
+-- writer(t) -> the codec's flat_mark when it wrote t whole; false when a value is one it does not
+-- write (a 64-bit integer as a string or cdata) or does not fit (the encoder then says why).
+local flat_writer
+do
+  local has_ffi, ffi = pcall(require, "ffi")
+  local usable = false
+  if has_ffi and pbc.flat_writer then
+    pcall(ffi.cdef, [[
+      struct nh_pb_flat {
+        void (*begin)(void);
+        int (*num)(uint32_t number, int type, int presence, double x);
+        int (*boolean)(uint32_t number, int presence, int b);
+        int (*str)(uint32_t number, int presence, const char *s, size_t len);
+        int (*finish)(void);
+      };
+    ]])
+    -- another version's writer: every response goes to the encoder
+    usable = pbc.flat_writer_size == ffi.sizeof("struct nh_pb_flat")
+  end
+  local W = usable and ffi.cast("const struct nh_pb_flat *", pbc.flat_writer)
+  local BOOL, STRING, BYTES, ENUM = 8, 9, 12, 14 -- FieldDescriptorProto.Type
+
+  -- the field's lines of the generated function: v is its value, k its enum's names (when it has)
+  local function field_src(f, k)
+    local get = str_format("  v = rawget(t, %q)\n  if v ~= nil then\n", f.name)
+    local p = f.presence and 1 or 0
+    if f.type == BOOL then
+      return get .. str_format(
+        "    if type(v) ~= \"boolean\" or W.boolean(%d, %d, v and 1 or 0) == 0 then return false end\n  end\n",
+        f.number, p)
+    elseif f.type == STRING or f.type == BYTES then
+      return get .. str_format(
+        "    if type(v) ~= \"string\" or W.str(%d, %d, v, #v) == 0 then return false end\n  end\n",
+        f.number, p)
+    elseif f.type == ENUM then
+      return get .. str_format(
+        "    if type(v) == \"string\" then v = E[%d][v] end\n" ..
+        "    if type(v) ~= \"number\" or W.num(%d, %d, %d, v) == 0 then return false end\n  end\n",
+        k, f.number, f.type, p)
+    end
+    return get .. str_format(
+      "    if type(v) ~= \"number\" or W.num(%d, %d, %d, v) == 0 then return false end\n  end\n",
+      f.number, f.type, p)
+  end
+
+  -- schema, type name -> writer, or nil when the type is not flat (or no FFI)
+  flat_writer = function(schema, name)
+    local fields = usable and schema:flat_fields(name)
+    if not fields then return nil end
+    local src, enums = { "local W, MARK, E, rawget, type = ...\nreturn function(t)\n  W.begin()\n  local v\n" }, {}
+    for _, f in ipairs(fields) do
+      if f.enum then enums[#enums + 1] = f.enum end
+      src[#src + 1] = field_src(f, #enums)
+    end
+    src[#src + 1] = "  return W.finish() ~= 0 and MARK\nend\n"
+    return assert(load(table.concat(src), "=nano.protobuf flat writer (" .. name .. ")"))(
+      W, pbc.flat_mark, enums, rawget, type)
+  end
+end
+
+--- protobuf.flat_writer(schema, type) -> writer | nil: the flat writer of a type (for specs).
+M.flat_writer = flat_writer
+
+-- The flat writers of the types a core types table encodes, by route (see flat_writer).
+local function flat_writers(schema, types)
+  local by_route, by_type = {}, {}
+  for route, name in pairs(types) do
+    if by_type[name] == nil then by_type[name] = flat_writer(schema, name) or false end
+    by_route[route] = by_type[name]
+  end
+  return by_route
+end
+
 --- protobuf.new(opts, script_dir) -> serializer; see nano.protobuf in docs/api.md.
 function M.new(opts, script_dir, level)
   level = (level or 1) + 1
@@ -208,7 +287,10 @@ function M.new(opts, script_dir, level)
   -- notify's type may differ from its route's request type.
   local req_types, resp_types = {}, {}
   for route, t in pairs(by_route) do req_types[route], resp_types[route] = t.request, t.response end
-  s.core_pb = { decode = schema:core_types(req_types, enum_numbers), encode = schema:core_types(resp_types) }
+  local encode_types = schema:core_types(resp_types)
+  -- [4]: the responses' flat writers by route, for nano's dispatcher (flat_reply in init.lua)
+  encode_types[4] = flat_writers(schema, resp_types)
+  s.core_pb = { decode = schema:core_types(req_types, enum_numbers), encode = encode_types }
   --- The message type for a route and direction, or nil (JSON).
   s.type_of = type_of
   return s

@@ -44,6 +44,7 @@ local function ours(info)
   local src = info and info.source or ""
   return src:find("nano/init%.lua$") or src:find("nano/task%.lua$") or src:find("nano/json%.lua$")
     or src:find("^=nano%.flat_writer") -- the walks init.lua generates
+    or src:find("^=nano%.protobuf flat writer") -- the writers lua/nano/protobuf.lua generates
     or (src:find("nano/test%.lua$") and info.linedefined == hook_line)
 end
 
@@ -100,8 +101,8 @@ describe("the dispatch path", function()
   end
 
   -- route's handler calls no C function: compiled, no abort, and no trace continues after a C call
-  local function compiles_without_c_calls(route)
-    server = nt.start(here .. "main.lua")
+  local function compiles_without_c_calls(route, main)
+    server = nt.start(here .. (main or "main.lua"))
     local r = traces_of(route)
     assert.is_true(#r.compiled > 0, "no trace starts in nano's dispatch path")
     assert.same({}, r.aborts)
@@ -118,6 +119,10 @@ describe("the dispatch path", function()
 
   it("compiles a reply with a table two levels down (the flat writer leaves it to the encoder)", function()
     compiles_without_c_calls("Bench.deep")
+  end)
+
+  it("compiles a protobuf reply written by its type's flat writer", function()
+    compiles_without_c_calls("Bench.ping", "main_pb.lua")
   end)
 
   it("compiles the dispatcher after a C function the handler calls", function()
