@@ -110,8 +110,15 @@ struct nh_host {
      * while that thread runs the message's dispatch and has not yielded (lua_dispatch.c) */
     int predecode_json;
     /* or, with a protobuf serializer, a request's payload decoded with the message type its route
-     * has in this core types table (registry ref, LUA_NOREF: none; lua_protobuf.c) */
-    int predecode_pb_ref;
+     * has in this core types table (registry ref, LUA_NOREF: none; lua_protobuf.c), whose field
+     * names are at predecode_pb_names_ref; the routes' types looked up there are cached in
+     * pb_routes (lua_dispatch.c; emptied when the table changes) */
+    int predecode_pb_ref, predecode_pb_names_ref;
+    struct nh_pb_route_slot {
+        const void *type; /* NULL: the route has no type (JSON) */
+        uint8_t len;      /* the route's length; 0: an empty slot */
+        char route[55];
+    } pb_routes[16];
     /* the strings each message brings again, its route and its payload's keys (lua_strcache.h);
      * NULL without Lua, or when it could not be allocated */
     struct nh_strcache *strings;

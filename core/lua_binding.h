@@ -117,11 +117,17 @@ int nh_lua_open_console(lua_State *L); /* `nano.console_core` (lua_console.c): t
 /* `nano.protobuf_codec` (lua_protobuf.c): leaves the module table on the stack (also registered
  * in package.preload by nh_lua_open) */
 int nh_lua_open_protobuf(lua_State *L);
-/* With a core types table (schema:core_types: routes to message types) at `types`: pushes the
- * table the type for the route at `route` decodes from the bytes, and returns 1; 0, with nothing
- * pushed, when it has no type for it (a route code, a route without one) or the bytes do not
- * decode (the serializer's own decode then says why). Raises only when out of memory. */
-int nh_lua_pb_core_decode(lua_State *L, int types, int route, const uint8_t *data, size_t len);
+/* With a core types table (schema:core_types: routes to message types) at `types`: the message
+ * type it has for the route at `route`, an opaque handle valid while the table lives; NULL when it
+ * has none (a route code, a route without one). Never raises. */
+const void *nh_lua_pb_core_type(lua_State *L, int types, int route);
+/* Pushes the field names of the core types table at `types`, which nh_lua_pb_core_decode reads. */
+void nh_lua_pb_push_names(lua_State *L, int types);
+/* Pushes the table `type` (nh_lua_pb_core_type) decodes from the bytes and returns 1; 0, with
+ * nothing pushed, when the bytes do not decode (the serializer's own decode then says why) or the
+ * schema is gone. names: the stack index of that table's names. Raises only when out of memory. */
+int nh_lua_pb_core_decode(lua_State *L, int names, const void *type, const uint8_t *data,
+                          size_t len);
 /* The bytes of the value at idx as that type, in a buffer of the schema's valid until its next
  * encode; NULL when there is no type or the value does not fit it (the serializer's marshal then
  * says why). Never raises. */

@@ -179,7 +179,7 @@ int nh_lua_host_attach(nh_host_t *h, lua_State *L) {
     h->L = L;
     for (int i = 0; i < NH_HOOK_COUNT; i++)
         h->hooks[i] = LUA_NOREF;
-    h->predecode_pb_ref = LUA_NOREF;
+    h->predecode_pb_ref = h->predecode_pb_names_ref = LUA_NOREF;
     lua_pushlightuserdata(L, (void *)&host_key);
     lua_pushlightuserdata(L, h);
     lua_rawset(L, LUA_REGISTRYINDEX);

@@ -3,6 +3,7 @@
  * nh_host_call_lua / nh_host_call_handler (protected, with a traceback, logged). session.c and the
  * transports know only nh_session_events_t; this file is where they meet the Lua stack. */
 #include <stdio.h>
+#include <string.h>
 
 #include "host.h"
 #include "log.h"
@@ -45,22 +46,45 @@ static int on_returned(nh_host_t *h, lua_State *T, void *ctx) {
     return nh_lua_send_returned(h, T, rc->s, rc->id);
 }
 
+/* The message type the protobuf core types table has for m's route (the string at route_at),
+ * through h->pb_routes: a route seen before costs no Lua call. NULL: none. */
+static const void *pb_route_type(nh_host_t *h, lua_State *L, const nh_msg_t *m, int route_at) {
+    size_t len = m->route_len;
+    struct nh_pb_route_slot *slot = NULL;
+    if (len && len <= sizeof slot->route) {
+        slot = &h->pb_routes[(len + (uint8_t)m->route[len - 1] + (uint8_t)m->route[len / 2]) & 15];
+        if (slot->len == len && memcmp(slot->route, m->route, len) == 0) return slot->type;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->predecode_pb_ref);
+    const void *type = nh_lua_pb_core_type(L, lua_gettop(L), route_at);
+    lua_pop(L, 1);
+    if (slot) {
+        slot->type = type;
+        slot->len = (uint8_t)len;
+        memcpy(slot->route, m->route, len);
+    }
+    return type;
+}
+
 /* Pushes the payload's value as the serializer reads it, decoded here (core.set_predecode), and
  * returns 1; 0 with nothing pushed when it is not: JSON that is not plain, a gzip'd payload, a
- * protobuf request whose route has no type here (or a notify: its type may differ), bytes that
- * do not decode. The dispatcher then decodes the bytes itself. */
+ * protobuf request whose route has no type here (or a notify: its type may differ; or a route
+ * code), bytes that do not decode. The dispatcher then decodes the bytes itself. */
 static int predecode(nh_host_t *h, lua_State *L, const nh_msg_t *m, int route_at) {
     if (m->flags & NH_MSG_FLAG_GZIP) return 0;
     if (h->predecode_json)
         return nh_lua_json_decode(L, (const char *)m->payload, m->payload_len, h->strings);
-    if (h->predecode_pb_ref == LUA_NOREF || m->type != NH_MSG_REQUEST) return 0;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->predecode_pb_ref);
-    int types = lua_gettop(L);
-    if (!nh_lua_pb_core_decode(L, types, route_at, m->payload, m->payload_len)) {
+    if (h->predecode_pb_ref == LUA_NOREF || m->type != NH_MSG_REQUEST || m->route_compressed)
+        return 0;
+    const void *type = pb_route_type(h, L, m, route_at);
+    if (!type) return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->predecode_pb_names_ref);
+    int names = lua_gettop(L);
+    if (!nh_lua_pb_core_decode(L, names, type, m->payload, m->payload_len)) {
         lua_pop(L, 1);
         return 0;
     }
-    lua_remove(L, types);
+    lua_replace(L, names); /* the table, where the names were */
     return 1;
 }
 

@@ -194,10 +194,14 @@ static int c_try_call(lua_State *L) {
 static int c_set_predecode(lua_State *L) {
     nh_host_t *h = host(L);
     luaL_unref(L, LUA_REGISTRYINDEX, h->predecode_pb_ref);
-    h->predecode_pb_ref = LUA_NOREF;
+    luaL_unref(L, LUA_REGISTRYINDEX, h->predecode_pb_names_ref);
+    h->predecode_pb_ref = h->predecode_pb_names_ref = LUA_NOREF;
+    memset(h->pb_routes, 0, sizeof h->pb_routes); /* their types were the old table's */
     h->predecode_json = 0;
     if (lua_istable(L, 1)) {
         lua_settop(L, 1);
+        nh_lua_pb_push_names(L, 1);
+        h->predecode_pb_names_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         h->predecode_pb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     } else {
         h->predecode_json = lua_toboolean(L, 1);

@@ -800,17 +800,19 @@ static const core_route_t *core_route(lua_State *L, int t, int r) {
     return cr && cr->ls->s ? cr : NULL;
 }
 
-int nh_lua_pb_core_decode(lua_State *L, int types, int route, const uint8_t *data, size_t len) {
-    const core_route_t *cr = core_route(L, types, route);
-    if (!cr) return 0;
+const void *nh_lua_pb_core_type(lua_State *L, int types, int route) {
+    return core_route(L, types, route);
+}
+
+void nh_lua_pb_push_names(lua_State *L, int types) {
     lua_rawgeti(L, types, CORE_NAMES);
-    int names = lua_gettop(L);
-    if (decode_bytes(L, names, cr->m, data, len, cr->enums_as_numbers) != 0) {
-        lua_pop(L, 1);
-        return 0;
-    }
-    lua_replace(L, names); /* the table, where the names were */
-    return 1;
+}
+
+int nh_lua_pb_core_decode(lua_State *L, int names, const void *type, const uint8_t *data,
+                          size_t len) {
+    const core_route_t *cr = type;
+    if (!cr->ls->s) return 0; /* the schema was freed */
+    return decode_bytes(L, names, cr->m, data, len, cr->enums_as_numbers) == 0;
 }
 
 /* What core_encode_protected writes: set just before the call (the loop thread's alone; the

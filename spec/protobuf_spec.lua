@@ -322,6 +322,40 @@ describe("protobuf serializer", function()
     c:close()
   end)
 
+  it("a route's type, once the core has looked it up, follows the serializer set after", function()
+    -- the same route under two schemas whose types read the same bytes under other names (and
+    -- whose fields sit at other indexes): the core's cached lookup (lua_dispatch.c) is the old
+    -- schema's until the serializer changes, never after
+    server = nt.start(MAIN)
+    local function serializer(src)
+      local path = os.tmpname() .. ".proto"
+      local f = assert(io.open(path, "w"))
+      f:write('syntax = "proto3"; package p; ' .. src .. "\n")
+      f:close()
+      local ser = nano.protobuf { proto = path, routes = { ["Echo.back"] = "Ask" } }
+      os.remove(path)
+      return ser
+    end
+    nano.register({ back = function(_, _, msg)
+      if msg.note then return { note = msg.note .. "!", n = msg.n + 1 } end
+      return { text = msg.text .. "?", count = msg.count + 2 }
+    end }, { name = "Echo" })
+    do
+      local first = serializer("message Ask { string note = 1; int64 n = 2; }")
+      nano.set_serializer(first)
+      local c = client.connect(server.host, server.port, { serializer = first })
+      for i = 1, 3 do assert.same({ note = "x!", n = i + 1 }, c:request("Echo.back", { note = "x", n = i })) end
+      c:close()
+    end
+    nano.set_serializer(serializer("message Pad { int32 a = 1; int32 b = 2; int32 c = 3; } " ..
+      "message Ask { string text = 1; int64 count = 2; }"))
+    collectgarbage()
+    collectgarbage() -- the first schema is gone
+    local c2 = client.connect(server.host, server.port, { serializer = nano.serializer() })
+    assert.same({ text = "y?", count = 9 }, c2:request("Echo.back", { text = "y", count = 7 }))
+    c2:close()
+  end)
+
   it("pushes are encoded by route", function()
     server = nt.start(MAIN)
     local c = server:connect()
