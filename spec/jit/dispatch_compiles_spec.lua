@@ -122,7 +122,12 @@ describe("the dispatch path", function()
   end)
 
   it("compiles a protobuf reply written by its type's flat writer", function()
+    local pbc = require "nano.protobuf_codec"
+    local before = pbc.flat_taken()
     compiles_without_c_calls("Bench.ping", "main_pb.lua")
+    -- every reply of the workload (20 bursts of 300) was the writer's, not the core encoder's
+    assert.is_true(pbc.flat_taken() - before >= 6000, "replies written by the flat writer: "
+      .. (pbc.flat_taken() - before))
   end)
 
   it("compiles the dispatcher after a C function the handler calls", function()
