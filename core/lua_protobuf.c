@@ -36,6 +36,16 @@ typedef struct lschema {
     nh_pb_buf_t out; /* reused by every encode: one allocation that stays warm */
 } lschema_t;
 
+/* A reused output buffer above this is freed rather than kept: one huge message does not pin it. */
+#define BUF_KEEP (1u << 20)
+
+/* Empties a reused output buffer for the next message (freed instead when one grew it huge). */
+static void buf_restart(nh_pb_buf_t *b) {
+    if (b->cap > BUF_KEEP) nh_pb_buf_free(b);
+    b->len = 0;
+    b->failed = 0;
+}
+
 /* The userdata's environment table caches message types by name, and holds each field's name
  * as a Lua string at [field index + 1] (make_names): a field's key is pushed with one
  * lua_rawgeti from it, where interning the C string cost ~65 instructions a field each way
@@ -702,7 +712,7 @@ static int encode_at(lua_State *L, lschema_t *ls, int ud, const nh_pb_message_t 
     if (ls->out.failed) return luaL_error(L, "protobuf: out of memory");
     lua_pushlstring(L, (const char *)ls->out.data, ls->out.len);
     /* a one-off huge message does not pin its buffer */
-    if (ls->out.cap > (1u << 20)) nh_pb_buf_free(&ls->out);
+    if (ls->out.cap > BUF_KEEP) nh_pb_buf_free(&ls->out);
     return 1;
 }
 
@@ -837,9 +847,7 @@ const uint8_t *nh_lua_pb_core_encode(lua_State *L, int types, int route, int idx
     if (!cr || !lua_checkstack(L, 4)) return NULL;
     struct core_encode e = {cr->ls, cr->m};
     nh_pb_buf_t *out = &e.ls->out;
-    if (out->cap > (1u << 20)) nh_pb_buf_free(out); /* the last one was huge: not kept */
-    out->len = 0;
-    out->failed = 0;
+    buf_restart(out);
     if (lua_istable(L, idx)) {
         /* Without lua_pcall first (~250 instructions a response): the soft encoder gives up
          * where it would raise or call Lua, and only then the protected one runs, which raises
@@ -853,8 +861,7 @@ const uint8_t *nh_lua_pb_core_encode(lua_State *L, int types, int route, int idx
             *len = out->len;
             return out->len ? out->data : (const uint8_t *)"";
         }
-        out->len = 0;
-        out->failed = 0;
+        buf_restart(out); /* for the protected encoder */
     }
     core_encoding = e;
     lua_rawgeti(L, types, CORE_ENCODER);
@@ -886,9 +893,7 @@ static int flat_ready;
 static double flat_taken; /* messages the core took (protobuf_codec.flat_taken(): for specs) */
 
 static void flat_begin(void) {
-    if (flat_buf.cap > (1u << 20)) nh_pb_buf_free(&flat_buf); /* one huge message: not kept */
-    flat_buf.len = 0;
-    flat_buf.failed = 0;
+    buf_restart(&flat_buf);
     flat_ready = 0;
 }
 
