@@ -58,6 +58,11 @@ void nh_lua_session_detach(lua_State *L, nh_session_t *s);
 /* The session behind the userdata at idx (raises a Lua error if idx is not a session);
  * NULL when the session is closed. */
 nh_session_t *nh_lua_to_session(lua_State *L, int idx);
+/* The same for the memory of a userdata Lua code has checked is a session (its metatable is
+ * core.session_metatable) and hands over through the FFI; never raises. */
+nh_session_t *nh_lua_session_of(const void *udata);
+/* The name of the sessions' metatable in the registry. */
+#define NH_LUA_SESSION_MT "nano.session"
 /* The dispatch hook's returned response (core.set_hook's on_unsent, lua_host.c): T's results
  * (value, empty_array, route) sent as the response to request id of s, nothing for a nil value;
  * the value is JSON, or protobuf when the second is a core types table (nh_lua_pb_core_encode);
@@ -106,6 +111,8 @@ int nh_lua_json_decode(lua_State *L, const char *s, size_t len, struct nh_strcac
  * writes the next. nh_lua_json_is_flat_mark: whether p is the mark, taken or not. */
 const char *nh_lua_json_flat_take(const void *mark, size_t *len);
 int nh_lua_json_is_flat_mark(const void *p);
+const void *nh_lua_json_flat_mark(void); /* json_codec.flat_mark */
+
 int nh_lua_open_nats(lua_State *L);    /* `nano.nats_core` (lua_nats.c): the module table */
 int nh_lua_open_sqlite(lua_State *L);  /* `nano.sqlite_core` (lua_sqlite.c): the module table */
 int nh_lua_open_http(lua_State *L);    /* `nano.http_core` (lua_http.c): the module table */

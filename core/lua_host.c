@@ -16,6 +16,7 @@
 #include "lua_core.h"
 #include "lua_fs.h"
 #include "lua_strcache.h"
+#include "lua_watchdog.h"
 
 static nh_host_t *host(lua_State *L) {
     return nh_lua_core_host(L);
@@ -387,6 +388,59 @@ static int c_push_value(lua_State *L) {
     return send_push(L, s, &m);
 }
 
+/* ---- functions nano's Lua calls through the FFI ----
+ * A C function Lua calls ends the JIT's trace there: the trace exits, the C call runs through the
+ * VM, and another trace starts after it (~300 instructions a call, docs/benchmarks.md, twentieth
+ * pass). A function called through the FFI is compiled into the caller's trace instead. Such a
+ * function gets no lua_State: it must not raise, allocate Lua objects or call into Lua, so it
+ * declines what it cannot do that way and the caller takes the C function that can. */
+
+/* s:push(route, v) of a value the JSON flat writer has just written (lua/nano/init.lua:
+ * session.push): udata is the memory of a session's userdata (checked by the caller), code the
+ * route's dictionary code or -1 for route (route_len bytes). 0 when sent, a negative uv error as
+ * push returns it (core.send_error gives the message), or NH_FFI_DECLINED: nothing done, no text
+ * taken (the watchdog asks for an abort, which only the C function can raise; or no finished
+ * text), and the caller pushes with core.push_value. */
+#define NH_FFI_DECLINED 1
+static double ffi_pushes; /* pushes sent here (core.ffi_pushes(): for specs) */
+static int ffi_push_flat(const void *udata, int32_t code, const char *route, size_t route_len) {
+    if (nh_watchdog_pending()) return NH_FFI_DECLINED;
+    nh_msg_t m = {.type = NH_MSG_PUSH};
+    m.payload = (const uint8_t *)nh_lua_json_flat_take(nh_lua_json_flat_mark(), &m.payload_len);
+    if (!m.payload) return NH_FFI_DECLINED;
+    if (code >= 0) {
+        m.route_compressed = 1;
+        m.route_code = (uint16_t)code;
+    } else {
+        m.route = route;
+        m.route_len = route_len;
+    }
+    nh_session_t *s = nh_lua_session_of(udata);
+    if (!s) return UV_EPIPE;
+    int r = nh_session_send_msg(s, &m);
+    if (r == UV_E2BIG) log_push_too_big(s->id, &m, m.payload_len);
+    if (r == 0) ffi_pushes++;
+    return r;
+}
+
+/* The functions as lua/nano/init.lua declares them (ffi.cdef "struct nh_core_ffi"): keep the
+ * two in step (core.ffi_size tells nano whether they are). */
+static const struct nh_core_ffi {
+    int (*push_flat)(const void *udata, int32_t code, const char *route, size_t route_len);
+} core_ffi = {ffi_push_flat};
+
+/* send_error(code) -> nil, err: the message push and respond give for a negative uv error (what
+ * an FFI function returned). */
+static int c_send_error(lua_State *L) {
+    int r = (int)luaL_checkinteger(L, 1);
+    return push_send_result(L, r ? r : UV_EINVAL);
+}
+
+static int c_ffi_pushes(lua_State *L) {
+    lua_pushnumber(L, ffi_pushes);
+    return 1;
+}
+
 /* push_many(sessions, route_or_code, payload) -> delivered, failed_list
  * sessions: an array, or a member list (members_new: a group's, walked without reading the
  * sessions out of Lua one by one). The packet is encoded once into one shared buffer that every
@@ -678,6 +732,8 @@ static int open_core(lua_State *L) {
         {"push_value", c_push_value},
         {"push", c_push},
         {"push_many", c_push_many},
+        {"send_error", c_send_error},
+        {"ffi_pushes", c_ffi_pushes},
         {"release_thread", c_release_thread},
         {"resume", c_resume},
         {"run", c_run},
@@ -698,6 +754,13 @@ static int open_core(lua_State *L) {
     nh_lua_core_members(L); /* members_new, members_add, members_remove: lua_session.c */
     nh_lua_open_session(L);
     lua_setfield(L, -2, "session_methods");
+    /* what nano's Lua checks before it hands a session to an FFI function (core.ffi) */
+    luaL_getmetatable(L, NH_LUA_SESSION_MT);
+    lua_setfield(L, -2, "session_metatable");
+    lua_pushlightuserdata(L, (void *)&core_ffi);
+    lua_setfield(L, -2, "ffi");
+    lua_pushinteger(L, (lua_Integer)sizeof core_ffi);
+    lua_setfield(L, -2, "ffi_size");
     lua_pushstring(L, NH_VERSION);
     lua_setfield(L, -2, "version");
     static const char *const levels[] = {"DEBUG", "INFO", "WARN", "ERROR"};

@@ -500,6 +500,10 @@ int nh_lua_json_is_flat_mark(const void *p) {
     return p == &flat_buf;
 }
 
+const void *nh_lua_json_flat_mark(void) {
+    return &flat_buf;
+}
+
 const char *nh_lua_json_flat_take(const void *mark, size_t *len) {
     if (mark != &flat_buf || !flat_ready) return NULL;
     flat_ready = 0;

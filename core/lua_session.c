@@ -12,7 +12,7 @@
 #include "host.h"
 #include "lua_binding.h"
 
-#define SESSION_MT "nano.session"
+#define SESSION_MT NH_LUA_SESSION_MT
 
 /* 24 bytes (every idle connection has one: docs/benchmarks.md, "Connection scale"; with
  * LuaJIT's header the block is one 16-byte class of the Lua allocator bigger than when this was
@@ -65,6 +65,10 @@ static lsession_t *check(lua_State *L, int idx) {
 
 nh_session_t *nh_lua_to_session(lua_State *L, int idx) {
     return sess(check(L, idx));
+}
+
+nh_session_t *nh_lua_session_of(const void *udata) {
+    return sess(udata);
 }
 
 uint64_t nh_lua_session_id(lua_State *L, int idx) {

@@ -275,6 +275,10 @@ void nh_watchdog_check(lua_State *L) {
     if (atomic_load_explicit(&abort_hint, memory_order_relaxed)) guard_hook(L, NULL);
 }
 
+int nh_watchdog_pending(void) {
+    return atomic_load_explicit(&abort_hint, memory_order_relaxed) != 0;
+}
+
 /* ---- the watchdog thread ---- */
 
 static uint64_t period(const nh_watchdog_config_t *c) {

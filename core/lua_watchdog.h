@@ -99,6 +99,9 @@ void nh_watchdog_loop_end(nh_watchdog_t *w, const nh_watchdog_mark_t *mark);
  * (s:push, nano.now(), ...) is stopped. Costs one relaxed atomic load when nothing is pending.
  * Call it before the function allocates anything (it may not return). */
 void nh_watchdog_check(lua_State *L);
+/* Whether nh_watchdog_check would raise now (the same load). For functions Lua calls through the
+ * FFI, which must not raise: they decline, and the caller takes the C function that checks. */
+int nh_watchdog_pending(void);
 
 /* A new slice of work starts inside the current call (task.lua resumes a task that waited): the
  * counter moves, so the slice gets a stall budget of its own, and until the next slice or the

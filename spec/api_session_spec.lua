@@ -83,6 +83,38 @@ describe("sessions", function()
       assert.same({ later = true, mid = s:last_mid() }, got)
     end)
 
+    it("push of a flat value goes through the FFI, by the route's name or its dictionary code", function()
+      local core = require "nano.core"
+      local before = core.ffi_pushes()
+      local v = { n = 1.5, text = "h\"i", yes = true, inner = { k = -2 } }
+      assert.is_true(s:push("onHello", v))
+      assert.is_true(s:push("onNote", { n = 2 })) -- code 2 in the fixture's dictionary
+      assert.same({ "onHello", v }, { c:wait_push("onHello") })
+      assert.same({ "onNote", { n = 2 } }, { c:wait_push("onNote") })
+      assert.equal(2, core.ffi_pushes() - before)
+    end)
+
+    it("push of what the flat writer leaves (an array) goes through the core's encoder", function()
+      local core = require "nano.core"
+      local before = core.ffi_pushes()
+      assert.is_true(s:push("onHello", { 1, 2, { a = { b = { c = 3 } } } }))
+      assert.same({ "onHello", { 1, 2, { a = { b = { c = 3 } } } } }, { c:wait_push("onHello") })
+      assert.equal(0, core.ffi_pushes() - before)
+    end)
+
+    it("push through the FFI returns push's errors: a route too long, a message too big", function()
+      assert.same({ nil, "route longer than 255 bytes" }, { s:push(string.rep("r", 256), { n = 1 }) })
+      assert.same({ nil, "message too big" }, { s:push("onHello", { pad = string.rep("z", 0x1000000) }) })
+      assert.is_true(s:push("onHello", { n = 3 })) -- the session is not harmed
+      assert.same({ "onHello", { n = 3 } }, { c:wait_push("onHello") })
+    end)
+
+    it("push raises for a receiver that is not a session, as a session method does", function()
+      for _, bad in ipairs({ {}, newproxy(true), 1 }) do
+        assert.has_error(function() nano.session_methods.push(bad, "onHello", { n = 1 }) end)
+      end
+    end)
+
     it("sending to a closed session returns nil, 'session closed'", function()
       c:close()
       assert.same({ nil, "session closed" }, { s:push("onHello", {}) })

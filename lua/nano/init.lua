@@ -429,8 +429,27 @@ local function route_code(route)
   return S.dict[route] or route
 end
 
+-- The core's functions nano calls through the FFI (lua_host.c: core_ffi): compiled into the
+-- caller's trace, where a C function ends it (docs/benchmarks.md, twentieth pass). nil with a
+-- binary of another version.
+local core_ffi
+do
+  local ok, ffi = pcall(require, "ffi")
+  if ok and core.ffi then
+    pcall(ffi.cdef, [[
+      struct nh_core_ffi {
+        int (*push_flat)(const void *udata, int32_t code, const char *route, size_t route_len);
+      };
+    ]])
+    if core.ffi_size == ffi.sizeof("struct nh_core_ffi") then
+      core_ffi = ffi.cast("const struct nh_core_ffi *", core.ffi)
+    end
+  end
+end
+local SESSION_MT = core.session_metatable
+
 --- s:push(route, v) -> true | nil, err (v: a value to serialize, or nano.raw(bytes))
-local push_value = core.push_value
+local push_value, push_error = core.push_value, core.send_error
 function session.push(s, route, v)
   -- as a handler's response (handle()): JSON without a pipeline or debug log is encoded and sent
   -- by one C call, and the serializer's non-raising encoder comes before a pcall (each C call
@@ -438,7 +457,20 @@ function session.push(s, route, v)
   local ser = serializer_of(s)
   if core_sends(ser, v) then
     local empty = ser.empty_array
-    local ok, err = push_value(s, route_code(route), flat_or(v, empty), empty)
+    local payload = v
+    if type(v) == "table" and write_flat(v, empty) then
+      payload = FLAT_MARK
+      -- to a session of the core's by a route's name: pushed through the FFI, with no C call
+      -- (lua_host.c: ffi_push_flat). Declined (the watchdog's abort, which push_value raises):
+      -- push_value takes the text.
+      if core_ffi and type(route) == "string" and getmetatable(s) == SESSION_MT then
+        local code = S.dict[route]
+        local r = code and core_ffi.push_flat(s, code, nil, 0) or core_ffi.push_flat(s, -1, route, #route)
+        if r == 0 then return true end
+        if r < 0 then return push_error(r) end
+      end
+    end
+    local ok, err = push_value(s, route_code(route), payload, empty)
     if ok ~= false then return ok, err end
   end
   local ok, payload = serialize(s, ser, v, route, "push")

@@ -73,6 +73,12 @@ for (const tr of TRANSPORTS) {
     await expectFailedCall(c, 'Fault.spin_cfunc', {}, /session \d+ Fault\.spin_cfunc: handler error: .*aborted by the watchdog/);
     await c.close();
   });
+
+  ctx.test(`${tr}: an endless loop pushing through the FFI is aborted by the watchdog`, async () => {
+    const c = await ctx.connect(tr);
+    await expectFailedCall(c, 'Fault.spin_push', {}, /session \d+ Fault\.spin_push: handler error: .*aborted by the watchdog/);
+    await c.close();
+  });
 }
 
 for (const tr of TRANSPORTS) {

@@ -6,7 +6,9 @@
 -- counts only if nothing compiled from that start or it happened there more than twice).
 -- A handler that only returns its answer costs the dispatcher no C call at all: the core sends
 -- the response the dispatcher returns (core.set_hook's on_unsent), so no trace there ends at one.
--- One that calls a C function (s:push) ends its trace there, and LuaJIT "stitches" a new one
+-- So does one that pushes a flat value: s:push writes it and hands it to the core through the
+-- FFI (lua_host.c: ffi_push_flat). One that calls a C function (nano's API where it calls the core:
+-- s:push of an array, which core.push_value encodes) ends its trace there, and LuaJIT "stitches" a new one
 -- after it, which it can only do where the C function was not called inside a pcall'd function
 -- (a continuation that returns into a pcall aborts: "NYI: return to lower frame"): the
 -- dispatcher goes on compiled after it. Counted with jit.attach, not timed.
@@ -130,9 +132,18 @@ describe("the dispatch path", function()
       .. (pbc.flat_taken() - before))
   end)
 
+  it("compiles a handler that pushes: the push goes through the FFI, with no C call", function()
+    local core = require "nano.core"
+    local before = core.ffi_pushes()
+    compiles_without_c_calls("Bench.echo")
+    -- every push of the workload (20 bursts of 300) went that way
+    assert.is_true(core.ffi_pushes() - before >= 6000, "pushes through the FFI: "
+      .. (core.ffi_pushes() - before))
+  end)
+
   it("compiles the dispatcher after a C function the handler calls", function()
     server = nt.start(here .. "main.lua")
-    local r = traces_of("Bench.echo")
+    local r = traces_of("Bench.echo_list")
     assert.is_true(#r.compiled > 0, "no trace starts in nano's dispatch path")
     assert.same({}, r.aborts)
     assert.is_true(#r.stitched >= 1, "the dispatcher is not compiled after the C calls it makes: "
