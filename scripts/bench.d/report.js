@@ -15,9 +15,10 @@ for (const line of fs.readFileSync(resultsPath, 'utf8').split('\n')) {
     if (m) (facts.pbinstr = facts.pbinstr || {})[m[1]] = { count: +m[2], ir: +m[3] };
     continue;
   }
-  if (line.startsWith('instr ') || line.startsWith('instr_nested ')) {
+  if (line.startsWith('instr ') || line.startsWith('instr_nested ') || line.startsWith('instr_push ')) {
     const m = /count=(\d+) ir=(\d+)/.exec(line);
-    if (m) facts[line.startsWith('instr ') ? 'instr' : 'instrNested'] = { count: +m[1], ir: +m[2] };
+    const key = { instr: 'instr', instr_nested: 'instrNested', instr_push: 'instrPush' }[line.split(' ')[0]];
+    if (m) facts[key] = { count: +m[1], ir: +m[2] };
     continue;
   }
   if (line.startsWith('instrmx ')) {
@@ -443,6 +444,11 @@ if (facts.instr) {
   if (n && n.count > 0 && n.ir > 0) {
     p();
     p(`The same server answering \`Bench.nested\`, a reply one level deep (\`{ p = msg, ok = true }\`, written by the flat writer): ${fmt(n.ir / n.count)} instructions per request over ${fmt(n.count)} requests, ${fmt(per ? n.ir / n.count / per : null, 2)}× the flat reply's.`);
+  }
+  const u = facts.instrPush;
+  if (u && u.count > 0 && u.ir > 0) {
+    p();
+    p(`And \`Bench.note\`, a notify whose handler pushes its payload back (\`s:push\`, through the FFI): ${fmt(u.ir / u.count)} instructions per notify and push over ${fmt(u.count)}, ${fmt(per ? u.ir / u.count / per : null, 2)}× a request and its response.`);
   }
   p();
 }
