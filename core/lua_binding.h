@@ -61,6 +61,11 @@ nh_session_t *nh_lua_to_session(lua_State *L, int idx);
 /* The same for the memory of a userdata Lua code has checked is a session (its metatable is
  * core.session_metatable) and hands over through the FFI; never raises. */
 nh_session_t *nh_lua_session_of(const void *udata);
+/* s:id(), s:uid() and s:is_closed() (1 or 0) for the FFI, from such a userdata's memory; -1 while
+ * the watchdog asks for an abort, which only the methods can raise. */
+double nh_lua_ffi_session_id(const void *udata);
+double nh_lua_ffi_session_uid(const void *udata);
+int nh_lua_ffi_session_closed(const void *udata);
 /* The name of the sessions' metatable in the registry. */
 #define NH_LUA_SESSION_MT "nano.session"
 /* The dispatch hook's returned response (core.set_hook's on_unsent, lua_host.c): T's results

@@ -427,7 +427,11 @@ static int ffi_push_flat(const void *udata, int32_t code, const char *route, siz
  * two in step (core.ffi_size tells nano whether they are). */
 static const struct nh_core_ffi {
     int (*push_flat)(const void *udata, int32_t code, const char *route, size_t route_len);
-} core_ffi = {ffi_push_flat};
+    double (*session_id)(const void *udata);
+    double (*session_uid)(const void *udata);
+    int (*session_closed)(const void *udata);
+} core_ffi = {ffi_push_flat, nh_lua_ffi_session_id, nh_lua_ffi_session_uid,
+              nh_lua_ffi_session_closed};
 
 /* send_error(code) -> nil, err: the message push and respond give for a negative uv error (what
  * an FFI function returned). */

@@ -71,6 +71,22 @@ nh_session_t *nh_lua_session_of(const void *udata) {
     return sess(udata);
 }
 
+/* s:id(), s:uid() and s:is_closed() through the FFI (lua_host.c: core_ffi): what the methods
+ * return, or -1 while the watchdog asks for an abort (the methods raise it: check()). */
+double nh_lua_ffi_session_id(const void *udata) {
+    return nh_watchdog_pending() ? -1 : sess_id(udata);
+}
+
+double nh_lua_ffi_session_uid(const void *udata) {
+    return nh_watchdog_pending() ? -1 : sess_uid(udata);
+}
+
+int nh_lua_ffi_session_closed(const void *udata) {
+    if (nh_watchdog_pending()) return -1;
+    const nh_session_t *s = sess(udata);
+    return !s || s->state == NH_SS_CLOSED;
+}
+
 uint64_t nh_lua_session_id(lua_State *L, int idx) {
     return (uint64_t)sess_id(check(L, idx));
 }

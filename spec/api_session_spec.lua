@@ -47,6 +47,24 @@ describe("sessions", function()
       assert.is_false(s:is_closed())
     end)
 
+    it("id, uid and is_closed answer after the session closed (read through the FFI)", function()
+      c:request("Api.bind", { uid = 42 })
+      local id = s:id()
+      c:close()
+      server:wait_until(function() return s:is_closed() end)
+      assert.equal(id, s:id())
+      assert.equal(42, s:uid())
+      assert.is_true(s:is_closed())
+    end)
+
+    it("id, uid and is_closed raise for a receiver that is not a session", function()
+      for _, m in ipairs({ "id", "uid", "is_closed" }) do
+        for _, bad in ipairs({ {}, newproxy(true), 1 }) do
+          assert.has_error(function() nano.session_methods[m](bad) end)
+        end
+      end
+    end)
+
     it("tostring names the session", function()
       assert.matches("^session " .. s:id(), tostring(s))
     end)

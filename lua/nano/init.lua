@@ -439,6 +439,9 @@ do
     pcall(ffi.cdef, [[
       struct nh_core_ffi {
         int (*push_flat)(const void *udata, int32_t code, const char *route, size_t route_len);
+        double (*session_id)(const void *udata);
+        double (*session_uid)(const void *udata);
+        int (*session_closed)(const void *udata);
       };
     ]])
     if core.ffi_size == ffi.sizeof("struct nh_core_ffi") then
@@ -448,8 +451,39 @@ do
 end
 local SESSION_MT = core.session_metatable
 
+-- s:id(), s:uid(), s:is_closed(): read through the FFI from a session's userdata (a handler
+-- calling one as a C function paid ~650 instructions for it: docs/benchmarks.md, twentieth
+-- pass); anything else, or -1 (the watchdog's abort, which the C methods raise), to the C methods
+if core_ffi then
+  -- the function pointers held here: reading one from the struct makes a cdata each time
+  local ffi_id, ffi_uid, ffi_closed = core_ffi.session_id, core_ffi.session_uid, core_ffi.session_closed
+  local c_id, c_uid, c_is_closed = session.id, session.uid, session.is_closed
+  function session.id(s)
+    if getmetatable(s) == SESSION_MT then
+      local id = ffi_id(s)
+      if id >= 0 then return id end
+    end
+    return c_id(s)
+  end
+  function session.uid(s)
+    if getmetatable(s) == SESSION_MT then
+      local uid = ffi_uid(s)
+      if uid >= 0 then return uid end
+    end
+    return c_uid(s)
+  end
+  function session.is_closed(s)
+    if getmetatable(s) == SESSION_MT then
+      local closed = ffi_closed(s)
+      if closed >= 0 then return closed == 1 end
+    end
+    return c_is_closed(s)
+  end
+end
+
 --- s:push(route, v) -> true | nil, err (v: a value to serialize, or nano.raw(bytes))
 local push_value, push_error = core.push_value, core.send_error
+local ffi_push_flat = core_ffi and core_ffi.push_flat
 function session.push(s, route, v)
   -- as a handler's response (handle()): JSON without a pipeline or debug log is encoded and sent
   -- by one C call, and the serializer's non-raising encoder comes before a pcall (each C call
@@ -463,9 +497,9 @@ function session.push(s, route, v)
       -- to a session of the core's by a route's name: pushed through the FFI, with no C call
       -- (lua_host.c: ffi_push_flat). Declined (the watchdog's abort, which push_value raises):
       -- push_value takes the text.
-      if core_ffi and type(route) == "string" and getmetatable(s) == SESSION_MT then
+      if ffi_push_flat and type(route) == "string" and getmetatable(s) == SESSION_MT then
         local code = S.dict[route]
-        local r = code and core_ffi.push_flat(s, code, nil, 0) or core_ffi.push_flat(s, -1, route, #route)
+        local r = code and ffi_push_flat(s, code, nil, 0) or ffi_push_flat(s, -1, route, #route)
         if r == 0 then return true end
         if r < 0 then return push_error(r) end
       end
