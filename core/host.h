@@ -207,5 +207,8 @@ void nh_host_release_thread(nh_host_t *h, lua_State *T, int reusable);
 
 /* nh_host_t from the Lua state (stored in the registry at init). */
 nh_host_t *nh_host_from_lua(lua_State *L);
+/* The host of the process's only Lua state with a host, or NULL (none, or more than one): what
+ * nh_host_from_lua answers first, for functions called without a lua_State (the FFI). */
+nh_host_t *nh_host_sole(void);
 
 #endif

@@ -66,6 +66,9 @@ nh_session_t *nh_lua_session_of(const void *udata);
 double nh_lua_ffi_session_id(const void *udata);
 double nh_lua_ffi_session_uid(const void *udata);
 int nh_lua_ffi_session_closed(const void *udata);
+/* core.now() for the FFI (lua_timer.c): the same seconds, or -1 where only core.now can answer:
+ * no sole host (nh_host_sole), or the watchdog asks for an abort, which core.now raises. */
+double nh_lua_ffi_now(void);
 /* The name of the sessions' metatable in the registry. */
 #define NH_LUA_SESSION_MT "nano.session"
 /* The dispatch hook's returned response (core.set_hook's on_unsent, lua_host.c): T's results

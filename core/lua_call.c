@@ -23,6 +23,10 @@ static const char host_key = 'h'; /* registry key: its address is unique */
 static nh_host_t *sole_host;
 static int lua_hosts;
 
+nh_host_t *nh_host_sole(void) {
+    return sole_host;
+}
+
 nh_host_t *nh_host_from_lua(lua_State *L) {
     if (sole_host) return sole_host;
     lua_pushlightuserdata(L, (void *)&host_key);

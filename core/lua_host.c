@@ -390,7 +390,7 @@ static int c_push_value(lua_State *L) {
 
 /* ---- functions nano's Lua calls through the FFI ----
  * A C function Lua calls ends the JIT's trace there: the trace exits, the C call runs through the
- * VM, and another trace starts after it (~300 instructions a call, docs/benchmarks.md, twentieth
+ * VM, and another trace starts after it (~650 instructions a call, docs/benchmarks.md, twentieth
  * pass). A function called through the FFI is compiled into the caller's trace instead. Such a
  * function gets no lua_State: it must not raise, allocate Lua objects or call into Lua, so it
  * declines what it cannot do that way and the caller takes the C function that can. */
@@ -430,8 +430,9 @@ static const struct nh_core_ffi {
     double (*session_id)(const void *udata);
     double (*session_uid)(const void *udata);
     int (*session_closed)(const void *udata);
+    double (*now)(void);
 } core_ffi = {ffi_push_flat, nh_lua_ffi_session_id, nh_lua_ffi_session_uid,
-              nh_lua_ffi_session_closed};
+              nh_lua_ffi_session_closed, nh_lua_ffi_now};
 
 /* send_error(code) -> nil, err: the message push and respond give for a negative uv error (what
  * an FFI function returned). */

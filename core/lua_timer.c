@@ -24,6 +24,12 @@ static int c_now(lua_State *L) {
     return 1;
 }
 
+double nh_lua_ffi_now(void) {
+    nh_host_t *h = nh_host_sole();
+    if (!h || nh_watchdog_pending()) return -1;
+    return (double)nh_timers_now(&h->timers) / 1000.0;
+}
+
 /* hrtime() -> seconds of a monotonic real clock (not moved by advance): bounded waits in tests. */
 static int c_hrtime(lua_State *L) {
     lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);

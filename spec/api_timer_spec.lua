@@ -17,6 +17,15 @@ describe("timers", function()
   describe("with the default precision (1 s)", function()
     before_each(function() server = nt.start(U.FIXTURE) end)
 
+    it("nano.now() is the core's clock (read through the FFI), virtual time included", function()
+      local core = require "nano.core"
+      assert.equal(core.now(), nano.now())
+      local t0 = nano.now()
+      server:advance(2.5)
+      assert.equal(core.now(), nano.now())
+      assert.is_true(nano.now() - t0 >= 2.5) -- and the real time the loop took meanwhile
+    end)
+
     it("new_timer calls fn(timer) every interval until stopped", function()
       local t0, calls = nano.now(), {}
       local t = nano.new_timer(2, function(timer) calls[#calls + 1] = { since(t0), timer } end)

@@ -85,6 +85,12 @@ for (const tr of TRANSPORTS) {
     await expectFailedCall(c, 'Fault.spin_uid', {}, /session \d+ Fault\.spin_uid: handler error: .*aborted by the watchdog/);
     await c.close();
   });
+
+  ctx.test(`${tr}: an endless loop reading nano.now() through the FFI is aborted by the watchdog`, async () => {
+    const c = await ctx.connect(tr);
+    await expectFailedCall(c, 'Fault.spin_now', {}, /session \d+ Fault\.spin_now: handler error: .*aborted by the watchdog/);
+    await c.close();
+  });
 }
 
 for (const tr of TRANSPORTS) {
