@@ -458,21 +458,18 @@ local SESSION_MT = core.session_metatable
 if core_ffi then
   -- the function pointers held here: reading one from the struct makes a cdata each time
   local ffi_id, ffi_uid, ffi_closed = core_ffi.session_id, core_ffi.session_uid, core_ffi.session_closed
-  local c_id, c_uid, c_is_closed = session.id, session.uid, session.is_closed
-  function session.id(s)
-    if getmetatable(s) == SESSION_MT then
-      local id = ffi_id(s)
-      if id >= 0 then return id end
+  local function read_through_ffi(read, c_method)
+    return function(s)
+      if getmetatable(s) == SESSION_MT then
+        local v = read(s)
+        if v >= 0 then return v end
+      end
+      return c_method(s)
     end
-    return c_id(s)
   end
-  function session.uid(s)
-    if getmetatable(s) == SESSION_MT then
-      local uid = ffi_uid(s)
-      if uid >= 0 then return uid end
-    end
-    return c_uid(s)
-  end
+  session.id = read_through_ffi(ffi_id, session.id)
+  session.uid = read_through_ffi(ffi_uid, session.uid)
+  local c_is_closed = session.is_closed
   function session.is_closed(s)
     if getmetatable(s) == SESSION_MT then
       local closed = ffi_closed(s)
