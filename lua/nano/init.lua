@@ -497,7 +497,8 @@ function session.push(s, route, v)
       -- push_value takes the text.
       if ffi_push_flat and type(route) == "string" and getmetatable(s) == SESSION_MT then
         local code = S.dict[route]
-        local r = code and ffi_push_flat(s, code, nil, 0) or ffi_push_flat(s, -1, route, #route)
+        local r
+        if code then r = ffi_push_flat(s, code, nil, 0) else r = ffi_push_flat(s, -1, route, #route) end
         if r == 0 then return true end
         if r < 0 then return push_error(r) end
       end
