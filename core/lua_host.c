@@ -359,12 +359,17 @@ static void log_push_too_big(uint64_t session, const nh_msg_t *m, size_t size) {
                (unsigned)NH_PKT_MAX_BODY);
 }
 
-/* Sends push m to s (NULL: closed) and pushes push's results. */
-static int send_push(lua_State *L, nh_session_t *s, const nh_msg_t *m) {
-    if (!s) return push_send_result(L, UV_EPIPE);
+/* Sends push m to s (NULL: closed): 0 or push's negative uv error (one too big is logged). */
+static int push_to(nh_session_t *s, const nh_msg_t *m) {
+    if (!s) return UV_EPIPE;
     int r = nh_session_send_msg(s, m);
     if (r == UV_E2BIG) log_push_too_big(s->id, m, m->payload_len);
-    return push_send_result(L, r);
+    return r;
+}
+
+/* The same, and pushes push's results. */
+static int send_push(lua_State *L, nh_session_t *s, const nh_msg_t *m) {
+    return push_send_result(L, push_to(s, m));
 }
 
 /* push(session, route_or_code, payload) -> true | nil, err */
@@ -415,10 +420,7 @@ static int ffi_push_flat(const void *udata, int32_t code, const char *route, siz
         m.route = route;
         m.route_len = route_len;
     }
-    nh_session_t *s = nh_lua_session_of(udata);
-    if (!s) return UV_EPIPE;
-    int r = nh_session_send_msg(s, &m);
-    if (r == UV_E2BIG) log_push_too_big(s->id, &m, m.payload_len);
+    int r = push_to(nh_lua_session_of(udata), &m);
     if (r == 0) ffi_pushes++;
     return r;
 }

@@ -705,8 +705,7 @@ static int encode_at(lua_State *L, lschema_t *ls, int ud, const nh_pb_message_t 
     luaL_checktype(L, idx, LUA_TTABLE);
     lua_settop(L, idx);
     lua_getfenv(L, ud); /* idx + 1: the names */
-    ls->out.len = 0;
-    ls->out.failed = 0;
+    buf_restart(&ls->out);
     encode_ctx_t c = {L, &ls->out, m, idx + 1, 0, 0};
     encode_message(&c, m, idx, 0);
     if (ls->out.failed) return luaL_error(L, "protobuf: out of memory");

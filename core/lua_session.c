@@ -46,6 +46,11 @@ static lua_Number sess_uid(const lsession_t *u) {
     return s ? (lua_Number)s->uid : u->uid;
 }
 
+static int sess_closed(const lsession_t *u) {
+    const nh_session_t *s = sess(u);
+    return !s || s->state == NH_SS_CLOSED;
+}
+
 /* The session metatable of the Lua state that registered it last: comparing a userdata's
  * metatable with it is a pointer compare, where luaL_checkudata looks the name up in the
  * registry (~150 instructions on every session method, so on every message). Another state's
@@ -82,9 +87,7 @@ double nh_lua_ffi_session_uid(const void *udata) {
 }
 
 int nh_lua_ffi_session_closed(const void *udata) {
-    if (nh_watchdog_pending()) return -1;
-    const nh_session_t *s = sess(udata);
-    return !s || s->state == NH_SS_CLOSED;
+    return nh_watchdog_pending() ? -1 : sess_closed(udata);
 }
 
 uint64_t nh_lua_session_id(lua_State *L, int idx) {
@@ -200,8 +203,7 @@ static int s_transport(lua_State *L) {
 }
 
 static int s_is_closed(lua_State *L) {
-    lsession_t *u = check(L, 1);
-    lua_pushboolean(L, !sess(u) || sess(u)->state == NH_SS_CLOSED);
+    lua_pushboolean(L, sess_closed(check(L, 1)));
     return 1;
 }
 

@@ -489,9 +489,8 @@ function session.push(s, route, v)
   local ser = serializer_of(s)
   if core_sends(ser, v) then
     local empty = ser.empty_array
-    local payload = v
-    if type(v) == "table" and write_flat(v, empty) then
-      payload = FLAT_MARK
+    local payload = flat_or(v, empty)
+    if payload == FLAT_MARK then
       -- to a session of the core's by a route's name: pushed through the FFI, with no C call
       -- (lua_host.c: ffi_push_flat). Declined (the watchdog's abort, which push_value raises):
       -- push_value takes the text.
