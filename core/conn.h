@@ -12,10 +12,10 @@
  * pass). A connection waits for readability while it reads, and for writability only while the
  * kernel's send buffer is full.
  *
- * Writes never go straight to the socket: they are queued, and a connection's queue is written
- * after the read that produced it has been handled (its responses), and for every dirty
- * connection once per loop turn (before the loop blocks and after I/O callbacks: pushes and
- * broadcasts), so the messages of one read or one turn leave in one sendmsg. While a handler's
+ * Writes never go straight to the socket: they are queued, and every dirty connection's queue is
+ * written once per loop turn, after the I/O callbacks (every ready socket read and handled: the
+ * responses, pushes and broadcasts they produced) and before the loop blocks, oldest first, so
+ * the messages of one turn leave in one sendmsg per connection. While a handler's
  * output grows past NH_EARLY_FLUSH bytes the queue is also tried (non-blocking) every further
  * NH_EARLY_FLUSH bytes, so a reading client drains a burst while it is being produced.
  *

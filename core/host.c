@@ -12,12 +12,12 @@
 
 /* Flush what the previous callbacks queued, before the loop blocks (prepare) and after I/O
  * callbacks (check): one sendmsg per connection per turn, however many messages it got. The
- * check's flush is for what the I/O callbacks queued for other connections than their own (a
- * read's own responses leave when it has been handled: conn.c): a broadcast, a push, a handler
- * resumed by a database's reply. Without it they would wait for the closing callbacks and the
- * due timers (Lua's, a game's tick) before the next prepare. It does only that, and only when a
- * connection is dirty: the watchdog's tick once a turn is enough (a full second flush and tick
- * cost ~70 instructions a turn, a request's turn at a low load). */
+ * check's flush writes what the I/O callbacks queued: the responses to every read of the turn
+ * (conn.c's on_bytes leaves them here), a broadcast, a push, a handler resumed by a database's
+ * reply. Without it they would wait for the closing callbacks and the due timers (Lua's, a
+ * game's tick) before the next prepare. It does only that, and only when a connection is dirty:
+ * the watchdog's tick once a turn is enough (a full second flush and tick cost ~70 instructions
+ * a turn, a request's turn at a low load). */
 static void on_prepare(uv_prepare_t *p) {
     nh_host_t *h = p->data;
     nh_conn_flush_all(h);

@@ -86,7 +86,9 @@ struct nh_host {
      * linked through their first bytes, at most NH_WS_SPARE; freed by nh_ws_spare_free) */
     void *ws_spare;
     uint32_t nws_spare;
-    nh_conn_t *dirty;
+    /* connections with output queued since the last flush, oldest first (conn.c's mark_dirty):
+     * dirty_tail is the link the next one goes into, valid while dirty is not NULL */
+    nh_conn_t *dirty, **dirty_tail;
     nh_drain_t *draining; /* connections closing once their queue has left (conn.c's sweep) */
     nh_listener_t *listeners;
     nh_session_list_t sessions;

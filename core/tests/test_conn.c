@@ -5,10 +5,12 @@
  * peer that does not read in its own sweep, cuts a connection off past the send limit, closes
  * every connection at the host's stop (nh_conn_close_all), reads a burst bigger than its read
  * buffer whole, waits for a full socket to drain (reading meanwhile), drops what a peer sends
- * while its connection drains to close (so that the close is a FIN, not a reset), and closes on a
- * peer's FIN or RST. */
+ * while its connection drains to close (so that the close is a FIN, not a reset), closes on a
+ * peer's FIN or RST, writes what a read produced within that read's loop turn, and writes the
+ * turn's dirty connections oldest first. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "conn.h"
@@ -39,8 +41,10 @@ static int t_open(nh_conn_t *c) {
     return 0;
 }
 
+static int echo_reads; /* the transport answers each read with its bytes (a request's reply) */
+
 static int t_read(nh_conn_t *c, uint8_t *data, size_t len) {
-    (void)c;
+    if (echo_reads && nh_conn_send(c, NULL, 0, NULL, data, len) != 0) return -1;
     size_t keep = len < sizeof got - got_len ? len : sizeof got - got_len;
     memcpy(got + got_len, data, keep);
     got_len += keep;
@@ -423,6 +427,57 @@ static void test_a_peer_that_resets_is_closed(void) {
     peer_goes(1);
 }
 
+/* What handling a read queued (its replies) is written in the loop turn that read it, by the
+ * turn's flush after the I/O callbacks, not a turn later. */
+static void test_a_reads_replies_leave_in_its_turn(void) {
+    connect_client(1);
+    echo_reads = 1;
+    uv_buf_t b = uv_buf_init("hello", 5);
+    CHECK(uv_try_write((uv_stream_t *)&cl.tcp, &b, 1) == 5);
+    for (int i = 0; i < 2000 && got_len < 5; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    CHECK(got_len == 5);
+    CHECK(host.dirty == NULL && conn->out.bytes == 0); /* on the socket when that turn ended */
+    echo_reads = 0;
+    for (int i = 0; i < 2000 && cl.have < 7; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    CHECK(cl.have == 7 && memcmp(cl.buf, "<5hello", 7) == 0);
+    nh_conn_close(conn, "test done");
+    wait_gone();
+    close_client();
+}
+
+/* The turn's flush takes the dirty connections in the order they first queued something: the
+ * first request of a turn is not answered after every other one. A connection that closes leaves
+ * the list wherever it is (here the first), and the next one queued still goes last. */
+static void test_the_turns_flush_goes_oldest_first(void) {
+    connect_client(1);
+    nh_conn_t *a = conn;
+    struct sockaddr_storage ss;
+    CHECK(nh_parse_addr(listener->bound, &ss) == 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0); /* a second peer, blocking: the backlog takes it */
+    CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)) == 0);
+    for (int i = 0; i < 2000 && conn == a; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    nh_conn_t *b = conn;
+    CHECK(b != NULL && b != a);
+    CHECK(nh_conn_send_raw(b, "1", 1) == 0 && nh_conn_send_raw(a, "2", 1) == 0 &&
+          nh_conn_send_raw(b, "3", 1) == 0);
+    CHECK(host.dirty == b && b->dirty_next == a && a->dirty_next == NULL);
+    nh_conn_close(b, "test done");
+    CHECK(host.dirty == a && host.dirty_tail == &a->dirty_next);
+    CHECK(nh_conn_send_raw(a, "4", 1) == 0 && host.dirty == a && a->dirty_next == NULL);
+    for (int i = 0; i < 2000 && cl.have < 2; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    CHECK(cl.have == 2 && memcmp(cl.buf, "24", 2) == 0);
+    close(fd);
+    wait_gone(); /* b */
+    conn = a;
+    nh_conn_close(a, "test done");
+    wait_gone();
+    close_client();
+}
+
 int main(void) {
     nh_log_set_level(NH_LOG_ERROR); /* the send limit logs a warning by design */
     if (uv_loop_init(&loop) != 0 || nh_host_init(&host, &loop) != 0) return 2;
@@ -438,6 +493,8 @@ int main(void) {
     test_a_draining_connection_drops_input_and_closes_cleanly();
     test_a_peer_that_closes_is_closed();
     test_a_peer_that_resets_is_closed();
+    test_a_reads_replies_leave_in_its_turn();
+    test_the_turns_flush_goes_oldest_first();
     test_close_all_closes_connections_without_a_session();
     nh_host_stop(&host); /* closes the listener */
     nh_host_free(&host);

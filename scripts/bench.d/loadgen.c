@@ -12,7 +12,8 @@
  *
  * --paired 1 (pingpong, push, bcast): the run is measured in segments another process switches
  * on and off, SIGUSR1 to start one and SIGUSR2 to end it: between segments nothing is sent, and a
- * segment ends once its last answer is in (a line "segment N ended" then says so). The figures
+ * segment ends once its last answer is in (a line "segment N ended" then says so, with the
+ * segment's own answers, seconds and server CPU: a pair of turns compared by itself). The figures
  * are the segments' only (their time, answers, latencies, server CPU), and SIGTERM ends the run.
  * scripts/bench runs two servers so, one load generator each, taking turns of a second or less:
  * this machine's speed swings over tens of seconds, and the turns put both under the same swings.
@@ -120,6 +121,7 @@ static int paired;    /* --paired: measured in segments (SIGUSR1 starts one, SIG
 static int paused;    /* --paired: no request is sent; a segment still open ends when drained */
 static int seg_open, resume_owed, segments;
 static uint64_t seg_t0, seg_ns; /* the open segment's start; the closed segments' time in all */
+static uint64_t seg_count0;     /* answers (pushes in bcast) when the open segment started */
 static double seg_srv0, seg_own0, seg_srv, seg_own; /* the same for the server's and own CPU */
 static uv_signal_t sigusr1_h, sigusr2_h;
 
@@ -462,6 +464,7 @@ static int counting(void) { return phase == P_RUN && (!paired || seg_open); }
 /* --paired: ends the open segment once its last answer is in; a start asked for meanwhile
  * follows. */
 static void segment_begin(void);
+static uint64_t seg_answers(void) { return O.mode == M_BCAST ? st.pushes : st.responses; }
 static void segment_close(uint64_t now, double own, double srv) {
     seg_ns += now - seg_t0;
     seg_own += own - seg_own0;
@@ -472,8 +475,13 @@ static void segment_close(uint64_t now, double own, double srv) {
 static void segment_end(void) {
     if (outstanding()) return;
     if (seg_open) {
-        segment_close(uv_hrtime(), own_cpu(), server_pid ? proc_cpu(server_pid, &srv_cpu_ticks) : 0);
-        printf("segment %d ended\n", segments); /* for the caller, before it starts another */
+        uint64_t t0 = seg_t0, now = uv_hrtime();
+        double srv0 = seg_srv0, srv = server_pid ? proc_cpu(server_pid, &srv_cpu_ticks) : 0;
+        segment_close(now, own_cpu(), srv);
+        /* for the caller, before it starts another; the segment's own figures with it (the
+         * turns' per-pair ratios, scripts/bench) */
+        printf("segment %d ended count=%" PRIu64 " secs=%.4f srv_cpu=%.6f\n", segments,
+               seg_answers() - seg_count0, (double)(now - t0) / 1e9, server_pid ? srv - srv0 : 0.0);
         fflush(stdout);
     }
     if (resume_owed) segment_begin();
@@ -488,6 +496,7 @@ static void segment_begin(void) {
     resume_owed = paused = 0;
     seg_open = 1;
     seg_t0 = uv_hrtime();
+    seg_count0 = seg_answers();
     seg_own0 = own_cpu();
     if (server_pid) seg_srv0 = proc_cpu(server_pid, &srv_cpu_ticks);
     if (O.mode == M_BCAST) bcast_pump();
