@@ -464,7 +464,8 @@ static int counting(void) { return phase == P_RUN && (!paired || seg_open); }
 /* --paired: ends the open segment once its last answer is in; a start asked for meanwhile
  * follows. */
 static void segment_begin(void);
-static uint64_t seg_answers(void) { return O.mode == M_BCAST ? st.pushes : st.responses; }
+/* what the run counts: answers, or in bcast the pushes delivered (the result's count) */
+static uint64_t answers(void) { return O.mode == M_BCAST ? st.pushes : st.responses; }
 static void segment_close(uint64_t now, double own, double srv) {
     seg_ns += now - seg_t0;
     seg_own += own - seg_own0;
@@ -481,7 +482,7 @@ static void segment_end(void) {
         /* for the caller, before it starts another; the segment's own figures with it (the
          * turns' per-pair ratios, scripts/bench) */
         printf("segment %d ended count=%" PRIu64 " secs=%.4f srv_cpu=%.6f\n", segments,
-               seg_answers() - seg_count0, (double)(now - t0) / 1e9, server_pid ? srv - srv0 : 0.0);
+               answers() - seg_count0, (double)(now - t0) / 1e9, server_pid ? srv - srv0 : 0.0);
         fflush(stdout);
     }
     if (resume_owed) segment_begin();
@@ -496,7 +497,7 @@ static void segment_begin(void) {
     resume_owed = paused = 0;
     seg_open = 1;
     seg_t0 = uv_hrtime();
-    seg_count0 = seg_answers();
+    seg_count0 = answers();
     seg_own0 = own_cpu();
     if (server_pid) seg_srv0 = proc_cpu(server_pid, &srv_cpu_ticks);
     if (O.mode == M_BCAST) bcast_pump();
@@ -1002,7 +1003,7 @@ static void finish(void) {
         srv_cpu1 = seg_srv;
     }
     static const char *const names[] = {"pingpong", "push", "idle", "bcast"};
-    uint64_t count = O.mode == M_BCAST ? st.pushes : st.responses;
+    uint64_t count = answers();
     printf("result transport=%s mode=%s conns=%d up=%d connect_failed=%d secs=%.2f "
            "count=%" PRIu64 " rate=%.1f p50_us=%" PRIu64 " p99_us=%" PRIu64 " max_us=%" PRIu64
            " errors=%" PRIu64 " closed=%" PRIu64 " unanswered=%d bcasts=%" PRIu64
