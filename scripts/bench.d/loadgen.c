@@ -476,13 +476,14 @@ static void segment_close(uint64_t now, double own, double srv) {
 static void segment_end(void) {
     if (outstanding()) return;
     if (seg_open) {
-        uint64_t t0 = seg_t0, now = uv_hrtime();
-        double srv0 = seg_srv0, srv = server_pid ? proc_cpu(server_pid, &srv_cpu_ticks) : 0;
+        uint64_t now = uv_hrtime();
+        double srv = server_pid ? proc_cpu(server_pid, &srv_cpu_ticks) : 0;
         segment_close(now, own_cpu(), srv);
         /* for the caller, before it starts another; the segment's own figures with it (the
-         * turns' per-pair ratios, scripts/bench) */
+         * turns' per-pair ratios, scripts/bench): segment_close leaves the segment's start */
         printf("segment %d ended count=%" PRIu64 " secs=%.4f srv_cpu=%.6f\n", segments,
-               answers() - seg_count0, (double)(now - t0) / 1e9, server_pid ? srv - srv0 : 0.0);
+               answers() - seg_count0, (double)(now - seg_t0) / 1e9,
+               server_pid ? srv - seg_srv0 : 0.0);
         fflush(stdout);
     }
     if (resume_owed) segment_begin();
