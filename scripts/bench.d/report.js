@@ -85,9 +85,13 @@ p(`## Results (written by \`scripts/bench${facts.quick ? ' --quick' : ''}\`)`);
 p();
 p(`- Run: ${facts.date}, commit ${facts.commit}; ${facts.rounds} round(s) of ${facts.secs} s per ping-pong figure after warm-up, servers alternating; each ping-pong row is the round with the highest rate (its latencies with it) and the lowest server CPU/op of all rounds.`);
 p(`- Machine: ${facts.machine}; Node ${facts.node}; load average before the run: ${facts.load}.`);
+if (facts.self) p(`- **The method against itself** (\`--self ${facts.self}\`): in the turns (1c, 4c) both places ran the ${facts.self === 'nano' ? 'nano-host' : 'floor'}, so "floor" and "nano-host" there are two copies of one server, and their ratios are the method's own spread. The rounds are as usual.`);
 p(`- Pinning: every server on CPU ${facts.srv_cpu} (taskset; pomelo's master and connector too), the load generator on CPU ${facts.lg_cpu}.`);
 p('- "server CPU/op": the server process\'s own CPU time (its threads\' time on a CPU, /proc/PID/task/*/schedstat, in nanoseconds; user + system from /proc/PID/stat where there is no schedstat) over the measured window divided by the operations completed. On a shared 2-core machine this is the steadiest figure: the rate can be capped by the load generator or by other work on the machine, the CPU spent per request much less so. "CPU ratio" = floor\'s CPU/op ÷ this server\'s: the share of the floor\'s throughput it would reach were it the bottleneck.');
 p();
+// Issue 18's figures, gathered by the sections below and put here at the end (issue18Summary)
+const i18 = {};
+const i18At = out.length;
 
 p('### 1–2. Ping-pong, 1,000 connections (closed loop, one request in flight per connection)');
 p();
@@ -192,6 +196,7 @@ if (serversOf('turns').length) {
   p();
   p('| figure (in turns) | TCP | WS | target |');
   p('|---|---|---|---|');
+  i18.turns = tv;
   row('nano-host ÷ floor, CPU ratio, flat out', (tr) => tv[`turns/${tr}`].cpu, '≥ 0.85 TCP, ≥ 0.80 WS', cpuTarget);
   row('nano-host ÷ floor, CPU ratio at equal load', (tr) => tv[`turnseq/${tr}`].cpu, '≥ 0.85 TCP, ≥ 0.80 WS', cpuTarget);
   row('nano-host p99 ÷ floor p99, flat out', (tr) => tv[`turns/${tr}`].p99, '≤ 1.2', 1.2, false);
@@ -243,6 +248,7 @@ if (scaleRuns.length) {
   counts.forEach((n, idx) => {
     const t = scaleRuns.find((r) => r.transport === 'tcp' && +r.round === n);
     const w = scaleRuns.find((r) => r.transport === 'ws' && +r.round === n);
+    i18.scale = { n, tcp: per(t), ws: per(w), tcpCpu: pct(t), wsCpu: pct(w) }; // the largest count last
     const tgt = n === counts[counts.length - 1] ? `≤ 768 B: TCP ${mark(per(t), 768, false)}, WS ${mark(per(w), 768, false)}; < 0.5%: ${mark(Math.max(pct(t) ?? Infinity, pct(w) ?? Infinity), 0.5, false)}` : '';
     p(`| ${fmt(n)} | ${fmt(per(t))} | ${fmt(marginal('tcp', idx))} | ${fmt(per(w))} | ${fmt(marginal('ws', idx))} | ${fmt(pct(t), 2)} | ${fmt(pct(w), 2)} | ${tgt} |`);
   });
@@ -331,6 +337,7 @@ if (runs.some((r) => r.kind === 'turnsbc' || r.kind === 'turnsbcw')) {
     p(`| ${w} | ${fmt(f.rate)} | ${fmt(n.rate)} | ${fmt(bt[w], 2)} | ${fmt(f.cpu_us, 2)} | ${fmt(n.cpu_us, 2)} | ${fmt(ratio(f.cpu_us, n.cpu_us), 2)} | ${pairCol(n)} | ${f.errors + f.closed + n.errors + n.closed} |`);
   }
   p();
+  i18.bcast = bt;
   p('| figure (in turns) | 4 in flight | 16 in flight | target |');
   p('|---|---|---|---|');
   p(`| nano-host ÷ floor, pushes/s | ${fmtNear(bt[4], 1.0)} (${mark(bt[4], 1.0)}) | ${fmtNear(bt[16], 1.0)} (${mark(bt[16], 1.0)}) | ≥ 1.0 (sections 4 and 4a: the same in rounds, for reference) |`);
@@ -498,4 +505,36 @@ if (facts.instrmx) {
   p(`| ${fmt(off)} | ${fmt(on)} | ${cost == null ? '—' : fmt(cost, 1) + '%'} | < 3%: ${cost == null ? '—' : mark(cost, 3, false)} |`);
   p();
 }
+// Issue 18 asks for its figures old and new side by side: "when filed" is the full run the issue
+// quoted (b3c1eff, 2026-11-27: rounds, as every timed figure was before the turns of the
+// seventeenth pass), and the new user's callgrind count, idle memory and idle CPU in its text.
+function issue18Summary() {
+  const t = i18.turns, sc = i18.scale, bc = i18.bcast || {};
+  const instr = facts.instr && facts.instr.count > 0 ? facts.instr.ir / facts.instr.count : null;
+  if (facts.self || (!t && !sc && !instr && !i18.bcast)) return [];
+  const pair = (a, b, d = 2) => `${fmt(a, d)} / ${fmt(b, d)}`;
+  const both = (a, b, tgt, higher = true) => (a == null || b == null ? '—' : mark(higher ? Math.min(a, b) : Math.max(a, b), tgt, higher));
+  const cpuMet = (k) => (t ? (t[`${k}/tcp`].cpu != null && t[`${k}/ws`].cpu != null ? mark(Math.min(t[`${k}/tcp`].cpu / 0.85, t[`${k}/ws`].cpu / 0.8), 1) : '—') : '—');
+  const L = [];
+  L.push("### Issue 18: this run beside the figures when it was filed");
+  L.push('');
+  L.push('"When filed": the full run issue 18 quoted (b3c1eff, 2026-11-27), where every timed figure was taken in rounds; this run\'s timed figures are the turns\' (1c, 4c), the others as in sections 3b and 8. A dash: not measured in this run.');
+  L.push('');
+  L.push('| figure | when filed | this run | target |');
+  L.push('|---|---|---|---|');
+  if (t) {
+    L.push(`| CPU ratio flat out, TCP / WS (floor ÷ nano-host) | 0.74 / 0.66 | ${pair(t['turns/tcp'].cpu, t['turns/ws'].cpu)} | ≥ 0.85 / ≥ 0.80: ${cpuMet('turns')} |`);
+    L.push(`| CPU ratio at ${fmt(facts.eq_rate)} req/s, TCP / WS | 0.67 / 0.71 | ${pair(t['turnseq/tcp'].cpu, t['turnseq/ws'].cpu)} | ≥ 0.85 / ≥ 0.80: ${cpuMet('turnseq')} |`);
+    L.push(`| p99 flat out ÷ floor's, TCP / WS | 1.16 / 0.95 | ${pair(t['turns/tcp'].p99, t['turns/ws'].p99)} | ≤ 1.2: ${both(t['turns/tcp'].p99, t['turns/ws'].p99, 1.2, false)} |`);
+  }
+  if (instr) L.push(`| user-space instructions per request (callgrind) | ~8,300 | ${fmt(instr)} | ≤ 4,000: ${mark(instr, 4000, false)} |`);
+  if (sc) {
+    L.push(`| memory per idle connection at ${fmt(sc.n)}, TCP / WS | 1,068 B | ${pair(sc.tcp, sc.ws, 0)} B | ≤ 768 B: ${both(sc.tcp, sc.ws, 768, false)} |`);
+    L.push(`| CPU with ${fmt(sc.n)} idle connections, TCP / WS | 1.7 % of a core | ${pair(sc.tcpCpu, sc.wsCpu)} % | < 0.5 %: ${both(sc.tcpCpu, sc.wsCpu, 0.5, false)} |`);
+  }
+  if (i18.bcast) L.push(`| broadcast to 5,000, pushes/s ÷ floor's, 4 / 16 in flight | 0.95 / — | ${fmtNear(bc[4], 1.0)} / ${fmtNear(bc[16], 1.0)} | ≥ 1.0: ${both(bc[4], bc[16], 1.0)} |`);
+  L.push('');
+  return L;
+}
+out.splice(i18At, 0, ...issue18Summary());
 process.stdout.write(out.join('\n') + '\n');
