@@ -18,6 +18,7 @@
 
 #include "host.h"
 #include "log.h"
+#include "send_batch.h"
 
 /* A connection's uv handle carries this address as its data: nh_conn_close_all finds the
  * connections among the loop's handles without a list of its own (nothing per connection). */
@@ -420,8 +421,98 @@ static void flush(nh_conn_t *c) {
     flush_ex(c, 1);
 }
 
+/* The batch a turn's flush goes through, made on first use; NULL: one send at a time. */
+static nh_send_batch_t *send_batch(nh_host_t *h) {
+    if (h->send_batch_tried) return h->send_batch;
+    h->send_batch_tried = 1;
+    const char *env = getenv("NANO_HOST_IO_URING");
+    if (env && strcmp(env, "0") == 0) return NULL;
+    int err = 0;
+    h->send_batch = nh_send_batch_new(&err);
+    if (!h->send_batch)
+        nh_log(NH_LOG_INFO, "io_uring: %s; writes go one system call each", strerror(err));
+    return h->send_batch;
+}
+
+/* What a batched send's result leaves to do for its connection, once every result of the batch
+ * is in (see flush_batched). */
+static void after_batched(nh_conn_t *c, int32_t r, size_t sent) {
+    if (c->flags & NH_CONN_CLOSING) return; /* an earlier one's follow-up closed it */
+    nh_outq_t *q = &c->out;
+    if (r == -ECANCELED) { /* the ring failed before this send: one by one, from the start */
+        mark_dirty(c);
+        return;
+    }
+    if (r < 0 && r != -EAGAIN && r != -EWOULDBLOCK && r != -ENOBUFS) {
+        drop_queued(c); /* the peer is gone */
+        nh_conn_close(c, uv_strerror(r));
+        return;
+    }
+    if (r >= 0 && (size_t)r == sent) {
+        if (q->bytes) { /* more segments than one send took, or a follow-up queued more */
+            mark_dirty(c);
+            return;
+        }
+        drained(c);
+        if (c->close_after_flush && !(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, NULL);
+        return;
+    }
+    /* The kernel buffer is full: as flush_ex, wait for the socket. */
+    if (!c->stalled_turn) c->stalled_turn = c->host->flush_turns;
+    nh_outq_detach(q);
+    c->flags |= NH_CONN_WRITING;
+    watch(c);
+}
+
+/* The turn's flush in as few system calls as the batch allows (send_batch.h): every dirty
+ * connection's send is made at once, then each result is applied. Results are applied to the
+ * queues first, then acted on: acting may run Lua (a close's callbacks), which may queue to, or
+ * close, a connection whose send went out in the same batch, and a close writes what is left
+ * of its queue, which must by then no longer hold what the batch sent. TLS connections (their
+ * records are sealed first) go one at a time. */
+static void flush_batched(nh_host_t *h, nh_send_batch_t *b) {
+    nh_conn_t *conns[NH_SEND_BATCH_MAX];
+    size_t sent[NH_SEND_BATCH_MAX];
+    int32_t res[NH_SEND_BATCH_MAX];
+    while (h->dirty && nh_send_batch_ok(b)) {
+        unsigned n = 0;
+        while (h->dirty) {
+            nh_conn_t *c = h->dirty;
+            unsigned room;
+            uv_buf_t *iov = (uv_buf_t *)nh_send_batch_next(b, NH_MAX_IOV, &room);
+            if (!room) break;
+            if (c->tls || !c->out.bytes || (c->flags & (NH_CONN_WRITING | NH_CONN_CLOSING))) {
+                /* one at a time, and never while a batch waits: what it runs (a close's
+                 * callbacks) must not write or close a connection whose send is in the batch */
+                if (n) break;
+                h->dirty = c->dirty_next;
+                c->flags &= (uint16_t)~NH_CONN_DIRTY;
+                flush(c);
+                continue;
+            }
+            h->dirty = c->dirty_next;
+            c->flags &= (uint16_t)~NH_CONN_DIRTY;
+            unsigned k = nh_outq_iov(&c->out, 0, iov, room);
+            size_t total = 0;
+            for (unsigned i = 0; i < k; i++)
+                total += iov[i].len;
+            conns[n] = c;
+            sent[n] = total;
+            n = nh_send_batch_add(b, c->fd, k) + 1;
+        }
+        if (!n) continue;
+        nh_send_batch_run(b, res);
+        for (unsigned i = 0; i < n; i++)
+            if (res[i] > 0) nh_outq_consume(&conns[i]->out, (size_t)res[i]);
+        for (unsigned i = 0; i < n; i++)
+            after_batched(conns[i], res[i], sent[i]);
+    }
+}
+
 void nh_conn_flush_all(nh_host_t *h) {
     if (++h->flush_turns == 0) h->flush_turns = 1; /* 0: a connection that has not stalled */
+    nh_send_batch_t *b = h->dirty ? send_batch(h) : NULL;
+    if (b) flush_batched(h, b);
     while (h->dirty) {
         nh_conn_t *c = h->dirty;
         h->dirty = c->dirty_next;

@@ -6,6 +6,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "send_batch.h"
 #include "session.h"
 #include "stop_signal.h"
 #include "transport_ws.h"
@@ -182,4 +183,6 @@ void nh_host_free(nh_host_t *h) {
     nh_chunk_pool_free(&h->pool);
     nh_ws_spare_free(h);
     nh_metrics_free(&h->metrics);
+    nh_send_batch_free(h->send_batch);
+    h->send_batch = NULL;
 }

@@ -155,6 +155,10 @@ struct nh_host {
     int trim_pending;
     uint64_t trimmed_ms;
     uint32_t flush_turns; /* nh_conn_flush_all calls, never 0: "within one turn" (send limit) */
+    /* the turn's flush in one system call (send_batch.h), made at the first flush; NULL while
+     * not tried, and where io_uring is missing or NANO_HOST_IO_URING=0 (send_batch_tried) */
+    struct nh_send_batch *send_batch;
+    int send_batch_tried;
     uint8_t readbuf[NH_READ_BUF_SIZE];
     uint8_t sealbuf[16384]; /* TLS: a flush's small segments gathered into one record */
 };

@@ -1,0 +1,128 @@
+#include "send_batch.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+struct nh_send_batch {
+    struct io_uring ring;
+    int broken;
+    unsigned count;    /* sends added since the last run */
+    unsigned iov_used; /* of iovs, by those sends */
+    struct msghdr msgs[NH_SEND_BATCH_MAX];
+    struct iovec iovs[NH_SEND_BATCH_IOVS];
+};
+
+nh_send_batch_t *nh_send_batch_new(int *err) {
+    nh_send_batch_t *b = calloc(1, sizeof *b);
+    if (!b) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    /* SUBMIT_ALL: a send that fails (a closed descriptor) does not stop the ones after it;
+     * SINGLE_ISSUER, COOP_TASKRUN: only this thread submits, and nothing needs interrupting it.
+     * Kernels before 6.0 refuse the last two (EINVAL): then without them, then without any. */
+    static const unsigned flags[] = {IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+                                         IORING_SETUP_COOP_TASKRUN,
+                                     IORING_SETUP_SUBMIT_ALL, 0};
+    int r = -EINVAL;
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0] && r == -EINVAL; i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof p);
+        p.flags = flags[i];
+        r = io_uring_queue_init_params(NH_SEND_BATCH_MAX, &b->ring, &p);
+    }
+    if (r < 0) {
+        free(b);
+        *err = -r;
+        return NULL;
+    }
+    return b;
+}
+
+void nh_send_batch_free(nh_send_batch_t *b) {
+    if (!b) return;
+    io_uring_queue_exit(&b->ring);
+    free(b);
+}
+
+struct iovec *nh_send_batch_next(nh_send_batch_t *b, unsigned max, unsigned *room) {
+    unsigned left = NH_SEND_BATCH_IOVS - b->iov_used;
+    *room = b->count == NH_SEND_BATCH_MAX ? 0 : left < max ? left : max;
+    return b->iovs + b->iov_used;
+}
+
+unsigned nh_send_batch_add(nh_send_batch_t *b, int fd, unsigned n) {
+    unsigned i = b->count++;
+    struct iovec *iov = b->iovs + b->iov_used;
+    b->iov_used += n;
+    /* never NULL: the ring has NH_SEND_BATCH_MAX entries and each run empties it */
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
+    const int flags = MSG_NOSIGNAL | MSG_DONTWAIT; /* DONTWAIT: EAGAIN comes back at once, rather
+                                                      than the ring waiting for the socket */
+    if (n == 1) { /* no msghdr for the kernel to copy in (a read's responses, usually) */
+        io_uring_prep_send(sqe, fd, iov->iov_base, iov->iov_len, flags);
+    } else {
+        b->msgs[i] = (struct msghdr){.msg_iov = iov, .msg_iovlen = n};
+        io_uring_prep_sendmsg(sqe, fd, &b->msgs[i], (unsigned)flags);
+    }
+    io_uring_sqe_set_data64(sqe, i);
+    return i;
+}
+
+unsigned nh_send_batch_count(const nh_send_batch_t *b) {
+    return b->count;
+}
+
+int nh_send_batch_ok(const nh_send_batch_t *b) {
+    return !b->broken;
+}
+
+static unsigned reap(nh_send_batch_t *b, int32_t *res) {
+    struct io_uring_cqe *cqe;
+    unsigned head, got = 0;
+    io_uring_for_each_cqe(&b->ring, head, cqe) {
+        uint64_t i = io_uring_cqe_get_data64(cqe);
+        if (i < b->count) res[i] = cqe->res;
+        got++;
+    }
+    io_uring_cq_advance(&b->ring, got);
+    return got;
+}
+
+int nh_send_batch_run(nh_send_batch_t *b, int32_t *res) {
+    unsigned n = b->count, submitted = 0, done = 0;
+    int err = 0, stuck = 0;
+    for (unsigned i = 0; i < n; i++)
+        res[i] = -ECANCELED;
+    /* Each send is made during the submit itself (non-blocking), so its result is there when
+     * the submit returns; waiting is for a kernel that chose otherwise. */
+    while (done < n && !err) {
+        if (submitted < n) {
+            int s = io_uring_submit(&b->ring);
+            if (s > 0) submitted += (unsigned)s;
+            if (s < 0 && s != -EINTR && s != -EAGAIN && s != -EBUSY) err = s;
+            if (s <= 0 && s != -EINTR && ++stuck > 8) err = s < 0 ? s : -EIO;
+        }
+        unsigned got = reap(b, res);
+        done += got;
+        if (!got && done < submitted) { /* some still in the kernel: wait for one */
+            struct io_uring_cqe *cqe;
+            int w = io_uring_wait_cqe(&b->ring, &cqe);
+            if (w < 0 && w != -EINTR && w != -EAGAIN) err = w;
+        }
+    }
+    /* On a failure, the sends the kernel has taken still read their buffers until they end. */
+    while (err && done < submitted) {
+        struct io_uring_cqe *cqe;
+        int w = io_uring_wait_cqe(&b->ring, &cqe);
+        if (w < 0 && w != -EINTR) break;
+        done += reap(b, res);
+    }
+    if (err) b->broken = 1;
+    b->count = 0;
+    b->iov_used = 0;
+    return err;
+}
