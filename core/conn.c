@@ -17,8 +17,8 @@
 #endif
 
 #include "host.h"
+#include "io_batch.h"
 #include "log.h"
-#include "send_batch.h"
 
 /* A connection's uv handle carries this address as its data: nh_conn_close_all finds the
  * connections among the loop's handles without a list of its own (nothing per connection). */
@@ -180,9 +180,20 @@ static void unlink_draining(nh_conn_t *c) {
     c->drain = NULL;
 }
 
+/* A closing connection leaves the turn's read queue: its entry is emptied, not removed, as
+ * nh_conn_read_queued may be walking the queue (a handler it ran closed this one). */
+static void unqueue_read(nh_conn_t *c) {
+    if (!(c->flags & NH_CONN_READ_QUEUED)) return;
+    nh_host_t *h = c->host;
+    for (uint32_t i = 0; i < h->nreadable; i++)
+        if (h->readable[i] == c) h->readable[i] = NULL;
+    c->flags &= (uint16_t)~NH_CONN_READ_QUEUED;
+}
+
 static void conn_close_now(nh_conn_t *c) {
     unlink_dirty(c);
     unlink_draining(c);
+    unqueue_read(c);
     if (uv_is_closing((uv_handle_t *)&c->poll)) return;
     /* Cut off: SO_LINGER 0, so the kernel drops its send buffer too and the peer gets a RST. */
     if (c->flags & NH_CONN_CUT) {
@@ -421,17 +432,40 @@ static void flush(nh_conn_t *c) {
     flush_ex(c, 1);
 }
 
-/* The batch a turn's flush goes through, made on first use; NULL: one send at a time. */
-static nh_send_batch_t *send_batch(nh_host_t *h) {
-    if (h->send_batch_tried) return h->send_batch;
-    h->send_batch_tried = 1;
+/* Reads queued in a turn at most (more are read at once), reads in one batch, and the bytes a
+ * batched read takes: a game's messages are smaller, and a socket that fills it is read on at
+ * once, into the host's big read buffer. */
+#define NH_READ_QUEUE 4096
+#define NH_READ_BATCH 256
+#define NH_READ_SLOT 4096
+_Static_assert(NH_READ_BATCH <= NH_IO_BATCH_MAX, "a read batch fits in an io_batch");
+
+/* The batch a turn's reads and flush go through, made on first use with the read queue and its
+ * buffers; NULL: one system call each. */
+static nh_io_batch_t *io_batch(nh_host_t *h) {
+    if (h->io_batch_tried) return h->io_batch;
+    h->io_batch_tried = 1;
     const char *env = getenv("NANO_HOST_IO_URING");
     if (env && strcmp(env, "0") == 0) return NULL;
     int err = 0;
-    h->send_batch = nh_send_batch_new(&err);
-    if (!h->send_batch)
-        nh_log(NH_LOG_INFO, "io_uring: %s; writes go one system call each", strerror(err));
-    return h->send_batch;
+    h->io_batch = nh_io_batch_new(&err);
+    if (h->io_batch) {
+        h->readable = malloc(NH_READ_QUEUE * sizeof *h->readable);
+        h->read_slots = malloc((size_t)NH_READ_BATCH * NH_READ_SLOT);
+        if (!h->readable || !h->read_slots) {
+            nh_io_batch_free(h->io_batch);
+            free(h->readable);
+            free(h->read_slots);
+            h->io_batch = NULL;
+            h->readable = NULL;
+            h->read_slots = NULL;
+            err = ENOMEM;
+        }
+    }
+    if (!h->io_batch)
+        nh_log(NH_LOG_INFO, "io_uring: %s; reads and writes go one system call each",
+               strerror(err));
+    return h->io_batch;
 }
 
 /* What a batched send's result leaves to do for its connection, once every result of the batch
@@ -464,22 +498,22 @@ static void after_batched(nh_conn_t *c, int32_t r, size_t sent) {
     watch(c);
 }
 
-/* The turn's flush in as few system calls as the batch allows (send_batch.h): every dirty
+/* The turn's flush in as few system calls as the batch allows (io_batch.h): every dirty
  * connection's send is made at once, then each result is applied. Results are applied to the
  * queues first, then acted on: acting may run Lua (a close's callbacks), which may queue to, or
  * close, a connection whose send went out in the same batch, and a close writes what is left
  * of its queue, which must by then no longer hold what the batch sent. TLS connections (their
  * records are sealed first) go one at a time. */
-static void flush_batched(nh_host_t *h, nh_send_batch_t *b) {
-    nh_conn_t *conns[NH_SEND_BATCH_MAX];
-    size_t sent[NH_SEND_BATCH_MAX];
-    int32_t res[NH_SEND_BATCH_MAX];
-    while (h->dirty && nh_send_batch_ok(b)) {
+static void flush_batched(nh_host_t *h, nh_io_batch_t *b) {
+    nh_conn_t *conns[NH_IO_BATCH_MAX];
+    size_t sent[NH_IO_BATCH_MAX];
+    int32_t res[NH_IO_BATCH_MAX];
+    while (h->dirty && nh_io_batch_ok(b)) {
         unsigned n = 0;
         while (h->dirty) {
             nh_conn_t *c = h->dirty;
             unsigned room;
-            uv_buf_t *iov = (uv_buf_t *)nh_send_batch_next(b, NH_MAX_IOV, &room);
+            uv_buf_t *iov = (uv_buf_t *)nh_io_batch_next(b, NH_MAX_IOV, &room);
             if (!room) break;
             if (c->tls || !c->out.bytes || (c->flags & (NH_CONN_WRITING | NH_CONN_CLOSING))) {
                 /* one at a time, and never while a batch waits: what it runs (a close's
@@ -498,10 +532,10 @@ static void flush_batched(nh_host_t *h, nh_send_batch_t *b) {
                 total += iov[i].len;
             conns[n] = c;
             sent[n] = total;
-            n = nh_send_batch_add(b, c->fd, k) + 1;
+            n = nh_io_batch_send(b, c->fd, k) + 1;
         }
         if (!n) continue;
-        nh_send_batch_run(b, res);
+        nh_io_batch_run(b, res);
         for (unsigned i = 0; i < n; i++)
             if (res[i] > 0) nh_outq_consume(&conns[i]->out, (size_t)res[i]);
         for (unsigned i = 0; i < n; i++)
@@ -511,7 +545,7 @@ static void flush_batched(nh_host_t *h, nh_send_batch_t *b) {
 
 void nh_conn_flush_all(nh_host_t *h) {
     if (++h->flush_turns == 0) h->flush_turns = 1; /* 0: a connection that has not stalled */
-    nh_send_batch_t *b = h->dirty ? send_batch(h) : NULL;
+    nh_io_batch_t *b = h->dirty ? io_batch(h) : NULL;
     if (b) flush_batched(h, b);
     while (h->dirty) {
         nh_conn_t *c = h->dirty;
@@ -731,6 +765,79 @@ static void read_socket(nh_conn_t *c) {
     }
 }
 
+/* The turn's reads, queued by on_io: for a connection still reading, queues it and returns 1;
+ * 0 when it must be read now (no batch, or the queue is full). */
+static int queue_read(nh_conn_t *c) {
+    nh_host_t *h = c->host;
+    if (c->flags & NH_CONN_READ_QUEUED) return 1; /* a second poll in the same turn */
+    if (h->nreadable == NH_READ_QUEUE || !io_batch(h) || !nh_io_batch_ok(h->io_batch)) return 0;
+    h->readable[h->nreadable++] = c;
+    c->flags |= NH_CONN_READ_QUEUED;
+    return 1;
+}
+
+static void drop_input(nh_conn_t *c);
+
+/* A batched read's result, for a connection that was reading when the batch was made. */
+static void after_read(nh_conn_t *c, int32_t r, uint8_t *buf) {
+    if (r > 0 && !reading(c)) { /* what it ran before closed it, or made it drain: dropped */
+        c->host->metrics.bytes[NH_MD_IN] += (uint64_t)r;
+        if (!(c->flags & (NH_CONN_CLOSING | NH_CONN_PEER_DONE))) drop_input(c);
+        return;
+    }
+    if (r == -ECANCELED) { /* the ring failed before this read */
+        if (reading(c)) read_socket(c);
+        return;
+    }
+    if (c->flags & NH_CONN_CLOSING) return;
+    if (r == -EAGAIN || r == -EWOULDBLOCK) return;
+    if (r < 0) {
+        nh_conn_close(c, uv_strerror(r));
+        return;
+    }
+    if (r == 0) {
+        if (reading(c))
+            nh_conn_close(c, "peer closed");
+        else if (!(c->flags & NH_CONN_PEER_DONE))
+            drop_input(c); /* draining: finds the end again, and stops watching for input */
+        return;
+    }
+    on_bytes(c, buf, (size_t)r);
+    if (r == NH_READ_SLOT && reading(c)) read_socket(c); /* the socket may hold more */
+}
+
+void nh_conn_read_queued(nh_host_t *h) {
+    nh_io_batch_t *b = h->io_batch;
+    int32_t res[NH_READ_BATCH];
+    int idx[NH_READ_BATCH];
+    /* Nothing is queued meanwhile: on_io runs in the poll, and this after it. */
+    uint32_t total = h->nreadable;
+    for (uint32_t start = 0; start < total; start += NH_READ_BATCH) {
+        nh_conn_t **q = h->readable + start;
+        uint32_t n = total - start < NH_READ_BATCH ? total - start : NH_READ_BATCH;
+        for (uint32_t i = 0; i < n; i++) {
+            idx[i] = -1;
+            if (q[i] && reading(q[i]) && nh_io_batch_ok(b))
+                idx[i] = (int)nh_io_batch_recv(b, q[i]->fd, h->read_slots + i * NH_READ_SLOT,
+                                               NH_READ_SLOT);
+        }
+        if (nh_io_batch_count(b)) nh_io_batch_run(b, res);
+        /* Each result is handled in turn, and what a handler does may close a connection
+         * further on (its entry is then NULL: its bytes, read already, are dropped). */
+        for (uint32_t i = 0; i < n; i++) {
+            nh_conn_t *c = q[i];
+            if (!c) continue;
+            q[i] = NULL;
+            c->flags &= (uint16_t)~NH_CONN_READ_QUEUED;
+            if (idx[i] >= 0)
+                after_read(c, res[idx[i]], h->read_slots + i * NH_READ_SLOT);
+            else if (reading(c))
+                read_socket(c);
+        }
+    }
+    h->nreadable = 0;
+}
+
 /* Closing once the queue has left: what the peer still sends is read and dropped (counted, not
  * handled), so that the socket holds no unread input when it closes. The kernel answers a close
  * with unread input by a RST, which also drops what the peer has not read yet: the last packets
@@ -797,10 +904,11 @@ static void on_io(uv_poll_t *handle, int status, int events) {
     }
     /* a hang-up alone comes without UV_READABLE: the read finds the end */
     if (!(events & UV_READABLE) && (events & UV_WRITABLE)) return;
-    if (reading(c))
-        read_socket(c);
-    else if (!(c->flags & (NH_CONN_CLOSING | NH_CONN_PEER_DONE)))
+    if (reading(c)) {
+        if (!queue_read(c)) read_socket(c);
+    } else if (!(c->flags & (NH_CONN_CLOSING | NH_CONN_PEER_DONE))) {
         drop_input(c);
+    }
 }
 
 /* ---- accepting ---- */

@@ -123,6 +123,7 @@ enum nh_conn_flags {
     /* closing after a flush, the peer's end of the stream (or an error) was read: nothing more
      * to read and drop */
     NH_CONN_PEER_DONE = 2048,
+    NH_CONN_READ_QUEUED = 4096, /* in host->readable: read with the turn's other reads */
 };
 
 /* Queue growth between two non-blocking write attempts while a handler produces output. */
@@ -198,6 +199,9 @@ void nh_conn_sweep(nh_host_t *h, uint64_t now);
 /* Closes the descriptor kept in reserve for shedding connections when out of descriptors. */
 void nh_conn_release_reserve(nh_host_t *h);
 
+/* Reads the connections the poll found readable this turn, in one batch (io_batch.h), and hands
+ * what each got to its transport (called by the host after the poll, before the flush). */
+void nh_conn_read_queued(nh_host_t *h);
 /* Flushes every dirty connection of the host (called by the host each loop turn). */
 void nh_conn_flush_all(nh_host_t *h);
 

@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "conn.h"
+#include "io_batch.h"
 #include "log.h"
-#include "send_batch.h"
 #include "session.h"
 #include "stop_signal.h"
 #include "transport_ws.h"
@@ -26,6 +26,7 @@ static void on_prepare(uv_prepare_t *p) {
 }
 static void on_check(uv_check_t *c) {
     nh_host_t *h = c->data;
+    if (h->nreadable) nh_conn_read_queued(h);
     if (h->dirty) nh_conn_flush_all(h);
 }
 
@@ -183,6 +184,10 @@ void nh_host_free(nh_host_t *h) {
     nh_chunk_pool_free(&h->pool);
     nh_ws_spare_free(h);
     nh_metrics_free(&h->metrics);
-    nh_send_batch_free(h->send_batch);
-    h->send_batch = NULL;
+    nh_io_batch_free(h->io_batch);
+    h->io_batch = NULL;
+    free(h->readable);
+    free(h->read_slots);
+    h->readable = NULL;
+    h->read_slots = NULL;
 }

@@ -155,10 +155,16 @@ struct nh_host {
     int trim_pending;
     uint64_t trimmed_ms;
     uint32_t flush_turns; /* nh_conn_flush_all calls, never 0: "within one turn" (send limit) */
-    /* the turn's flush in one system call (send_batch.h), made at the first flush; NULL while
-     * not tried, and where io_uring is missing or NANO_HOST_IO_URING=0 (send_batch_tried) */
-    struct nh_send_batch *send_batch;
-    int send_batch_tried;
+    /* the turn's reads and writes in few system calls (io_batch.h), made at first use; NULL
+     * while not tried, and where io_uring is missing or NANO_HOST_IO_URING=0 (io_batch_tried) */
+    struct nh_io_batch *io_batch;
+    int io_batch_tried;
+    /* connections found readable this turn, read together after the poll (conn.c's
+     * nh_conn_read_queued); an entry is NULL once its connection closed meanwhile. read_slots:
+     * a buffer for each read of one batch. Both made with io_batch. */
+    nh_conn_t **readable;
+    uint32_t nreadable;
+    uint8_t *read_slots;
     uint8_t readbuf[NH_READ_BUF_SIZE];
     uint8_t sealbuf[16384]; /* TLS: a flush's small segments gathered into one record */
 };

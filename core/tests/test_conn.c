@@ -16,9 +16,9 @@
 #include "check.h"
 #include "conn.h"
 #include "host.h"
+#include "io_batch.h"
 #include "log.h"
 #include "metrics.h"
-#include "send_batch.h"
 
 static uv_loop_t loop;
 static nh_host_t host;
@@ -482,12 +482,12 @@ static void test_the_turns_flush_goes_oldest_first(void) {
 
 static int io_uring_here(void) {
     int err;
-    nh_send_batch_t *b = nh_send_batch_new(&err);
-    nh_send_batch_free(b);
+    nh_io_batch_t *b = nh_io_batch_new(&err);
+    nh_io_batch_free(b);
     return b != NULL;
 }
 
-/* The suite, on a host of its own: with the turn's flush batched (send_batch.h) where the kernel
+/* The suite, on a host of its own: with the turn's flush batched (io_batch.h) where the kernel
  * has io_uring, or one send at a time (NANO_HOST_IO_URING=0, and kernels without it). */
 static int suite(int batched) {
     if (!batched) setenv("NANO_HOST_IO_URING", "0", 1);
@@ -496,8 +496,8 @@ static int suite(int batched) {
     test_bytes_reach_the_transport();
     test_packets_framed_by_the_transport();
     /* a flush has run: it took the batch when asked to and the kernel has io_uring */
-    CHECK(host.send_batch_tried &&
-          (batched ? (host.send_batch != NULL) == io_uring_here() : host.send_batch == NULL));
+    CHECK(host.io_batch_tried &&
+          (batched ? (host.io_batch != NULL) == io_uring_here() : host.io_batch == NULL));
     test_shared_pushes_gathered_in_one_turn();
     test_close_after_flush_closes_once_drained();
     test_close_deadline_for_a_peer_that_does_not_read();

@@ -1,4 +1,4 @@
-#include "send_batch.h"
+#include "io_batch.h"
 
 #include <errno.h>
 #include <liburing.h>
@@ -6,17 +6,31 @@
 #include <string.h>
 #include <sys/socket.h>
 
-struct nh_send_batch {
+/* The kernel fills a batched receive's buffer behind valgrind's back (it sees the io_uring_enter,
+ * not what the ring's calls wrote): the bytes received are marked as written, so that memcheck
+ * does not take them for uninitialised. A few instructions when not under valgrind. */
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define RECEIVED(buf, len) VALGRIND_MAKE_MEM_DEFINED(buf, len)
+#endif
+#endif
+#ifndef RECEIVED
+#define RECEIVED(buf, len) ((void)(buf), (void)(len))
+#endif
+
+struct nh_io_batch {
     struct io_uring ring;
     int broken;
-    unsigned count;    /* sends added since the last run */
-    unsigned iov_used; /* of iovs, by those sends */
-    struct msghdr msgs[NH_SEND_BATCH_MAX];
-    struct iovec iovs[NH_SEND_BATCH_IOVS];
+    unsigned count;    /* calls added since the last run */
+    unsigned iov_used; /* of iovs, by the sends among them */
+    struct msghdr msgs[NH_IO_BATCH_MAX];
+    void *recv_bufs[NH_IO_BATCH_MAX]; /* a receive's buffer; NULL for a send */
+    struct iovec iovs[NH_IO_BATCH_IOVS];
 };
 
-nh_send_batch_t *nh_send_batch_new(int *err) {
-    nh_send_batch_t *b = calloc(1, sizeof *b);
+nh_io_batch_t *nh_io_batch_new(int *err) {
+    nh_io_batch_t *b = calloc(1, sizeof *b);
     if (!b) {
         *err = ENOMEM;
         return NULL;
@@ -32,7 +46,7 @@ nh_send_batch_t *nh_send_batch_new(int *err) {
         struct io_uring_params p;
         memset(&p, 0, sizeof p);
         p.flags = flags[i];
-        r = io_uring_queue_init_params(NH_SEND_BATCH_MAX, &b->ring, &p);
+        r = io_uring_queue_init_params(NH_IO_BATCH_MAX, &b->ring, &p);
     }
     if (r < 0) {
         free(b);
@@ -42,23 +56,23 @@ nh_send_batch_t *nh_send_batch_new(int *err) {
     return b;
 }
 
-void nh_send_batch_free(nh_send_batch_t *b) {
+void nh_io_batch_free(nh_io_batch_t *b) {
     if (!b) return;
     io_uring_queue_exit(&b->ring);
     free(b);
 }
 
-struct iovec *nh_send_batch_next(nh_send_batch_t *b, unsigned max, unsigned *room) {
-    unsigned left = NH_SEND_BATCH_IOVS - b->iov_used;
-    *room = b->count == NH_SEND_BATCH_MAX ? 0 : left < max ? left : max;
+struct iovec *nh_io_batch_next(nh_io_batch_t *b, unsigned max, unsigned *room) {
+    unsigned left = NH_IO_BATCH_IOVS - b->iov_used;
+    *room = b->count == NH_IO_BATCH_MAX ? 0 : left < max ? left : max;
     return b->iovs + b->iov_used;
 }
 
-unsigned nh_send_batch_add(nh_send_batch_t *b, int fd, unsigned n) {
+unsigned nh_io_batch_send(nh_io_batch_t *b, int fd, unsigned n) {
     unsigned i = b->count++;
     struct iovec *iov = b->iovs + b->iov_used;
     b->iov_used += n;
-    /* never NULL: the ring has NH_SEND_BATCH_MAX entries and each run empties it */
+    /* never NULL: the ring has NH_IO_BATCH_MAX entries and each run empties it */
     struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
     const int flags = MSG_NOSIGNAL | MSG_DONTWAIT; /* DONTWAIT: EAGAIN comes back at once, rather
                                                       than the ring waiting for the socket */
@@ -69,35 +83,48 @@ unsigned nh_send_batch_add(nh_send_batch_t *b, int fd, unsigned n) {
         io_uring_prep_sendmsg(sqe, fd, &b->msgs[i], (unsigned)flags);
     }
     io_uring_sqe_set_data64(sqe, i);
+    b->recv_bufs[i] = NULL;
     return i;
 }
 
-unsigned nh_send_batch_count(const nh_send_batch_t *b) {
+unsigned nh_io_batch_recv(nh_io_batch_t *b, int fd, void *buf, size_t len) {
+    unsigned i = b->count++;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
+    io_uring_prep_recv(sqe, fd, buf, len, MSG_DONTWAIT);
+    b->recv_bufs[i] = buf;
+    io_uring_sqe_set_data64(sqe, i);
+    return i;
+}
+
+unsigned nh_io_batch_count(const nh_io_batch_t *b) {
     return b->count;
 }
 
-int nh_send_batch_ok(const nh_send_batch_t *b) {
+int nh_io_batch_ok(const nh_io_batch_t *b) {
     return !b->broken;
 }
 
-static unsigned reap(nh_send_batch_t *b, int32_t *res) {
+static unsigned reap(nh_io_batch_t *b, int32_t *res) {
     struct io_uring_cqe *cqe;
     unsigned head, got = 0;
     io_uring_for_each_cqe(&b->ring, head, cqe) {
         uint64_t i = io_uring_cqe_get_data64(cqe);
-        if (i < b->count) res[i] = cqe->res;
+        if (i < b->count) {
+            res[i] = cqe->res;
+            if (cqe->res > 0 && b->recv_bufs[i]) RECEIVED(b->recv_bufs[i], (size_t)cqe->res);
+        }
         got++;
     }
     io_uring_cq_advance(&b->ring, got);
     return got;
 }
 
-int nh_send_batch_run(nh_send_batch_t *b, int32_t *res) {
+int nh_io_batch_run(nh_io_batch_t *b, int32_t *res) {
     unsigned n = b->count, submitted = 0, done = 0;
     int err = 0, stuck = 0;
     for (unsigned i = 0; i < n; i++)
         res[i] = -ECANCELED;
-    /* Each send is made during the submit itself (non-blocking), so its result is there when
+    /* Each call is made during the submit itself (non-blocking), so its result is there when
      * the submit returns; waiting is for a kernel that chose otherwise. */
     while (done < n && !err) {
         if (submitted < n) {
@@ -114,7 +141,7 @@ int nh_send_batch_run(nh_send_batch_t *b, int32_t *res) {
             if (w < 0 && w != -EINTR && w != -EAGAIN) err = w;
         }
     }
-    /* On a failure, the sends the kernel has taken still read their buffers until they end. */
+    /* On a failure, the calls the kernel has taken still use their buffers until they end. */
     while (err && done < submitted) {
         struct io_uring_cqe *cqe;
         int w = io_uring_wait_cqe(&b->ring, &cqe);
