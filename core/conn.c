@@ -436,7 +436,7 @@ static void flush(nh_conn_t *c) {
  * batched read takes: a game's messages are smaller, and a socket that fills it is read on at
  * once, into the host's big read buffer. */
 #define NH_READ_QUEUE 4096
-#define NH_READ_BATCH 256
+#define NH_READ_BATCH 128
 #define NH_READ_SLOT 4096
 _Static_assert(NH_READ_BATCH <= NH_IO_BATCH_MAX, "a read batch fits in an io_batch");
 
