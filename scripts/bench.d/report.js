@@ -505,6 +505,24 @@ if (facts.instrmx) {
   p(`| ${fmt(off)} | ${fmt(on)} | ${cost == null ? '—' : fmt(cost, 1) + '%'} | < 3%: ${cost == null ? '—' : mark(cost, 3, false)} |`);
   p();
 }
+if (runs.some((r) => ['uring', 'uringeq', 'uringbcw'].includes(r.kind))) {
+  p('### 11. io_uring: a turn\'s reads and writes in batches, against one system call each (nano-host, TCP)');
+  p();
+  p(`The same nano-host binary in both places of section 1c's turns (${facts.turns} each, the order alternating; 1 s turns for the broadcast), the first with \`NANO_HOST_IO_URING=0\`: every read and every write is then a system call of its own, as it was before the twenty-fifth pass. With io_uring (the default where the kernel has it), the connections a poll found readable are read in batches of up to 128, and the turn's writes go in batches of up to 512 (core/io_batch.h).`);
+  p();
+  p('| load | one call each: CPU/op µs | batched: CPU/op µs | CPU ratio (one each ÷ batched) | median pair (lowest, highest) | p99 ms, one each / batched | answers or pushes/s, one each / batched | errors |');
+  p('|---|---|---|---|---|---|---|---|');
+  for (const [k, load] of [['uring', 'ping-pong, 1,000 connections, flat out'], ['uringeq', `ping-pong, 1,000 connections, ${fmt(facts.eq_rate)} req/s`], ['uringbcw', 'broadcast to 5,000, 16 in flight (per push)']]) {
+    const f = turnRun(k, 'floor', 'tcp'), n = turnRun(k, 'nano', 'tcp');
+    if (!f || !n) {
+      p(`| ${load} | ${f ? fmt(f.cpu_us, 2) : 'failed'} | ${n ? fmt(n.cpu_us, 2) : 'failed'} | | | | | |`);
+      continue;
+    }
+    const p99 = f.p99_us > 0 && n.p99_us > 0 ? `${fmt(f.p99_us / 1000, 2)} / ${fmt(n.p99_us / 1000, 2)}` : '—';
+    p(`| ${load} | ${fmt(f.cpu_us, 2)} | ${fmt(n.cpu_us, 2)} | ${fmt(ratio(f.cpu_us, n.cpu_us), 2)} | ${pairCol(n)} | ${p99} | ${fmt(f.rate)} / ${fmt(n.rate)} | ${f.errors + f.closed + f.unanswered + n.errors + n.closed + n.unanswered} |`);
+  }
+  p();
+}
 // Issue 18 asks for its figures old and new side by side: "when filed" is the full run the issue
 // quoted (b3c1eff, 2026-11-27: rounds, as every timed figure was before the turns of the
 // seventeenth pass), and the new user's callgrind count, idle memory and idle CPU in its text.
