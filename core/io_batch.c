@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* The kernel fills a batched receive's buffer behind valgrind's back (it sees the io_uring_enter,
  * not what the ring's calls wrote): the bytes received are marked as written, so that memcheck
@@ -19,13 +21,22 @@
 #define RECEIVED(buf, len) ((void)(buf), (void)(len))
 #endif
 
+/* A call as added: a send of n iovecs from iov, or a receive (n 0) into buf. The ring's entries
+ * are filled at the run, so that a batch of one can be a plain system call instead. */
+typedef struct op {
+    int fd;
+    unsigned n;
+    struct iovec *iov;
+    struct iovec buf;
+} op_t;
+
 struct nh_io_batch {
     struct io_uring ring;
     int broken;
     unsigned count;    /* calls added since the last run */
     unsigned iov_used; /* of iovs, by the sends among them */
+    op_t ops[NH_IO_BATCH_MAX];
     struct msghdr msgs[NH_IO_BATCH_MAX];
-    void *recv_bufs[NH_IO_BATCH_MAX]; /* a receive's buffer; NULL for a send */
     struct iovec iovs[NH_IO_BATCH_IOVS];
 };
 
@@ -70,30 +81,52 @@ struct iovec *nh_io_batch_next(nh_io_batch_t *b, unsigned max, unsigned *room) {
 
 unsigned nh_io_batch_send(nh_io_batch_t *b, int fd, unsigned n) {
     unsigned i = b->count++;
-    struct iovec *iov = b->iovs + b->iov_used;
+    b->ops[i] = (op_t){.fd = fd, .n = n, .iov = b->iovs + b->iov_used};
     b->iov_used += n;
-    /* never NULL: the ring has NH_IO_BATCH_MAX entries and each run empties it */
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
-    const int flags = MSG_NOSIGNAL | MSG_DONTWAIT; /* DONTWAIT: EAGAIN comes back at once, rather
-                                                      than the ring waiting for the socket */
-    if (n == 1) { /* no msghdr for the kernel to copy in (a read's responses, usually) */
-        io_uring_prep_send(sqe, fd, iov->iov_base, iov->iov_len, flags);
-    } else {
-        b->msgs[i] = (struct msghdr){.msg_iov = iov, .msg_iovlen = n};
-        io_uring_prep_sendmsg(sqe, fd, &b->msgs[i], (unsigned)flags);
-    }
-    io_uring_sqe_set_data64(sqe, i);
-    b->recv_bufs[i] = NULL;
     return i;
 }
 
 unsigned nh_io_batch_recv(nh_io_batch_t *b, int fd, void *buf, size_t len) {
     unsigned i = b->count++;
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
-    io_uring_prep_recv(sqe, fd, buf, len, MSG_DONTWAIT);
-    b->recv_bufs[i] = buf;
-    io_uring_sqe_set_data64(sqe, i);
+    b->ops[i] = (op_t){.fd = fd, .buf = {buf, len}};
     return i;
+}
+
+/* DONTWAIT: a full or empty socket says EAGAIN at once, rather than the ring waiting for it. */
+#define SEND_FLAGS (MSG_NOSIGNAL | MSG_DONTWAIT)
+
+static void prep(nh_io_batch_t *b, unsigned i) {
+    const op_t *o = &b->ops[i];
+    /* never NULL: the ring has NH_IO_BATCH_MAX entries and each run empties it */
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
+    if (!o->n) {
+        io_uring_prep_recv(sqe, o->fd, o->buf.iov_base, o->buf.iov_len, MSG_DONTWAIT);
+    } else if (o->n == 1) { /* no msghdr for the kernel to copy in (a read's responses, usually) */
+        io_uring_prep_send(sqe, o->fd, o->iov->iov_base, o->iov->iov_len, SEND_FLAGS);
+    } else {
+        b->msgs[i] = (struct msghdr){.msg_iov = o->iov, .msg_iovlen = o->n};
+        io_uring_prep_sendmsg(sqe, o->fd, &b->msgs[i], (unsigned)SEND_FLAGS);
+    }
+    io_uring_sqe_set_data64(sqe, i);
+}
+
+/* One call alone: a plain system call costs less than a ring's entry and its submission (the
+ * usual case when the load generator, not the server, is the bottleneck: a request a turn).
+ * syscall(): glibc's wrappers are cancellation points (conn.c's try_write). */
+static int32_t call_alone(const op_t *o) {
+    long r;
+    do {
+        if (!o->n) {
+            r = syscall(SYS_recvfrom, o->fd, o->buf.iov_base, o->buf.iov_len, MSG_DONTWAIT, NULL,
+                        NULL);
+        } else if (o->n == 1) {
+            r = syscall(SYS_sendto, o->fd, o->iov->iov_base, o->iov->iov_len, SEND_FLAGS, NULL, 0);
+        } else {
+            struct msghdr m = {.msg_iov = o->iov, .msg_iovlen = o->n};
+            r = syscall(SYS_sendmsg, o->fd, &m, SEND_FLAGS);
+        }
+    } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : (int32_t)r;
 }
 
 unsigned nh_io_batch_count(const nh_io_batch_t *b) {
@@ -111,7 +144,7 @@ static unsigned reap(nh_io_batch_t *b, int32_t *res) {
         uint64_t i = io_uring_cqe_get_data64(cqe);
         if (i < b->count) {
             res[i] = cqe->res;
-            if (cqe->res > 0 && b->recv_bufs[i]) RECEIVED(b->recv_bufs[i], (size_t)cqe->res);
+            if (cqe->res > 0 && !b->ops[i].n) RECEIVED(b->ops[i].buf.iov_base, (size_t)cqe->res);
         }
         got++;
     }
@@ -122,8 +155,16 @@ static unsigned reap(nh_io_batch_t *b, int32_t *res) {
 int nh_io_batch_run(nh_io_batch_t *b, int32_t *res) {
     unsigned n = b->count, submitted = 0, done = 0;
     int err = 0, stuck = 0;
-    for (unsigned i = 0; i < n; i++)
+    if (n == 1) {
+        res[0] = call_alone(&b->ops[0]);
+        b->count = 0;
+        b->iov_used = 0;
+        return 0;
+    }
+    for (unsigned i = 0; i < n; i++) {
         res[i] = -ECANCELED;
+        prep(b, i);
+    }
     /* Each call is made during the submit itself (non-blocking), so its result is there when
      * the submit returns; waiting is for a kernel that chose otherwise. */
     while (done < n && !err) {

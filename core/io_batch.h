@@ -14,7 +14,8 @@
  *   (MSG_DONTWAIT). nh_io_batch_run makes them all and waits for their results, which are the
  *   kernel's at once: none of them blocks (a socket takes or gives what it can, or says EAGAIN).
  *   The kernel uses the buffers during nh_io_batch_run only: they must stay valid until it
- *   returns, and are the caller's again afterwards.
+ *   returns, and are the caller's again afterwards. A batch of one call is made as a plain
+ *   system call, which costs less than the ring for one.
  * - A result is the bytes sent or received (0 received: the peer's end of the stream), or a
  *   negative errno (-EAGAIN: nothing now). A call that the kernel never got, because the ring
  *   itself failed, gets -ECANCELED; the batch is then broken for good (nh_io_batch_ok says 0) and

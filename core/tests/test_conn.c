@@ -6,8 +6,9 @@
  * every connection at the host's stop (nh_conn_close_all), reads a burst bigger than its read
  * buffer whole, waits for a full socket to drain (reading meanwhile), drops what a peer sends
  * while its connection drains to close (so that the close is a FIN, not a reset), closes on a
- * peer's FIN or RST, writes what a read produced within that read's loop turn, and writes the
- * turn's dirty connections oldest first. All of it twice: with the turn's flush batched into one
+ * peer's FIN or RST, writes what a read produced within that read's loop turn, writes the
+ * turn's dirty connections oldest first, and drops the input of a connection that a read made
+ * in the same turn closes. All of it twice: with the turn's flush batched into one
  * system call (io_uring, where the kernel has it), and one send at a time. */
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,17 @@ static int t_open(nh_conn_t *c) {
 
 static int echo_reads; /* the transport answers each read with its bytes (a request's reply) */
 
+/* two connections, each of which closes the other when it reads (a handler kicking a player) */
+static nh_conn_t *kickers[2];
+static int kicker_reads[2];
+
 static int t_read(nh_conn_t *c, uint8_t *data, size_t len) {
+    for (int k = 0; k < 2; k++) {
+        if (c != kickers[k]) continue;
+        kicker_reads[k]++;
+        nh_conn_t *other = kickers[1 - k];
+        if (other && !(other->flags & NH_CONN_CLOSING)) nh_conn_close(other, "kicked");
+    }
     if (echo_reads && nh_conn_send(c, NULL, 0, NULL, data, len) != 0) return -1;
     size_t keep = len < sizeof got - got_len ? len : sizeof got - got_len;
     memcpy(got + got_len, data, keep);
@@ -72,7 +83,8 @@ static void t_closing(nh_conn_t *c, int may_send) {
 }
 
 static void t_gone(nh_conn_t *c) {
-    (void)c;
+    for (int k = 0; k < 2; k++)
+        if (kickers[k] == c) kickers[k] = NULL;
     conn = NULL;
     note(EV_GONE);
 }
@@ -487,6 +499,43 @@ static int io_uring_here(void) {
     return b != NULL;
 }
 
+/* Two connections readable in the same turn, and what the first one read does closes the other
+ * (a handler kicking a player): the other is closed, and none of its bytes reaches its transport,
+ * whether the turn's reads were batched (its bytes came in with the first's, and are dropped)
+ * or made one at a time (it is closed before its read). */
+static void test_a_read_that_closes_a_connection_readable_in_the_same_turn(void) {
+    connect_client(1);
+    nh_conn_t *a = conn;
+    struct sockaddr_storage ss;
+    CHECK(nh_parse_addr(listener->bound, &ss) == 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)) == 0);
+    for (int i = 0; i < 2000 && conn == a; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    nh_conn_t *b = conn;
+    CHECK(b != NULL && b != a);
+    kickers[0] = a;
+    kickers[1] = b;
+    kicker_reads[0] = kicker_reads[1] = 0;
+    uv_buf_t m = uv_buf_init("from a", 6);
+    CHECK(uv_try_write((uv_stream_t *)&cl.tcp, &m, 1) == 6);
+    CHECK(write(fd, "from b", 6) == 6); /* both in their sockets before the next poll */
+    for (int i = 0; i < 2000 && kicker_reads[0] + kicker_reads[1] == 0; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    turns(4);
+    CHECK(kicker_reads[0] + kicker_reads[1] == 1 && got_total == 6);
+    CHECK((kickers[0] == NULL) != (kickers[1] == NULL)); /* the one kicked is gone, only it */
+    nh_conn_t *left = kickers[0] ? kickers[0] : kickers[1];
+    kickers[0] = kickers[1] = NULL;
+    close(fd);
+    if (left) {
+        conn = left;
+        nh_conn_close(left, "test done");
+        wait_gone();
+    }
+    close_client();
+}
+
 /* The suite, on a host of its own: with the turn's flush batched (io_batch.h) where the kernel
  * has io_uring, or one send at a time (NANO_HOST_IO_URING=0, and kernels without it). */
 static int suite(int batched) {
@@ -509,6 +558,7 @@ static int suite(int batched) {
     test_a_peer_that_resets_is_closed();
     test_a_reads_replies_leave_in_its_turn();
     test_the_turns_flush_goes_oldest_first();
+    test_a_read_that_closes_a_connection_readable_in_the_same_turn();
     test_close_all_closes_connections_without_a_session();
     nh_host_stop(&host); /* closes the listener */
     nh_host_free(&host);

@@ -3,7 +3,8 @@
  * their socket holds, -EAGAIN when it holds nothing and 0 at the peer's end of the stream; a full
  * socket says -EAGAIN for its own send only; a closed descriptor and a peer that has gone fail
  * their own send only (no SIGPIPE); a batch holds NH_IO_BATCH_MAX calls and NH_IO_BATCH_IOVS
- * buffers, then asks to be run; it is empty and usable again after a run. Where the kernel refuses
+ * buffers, then asks to be run; it is empty and usable again after a run; a batch of one call
+ * (a plain system call) gives what the ring would. Where the kernel refuses
  * io_uring the test is skipped (exit 77): nano-host then reads and sends one by one, which
  * test_conn covers. */
 #include <errno.h>
@@ -114,6 +115,31 @@ static void test_receives_with_sends_in_one_batch(void) {
     close(out[0]), close(out[1]);
 }
 
+/* A batch of one call is made as a plain system call, with the same results. */
+static void test_a_batch_of_one_gives_the_same_results(void) {
+    int s[2];
+    pair(s);
+    char buf[16];
+    int32_t res[1];
+    CHECK(nh_io_batch_recv(b, s[0], buf, sizeof buf) == 0);
+    CHECK(nh_io_batch_run(b, res) == 0 && res[0] == -EAGAIN);
+    const char *one[] = {"one"}, *two[] = {"t", "wo"};
+    add(s[0], one, 1);
+    CHECK(nh_io_batch_run(b, res) == 0 && res[0] == 3 && received(s[1], "one"));
+    add(s[0], two, 2);
+    CHECK(nh_io_batch_run(b, res) == 0 && res[0] == 3 && received(s[1], "two"));
+    CHECK(write(s[1], "back", 4) == 4);
+    CHECK(nh_io_batch_recv(b, s[0], buf, sizeof buf) == 0);
+    CHECK(nh_io_batch_run(b, res) == 0 && res[0] == 4 && memcmp(buf, "back", 4) == 0);
+    close(s[1]);
+    CHECK(nh_io_batch_recv(b, s[0], buf, sizeof buf) == 0);
+    CHECK(nh_io_batch_run(b, res) == 0 && res[0] == 0);
+    const char *late[] = {"late"};
+    add(s[0], late, 1);
+    CHECK(nh_io_batch_run(b, res) == 0 && res[0] == -EPIPE);
+    close(s[0]);
+}
+
 static void test_a_batch_fills_then_runs_and_is_usable_again(void) {
     int s[2];
     pair(s);
@@ -166,6 +192,7 @@ int main(void) {
     test_a_full_socket_says_eagain_for_its_send_only();
     test_a_bad_descriptor_or_a_gone_peer_fails_its_send_only();
     test_receives_with_sends_in_one_batch();
+    test_a_batch_of_one_gives_the_same_results();
     test_a_batch_fills_then_runs_and_is_usable_again();
     nh_io_batch_free(b);
     return check_done();
