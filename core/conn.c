@@ -440,6 +440,16 @@ static void flush(nh_conn_t *c) {
 #define NH_READ_SLOT 4096
 _Static_assert(NH_READ_BATCH <= NH_IO_BATCH_MAX, "a read batch fits in an io_batch");
 
+void nh_conn_io_free(nh_host_t *h) {
+    nh_io_batch_free(h->io_batch);
+    free(h->readable);
+    free(h->read_slots);
+    h->io_batch = NULL;
+    h->readable = NULL;
+    h->read_slots = NULL;
+    h->nreadable = 0;
+}
+
 /* The batch a turn's reads and flush go through, made on first use with the read queue and its
  * buffers; NULL: one system call each. */
 static nh_io_batch_t *io_batch(nh_host_t *h) {
@@ -453,12 +463,7 @@ static nh_io_batch_t *io_batch(nh_host_t *h) {
         h->readable = malloc(NH_READ_QUEUE * sizeof *h->readable);
         h->read_slots = malloc((size_t)NH_READ_BATCH * NH_READ_SLOT);
         if (!h->readable || !h->read_slots) {
-            nh_io_batch_free(h->io_batch);
-            free(h->readable);
-            free(h->read_slots);
-            h->io_batch = NULL;
-            h->readable = NULL;
-            h->read_slots = NULL;
+            nh_conn_io_free(h);
             err = ENOMEM;
         }
     }

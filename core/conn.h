@@ -202,6 +202,9 @@ void nh_conn_release_reserve(nh_host_t *h);
 /* Reads the connections the poll found readable this turn, in one batch (io_batch.h), and hands
  * what each got to its transport (called by the host after the poll, before the flush). */
 void nh_conn_read_queued(nh_host_t *h);
+/* Frees the host's I/O batch, read queue and read buffers (made at its first I/O): at the host's
+ * end, once every connection has closed. */
+void nh_conn_io_free(nh_host_t *h);
 /* Flushes every dirty connection of the host (called by the host each loop turn). */
 void nh_conn_flush_all(nh_host_t *h);
 

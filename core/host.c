@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "conn.h"
-#include "io_batch.h"
 #include "log.h"
 #include "session.h"
 #include "stop_signal.h"
@@ -184,10 +183,5 @@ void nh_host_free(nh_host_t *h) {
     nh_chunk_pool_free(&h->pool);
     nh_ws_spare_free(h);
     nh_metrics_free(&h->metrics);
-    nh_io_batch_free(h->io_batch);
-    h->io_batch = NULL;
-    free(h->readable);
-    free(h->read_slots);
-    h->readable = NULL;
-    h->read_slots = NULL;
+    nh_conn_io_free(h);
 }
