@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #ifdef __GLIBC__
@@ -360,32 +359,45 @@ static int seal(nh_conn_t *c) {
     return take_tls_output(c);
 }
 
-/* A non-blocking send (docs/benchmarks.md, ninth pass):
- * - send and sendmsg go to the socket directly, where writev (libuv's) goes through the file
- *   layer first (vfs_writev, the position lock, sock_write_iter): ~10 % of a broadcast's server
- *   time;
- * - glibc's wrappers are thread cancellation points, whose enabling and disabling cost ~30
- *   instructions a call; syscall() is plain.
- * uv_buf_t is struct iovec's layout on Unix (uv.h). Returns the bytes taken, UV_EAGAIN, or a
- * negative uv error. */
+/* A send's result as the flush takes it: the bytes taken, UV_EAGAIN when the socket took none
+ * (full, or the kernel short of buffers), or a negative uv error (libuv's are negated errno
+ * values on Unix). */
+static int send_result(int32_t r) {
+    if (r == -EAGAIN || r == -EWOULDBLOCK || r == -ENOBUFS) return UV_EAGAIN;
+    return r; /* what a queue holds fits an int, as for uv_try_write */
+}
+
+/* A non-blocking send (io_batch.h's plain call). uv_buf_t is struct iovec's layout on Unix
+ * (uv.h). */
 static int try_write(nh_conn_t *c, const uv_buf_t *iov, unsigned n) {
-    int fd = c->fd;
-    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = n};
-    long r;
-    do /* one buffer (a read's responses, usually): send, without sendmsg's header to copy */
-        r = n == 1 ? syscall(SYS_sendto, fd, iov[0].base, iov[0].len, MSG_NOSIGNAL | MSG_DONTWAIT,
-                             NULL, 0)
-                   : syscall(SYS_sendmsg, fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    while (r < 0 && errno == EINTR);
-    if (r >= 0) return (int)r; /* what a queue holds fits an int, as for uv_try_write */
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return UV_EAGAIN;
-    return -errno; /* libuv's errors are negated errno values on Unix */
+    return send_result(nh_io_send_now(c->fd, (const struct iovec *)iov, n));
 }
 
 /* Drops every queued byte (the peer is gone, or cut off: nothing more is sent). */
 static void drop_queued(nh_conn_t *c) {
     nh_outq_consume(&c->out, c->out.bytes);
     if (nh_conn_wire(c)) nh_outq_consume(nh_conn_wire(c), nh_conn_wire(c)->bytes);
+}
+
+/* A write failed: the peer is gone, and nothing more is sent. */
+static void write_failed(nh_conn_t *c, int err) {
+    drop_queued(c);
+    if (!(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, uv_strerror(err));
+}
+
+/* The kernel buffer is full: wait for the socket (on_io writes the rest). The queue may wait
+ * long: its bytes leave the shared arena so that it pins only its own. */
+static void wait_writable(nh_conn_t *c, nh_outq_t *q) {
+    if (!c->stalled_turn) c->stalled_turn = c->host->flush_turns;
+    nh_outq_detach(q); /* out of memory: stays in the arena, still correct */
+    c->flags |= NH_CONN_WRITING;
+    watch(c);
+}
+
+/* Everything queued has left. */
+static void all_written(nh_conn_t *c) {
+    drained(c);
+    if (c->close_after_flush && !(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, NULL);
 }
 
 /* Writes what the kernel takes now. `wait`: when the kernel takes no more, wait for the socket to
@@ -407,25 +419,17 @@ static void flush_ex(nh_conn_t *c, int wait) {
         int r = try_write(c, iov, n);
         if (r == UV_EAGAIN) r = 0;
         if (r < 0) {
-            drop_queued(c); /* the peer is gone */
-            if (!(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, uv_strerror(r));
+            write_failed(c, r);
             return;
         }
         nh_outq_consume(q, (size_t)r);
         if ((size_t)r == total) continue;       /* more segments than one sendmsg took */
         if (c->flags & NH_CONN_CLOSING) return; /* no waiting on a closing socket */
         if (!wait) break;
-        /* The kernel buffer is full: wait for the socket (on_io writes the rest). The queue may
-         * wait long: its bytes leave the shared arena so that it pins only its own. */
-        if (!c->stalled_turn) c->stalled_turn = c->host->flush_turns;
-        nh_outq_detach(q); /* out of memory: stays in the arena, still correct */
-        c->flags |= NH_CONN_WRITING;
-        watch(c);
+        wait_writable(c, q);
         return;
     }
-    if (queued(c)) return;
-    drained(c);
-    if (c->close_after_flush && !(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, NULL);
+    if (!queued(c)) all_written(c);
 }
 
 static void flush(nh_conn_t *c) {
@@ -474,33 +478,24 @@ static nh_io_batch_t *io_batch(nh_host_t *h) {
 }
 
 /* What a batched send's result leaves to do for its connection, once every result of the batch
- * is in (see flush_batched). */
-static void after_batched(nh_conn_t *c, int32_t r, size_t sent) {
+ * is in (see flush_batched): what flush_ex does after its send. */
+static void after_batched(nh_conn_t *c, int32_t res, size_t sent) {
     if (c->flags & NH_CONN_CLOSING) return; /* an earlier one's follow-up closed it */
-    nh_outq_t *q = &c->out;
-    if (r == -ECANCELED) { /* the ring failed before this send: one by one, from the start */
+    if (res == -ECANCELED) { /* the ring failed before this send: one by one, from the start */
         mark_dirty(c);
         return;
     }
-    if (r < 0 && r != -EAGAIN && r != -EWOULDBLOCK && r != -ENOBUFS) {
-        drop_queued(c); /* the peer is gone */
-        nh_conn_close(c, uv_strerror(r));
-        return;
+    int r = send_result(res);
+    if (r == UV_EAGAIN) r = 0;
+    if (r < 0) {
+        write_failed(c, r);
+    } else if ((size_t)r < sent) {
+        wait_writable(c, &c->out);
+    } else if (queued(c)) { /* more segments than one send took, or a follow-up queued more */
+        mark_dirty(c);
+    } else {
+        all_written(c);
     }
-    if (r >= 0 && (size_t)r == sent) {
-        if (q->bytes) { /* more segments than one send took, or a follow-up queued more */
-            mark_dirty(c);
-            return;
-        }
-        drained(c);
-        if (c->close_after_flush && !(c->flags & NH_CONN_CLOSING)) nh_conn_close(c, NULL);
-        return;
-    }
-    /* The kernel buffer is full: as flush_ex, wait for the socket. */
-    if (!c->stalled_turn) c->stalled_turn = c->host->flush_turns;
-    nh_outq_detach(q);
-    c->flags |= NH_CONN_WRITING;
-    watch(c);
 }
 
 /* The turn's flush in as few system calls as the batch allows (io_batch.h): every dirty
@@ -742,32 +737,30 @@ static inline int reading(const nh_conn_t *c) {
 
 /* One recv (not read(2), whose file layer costs more; docs/benchmarks.md, fifteenth pass) into
  * the host's one read buffer, which each read's handling consumes (decoded, or copied into a
- * partial packet's buffer) before the next. Returns recv's result (errno set when negative). */
-static long recv_socket(nh_conn_t *c) {
-    long n;
-    do /* syscall(): glibc's recv is a cancellation point (see try_write) */
-        n = syscall(SYS_recvfrom, c->fd, c->host->readbuf, sizeof c->host->readbuf, 0, NULL, NULL);
-    while (n < 0 && errno == EINTR);
-    return n;
+ * partial packet's buffer) before the next. Returns the bytes, or a negative errno. */
+static int32_t recv_socket(nh_conn_t *c) {
+    return nh_io_recv_now(c->fd, c->host->readbuf, sizeof c->host->readbuf);
+}
+
+/* What one receive into buf (cap bytes) got, for a reading connection, handed on: the peer's end
+ * or an error closes. Returns 1 when the socket may hold more (the receive filled buf). */
+static int received(nh_conn_t *c, int32_t r, uint8_t *buf, size_t cap) {
+    if (r < 0) {
+        if (r != -EAGAIN && r != -EWOULDBLOCK) nh_conn_close(c, uv_strerror(r));
+        return 0;
+    }
+    if (r == 0) {
+        nh_conn_close(c, "peer closed");
+        return 0;
+    }
+    on_bytes(c, buf, (size_t)r);
+    return reading(c) && (size_t)r == cap;
 }
 
 /* The socket is readable: what it holds goes to the transport. */
 static void read_socket(nh_conn_t *c) {
-    uint8_t *buf = c->host->readbuf;
-    for (int i = 0; i < NH_READS_PER_TURN; i++) {
-        long n = recv_socket(c);
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK) nh_conn_close(c, uv_strerror(-errno));
-            return;
-        }
-        if (n == 0) {
-            nh_conn_close(c, "peer closed");
-            return;
-        }
-        on_bytes(c, buf, (size_t)n);
-        if (!reading(c)) return;
-        if ((size_t)n < sizeof c->host->readbuf) return; /* the socket had no more */
-    }
+    for (int i = 0; i < NH_READS_PER_TURN; i++)
+        if (!received(c, recv_socket(c), c->host->readbuf, sizeof c->host->readbuf)) return;
 }
 
 /* The turn's reads, queued by on_io: for a connection still reading, queues it and returns 1;
@@ -785,30 +778,22 @@ static void drop_input(nh_conn_t *c);
 
 /* A batched read's result, for a connection that was reading when the batch was made. */
 static void after_read(nh_conn_t *c, int32_t r, uint8_t *buf) {
-    if (r > 0 && !reading(c)) { /* what it ran before closed it, or made it drain: dropped */
-        c->host->metrics.bytes[NH_MD_IN] += (uint64_t)r;
-        if (!(c->flags & (NH_CONN_CLOSING | NH_CONN_PEER_DONE))) drop_input(c);
-        return;
-    }
     if (r == -ECANCELED) { /* the ring failed before this read */
         if (reading(c)) read_socket(c);
         return;
     }
-    if (c->flags & NH_CONN_CLOSING) return;
-    if (r == -EAGAIN || r == -EWOULDBLOCK) return;
-    if (r < 0) {
-        nh_conn_close(c, uv_strerror(r));
+    if (!reading(c)) { /* what ran before it closed it, or made it drain: its input is dropped */
+        if (r > 0) c->host->metrics.bytes[NH_MD_IN] += (uint64_t)r;
+        if (c->flags & NH_CONN_CLOSING) return;
+        if (r >= 0) {
+            /* draining: reads on to the end, then stops watching for input */
+            if (!(c->flags & NH_CONN_PEER_DONE)) drop_input(c);
+        } else if (r != -EAGAIN && r != -EWOULDBLOCK) {
+            nh_conn_close(c, uv_strerror(r));
+        }
         return;
     }
-    if (r == 0) {
-        if (reading(c))
-            nh_conn_close(c, "peer closed");
-        else if (!(c->flags & NH_CONN_PEER_DONE))
-            drop_input(c); /* draining: finds the end again, and stops watching for input */
-        return;
-    }
-    on_bytes(c, buf, (size_t)r);
-    if (r == NH_READ_SLOT && reading(c)) read_socket(c); /* the socket may hold more */
+    if (received(c, r, buf, NH_READ_SLOT)) read_socket(c); /* the socket may hold more */
 }
 
 void nh_conn_read_queued(nh_host_t *h) {
@@ -850,15 +835,15 @@ void nh_conn_read_queued(nh_host_t *h) {
  * stops it (the peer may still read); an error closes now (nothing can be delivered). */
 static void drop_input(nh_conn_t *c) {
     for (int i = 0; i < NH_READS_PER_TURN; i++) {
-        long n = recv_socket(c);
+        int32_t n = recv_socket(c);
         if (n > 0) {
             c->host->metrics.bytes[NH_MD_IN] += (uint64_t)n;
             if ((size_t)n < sizeof c->host->readbuf) return;
             continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n == -EAGAIN || n == -EWOULDBLOCK) return;
         if (n < 0) {
-            nh_conn_close(c, uv_strerror(-errno));
+            nh_conn_close(c, uv_strerror(n));
             return;
         }
         c->flags |= NH_CONN_PEER_DONE;

@@ -110,23 +110,33 @@ static void prep(nh_io_batch_t *b, unsigned i) {
     io_uring_sqe_set_data64(sqe, i);
 }
 
-/* One call alone: a plain system call costs less than a ring's entry and its submission (the
- * usual case when the load generator, not the server, is the bottleneck: a request a turn).
- * syscall(): glibc's wrappers are cancellation points (conn.c's try_write). */
-static int32_t call_alone(const op_t *o) {
+/* syscall(): glibc's wrappers are thread cancellation points, whose enabling and disabling cost
+ * ~30 instructions a call; syscall() is plain. send and sendmsg go to the socket directly, where
+ * writev goes through the file layer first (docs/benchmarks.md, ninth pass); one buffer goes
+ * by send, without a msghdr for the kernel to copy in. */
+int32_t nh_io_send_now(int fd, const struct iovec *iov, unsigned n) {
+    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = n};
     long r;
-    do {
-        if (!o->n) {
-            r = syscall(SYS_recvfrom, o->fd, o->buf.iov_base, o->buf.iov_len, MSG_DONTWAIT, NULL,
-                        NULL);
-        } else if (o->n == 1) {
-            r = syscall(SYS_sendto, o->fd, o->iov->iov_base, o->iov->iov_len, SEND_FLAGS, NULL, 0);
-        } else {
-            struct msghdr m = {.msg_iov = o->iov, .msg_iovlen = o->n};
-            r = syscall(SYS_sendmsg, o->fd, &m, SEND_FLAGS);
-        }
-    } while (r < 0 && errno == EINTR);
+    do
+        r = n == 1 ? syscall(SYS_sendto, fd, iov->iov_base, iov->iov_len, SEND_FLAGS, NULL, 0)
+                   : syscall(SYS_sendmsg, fd, &m, SEND_FLAGS);
+    while (r < 0 && errno == EINTR);
     return r < 0 ? -errno : (int32_t)r;
+}
+
+int32_t nh_io_recv_now(int fd, void *buf, size_t len) {
+    long r;
+    do
+        r = syscall(SYS_recvfrom, fd, buf, len, MSG_DONTWAIT, NULL, NULL);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : (int32_t)r;
+}
+
+/* One call alone: a plain system call costs less than a ring's entry and its submission (the
+ * usual case when the load generator, not the server, is the bottleneck: a request a turn). */
+static int32_t call_alone(const op_t *o) {
+    return o->n ? nh_io_send_now(o->fd, o->iov, o->n)
+                : nh_io_recv_now(o->fd, o->buf.iov_base, o->buf.iov_len);
 }
 
 unsigned nh_io_batch_count(const nh_io_batch_t *b) {

@@ -52,6 +52,10 @@ unsigned nh_io_batch_count(const nh_io_batch_t *b);
 /* Makes the added calls, each one's result in res[index]; the batch is then empty. Returns 0, or
  * a negative errno when the ring failed (the calls it never got have -ECANCELED). */
 int nh_io_batch_run(nh_io_batch_t *b, int32_t *res);
+/* The same calls made alone, as plain system calls (no ring): what a batch of one does, and what
+ * conn.c does where there is no batch. The bytes sent or received, or a negative errno. */
+int32_t nh_io_send_now(int fd, const struct iovec *iov, unsigned n);
+int32_t nh_io_recv_now(int fd, void *buf, size_t len);
 /* 1 while the ring works; 0 once it has failed. */
 int nh_io_batch_ok(const nh_io_batch_t *b);
 
